@@ -1,0 +1,54 @@
+"""trine-core: the contracts and the boot machinery every trine plugin builds on.
+
+Plugin authors import from here and nothing else of trine's runtime.
+"""
+
+from trine_core.errors import (
+    ConfigError,
+    InvalidArgument,
+    LeaseLost,
+    PayloadTooLarge,
+    RunFinished,
+    RunNotFound,
+    StorageError,
+    TrineError,
+    Unavailable,
+    UnknownFunction,
+    error_from_code,
+)
+from trine_core.hookspecs import hookimpl
+from trine_core.logging import configure_logging, get_logger
+from trine_core.protocols import BACKEND, DISPATCHER, Backend, Dispatcher
+from trine_core.registry import RoleRegistry, TransportRegistry
+from trine_core.roles import Role, RoleContext, Transport
+from trine_core.runtime import Runtime
+from trine_core.settings import Settings, split_host_port
+
+__all__ = [
+    "BACKEND",
+    "DISPATCHER",
+    "Backend",
+    "ConfigError",
+    "Dispatcher",
+    "InvalidArgument",
+    "LeaseLost",
+    "PayloadTooLarge",
+    "Role",
+    "RoleContext",
+    "RoleRegistry",
+    "RunFinished",
+    "RunNotFound",
+    "Runtime",
+    "Settings",
+    "StorageError",
+    "Transport",
+    "TransportRegistry",
+    "TrineError",
+    "Unavailable",
+    "UnknownFunction",
+    "configure_logging",
+    "error_from_code",
+    "get_logger",
+    "hookimpl",
+    "split_host_port",
+]

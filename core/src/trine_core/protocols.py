@@ -1,0 +1,112 @@
+"""The two contracts between roles: ``Backend`` (gateway → engine) and ``Dispatcher``
+(coordinator → engine).
+
+Both take and return the messages generated from ``proto/``. A transport either hands the engine's
+own object to the caller (in-process: nothing is serialized) or serves it over the network and
+gives the caller a client with these very methods. Method names and signatures match the generated
+gRPC stubs, so a remote client is the stub plus error mapping.
+
+Every method may raise a :class:`trine_core.errors.TrineError`; transports carry it unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol, runtime_checkable
+
+from trine_proto.trine.v1 import (
+    CancelRunRequest,
+    Event,
+    GetJournalRequest,
+    GetJournalResponse,
+    GetRunRequest,
+    ListFunctionsRequest,
+    ListFunctionsResponse,
+    ListRunsRequest,
+    ListRunsResponse,
+    RegisterFunctionsRequest,
+    RegisterFunctionsResponse,
+    ReleaseLeasesRequest,
+    ReleaseLeasesResponse,
+    RenewLeasesRequest,
+    RenewLeasesResponse,
+    ReportRequest,
+    ReportResponse,
+    Run,
+    StartRunRequest,
+    StartRunResponse,
+    SubscribeRequest,
+    TakeWorkRequest,
+    TakeWorkResponse,
+    WaitRunRequest,
+)
+
+BACKEND = "backend"
+DISPATCHER = "dispatcher"
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the gateway needs of the engine."""
+
+    async def start_run(self, message: StartRunRequest) -> StartRunResponse:
+        """Accept a run durably and return it; with an idempotency key already used, the earlier
+        run with ``created=False``. Raises UnknownFunction, PayloadTooLarge, InvalidArgument."""
+        ...
+
+    async def get_run(self, message: GetRunRequest) -> Run:
+        """The run as it is now. Raises RunNotFound."""
+        ...
+
+    async def wait_run(self, message: WaitRunRequest) -> Run:
+        """The run once it reached a final state, or as it is when ``timeout_ms`` runs out."""
+        ...
+
+    async def list_runs(self, message: ListRunsRequest) -> ListRunsResponse:
+        """Runs in creation order, filtered by status and function, one page at a time."""
+        ...
+
+    def subscribe(self, message: SubscribeRequest) -> AsyncIterator[Event]:
+        """The run's events after ``after_seq``, then live ones; ends after the final event."""
+        ...
+
+    async def cancel_run(self, message: CancelRunRequest) -> Run:
+        """Cancel the run wherever it is. Raises RunNotFound, RunFinished."""
+        ...
+
+    async def get_journal(self, message: GetJournalRequest) -> GetJournalResponse:
+        """The run's journal: one entry per completed or finally failed step."""
+        ...
+
+    async def list_functions(self, message: ListFunctionsRequest) -> ListFunctionsResponse:
+        """Every function a worker ever registered (this survives restarts)."""
+        ...
+
+
+@runtime_checkable
+class Dispatcher(Protocol):
+    """What the coordinator needs of the engine."""
+
+    async def register_functions(
+        self, message: RegisterFunctionsRequest
+    ) -> RegisterFunctionsResponse:
+        """Record durably that these functions exist, with their retry policies."""
+        ...
+
+    async def take_work(self, message: TakeWorkRequest) -> TakeWorkResponse:
+        """Lease up to ``max_items`` ready runs of the given functions, waiting up to ``wait_ms``
+        when none is ready. Each item carries a fresh lease and the journal to replay."""
+        ...
+
+    async def report(self, message: ReportRequest) -> ReportResponse:
+        """Journal a worker's commands for a run, durably, under its lease. Raises LeaseLost when
+        the lease is no longer current; then nothing changed."""
+        ...
+
+    async def renew_leases(self, message: RenewLeasesRequest) -> RenewLeasesResponse:
+        """Extend leases; answers which of them are no longer current."""
+        ...
+
+    async def release_leases(self, message: ReleaseLeasesRequest) -> ReleaseLeasesResponse:
+        """Give leases back (worker gone or drained): their runs are dispatched again at once."""
+        ...

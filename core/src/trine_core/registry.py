@@ -1,0 +1,58 @@
+"""Registries that plugins fill from the registration hooks (tox's idea: the plugin adds what it
+provides by name; the resolver looks names up). Two plugins claiming one name is a boot error that
+names both."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from trine_core.errors import ConfigError
+from trine_core.roles import RoleFactory, TransportFactory
+
+F = TypeVar("F")
+
+
+@dataclass
+class _Registry(Generic[F]):
+    what: str
+    factories: dict[str, F] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)
+    current_plugin: str = "?"
+
+    def _add(self, name: str, factory: F) -> None:
+        if name in self.factories:
+            raise ConfigError(
+                f"{self.what} {name!r} is provided by two plugins: "
+                f"{self.owners[name]} and {self.current_plugin}"
+            )
+        self.factories[name] = factory
+        self.owners[name] = self.current_plugin
+
+    def get(self, name: str) -> F | None:
+        return self.factories.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self.factories)
+
+
+class RoleRegistry(_Registry[RoleFactory]):
+    """Handed to :func:`trine_core.hookspecs.trine_register_roles`."""
+
+    def __init__(self) -> None:
+        super().__init__("role")
+
+    def add_role(self, name: str, factory: RoleFactory) -> None:
+        """Make a role available to ``--target`` under ``name``."""
+        self._add(name, factory)
+
+
+class TransportRegistry(_Registry[TransportFactory]):
+    """Handed to :func:`trine_core.hookspecs.trine_register_transports`."""
+
+    def __init__(self) -> None:
+        super().__init__("transport")
+
+    def add_transport(self, scheme: str, factory: TransportFactory) -> None:
+        """Make a transport available for addresses ``<scheme>://…``."""
+        self._add(scheme, factory)
