@@ -26,8 +26,8 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 typecheck: setup
-	$(BIN)/mypy core/src transports/inproc/src plugins/engine/src plugins/coordinator/src \
-		plugins/gateway/src sdk/python/src
+	$(BIN)/mypy -p trine_core -p trine_transport_inproc -p trine_engine -p trine_coordinator \
+		-p trine_gateway -p trine
 
 # Each member's tests run from its own folder, as a contributor of that plugin would run them.
 unit: setup

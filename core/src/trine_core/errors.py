@@ -70,7 +70,7 @@ class Unavailable(TrineError):
 
 
 class ConfigError(TrineError):
-    """Boot cannot go on: a setting, a plugin or the data dir is wrong. One clear line, no traceback."""
+    """Boot cannot go on: a setting, a plugin or the data dir is wrong. Printed as one line."""
 
     code = "config_error"
 
@@ -99,5 +99,5 @@ ERRORS_BY_CODE: dict[str, type[TrineError]] = {
 
 
 def error_from_code(code: str, message: str, **details: Any) -> TrineError:
-    """Rebuild the error a remote peer raised from its code (the transports' inverse of ``code``)."""
+    """Rebuild the error a remote peer raised, from its code (what transports do on receipt)."""
     return ERRORS_BY_CODE.get(code, TrineError)(message, **details)

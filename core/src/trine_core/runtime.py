@@ -9,7 +9,7 @@ consumer gets the object itself.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TypeVar
 
 import pluggy
 
@@ -21,6 +21,11 @@ from trine_core.roles import Role, RoleContext, Transport
 from trine_core.settings import Settings
 
 START_ORDER = ("engine", "coordinator", "gateway")
+_REGISTRATION_HOOK = {
+    plugins.ROLES_GROUP: "trine_register_roles",
+    plugins.TRANSPORTS_GROUP: "trine_register_transports",
+}
+R = TypeVar("R", RoleRegistry, TransportRegistry)
 ALL = "all"
 INPROC = "inproc://"
 
@@ -60,10 +65,9 @@ class Runtime:
         manager = self._manager = plugins.new_plugin_manager()
         for plugin in self._extra:
             manager.register(plugin)
+        manager.check_pending()
         names = role_names(self.settings)
-        plugins.load(manager, plugins.ROLES_GROUP, names, "role")
-        role_registry = RoleRegistry()
-        self._call_registration(manager, "trine_register_roles", role_registry)
+        role_registry = self._registered(RoleRegistry, plugins.ROLES_GROUP, names, "role")
         for name in names:
             factory = role_registry.get(name)
             if factory is None:
@@ -80,8 +84,9 @@ class Runtime:
                 )
                 addresses[(name, kind)] = address
         schemes = {address.split("://", 1)[0] for address in addresses.values()} | {"inproc"}
-        plugins.load(manager, plugins.TRANSPORTS_GROUP, sorted(schemes), "transport")
-        self._call_registration(manager, "trine_register_transports", self._transport_registry)
+        self._transport_registry = self._registered(
+            TransportRegistry, plugins.TRANSPORTS_GROUP, sorted(schemes), "transport"
+        )
 
         for name, role in self.roles.items():
             context = RoleContext(
@@ -100,10 +105,24 @@ class Runtime:
             wiring={f"{role}.{kind}": address for (role, kind), address in addresses.items()},
         )
 
-    def _call_registration(self, manager: pluggy.PluginManager, hook: str, registry: Any) -> None:
-        for impl in reversed(getattr(manager.hook, hook).get_hookimpls()):
-            registry.current_plugin = manager.get_name(impl.plugin) or repr(impl.plugin)
+    def _registered(self, registry_type: type[R], group: str, names: list[str], what: str) -> R:
+        """A registry holding ``names``: what already-registered plugins (inline ones first)
+        provide, plus the entry-point plugins imported for the names still missing."""
+        assert self._manager is not None
+        hook = _REGISTRATION_HOOK[group]
+        registry = self._call_registration(hook, registry_type())
+        missing = [name for name in names if registry.get(name) is None]
+        if missing:
+            plugins.load(self._manager, group, missing, what)
+            registry = self._call_registration(hook, registry_type())
+        return registry
+
+    def _call_registration(self, hook: str, registry: R) -> R:
+        assert self._manager is not None
+        for impl in reversed(getattr(self._manager.hook, hook).get_hookimpls()):
+            registry.current_plugin = self._manager.get_name(impl.plugin) or repr(impl.plugin)
             impl.function(registry=registry)
+        return registry
 
     async def _transport(self, scheme: str) -> Transport:
         transport = self._transports.get(scheme)

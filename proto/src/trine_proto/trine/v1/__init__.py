@@ -252,9 +252,7 @@ class CoordinatorMessage(betterproto2.Message):
     )
 
 
-default_message_pool.register_message(
-    "trine.v1", "CoordinatorMessage", CoordinatorMessage
-)
+default_message_pool.register_message("trine.v1", "CoordinatorMessage", CoordinatorMessage)
 
 
 @dataclass(eq=False, repr=False)
@@ -328,9 +326,7 @@ default_message_pool.register_message("trine.v1", "Event", Event)
 class FunctionSpec(betterproto2.Message):
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
-    retry: "RetryPolicy | None" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    retry: "RetryPolicy | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
 
 
 default_message_pool.register_message("trine.v1", "FunctionSpec", FunctionSpec)
@@ -349,9 +345,7 @@ class FunctionsRegistered(betterproto2.Message):
     )
 
 
-default_message_pool.register_message(
-    "trine.v1", "FunctionsRegistered", FunctionsRegistered
-)
+default_message_pool.register_message("trine.v1", "FunctionsRegistered", FunctionsRegistered)
 
 
 @dataclass(eq=False, repr=False)
@@ -359,21 +353,15 @@ class GetJournalRequest(betterproto2.Message):
     run_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
 
-default_message_pool.register_message(
-    "trine.v1", "GetJournalRequest", GetJournalRequest
-)
+default_message_pool.register_message("trine.v1", "GetJournalRequest", GetJournalRequest)
 
 
 @dataclass(eq=False, repr=False)
 class GetJournalResponse(betterproto2.Message):
-    entries: "list[JournalEntry]" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    entries: "list[JournalEntry]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
 
 
-default_message_pool.register_message(
-    "trine.v1", "GetJournalResponse", GetJournalResponse
-)
+default_message_pool.register_message("trine.v1", "GetJournalResponse", GetJournalResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -408,9 +396,7 @@ class JournalEntry(betterproto2.Message):
     JSON; unset when the step failed
     """
 
-    error: "ErrorInfo | None" = betterproto2.field(
-        5, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    error: "ErrorInfo | None" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, optional=True)
     """
     the step's final error, re-raised on replay
     """
@@ -448,9 +434,7 @@ class ListFunctionsRequest(betterproto2.Message):
     pass
 
 
-default_message_pool.register_message(
-    "trine.v1", "ListFunctionsRequest", ListFunctionsRequest
-)
+default_message_pool.register_message("trine.v1", "ListFunctionsRequest", ListFunctionsRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -460,9 +444,7 @@ class ListFunctionsResponse(betterproto2.Message):
     )
 
 
-default_message_pool.register_message(
-    "trine.v1", "ListFunctionsResponse", ListFunctionsResponse
-)
+default_message_pool.register_message("trine.v1", "ListFunctionsResponse", ListFunctionsResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -597,16 +579,12 @@ default_message_pool.register_message(
 
 @dataclass(eq=False, repr=False)
 class ReleaseLeasesRequest(betterproto2.Message):
-    lease_ids: "list[str]" = betterproto2.field(
-        1, betterproto2.TYPE_STRING, repeated=True
-    )
+    lease_ids: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
 
     reason: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
 
 
-default_message_pool.register_message(
-    "trine.v1", "ReleaseLeasesRequest", ReleaseLeasesRequest
-)
+default_message_pool.register_message("trine.v1", "ReleaseLeasesRequest", ReleaseLeasesRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -614,23 +592,17 @@ class ReleaseLeasesResponse(betterproto2.Message):
     pass
 
 
-default_message_pool.register_message(
-    "trine.v1", "ReleaseLeasesResponse", ReleaseLeasesResponse
-)
+default_message_pool.register_message("trine.v1", "ReleaseLeasesResponse", ReleaseLeasesResponse)
 
 
 @dataclass(eq=False, repr=False)
 class RenewLeasesRequest(betterproto2.Message):
-    lease_ids: "list[str]" = betterproto2.field(
-        1, betterproto2.TYPE_STRING, repeated=True
-    )
+    lease_ids: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
 
     lease_ttl_ms: "int" = betterproto2.field(2, betterproto2.TYPE_UINT32)
 
 
-default_message_pool.register_message(
-    "trine.v1", "RenewLeasesRequest", RenewLeasesRequest
-)
+default_message_pool.register_message("trine.v1", "RenewLeasesRequest", RenewLeasesRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -641,9 +613,7 @@ class RenewLeasesResponse(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "trine.v1", "RenewLeasesResponse", RenewLeasesResponse
-)
+default_message_pool.register_message("trine.v1", "RenewLeasesResponse", RenewLeasesResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -671,9 +641,7 @@ class ReportRequest(betterproto2.Message):
 
     lease_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
 
-    commands: "list[Command]" = betterproto2.field(
-        3, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    commands: "list[Command]" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, repeated=True)
 
 
 default_message_pool.register_message("trine.v1", "ReportRequest", ReportRequest)
@@ -728,9 +696,7 @@ class Run(betterproto2.Message):
     JSON; set once completed
     """
 
-    error: "ErrorInfo | None" = betterproto2.field(
-        6, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    error: "ErrorInfo | None" = betterproto2.field(6, betterproto2.TYPE_MESSAGE, optional=True)
     """
     set once failed or cancelled
     """
@@ -782,9 +748,7 @@ class RunCommands(betterproto2.Message):
 
     attempt: "int" = betterproto2.field(2, betterproto2.TYPE_UINT32)
 
-    commands: "list[Command]" = betterproto2.field(
-        3, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    commands: "list[Command]" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, repeated=True)
 
     at_ms: "int" = betterproto2.field(4, betterproto2.TYPE_UINT64)
 
@@ -802,9 +766,7 @@ default_message_pool.register_message("trine.v1", "RunCompleted", RunCompleted)
 
 @dataclass(eq=False, repr=False)
 class RunFailed(betterproto2.Message):
-    error: "ErrorInfo | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    error: "ErrorInfo | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
 
 
 default_message_pool.register_message("trine.v1", "RunFailed", RunFailed)
@@ -817,9 +779,7 @@ class RunRetryScheduled(betterproto2.Message):
     retry_at_ms: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
 
 
-default_message_pool.register_message(
-    "trine.v1", "RunRetryScheduled", RunRetryScheduled
-)
+default_message_pool.register_message("trine.v1", "RunRetryScheduled", RunRetryScheduled)
 
 
 @dataclass(eq=False, repr=False)
@@ -863,9 +823,7 @@ default_message_pool.register_message("trine.v1", "StartRunResponse", StartRunRe
 
 @dataclass(eq=False, repr=False)
 class StepCompleted(betterproto2.Message):
-    entry: "JournalEntry | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    entry: "JournalEntry | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
 
 
 default_message_pool.register_message("trine.v1", "StepCompleted", StepCompleted)
@@ -879,13 +837,9 @@ class StepFailed(betterproto2.Message):
 
     attempt: "int" = betterproto2.field(3, betterproto2.TYPE_UINT32)
 
-    error: "ErrorInfo | None" = betterproto2.field(
-        4, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    error: "ErrorInfo | None" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, optional=True)
 
-    retry: "RetryPolicy | None" = betterproto2.field(
-        5, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    retry: "RetryPolicy | None" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, optional=True)
     """
     the step's policy; unset: the function's
     """
@@ -924,9 +878,7 @@ default_message_pool.register_message("trine.v1", "SubscribeRequest", SubscribeR
 class TakeWorkRequest(betterproto2.Message):
     worker_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
-    functions: "list[str]" = betterproto2.field(
-        2, betterproto2.TYPE_STRING, repeated=True
-    )
+    functions: "list[str]" = betterproto2.field(2, betterproto2.TYPE_STRING, repeated=True)
 
     max_items: "int" = betterproto2.field(3, betterproto2.TYPE_UINT32)
 
@@ -943,9 +895,7 @@ default_message_pool.register_message("trine.v1", "TakeWorkRequest", TakeWorkReq
 
 @dataclass(eq=False, repr=False)
 class TakeWorkResponse(betterproto2.Message):
-    items: "list[WorkItem]" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    items: "list[WorkItem]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
 
 
 default_message_pool.register_message("trine.v1", "TakeWorkResponse", TakeWorkResponse)
@@ -997,9 +947,7 @@ class WorkerReport(betterproto2.Message):
     echoed in the ReportAck
     """
 
-    report: "ReportRequest | None" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    report: "ReportRequest | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
 
 
 default_message_pool.register_message("trine.v1", "WorkerReport", WorkerReport)
@@ -1009,13 +957,9 @@ default_message_pool.register_message("trine.v1", "WorkerReport", WorkerReport)
 class WorkItem(betterproto2.Message):
     run: "Run | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
 
-    lease: "Lease | None" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    lease: "Lease | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
 
-    journal: "list[JournalEntry]" = betterproto2.field(
-        3, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    journal: "list[JournalEntry]" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, repeated=True)
     """
     what a replay needs
     """
@@ -1023,9 +967,7 @@ class WorkItem(betterproto2.Message):
     step_attempts: "dict[int, int]" = betterproto2.field(
         4,
         betterproto2.TYPE_MAP,
-        map_meta=betterproto2.map_meta(
-            betterproto2.TYPE_UINT32, betterproto2.TYPE_UINT32
-        ),
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_UINT32, betterproto2.TYPE_UINT32),
     )
     """
     failed attempts so far, by step index
@@ -1329,9 +1271,7 @@ class BackendBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def list_functions(
-        self, message: "ListFunctionsRequest"
-    ) -> "ListFunctionsResponse":
+    async def list_functions(self, message: "ListFunctionsRequest") -> "ListFunctionsResponse":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
@@ -1343,17 +1283,13 @@ class BackendBase(betterproto2_grpclib.ServiceBase):
         response = await self.start_run(request)
         await stream.send_message(response)
 
-    async def __rpc_get_run(
-        self, stream: "grpclib.server.Stream[GetRunRequest, Run]"
-    ) -> None:
+    async def __rpc_get_run(self, stream: "grpclib.server.Stream[GetRunRequest, Run]") -> None:
         request = await stream.recv_message()
         assert request is not None
         response = await self.get_run(request)
         await stream.send_message(response)
 
-    async def __rpc_wait_run(
-        self, stream: "grpclib.server.Stream[WaitRunRequest, Run]"
-    ) -> None:
+    async def __rpc_wait_run(self, stream: "grpclib.server.Stream[WaitRunRequest, Run]") -> None:
         request = await stream.recv_message()
         assert request is not None
         response = await self.wait_run(request)
@@ -1395,8 +1331,7 @@ class BackendBase(betterproto2_grpclib.ServiceBase):
         await stream.send_message(response)
 
     async def __rpc_list_functions(
-        self,
-        stream: "grpclib.server.Stream[ListFunctionsRequest, ListFunctionsResponse]",
+        self, stream: "grpclib.server.Stream[ListFunctionsRequest, ListFunctionsResponse]"
     ) -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -1471,21 +1406,16 @@ class DispatcherBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def renew_leases(
-        self, message: "RenewLeasesRequest"
-    ) -> "RenewLeasesResponse":
+    async def renew_leases(self, message: "RenewLeasesRequest") -> "RenewLeasesResponse":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def release_leases(
-        self, message: "ReleaseLeasesRequest"
-    ) -> "ReleaseLeasesResponse":
+    async def release_leases(self, message: "ReleaseLeasesRequest") -> "ReleaseLeasesResponse":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
     async def __rpc_register_functions(
-        self,
-        stream: "grpclib.server.Stream[RegisterFunctionsRequest, RegisterFunctionsResponse]",
+        self, stream: "grpclib.server.Stream[RegisterFunctionsRequest, RegisterFunctionsResponse]"
     ) -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -1517,8 +1447,7 @@ class DispatcherBase(betterproto2_grpclib.ServiceBase):
         await stream.send_message(response)
 
     async def __rpc_release_leases(
-        self,
-        stream: "grpclib.server.Stream[ReleaseLeasesRequest, ReleaseLeasesResponse]",
+        self, stream: "grpclib.server.Stream[ReleaseLeasesRequest, ReleaseLeasesResponse]"
     ) -> None:
         request = await stream.recv_message()
         assert request is not None
