@@ -1,0 +1,179 @@
+"""The `order` workload against trine: single-run latency and throughput, with process figures.
+
+    .venv/bin/python bench/throughput.py                 # 200 sequential + 2,000 at concurrency 100
+    .venv/bin/python bench/throughput.py --runs 500 --sequential 50 --rounds 3
+
+Starts `trine --target=all` and one `examples/order_worker.py` process on free loopback ports and a
+fresh data dir, drives them over HTTP from this process (POST /v1/runs?wait=…, one request per
+run, like the peers' clients), then stops the runtime with SIGTERM so the engine logs its journal
+append percentiles. Prints one markdown row per phase and round, then the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from harness import Cluster, Proc  # the tests' process harness, reused
+
+
+def order_input(i: int) -> dict[str, Any]:
+    return {
+        "order_id": f"o-{i}",
+        "customer": "c-42",
+        "items": [{"sku": "A1", "qty": 2}, {"sku": "B7", "qty": 1}],
+        "amount": 19.99,
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def proc_figures(proc: Proc) -> dict[str, float]:
+    """Peak RSS (MB) and CPU seconds of a live process, from /proc."""
+    pid = proc.popen.pid
+    status = Path(f"/proc/{pid}/status").read_text()
+    hwm_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    return {"rss_mb": hwm_kb / 1024, "cpu_s": cpu}
+
+
+async def one_run(http: httpx.AsyncClient, i: int) -> float:
+    start = time.perf_counter()
+    response = await http.post(
+        "/v1/runs", params={"wait": 60}, json={"function": "order", "input": order_input(i)}
+    )
+    elapsed = time.perf_counter() - start
+    body = response.json()
+    if body.get("status") != "completed" or body["result"]["order_id"] != f"o-{i}":
+        raise RuntimeError(f"run {i} did not complete: {response.status_code} {body}")
+    return elapsed
+
+
+async def sequential(url: str, n: int) -> list[float]:
+    async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+        return [await one_run(http, i) for i in range(n)]
+
+
+async def concurrent(url: str, n: int, concurrency: int) -> tuple[list[float], float]:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
+        queue = iter(range(n))
+        latencies: list[float] = []
+
+        async def client() -> None:
+            for i in queue:
+                latencies.append(await one_run(http, 10_000_000 + i))
+
+        start = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        return latencies, time.perf_counter() - start
+
+
+def engine_stats(proc: Proc) -> dict[str, Any]:
+    for record in proc.log.records():
+        if record.get("event") == "engine stats":
+            return record
+    return {}
+
+
+def one_round(args: argparse.Namespace) -> list[dict[str, Any]]:
+    with tempfile.TemporaryDirectory(prefix="trine-bench-") as tmp:
+        cluster = Cluster(topology="all", workdir=Path(tmp))
+        try:
+            cluster.start(TRINE_LOG_LEVEL="warning")
+            worker = cluster.start_worker("order_worker.py", "--max-concurrency", "100")
+            runtime = cluster.runtime[0]
+            seq = asyncio.run(sequential(cluster.url, args.sequential))
+            lat, wall = asyncio.run(concurrent(cluster.url, args.runs, args.concurrency))
+            rt, wk = proc_figures(runtime), proc_figures(worker)
+            cluster.stop_runtime()
+            stats = engine_stats(runtime)
+        finally:
+            cluster.close()
+    common = {
+        "runtime_rss_mb": rt["rss_mb"],
+        "worker_rss_mb": wk["rss_mb"],
+        "runtime_cpu_s": rt["cpu_s"],
+        "worker_cpu_s": wk["cpu_s"],
+        "append_p50_ms": stats.get("append_p50_ms", float("nan")),
+        "append_p99_ms": stats.get("append_p99_ms", float("nan")),
+    }
+    return [
+        {
+            "phase": f"sequential x{args.sequential}",
+            "runs_s": len(seq) / sum(seq),
+            "p50_ms": percentile(seq, 0.5) * 1000,
+            "p99_ms": percentile(seq, 0.99) * 1000,
+            **common,
+        },
+        {
+            "phase": f"{args.runs} @ c{args.concurrency}",
+            "runs_s": args.runs / wall,
+            "p50_ms": percentile(lat, 0.5) * 1000,
+            "p99_ms": percentile(lat, 0.99) * 1000,
+            **common,
+        },
+    ]
+
+
+COLUMNS = [
+    ("phase", "{}"),
+    ("runs_s", "{:.0f}"),
+    ("p50_ms", "{:.1f}"),
+    ("p99_ms", "{:.1f}"),
+    ("append_p50_ms", "{:.2f}"),
+    ("append_p99_ms", "{:.2f}"),
+    ("runtime_rss_mb", "{:.0f}"),
+    ("worker_rss_mb", "{:.0f}"),
+    ("runtime_cpu_s", "{:.1f}"),
+    ("worker_cpu_s", "{:.1f}"),
+]
+
+
+def print_row(label: str, row: dict[str, Any]) -> None:
+    cells = [label] + [fmt.format(row[key]) for key, fmt in COLUMNS]
+    print("| " + " | ".join(cells) + " |", flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--runs", type=int, default=2000)
+    p.add_argument("--concurrency", type=int, default=100)
+    p.add_argument("--sequential", type=int, default=200)
+    p.add_argument("--rounds", type=int, default=1)
+    args = p.parse_args()
+    print("| round | " + " | ".join(key for key, _ in COLUMNS) + " |")
+    print("|---" * (len(COLUMNS) + 1) + "|")
+    rounds = []
+    for r in range(args.rounds):
+        rows = one_round(args)
+        rounds.append(rows)
+        for row in rows:
+            print_row(str(r + 1), row)
+    if args.rounds > 1:
+        for i in range(len(rounds[0])):
+            median = {
+                key: statistics.median(rows[i][key] for rows in rounds)
+                for key, _ in COLUMNS
+                if key != "phase"
+            }
+            print_row("median", {"phase": rounds[0][i]["phase"], **median})
+
+
+if __name__ == "__main__":
+    main()

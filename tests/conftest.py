@@ -1,0 +1,27 @@
+"""Fixtures for the cross-plugin tests: a trine cluster per topology, torn down after each test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import TOPOLOGIES, Cluster
+
+
+@pytest.fixture(params=TOPOLOGIES)
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    """A cluster in each topology; not started (a test may set flags or env first)."""
+    c = Cluster(topology=request.param, workdir=tmp_path)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def running(cluster: Cluster) -> Cluster:
+    """A started cluster with one order worker registered."""
+    cluster.start()
+    cluster.start_worker()
+    return cluster

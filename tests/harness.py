@@ -1,0 +1,254 @@
+"""Real processes for the cross-plugin tests: the trine runtime, workers, and what they log.
+
+Every process is started with ``sys.executable`` (the test's virtualenv), listens on free loopback
+ports, logs JSON lines to a file, and is killed at teardown. Waiting is done on log lines (events),
+never on sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+DEFAULT_TIMEOUT = 30.0
+
+# Every topology the end-to-end suite runs under. `split` (three processes over gRPC) arrives
+# with the gRPC transport; each test is parametrized over this tuple.
+TOPOLOGIES = ("all",)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class LogFile:
+    """A process's stderr, captured to a file and searchable while the process runs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def lines(self) -> list[str]:
+        try:
+            return self.path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        for line in self.lines():
+            if line.startswith("{"):
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+
+    def wait_for(
+        self,
+        predicate: Callable[[str], bool],
+        proc: subprocess.Popen[bytes] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        after: int = 0,
+    ) -> str:
+        """The first line from line number ``after`` on that satisfies ``predicate``.
+
+        The log is an append-only file written by another process; re-reading it is how we
+        learn of the event. Fails early, with the log, when the process dies first.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.lines()[after:]:
+                if predicate(line):
+                    return line
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError(f"process exited ({proc.returncode}):\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting in {self.path.name}:\n{self.tail()}")
+            time.sleep(0.02)
+
+    def tail(self, n: int = 40) -> str:
+        return "\n".join(self.lines()[-n:])
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: LogFile
+
+    def kill9(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGKILL)
+        self.popen.wait(timeout=DEFAULT_TIMEOUT)
+
+    def terminate(self, timeout: float = DEFAULT_TIMEOUT) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        return self.popen.wait(timeout=timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+
+@dataclass
+class Cluster:
+    """One trine deployment in a topology, plus its workers."""
+
+    topology: str
+    workdir: Path
+    data_dir: Path = field(init=False)
+    http_port: int = field(default_factory=free_port)
+    worker_port: int = field(default_factory=free_port)
+    engine_port: int = field(default_factory=free_port)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    procs: list[Proc] = field(default_factory=list)
+    runtime: list[Proc] = field(default_factory=list)
+    _serial: int = 0
+
+    def __post_init__(self) -> None:
+        self.data_dir = self.workdir / "data"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def worker_addr(self) -> str:
+        return f"127.0.0.1:{self.worker_port}"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRINE_")}
+        env.update(
+            TRINE_DATA_DIR=str(self.data_dir),
+            TRINE_HTTP_ADDR=f"127.0.0.1:{self.http_port}",
+            TRINE_WORKER_ADDR=self.worker_addr,
+            TRINE_ENGINE_ADDR=f"127.0.0.1:{self.engine_port}",
+            TRINE_LOG_FORMAT="json",
+            TRINE_HEARTBEAT_INTERVAL_MS="200",
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(self.extra_env)
+        env.update(extra)
+        return env
+
+    def spawn(self, name: str, argv: list[str], **env: str) -> Proc:
+        self._serial += 1
+        path = self.workdir / f"{self._serial:02d}-{name}.log"
+        with path.open("wb") as out:
+            popen = subprocess.Popen(
+                argv, cwd=ROOT, env=self.env(**env), stdout=out, stderr=subprocess.STDOUT
+            )
+        proc = Proc(name, popen, LogFile(path))
+        self.procs.append(proc)
+        return proc
+
+    def start(self, *flags: str, **env: str) -> None:
+        """Start the runtime and wait until it serves."""
+        if self.topology != "all":
+            raise NotImplementedError(f"topology {self.topology!r} needs the gRPC transport")
+        proc = self.spawn("trine", [sys.executable, "-m", "trine_core.cli", *flags], **env)
+        self.runtime = [proc]
+        proc.log.wait_for(lambda line: "trine started" in line, proc)
+
+    def kill9_runtime(self) -> None:
+        for proc in self.runtime:
+            proc.kill9()
+
+    def stop_runtime(self) -> list[int]:
+        return [proc.terminate() for proc in self.runtime]
+
+    def start_worker(self, script: str = "order_worker.py", *args: str, **env: str) -> Proc:
+        """Start a worker process and wait until the coordinator accepted its registration."""
+        argv = [sys.executable, str(EXAMPLES / script), *args]
+        proc = self.spawn(script.removesuffix(".py"), argv, **env)
+        self.wait_registered(proc)
+        return proc
+
+    def wait_registered(self, proc: Proc, after: int = 0) -> None:
+        proc.log.wait_for(lambda line: "registered" in line.lower(), proc.popen, after=after)
+
+    def client(self, timeout: float = DEFAULT_TIMEOUT) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout)
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.alive:
+                proc.kill9()
+
+
+def wait_run(client: httpx.Client, run_id: str, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+    """The run once final (long-polls the gateway's ?wait)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = client.get(f"/v1/runs/{run_id}", params={"wait": 5})
+        response.raise_for_status()
+        run: dict[str, Any] = response.json()
+        if run["status"] in ("completed", "failed", "cancelled"):
+            return run
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run_id} not final after {timeout}s: {run}")
+
+
+def sse_events(
+    client: httpx.Client, run_id: str, last_event_id: str | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Read a run's SSE stream until it ends (or ``limit`` events): each event's id, type, data."""
+    headers = {"Last-Event-ID": last_event_id} if last_event_id is not None else {}
+    events: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    with client.stream("GET", f"/v1/runs/{run_id}/events", headers=headers) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith(":"):
+                continue
+            if not line:
+                if "data" in current:
+                    events.append(current)
+                    if limit is not None and len(events) >= limit:
+                        break
+                current = {}
+                continue
+            key, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            current[key] = json.loads(value) if key == "data" else value
+    return events
+
+
+def side_effects(path: Path) -> list[tuple[str, str, str]]:
+    """``(kind, run_id, step)`` lines the order worker appends: kind is ``exec`` or ``ack``."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            rows.append((parts[0], parts[1], parts[2]))
+    return rows
+
+
+def reexecuted_after_ack(rows: list[tuple[str, str, str]]) -> list[tuple[str, str]]:
+    """Steps executed again after their result was acknowledged: must always be empty."""
+    acked: set[tuple[str, str]] = set()
+    bad = []
+    for kind, run_id, step in rows:
+        if kind == "ack":
+            acked.add((run_id, step))
+        elif kind == "exec" and (run_id, step) in acked:
+            bad.append((run_id, step))
+    return bad
