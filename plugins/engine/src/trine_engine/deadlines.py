@@ -1,0 +1,51 @@
+"""In-memory timers: retry backoffs ending and leases expiring.
+
+One heap and one task. Entries are never removed: a timer whose reason went away (the lease was
+renewed or released, the run was cancelled) finds that out when it fires and does nothing, so
+renewing a lease is one push.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Callable
+
+import structlog
+
+
+class Deadlines:
+    def __init__(self, clock_ms: Callable[[], int], log: structlog.stdlib.BoundLogger) -> None:
+        self._clock_ms = clock_ms
+        self._log = log
+        self._heap: list[tuple[int, int, Callable[[], None]]] = []
+        self._order = itertools.count()
+        self._wake = asyncio.Event()
+
+    def at(self, when_ms: int, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the wall clock reaches ``when_ms``."""
+        entry = (when_ms, next(self._order), callback)
+        heapq.heappush(self._heap, entry)
+        if self._heap[0] is entry:
+            self._wake.set()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    async def run(self) -> None:
+        while True:
+            now = self._clock_ms()
+            while self._heap and self._heap[0][0] <= now:
+                _, _, callback = heapq.heappop(self._heap)
+                try:
+                    callback()
+                except Exception:
+                    self._log.exception("timer callback failed")
+            self._wake.clear()
+            timeout = (self._heap[0][0] - now) / 1000 if self._heap else None
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass

@@ -1,0 +1,58 @@
+"""Key layouts of the column families (docs/internals.md, "Storage").
+
+Integers are big-endian so that RocksDB's byte order is numeric order: a run's journal entries and
+events sort by index and seq, and the log's segments by partition then offset.
+"""
+
+from __future__ import annotations
+
+import struct
+
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_LOG = struct.Struct(">IQ")
+
+FORMAT_KEY = b"format"
+FORMAT_VERSION = b"1"
+
+
+def applied_key(partition: int) -> bytes:
+    """``meta`` key holding the last applied offset of ``partition``."""
+    return b"applied/%d" % partition
+
+
+def encode_u64(value: int) -> bytes:
+    return _U64.pack(value)
+
+
+def decode_u64(raw: bytes) -> int:
+    value: int = _U64.unpack(raw)[0]
+    return value
+
+
+def log_key(partition: int, first_offset: int) -> bytes:
+    """``log`` key of the segment whose first record has ``first_offset``."""
+    return _LOG.pack(partition, first_offset)
+
+
+def decode_log_key(key: bytes) -> tuple[int, int]:
+    partition, offset = _LOG.unpack(key)
+    return int(partition), int(offset)
+
+
+def partition_prefix(partition: int) -> bytes:
+    return _U32.pack(partition)
+
+
+def run_prefix(run_id: str) -> bytes:
+    """Prefix of a run's rows in ``journal`` and ``events``. Run ids have a fixed length (26), so
+    no id is a prefix of another."""
+    return run_id.encode()
+
+
+def journal_key(run_id: str, index: int) -> bytes:
+    return run_id.encode() + _U32.pack(index)
+
+
+def event_key(run_id: str, seq: int) -> bytes:
+    return run_id.encode() + _U32.pack(seq)

@@ -1,0 +1,261 @@
+"""A partition's log with a group-commit appender.
+
+Every state change is a ``LogRecord``. ``append`` gives the record the next offset and returns the
+:class:`AppendBatch` it joined; the caller (the state machine) adds its derived-state writes to that
+same batch, with no ``await`` in between, then awaits :meth:`AppendBatch.durable`. The first append
+into an empty batch schedules a flush for the next turn of the event loop, so every append made
+before that turn shares one ``WriteBatch``: the log segment, the derived state, the applied offset,
+one synced write. A caller is answered only once its batch is durable.
+
+Why the write runs inline, on the event loop: rocksdict's ``Rdict.write`` holds the GIL for the
+whole write, fsync included (measured on a 2-core box: during a synced write in a worker thread the
+event loop advanced 0 times, whether the batch held 1 entry, 0.23 ms, or 8,192 entries, 23 ms; the
+source calls ``db.write_opt`` without ``allow_threads``). A thread would free nothing and add a
+hand-off (p50 0.18 → 0.44 ms for a 1-entry batch). Appends still batch: everything that reaches
+the loop while one batch is written joins the next.
+
+A failed write is fatal: the batch's callers get StorageError, the failure is logged, and every
+later append is refused. Nothing that was not durable is ever acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import structlog
+
+from trine_core import StorageError, Unavailable, get_logger
+from trine_engine import framing
+from trine_engine.keys import (
+    applied_key,
+    decode_log_key,
+    decode_u64,
+    encode_u64,
+    log_key,
+    partition_prefix,
+)
+from trine_engine.latency import LatencyRing
+from trine_engine.storage import LOG, META, Store
+from trine_proto.trine.v1 import LogRecord
+
+_LAST_OFFSET = (1 << 64) - 1
+
+
+class AppendBatch:
+    """Records and derived-state writes that one synced write makes durable together."""
+
+    def __init__(self, store: Store, first_offset: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.first_offset = first_offset
+        self.records: list[bytes] = []
+        self.started: list[float] = []
+        self.write_batch: Any = store.new_batch()
+        self.future: asyncio.Future[None] = loop.create_future()
+        self._store = store
+        self.callbacks: list[Callable[[], None]] = []
+
+    @property
+    def last_offset(self) -> int:
+        return self.first_offset + len(self.records) - 1
+
+    def put(self, family: str, key: bytes, value: bytes) -> None:
+        self._store.put(self.write_batch, family, key, value)
+
+    def delete(self, family: str, key: bytes) -> None:
+        self._store.delete(self.write_batch, family, key)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the batch is durable (event fan-out, making runs dispatchable);
+        never if the write fails."""
+        self.callbacks.append(callback)
+
+    async def durable(self) -> None:
+        """Return once the batch is durable; raise StorageError if its write failed. Shielded:
+        a cancelled caller does not cancel the batch its neighbours wait on."""
+        await asyncio.shield(self.future)
+
+
+class PartitionLog:
+    def __init__(
+        self,
+        store: Store,
+        partition: int = 0,
+        log: structlog.stdlib.BoundLogger | None = None,
+    ) -> None:
+        self.partition = partition
+        self._store = store
+        self._log = log or get_logger("engine")
+        self._next_offset = self._recover()
+        self._pending: AppendBatch | None = None
+        self._failure: StorageError | None = None
+        self._closed = False
+        self.append_latency = LatencyRing()
+        self.commit_latency = LatencyRing()
+        self.batches = 0
+        self.records = 0
+
+    def _recover(self) -> int:
+        """The next offset, after checking that the log's last segment ends at the applied
+        offset (both are written in one batch, so anything else is corruption)."""
+        raw = self._store.get(META, applied_key(self.partition))
+        applied = None if raw is None else decode_u64(raw)
+        last = self._store.last_before(LOG, log_key(self.partition, _LAST_OFFSET))
+        if last is not None and not last[0].startswith(partition_prefix(self.partition)):
+            last = None
+        if last is None and applied is None:
+            return 0
+        if last is None or applied is None:
+            raise StorageError(
+                f"partition {self.partition}: the log and the applied offset disagree "
+                f"(applied {applied}, last segment {last and decode_log_key(last[0])[1]})"
+            )
+        first = decode_log_key(last[0])[1]
+        end = first + framing.count(last[1], self.partition, first) - 1
+        if end != applied:
+            raise StorageError(
+                f"partition {self.partition}: the log ends at offset {end} but the state was "
+                f"applied up to offset {applied}"
+            )
+        return applied + 1
+
+    # -- appending -------------------------------------------------------------------------------
+
+    @property
+    def next_offset(self) -> int:
+        return self._next_offset
+
+    @property
+    def failure(self) -> StorageError | None:
+        return self._failure
+
+    def append(self, record: LogRecord) -> AppendBatch:
+        """Give ``record`` the next offset in the batch being gathered and return that batch."""
+        if self._failure is not None:
+            raise self._failure
+        if self._closed:
+            raise Unavailable("the engine is stopped")
+        batch = self._pending
+        if batch is None:
+            loop = asyncio.get_running_loop()
+            batch = self._pending = AppendBatch(self._store, self._next_offset, loop)
+            loop.call_soon(self.flush)
+        batch.records.append(bytes(record))
+        batch.started.append(time.perf_counter())
+        self._next_offset += 1
+        return batch
+
+    def flush(self) -> None:
+        """Write the gathered batch now (synced). Called by the loop; also at close."""
+        batch, self._pending = self._pending, None
+        if batch is None or not batch.records:
+            return
+        if self._failure is not None:  # poisoned while gathering: write nothing of it
+            batch.future.set_exception(self._failure)
+            batch.future.exception()
+            return
+        begun = time.perf_counter()
+        try:
+            self._store.put(
+                batch.write_batch,
+                LOG,
+                log_key(self.partition, batch.first_offset),
+                framing.frame(batch.records),
+            )
+            self._store.put(
+                batch.write_batch, META, applied_key(self.partition), encode_u64(batch.last_offset)
+            )
+            self._store.write(batch.write_batch)
+        except Exception as exc:
+            self._fail(batch, exc)
+            return
+        done = time.perf_counter()
+        self.commit_latency.add((done - begun) * 1000)
+        for started in batch.started:
+            self.append_latency.add((done - started) * 1000)
+        self.batches += 1
+        self.records += len(batch.records)
+        for callback in batch.callbacks:
+            try:
+                callback()
+            except Exception:  # one broken subscriber must not stop the others
+                self._log.exception("after-commit callback failed")
+        batch.future.set_result(None)
+
+    def _fail(self, batch: AppendBatch, exc: Exception) -> None:
+        self._failure = StorageError(
+            f"writing partition {self.partition} offsets {batch.first_offset}..{batch.last_offset} "
+            f"failed, the engine accepts no more changes: {exc}"
+        )
+        self._log.error(
+            "log write failed; refusing every further change",
+            partition=self.partition,
+            first_offset=batch.first_offset,
+            last_offset=batch.last_offset,
+            error=str(exc),
+        )
+        batch.future.set_exception(self._failure)
+        batch.future.exception()  # retrieved: callers may all have gone
+
+    def poison(self, offset: int, exc: BaseException) -> None:
+        """Applying the record at ``offset`` failed after it joined a batch: that batch must not
+        be written (its derived state would be partial), and nothing after it either."""
+        self._failure = StorageError(
+            f"applying the record at partition {self.partition} offset {offset} failed, the "
+            f"engine accepts no more changes: {exc!r}"
+        )
+        self._log.error(
+            "applying a record failed; refusing every further change",
+            partition=self.partition,
+            offset=offset,
+            error=repr(exc),
+        )
+
+    async def barrier(self) -> None:
+        """Return once everything appended so far is durable (reads use it so they never answer
+        with state that a crash could still take back)."""
+        if self._failure is not None:
+            raise self._failure
+        if self._pending is not None:
+            await self._pending.durable()
+
+    def close(self) -> None:
+        """Write what is gathered, then refuse appends."""
+        self.flush()
+        self._closed = True
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def read_log(self, from_offset: int = 0) -> Iterator[tuple[int, LogRecord]]:
+        """``(offset, record)`` from ``from_offset`` on, each record's CRC checked. Exhaust or
+        close the iterator before closing the engine: its RocksDB iterator holds the database."""
+        prefix = partition_prefix(self.partition)
+        start = log_key(self.partition, from_offset)
+        containing = self._store.last_before(LOG, start)
+        begin = containing[0] if containing and containing[0].startswith(prefix) else start
+        for key, segment in self._store.scan(LOG, start=begin, prefix=prefix):
+            first = decode_log_key(key)[1]
+            for offset, raw in framing.unframe(segment, self.partition, first):
+                if offset < from_offset:
+                    continue
+                try:
+                    record = LogRecord.parse(raw)
+                except Exception as exc:
+                    raise StorageError(
+                        f"log record at partition {self.partition} offset {offset} cannot be "
+                        f"decoded: {exc}",
+                        partition=self.partition,
+                        offset=offset,
+                    ) from exc
+                yield offset, record
+
+    def stats(self) -> dict[str, float | int]:
+        return {
+            "append_p50_ms": self.append_latency.percentile(0.50),
+            "append_p99_ms": self.append_latency.percentile(0.99),
+            "commit_p50_ms": self.commit_latency.percentile(0.50),
+            "commit_p99_ms": self.commit_latency.percentile(0.99),
+            "batches": self.batches,
+            "records": self.records,
+        }

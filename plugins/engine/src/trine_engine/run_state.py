@@ -1,0 +1,194 @@
+"""A run as the engine holds it in memory, and the cache of those runs.
+
+Every non-final run lives here whole (run, journal, events, step attempts), so dispatch, replay
+and SSE resume never read RocksDB on the hot path; so do the most recently finished runs, in an
+LRU. A miss (an old finished run) is read from RocksDB and joins the LRU.
+
+Messages stored here are never mutated after they are stored: a change builds a new ``Run``
+(``dataclasses.replace``), so a ``Run`` handed to an in-process caller never changes under it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections import OrderedDict
+from collections.abc import Iterator
+
+from trine_engine.event_data import STEP_FAILED
+from trine_engine.keys import run_prefix
+from trine_engine.storage import ACTIVE, EVENTS, JOURNAL, RUNS, Store
+from trine_proto.trine.v1 import Event, JournalEntry, Lease, Run, RunStatus
+
+FINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+@dataclasses.dataclass(eq=False, slots=True)
+class LeaseInfo:
+    """A live lease: in memory only, a fence token for this engine process's lifetime."""
+
+    id: str
+    run_id: str
+    worker_id: str
+    attempt: int
+    expires_at_ms: int
+
+    def message(self) -> Lease:
+        return Lease(id=self.id, attempt=self.attempt, expires_at_ms=self.expires_at_ms)
+
+
+@dataclasses.dataclass(eq=False)
+class RunState:
+    run: Run
+    journal: list[JournalEntry] = dataclasses.field(default_factory=list)
+    events: list[Event] = dataclasses.field(default_factory=list)
+    step_attempts: dict[int, int] = dataclasses.field(default_factory=dict)
+    durable_run: Run | None = None
+    """The run as of its last durable commit: what readers see (None until it is created)."""
+    durable_journal: int = 0
+    """How many journal entries are durable."""
+    lease: LeaseInfo | None = None
+    ending_lease: LeaseInfo | None = None
+    """A lease a record ended (finish, retry, cancel) whose record is not durable yet: readers
+    keep seeing the run ``running`` until the new state is durable."""
+    finished_lease_id: str = ""
+    """The lease whose report finished the run: repeating that final report answers FINISHED."""
+    dispatches: int = 0
+    """The highest attempt handed out; the durable ``run.attempt`` only moves with reports."""
+    queued: bool = False
+    watchers: set[asyncio.Event] = dataclasses.field(default_factory=set)
+    """Set after each durable commit touching the run (subscribers, ``wait_run``)."""
+
+    @property
+    def id(self) -> str:
+        run_id: str = self.run.id
+        return run_id
+
+    @property
+    def final(self) -> bool:
+        return self.run.status in FINAL_STATUSES
+
+    @property
+    def durable_seq(self) -> int:
+        """Events up to this seq are durable; subscribers see no others."""
+        return 0 if self.durable_run is None else self.durable_run.last_event_seq
+
+    @property
+    def final_durable(self) -> bool:
+        return self.durable_run is not None and self.durable_run.status in FINAL_STATUSES
+
+    def view(self) -> Run:
+        """The run as readers see it: its durable version, shown ``running`` with its worker while
+        a lease is live. A run whose creation is not yet durable shows as accepted (callers wait
+        for the log's barrier first)."""
+        run = self.durable_run or self.run
+        lease = self.lease or self.ending_lease
+        if lease is None or run.status in FINAL_STATUSES:
+            return run
+        return dataclasses.replace(
+            run, status=RunStatus.RUNNING, worker_id=lease.worker_id, attempt=lease.attempt
+        )
+
+    def published(self, run: Run, journal_length: int) -> None:
+        """This version of the run became durable: show it and wake whoever waits on the run."""
+        self.durable_run = run
+        self.durable_journal = journal_length
+        if run is self.run:
+            self.ending_lease = None
+        self.wake()
+
+    def wake(self) -> None:
+        for watcher in self.watchers:
+            watcher.set()
+
+
+def step_attempts_of(events: list[Event]) -> dict[int, int]:
+    """Failed attempts by step index, from the ``step.failed`` events (how a restart recovers
+    them without storing them twice)."""
+    attempts: dict[int, int] = {}
+    for event in events:
+        if event.type == STEP_FAILED:
+            data = json.loads(event.data)
+            index, attempt = int(data["index"]), int(data["attempt"])
+            attempts[index] = max(attempts.get(index, 0), attempt)
+    return attempts
+
+
+class RunCache:
+    def __init__(self, store: Store, finished_capacity: int = 10_000) -> None:
+        self._store = store
+        self._capacity = max(0, finished_capacity)
+        self.active: dict[str, RunState] = {}
+        self._finished: OrderedDict[str, RunState] = OrderedDict()
+
+    def get(self, run_id: str) -> RunState | None:
+        """From memory only."""
+        state = self.active.get(run_id)
+        if state is None:
+            state = self._finished.get(run_id)
+            if state is not None:
+                self._finished.move_to_end(run_id)
+        return state
+
+    def peek(self, run_id: str) -> RunState | None:
+        """From memory only, without refreshing the LRU (listings scan many runs)."""
+        return self.active.get(run_id) or self._finished.get(run_id)
+
+    def lookup(self, run_id: str) -> RunState | None:
+        """From memory, else from RocksDB (then kept in the LRU); None for an unknown id."""
+        state = self.get(run_id)
+        if state is None:
+            state = self.load(run_id)
+            if state is not None:
+                if state.final:
+                    self._remember(state)
+                else:  # cannot happen while the cache holds every active run; stay consistent
+                    self.active[run_id] = state
+        return state
+
+    def add(self, state: RunState) -> None:
+        self.active[state.id] = state
+
+    def finish(self, state: RunState) -> None:
+        """``state`` reached a final state: move it from the active set to the LRU."""
+        self.active.pop(state.id, None)
+        self._remember(state)
+
+    def _remember(self, state: RunState) -> None:
+        self._finished[state.id] = state
+        self._finished.move_to_end(state.id)
+        while len(self._finished) > self._capacity:
+            self._finished.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self.active) + len(self._finished)
+
+    # -- RocksDB ---------------------------------------------------------------------------------
+
+    def load(self, run_id: str) -> RunState | None:
+        raw = self._store.get(RUNS, run_id.encode())
+        if raw is None:
+            return None
+        run = Run.parse(raw)
+        prefix = run_prefix(run_id)
+        journal = [JournalEntry.parse(v) for _, v in self._store.scan(JOURNAL, prefix=prefix)]
+        events = [Event.parse(v) for _, v in self._store.scan(EVENTS, prefix=prefix)]
+        return RunState(
+            run=run,
+            journal=journal,
+            events=events,
+            step_attempts=step_attempts_of(events),
+            durable_run=run,
+            durable_journal=len(journal),
+            dispatches=run.attempt,
+        )
+
+    def load_active(self) -> Iterator[RunState]:
+        """Every non-final run, in id order, into the active set (at open)."""
+        for key, _ in self._store.scan(ACTIVE):
+            state = self.load(key.decode())
+            if state is None or state.final:
+                continue  # an `active` row always has its run; skip rather than trust a bad row
+            self.active[state.id] = state
+            yield state

@@ -1,0 +1,190 @@
+"""The engine's RocksDB database: opening it safely, its column families, raw reads and writes.
+
+The data dir *is* the database. Opening refuses, with one clear line each, what would otherwise
+corrupt data or fail obscurely later: a directory holding something else, a RocksDB database that
+is not trine's, a trine database of another storage format, and a database another engine process
+has open. Everything above this module speaks in column-family names and bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+
+from trine_core import StorageError
+from trine_engine.keys import FORMAT_KEY, FORMAT_VERSION
+
+META = "meta"
+LOG = "log"
+RUNS = "runs"
+ACTIVE = "active"
+JOURNAL = "journal"
+EVENTS = "events"
+IDEM = "idem"
+FUNCTIONS = "functions"
+FAMILIES = (META, LOG, RUNS, ACTIVE, JOURNAL, EVENTS, IDEM, FUNCTIONS)
+
+
+def _options() -> Any:
+    # A database created in raw mode must always be reopened in raw mode (rocksdict stores values
+    # pickled otherwise), and so must each column family.
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    options.create_missing_column_families(True)
+    return options
+
+
+class Store:
+    """An open database. Holds the only references to rocksdict handles, so ``close`` can drop
+    them all: rocksdict keeps the lock while any column-family handle is alive, and a reopen in
+    the same process would then fail."""
+
+    def __init__(self, path: Path, db: Any) -> None:
+        self.path = path
+        self._db: Any = db
+        self._handles: dict[str, Any] = {n: db.get_column_family_handle(n) for n in FAMILIES}
+        self._families: dict[str, Any] = {n: db.get_column_family(n) for n in FAMILIES}
+        self._sync = WriteOptions()
+        self._sync.sync = True  # WriteOptions.set_sync() does not exist in rocksdict
+
+    # -- opening ---------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        """Open or create the database at ``path``; raise StorageError naming the problem."""
+        path = Path(path)
+        existing = _inspect(path)
+        try:
+            db = Rdict(
+                str(path),
+                _options(),
+                column_families={name: Options(raw_mode=True) for name in FAMILIES},
+            )
+        except Exception as exc:  # rocksdict raises bare Exception for every RocksDB status
+            if "lock" in str(exc).lower():
+                raise StorageError(
+                    f"data dir {path} is in use by another trine engine (its RocksDB lock is "
+                    f"held); stop that process or choose another --data-dir"
+                ) from None
+            raise StorageError(f"cannot open data dir {path}: {exc}") from exc
+        store = cls(path, db)
+        try:
+            store._check_format(existing)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def _check_format(self, existing: bool) -> None:
+        found = self.get(META, FORMAT_KEY)
+        if found is None:
+            # A database trine created but crashed before recording its format has nothing in it:
+            # adopt it. Anything else without a format is not ours.
+            if existing and not self.is_empty(LOG):
+                raise StorageError(
+                    f"data dir {self.path} holds a RocksDB database without a trine storage "
+                    f"format; it was not written by trine"
+                )
+            batch = self.new_batch()
+            self.put(batch, META, FORMAT_KEY, FORMAT_VERSION)
+            self.write(batch)
+        elif found != FORMAT_VERSION:
+            shown = found.decode(errors="replace")
+            raise StorageError(
+                f"data dir {self.path} has storage format {shown}; this trine reads format "
+                f"{FORMAT_VERSION.decode()}"
+            )
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def new_batch(self) -> Any:
+        return WriteBatch(raw_mode=True)
+
+    def put(self, batch: Any, family: str, key: bytes, value: bytes) -> None:
+        batch.put(key, value, self._handles[family])
+
+    def delete(self, batch: Any, family: str, key: bytes) -> None:
+        batch.delete(key, self._handles[family])
+
+    def write(self, batch: Any) -> None:
+        """Write ``batch`` atomically and fsync the WAL before returning. Holds the GIL: rocksdict
+        does not release it around the write (measured; see ``partition_log``)."""
+        self._db.write(batch, self._sync)
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def get(self, family: str, key: bytes) -> bytes | None:
+        value = self._families[family].get(key)
+        return None if value is None else bytes(value)
+
+    def is_empty(self, family: str) -> bool:
+        return next(self.scan(family), None) is None
+
+    def scan(
+        self, family: str, start: bytes = b"", prefix: bytes = b""
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Rows of ``family`` from ``start`` on (keys starting with ``prefix`` only), in key
+        order. The iterator handle is dropped when the generator ends or is closed."""
+        it = self._families[family].iter()
+        try:
+            it.seek(max(start, prefix))
+            while it.valid():
+                key = bytes(it.key())
+                if not key.startswith(prefix):
+                    break
+                yield key, bytes(it.value())
+                it.next()
+        finally:
+            del it
+
+    def last_before(self, family: str, key: bytes) -> tuple[bytes, bytes] | None:
+        """The row with the greatest key ``<= key``, if any."""
+        it = self._families[family].iter()
+        try:
+            it.seek_for_prev(key)
+            return (bytes(it.key()), bytes(it.value())) if it.valid() else None
+        finally:
+            del it
+
+    # -- closing ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush and release the database and its lock; safe to call twice."""
+        if self._db is None:
+            return
+        # Drop every column-family object first: each keeps the database (and its lock) alive.
+        self._handles.clear()
+        self._families.clear()
+        db, self._db = self._db, None
+        db.close()
+        del db
+
+
+def _inspect(path: Path) -> bool:
+    """Whether ``path`` already holds a database; refuse what is neither empty nor trine's."""
+    if path.exists() and not path.is_dir():
+        raise StorageError(f"data dir {path} is not a directory")
+    if not path.exists() or not any(path.iterdir()):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create data dir {path}: {exc.strerror}") from None
+        return False
+    if not (path / "CURRENT").is_file():
+        raise StorageError(
+            f"data dir {path} is not empty and holds no trine database; point --data-dir at "
+            f"an empty or trine-owned directory"
+        )
+    try:
+        families = Rdict.list_cf(str(path), Options(raw_mode=True))
+    except Exception as exc:
+        raise StorageError(f"data dir {path} holds no readable RocksDB database: {exc}") from None
+    if META not in families:
+        raise StorageError(
+            f"data dir {path} holds a RocksDB database that was not written by trine "
+            f"(no {META!r} column family)"
+        )
+    return True

@@ -1,0 +1,169 @@
+"""A real engine on a real RocksDB in ``tmp_path``, and a harness that speaks its protocols."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trine_core import Settings
+from trine_engine import Engine
+from trine_proto.trine.v1 import (
+    Command,
+    Emit,
+    ErrorInfo,
+    Event,
+    FunctionSpec,
+    JournalEntry,
+    RegisterFunctionsRequest,
+    ReportRequest,
+    ReportResponse,
+    RetryPolicy,
+    Run,
+    RunCompleted,
+    RunFailed,
+    StartRunRequest,
+    StepCompleted,
+    StepFailed,
+    StepStarted,
+    SubscribeRequest,
+    TakeWorkRequest,
+    WorkItem,
+)
+
+FUNCTION = "greet"
+
+
+class Harness:
+    """Drives one engine; ``reopen`` closes it and opens the same data dir again."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        assert self._engine is not None
+        return self._engine
+
+    async def open(self, **changes: Any) -> Engine:
+        if changes:
+            self.settings = dataclasses.replace(self.settings, **changes)
+        self._engine = await Engine.open(self.settings)
+        return self._engine
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.close()
+            self._engine = None
+
+    async def reopen(self, **changes: Any) -> Engine:
+        await self.close()
+        return await self.open(**changes)
+
+    # -- calls -------------------------------------------------------------------------------------
+
+    async def register(self, *names: str, retry: RetryPolicy | None = None) -> None:
+        specs = [FunctionSpec(name=name, retry=retry) for name in names or (FUNCTION,)]
+        await self.engine.register_functions(
+            RegisterFunctionsRequest(worker_id="w1", functions=specs)
+        )
+
+    async def start(self, function: str = FUNCTION, data: bytes = b'{"who":"ada"}') -> Run:
+        response = await self.engine.start_run(StartRunRequest(function=function, input=data))
+        return response.run
+
+    async def take(
+        self,
+        functions: tuple[str, ...] = (FUNCTION,),
+        worker: str = "w1",
+        max_items: int = 1,
+        wait_ms: int = 0,
+        ttl_ms: int = 0,
+    ) -> list[WorkItem]:
+        response = await self.engine.take_work(
+            TakeWorkRequest(
+                worker_id=worker,
+                functions=list(functions),
+                max_items=max_items,
+                wait_ms=wait_ms,
+                lease_ttl_ms=ttl_ms,
+            )
+        )
+        return list(response.items)
+
+    async def take_one(self, **kwargs: Any) -> WorkItem:
+        items = await self.take(**kwargs)
+        assert len(items) == 1, items
+        return items[0]
+
+    async def report(self, item: WorkItem, *commands: Command) -> ReportResponse:
+        return await self.engine.report(
+            ReportRequest(run_id=item.run.id, lease_id=item.lease.id, commands=list(commands))
+        )
+
+    async def events(self, run_id: str, after_seq: int = 0) -> list[Event]:
+        """Every event after ``after_seq`` up to the final one (the run must finish)."""
+        request = SubscribeRequest(run_id=run_id, after_seq=after_seq)
+        return [event async for event in self.engine.subscribe(request)]
+
+    # -- commands ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def started(index: int, name: str = "step", attempt: int = 1) -> Command:
+        return Command(step_started=StepStarted(index=index, name=name, attempt=attempt))
+
+    @staticmethod
+    def completed(
+        index: int, name: str = "step", output: bytes = b"1", attempt: int = 1
+    ) -> Command:
+        entry = JournalEntry(index=index, name=name, output=output, attempt=attempt)
+        return Command(step_completed=StepCompleted(entry=entry))
+
+    @staticmethod
+    def failed(
+        index: int,
+        name: str = "step",
+        attempt: int = 1,
+        retryable: bool = True,
+        retry: RetryPolicy | None = None,
+    ) -> Command:
+        error = ErrorInfo(type="ValueError", message="boom", retryable=retryable)
+        return Command(
+            step_failed=StepFailed(
+                index=index, name=name, attempt=attempt, error=error, retry=retry
+            )
+        )
+
+    @staticmethod
+    def emit(name: str, data: bytes) -> Command:
+        return Command(emit=Emit(name=name, data=data))
+
+    @staticmethod
+    def finish(result: bytes = b'"done"') -> Command:
+        return Command(run_completed=RunCompleted(result=result))
+
+    @staticmethod
+    def fail(message: str = "it broke") -> Command:
+        return Command(run_failed=RunFailed(error=ErrorInfo(type="RuntimeError", message=message)))
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "nested" / "data"
+
+
+@pytest.fixture
+def settings(data_dir: Path) -> Settings:
+    return Settings(data_dir=data_dir, max_payload_bytes=4096, lease_ttl_ms=30_000)
+
+
+@pytest.fixture
+async def h(settings: Settings) -> AsyncIterator[Harness]:
+    harness = Harness(settings)
+    await harness.open()
+    yield harness
+    await harness.close()

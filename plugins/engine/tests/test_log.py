@@ -1,0 +1,174 @@
+"""The partition log: framing and CRCs, reading it back, group commit, failed writes, stats."""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from typing import Any
+
+import betterproto2
+import pytest
+from structlog.testing import capture_logs
+
+from trine_core import Settings, StorageError
+from trine_engine import Engine, Store, framing
+from trine_engine.keys import log_key
+from trine_engine.storage import LOG
+from trine_proto.trine.v1 import GetRunRequest, ListRunsRequest, ReportOutcome, StartRunRequest
+
+Harness = Any
+
+
+def test_framing_round_trip() -> None:
+    records = [b"", b"a", b"x" * 1000]
+    segment = framing.frame(records)
+    assert list(framing.unframe(segment, 3, 40)) == [(40, b""), (41, b"a"), (42, b"x" * 1000)]
+    assert segment[4:8] == zlib.crc32(b"").to_bytes(4, "big")
+
+
+def test_framing_reports_the_corrupt_record() -> None:
+    segment = bytearray(framing.frame([b"first", b"second"]))
+    segment[-1] ^= 0xFF  # last byte of "second"
+    decoded = framing.unframe(bytes(segment), 2, 10)
+    assert next(decoded) == (10, b"first")
+    with pytest.raises(StorageError, match="partition 2 offset 11 is corrupt") as info:
+        next(decoded)
+    assert info.value.details == {"partition": 2, "offset": 11}
+    with pytest.raises(StorageError, match="offset 10 is corrupt: it is truncated"):
+        list(framing.unframe(bytes(segment[:8]), 2, 10))
+
+
+async def test_read_log_gives_every_record_in_order(h: Harness) -> None:
+    await h.register()
+    run = await h.start()
+    item = await h.take_one()
+    await h.report(item, h.completed(0))
+    await h.report(item, h.finish())
+    records = list(h.engine.read_log(0))
+    assert [offset for offset, _ in records] == [0, 1, 2, 3]
+    kinds = [betterproto2.which_one_of(record, "record")[0] for _, record in records]
+    assert kinds == ["functions_registered", "run_started", "run_commands", "run_commands"]
+    assert records[1][1].run_started.run.id == run.id
+    assert [o for o, _ in h.engine.read_log(2)] == [2, 3]
+    await h.reopen()
+    assert [o for o, _ in h.engine.read_log(1)] == [1, 2, 3]
+    assert h.engine.partition_log.next_offset == 4
+
+
+def _corrupt_segment(settings: Settings, first_offset: int) -> None:
+    store = Store.open(settings.data_dir)
+    try:
+        key = log_key(0, first_offset)
+        segment = bytearray(store.get(LOG, key) or b"")
+        assert segment, "no such segment"
+        segment[-1] ^= 0x01
+        batch = store.new_batch()
+        store.put(batch, LOG, key, bytes(segment))
+        store.write(batch)
+    finally:
+        store.close()
+
+
+async def test_a_corrupt_record_is_reported_with_partition_and_offset(h: Harness) -> None:
+    await h.register()  # offset 0, its own batch
+    await h.start()  # offset 1
+    await h.close()
+    _corrupt_segment(h.settings, 0)
+    engine = await h.open()  # the last segment is intact, so the engine opens
+    with pytest.raises(StorageError, match="log record at partition 0 offset 0 is corrupt"):
+        list(engine.read_log(0))
+    assert [o for o, _ in engine.read_log(1)] == [1]  # records after it are still readable
+
+
+async def test_a_corrupt_last_segment_stops_the_open(h: Harness) -> None:
+    await h.register()
+    await h.start()
+    await h.close()
+    _corrupt_segment(h.settings, 1)
+    with pytest.raises(StorageError, match="partition 0 offset 1 is corrupt"):
+        await h.open()
+
+
+async def test_concurrent_appends_share_batches(h: Harness) -> None:
+    await h.register()
+    runs = await asyncio.gather(*(h.start() for _ in range(200)))
+    items = await h.take(max_items=200)
+    assert {i.run.id for i in items} == {r.id for r in runs}
+    before = h.engine.stats()
+    responses = await asyncio.gather(*(h.report(item, h.finish()) for item in items))
+    after = h.engine.stats()
+    assert {r.outcome for r in responses} == {ReportOutcome.FINISHED}
+    records = after["records"] - before["records"]
+    batches = after["batches"] - before["batches"]
+    assert records == 200
+    assert batches < records
+    assert batches == 1  # all 200 reached the loop before the first flush
+    assert before["batches"] < 200  # the 200 starts were batched too
+    stats = h.engine.stats()
+    assert stats["append_p99_ms"] >= stats["append_p50_ms"] > 0
+
+
+async def test_a_failed_write_is_never_acknowledged(h: Harness) -> None:
+    await h.register()
+    kept = await h.start()
+
+    def broken(batch: Any) -> None:
+        raise OSError("No space left on device")
+
+    h.engine._store.write = broken
+    with capture_logs() as logs:
+        results = await asyncio.gather(h.start(), h.start(), h.start(), return_exceptions=True)
+    assert all(isinstance(r, StorageError) for r in results)
+    assert "No space left on device" in str(results[0])
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+        "log write failed; refusing every further change"
+    ]
+    # It stops accepting: later changes and reads fail loudly too.
+    with pytest.raises(StorageError):
+        await h.engine.start_run(StartRunRequest(function="greet"))
+    with pytest.raises(StorageError):
+        await h.engine.get_run(GetRunRequest(run_id=kept.id))
+    assert h.engine.failed
+    await h.close()
+    # Nothing of the failed batch reached the disk.
+    engine = await h.open()
+    listed = await engine.list_runs(ListRunsRequest())
+    assert [r.id for r in listed.runs] == [kept.id]
+
+
+async def test_stats_are_logged_at_stop(settings: Settings) -> None:
+    engine = await Engine.open(settings)
+    assert set(engine.stats()) >= {"append_p50_ms", "append_p99_ms", "batches", "records"}
+    with capture_logs() as logs:
+        await engine.close()
+    stats = [e for e in logs if e["event"] == "engine stats"]
+    assert len(stats) == 1
+    assert {"append_p50_ms", "append_p99_ms", "batches", "records"} <= set(stats[0])
+
+
+async def test_a_record_that_fails_to_apply_is_never_written(h: Harness) -> None:
+    await h.register()
+    machine = h.engine._machine
+    apply = machine.apply
+    calls = 0
+
+    def apply_second_fails(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("bug")
+        return apply(*args)
+
+    machine.apply = apply_second_fails
+    with capture_logs() as logs:
+        first, second = await asyncio.gather(h.start(), h.start(), return_exceptions=True)
+    assert isinstance(second, RuntimeError)
+    assert isinstance(first, StorageError)  # it shared the poisoned batch: not acknowledged
+    assert "offset 2" in str(first)
+    assert any(e["event"].startswith("applying a record failed") for e in logs)
+    assert h.engine.failed
+    records_before = h.engine.stats()["records"]
+    await h.close()
+    await h.open()
+    assert h.engine.stats()["records"] == 0 < records_before
+    assert [o for o, _ in h.engine.read_log(0)] == [0]  # only the registration

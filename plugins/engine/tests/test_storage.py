@@ -1,0 +1,118 @@
+"""Opening the data dir: format version, foreign contents, the lock; closing and reopening."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from rocksdict import Options, Rdict
+
+from trine_core import Settings, StorageError
+from trine_engine import Engine, Store
+from trine_engine.storage import FAMILIES, META
+
+
+def test_a_new_data_dir_gets_format_1(data_dir: Path) -> None:
+    store = Store.open(data_dir)  # parents are created
+    try:
+        assert store.get(META, b"format") == b"1"
+    finally:
+        store.close()
+    assert set(Rdict.list_cf(str(data_dir), Options(raw_mode=True))) >= set(FAMILIES)
+
+
+def test_another_format_is_refused(data_dir: Path) -> None:
+    store = Store.open(data_dir)
+    batch = store.new_batch()
+    store.put(batch, META, b"format", b"99")
+    store.write(batch)
+    store.close()
+    with pytest.raises(StorageError) as info:
+        Store.open(data_dir)
+    assert str(info.value) == (
+        f"data dir {data_dir} has storage format 99; this trine reads format 1"
+    )
+    # The refused open released the database: another open (here, a repair) can proceed.
+    raw = Rdict(str(data_dir), Options(raw_mode=True))
+    meta = raw.get_column_family(META)
+    meta[b"format"] = b"1"
+    del meta
+    raw.close()
+    del raw
+    Store.open(data_dir).close()
+
+
+def test_a_dir_with_other_files_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(StorageError, match="is not empty and holds no trine database"):
+        Store.open(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing written
+
+
+def test_a_foreign_rocksdb_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    foreign = Rdict(str(path))
+    foreign[b"k"] = b"v"
+    foreign.close()
+    del foreign
+    with pytest.raises(StorageError, match="was not written by trine"):
+        Store.open(path)
+
+
+def test_a_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "file"
+    path.write_text("x")
+    with pytest.raises(StorageError, match="is not a directory"):
+        Store.open(path)
+
+
+@pytest.fixture
+def held_by_another_process(data_dir: Path) -> Iterator[None]:
+    Store.open(data_dir).close()
+    script = (
+        "import sys\n"
+        "from rocksdict import Rdict, Options\n"
+        "db = Rdict(sys.argv[1], Options(raw_mode=True))\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script, str(data_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as holder:
+        assert holder.stdin is not None
+        assert holder.stdout is not None
+        try:
+            assert holder.stdout.readline().strip() == "ready"
+            yield
+        finally:
+            holder.stdin.close()  # the holder exits at end of input
+            holder.wait(10)
+
+
+@pytest.mark.usefixtures("held_by_another_process")
+def test_a_dir_in_use_by_another_process_is_refused(data_dir: Path) -> None:
+    with pytest.raises(StorageError) as info:
+        Store.open(data_dir)
+    assert str(info.value).startswith(f"data dir {data_dir} is in use by another trine engine")
+
+
+async def test_a_dir_in_use_in_this_process_is_refused(settings: Settings) -> None:
+    engine = await Engine.open(settings)
+    try:
+        with pytest.raises(StorageError, match="is in use by another trine engine"):
+            await Engine.open(settings)
+    finally:
+        await engine.close()
+
+
+async def test_close_then_reopen_in_the_same_process(settings: Settings) -> None:
+    for _ in range(3):
+        engine = await Engine.open(settings)
+        await engine.close()
+        await engine.close()  # twice is harmless

@@ -1,0 +1,64 @@
+"""The litestar application: the routes of :mod:`trine_gateway.routes` over one ``Backend``.
+
+The OpenAPI document is served at ``/schema/openapi.json`` (Swagger UI at ``/schema``).
+Request bodies are capped at ``max_payload_bytes`` + 64 KiB: only a guard against huge bodies,
+since the engine checks the input bytes themselves against ``max_payload_bytes``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+
+from trine_core import Backend, Settings
+from trine_gateway.errors import exception_handlers
+from trine_gateway.lifecycle import Lifecycle
+from trine_gateway.routes import HANDLERS, Gateway
+
+VERSION = "0.1.0"
+BODY_SLACK_BYTES = 64 * 1024
+"""Room for the JSON around the input (``{"function": …, "input": …}``) and its escaping."""
+SCHEMA_PATH = "/schema"
+
+
+def create_app(
+    backend: Backend,
+    settings: Settings,
+    ready: Callable[[], bool],
+    *,
+    lifecycle: Lifecycle | None = None,
+    keepalive_s: float = 15.0,
+) -> Litestar:
+    """The gateway's ASGI app. ``ready`` answers ``/healthz``; ``lifecycle`` (a new one by default)
+    is what a server closes on shutdown to end long-polls and event streams."""
+    gateway = Gateway(
+        backend=backend,
+        ready=ready,
+        lifecycle=lifecycle if lifecycle is not None else Lifecycle(),
+        keepalive_s=keepalive_s,
+    )
+    max_body = settings.max_payload_bytes + BODY_SLACK_BYTES
+
+    def provide_gateway() -> Gateway:
+        return gateway
+
+    return Litestar(
+        route_handlers=HANDLERS,
+        dependencies={"gateway": Provide(provide_gateway, use_cache=True, sync_to_thread=False)},
+        exception_handlers=exception_handlers(max_body),
+        request_max_body_size=max_body,
+        openapi_config=OpenAPIConfig(
+            title="trine",
+            version=VERSION,
+            description="Start durable runs, read them, follow their events.",
+            path=SCHEMA_PATH,
+            render_plugins=[SwaggerRenderPlugin(path=["/", "/swagger"]), JsonRenderPlugin()],
+        ),
+        # trine logs with structlog; litestar's default config would reconfigure stdlib logging
+        logging_config=None,
+        debug=False,
+    )

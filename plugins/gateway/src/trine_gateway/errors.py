@@ -1,0 +1,120 @@
+"""Every failure becomes ``{"error": {"code", "message", "details"?}}`` with a fitting status.
+
+- a :class:`~trine_core.errors.TrineError` from the backend: its ``code``, ``http_status`` and
+  ``details`` as they are (``unknown_function`` carries ``details.known``);
+- litestar's own errors: a body that is not JSON → 400 ``malformed_json``; a body or query value
+  of the wrong type or missing → 400 ``invalid_request`` with litestar's ``details.errors``; a body
+  over the request size limit → 413 ``payload_too_large``; no such route → 404 ``not_found``;
+  a method the route does not have → 405 ``method_not_allowed``;
+- anything else → 500 ``internal``, logged with its traceback, which never reaches the client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    MethodNotAllowedException,
+    NotFoundException,
+    SerializationException,
+    ValidationException,
+)
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.types import ExceptionHandlersMap
+
+from trine_core import TrineError, get_logger
+
+log = get_logger("gateway")
+
+_CODES_BY_STATUS: Mapping[int, str] = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    429: "too_many_requests",
+    503: "unavailable",
+}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response[dict[str, Any]]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = dict(details)
+    return Response(
+        {"error": error},
+        status_code=status,
+        media_type=MediaType.JSON,
+        headers=dict(headers) if headers else None,
+    )
+
+
+def _describe(request: Request[Any, Any, Any]) -> str:
+    return f"{request.method} {request.url.path}"
+
+
+def _problem(item: Mapping[str, Any]) -> str:
+    """One of litestar's validation errors in a sentence: ``function: Expected `str`…``."""
+    key = item.get("key")
+    if not key:
+        return str(item["message"])
+    # the body as a whole is litestar's "data" parameter
+    return f"{'body' if key == 'data' else key}: {item['message']}"
+
+
+def exception_handlers(max_body_bytes: int) -> ExceptionHandlersMap:
+    """The app's handlers; ``max_body_bytes`` is the request size limit, named in the 413."""
+
+    def trine_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+        assert isinstance(exc, TrineError)
+        if exc.http_status >= 500:
+            log.error(
+                "request failed", request=_describe(request), code=exc.code, error=exc.message
+            )
+        return error_response(exc.http_status, exc.code, exc.message, exc.details)
+
+    def http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+        assert isinstance(exc, HTTPException)
+        headers = exc.headers or None
+        if isinstance(exc, ValidationException):
+            errors = exc.extra if isinstance(exc.extra, list) else []
+            problems = "; ".join(
+                _problem(item) for item in errors if isinstance(item, dict) and "message" in item
+            )
+            message = f"invalid request: {problems}" if problems else str(exc.detail)
+            details = {"errors": errors} if errors else None
+            return error_response(400, "invalid_request", message, details)
+        if isinstance(exc.__cause__, SerializationException):
+            return error_response(
+                400, "malformed_json", f"request body is not valid JSON: {exc.detail}"
+            )
+        if isinstance(exc, RequestEntityTooLarge):
+            message = f"request body is larger than {max_body_bytes} bytes"
+            return error_response(413, "payload_too_large", message, {"limit": max_body_bytes})
+        if isinstance(exc, NotFoundException):
+            return error_response(404, "not_found", f"no route for {_describe(request)}")
+        if isinstance(exc, MethodNotAllowedException):
+            message = f"method {request.method} is not allowed on {request.url.path}"
+            return error_response(405, "method_not_allowed", message, headers=headers)
+        status = exc.status_code
+        if status >= 500:
+            log.error("request failed", request=_describe(request), status=status, error=exc.detail)
+            return error_response(status, "internal", "internal error", headers=headers)
+        code = _CODES_BY_STATUS.get(status, "invalid_request")
+        return error_response(status, code, str(exc.detail), headers=headers)
+
+    def unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+        log.error("request failed", request=_describe(request), exc_info=exc)
+        return error_response(500, "internal", "internal error")
+
+    return {TrineError: trine_error, HTTPException: http_error, Exception: unexpected}

@@ -1,0 +1,270 @@
+"""The HTTP handlers. Each one calls the :class:`~trine_core.protocols.Backend` and turns its
+proto answer into the API's JSON (:mod:`trine_gateway.serialization`); errors are the exception
+handlers' business (:mod:`trine_gateway.errors`).
+
+Handler parameters use litestar's explicit markers (``FromPath``, ``QueryParameter``,
+``HeaderParameter``, ``JSONBody``, ``NamedDependency``): litestar 2.25 warns about inferred ones,
+and annotations are resolved at runtime, so every name used in one is imported at module level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from litestar import Response, get, post
+from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+from litestar.response import ServerSentEvent
+
+from trine_core import Backend, TrineError, Unavailable, get_logger
+from trine_gateway.lifecycle import Lifecycle
+from trine_gateway.models import (
+    CancelBody,
+    ErrorBody,
+    FunctionListOut,
+    HealthOut,
+    JournalOut,
+    RunListOut,
+    RunOut,
+    RunStatusName,
+    StartRunBody,
+)
+from trine_gateway.serialization import (
+    STATUS_BY_NAME,
+    encode_input,
+    function_out,
+    is_final,
+    journal_entry_out,
+    run_out,
+)
+from trine_gateway.sse import event_stream
+from trine_proto.trine.v1 import (
+    CancelRunRequest,
+    GetJournalRequest,
+    GetRunRequest,
+    ListFunctionsRequest,
+    ListRunsRequest,
+    Run,
+    RunStatus,
+    StartRunRequest,
+    WaitRunRequest,
+)
+
+log = get_logger("gateway")
+
+MAX_WAIT_S = 300.0
+MAX_SEQ = (1 << 32) - 1
+
+WaitSeconds = Annotated[
+    float | None,
+    QueryParameter(
+        gt=0,
+        le=MAX_WAIT_S,
+        description="long-poll: wait up to this many seconds for the run to reach a final state",
+    ),
+]
+RunId = FromPath[str]
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """What the handlers share, injected as the ``gateway`` dependency."""
+
+    backend: Backend
+    ready: Callable[[], bool]
+    lifecycle: Lifecycle
+    keepalive_s: float = 15.0
+
+    async def wait(self, run: Run, wait_s: float) -> Run:
+        """The run once final, or as it is after ``wait_s`` (or when shutdown begins)."""
+        if is_final(run):
+            return run
+        timeout_ms = max(1, round(wait_s * 1000))
+        return await self.lifecycle.until_stopping(
+            self.backend.wait_run(WaitRunRequest(run_id=run.id, timeout_ms=timeout_ms)),
+            lambda: self.backend.get_run(GetRunRequest(run_id=run.id)),
+        )
+
+
+def _errors(*statuses: int) -> dict[int, ResponseSpec]:
+    return {
+        status: ResponseSpec(ErrorBody, generate_examples=False, description="an error")
+        for status in statuses
+    }
+
+
+@post(
+    "/v1/runs",
+    status_code=201,
+    summary="Start a run",
+    description=(
+        "201: a new run. 200: the Idempotency-Key was used before; this is that run. "
+        "202: with ?wait, the run is not final yet."
+    ),
+    tags=["runs"],
+    responses={
+        200: ResponseSpec(RunOut, generate_examples=False, description="an earlier run"),
+        202: ResponseSpec(RunOut, generate_examples=False, description="not final yet"),
+        **_errors(400, 404, 413),
+    },
+)
+async def start_run(
+    gateway: NamedDependency[Gateway],
+    data: JSONBody[StartRunBody],
+    wait: WaitSeconds = None,
+    idempotency_key: Annotated[
+        str | None,
+        HeaderParameter(name="Idempotency-Key", description="start at most one run per key"),
+    ] = None,
+) -> Response[RunOut]:
+    started = await gateway.backend.start_run(
+        StartRunRequest(
+            function=data.function,
+            input=encode_input(data.input),
+            idempotency_key=idempotency_key or "",
+        )
+    )
+    run = started.run
+    if run is None:
+        raise TrineError("the backend started a run but did not answer it")
+    status = 201 if started.created else 200
+    if wait is not None:
+        run = await gateway.wait(run, wait)
+        if not is_final(run):
+            status = 202
+    return Response(run_out(run), status_code=status)
+
+
+@get(
+    "/v1/runs/{run_id:str}",
+    summary="Read a run",
+    tags=["runs"],
+    responses=_errors(400, 404),
+)
+async def read_run(
+    gateway: NamedDependency[Gateway], run_id: RunId, wait: WaitSeconds = None
+) -> RunOut:
+    run = await gateway.backend.get_run(GetRunRequest(run_id=run_id))
+    if wait is not None:
+        run = await gateway.wait(run, wait)
+    return run_out(run)
+
+
+@get("/v1/runs", summary="List runs in creation order", tags=["runs"], responses=_errors(400))
+async def list_runs(
+    gateway: NamedDependency[Gateway],
+    status: Annotated[RunStatusName | None, QueryParameter(description="only runs in it")] = None,
+    function: Annotated[str | None, QueryParameter(description="only runs of it")] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=1000, description="page size")] = 50,
+    page_token: Annotated[
+        str | None, QueryParameter(description="the previous page's next_page_token")
+    ] = None,
+) -> RunListOut:
+    page = await gateway.backend.list_runs(
+        ListRunsRequest(
+            status=STATUS_BY_NAME[status] if status else RunStatus.UNSPECIFIED,
+            function=function or "",
+            limit=limit,
+            page_token=page_token or "",
+        )
+    )
+    return RunListOut(
+        runs=[run_out(run) for run in page.runs], next_page_token=page.next_page_token or None
+    )
+
+
+@get(
+    "/v1/runs/{run_id:str}/journal",
+    summary="A run's journal: one entry per completed or finally failed step",
+    tags=["runs"],
+    responses=_errors(404),
+)
+async def read_journal(gateway: NamedDependency[Gateway], run_id: RunId) -> JournalOut:
+    journal = await gateway.backend.get_journal(GetJournalRequest(run_id=run_id))
+    return JournalOut(entries=[journal_entry_out(entry) for entry in journal.entries])
+
+
+@post(
+    "/v1/runs/{run_id:str}/cancel",
+    status_code=200,
+    summary="Cancel a run",
+    tags=["runs"],
+    responses=_errors(400, 404, 409),
+)
+async def cancel_run(
+    gateway: NamedDependency[Gateway], run_id: RunId, data: JSONBody[CancelBody | None] = None
+) -> RunOut:
+    reason = data.reason if data is not None else ""
+    run = await gateway.backend.cancel_run(CancelRunRequest(run_id=run_id, reason=reason))
+    return run_out(run)
+
+
+@get(
+    "/v1/runs/{run_id:str}/events",
+    summary="A run's events as server-sent events, live until its final event",
+    description=(
+        "Each event: `id: <seq>`, `event: <type>`, `data: {seq, type, name, data, at}`. "
+        "Resume with the Last-Event-ID header (or ?after=N): events with a greater seq follow."
+    ),
+    tags=["runs"],
+    media_type="text/event-stream",
+    responses=_errors(400, 404),
+)
+async def run_events(
+    gateway: NamedDependency[Gateway],
+    run_id: RunId,
+    after: Annotated[
+        int | None, QueryParameter(ge=0, le=MAX_SEQ, description="resume after this seq")
+    ] = None,
+    last_event_id: Annotated[
+        int | None,
+        HeaderParameter(name="Last-Event-ID", ge=0, le=MAX_SEQ, description="wins over ?after"),
+    ] = None,
+) -> ServerSentEvent:
+    await gateway.backend.get_run(GetRunRequest(run_id=run_id))  # 404 before the stream starts
+    if gateway.lifecycle.closing:
+        raise Unavailable("the gateway is shutting down")
+    after_seq = last_event_id if last_event_id is not None else (after or 0)
+    return ServerSentEvent(
+        event_stream(
+            gateway.backend, gateway.lifecycle, run_id, after_seq, keepalive_s=gateway.keepalive_s
+        )
+    )
+
+
+@get("/v1/functions", summary="Every function a worker registered", tags=["functions"])
+async def list_functions(gateway: NamedDependency[Gateway]) -> FunctionListOut:
+    answer = await gateway.backend.list_functions(ListFunctionsRequest())
+    return FunctionListOut(functions=[function_out(spec) for spec in answer.functions])
+
+
+@get(
+    "/healthz",
+    summary="200 when every role of this process is ready, else 503",
+    tags=["health"],
+    responses={503: ResponseSpec(HealthOut, generate_examples=False, description="not ready")},
+)
+async def healthz(gateway: NamedDependency[Gateway]) -> Response[HealthOut]:
+    try:
+        ready = gateway.ready()
+    except Exception as exc:
+        log.warning("readiness check failed", exc_info=exc)
+        ready = False
+    if ready and not gateway.lifecycle.closing:
+        return Response(HealthOut(status="ok"), status_code=200)
+    return Response(HealthOut(status="unavailable"), status_code=503)
+
+
+HANDLERS: list[Any] = [
+    start_run,
+    list_runs,
+    read_run,
+    read_journal,
+    cancel_run,
+    run_events,
+    list_functions,
+    healthz,
+]

@@ -1,0 +1,130 @@
+"""Serving the app with uvicorn inside the runtime's event loop.
+
+The listening socket is bound here first, so that a port in use is a one-line ``ConfigError``
+rather than uvicorn's ``sys.exit``. uvicorn's own signal handling is turned off: the trine CLI owns
+SIGTERM/SIGINT and stops the roles, and :meth:`GatewayServer.stop` stops this server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import socket
+from collections.abc import Generator
+
+import uvicorn
+from litestar import Litestar
+
+from trine_core import ConfigError, split_host_port
+from trine_gateway.lifecycle import Lifecycle
+
+BACKLOG = 2048
+GRACEFUL_SHUTDOWN_S = 5
+"""How long a stop waits for responses in flight before uvicorn cancels them. Event streams and
+long-polls end at once on their own (``Lifecycle.close``), so this only bounds slow clients."""
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server without signal handlers, telling when it accepts connections."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.accepting = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets=sockets)
+        except SystemExit:
+            # uvicorn exits the process when the app's lifespan startup fails; a task must not
+            raise RuntimeError("the gateway app failed to start (ASGI lifespan)") from None
+        self.accepting.set()
+
+
+def bind(address: str, what: str = "gateway") -> socket.socket:
+    """A listening TCP socket on ``host:port``; a ConfigError naming the address otherwise."""
+    host, port = split_host_port(address, f"{what}: http_addr")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"{what}: cannot listen on {address}: {exc.strerror}") from None
+    family, _, _, _, sockaddr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise ConfigError(f"{what}: cannot listen on {address}: {reason}") from None
+    sock.setblocking(False)
+    return sock
+
+
+class GatewayServer:
+    """The app served on ``address`` until :meth:`stop`."""
+
+    def __init__(self, app: Litestar, address: str, lifecycle: Lifecycle) -> None:
+        self.app = app
+        self.address = address
+        self.lifecycle = lifecycle
+        self._server: _Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.host = ""
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def serving(self) -> bool:
+        return (
+            self._server is not None
+            and self._server.accepting.is_set()
+            and self._task is not None
+            and not self._task.done()
+            and not self._server.should_exit
+        )
+
+    async def start(self) -> None:
+        """Listen, and return once connections are accepted."""
+        sock = bind(self.address)
+        self.host, self.port = sock.getsockname()[:2]
+        config = uvicorn.Config(
+            self.app,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            ws="none",
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        )
+        server = self._server = _Server(config)
+        task = self._task = asyncio.create_task(server.serve(sockets=[sock]), name="trine-gateway")
+        accepting = asyncio.create_task(server.accepting.wait())
+        try:
+            await asyncio.wait({task, accepting}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            accepting.cancel()
+        if task.done():
+            sock.close()
+            task.result()  # raises why it stopped
+            raise RuntimeError("the gateway server stopped while starting")
+
+    async def stop(self) -> None:
+        """Stop accepting, end event streams and long-polls, and wait for the server to finish."""
+        server, task = self._server, self._task
+        if server is None or task is None:
+            return
+        server.should_exit = True
+        await self.lifecycle.close()
+        try:
+            await task
+        finally:
+            self._server = self._task = None

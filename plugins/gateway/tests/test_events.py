@@ -1,0 +1,163 @@
+"""``GET /v1/runs/{id}/events``: SSE framing, resume, end of stream, keep-alive, disconnects."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from conftest import Gateway
+from fakes import SseReader, read_sse
+
+
+async def start(gateway: Gateway, function: str = "order") -> str:
+    response = await gateway.http.post("/v1/runs", json={"function": function, "input": 1})
+    run_id: str = response.json()["id"]
+    return run_id
+
+
+async def test_events_are_framed_and_the_stream_ends_after_the_final_one(gateway: Gateway) -> None:
+    run_id = await start(gateway)
+    await gateway.backend.emit(run_id, "step.completed", "charge", {"index": 0, "output": 19.99})
+    await gateway.backend.finish(run_id, {"ok": True})
+    async with gateway.http.stream("GET", f"/v1/runs/{run_id}/events") as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-cache"
+        raw = (await response.aread()).decode()
+    assert raw.startswith("id: 1\r\nevent: run.started\r\ndata: {")
+    async with gateway.http.stream("GET", f"/v1/runs/{run_id}/events") as response:
+        sse = await read_sse(response)
+    assert sse.ended
+    assert [(e["id"], e["event"]) for e in sse.events] == [
+        ("1", "run.started"),
+        ("2", "step.completed"),
+        ("3", "run.completed"),
+    ]
+    assert sse.events[1]["data"] == {
+        "seq": 2,
+        "type": "step.completed",
+        "name": "charge",
+        "data": {"index": 0, "output": 19.99},
+        "at": "2023-11-14T22:13:20.124Z",
+    }
+    assert sse.events[0]["data"]["data"] is None
+    assert gateway.backend.open_subscriptions == 0
+
+
+async def test_live_events_follow_then_the_stream_ends(gateway: Gateway) -> None:
+    run_id = await start(gateway)
+    async with gateway.http.stream("GET", f"/v1/runs/{run_id}/events") as response:
+        reader = SseReader(response)
+        first = await reader.read(limit=1)
+        assert [e["event"] for e in first.events] == ["run.started"]
+        await gateway.backend.emit(run_id, "custom", "progress", {"pct": 50})
+        second = await reader.read(limit=1)
+        assert second.events[0]["data"]["name"] == "progress"
+        await gateway.backend.finish(run_id, 1)
+        rest = await reader.read()
+    assert rest.ended
+    assert [e["event"] for e in rest.events] == ["run.completed"]
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3])
+async def test_resume_with_last_event_id_has_no_gap_and_no_duplicate(
+    gateway: Gateway, cut: int
+) -> None:
+    run_id = await start(gateway)
+    for step in ("a", "b"):
+        await gateway.backend.emit(run_id, "step.completed", step)
+    await gateway.backend.finish(run_id, None)
+    async with gateway.http.stream("GET", f"/v1/runs/{run_id}/events") as response:
+        everything = (await read_sse(response)).events
+    async with gateway.http.stream("GET", f"/v1/runs/{run_id}/events") as response:
+        first = (await read_sse(response, limit=cut)).events
+    headers = {"Last-Event-ID": first[-1]["id"]}
+    async with gateway.http.stream("GET", f"/v1/runs/{run_id}/events", headers=headers) as response:
+        rest = await read_sse(response)
+    assert rest.ended
+    assert first + rest.events == everything
+
+
+async def test_after_query_and_the_header_wins(gateway: Gateway) -> None:
+    run_id = await start(gateway)
+    await gateway.backend.emit(run_id, "step.started", "a")
+    await gateway.backend.finish(run_id, None)
+    url = f"/v1/runs/{run_id}/events"
+    async with gateway.http.stream("GET", url, params={"after": 2}) as response:
+        assert [e["id"] for e in (await read_sse(response)).events] == ["3"]
+    async with gateway.http.stream(
+        "GET", url, params={"after": 2}, headers={"Last-Event-ID": "1"}
+    ) as response:
+        assert [e["id"] for e in (await read_sse(response)).events] == ["2", "3"]
+    async with gateway.http.stream("GET", url, params={"after": 3}) as response:
+        sse = await read_sse(response)
+    assert sse.ended
+    assert sse.events == []
+
+
+@pytest.mark.parametrize(
+    ("params", "headers"),
+    [({"after": "-1"}, {}), ({"after": "x"}, {}), ({}, {"Last-Event-ID": "three"})],
+)
+async def test_bad_resume_points(
+    gateway: Gateway, params: dict[str, str], headers: dict[str, str]
+) -> None:
+    run_id = await start(gateway)
+    response = await gateway.http.get(f"/v1/runs/{run_id}/events", params=params, headers=headers)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_request"
+
+
+async def test_unknown_run_is_a_404_before_streaming(gateway: Gateway) -> None:
+    response = await gateway.http.get("/v1/runs/01NOSUCHRUN0000000000000000/events")
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json()["error"]["code"] == "run_not_found"
+    assert not gateway.backend.subscribed.is_set()
+
+
+@pytest.mark.parametrize("keepalive_s", [0.05])
+async def test_idle_stream_sends_keep_alive_comments(gateway: Gateway) -> None:
+    run_id = await start(gateway)
+    async with gateway.http.stream(
+        "GET", f"/v1/runs/{run_id}/events", params={"after": 1}
+    ) as response:
+        reader = SseReader(response)
+        sse = await reader.read(until_comment=True)
+        assert sse.events == []
+        assert sse.comments == ["keep-alive"]
+        await gateway.backend.finish(run_id, None)
+        rest = await reader.read()
+    assert rest.ended
+    assert [e["event"] for e in rest.events] == ["run.completed"]
+
+
+async def test_client_disconnect_closes_the_subscription(gateway: Gateway) -> None:
+    run_id = await start(gateway)
+    async with gateway.http.stream("GET", f"/v1/runs/{run_id}/events") as response:
+        await read_sse(response, limit=1)
+        assert gateway.backend.open_subscriptions == 1
+        pumps = gateway.lifecycle.tasks
+        assert len(pumps) == 1
+    # leaving the block closes the connection mid-stream
+    await asyncio.wait_for(gateway.backend.subscription_closed.wait(), 10)
+    await asyncio.wait(pumps, timeout=10)
+    assert gateway.backend.open_subscriptions == 0
+    assert gateway.lifecycle.open_tasks == 0
+
+
+async def test_subscription_failure_mid_stream_is_an_error_event(gateway: Gateway) -> None:
+    from trine_core import Unavailable
+
+    run_id = await start(gateway)
+    async with gateway.http.stream("GET", f"/v1/runs/{run_id}/events") as response:
+        reader = SseReader(response)
+        await reader.read(limit=1)
+        gateway.backend.fail_subscriptions = Unavailable("engine went away")
+        await gateway.backend.emit(run_id, "custom", "x")
+        sse = await reader.read()
+    assert sse.ended
+    assert sse.events[-1]["event"] == "stream.error"
+    assert sse.events[-1]["data"] == {
+        "error": {"code": "unavailable", "message": "engine went away"}
+    }
