@@ -419,6 +419,8 @@ class Engine:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + message.wait_ms / 1000
         while True:
+            if self._closed or self.failed:  # woken by close, or the log failed while waiting
+                return TakeWorkResponse()
             # Popping and leasing happen with no await in between: a caller cancelled while it
             # waits below has taken nothing, so no run is lost.
             now = now_ms()
@@ -428,18 +430,19 @@ class Engine:
                     items=[self._lease(state, message.worker_id, ttl, now) for state in taken]
                 )
             remaining = deadline - loop.time()
-            if remaining <= 0 or self._closed:
+            if remaining <= 0:
                 return TakeWorkResponse()
             await self._queues.wait(functions, remaining)
 
-    @staticmethod
-    def _ready(state: RunState, *, now: int) -> bool:
-        return (
-            not state.final
-            and state.lease is None
-            and state.durable_run is not None
-            and state.run.not_before_ms <= now
-        )
+    def _ready(self, state: RunState, *, now: int) -> bool:
+        if state.final or state.lease is not None or state.durable_run is None:
+            return False
+        if state.run.not_before_ms > now:
+            # Queued when its backoff ended, popped after the wall clock stepped back: the pop
+            # drops it from the queue, so a timer must bring it back.
+            self._make_dispatchable(state, now)
+            return False
+        return True
 
     def _lease(self, state: RunState, worker_id: str, ttl_ms: int, now: int) -> WorkItem:
         attempt = max(state.dispatches, state.run.attempt) + 1

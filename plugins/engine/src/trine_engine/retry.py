@@ -6,6 +6,7 @@ No jitter: the retry time is part of the log's derived state and must follow fro
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from trine_proto.trine.v1 import RetryPolicy
@@ -41,7 +42,10 @@ class Policy:
             delay = self.initial_interval_ms * self.backoff_coefficient**exponent
         except OverflowError:
             delay = float(self.max_interval_ms)
-        return int(min(delay, self.max_interval_ms))
+        if math.isnan(delay):  # a NaN coefficient
+            return self.max_interval_ms
+        # A negative coefficient must not schedule into the past (or below 0, once stored).
+        return int(min(max(delay, 0.0), self.max_interval_ms))
 
 
 def effective(step: RetryPolicy | None, function: RetryPolicy | None) -> Policy:

@@ -151,7 +151,8 @@ class RunCache:
         self.active[state.id] = state
 
     def finish(self, state: RunState) -> None:
-        """``state`` reached a final state: move it from the active set to the LRU."""
+        """``state``'s final state is durable: move it from the active set to the LRU (not
+        before, or an eviction would let a lookup reload the run as it was before it finished)."""
         self.active.pop(state.id, None)
         self._remember(state)
 

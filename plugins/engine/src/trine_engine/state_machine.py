@@ -14,6 +14,7 @@ entries and events without changing anything, so a refused report changes nothin
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Protocol
 
@@ -340,7 +341,8 @@ class StateMachine:
         writes.put(RUNS, key, bytes(run))
         if state.final:
             writes.delete(ACTIVE, key)
-            self.cache.finish(state)
+            # Only once durable: evicted earlier, a lookup would reload the stale running run.
+            writes.after_commit(functools.partial(self.cache.finish, state))
 
     @staticmethod
     def _publish(state: RunState, writes: Writes) -> None:
