@@ -1,0 +1,49 @@
+"""trine: durable functions for Python. The worker SDK and the HTTP client.
+
+A worker serves workflow functions; each step a workflow takes through ``ctx.step`` is journaled
+by the runtime, so a run survives the crash of any process and never repeats a step whose result
+was recorded::
+
+    import trine
+
+    worker = trine.Worker()
+
+    @worker.function(retry=trine.RetryPolicy(max_attempts=5))
+    async def order(ctx: trine.Context, order: dict) -> dict:
+        receipt = await ctx.step("charge", charge, order)
+        return {"receipt": receipt}
+
+    worker.run()
+
+``trine.Client`` starts runs and awaits their results over HTTP.
+"""
+
+from __future__ import annotations
+
+from ._version import __version__
+from .client import Client
+from .context import Context
+from .errors import (
+    ClientError,
+    NonDeterminismError,
+    NonRetryableError,
+    RunFailedError,
+    StepError,
+    TrineError,
+)
+from .retry import RetryPolicy
+from .worker import Worker
+
+__all__ = [
+    "Client",
+    "ClientError",
+    "Context",
+    "NonDeterminismError",
+    "NonRetryableError",
+    "RetryPolicy",
+    "RunFailedError",
+    "StepError",
+    "TrineError",
+    "Worker",
+    "__version__",
+]

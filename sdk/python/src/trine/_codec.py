@@ -1,0 +1,69 @@
+"""Payload encoding: JSON as UTF-8 bytes, input digests, error descriptions, wall-clock stamps.
+
+Every payload the engine stores (run input, step output, result, event data) is a JSON document
+in bytes, so the gateway can hand it to HTTP clients untouched. One encoder is used everywhere so
+that an output encodes the same way on every attempt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import traceback
+from typing import Any
+
+from trine_proto.trine.v1 import ErrorInfo
+
+from .errors import NonRetryableError
+
+# A traceback is diagnostics, not data: keep the tail (where the error is) within a bound so a
+# deep recursion cannot push a report over the payload limit.
+MAX_TRACEBACK_CHARS = 16_000
+
+
+def encode(value: Any) -> bytes:
+    """``value`` as compact JSON bytes; raises ``TypeError``/``ValueError`` when it is not JSON.
+
+    ``allow_nan=False``: NaN and infinities are not JSON, and a payload other languages cannot
+    parse would only fail later, far from its cause.
+    """
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def decode(data: bytes) -> Any:
+    """The JSON value in ``data``; empty bytes mean ``null`` (the proto default)."""
+    if not data:
+        return None
+    return json.loads(data)
+
+
+def digest(args: tuple[Any, ...]) -> str:
+    """A short fingerprint of a step's arguments, for spotting a replay with different input.
+
+    Arguments that are not JSON are fingerprinted by their ``repr`` rather than refused: the digest
+    is diagnostics, and a step may legitimately take an object it does not return.
+    """
+    text = json.dumps(list(args), sort_keys=True, separators=(",", ":"), default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds, the unit of every timestamp in the proto."""
+    return time.time_ns() // 1_000_000
+
+
+def error_info(exc: BaseException, *, retryable: bool | None = None) -> ErrorInfo:
+    """Describe ``exc`` for the engine: class name, message, formatted traceback, retryability.
+
+    By default an error is retryable unless it is a ``NonRetryableError``.
+    """
+    text = "".join(traceback.format_exception(exc))
+    if len(text) > MAX_TRACEBACK_CHARS:
+        text = "…" + text[-MAX_TRACEBACK_CHARS:]
+    return ErrorInfo(
+        type=type(exc).__name__,
+        message=str(exc),
+        traceback=text,
+        retryable=not isinstance(exc, NonRetryableError) if retryable is None else retryable,
+    )

@@ -1,0 +1,271 @@
+"""``Client``: start runs, await their results and follow their events over trine's HTTP API.
+
+A thin layer over ``httpx.AsyncClient``: the gateway speaks JSON, so runs come back as the
+gateway's dicts (``id``, ``function``, ``status``, ``input``, ``result``, ``error``, ``attempt``,
+``created_at``, ``updated_at``) rather than as classes that would need to track its schema.
+Waiting uses the gateway's long poll (``?wait=SECONDS``), so a result arrives as soon as the run
+ends, without polling on a timer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from .errors import ClientError, RunFailedError
+
+DEFAULT_URL = "http://127.0.0.1:7480"
+FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+# One long poll asks for at most this long (the gateway allows up to 300 s): a shorter poll
+# survives proxies with idle timeouts and lets a caller's timeout be honoured closely.
+LONG_POLL_S = 60.0
+# The gateway's SSE event that reports a failure of the stream itself, not of the run.
+STREAM_ERROR_EVENT = "stream.error"
+
+
+class Client:
+    """An async client for the gateway at ``base_url`` (default ``$TRINE_URL`` or
+    ``http://127.0.0.1:7480``). Use it as ``async with trine.Client() as client: ...`` or call
+    ``aclose()``. ``timeout`` bounds each request (long polls get their wait on top)."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.base_url = base_url or os.environ.get("TRINE_URL") or DEFAULT_URL
+        self.timeout = timeout
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, timeout=timeout, transport=transport, headers=headers
+        )
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- runs ------------------------------------------------------------------------------------
+
+    async def start(
+        self,
+        function: str,
+        input: Any = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Start a run of ``function`` with JSON ``input``; the run as the gateway returns it.
+
+        With an ``idempotency_key`` used before, that earlier run comes back instead.
+        """
+        return await self._start(function, input, idempotency_key, wait=None)
+
+    async def get(self, run_id: str) -> dict[str, Any]:
+        """The run as it is now (``ClientError`` with code ``run_not_found`` if unknown)."""
+        return await self._json("GET", f"/v1/runs/{run_id}")
+
+    async def wait(self, run_id: str, timeout: float = 60.0) -> dict[str, Any]:  # noqa: ASYNC109
+        """The run once final (completed, failed or cancelled); ``TimeoutError`` after
+        ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            wait = min(max(remaining, 0.001), LONG_POLL_S)
+            run = await self._json(
+                "GET",
+                f"/v1/runs/{run_id}",
+                params={"wait": f"{wait:.3f}"},
+                request_timeout=wait + self.timeout,
+            )
+            if run.get("status") in FINAL_STATUSES:
+                return run
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"run {run_id} is still {run.get('status')} after {timeout:g} seconds"
+                )
+
+    async def result(self, run_id: str, timeout: float = 60.0) -> Any:  # noqa: ASYNC109
+        """The run's result once it completed; ``RunFailedError`` if it failed or was cancelled,
+        ``TimeoutError`` if it is not final after ``timeout`` seconds."""
+        return _outcome(await self.wait(run_id, timeout))
+
+    async def run(
+        self,
+        function: str,
+        input: Any = None,
+        timeout: float = 60.0,  # noqa: ASYNC109 - the run's deadline, spanning several requests
+        *,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        """Start a run and return its result (as ``result()``): one request for a quick run."""
+        deadline = time.monotonic() + timeout
+        run = await self._start(
+            function, input, idempotency_key, wait=min(max(timeout, 0.001), LONG_POLL_S)
+        )
+        if run.get("status") not in FINAL_STATUSES:
+            run = await self.wait(str(run["id"]), max(deadline - time.monotonic(), 0.001))
+        return _outcome(run)
+
+    async def cancel(self, run_id: str, reason: str = "") -> dict[str, Any]:
+        """Cancel a run that is not final; the cancelled run (``ClientError`` ``run_finished``
+        if it already ended)."""
+        body = {"reason": reason} if reason else None
+        return await self._json("POST", f"/v1/runs/{run_id}/cancel", json=body)
+
+    async def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        function: str | None = None,
+        limit: int | None = None,
+        page_token: str | None = None,
+    ) -> dict[str, Any]:
+        """One page of runs in creation order: ``{"runs": [...], "next_page_token": ...}``."""
+        params = {
+            key: value
+            for key, value in (
+                ("status", status),
+                ("function", function),
+                ("limit", limit),
+                ("page_token", page_token),
+            )
+            if value is not None
+        }
+        return await self._json("GET", "/v1/runs", params=params)
+
+    async def journal(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's journaled steps (index, name, output, error, attempt, ...)."""
+        answer = await self._json("GET", f"/v1/runs/{run_id}/journal")
+        entries: list[dict[str, Any]] = answer["entries"]
+        return entries
+
+    async def events(
+        self, run_id: str, last_event_id: str | int | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The run's events as ``{"id", "event", "data"}`` dicts, live, until its final event.
+
+        ``data`` is the event JSON (``seq``, ``type``, ``name``, ``data``, ``at``). Pass the last
+        ``id`` you saw as ``last_event_id`` to resume after it with no gap and no duplicate.
+        """
+        headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
+        timeout = httpx.Timeout(self.timeout, read=None)  # a live stream may be quiet for long
+        async with self._http.stream(
+            "GET", f"/v1/runs/{run_id}/events", headers=headers, timeout=timeout
+        ) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                raise _client_error(response)
+            async for event in _parse_sse(response.aiter_lines()):
+                if event["event"] == STREAM_ERROR_EVENT:
+                    error = (event["data"] or {}).get("error", {})
+                    raise ClientError(
+                        503,
+                        str(error.get("code", "unavailable")),
+                        str(error.get("message", "the event stream failed")),
+                        error.get("details"),
+                    )
+                yield event
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    async def _start(
+        self, function: str, input: Any, idempotency_key: str | None, wait: float | None
+    ) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        params = {"wait": f"{wait:.3f}"} if wait is not None else None
+        return await self._json(
+            "POST",
+            "/v1/runs",
+            json={"function": function, "input": input},
+            headers=headers,
+            params=params,
+            request_timeout=self.timeout + (wait or 0),
+        )
+
+    async def _json(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        request_timeout: float | None = None,
+    ) -> dict[str, Any]:
+        response = await self._http.request(
+            method,
+            path,
+            json=json,
+            params=params,
+            headers=headers,
+            timeout=request_timeout if request_timeout is not None else self.timeout,
+        )
+        if response.status_code >= 400:
+            raise _client_error(response)
+        body: dict[str, Any] = response.json()
+        return body
+
+
+def _outcome(run: dict[str, Any]) -> Any:
+    if run.get("status") == "completed":
+        return run.get("result")
+    raise RunFailedError(run)
+
+
+def _client_error(response: httpx.Response) -> ClientError:
+    """The gateway's ``{"error": {"code", "message", "details"}}``, or the HTTP status alone."""
+    try:
+        body = response.json()
+        error = body["error"]
+        return ClientError(
+            response.status_code,
+            str(error.get("code", "")),
+            str(error.get("message", "")),
+            error.get("details"),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        text = response.text.strip()[:500]
+        return ClientError(response.status_code, f"http_{response.status_code}", text)
+
+
+async def _parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
+    """Server-sent events from text lines: ``id``/``event``/``data`` fields, blank-line ended.
+
+    ``data`` lines join with newlines and parse as JSON; comments (``:``) are keep-alives.
+    """
+    event_id: str | None = None
+    event_type = "message"
+    data: list[str] = []
+    async for line in lines:
+        if not line:
+            if data:
+                yield {"id": event_id, "event": event_type, "data": json.loads("\n".join(data))}
+            event_id, event_type, data = None, "message", []
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "data":
+            data.append(value)
+        elif field == "event":
+            event_type = value
+        elif field == "id":
+            event_id = value
+    # An event the stream ended in the middle of is incomplete: dropped, as the SSE spec says.

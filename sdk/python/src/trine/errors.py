@@ -1,0 +1,111 @@
+"""The exceptions a workflow author or a client sees.
+
+Workflow code catches these by class, so each one says what went wrong at the level the author
+thinks in (a step, a run), not at the level of the wire. The internal control-flow signal that
+ends an attempt derives from ``BaseException`` so that a user's ``except Exception`` cannot
+swallow it and go on with a run the engine has already moved past.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TrineError(Exception):
+    """Base of the SDK's public exceptions, so callers can catch them all at once."""
+
+
+class NonRetryableError(TrineError):
+    """Raise from a step to fail it at once, without the retries its policy allows.
+
+    Use it for errors that no retry can fix (bad input, a refused card): retrying them only
+    delays the failure.
+    """
+
+
+class StepError(TrineError):
+    """A step failed for good: its attempts are exhausted or its error was non-retryable.
+
+    Raised inside the workflow at the ``ctx.step`` call, both the first time and on every replay
+    (the error is journaled), so a workflow that catches it behaves the same way each time.
+    """
+
+    def __init__(
+        self,
+        step: str,
+        index: int,
+        type: str,
+        message: str,
+        traceback: str = "",
+    ) -> None:
+        super().__init__(f"step {index} ({step!r}) failed: {type}: {message}")
+        self.step = step
+        self.index = index
+        self.type = type
+        self.message = message
+        self.traceback = traceback
+
+
+class NonDeterminismError(TrineError):
+    """The workflow asked for a different step than the journal recorded at that position.
+
+    Replay relies on a workflow calling the same steps in the same order every time; when it does
+    not, the journal cannot be trusted for this run, so the run fails with this error (the code
+    changed under a run in flight, or the workflow branches on something that is not a step).
+    """
+
+    def __init__(self, index: int, expected: str, got: str) -> None:
+        super().__init__(
+            f"non-deterministic workflow: step {index} is {got!r} in this execution, but the "
+            f"journal recorded {expected!r} at that position"
+        )
+        self.index = index
+        self.expected = expected
+        self.got = got
+
+
+class RunFailedError(TrineError):
+    """A run awaited through ``trine.Client`` ended failed or cancelled.
+
+    ``error`` is the run's error object from the gateway (``type``, ``message``, ``traceback``),
+    ``run`` the whole run.
+    """
+
+    def __init__(self, run: dict[str, Any]) -> None:
+        error = run.get("error") or {}
+        self.run = run
+        self.run_id: str = str(run.get("id", ""))
+        self.status: str = str(run.get("status", ""))
+        self.error: dict[str, Any] = error
+        self.type: str = str(error.get("type", ""))
+        self.message: str = str(error.get("message", ""))
+        super().__init__(f"run {self.run_id} {self.status}: {self.type}: {self.message}")
+
+
+class ClientError(TrineError):
+    """The gateway refused a request; ``code`` is its stable error code (e.g. ``run_not_found``)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+
+class AttemptEnded(BaseException):
+    """Internal: this attempt of the run is over (retry scheduled, lease lost, worker leaving).
+
+    It unwinds the workflow from the ``ctx`` call that learned it; nothing more is reported.
+    A ``BaseException`` so that user code catching ``Exception`` lets it through.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

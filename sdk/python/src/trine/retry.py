@@ -1,0 +1,45 @@
+"""Retry policies, in seconds for authors and in milliseconds on the wire.
+
+The engine applies the policy (it schedules the retry durably and frees the worker slot while the
+run waits), so the SDK only describes it: per function at registration, per step in ``StepFailed``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trine_proto.trine.v1 import RetryPolicy as RetryPolicyProto
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often a failing step is tried, and how long to wait between tries.
+
+    ``max_attempts`` counts the first try (1 means no retry). The n-th retry waits
+    ``initial_interval * backoff_coefficient ** (n - 1)`` seconds, at most ``max_interval``.
+    """
+
+    max_attempts: int = 3
+    initial_interval: float = 0.1
+    max_interval: float = 10.0
+    backoff_coefficient: float = 2.0
+
+    def __post_init__(self) -> None:
+        # Refuse nonsense where it is written, not when a step first fails in production.
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, not {self.max_attempts}")
+        if self.initial_interval < 0 or self.max_interval < 0:
+            raise ValueError("retry intervals cannot be negative")
+        if self.backoff_coefficient < 1:
+            raise ValueError(
+                f"backoff_coefficient must be at least 1, not {self.backoff_coefficient}"
+            )
+
+    def to_proto(self) -> RetryPolicyProto:
+        """The wire form (milliseconds, rounded)."""
+        return RetryPolicyProto(
+            max_attempts=self.max_attempts,
+            initial_interval_ms=round(self.initial_interval * 1000),
+            max_interval_ms=round(self.max_interval * 1000),
+            backoff_coefficient=self.backoff_coefficient,
+        )

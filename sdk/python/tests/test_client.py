@@ -1,0 +1,173 @@
+"""``trine.Client`` against a fake gateway (an ``httpx.MockTransport`` speaking the HTTP API)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+import trine
+
+
+def run_json(run_id: str, status: str, result: object = None, error: dict | None = None) -> dict:
+    return {
+        "id": run_id,
+        "function": "order",
+        "status": status,
+        "input": {"order_id": "o-1"},
+        "result": result,
+        "error": error,
+        "attempt": 1,
+        "created_at": "2025-01-01T00:00:00.000Z",
+        "updated_at": "2025-01-01T00:00:00.000Z",
+    }
+
+
+class FakeGateway:
+    """Answers like the gateway: runs pending, then completed on the second long poll."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self.polls = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        path = request.url.path
+        if request.method == "POST" and path == "/v1/runs":
+            body = json.loads(request.content)
+            if body["function"] == "nope":
+                return httpx.Response(
+                    404,
+                    json={
+                        "error": {
+                            "code": "unknown_function",
+                            "message": "no function 'nope'",
+                            "details": {"known": ["order"]},
+                        }
+                    },
+                )
+            if body["function"] == "fails":
+                error = {"type": "ValueError", "message": "bad", "traceback": "..."}
+                return httpx.Response(200, json=run_json("r-f", "failed", error=error))
+            status = 201 if "idempotency-key" not in request.headers else 200
+            return httpx.Response(status, json=run_json("r1", "pending"))
+        if request.method == "GET" and path == "/v1/runs/r1":
+            if "wait" in request.url.params:
+                self.polls += 1
+                if self.polls >= 2:
+                    return httpx.Response(200, json=run_json("r1", "completed", {"ok": True}))
+            return httpx.Response(200, json=run_json("r1", "running"))
+        if request.method == "GET" and path == "/v1/runs/missing":
+            return httpx.Response(404, json={"error": {"code": "run_not_found", "message": "?"}})
+        if request.method == "POST" and path == "/v1/runs/r1/cancel":
+            return httpx.Response(200, json=run_json("r1", "cancelled"))
+        if request.method == "GET" and path == "/v1/runs/r1/events":
+            after = int(request.headers.get("last-event-id", "0"))
+            return httpx.Response(
+                200,
+                headers={"content-type": "text/event-stream"},
+                stream=_sse(after),
+            )
+        return httpx.Response(500, text="not json")
+
+
+class _sse(httpx.AsyncByteStream):
+    EVENTS = [(1, "run.started", ""), (2, "custom", "progress"), (3, "run.completed", "")]
+
+    def __init__(self, after: int) -> None:
+        self.after = after
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield b": keep-alive\n\n"
+        for seq, kind, name in self.EVENTS:
+            if seq > self.after:
+                data = json.dumps({"seq": seq, "type": kind, "name": name, "data": None})
+                # Split across chunks on purpose: lines must be reassembled.
+                text = f"id: {seq}\nevent: {kind}\ndata: {data}\n\n".encode()
+                yield text[:7]
+                yield text[7:]
+
+
+@pytest.fixture
+async def gateway() -> FakeGateway:
+    return FakeGateway()
+
+
+@pytest.fixture
+async def client(gateway: FakeGateway) -> AsyncIterator[trine.Client]:
+    async with trine.Client("http://gw", transport=httpx.MockTransport(gateway)) as c:
+        yield c
+
+
+async def test_start_sends_function_input_and_idempotency_key(client, gateway) -> None:
+    run = await client.start("order", {"order_id": "o-1"}, idempotency_key="k-1")
+    assert run["id"] == "r1"
+    assert run["status"] == "pending"
+    request = gateway.requests[-1]
+    assert json.loads(request.content) == {"function": "order", "input": {"order_id": "o-1"}}
+    assert request.headers["idempotency-key"] == "k-1"
+
+
+async def test_result_long_polls_until_final(client, gateway) -> None:
+    assert await client.result("r1", timeout=30) == {"ok": True}
+    waits = [float(r.url.params["wait"]) for r in gateway.requests]
+    assert len(waits) == 2
+    assert all(0 < w <= 60 for w in waits)
+
+
+async def test_run_starts_with_wait_then_polls(client, gateway) -> None:
+    assert await client.run("order", {"order_id": "o-1"}) == {"ok": True}
+    assert "wait" in gateway.requests[0].url.params
+
+
+async def test_failed_run_raises_run_failed_error(client) -> None:
+    with pytest.raises(trine.RunFailedError) as info:
+        await client.run("fails", {})
+    assert (info.value.status, info.value.type, info.value.message) == (
+        "failed",
+        "ValueError",
+        "bad",
+    )
+    assert info.value.run_id == "r-f"
+
+
+async def test_http_errors_become_client_errors(client) -> None:
+    with pytest.raises(trine.ClientError) as info:
+        await client.start("nope")
+    assert (info.value.status, info.value.code) == (404, "unknown_function")
+    assert info.value.details == {"known": ["order"]}
+    with pytest.raises(trine.ClientError) as info:
+        await client.get("missing")
+    assert info.value.code == "run_not_found"
+    with pytest.raises(trine.ClientError) as info:
+        await client.get("other")
+    assert (info.value.status, info.value.code) == (500, "http_500")
+
+
+async def test_cancel(client, gateway) -> None:
+    assert (await client.cancel("r1", reason="stop"))["status"] == "cancelled"
+    assert json.loads(gateway.requests[-1].content) == {"reason": "stop"}
+
+
+async def test_events_parse_sse_and_resume(client, gateway) -> None:
+    events = [e async for e in client.events("r1")]
+    assert [(e["id"], e["event"]) for e in events] == [
+        ("1", "run.started"),
+        ("2", "custom"),
+        ("3", "run.completed"),
+    ]
+    assert events[1]["data"]["name"] == "progress"
+    rest = [e async for e in client.events("r1", last_event_id=events[0]["id"])]
+    assert rest == events[1:]
+    assert gateway.requests[-1].headers["last-event-id"] == "1"
+
+
+async def test_base_url_defaults_to_trine_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRINE_URL", "http://example:1234")
+    async with trine.Client() as c:
+        assert c.base_url == "http://example:1234"
+    monkeypatch.delenv("TRINE_URL")
+    async with trine.Client() as c:
+        assert c.base_url == "http://127.0.0.1:7480"
