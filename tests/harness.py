@@ -163,7 +163,7 @@ class Cluster:
             raise NotImplementedError(f"topology {self.topology!r} needs the gRPC transport")
         proc = self.spawn("trine", [sys.executable, "-m", "trine_core.cli", *flags], **env)
         self.runtime = [proc]
-        proc.log.wait_for(lambda line: "trine started" in line, proc)
+        proc.log.wait_for(lambda line: "trine started" in line, proc.popen)
 
     def kill9_runtime(self) -> None:
         for proc in self.runtime:

@@ -27,7 +27,7 @@ def test_three_step_run_completes_with_events_in_order(running: Cluster) -> None
 
         events = sse_events(http, run_id)
         kinds = [(e["event"], e["data"]["name"]) for e in events]
-        assert kinds[0] == ("run.started", "")
+        assert kinds[0] == ("run.started", "order")
         completed_steps = [name for kind, name in kinds if kind == "step.completed"]
         assert completed_steps == STEPS
         assert kinds[-1][0] == "run.completed"

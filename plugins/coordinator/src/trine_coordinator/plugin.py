@@ -1,0 +1,68 @@
+"""The ``coordinator`` role: serves workers over gRPC on ``worker_addr``, needs ``dispatcher``."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from grpclib.server import Server
+
+from trine_coordinator.service import WorkerService
+from trine_core import (
+    DISPATCHER,
+    ConfigError,
+    RoleContext,
+    RoleRegistry,
+    Settings,
+    hookimpl,
+    split_host_port,
+)
+
+
+class CoordinatorRole:
+    name: ClassVar[str] = "coordinator"
+    serves: ClassVar[frozenset[str]] = frozenset()
+    needs: ClassVar[frozenset[str]] = frozenset({DISPATCHER})
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.service: WorkerService | None = None
+        self._server: Server | None = None
+
+    async def start(self, context: RoleContext) -> None:
+        host, port = split_host_port(self.settings.worker_addr, "worker_addr")
+        service = WorkerService(context.need(DISPATCHER), self.settings, context.log)
+        server = Server([service])
+        try:
+            await server.start(host, port)
+        except OSError as exc:
+            server.close()
+            reason = "address already in use" if exc.errno == 98 else exc.strerror or str(exc)
+            raise ConfigError(
+                f"coordinator: cannot listen on {host}:{port} for workers: {reason}"
+            ) from None
+        service.start()
+        self.service, self._server = service, server
+        context.log.info("coordinator listening for workers", address=f"{host}:{port}")
+
+    async def stop(self) -> None:
+        service, server = self.service, self._server
+        self.service = self._server = None
+        if service is not None:
+            await service.stop()
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+
+    def workers(self) -> list[dict[str, object]]:
+        return self.service.workers() if self.service is not None else []
+
+    def provide(self, kind: str) -> object:
+        raise KeyError(f"the coordinator role serves no contract ({kind!r} asked)")
+
+    def ready(self) -> bool:
+        return self.service is not None
+
+
+@hookimpl
+def trine_register_roles(registry: RoleRegistry) -> None:
+    registry.add_role(CoordinatorRole.name, CoordinatorRole)

@@ -1,0 +1,241 @@
+"""The worker gRPC service: register, dispatch within capacity, forward reports, watch heartbeats.
+
+One bidirectional stream per worker process (``WorkerService.Connect``); the protocol is in
+docs/internals.md ("The worker stream"). The coordinator keeps no durable state: what it knows
+of a worker lives as long as the worker's stream, and every lease a stream held is given back to
+the engine when the stream ends, so its runs are dispatched again at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+import betterproto2
+import grpclib
+import structlog
+from grpclib.const import Status
+
+from trine_coordinator.session import WorkerSession
+from trine_core import Dispatcher, Settings, TrineError, Unavailable
+from trine_proto.trine.v1 import (
+    CoordinatorMessage,
+    Register,
+    Registered,
+    RegisterFunctionsRequest,
+    ReleaseLeasesRequest,
+    RenewLeasesRequest,
+    ReportAck,
+    ReportOutcome,
+    TakeWorkRequest,
+    WorkerMessage,
+    WorkerReport,
+    WorkerServiceBase,
+)
+
+TAKE_WORK_WAIT_MS = 1_000
+MISSED_HEARTBEATS = 5
+REGISTER_TIMEOUT_S = 10.0
+SLOT_ENDING = (ReportOutcome.FINISHED, ReportOutcome.RETRY_SCHEDULED)
+
+
+class WorkerService(WorkerServiceBase):  # type: ignore[misc]
+    def __init__(
+        self, dispatcher: Dispatcher, settings: Settings, log: structlog.stdlib.BoundLogger
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.settings = settings
+        self.log = log
+        self.sessions: dict[str, WorkerSession] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._monitor: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._monitor = asyncio.create_task(self._watch())
+
+    async def stop(self) -> None:
+        for session in list(self.sessions.values()):
+            session.close("coordinator stopping")
+        if self._monitor is not None:
+            self._monitor.cancel()
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def workers(self) -> list[dict[str, object]]:
+        return [session.describe() for session in self.sessions.values()]
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- the stream ------------------------------------------------------------------------------
+
+    async def connect(
+        self, messages: AsyncIterator[WorkerMessage]
+    ) -> AsyncIterator[CoordinatorMessage]:
+        register = await self._first_register(messages)
+        session = WorkerSession(
+            worker_id=register.worker_id,
+            session_id=secrets.token_hex(8),
+            functions=[f.name for f in register.functions],
+            max_concurrency=register.max_concurrency,
+        )
+        await self.dispatcher.register_functions(
+            RegisterFunctionsRequest(worker_id=register.worker_id, functions=register.functions)
+        )
+        previous = self.sessions.get(session.worker_id)
+        if previous is not None:
+            previous.close("fenced: the worker registered again")
+        self.sessions[session.worker_id] = session
+        log = self.log.bind(worker_id=session.worker_id, session_id=session.session_id)
+        log.info("worker registered", functions=session.functions, slots=session.max_concurrency)
+        yield CoordinatorMessage(
+            registered=Registered(
+                session_id=session.session_id,
+                heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
+            )
+        )
+        reader = self._spawn(self._read(session, messages))
+        dispatch = self._spawn(self._dispatch(session))
+        try:
+            while (message := await session.outbox.get()) is not None:
+                yield message
+        finally:
+            session.close(session.close_reason or "stream ended")
+            reader.cancel()
+            dispatch.cancel()
+            if self.sessions.get(session.worker_id) is session:
+                del self.sessions[session.worker_id]
+            # Spawned, not awaited: this generator may be finishing under cancellation.
+            self._spawn(self._release(session))
+            log.info("worker disconnected", reason=session.close_reason)
+
+    async def _first_register(self, messages: AsyncIterator[WorkerMessage]) -> Register:
+        try:
+            first = await asyncio.wait_for(anext(messages), REGISTER_TIMEOUT_S)
+        except (StopAsyncIteration, TimeoutError):
+            raise grpclib.GRPCError(Status.INVALID_ARGUMENT, "no Register message") from None
+        kind, register = betterproto2.which_one_of(first, "message")
+        if kind != "register" or not register.worker_id:
+            raise grpclib.GRPCError(
+                Status.INVALID_ARGUMENT, "the first message must be Register with a worker_id"
+            )
+        return register
+
+    async def _read(self, session: WorkerSession, messages: AsyncIterator[WorkerMessage]) -> None:
+        try:
+            async for message in messages:
+                session.last_seen = time.monotonic()
+                kind, value = betterproto2.which_one_of(message, "message")
+                if kind == "report":
+                    self._spawn(self._forward(session, value))
+                elif kind == "drain":
+                    session.drain()
+                    self.log.info("worker draining", worker_id=session.worker_id)
+        except (grpclib.exceptions.StreamTerminatedError, ConnectionError) as exc:
+            session.close(f"stream broke: {exc}")
+        finally:
+            session.close("the worker closed its stream")
+
+    async def _forward(self, session: WorkerSession, message: WorkerReport) -> None:
+        report = message.report
+        try:
+            response = await self.dispatcher.report(report)
+        except TrineError as exc:
+            ack = ReportAck(
+                request_id=message.request_id, error_code=exc.code, error_message=exc.message
+            )
+            if exc.code == "lease_lost":
+                session.finish(report.run_id, report.lease_id)
+        except Exception as exc:
+            self.log.exception("report failed", run_id=report.run_id)
+            ack = ReportAck(
+                request_id=message.request_id, error_code="internal", error_message=str(exc)
+            )
+        else:
+            ack = ReportAck(request_id=message.request_id, response=response)
+            if response.outcome in SLOT_ENDING:
+                session.finish(report.run_id, report.lease_id)
+        session.send(CoordinatorMessage(report_ack=ack))
+
+    async def _dispatch(self, session: WorkerSession) -> None:
+        """Keep the worker's free slots filled with ready runs of its functions."""
+        backoff = 0.05
+        while not session.closed:
+            free = session.free_slots
+            if free <= 0:
+                session.wakeup.clear()
+                await session.wakeup.wait()
+                continue
+            try:
+                response = await self.dispatcher.take_work(
+                    TakeWorkRequest(
+                        worker_id=session.worker_id,
+                        functions=session.functions,
+                        max_items=free,
+                        wait_ms=TAKE_WORK_WAIT_MS,
+                        lease_ttl_ms=self.settings.lease_ttl_ms,
+                    )
+                )
+            except Unavailable:
+                await asyncio.sleep(backoff)  # the engine is away; try again, slower each time
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.05
+            for item in response.items:
+                session.in_flight[item.run.id] = item.lease.id
+                session.send(CoordinatorMessage(dispatch=item))
+            if session.closed:  # taken after the stream ended: give them back now
+                await self._release(session)
+
+    async def _release(self, session: WorkerSession) -> None:
+        leases, session.in_flight = list(session.in_flight.values()), {}
+        if leases:
+            await self.dispatcher.release_leases(
+                ReleaseLeasesRequest(lease_ids=leases, reason=session.close_reason)
+            )
+
+    # -- heartbeats and leases -------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        """Close silent workers; renew the leases of live ones every lease_ttl / 3."""
+        interval = self.settings.heartbeat_interval_ms / 1000
+        renew_every = self.settings.lease_ttl_ms / 3000
+        last_renewal = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for session in list(self.sessions.values()):
+                if now - session.last_seen > MISSED_HEARTBEATS * interval:
+                    session.close(f"no heartbeat for {now - session.last_seen:.1f}s")
+            if now - last_renewal >= renew_every:
+                last_renewal = now
+                await self._renew()
+
+    async def _renew(self) -> None:
+        held = {
+            lease: session
+            for session in self.sessions.values()
+            for lease in session.in_flight.values()
+        }
+        if not held:
+            return
+        try:
+            response = await self.dispatcher.renew_leases(
+                RenewLeasesRequest(lease_ids=list(held), lease_ttl_ms=self.settings.lease_ttl_ms)
+            )
+        except TrineError as exc:
+            self.log.warning("lease renewal failed", error=exc.message)
+            return
+        for lease in response.lost:
+            session = held[lease]
+            for run_id, lease_id in list(session.in_flight.items()):
+                if lease_id == lease:
+                    session.finish(run_id, lease_id)

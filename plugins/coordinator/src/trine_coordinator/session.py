@@ -1,0 +1,71 @@
+"""One connected worker: what it serves, what it holds, and the messages queued for it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from trine_proto.trine.v1 import CoordinatorMessage
+
+
+@dataclass(eq=False)
+class WorkerSession:
+    """A worker's stream, from Register until it ends for any reason.
+
+    ``in_flight`` maps run id → lease id for every run dispatched to this worker and not yet
+    finished; it is the capacity count and, when the session ends, the list of leases to give
+    back so those runs are dispatched again at once.
+    """
+
+    worker_id: str
+    session_id: str
+    functions: list[str]
+    max_concurrency: int
+    in_flight: dict[str, str] = field(default_factory=dict)
+    draining: bool = False
+    closed: bool = False
+    close_reason: str = ""
+    connected_at: float = field(default_factory=time.time)
+    last_seen: float = field(default_factory=time.monotonic)
+    outbox: asyncio.Queue[CoordinatorMessage | None] = field(default_factory=asyncio.Queue)
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when a slot frees or the session changes state, so the dispatch loop looks again."""
+
+    @property
+    def free_slots(self) -> int:
+        if self.draining or self.closed:
+            return 0
+        return max(1, self.max_concurrency) - len(self.in_flight)
+
+    def send(self, message: CoordinatorMessage) -> None:
+        if not self.closed:
+            self.outbox.put_nowait(message)
+
+    def finish(self, run_id: str, lease_id: str) -> None:
+        """The run no longer holds a slot here (finished, retry scheduled, or lease lost)."""
+        if self.in_flight.get(run_id) == lease_id:
+            del self.in_flight[run_id]
+            self.wakeup.set()
+
+    def drain(self) -> None:
+        self.draining = True
+        self.wakeup.set()
+
+    def close(self, reason: str) -> None:
+        """End the stream: the outbox's end marker makes the response generator return."""
+        if not self.closed:
+            self.closed = True
+            self.close_reason = reason
+            self.outbox.put_nowait(None)
+            self.wakeup.set()
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "worker_id": self.worker_id,
+            "functions": list(self.functions),
+            "max_concurrency": self.max_concurrency,
+            "in_flight": len(self.in_flight),
+            "draining": self.draining,
+            "connected_at": self.connected_at,
+        }
