@@ -35,7 +35,6 @@ class CoordinatorRole:
         try:
             await server.start(host, port)
         except OSError as exc:
-            server.close()
             reason = "address already in use" if exc.errno == 98 else exc.strerror or str(exc)
             raise ConfigError(
                 f"coordinator: cannot listen on {host}:{port} for workers: {reason}"

@@ -189,17 +189,24 @@ class WorkerService(WorkerServiceBase):  # type: ignore[misc]
                 backoff = min(backoff * 2, 2.0)
                 continue
             backoff = 0.05
+            if session.draining or session.closed:
+                # The long-poll was under way when the worker drained or left: give back what
+                # it returned, so those runs go to another worker at once.
+                await self._give_back([item.lease.id for item in response.items], session)
+                continue
             for item in response.items:
                 session.in_flight[item.run.id] = item.lease.id
                 session.send(CoordinatorMessage(dispatch=item))
-            if session.closed:  # taken after the stream ended: give them back now
-                await self._release(session)
 
     async def _release(self, session: WorkerSession) -> None:
         leases, session.in_flight = list(session.in_flight.values()), {}
+        await self._give_back(leases, session)
+
+    async def _give_back(self, leases: list[str], session: WorkerSession) -> None:
         if leases:
+            reason = session.close_reason or "worker draining"
             await self.dispatcher.release_leases(
-                ReleaseLeasesRequest(lease_ids=leases, reason=session.close_reason)
+                ReleaseLeasesRequest(lease_ids=leases, reason=reason)
             )
 
     # -- heartbeats and leases -------------------------------------------------------------------

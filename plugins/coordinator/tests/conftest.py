@@ -1,0 +1,171 @@
+"""A scripted Dispatcher and a raw worker stream, to test the coordinator alone over real gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from grpclib.client import Channel, Stream
+from grpclib.const import Cardinality
+
+from trine_coordinator import CoordinatorRole
+from trine_core import LeaseLost, RoleContext, Settings, get_logger
+from trine_proto.trine.v1 import (
+    CoordinatorMessage,
+    FunctionSpec,
+    Heartbeat,
+    Lease,
+    Register,
+    RegisterFunctionsRequest,
+    RegisterFunctionsResponse,
+    ReleaseLeasesRequest,
+    ReleaseLeasesResponse,
+    RenewLeasesRequest,
+    RenewLeasesResponse,
+    ReportOutcome,
+    ReportRequest,
+    ReportResponse,
+    Run,
+    TakeWorkRequest,
+    TakeWorkResponse,
+    WorkerMessage,
+    WorkItem,
+)
+
+
+class FakeDispatcher:
+    """Ready runs in a list; leases ``L-<run id>``; answers and refusals chosen by the test."""
+
+    def __init__(self) -> None:
+        self.ready: list[str] = []
+        self.ready_changed = asyncio.Event()
+        self.registered: list[RegisterFunctionsRequest] = []
+        self.released: list[str] = []
+        self.released_changed = asyncio.Event()
+        self.reports: list[ReportRequest] = []
+        self.lost_leases: set[str] = set()
+        self.outcome = ReportOutcome.CONTINUE
+
+    def add_ready(self, *run_ids: str) -> None:
+        self.ready.extend(run_ids)
+        self.ready_changed.set()
+
+    async def register_functions(
+        self, message: RegisterFunctionsRequest
+    ) -> RegisterFunctionsResponse:
+        self.registered.append(message)
+        return RegisterFunctionsResponse()
+
+    async def take_work(self, message: TakeWorkRequest) -> TakeWorkResponse:
+        if not self.ready:
+            self.ready_changed.clear()
+            try:
+                await asyncio.wait_for(self.ready_changed.wait(), message.wait_ms / 1000)
+            except TimeoutError:
+                return TakeWorkResponse()
+        taken, self.ready = self.ready[: message.max_items], self.ready[message.max_items :]
+        return TakeWorkResponse(
+            items=[
+                WorkItem(run=Run(id=run_id, function="f"), lease=Lease(id=f"L-{run_id}", attempt=1))
+                for run_id in taken
+            ]
+        )
+
+    async def report(self, message: ReportRequest) -> ReportResponse:
+        self.reports.append(message)
+        if message.lease_id in self.lost_leases:
+            raise LeaseLost(f"lease {message.lease_id} is not current")
+        return ReportResponse(outcome=self.outcome)
+
+    async def renew_leases(self, message: RenewLeasesRequest) -> RenewLeasesResponse:
+        return RenewLeasesResponse(lost=[i for i in message.lease_ids if i in self.lost_leases])
+
+    async def release_leases(self, message: ReleaseLeasesRequest) -> ReleaseLeasesResponse:
+        self.released.extend(message.lease_ids)
+        self.released_changed.set()
+        return ReleaseLeasesResponse()
+
+    async def wait_released(self, count: int) -> None:
+        while len(self.released) < count:
+            self.released_changed.clear()
+            await asyncio.wait_for(self.released_changed.wait(), 5)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class WorkerStream:
+    """A worker's side of ``WorkerService.Connect``, message by message."""
+
+    def __init__(self, stream: Stream[WorkerMessage, CoordinatorMessage]) -> None:
+        self.stream = stream
+
+    async def send(self, **message: Any) -> None:
+        await self.stream.send_message(WorkerMessage(**message))
+
+    async def recv(self) -> CoordinatorMessage | None:
+        return await asyncio.wait_for(self.stream.recv_message(), 5)
+
+    async def register(self, worker_id: str = "w1", slots: int = 10) -> CoordinatorMessage:
+        await self.send(
+            register=Register(
+                worker_id=worker_id, functions=[FunctionSpec(name="f")], max_concurrency=slots
+            )
+        )
+        reply = await self.recv()
+        assert reply is not None
+        assert reply.registered is not None
+        return reply
+
+    async def heartbeat(self) -> None:
+        await self.send(heartbeat=Heartbeat())
+
+
+class Harness:
+    def __init__(self, dispatcher: FakeDispatcher, port: int) -> None:
+        self.dispatcher = dispatcher
+        self.port = port
+        self.channels: list[Channel] = []
+
+    def open(self) -> Any:
+        channel = Channel("127.0.0.1", self.port)
+        self.channels.append(channel)
+        return channel.request(
+            "/trine.v1.WorkerService/Connect",
+            Cardinality.STREAM_STREAM,
+            WorkerMessage,
+            CoordinatorMessage,
+        )
+
+
+@pytest.fixture
+def heartbeat_ms() -> int:
+    """Heartbeat interval of the coordinator under test; a worker silent 5x this is gone."""
+    return 1000
+
+
+@pytest.fixture
+async def coordinator(heartbeat_ms: int) -> AsyncIterator[Harness]:
+    dispatcher = FakeDispatcher()
+    port = free_port()
+    settings = Settings(
+        worker_addr=f"127.0.0.1:{port}", heartbeat_interval_ms=heartbeat_ms, lease_ttl_ms=3000
+    )
+    role = CoordinatorRole(settings)
+    context = RoleContext(settings=settings, log=get_logger("coordinator"))
+    context.wired["dispatcher"] = dispatcher
+    await role.start(context)
+    harness = Harness(dispatcher, port)
+    try:
+        yield harness
+    finally:
+        await role.stop()
+        for channel in harness.channels:
+            channel.close()

@@ -1,0 +1,191 @@
+"""The coordinator alone: a scripted dispatcher behind it, a raw gRPC worker stream in front."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import grpclib
+import pytest
+from conftest import Harness, WorkerStream, free_port
+
+from trine_coordinator import CoordinatorRole
+from trine_core import ConfigError, RoleContext, Settings, get_logger
+from trine_proto.trine.v1 import (
+    Command,
+    Drain,
+    ReportOutcome,
+    ReportRequest,
+    RunCompleted,
+    WorkerReport,
+)
+
+
+async def dispatched(worker: WorkerStream) -> str:
+    message = await worker.recv()
+    assert message is not None
+    assert message.dispatch is not None, message
+    return str(message.dispatch.run.id)
+
+
+async def report(worker: WorkerStream, run_id: str, request_id: int = 1) -> None:
+    await worker.send(
+        report=WorkerReport(
+            request_id=request_id,
+            report=ReportRequest(
+                run_id=run_id,
+                lease_id=f"L-{run_id}",
+                commands=[Command(run_completed=RunCompleted(result=b"1"))],
+            ),
+        )
+    )
+
+
+async def test_register_dispatch_report_ack(coordinator: Harness) -> None:
+    async with coordinator.open() as stream:
+        await stream.send_request()
+        worker = WorkerStream(stream)
+        reply = await worker.register()
+        assert reply.registered.heartbeat_interval_ms == 1000
+        assert coordinator.dispatcher.registered[0].functions[0].name == "f"
+        coordinator.dispatcher.add_ready("r1")
+        assert await dispatched(worker) == "r1"
+        coordinator.dispatcher.outcome = ReportOutcome.FINISHED
+        await report(worker, "r1", request_id=7)
+        ack = await worker.recv()
+        assert ack is not None
+        assert ack.report_ack.request_id == 7
+        assert ack.report_ack.response.outcome == ReportOutcome.FINISHED
+        await stream.end()
+
+
+async def test_capacity_is_respected(coordinator: Harness) -> None:
+    async with coordinator.open() as stream:
+        await stream.send_request()
+        worker = WorkerStream(stream)
+        await worker.register(slots=2)
+        coordinator.dispatcher.add_ready("r1", "r2", "r3", "r4", "r5")
+        first = {await dispatched(worker), await dispatched(worker)}
+        assert first == {"r1", "r2"}
+        with pytest.raises(TimeoutError):  # no third run while both slots are busy
+            await asyncio.wait_for(worker.stream.recv_message(), 0.3)
+        coordinator.dispatcher.outcome = ReportOutcome.FINISHED
+        await report(worker, "r1")
+        messages = [await worker.recv(), await worker.recv()]
+        kinds = sorted("ack" if m and m.report_ack else "dispatch" for m in messages)
+        assert kinds == ["ack", "dispatch"]
+        await stream.end()
+
+
+async def test_refused_report_is_acked_with_its_code_and_frees_the_slot(
+    coordinator: Harness,
+) -> None:
+    async with coordinator.open() as stream:
+        await stream.send_request()
+        worker = WorkerStream(stream)
+        await worker.register(slots=1)
+        coordinator.dispatcher.add_ready("r1", "r2")
+        assert await dispatched(worker) == "r1"
+        coordinator.dispatcher.lost_leases.add("L-r1")
+        await report(worker, "r1")
+        ack = await worker.recv()
+        assert ack is not None
+        assert ack.report_ack.error_code == "lease_lost"
+        assert await dispatched(worker) == "r2"  # the slot was freed
+        await stream.end()
+
+
+async def test_closed_stream_releases_its_leases(coordinator: Harness) -> None:
+    async with coordinator.open() as stream:
+        await stream.send_request()
+        worker = WorkerStream(stream)
+        await worker.register()
+        coordinator.dispatcher.add_ready("r1", "r2")
+        assert {await dispatched(worker), await dispatched(worker)} == {"r1", "r2"}
+        await stream.end()
+        assert await worker.recv() is None
+    await coordinator.dispatcher.wait_released(2)
+    assert sorted(coordinator.dispatcher.released) == ["L-r1", "L-r2"]
+
+
+async def test_registering_again_fences_the_old_session(coordinator: Harness) -> None:
+    async with coordinator.open() as old_stream:
+        await old_stream.send_request()
+        old = WorkerStream(old_stream)
+        await old.register("same")
+        coordinator.dispatcher.add_ready("r1")
+        assert await dispatched(old) == "r1"
+        async with coordinator.open() as new_stream:
+            await new_stream.send_request()
+            await WorkerStream(new_stream).register("same")
+            assert await old.recv() is None  # the old stream was ended by the coordinator
+            await coordinator.dispatcher.wait_released(1)
+            assert coordinator.dispatcher.released == ["L-r1"]
+            await new_stream.end()
+        await old_stream.end()
+
+
+@pytest.mark.parametrize("heartbeat_ms", [50])
+async def test_silent_worker_is_dropped_and_its_leases_released(coordinator: Harness) -> None:
+    async with coordinator.open() as stream:
+        await stream.send_request()
+        worker = WorkerStream(stream)
+        await worker.register()
+        coordinator.dispatcher.add_ready("r1")
+        assert await dispatched(worker) == "r1"
+        assert await worker.recv() is None  # 5 heartbeat intervals (250 ms) without a word
+        await coordinator.dispatcher.wait_released(1)
+        await stream.end()
+
+
+@pytest.mark.parametrize("heartbeat_ms", [50])
+async def test_heartbeats_keep_a_worker(coordinator: Harness) -> None:
+    async with coordinator.open() as stream:
+        await stream.send_request()
+        worker = WorkerStream(stream)
+        await worker.register()
+        for _ in range(10):  # 10 x 50 ms: twice the silence that would drop it
+            await worker.heartbeat()
+            await asyncio.sleep(0.05)  # pacing the heartbeats is the point, not a sync
+        coordinator.dispatcher.add_ready("r1")
+        assert await dispatched(worker) == "r1"
+        await stream.end()
+
+
+async def test_drain_stops_dispatch(coordinator: Harness) -> None:
+    async with coordinator.open() as stream:
+        await stream.send_request()
+        worker = WorkerStream(stream)
+        await worker.register()
+        await worker.send(drain=Drain())
+        await worker.heartbeat()
+        coordinator.dispatcher.add_ready("r1")
+        await coordinator.dispatcher.wait_released(1)  # the long-poll's run went straight back
+        assert coordinator.dispatcher.released == ["L-r1"]
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(worker.stream.recv_message(), 0.2)
+        await stream.end()
+
+
+async def test_first_message_must_be_register(coordinator: Harness) -> None:
+    async def first_message_heartbeat() -> None:
+        async with coordinator.open() as stream:
+            await stream.send_request()
+            await WorkerStream(stream).heartbeat()
+            await stream.recv_message()
+
+    with pytest.raises(grpclib.GRPCError, match="first message must be Register"):
+        await first_message_heartbeat()
+
+
+async def test_port_in_use_is_a_config_error() -> None:
+    port = free_port()
+    settings = Settings(worker_addr=f"127.0.0.1:{port}")
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", port))
+        blocker.listen()
+        role = CoordinatorRole(settings)
+        context = RoleContext(settings=settings, log=get_logger("coordinator"))
+        context.wired["dispatcher"] = object()
+        with pytest.raises(ConfigError, match=f"127.0.0.1:{port} for workers: address already"):
+            await role.start(context)
