@@ -15,6 +15,7 @@ from fakes import FakeBackend, SseReader
 from trine_core import ConfigError, RoleContext, RoleRegistry, Settings
 from trine_gateway import GatewayRole, GatewayServer, Lifecycle, create_app
 from trine_gateway.plugin import trine_register_roles
+from trine_gateway.server import bind
 
 
 def listening_socket() -> socket.socket:
@@ -147,3 +148,13 @@ async def test_the_role_names_a_port_in_use() -> None:
             await role.start(context)
     assert not role.ready()
     await role.stop()
+
+
+def test_listening_socket_is_tcp_so_connections_get_nodelay() -> None:
+    """asyncio sets TCP_NODELAY only on connections accepted from an IPPROTO_TCP socket; with
+    proto 0 every keep-alive response stalled ~40 ms on the client's delayed ACK."""
+    sock = bind("127.0.0.1:0")
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
