@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from harness import Cluster, Proc  # the tests' process harness, reused
@@ -52,32 +52,39 @@ def proc_figures(proc: Proc) -> dict[str, float]:
     return {"rss_mb": hwm_kb / 1024, "cpu_s": cpu}
 
 
-async def one_run(http: httpx.AsyncClient, i: int) -> float:
+async def one_run(http: aiohttp.ClientSession, url: str, i: int) -> float:
     start = time.perf_counter()
-    response = await http.post(
-        "/v1/runs", params={"wait": 60}, json={"function": "order", "input": order_input(i)}
-    )
+    body = {"function": "order", "input": order_input(i)}
+    async with http.post(f"{url}/v1/runs?wait=60", json=body) as response:
+        answer = await response.json()
     elapsed = time.perf_counter() - start
-    body = response.json()
-    if body.get("status") != "completed" or body["result"]["order_id"] != f"o-{i}":
-        raise RuntimeError(f"run {i} did not complete: {response.status_code} {body}")
+    if answer.get("status") != "completed" or answer["result"]["order_id"] != f"o-{i}":
+        raise RuntimeError(f"run {i} did not complete: {response.status} {answer}")
     return elapsed
 
 
+def session(concurrency: int) -> aiohttp.ClientSession:
+    """aiohttp, as the peers' harness uses: httpx spends ~90% of a core at concurrency 100 and
+    becomes the bottleneck it is meant to measure."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=concurrency),
+        timeout=aiohttp.ClientTimeout(total=120),
+    )
+
+
 async def sequential(url: str, n: int) -> list[float]:
-    async with httpx.AsyncClient(base_url=url, timeout=120) as http:
-        return [await one_run(http, i) for i in range(n)]
+    async with session(1) as http:
+        return [await one_run(http, url, i) for i in range(n)]
 
 
 async def concurrent(url: str, n: int, concurrency: int) -> tuple[list[float], float]:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
+    async with session(concurrency) as http:
         queue = iter(range(n))
         latencies: list[float] = []
 
         async def client() -> None:
             for i in queue:
-                latencies.append(await one_run(http, 10_000_000 + i))
+                latencies.append(await one_run(http, url, 10_000_000 + i))
 
         start = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(concurrency)))
@@ -95,7 +102,7 @@ def one_round(args: argparse.Namespace) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="trine-bench-") as tmp:
         cluster = Cluster(topology="all", workdir=Path(tmp))
         try:
-            cluster.start(TRINE_LOG_LEVEL="warning")
+            cluster.start()
             worker = cluster.start_worker("order_worker.py", "--max-concurrency", "100")
             runtime = cluster.runtime[0]
             seq = asyncio.run(sequential(cluster.url, args.sequential))

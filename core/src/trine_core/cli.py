@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from trine_core.errors import TrineError
@@ -49,13 +49,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         flags = {k: v for k, v in vars(args).items() if k not in ("config", "connect")}
         settings = Settings.load(flags | {"connect": connect}, config_file=args.config)
         configure_logging(settings.log_level, settings.log_format)
-        asyncio.run(_serve(settings))
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(_serve(settings))
     except TrineError as exc:
         print(f"trine: error: {exc.message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when it is installed (it comes with the gateway's uvicorn[standard]):
+    the runtime spends a good part of its time in the event loop itself."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def _pair(item: str) -> tuple[str, str]:

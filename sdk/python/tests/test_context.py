@@ -6,6 +6,8 @@ import asyncio
 import json
 import logging
 
+import betterproto2
+
 import trine
 from trine_proto.trine.v1 import ErrorInfo, ReportAck, ReportOutcome, ReportResponse
 
@@ -375,11 +377,66 @@ async def test_an_output_the_engine_finds_too_large_fails_the_step(
     session.dispatch(item("r1", "wf"))
     await coordinator.until(lambda: session.finished("r1"))
     kinds = [k for k, _ in session.commands("r1")]
-    assert kinds == ["step_started", "step_completed", "step_failed", "run_completed"]
-    failed = session.commands("r1")[2][1]
+    # The refused report changed nothing, so the start travels again with the failure.
+    assert kinds == [
+        "step_started",
+        "step_completed",
+        "step_started",
+        "step_failed",
+        "run_completed",
+    ]
+    failed = session.commands("r1")[3][1]
     assert (failed.index, failed.error.type, failed.error.retryable) == (
         0,
         "PayloadTooLarge",
         False,
     )
     assert json.loads(session.commands("r1")[-1][1].result) == "PayloadTooLarge"
+
+
+async def test_a_quick_step_reports_start_and_end_in_one_report(
+    coordinator, make_worker, serve, item
+):
+    worker = make_worker()
+
+    @worker.function
+    async def wf(ctx: trine.Context, _: None) -> int:
+        return int(await ctx.step("quick", lambda: 1))
+
+    serve(worker)
+    session = await coordinator.registered()
+    session.dispatch(item("r1", "wf"))
+    await coordinator.until(lambda: session.finished("r1"))
+    first = next(r.report for r in session.reports if r.report.run_id == "r1")
+    assert [betterproto2.which_one_of(c, "command")[0] for c in first.commands] == [
+        "step_started",
+        "step_completed",
+    ]
+
+
+async def test_a_slow_step_announces_its_start_before_it_ends(
+    coordinator, make_worker, serve, item
+):
+    worker = make_worker()
+    release = asyncio.Event()
+
+    @worker.function
+    async def wf(ctx: trine.Context, _: None) -> int:
+        async def slow() -> int:
+            await release.wait()
+            return 1
+
+        return int(await ctx.step("slow", slow))
+
+    serve(worker)
+    session = await coordinator.registered()
+    session.dispatch(item("r1", "wf"))
+    await coordinator.until(lambda: len(session.commands("r1")) == 1)  # the start, on its own
+    assert [k for k, _ in session.commands("r1")] == ["step_started"]
+    release.set()
+    await coordinator.until(lambda: session.finished("r1"))
+    assert [k for k, _ in session.commands("r1")] == [
+        "step_started",
+        "step_completed",
+        "run_completed",
+    ]

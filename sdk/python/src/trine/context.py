@@ -2,10 +2,13 @@
 
 A run is re-executed from the top on every attempt. Steps the journal already holds are not run
 again: ``ctx.step`` returns their recorded output (or raises their recorded error), so the code
-between steps must be deterministic and only the first unjournaled step does real work. Each new
-step is reported twice, ``StepStarted`` (not awaited, so it costs no round trip) and
-``StepCompleted``/``StepFailed``, and ``ctx.step`` returns only once both are acknowledged: a
-result the caller has seen is durable and will never be computed again.
+between steps must be deterministic and only the first unjournaled step does real work.
+
+A new step's ``StepStarted`` is held back for ``STEP_STARTED_DELAY_S``: a step that ends sooner
+reports started and completed (or failed) in one report, one durable commit instead of two; a
+longer one announces its start (not awaited) when the delay runs out, so an event stream still
+shows a slow step as it begins. ``ctx.step`` returns only once every report of the step is
+acknowledged: a result the caller has seen is durable and will never be computed again.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from .errors import AttemptEnded, NonDeterminismError, StepError
 from .retry import RetryPolicy
 
 T = TypeVar("T")
+
+STEP_STARTED_DELAY_S = 0.02
 
 
 class RunAborted(BaseException):
@@ -146,11 +151,13 @@ class Context:
         input_digest = _codec.digest(args)
         previous, mine = self._turn, asyncio.Event()
         self._turn = mine
+        started_cmd = Command(step_started=StepStarted(index=index, name=name, attempt=attempt))
+        started: list[asyncio.Future[ReportAck]] = []
+        announce = asyncio.get_running_loop().call_later(
+            STEP_STARTED_DELAY_S, lambda: started.append(self._reporter.send(started_cmd))
+        )
         try:
             started_at = _codec.now_ms()
-            started = self._reporter.send(
-                Command(step_started=StepStarted(index=index, name=name, attempt=attempt))
-            )
             failure: BaseException | None = None
             info: ErrorInfo | None = None
             output = b""
@@ -162,10 +169,13 @@ class Context:
                 failure, info = exc, _codec.error_info(exc)
             else:
                 failure, info, output = self._encode_output(name, value)
+            announce.cancel()
+            unannounced = [] if started else [started_cmd]
             await previous.wait()
 
             if info is None:
                 completed = self._reporter.send(
+                    *unannounced,
                     Command(
                         step_completed=StepCompleted(
                             entry=JournalEntry(
@@ -178,9 +188,10 @@ class Context:
                                 ended_at_ms=_codec.now_ms(),
                             )
                         )
-                    )
+                    ),
                 )
-                await self._settle(started)
+                for future in started:
+                    await self._settle(future)
                 ack = await completed
                 if ack.error_code != PAYLOAD_TOO_LARGE:
                     self._check(ack)
@@ -189,6 +200,7 @@ class Context:
                 info = ErrorInfo(type="PayloadTooLarge", message=ack.error_message)
 
             failed = self._reporter.send(
+                *unannounced,
                 Command(
                     step_failed=StepFailed(
                         index=index,
@@ -199,9 +211,10 @@ class Context:
                         started_at_ms=started_at,
                         input_digest=input_digest,
                     )
-                )
+                ),
             )
-            await self._settle(started)
+            for future in started:
+                await self._settle(future)
             outcome = (await self._settle(failed)).outcome
             if outcome == ReportOutcome.RETRY_SCHEDULED:
                 self.log.info(
@@ -215,6 +228,7 @@ class Context:
                 raise AttemptEnded("retry scheduled")
             raise StepError(name, index, info.type, info.message, info.traceback) from failure
         finally:
+            announce.cancel()
             mine.set()
 
     def _replay(self, index: int, name: str) -> Any:

@@ -165,7 +165,8 @@ class Worker:
             logging.basicConfig(
                 level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
             )
-        asyncio.run(self.serve())
+        with asyncio.Runner(loop_factory=_uvloop_factory()) as runner:
+            runner.run(self.serve())
         log.info("worker stopped")
 
     def shutdown(self) -> None:
@@ -446,3 +447,12 @@ def _describe(exc: BaseException) -> str:
         return f"gRPC {exc.status.name}: {exc.message or ''}".strip()
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when the program has it installed (the SDK does not require it)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
