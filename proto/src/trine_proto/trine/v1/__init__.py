@@ -306,7 +306,7 @@ class Event(betterproto2.Message):
 
     name: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
     """
-    run.retrying, run.completed, run.failed, run.cancelled, custom
+    custom, run.completed, run.failed, run.cancelled
 
     step name, or a custom event's name
     """
