@@ -3,7 +3,7 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-MEMBERS := proto core transports/inproc plugins/engine plugins/coordinator plugins/gateway sdk/python
+MEMBERS := proto core transports/inproc transports/grpc plugins/engine plugins/coordinator plugins/gateway sdk/python
 STAMP := $(VENV)/.installed
 PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(MEMBERS)) constraints.txt requirements-dev.txt
 
@@ -26,7 +26,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 typecheck: setup
-	$(BIN)/mypy -p trine_core -p trine_transport_inproc -p trine_engine -p trine_coordinator \
+	$(BIN)/mypy -p trine_core -p trine_transport_inproc -p trine_transport_grpc -p trine_engine -p trine_coordinator \
 		-p trine_gateway -p trine
 
 # Each member's tests run from its own folder, as a contributor of that plugin would run them.

@@ -25,9 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 DEFAULT_TIMEOUT = 30.0
 
-# Every topology the end-to-end suite runs under. `split` (three processes over gRPC) arrives
-# with the gRPC transport; each test is parametrized over this tuple.
-TOPOLOGIES = ("all",)
+# Every topology the end-to-end suite runs under: each test is parametrized over this tuple.
+# `all` is one process; `split` is engine, coordinator and gateway in three processes over gRPC.
+TOPOLOGIES = ("all", "split")
+TARGETS = {"all": ("all",), "split": ("engine", "coordinator", "gateway")}
 
 
 def free_port() -> int:
@@ -158,12 +159,17 @@ class Cluster:
         return proc
 
     def start(self, *flags: str, **env: str) -> None:
-        """Start the runtime and wait until it serves."""
-        if self.topology != "all":
-            raise NotImplementedError(f"topology {self.topology!r} needs the gRPC transport")
-        proc = self.spawn("trine", [sys.executable, "-m", "trine_core.cli", *flags], **env)
-        self.runtime = [proc]
-        proc.log.wait_for(lambda line: "trine started" in line, proc.popen)
+        """Start the runtime's processes for this topology and wait until each serves."""
+        self.runtime = [
+            self.spawn(
+                f"trine-{target}",
+                [sys.executable, "-m", "trine_core.cli", f"--target={target}", *flags],
+                **env,
+            )
+            for target in TARGETS[self.topology]
+        ]
+        for proc in self.runtime:
+            proc.log.wait_for(lambda line: "trine started" in line, proc.popen)
 
     def kill9_runtime(self) -> None:
         for proc in self.runtime:

@@ -59,7 +59,7 @@ def test_kill9_worker_mid_step_second_worker_finishes_only_unacked_step_reruns(
 def test_run_waits_for_a_worker_and_known_functions_survive_restart(cluster: Cluster) -> None:
     cluster.start()
     assert cluster.start_worker().terminate() == 0  # registers `order`, drains, leaves
-    assert cluster.stop_runtime() == [0]  # SIGTERM: a clean shutdown
+    assert set(cluster.stop_runtime()) == {0}  # SIGTERM: every process shuts down cleanly
     cluster.start()
     with cluster.client() as http:
         response = http.post("/v1/runs", json={"function": "order", "input": ORDER})

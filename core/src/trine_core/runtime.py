@@ -83,7 +83,9 @@ class Runtime:
                     INPROC if kind in served else f"grpc://{self.settings.engine_addr}"
                 )
                 addresses[(name, kind)] = address
+        exposed = self._exposed_addresses(served)
         schemes = {address.split("://", 1)[0] for address in addresses.values()} | {"inproc"}
+        schemes |= {address.split("://", 1)[0] for address in exposed.values()}
         self._transport_registry = self._registered(
             TransportRegistry, plugins.TRANSPORTS_GROUP, sorted(schemes), "transport"
         )
@@ -98,12 +100,25 @@ class Runtime:
             self._started.append(role)
             for kind in sorted(role.serves):
                 await (await self._transport("inproc")).serve(kind, role.provide(kind), INPROC)
+                if kind in exposed:
+                    scheme = exposed[kind].split("://", 1)[0]
+                    await (await self._transport(scheme)).serve(
+                        kind, role.provide(kind), exposed[kind]
+                    )
             manager.hook.trine_role_started(name=name, context=context)
         self.log.info(
             "trine started",
             roles=list(self.roles),
             wiring={f"{role}.{kind}": address for (role, kind), address in addresses.items()},
+            serving=exposed,
         )
+
+    def _exposed_addresses(self, served: dict[str, str]) -> dict[str, str]:
+        """Contracts served here that roles in other processes need: when this process does not
+        run every built-in role, what it serves is also exposed at ``grpc://`` + engine_addr."""
+        if set(START_ORDER) <= set(self.roles):
+            return {}
+        return {kind: f"grpc://{self.settings.engine_addr}" for kind in served}
 
     def _registered(self, registry_type: type[R], group: str, names: list[str], what: str) -> R:
         """A registry holding ``names``: what already-registered plugins (inline ones first)

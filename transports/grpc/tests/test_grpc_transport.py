@@ -1,0 +1,92 @@
+"""The gRPC transport alone: a small in-memory Backend served and called over real loopback gRPC."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+
+from trine_core import ConfigError, RunNotFound, Unavailable, UnknownFunction
+from trine_proto.trine.v1 import (
+    Event,
+    GetRunRequest,
+    Run,
+    RunStatus,
+    StartRunRequest,
+    StartRunResponse,
+    SubscribeRequest,
+)
+from trine_transport_grpc import GrpcTransport
+
+
+class TinyBackend:
+    """Just enough of a Backend: one known run, one known function, three events."""
+
+    async def get_run(self, message: GetRunRequest) -> Run:
+        if message.run_id != "r1":
+            raise RunNotFound(f"no run {message.run_id!r}")
+        return Run(id="r1", function="f", status=RunStatus.COMPLETED, result=b'{"ok":true}')
+
+    async def start_run(self, message: StartRunRequest) -> StartRunResponse:
+        raise UnknownFunction(f"no worker registered {message.function!r}", known=["f"])
+
+    async def subscribe(self, message: SubscribeRequest) -> AsyncIterator[Event]:
+        for seq in range(message.after_seq + 1, 4):
+            yield Event(run_id=message.run_id, seq=seq, type="custom")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+async def remote() -> AsyncIterator[object]:
+    address = f"grpc://127.0.0.1:{free_port()}"
+    server, client = GrpcTransport(), GrpcTransport()
+    await server.serve("backend", TinyBackend(), address)
+    try:
+        yield await client.connect("backend", address)
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def test_calls_cross_the_wire(remote: object) -> None:
+    run = await remote.get_run(GetRunRequest(run_id="r1"))  # type: ignore[attr-defined]
+    assert run == Run(id="r1", function="f", status=RunStatus.COMPLETED, result=b'{"ok":true}')
+
+
+async def test_errors_arrive_as_the_same_types_with_details(remote: object) -> None:
+    with pytest.raises(RunNotFound, match="no run 'nope'"):
+        await remote.get_run(GetRunRequest(run_id="nope"))  # type: ignore[attr-defined]
+    with pytest.raises(UnknownFunction) as caught:
+        await remote.start_run(StartRunRequest(function="g"))  # type: ignore[attr-defined]
+    assert caught.value.details == {"known": ["f"]}
+
+
+async def test_server_streams_arrive_in_order(remote: object) -> None:
+    stream = remote.subscribe(SubscribeRequest(run_id="r1", after_seq=1))  # type: ignore[attr-defined]
+    assert [event.seq async for event in stream] == [2, 3]
+
+
+async def test_an_unreachable_peer_is_unavailable() -> None:
+    client = GrpcTransport()
+    backend = await client.connect("backend", f"grpc://127.0.0.1:{free_port()}")
+    try:
+        with pytest.raises(Unavailable, match="cannot reach"):
+            await backend.get_run(GetRunRequest(run_id="r1"))  # type: ignore[attr-defined]
+    finally:
+        await client.close()
+
+
+async def test_port_in_use_is_a_config_error() -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"127.0.0.1:{port} for backend/dispatcher: address"):
+            await GrpcTransport().serve("backend", TinyBackend(), f"grpc://127.0.0.1:{port}")
