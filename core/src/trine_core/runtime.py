@@ -2,8 +2,9 @@
 
 Roles start in a fixed order (providers before consumers: engine, coordinator, gateway, then any
 other) and stop in reverse. Each need is dialled through the transport whose scheme its address
-names; a contract served by a local role is also exposed on ``inproc://`` so an in-process
-consumer gets the object itself.
+names; a contract served by a local role is served on ``inproc://`` (an in-process consumer gets
+the object itself), at the address its consumers are told to dial, and over gRPC when roles run
+in other processes.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class Runtime:
                 addresses[(name, kind)] = address
         exposed = self._exposed_addresses(served)
         schemes = {address.split("://", 1)[0] for address in addresses.values()} | {"inproc"}
-        schemes |= {address.split("://", 1)[0] for address in exposed.values()}
+        schemes |= {a.split("://", 1)[0] for addresses in exposed.values() for a in addresses}
         self._transport_registry = self._registered(
             TransportRegistry, plugins.TRANSPORTS_GROUP, sorted(schemes), "transport"
         )
@@ -100,11 +101,9 @@ class Runtime:
             self._started.append(role)
             for kind in sorted(role.serves):
                 await (await self._transport("inproc")).serve(kind, role.provide(kind), INPROC)
-                if kind in exposed:
-                    scheme = exposed[kind].split("://", 1)[0]
-                    await (await self._transport(scheme)).serve(
-                        kind, role.provide(kind), exposed[kind]
-                    )
+                for address in exposed.get(kind, []):
+                    transport = await self._transport(address.split("://", 1)[0])
+                    await transport.serve(kind, role.provide(kind), address)
             manager.hook.trine_role_started(name=name, context=context)
         self.log.info(
             "trine started",
@@ -113,12 +112,18 @@ class Runtime:
             serving=exposed,
         )
 
-    def _exposed_addresses(self, served: dict[str, str]) -> dict[str, str]:
-        """Contracts served here that roles in other processes need: when this process does not
-        run every built-in role, what it serves is also exposed at ``grpc://`` + engine_addr."""
-        if set(START_ORDER) <= set(self.roles):
-            return {}
-        return {kind: f"grpc://{self.settings.engine_addr}" for kind in served}
+    def _exposed_addresses(self, served: dict[str, str]) -> dict[str, list[str]]:
+        """Where each contract served here is served besides ``inproc://``: at the address the
+        settings tell its consumers to dial (``--connect``), and, when this process does not run
+        every built-in role, at ``grpc://`` + engine_addr for the roles in other processes."""
+        split = not set(START_ORDER) <= set(self.roles)
+        exposed: dict[str, list[str]] = {}
+        for kind in served:
+            addresses = [self.settings.connect.get(kind, INPROC)]
+            if split:
+                addresses.append(f"grpc://{self.settings.engine_addr}")
+            exposed[kind] = [a for a in dict.fromkeys(addresses) if a != INPROC]
+        return exposed
 
     def _registered(self, registry_type: type[R], group: str, names: list[str], what: str) -> R:
         """A registry holding ``names``: what already-registered plugins (inline ones first)
