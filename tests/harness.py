@@ -171,6 +171,19 @@ class Cluster:
         for proc in self.runtime:
             proc.log.wait_for(lambda line: "trine started" in line, proc.popen)
 
+    def runtime_proc(self, target: str) -> Proc:
+        return next(p for p in self.runtime if p.name == f"trine-{target}")
+
+    def restart(self, target: str, *flags: str, **env: str) -> Proc:
+        """``kill -9`` one runtime process and start it again, waiting until it serves."""
+        old = self.runtime_proc(target)
+        old.kill9()
+        argv = [sys.executable, "-m", "trine_core.cli", f"--target={target}", *flags]
+        proc = self.spawn(f"trine-{target}", argv, **env)
+        self.runtime[self.runtime.index(old)] = proc
+        proc.log.wait_for(lambda line: "trine started" in line, proc.popen)
+        return proc
+
     def kill9_runtime(self) -> None:
         for proc in self.runtime:
             proc.kill9()

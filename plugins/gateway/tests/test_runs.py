@@ -7,6 +7,8 @@ import re
 
 from conftest import Gateway
 
+from trine_core import Unavailable
+
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 ORDER = {"order_id": "o-1", "items": [{"sku": "A1", "qty": 2}], "amount": 19.99}
 
@@ -255,3 +257,12 @@ async def test_healthz_follows_readiness(gateway: Gateway) -> None:
     gateway.readiness.ready = False
     down = await gateway.http.get("/healthz")
     assert (down.status_code, down.json()) == (503, {"status": "unavailable"})
+
+
+async def test_healthz_is_unavailable_while_the_engine_does_not_answer(gateway: Gateway) -> None:
+    gateway.backend.fail_with = Unavailable("cannot reach grpc://127.0.0.1:1")
+    down = await gateway.http.get("/healthz")
+    assert down.status_code == 503
+    assert down.json() == {"status": "unavailable", "reason": "cannot reach grpc://127.0.0.1:1"}
+    gateway.backend.fail_with = None
+    assert (await gateway.http.get("/healthz")).status_code == 200

@@ -98,8 +98,9 @@ class EventOut(msgspec.Struct):
     at: str | None
 
 
-class HealthOut(msgspec.Struct):
+class HealthOut(msgspec.Struct, omit_defaults=True):
     status: Literal["ok", "unavailable"]
+    reason: str | None = None
 
 
 class ErrorDetail(msgspec.Struct, omit_defaults=True):

@@ -243,7 +243,7 @@ async def list_functions(gateway: NamedDependency[Gateway]) -> FunctionListOut:
 
 @get(
     "/healthz",
-    summary="200 when every role of this process is ready, else 503",
+    summary="200 when every role of this process is ready and the engine answers, else 503",
     tags=["health"],
     responses={503: ResponseSpec(HealthOut, generate_examples=False, description="not ready")},
 )
@@ -253,9 +253,14 @@ async def healthz(gateway: NamedDependency[Gateway]) -> Response[HealthOut]:
     except Exception as exc:
         log.warning("readiness check failed", exc_info=exc)
         ready = False
-    if ready and not gateway.lifecycle.closing:
-        return Response(HealthOut(status="ok"), status_code=200)
-    return Response(HealthOut(status="unavailable"), status_code=503)
+    if not ready or gateway.lifecycle.closing:
+        return Response(HealthOut(status="unavailable"), status_code=503)
+    try:
+        # The engine may live in another process: ready means it answers, not just that we run.
+        await gateway.backend.list_functions(ListFunctionsRequest())
+    except TrineError as exc:
+        return Response(HealthOut(status="unavailable", reason=exc.message), status_code=503)
+    return Response(HealthOut(status="ok"), status_code=200)
 
 
 HANDLERS: list[Any] = [
