@@ -40,7 +40,7 @@ def test_kill9_each_process_in_turn_under_load(split: Cluster) -> None:
                 seen = sse_events(http, watched, limit=2)  # an SSE client mid-stream
             # Kill once this batch is under way: a first step acknowledged (each run has 0.6 s
             # of steps left), the rest in flight.
-            acks.wait_for(lambda line, batch=batch: line.startswith("ack") and line[4:30] in batch)
+            acks.wait_for(lambda line, b=batch: line.startswith("ack") and line.split()[1] in b)
             split.restart(target)
         for run_id in ids:
             assert wait_run(http, run_id, timeout=60)["status"] == "completed"
