@@ -12,7 +12,7 @@ from grpclib.client import Channel, Stream
 from grpclib.const import Cardinality
 
 from trine_coordinator import CoordinatorRole
-from trine_core import LeaseLost, RoleContext, Settings, get_logger
+from trine_core import LeaseLost, RoleContext, Settings, Unavailable, get_logger
 from trine_proto.trine.v1 import (
     CoordinatorMessage,
     FunctionSpec,
@@ -48,6 +48,7 @@ class FakeDispatcher:
         self.reports: list[ReportRequest] = []
         self.lost_leases: set[str] = set()
         self.outcome = ReportOutcome.CONTINUE
+        self.unavailable = False
 
     def add_ready(self, *run_ids: str) -> None:
         self.ready.extend(run_ids)
@@ -81,6 +82,8 @@ class FakeDispatcher:
         return ReportResponse(outcome=self.outcome)
 
     async def renew_leases(self, message: RenewLeasesRequest) -> RenewLeasesResponse:
+        if self.unavailable:
+            raise Unavailable("the engine is down")
         return RenewLeasesResponse(lost=[i for i in message.lease_ids if i in self.lost_leases])
 
     async def release_leases(self, message: ReleaseLeasesRequest) -> ReleaseLeasesResponse:

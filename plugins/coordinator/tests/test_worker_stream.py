@@ -8,6 +8,9 @@ import socket
 import grpclib
 import pytest
 from conftest import Harness, WorkerStream, free_port
+from grpclib.client import Channel
+from grpclib.health.v1.health_grpc import HealthStub
+from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
 from trine_coordinator import CoordinatorRole
 from trine_core import ConfigError, RoleContext, Settings, get_logger
@@ -189,3 +192,18 @@ async def test_port_in_use_is_a_config_error() -> None:
         context.wired["dispatcher"] = object()
         with pytest.raises(ConfigError, match=f"127.0.0.1:{port} for workers: address already"):
             await role.start(context)
+
+
+async def test_health_service_follows_the_engine(coordinator: Harness) -> None:
+
+    channel = Channel("127.0.0.1", coordinator.port)
+    try:
+        health = HealthStub(channel)
+        reply = await health.Check(HealthCheckRequest())
+        assert reply.status == HealthCheckResponse.SERVING
+        coordinator.dispatcher.unavailable = True
+        await asyncio.sleep(1.1)  # the check result is cached for 1 s (check_ttl)
+        reply = await health.Check(HealthCheckRequest())
+        assert reply.status == HealthCheckResponse.NOT_SERVING
+    finally:
+        channel.close()

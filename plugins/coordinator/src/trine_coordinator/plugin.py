@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from grpclib.health.check import ServiceCheck
+from grpclib.health.service import Health
 from grpclib.server import Server
 
 from trine_coordinator.service import WorkerService
@@ -31,7 +33,9 @@ class CoordinatorRole:
     async def start(self, context: RoleContext) -> None:
         host, port = split_host_port(self.settings.worker_addr, "worker_addr")
         service = WorkerService(context.need(DISPATCHER), self.settings, context.log)
-        server = Server([service])
+        # The standard gRPC health service: SERVING only while the engine answers.
+        engine_check = ServiceCheck(service.engine_answers, check_ttl=1.0, check_timeout=2.0)
+        server = Server([service, Health({service: [engine_check]})])
         try:
             await server.start(host, port)
         except OSError as exc:

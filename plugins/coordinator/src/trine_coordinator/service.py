@@ -66,6 +66,15 @@ class WorkerService(WorkerServiceBase):  # type: ignore[misc]
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
+    async def engine_answers(self) -> bool:
+        """The health check: an empty lease renewal is the cheapest call the engine answers."""
+        try:
+            await self.dispatcher.renew_leases(RenewLeasesRequest())
+        except TrineError as exc:
+            self.log.warning("engine does not answer", error=exc.message)
+            return False
+        return True
+
     def workers(self) -> list[dict[str, object]]:
         return [session.describe() for session in self.sessions.values()]
 

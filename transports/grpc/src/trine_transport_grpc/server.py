@@ -12,6 +12,7 @@ from typing import Any
 
 import grpclib
 from grpclib.const import Status
+from grpclib.health.service import Health
 from grpclib.server import Server
 
 from trine_core import BACKEND, DISPATCHER, Backend, ConfigError, Dispatcher, TrineError
@@ -75,7 +76,7 @@ class ContractServer:
         services = [ServedBackend(), ServedDispatcher()]
         for service in services:
             service.implementations = self.implementations
-        self._server = Server(services)
+        self._server = Server([*services, Health()])  # the standard gRPC health service
         self._started = False
 
     async def start(self) -> None:
