@@ -57,6 +57,8 @@ class FakeDispatcher:
     async def register_functions(
         self, message: RegisterFunctionsRequest
     ) -> RegisterFunctionsResponse:
+        if self.unavailable:
+            raise Unavailable("the engine is down")
         self.registered.append(message)
         return RegisterFunctionsResponse()
 

@@ -207,3 +207,16 @@ async def test_health_service_follows_the_engine(coordinator: Harness) -> None:
         assert reply.status == HealthCheckResponse.NOT_SERVING
     finally:
         channel.close()
+
+
+async def test_registration_while_the_engine_is_away_is_unavailable(coordinator: Harness) -> None:
+    coordinator.dispatcher.unavailable = True
+
+    async def register() -> None:
+        async with coordinator.open() as stream:
+            await stream.send_request()
+            await WorkerStream(stream).register()
+
+    with pytest.raises(grpclib.GRPCError, match="the engine is down") as caught:
+        await register()
+    assert caught.value.status == grpclib.const.Status.UNAVAILABLE

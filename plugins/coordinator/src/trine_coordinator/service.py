@@ -96,9 +96,12 @@ class WorkerService(WorkerServiceBase):  # type: ignore[misc]
             functions=[f.name for f in register.functions],
             max_concurrency=register.max_concurrency,
         )
-        await self.dispatcher.register_functions(
-            RegisterFunctionsRequest(worker_id=register.worker_id, functions=register.functions)
-        )
+        try:
+            await self.dispatcher.register_functions(
+                RegisterFunctionsRequest(worker_id=register.worker_id, functions=register.functions)
+            )
+        except TrineError as exc:  # the engine is away: the worker retries with backoff
+            raise grpclib.GRPCError(Status.UNAVAILABLE, exc.message) from None
         previous = self.sessions.get(session.worker_id)
         if previous is not None:
             previous.close("fenced: the worker registered again")
