@@ -2,11 +2,13 @@
 
     .venv/bin/python bench/throughput.py                 # 200 sequential + 2,000 at concurrency 100
     .venv/bin/python bench/throughput.py --runs 500 --sequential 50 --rounds 3
+    .venv/bin/python bench/throughput.py --topologies all,split --rounds 3   # side by side
 
-Starts `trine --target=all` and one `examples/order_worker.py` process on free loopback ports and a
-fresh data dir, drives them over HTTP from this process (POST /v1/runs?wait=…, one request per
-run, like the peers' clients), then stops the runtime with SIGTERM so the engine logs its journal
-append percentiles. Prints one markdown row per phase and round, then the medians.
+Starts trine (`--target=all`, or engine, coordinator and gateway processes for `split`) and one
+`examples/order_worker.py` process on free loopback ports and a fresh data dir, drives them over
+HTTP from this process (POST /v1/runs?wait=…, one request per run, like the peers' clients), then
+stops the runtime with SIGTERM so the engine logs its journal append percentiles. Prints one
+markdown row per topology, phase and round, then the medians and the split/all ratios.
 """
 
 from __future__ import annotations
@@ -98,24 +100,27 @@ def engine_stats(proc: Proc) -> dict[str, Any]:
     return {}
 
 
-def one_round(args: argparse.Namespace) -> list[dict[str, Any]]:
+def one_round(args: argparse.Namespace, topology: str) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="trine-bench-") as tmp:
-        cluster = Cluster(topology="all", workdir=Path(tmp))
+        cluster = Cluster(topology=topology, workdir=Path(tmp))
         try:
             cluster.start()
             worker = cluster.start_worker("order_worker.py", "--max-concurrency", "100")
-            runtime = cluster.runtime[0]
             seq = asyncio.run(sequential(cluster.url, args.sequential))
             lat, wall = asyncio.run(concurrent(cluster.url, args.runs, args.concurrency))
-            rt, wk = proc_figures(runtime), proc_figures(worker)
+            runtime = [proc_figures(proc) for proc in cluster.runtime]
+            wk = proc_figures(worker)
+            engine = next(p for p in cluster.runtime if p.name in ("trine-all", "trine-engine"))
             cluster.stop_runtime()
-            stats = engine_stats(runtime)
+            stats = engine_stats(engine)
         finally:
             cluster.close()
     common = {
-        "runtime_rss_mb": rt["rss_mb"],
+        "topology": topology,
+        # Split: the three runtime processes summed (RSS of each is their peak).
+        "runtime_rss_mb": sum(f["rss_mb"] for f in runtime),
         "worker_rss_mb": wk["rss_mb"],
-        "runtime_cpu_s": rt["cpu_s"],
+        "runtime_cpu_s": sum(f["cpu_s"] for f in runtime),
         "worker_cpu_s": wk["cpu_s"],
         "append_p50_ms": stats.get("append_p50_ms", float("nan")),
         "append_p99_ms": stats.get("append_p99_ms", float("nan")),
@@ -139,6 +144,7 @@ def one_round(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 COLUMNS = [
+    ("topology", "{}"),
     ("phase", "{}"),
     ("runs_s", "{:.0f}"),
     ("p50_ms", "{:.1f}"),
@@ -163,23 +169,42 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=100)
     p.add_argument("--sequential", type=int, default=200)
     p.add_argument("--rounds", type=int, default=1)
+    p.add_argument(
+        "--topologies",
+        default="all",
+        help="comma list of all,split: each round runs them in turn, so noise hits every one",
+    )
     args = p.parse_args()
+    topologies = [t.strip() for t in args.topologies.split(",") if t.strip()]
     print("| round | " + " | ".join(key for key, _ in COLUMNS) + " |")
     print("|---" * (len(COLUMNS) + 1) + "|")
-    rounds = []
+    rounds: dict[str, list[list[dict[str, Any]]]] = {t: [] for t in topologies}
     for r in range(args.rounds):
-        rows = one_round(args)
-        rounds.append(rows)
-        for row in rows:
-            print_row(str(r + 1), row)
+        for topology in topologies:
+            rows = one_round(args, topology)
+            rounds[topology].append(rows)
+            for row in rows:
+                print_row(str(r + 1), row)
+    medians = {t: [median_row(rs, i) for i in range(len(rs[0]))] for t, rs in rounds.items()}
     if args.rounds > 1:
-        for i in range(len(rounds[0])):
-            median = {
-                key: statistics.median(rows[i][key] for rows in rounds)
-                for key, _ in COLUMNS
-                if key != "phase"
-            }
-            print_row("median", {"phase": rounds[0][i]["phase"], **median})
+        for rows in medians.values():
+            for row in rows:
+                print_row("median", row)
+    if "all" in medians and "split" in medians:
+        print("\n| phase | runs/s split ÷ all | p50 split ÷ all |\n|---|---|---|")
+        for one, split in zip(medians["all"], medians["split"], strict=True):
+            throughput = split["runs_s"] / one["runs_s"]
+            print(f"| {one['phase']} | {throughput:.2f} | {split['p50_ms'] / one['p50_ms']:.2f} |")
+
+
+def median_row(rounds: list[list[dict[str, Any]]], i: int) -> dict[str, Any]:
+    first = rounds[0][i]
+    numbers = {
+        key: statistics.median(rows[i][key] for rows in rounds)
+        for key, _ in COLUMNS
+        if key not in ("phase", "topology")
+    }
+    return {"topology": first["topology"], "phase": first["phase"], **numbers}
 
 
 if __name__ == "__main__":
