@@ -210,6 +210,25 @@ class Cluster:
                 proc.kill9()
 
 
+ORDER: dict[str, Any] = {
+    "order_id": "o-1",
+    "customer": "c-42",
+    "items": [{"sku": "A1", "qty": 2}, {"sku": "B7", "qty": 1}],
+    "amount": 19.99,
+}
+"""An input of the `order` workload that examples/order_worker.py serves."""
+
+
+def start_order(client: httpx.Client, **input_overrides: Any) -> str:
+    """Start one `order` run and return its id (the answer must be 201 Created)."""
+    response = client.post(
+        "/v1/runs", json={"function": "order", "input": {**ORDER, **input_overrides}}
+    )
+    assert response.status_code == 201, response.text
+    run_id: str = response.json()["id"]
+    return run_id
+
+
 def wait_run(client: httpx.Client, run_id: str, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
     """The run once final (long-polls the gateway's ?wait)."""
     deadline = time.monotonic() + timeout

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness import EXAMPLES, Cluster, wait_run
+from harness import EXAMPLES, Cluster, start_order, wait_run
 
 from trine_core import Settings
 
@@ -41,13 +41,7 @@ def test_split_boots_from_the_example_files(tmp_path: Path) -> None:
             assert f'"roles": ["{name}"]' in line
         cluster.start_worker()
         with cluster.client() as http:
-            run = http.post(
-                "/v1/runs",
-                json={
-                    "function": "order",
-                    "input": {"order_id": "x", "customer": "c", "items": [1], "amount": 1},
-                },
-            )
-            assert wait_run(http, run.json()["id"])["status"] == "completed"
+            run_id = start_order(http)
+            assert wait_run(http, run_id)["status"] == "completed"
     finally:
         cluster.close()

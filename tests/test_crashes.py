@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from harness import Cluster, LogFile, reexecuted_after_ack, side_effects, sse_events, wait_run
+from harness import (
+    Cluster,
+    LogFile,
+    reexecuted_after_ack,
+    side_effects,
+    sse_events,
+    start_order,
+    wait_run,
+)
 
-ORDER = {"order_id": "o", "customer": "c", "items": [{"sku": "A1", "qty": 1}], "amount": 5.0}
 STEPS = ("validate", "charge", "ship")
 
 
@@ -13,11 +20,7 @@ def test_kill9_runtime_mid_flight_loses_nothing_and_repeats_no_acked_step(cluste
     cluster.start()
     cluster.start_worker(ORDER_SIDE_EFFECT_LOG=str(effects), ORDER_STEP_DELAY_S="0.05")
     with cluster.client() as http:
-        inputs = [{**ORDER, "order_id": str(i)} for i in range(30)]
-        ids = [
-            http.post("/v1/runs", json={"function": "order", "input": order}).json()["id"]
-            for order in inputs
-        ]
+        ids = [start_order(http, order_id=str(i)) for i in range(30)]
         # Kill once some steps were acknowledged and most runs are still in flight.
         LogFile(effects).wait_for(lambda line: line.startswith("ack"))
         cluster.kill9_runtime()
@@ -39,7 +42,7 @@ def test_kill9_worker_mid_step_second_worker_finishes_only_unacked_step_reruns(
     cluster.start()
     slow = cluster.start_worker(ORDER_SIDE_EFFECT_LOG=str(effects), ORDER_STEP_DELAY_S="1.0")
     with cluster.client() as http:
-        run_id = http.post("/v1/runs", json={"function": "order", "input": ORDER}).json()["id"]
+        run_id = start_order(http)
         # Wait until the second step has started: the first one is acknowledged.
         started = sse_events(http, run_id, limit=4)  # run.started, step.started/completed, started
         assert [e["event"] for e in started][-1] == "step.started"
@@ -62,9 +65,7 @@ def test_run_waits_for_a_worker_and_known_functions_survive_restart(cluster: Clu
     assert set(cluster.stop_runtime()) == {0}  # SIGTERM: every process shuts down cleanly
     cluster.start()
     with cluster.client() as http:
-        response = http.post("/v1/runs", json={"function": "order", "input": ORDER})
-        assert response.status_code == 201, response.text  # known, though no worker is here
-        run_id = response.json()["id"]
+        run_id = start_order(http)  # accepted: known, though no worker is here
         assert http.get(f"/v1/runs/{run_id}").json()["status"] == "pending"
         cluster.start_worker()
         assert wait_run(http, run_id)["status"] == "completed"

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import Cluster, LogFile, wait_run
-
-ORDER = {"order_id": "o", "customer": "c", "items": [{"sku": "A1", "qty": 1}], "amount": 5.0}
+from harness import Cluster, LogFile, start_order, wait_run
 
 
 def start(cluster: Cluster, n: int) -> list[str]:
     with cluster.client() as http:
-        return [
-            http.post("/v1/runs", json={"function": "order", "input": ORDER}).json()["id"]
-            for _ in range(n)
-        ]
+        return [start_order(http) for _ in range(n)]
 
 
 def test_all_to_split_to_all_keeps_in_flight_runs(tmp_path: Path) -> None:

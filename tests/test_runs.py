@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from harness import Cluster, sse_events, wait_run
+from harness import ORDER, Cluster, sse_events, start_order, wait_run
 
-ORDER = {
-    "order_id": "o-1",
-    "customer": "c-42",
-    "items": [{"sku": "A1", "qty": 2}, {"sku": "B7", "qty": 1}],
-    "amount": 19.99,
-}
 STEPS = ["validate", "charge", "ship"]
 
 
@@ -41,7 +35,7 @@ def test_three_step_run_completes_with_events_in_order(running: Cluster) -> None
 
 def test_sse_resume_with_last_event_id_has_no_gap_and_no_duplicate(running: Cluster) -> None:
     with running.client() as http:
-        run_id = http.post("/v1/runs", json={"function": "order", "input": ORDER}).json()["id"]
+        run_id = start_order(http)
         wait_run(http, run_id)
         everything = sse_events(http, run_id)
         assert len(everything) >= 5
@@ -56,7 +50,7 @@ def test_sse_follows_a_live_run_then_resumes(cluster: Cluster) -> None:
     cluster.start()
     cluster.start_worker(ORDER_STEP_DELAY_S="0.2")
     with cluster.client() as http:
-        run_id = http.post("/v1/runs", json={"function": "order", "input": ORDER}).json()["id"]
+        run_id = start_order(http)
         first = sse_events(http, run_id, limit=2)
         assert http.get(f"/v1/runs/{run_id}").json()["status"] in ("pending", "running")
         rest = sse_events(http, run_id, last_event_id=first[-1]["id"])
@@ -113,7 +107,7 @@ def test_cancel_a_pending_run(cluster: Cluster) -> None:
     worker = cluster.start_worker()
     worker.terminate()  # the function stays known; nothing will pick the run up
     with cluster.client() as http:
-        run_id = http.post("/v1/runs", json={"function": "order", "input": ORDER}).json()["id"]
+        run_id = start_order(http)
         cancelled = http.post(f"/v1/runs/{run_id}/cancel")
         assert cancelled.status_code == 200, cancelled.text
         assert cancelled.json()["status"] == "cancelled"

@@ -6,9 +6,16 @@ import time
 
 import httpx
 import pytest
-from harness import Cluster, LogFile, reexecuted_after_ack, side_effects, sse_events, wait_run
-
-ORDER = {"order_id": "o", "customer": "c", "items": [{"sku": "A1", "qty": 1}], "amount": 5.0}
+from harness import (
+    ORDER,
+    Cluster,
+    LogFile,
+    reexecuted_after_ack,
+    side_effects,
+    sse_events,
+    start_order,
+    wait_run,
+)
 
 
 @pytest.fixture
@@ -30,10 +37,7 @@ def test_kill9_each_process_in_turn_under_load(split: Cluster) -> None:
         watched = None
         seen: list[dict[str, object]] = []
         for target in ("engine", "coordinator", "gateway"):
-            batch = [
-                http.post("/v1/runs", json={"function": "order", "input": ORDER}).json()["id"]
-                for _ in range(10)
-            ]
+            batch = [start_order(http) for _ in range(10)]
             ids += batch
             if watched is None:
                 watched = batch[0]
@@ -66,7 +70,7 @@ def test_gateway_with_an_unreachable_engine_is_not_ready_then_recovers(split: Cl
         health = http.get("/healthz")
         assert health.status_code == 503
         assert "cannot reach" in health.json()["reason"]
-        started = http.post("/v1/runs", json={"function": "order", "input": ORDER})
+        started = http.post("/v1/runs", json={"function": "order", "input": ORDER})  # refused
         assert started.status_code == 503
         assert started.json()["error"]["code"] == "unavailable"
         assert split.runtime_proc("gateway").alive

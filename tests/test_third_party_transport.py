@@ -7,7 +7,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from harness import ROOT, Cluster, wait_run
+from harness import ROOT, Cluster, start_order, wait_run
 
 FIXTURE = ROOT / "tests" / "fixtures" / "counting-transport"
 
@@ -44,13 +44,7 @@ def test_third_party_transport_carries_a_run(tmp_path: Path) -> None:
         assert wiring["wiring"]["gateway.backend"] == "counting://main"
         cluster.start_worker()
         with cluster.client() as http:
-            run_id = http.post(
-                "/v1/runs",
-                json={
-                    "function": "order",
-                    "input": {"order_id": "x", "customer": "c", "items": [1], "amount": 1},
-                },
-            ).json()["id"]
+            run_id = start_order(http)
             assert wait_run(http, run_id)["status"] == "completed"
     finally:
         cluster.close()
