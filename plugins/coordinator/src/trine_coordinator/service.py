@@ -60,7 +60,7 @@ class WorkerService(WorkerServiceBase):  # type: ignore[misc]
 
     async def stop(self) -> None:
         for session in list(self.sessions.values()):
-            session.close("coordinator stopping")
+            self._end(session, "coordinator stopping")
         if self._monitor is not None:
             self._monitor.cancel()
         while self._tasks:
@@ -102,32 +102,59 @@ class WorkerService(WorkerServiceBase):  # type: ignore[misc]
             )
         except TrineError as exc:  # the engine is away: the worker retries with backoff
             raise grpclib.GRPCError(Status.UNAVAILABLE, exc.message) from None
+        log = self.log.bind(worker_id=session.worker_id, session_id=session.session_id)
         previous = self.sessions.get(session.worker_id)
         if previous is not None:
-            previous.close("fenced: the worker registered again")
+            log.warning("worker fenced", fenced_session_id=previous.session_id)
+            self._end(previous, "fenced: the worker registered again")
         self.sessions[session.worker_id] = session
-        log = self.log.bind(worker_id=session.worker_id, session_id=session.session_id)
-        log.info("worker registered", functions=session.functions, slots=session.max_concurrency)
-        yield CoordinatorMessage(
-            registered=Registered(
-                session_id=session.session_id,
-                heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
+        try:  # from here on, however the generator ends, the session ends with it
+            log.info(
+                "worker registered", functions=session.functions, slots=session.max_concurrency
             )
-        )
-        reader = self._spawn(self._read(session, messages))
-        dispatch = self._spawn(self._dispatch(session))
-        try:
+            yield CoordinatorMessage(
+                registered=Registered(
+                    session_id=session.session_id,
+                    heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
+                )
+            )
+            if not session.closed:  # not fenced or stopped while Registered was being sent
+                session.tasks = [
+                    self._spawn(self._read(session, messages)),
+                    self._spawn(self._dispatch(session)),
+                ]
             while (message := await session.outbox.get()) is not None:
                 yield message
         finally:
-            session.close(session.close_reason or "stream ended")
-            reader.cancel()
-            dispatch.cancel()
-            if self.sessions.get(session.worker_id) is session:
-                del self.sessions[session.worker_id]
-            # Spawned, not awaited: this generator may be finishing under cancellation.
-            self._spawn(self._release(session))
-            log.info("worker disconnected", reason=session.close_reason)
+            self._end(session, "stream ended")
+
+    def _end(self, session: WorkerSession, reason: str) -> None:
+        """End a session for any reason, once: stop its tasks, forget it, give its leases back.
+
+        Synchronous and independent of the response generator: a worker that went silent
+        without closing its connection may leave the generator blocked in ``send_message``
+        (flow control) indefinitely, and its leases must not wait for (or be renewed until)
+        TCP gives up.
+        """
+        if session.closed:
+            return
+        session.close(reason)
+        current = asyncio.current_task()
+        for task in session.tasks:
+            if task is not current:
+                task.cancel()
+        if self.sessions.get(session.worker_id) is session:
+            del self.sessions[session.worker_id]
+        # Spawned after the cancellations above, so the dispatch loop has stopped (and any
+        # long-poll result it still got is in in_flight) before the release reads in_flight.
+        self._spawn(self._release(session))
+        self.log.info(
+            "worker disconnected",
+            worker_id=session.worker_id,
+            session_id=session.session_id,
+            reason=reason,
+            in_flight=len(session.in_flight),
+        )
 
     async def _first_register(self, messages: AsyncIterator[WorkerMessage]) -> Register:
         try:
@@ -151,13 +178,26 @@ class WorkerService(WorkerServiceBase):  # type: ignore[misc]
                 elif kind == "drain":
                     session.drain()
                     self.log.info("worker draining", worker_id=session.worker_id)
-        except (grpclib.exceptions.StreamTerminatedError, ConnectionError) as exc:
-            session.close(f"stream broke: {exc}")
-        finally:
-            session.close("the worker closed its stream")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # StreamTerminatedError, a connection lost, an undecodable message
+            self._end(session, f"stream broke: {type(exc).__name__}: {exc}")
+        else:
+            self._end(session, "the worker closed its stream")
 
     async def _forward(self, session: WorkerSession, message: WorkerReport) -> None:
         report = message.report
+        if report is None:
+            session.send(
+                CoordinatorMessage(
+                    report_ack=ReportAck(
+                        request_id=message.request_id,
+                        error_code="invalid_argument",
+                        error_message="a WorkerReport needs a report",
+                    )
+                )
+            )
+            return
         try:
             response = await self.dispatcher.report(report)
         except TrineError as exc:
@@ -180,6 +220,7 @@ class WorkerService(WorkerServiceBase):  # type: ignore[misc]
     async def _dispatch(self, session: WorkerSession) -> None:
         """Keep the worker's free slots filled with ready runs of its functions."""
         backoff = 0.05
+        failing = False
         while not session.closed:
             free = session.free_slots
             if free <= 0:
@@ -196,11 +237,19 @@ class WorkerService(WorkerServiceBase):  # type: ignore[misc]
                         lease_ttl_ms=self.settings.lease_ttl_ms,
                     )
                 )
-            except Unavailable:
-                await asyncio.sleep(backoff)  # the engine is away; try again, slower each time
+            except Exception as exc:
+                # The engine is away (Unavailable) or broken (StorageError): keep the session and
+                # try again, slower each time. Letting this task die would leave a registered
+                # worker that is never dispatched to.
+                if not failing and not isinstance(exc, Unavailable):
+                    self.log.warning(
+                        "take_work failed; retrying", worker_id=session.worker_id, error=repr(exc)
+                    )
+                failing = True
+                await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
-            backoff = 0.05
+            backoff, failing = 0.05, False
             if session.draining or session.closed:
                 # The long-poll was under way when the worker drained or left: give back what
                 # it returned, so those runs go to another worker at once.
@@ -215,10 +264,20 @@ class WorkerService(WorkerServiceBase):  # type: ignore[misc]
         await self._give_back(leases, session)
 
     async def _give_back(self, leases: list[str], session: WorkerSession) -> None:
-        if leases:
-            reason = session.close_reason or "worker draining"
+        if not leases:
+            return
+        reason = session.close_reason or "worker draining"
+        try:
             await self.dispatcher.release_leases(
                 ReleaseLeasesRequest(lease_ids=leases, reason=reason)
+            )
+        except Exception as exc:
+            # Not lost, only late: the engine expires a lease nobody renews after lease_ttl_ms.
+            self.log.warning(
+                "cannot release leases; they expire instead",
+                worker_id=session.worker_id,
+                leases=len(leases),
+                error=repr(exc),
             )
 
     # -- heartbeats and leases -------------------------------------------------------------------
@@ -229,11 +288,13 @@ class WorkerService(WorkerServiceBase):  # type: ignore[misc]
         renew_every = self.settings.lease_ttl_ms / 3000
         last_renewal = time.monotonic()
         while True:
-            await asyncio.sleep(interval)
+            # Ticks often enough for both jobs: a lease_ttl_ms under 3 heartbeat intervals must
+            # not let leases expire between renewals.
+            await asyncio.sleep(min(interval, renew_every))
             now = time.monotonic()
             for session in list(self.sessions.values()):
                 if now - session.last_seen > MISSED_HEARTBEATS * interval:
-                    session.close(f"no heartbeat for {now - session.last_seen:.1f}s")
+                    self._end(session, f"no heartbeat for {now - session.last_seen:.1f}s")
             if now - last_renewal >= renew_every:
                 last_renewal = now
                 await self._renew()
@@ -250,10 +311,12 @@ class WorkerService(WorkerServiceBase):  # type: ignore[misc]
             response = await self.dispatcher.renew_leases(
                 RenewLeasesRequest(lease_ids=list(held), lease_ttl_ms=self.settings.lease_ttl_ms)
             )
-        except TrineError as exc:
-            self.log.warning("lease renewal failed", error=exc.message)
+        except Exception as exc:  # must not end the loop that also watches heartbeats
+            self.log.warning("lease renewal failed", error=repr(exc))
             return
         for lease in response.lost:
+            if lease not in held:
+                continue
             session = held[lease]
             for run_id, lease_id in list(session.in_flight.items()):
                 if lease_id == lease:

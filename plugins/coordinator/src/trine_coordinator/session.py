@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from trine_proto.trine.v1 import CoordinatorMessage
 
@@ -31,6 +32,8 @@ class WorkerSession:
     outbox: asyncio.Queue[CoordinatorMessage | None] = field(default_factory=asyncio.Queue)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when a slot frees or the session changes state, so the dispatch loop looks again."""
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    """The session's reader and dispatch loop, cancelled when the session ends."""
 
     @property
     def free_slots(self) -> int:

@@ -1,0 +1,236 @@
+"""The coordinator when things go wrong: workers that die or freeze, an engine that fails, stop.
+
+Each failure must end with the runs given back to the engine (``release_leases``) or the session
+still working, never with a worker that is registered but stalled, or leases renewed forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+from conftest import FakeDispatcher, Harness, WorkerStream, free_port
+
+from trine_coordinator import CoordinatorRole
+from trine_core import RoleContext, Settings, StorageError, get_logger
+from trine_proto.trine.v1 import (
+    Command,
+    RenewLeasesRequest,
+    RenewLeasesResponse,
+    ReportAck,
+    ReportOutcome,
+    ReportRequest,
+    ReportResponse,
+    RunCompleted,
+    TakeWorkRequest,
+    TakeWorkResponse,
+    WorkerReport,
+)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    *, heartbeat_ms: int = 1000, lease_ttl_ms: int = 3000
+) -> AsyncIterator[tuple[CoordinatorRole, Harness]]:
+    """A started coordinator role with its own timings, in front of a FakeDispatcher."""
+    dispatcher = FakeDispatcher()
+    port = free_port()
+    settings = Settings(
+        worker_addr=f"127.0.0.1:{port}",
+        heartbeat_interval_ms=heartbeat_ms,
+        lease_ttl_ms=lease_ttl_ms,
+    )
+    role = CoordinatorRole(settings)
+    context = RoleContext(settings=settings, log=get_logger("coordinator"))
+    context.wired["dispatcher"] = dispatcher
+    await role.start(context)
+    harness = Harness(dispatcher, port)
+    try:
+        yield role, harness
+    finally:
+        await role.stop()
+        for channel in harness.channels:
+            channel.close()
+
+
+async def dispatched(worker: WorkerStream) -> str:
+    message = await worker.recv()
+    assert message is not None
+    assert message.dispatch is not None, message
+    return str(message.dispatch.run.id)
+
+
+async def ack(worker: WorkerStream) -> ReportAck:
+    message = await worker.recv()
+    assert message is not None
+    assert message.report_ack is not None, message
+    return message.report_ack
+
+
+def completed(run_id: str, request_id: int) -> WorkerReport:
+    return WorkerReport(
+        request_id=request_id,
+        report=ReportRequest(
+            run_id=run_id,
+            lease_id=f"L-{run_id}",
+            commands=[Command(run_completed=RunCompleted(result=b"1"))],
+        ),
+    )
+
+
+async def test_killed_worker_gives_its_runs_back(coordinator: Harness) -> None:
+    async with coordinator.open() as stream:
+        await stream.send_request()
+        worker = WorkerStream(stream)
+        await worker.register()
+        coordinator.dispatcher.add_ready("r1", "r2")
+        assert {await dispatched(worker), await dispatched(worker)} == {"r1", "r2"}
+        coordinator.channels[-1].close()  # the connection drops: no end of stream, no reset
+        await coordinator.dispatcher.wait_released(2)
+        assert sorted(coordinator.dispatcher.released) == ["L-r1", "L-r2"]
+        with pytest.raises(Exception):  # noqa: B017, PT011 - whatever grpclib makes of it
+            await stream.recv_message()
+
+
+@pytest.mark.parametrize("heartbeat_ms", [50])
+async def test_frozen_worker_that_stops_reading_still_gives_its_runs_back(
+    coordinator: Harness,
+) -> None:
+    """Big work items fill the HTTP/2 window of a worker that reads nothing: the response
+    generator blocks in send_message, and the session must end without it."""
+    fake = coordinator.dispatcher
+    take_work = fake.take_work
+
+    async def big_items(message: TakeWorkRequest) -> TakeWorkResponse:
+        response = await take_work(message)
+        for item in response.items:
+            item.run.input = b"x" * (4 << 20)
+        return response
+
+    fake.take_work = big_items  # type: ignore[method-assign]
+    async with coordinator.open() as stream:
+        await stream.send_request()
+        await WorkerStream(stream).register(slots=3)
+        fake.add_ready("r1", "r2", "r3")  # then neither read nor heartbeat again
+        await fake.wait_released(3)
+        assert sorted(fake.released) == ["L-r1", "L-r2", "L-r3"]
+        await stream.cancel()
+
+
+async def test_take_work_failure_does_not_stall_the_worker(coordinator: Harness) -> None:
+    fake = coordinator.dispatcher
+    take_work = fake.take_work
+    failures = 0
+
+    async def failing_once(message: TakeWorkRequest) -> TakeWorkResponse:
+        nonlocal failures
+        if failures == 0:
+            failures += 1
+            raise StorageError("the disk is full")
+        return await take_work(message)
+
+    fake.take_work = failing_once  # type: ignore[method-assign]
+    async with coordinator.open() as stream:
+        await stream.send_request()
+        worker = WorkerStream(stream)
+        await worker.register()
+        fake.add_ready("r1")
+        assert await dispatched(worker) == "r1"
+        assert failures == 1
+        await stream.end()
+
+
+async def test_a_lease_lost_on_renewal_frees_its_slot() -> None:
+    # renewals every 50 ms
+    async with running(lease_ttl_ms=150) as (_, coordinator), coordinator.open() as stream:
+        await stream.send_request()
+        worker = WorkerStream(stream)
+        await worker.register(slots=1)
+        coordinator.dispatcher.add_ready("r1", "r2")
+        assert await dispatched(worker) == "r1"
+        coordinator.dispatcher.lost_leases.add("L-r1")  # say, the run was cancelled
+        assert await dispatched(worker) == "r2"
+        await stream.end()
+
+
+async def test_a_failing_renewal_does_not_stop_the_heartbeat_watch() -> None:
+    async with running(heartbeat_ms=50, lease_ttl_ms=150) as (_, coordinator):
+        fake = coordinator.dispatcher
+        renewed = asyncio.Event()
+
+        async def broken(message: RenewLeasesRequest) -> RenewLeasesResponse:
+            renewed.set()
+            raise RuntimeError("a bug, not a TrineError")
+
+        fake.renew_leases = broken  # type: ignore[method-assign]
+        async with coordinator.open() as stream:
+            await stream.send_request()
+            worker = WorkerStream(stream)
+            await worker.register()
+            fake.add_ready("r1")
+            assert await dispatched(worker) == "r1"
+            await asyncio.wait_for(renewed.wait(), 5)
+            # Silent from here: the watch that survived the failure drops the worker.
+            assert await worker.recv() is None
+            await fake.wait_released(1)
+            await stream.end()
+
+
+async def test_a_slow_report_does_not_hold_up_another_runs_report(coordinator: Harness) -> None:
+    fake = coordinator.dispatcher
+    report = fake.report
+    slow_run_may_finish = asyncio.Event()
+
+    async def slow_for_r1(message: ReportRequest) -> ReportResponse:
+        if message.run_id == "r1":
+            await slow_run_may_finish.wait()
+        return await report(message)
+
+    fake.report = slow_for_r1  # type: ignore[method-assign]
+    fake.outcome = ReportOutcome.FINISHED
+    async with coordinator.open() as stream:
+        await stream.send_request()
+        worker = WorkerStream(stream)
+        await worker.register(slots=2)
+        fake.add_ready("r1", "r2")
+        assert {await dispatched(worker), await dispatched(worker)} == {"r1", "r2"}
+        await worker.send(report=completed("r1", request_id=1))
+        await worker.send(report=completed("r2", request_id=2))
+        assert (await ack(worker)).request_id == 2
+        slow_run_may_finish.set()
+        first = await ack(worker)
+        assert first.request_id == 1
+        assert first.response.outcome == ReportOutcome.FINISHED
+        await stream.end()
+
+
+async def test_a_report_without_a_body_is_refused(coordinator: Harness) -> None:
+    async with coordinator.open() as stream:
+        await stream.send_request()
+        worker = WorkerStream(stream)
+        await worker.register()
+        await worker.send(report=WorkerReport(request_id=9))
+        refused = await ack(worker)
+        assert (refused.request_id, refused.error_code) == (9, "invalid_argument")
+        await stream.end()
+
+
+async def test_stop_ends_worker_streams_and_gives_their_runs_back() -> None:
+    async with running() as (role, coordinator), coordinator.open() as stream:
+        await stream.send_request()
+        worker = WorkerStream(stream)
+        await worker.register("w-stop", slots=3)
+        coordinator.dispatcher.add_ready("r1")
+        assert await dispatched(worker) == "r1"
+        [listed] = role.workers()
+        assert listed["worker_id"] == "w-stop"
+        assert listed["functions"] == ["f"]
+        assert (listed["max_concurrency"], listed["in_flight"]) == (3, 1)
+        assert listed["draining"] is False
+        await role.stop()
+        assert await worker.recv() is None
+        assert coordinator.dispatcher.released == ["L-r1"]
+        assert role.workers() == []
+        await stream.end()
