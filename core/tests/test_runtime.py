@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any, ClassVar
 
 import pytest
@@ -143,3 +144,28 @@ async def test_misspelled_hook_fails_at_boot() -> None:
     runtime = Runtime(Settings(target="engine"), extra_plugins=(InlinePlugin(), Typo()))
     with pytest.raises(Exception, match="trine_register_role"):
         await runtime.start()
+
+
+async def test_a_split_process_serves_only_backend_and_dispatcher_at_engine_addr() -> None:
+    """A role of another plugin serving a contract of its own, in a process without the engine:
+    engine_addr is the engine's (here: taken by it), and gRPC carries only the two contracts."""
+
+    class Extra(Provider):
+        name: ClassVar[str] = "extra"
+        serves: ClassVar[frozenset[str]] = frozenset({"extra-contract"})
+
+    class Plugin:
+        @hookimpl
+        def trine_register_roles(self, registry: RoleRegistry) -> None:
+            registry.add_role("extra", Extra)
+
+    with socket.socket() as engine:  # the engine process, on the same host
+        engine.bind(("127.0.0.1", 0))
+        engine.listen()
+        engine_addr = f"127.0.0.1:{engine.getsockname()[1]}"
+        runtime = Runtime(Settings(target="extra", engine_addr=engine_addr), (Plugin(),))
+        await runtime.start()
+        try:
+            assert runtime.ready()
+        finally:
+            await runtime.stop()

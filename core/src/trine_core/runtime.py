@@ -17,6 +17,7 @@ import pluggy
 from trine_core import plugins
 from trine_core.errors import ConfigError
 from trine_core.logging import get_logger
+from trine_core.protocols import BACKEND, DISPATCHER
 from trine_core.registry import RoleRegistry, TransportRegistry
 from trine_core.roles import Role, RoleContext, Transport
 from trine_core.settings import Settings
@@ -29,6 +30,7 @@ _REGISTRATION_HOOK = {
 R = TypeVar("R", RoleRegistry, TransportRegistry)
 ALL = "all"
 INPROC = "inproc://"
+SPLIT_CONTRACTS = frozenset({BACKEND, DISPATCHER})
 
 
 def role_names(settings: Settings) -> list[str]:
@@ -115,12 +117,13 @@ class Runtime:
     def _exposed_addresses(self, served: dict[str, str]) -> dict[str, list[str]]:
         """Where each contract served here is served besides ``inproc://``: at the address the
         settings tell its consumers to dial (``--connect``), and, when this process does not run
-        every built-in role, at ``grpc://`` + engine_addr for the roles in other processes."""
+        every built-in role, at ``grpc://`` + engine_addr for the roles in other processes (only
+        ``backend`` and ``dispatcher``: what gRPC carries, and what the others dial there)."""
         split = not set(START_ORDER) <= set(self.roles)
         exposed: dict[str, list[str]] = {}
         for kind in served:
             addresses = [self.settings.connect.get(kind, INPROC)]
-            if split:
+            if split and kind in SPLIT_CONTRACTS:
                 addresses.append(f"grpc://{self.settings.engine_addr}")
             exposed[kind] = [a for a in dict.fromkeys(addresses) if a != INPROC]
         return exposed

@@ -10,13 +10,17 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import grpclib
 import pytest
 from conftest import FakeDispatcher, Harness, WorkerStream, free_port
+from grpclib.const import Status
 
 from trine_coordinator import CoordinatorRole
 from trine_core import RoleContext, Settings, StorageError, get_logger
 from trine_proto.trine.v1 import (
     Command,
+    ReleaseLeasesRequest,
+    ReleaseLeasesResponse,
     RenewLeasesRequest,
     RenewLeasesResponse,
     ReportAck,
@@ -234,3 +238,40 @@ async def test_stop_ends_worker_streams_and_gives_their_runs_back() -> None:
         assert coordinator.dispatcher.released == ["L-r1"]
         assert role.workers() == []
         await stream.end()
+
+
+async def test_a_worker_registering_while_stop_gives_runs_back_does_not_hang_stop() -> None:
+    """stop() waits for the release of the ended sessions' leases; a worker that reconnects in
+    that window (the SDK does at once) must be refused, not get a session whose dispatch loop
+    stop() then waits for forever."""
+    async with running() as (role, coordinator):
+        fake = coordinator.dispatcher
+        release_leases = fake.release_leases
+        engine_slow = asyncio.Event()
+
+        async def slow_release(message: ReleaseLeasesRequest) -> ReleaseLeasesResponse:
+            await engine_slow.wait()
+            return await release_leases(message)
+
+        fake.release_leases = slow_release  # type: ignore[method-assign]
+        async with coordinator.open() as stream:
+            await stream.send_request()
+            worker = WorkerStream(stream)
+            await worker.register("w1")
+            fake.add_ready("r1")
+            assert await dispatched(worker) == "r1"
+            stopping = asyncio.create_task(role.stop())
+            assert await worker.recv() is None  # the session ended; its release is under way
+            await stream.end()
+
+        async def register_again() -> None:
+            async with coordinator.open() as again:
+                await again.send_request()
+                await WorkerStream(again).register("w1")
+
+        with pytest.raises(grpclib.GRPCError, match="the coordinator is stopping") as refused:
+            await register_again()
+        assert refused.value.status == Status.UNAVAILABLE
+        engine_slow.set()
+        await asyncio.wait_for(stopping, 5)
+        assert fake.released == ["L-r1"]

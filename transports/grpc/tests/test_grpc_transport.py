@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 
@@ -34,6 +36,8 @@ class TinyBackend:
     async def subscribe(self, message: SubscribeRequest) -> AsyncIterator[Event]:
         for seq in range(message.after_seq + 1, 4):
             yield Event(run_id=message.run_id, seq=seq, type="custom")
+        if message.run_id == "live":  # a run that goes on: the stream stays open
+            await asyncio.Event().wait()
 
 
 def free_port() -> int:
@@ -90,3 +94,15 @@ async def test_port_in_use_is_a_config_error() -> None:
         port = blocker.getsockname()[1]
         with pytest.raises(ConfigError, match=f"127.0.0.1:{port} for backend/dispatcher: address"):
             await GrpcTransport().serve("backend", TinyBackend(), f"grpc://127.0.0.1:{port}")
+
+
+async def test_open_streams_do_not_block_other_calls(remote: object) -> None:
+    """An HTTP/2 connection carries at most 100 concurrent streams (the server's setting): a
+    gateway with that many SSE clients must still reach the engine for everything else."""
+    async with contextlib.AsyncExitStack() as streams:
+        for _ in range(150):
+            stream = remote.subscribe(SubscribeRequest(run_id="live", after_seq=2))  # type: ignore[attr-defined]
+            streams.push_async_callback(stream.aclose)
+            assert (await asyncio.wait_for(anext(stream), 2)).seq == 3
+        run = await asyncio.wait_for(remote.get_run(GetRunRequest(run_id="r1")), 2)  # type: ignore[attr-defined]
+        assert run.id == "r1"

@@ -52,6 +52,7 @@ class WorkerService(WorkerServiceBase):  # type: ignore[misc]
         self.sessions: dict[str, WorkerSession] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._monitor: asyncio.Task[None] | None = None
+        self._stopping = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -59,6 +60,9 @@ class WorkerService(WorkerServiceBase):  # type: ignore[misc]
         self._monitor = asyncio.create_task(self._watch())
 
     async def stop(self) -> None:
+        # Set first: the worker server still accepts streams until the role closes it after
+        # this returns, and a session registered meanwhile would keep the wait below going.
+        self._stopping = True
         for session in list(self.sessions.values()):
             self._end(session, "coordinator stopping")
         if self._monitor is not None:
@@ -102,6 +106,8 @@ class WorkerService(WorkerServiceBase):  # type: ignore[misc]
             )
         except TrineError as exc:  # the engine is away: the worker retries with backoff
             raise grpclib.GRPCError(Status.UNAVAILABLE, exc.message) from None
+        if self._stopping:  # checked after the await above: stop() may have begun during it
+            raise grpclib.GRPCError(Status.UNAVAILABLE, "the coordinator is stopping")
         log = self.log.bind(worker_id=session.worker_id, session_id=session.session_id)
         previous = self.sessions.get(session.worker_id)
         if previous is not None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from grpclib.client import Channel
-
 from trine_core import (
     BACKEND,
     DISPATCHER,
@@ -16,7 +14,7 @@ from trine_core import (
     split_host_port,
 )
 from trine_proto.trine.v1 import BackendStub, DispatcherStub
-from trine_transport_grpc.client import RemoteContract
+from trine_transport_grpc.client import ChannelPool, RemoteContract
 from trine_transport_grpc.server import ContractServer
 
 STUBS = {BACKEND: BackendStub, DISPATCHER: DispatcherStub}
@@ -27,7 +25,7 @@ class GrpcTransport:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self._servers: dict[tuple[str, int], ContractServer] = {}
-        self._channels: dict[tuple[str, int], Channel] = {}
+        self._channels: dict[tuple[str, int], ChannelPool] = {}
 
     @staticmethod
     def _host_port(address: str) -> tuple[str, int]:
@@ -37,10 +35,10 @@ class GrpcTransport:
         if kind not in STUBS:
             raise ConfigError(f"the grpc transport carries backend and dispatcher, not {kind!r}")
         host, port = self._host_port(address)
-        channel = self._channels.get((host, port))
-        if channel is None:
-            channel = self._channels[(host, port)] = Channel(host, port)
-        return RemoteContract(STUBS[kind](channel), address)
+        pool = self._channels.get((host, port))
+        if pool is None:
+            pool = self._channels[(host, port)] = ChannelPool(host, port)
+        return RemoteContract(STUBS[kind], pool, address)
 
     async def serve(self, kind: str, implementation: object, address: str) -> None:
         host, port = self._host_port(address)
@@ -54,8 +52,8 @@ class GrpcTransport:
     async def close(self) -> None:
         for server in self._servers.values():
             await server.close()
-        for channel in self._channels.values():
-            channel.close()
+        for pool in self._channels.values():
+            pool.close()
         self._servers.clear()
         self._channels.clear()
 
