@@ -78,7 +78,9 @@ def test_role_names_orders_providers_first() -> None:
 
 
 async def test_inproc_wiring_hands_over_the_object_and_stops_in_reverse() -> None:
-    runtime = Runtime(Settings(target="engine,gateway"), extra_plugins=(InlinePlugin(),))
+    # Not every built-in role runs here, so the backend is also served over gRPC: on any free port.
+    settings = Settings(target="engine,gateway", engine_addr="127.0.0.1:0")
+    runtime = Runtime(settings, extra_plugins=(InlinePlugin(),))
     await runtime.start()
     engine = runtime.roles["engine"]
     assert Consumer.got == [engine.provide("backend")]  # the very object: nothing serialized
@@ -129,7 +131,8 @@ async def test_a_failing_start_stops_what_started() -> None:
             registry.add_role("engine", Provider)
             registry.add_role("gateway", Broken)
 
-    runtime = Runtime(Settings(target="engine,gateway"), extra_plugins=(Plugin(),))
+    settings = Settings(target="engine,gateway", engine_addr="127.0.0.1:0")
+    runtime = Runtime(settings, extra_plugins=(Plugin(),))
     with pytest.raises(ConfigError, match="cannot listen"):
         await runtime.start()
     assert events == ["start engine", "stop engine"]
