@@ -6,6 +6,9 @@
 __all__ = (
     "BackendBase",
     "BackendStub",
+    "CancelNotice",
+    "CancelObserved",
+    "CancelRequested",
     "CancelRunRequest",
     "Command",
     "CoordinatorMessage",
@@ -13,6 +16,7 @@ __all__ = (
     "DispatcherStub",
     "Drain",
     "Emit",
+    "EntryKind",
     "ErrorInfo",
     "Event",
     "FunctionSpec",
@@ -49,6 +53,12 @@ __all__ = (
     "RunRetryScheduled",
     "RunStarted",
     "RunStatus",
+    "RunTimedOut",
+    "SignalReceived",
+    "SignalRunRequest",
+    "SignalRunResponse",
+    "Sleep",
+    "StartChild",
     "StartRunRequest",
     "StartRunResponse",
     "StepCompleted",
@@ -57,7 +67,10 @@ __all__ = (
     "SubscribeRequest",
     "TakeWorkRequest",
     "TakeWorkResponse",
+    "TimerFired",
+    "Wait",
     "WaitRunRequest",
+    "WaitSignal",
     "WorkItem",
     "WorkerMessage",
     "WorkerReport",
@@ -84,6 +97,46 @@ _COMPILER_VERSION = "0.10.1"
 betterproto2.check_compiler_version(_COMPILER_VERSION)
 
 
+class EntryKind(betterproto2.Enum):
+    """
+    What a journal entry records. A step is code the worker ran; the others are waits the engine
+    resolves (a timer, a signal, a child run) and a cancellation the workflow observed.
+    """
+
+    STEP = 0
+
+    SLEEP = 1
+
+    SIGNAL = 2
+
+    CHILD = 3
+
+    CANCEL = 4
+    """
+    the workflow was told of its cancellation at this position
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "ENTRY_KIND_STEP",
+            1: "ENTRY_KIND_SLEEP",
+            2: "ENTRY_KIND_SIGNAL",
+            3: "ENTRY_KIND_CHILD",
+            4: "ENTRY_KIND_CANCEL",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "ENTRY_KIND_STEP": 0,
+            "ENTRY_KIND_SLEEP": 1,
+            "ENTRY_KIND_SIGNAL": 2,
+            "ENTRY_KIND_CHILD": 3,
+            "ENTRY_KIND_CANCEL": 4,
+        }
+
+
 class ReportOutcome(betterproto2.Enum):
     UNSPECIFIED = 0
 
@@ -107,6 +160,11 @@ class ReportOutcome(betterproto2.Enum):
     the run reached its final state
     """
 
+    SUSPENDED = 5
+    """
+    the run waits (timer, signal, children): the attempt ends
+    """
+
     @classmethod
     def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
         return {
@@ -115,6 +173,7 @@ class ReportOutcome(betterproto2.Enum):
             2: "REPORT_OUTCOME_STEP_FAILED",
             3: "REPORT_OUTCOME_RETRY_SCHEDULED",
             4: "REPORT_OUTCOME_FINISHED",
+            5: "REPORT_OUTCOME_SUSPENDED",
         }
 
     @classmethod
@@ -125,6 +184,7 @@ class ReportOutcome(betterproto2.Enum):
             "REPORT_OUTCOME_STEP_FAILED": 2,
             "REPORT_OUTCOME_RETRY_SCHEDULED": 3,
             "REPORT_OUTCOME_FINISHED": 4,
+            "REPORT_OUTCOME_SUSPENDED": 5,
         }
 
 
@@ -184,6 +244,51 @@ class RunStatus(betterproto2.Enum):
 
 
 @dataclass(eq=False, repr=False)
+class CancelNotice(betterproto2.Message):
+    """
+    The run is being cancelled: the workflow should stop what it does and clean up.
+    """
+
+    run_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    lease_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("trine.v1", "CancelNotice", CancelNotice)
+
+
+@dataclass(eq=False, repr=False)
+class CancelObserved(betterproto2.Message):
+    """
+    The workflow was told of its cancellation at this position (journaled so replay agrees).
+    """
+
+    index: "int" = betterproto2.field(1, betterproto2.TYPE_UINT32)
+
+    name: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("trine.v1", "CancelObserved", CancelObserved)
+
+
+@dataclass(eq=False, repr=False)
+class CancelRequested(betterproto2.Message):
+    run_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    reason: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    at_ms: "int" = betterproto2.field(3, betterproto2.TYPE_UINT64)
+
+    deadline_ms: "int" = betterproto2.field(4, betterproto2.TYPE_UINT64)
+    """
+    forced (RunCancelled) at this time if the run has not ended
+    """
+
+
+default_message_pool.register_message("trine.v1", "CancelRequested", CancelRequested)
+
+
+@dataclass(eq=False, repr=False)
 class CancelRunRequest(betterproto2.Message):
     run_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
@@ -226,6 +331,22 @@ class Command(betterproto2.Message):
         6, betterproto2.TYPE_MESSAGE, optional=True, group="command"
     )
 
+    sleep: "Sleep | None" = betterproto2.field(
+        7, betterproto2.TYPE_MESSAGE, optional=True, group="command"
+    )
+
+    wait_signal: "WaitSignal | None" = betterproto2.field(
+        8, betterproto2.TYPE_MESSAGE, optional=True, group="command"
+    )
+
+    start_child: "StartChild | None" = betterproto2.field(
+        9, betterproto2.TYPE_MESSAGE, optional=True, group="command"
+    )
+
+    cancel_observed: "CancelObserved | None" = betterproto2.field(
+        10, betterproto2.TYPE_MESSAGE, optional=True, group="command"
+    )
+
 
 default_message_pool.register_message("trine.v1", "Command", Command)
 
@@ -249,6 +370,10 @@ class CoordinatorMessage(betterproto2.Message):
 
     report_ack: "ReportAck | None" = betterproto2.field(
         3, betterproto2.TYPE_MESSAGE, optional=True, group="message"
+    )
+
+    cancel: "CancelNotice | None" = betterproto2.field(
+        4, betterproto2.TYPE_MESSAGE, optional=True, group="message"
     )
 
 
@@ -306,7 +431,10 @@ class Event(betterproto2.Message):
 
     name: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
     """
-    custom, run.completed, run.failed, run.cancelled
+    custom, timer.started, timer.fired, signal.waiting,
+    signal.received, signal.timed_out, child.started,
+    child.finished, run.cancel_requested, run.completed,
+    run.failed, run.cancelled
 
     step name, or a custom event's name
     """
@@ -327,6 +455,11 @@ class FunctionSpec(betterproto2.Message):
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
     retry: "RetryPolicy | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
+
+    timeout_ms: "int" = betterproto2.field(3, betterproto2.TYPE_UINT64)
+    """
+    a run's deadline when its start does not set one (0: none)
+    """
 
 
 default_message_pool.register_message("trine.v1", "FunctionSpec", FunctionSpec)
@@ -384,10 +517,13 @@ default_message_pool.register_message("trine.v1", "Heartbeat", Heartbeat)
 class JournalEntry(betterproto2.Message):
     index: "int" = betterproto2.field(1, betterproto2.TYPE_UINT32)
     """
-    position in the run's sequence of steps
+    position in the run's sequence of steps and waits
     """
 
     name: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    the step's name, the signal's, the child's function, "sleep"
+    """
 
     input_digest: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
 
@@ -409,6 +545,22 @@ class JournalEntry(betterproto2.Message):
     started_at_ms: "int" = betterproto2.field(7, betterproto2.TYPE_UINT64)
 
     ended_at_ms: "int" = betterproto2.field(8, betterproto2.TYPE_UINT64)
+
+    kind: "EntryKind" = betterproto2.field(
+        9, betterproto2.TYPE_ENUM, default_factory=lambda: EntryKind(0)
+    )
+
+    pending: "bool" = betterproto2.field(10, betterproto2.TYPE_BOOL)
+    """
+    a wait not resolved yet; the run is suspended on it
+    """
+
+    until_ms: "int" = betterproto2.field(11, betterproto2.TYPE_UINT64)
+    """
+    the timer's due time, or the signal wait's timeout (0: none)
+    """
+
+    child_run_id: "str" = betterproto2.field(12, betterproto2.TYPE_STRING)
 
 
 default_message_pool.register_message("trine.v1", "JournalEntry", JournalEntry)
@@ -509,6 +661,22 @@ class LogRecord(betterproto2.Message):
 
     run_cancelled: "RunCancelled | None" = betterproto2.field(
         5, betterproto2.TYPE_MESSAGE, optional=True, group="record"
+    )
+
+    cancel_requested: "CancelRequested | None" = betterproto2.field(
+        6, betterproto2.TYPE_MESSAGE, optional=True, group="record"
+    )
+
+    signal_received: "SignalReceived | None" = betterproto2.field(
+        7, betterproto2.TYPE_MESSAGE, optional=True, group="record"
+    )
+
+    timer_fired: "TimerFired | None" = betterproto2.field(
+        8, betterproto2.TYPE_MESSAGE, optional=True, group="record"
+    )
+
+    run_timed_out: "RunTimedOut | None" = betterproto2.field(
+        9, betterproto2.TYPE_MESSAGE, optional=True, group="record"
     )
 
 
@@ -612,6 +780,11 @@ class RenewLeasesResponse(betterproto2.Message):
     leases that are no longer current
     """
 
+    cancel_requested: "list[str]" = betterproto2.field(2, betterproto2.TYPE_STRING, repeated=True)
+    """
+    leases whose runs are being cancelled
+    """
+
 
 default_message_pool.register_message("trine.v1", "RenewLeasesResponse", RenewLeasesResponse)
 
@@ -654,6 +827,16 @@ class ReportResponse(betterproto2.Message):
     )
 
     retry_at_ms: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
+
+    resolved: "list[JournalEntry]" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    waits resolved at once (a signal already kept)
+    """
+
+    cancel_requested: "bool" = betterproto2.field(4, betterproto2.TYPE_BOOL)
+    """
+    the run is being cancelled: tell the workflow
+    """
 
 
 default_message_pool.register_message("trine.v1", "ReportResponse", ReportResponse)
@@ -726,6 +909,36 @@ class Run(betterproto2.Message):
     the worker holding the lease, while running
     """
 
+    cancel_requested: "bool" = betterproto2.field(15, betterproto2.TYPE_BOOL)
+    """
+    cancelled while it could still clean up; ends as cancelled
+    """
+
+    cancel_deadline_ms: "int" = betterproto2.field(16, betterproto2.TYPE_UINT64)
+    """
+    a requested cancellation is forced at this time
+    """
+
+    parent_run_id: "str" = betterproto2.field(17, betterproto2.TYPE_STRING)
+    """
+    set on a child run
+    """
+
+    parent_index: "int" = betterproto2.field(18, betterproto2.TYPE_UINT32)
+    """
+    the parent's journal position that waits for this child
+    """
+
+    deadline_ms: "int" = betterproto2.field(19, betterproto2.TYPE_UINT64)
+    """
+    the run fails with RunTimeout if not finished by then (0: none)
+    """
+
+    waiting: "list[Wait]" = betterproto2.field(20, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    while suspended: what it waits for (not stored; derived)
+    """
+
 
 default_message_pool.register_message("trine.v1", "Run", Run)
 
@@ -791,6 +1004,99 @@ default_message_pool.register_message("trine.v1", "RunStarted", RunStarted)
 
 
 @dataclass(eq=False, repr=False)
+class RunTimedOut(betterproto2.Message):
+    """
+    The run's own deadline (StartRunRequest.timeout_ms) passed: it fails.
+    """
+
+    run_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    at_ms: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
+
+
+default_message_pool.register_message("trine.v1", "RunTimedOut", RunTimedOut)
+
+
+@dataclass(eq=False, repr=False)
+class SignalReceived(betterproto2.Message):
+    run_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    name: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    payload: "bytes" = betterproto2.field(3, betterproto2.TYPE_BYTES)
+
+    at_ms: "int" = betterproto2.field(4, betterproto2.TYPE_UINT64)
+
+
+default_message_pool.register_message("trine.v1", "SignalReceived", SignalReceived)
+
+
+@dataclass(eq=False, repr=False)
+class SignalRunRequest(betterproto2.Message):
+    run_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    name: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    payload: "bytes" = betterproto2.field(3, betterproto2.TYPE_BYTES)
+    """
+    JSON
+    """
+
+
+default_message_pool.register_message("trine.v1", "SignalRunRequest", SignalRunRequest)
+
+
+@dataclass(eq=False, repr=False)
+class SignalRunResponse(betterproto2.Message):
+    run: "Run | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
+
+    delivered: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
+    """
+    false: kept until the run waits for this signal
+    """
+
+
+default_message_pool.register_message("trine.v1", "SignalRunResponse", SignalRunResponse)
+
+
+@dataclass(eq=False, repr=False)
+class Sleep(betterproto2.Message):
+    """
+    Suspend the run until a timer: after duration_ms from the report, or at until_ms.
+    """
+
+    index: "int" = betterproto2.field(1, betterproto2.TYPE_UINT32)
+
+    duration_ms: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
+
+    until_ms: "int" = betterproto2.field(3, betterproto2.TYPE_UINT64)
+
+
+default_message_pool.register_message("trine.v1", "Sleep", Sleep)
+
+
+@dataclass(eq=False, repr=False)
+class StartChild(betterproto2.Message):
+    """
+    Start a child run and suspend until it finishes. Several in one report are a fan-out.
+    """
+
+    index: "int" = betterproto2.field(1, betterproto2.TYPE_UINT32)
+
+    function: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    input: "bytes" = betterproto2.field(3, betterproto2.TYPE_BYTES)
+    """
+    JSON
+    """
+
+    timeout_ms: "int" = betterproto2.field(4, betterproto2.TYPE_UINT64)
+
+
+default_message_pool.register_message("trine.v1", "StartChild", StartChild)
+
+
+@dataclass(eq=False, repr=False)
 class StartRunRequest(betterproto2.Message):
     """
     ---------------------------------------------------------------------------------------------
@@ -803,6 +1109,11 @@ class StartRunRequest(betterproto2.Message):
     input: "bytes" = betterproto2.field(2, betterproto2.TYPE_BYTES)
 
     idempotency_key: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+
+    timeout_ms: "int" = betterproto2.field(4, betterproto2.TYPE_UINT64)
+    """
+    fail the run with RunTimeout if it has not finished by then
+    """
 
 
 default_message_pool.register_message("trine.v1", "StartRunRequest", StartRunRequest)
@@ -902,6 +1213,50 @@ default_message_pool.register_message("trine.v1", "TakeWorkResponse", TakeWorkRe
 
 
 @dataclass(eq=False, repr=False)
+class TimerFired(betterproto2.Message):
+    """
+    A timer of the run came due: a sleep ends, or a signal wait times out.
+    """
+
+    run_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    index: "int" = betterproto2.field(2, betterproto2.TYPE_UINT32)
+
+    at_ms: "int" = betterproto2.field(3, betterproto2.TYPE_UINT64)
+
+
+default_message_pool.register_message("trine.v1", "TimerFired", TimerFired)
+
+
+@dataclass(eq=False, repr=False)
+class Wait(betterproto2.Message):
+    """
+    Something a suspended run waits for: one unresolved journal entry.
+    """
+
+    index: "int" = betterproto2.field(1, betterproto2.TYPE_UINT32)
+
+    kind: "EntryKind" = betterproto2.field(
+        2, betterproto2.TYPE_ENUM, default_factory=lambda: EntryKind(0)
+    )
+
+    name: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    the signal's name, the child's function, "sleep"
+    """
+
+    until_ms: "int" = betterproto2.field(4, betterproto2.TYPE_UINT64)
+    """
+    the timer's due time, or the signal wait's timeout (0: none)
+    """
+
+    child_run_id: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("trine.v1", "Wait", Wait)
+
+
+@dataclass(eq=False, repr=False)
 class WaitRunRequest(betterproto2.Message):
     run_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
@@ -909,6 +1264,25 @@ class WaitRunRequest(betterproto2.Message):
 
 
 default_message_pool.register_message("trine.v1", "WaitRunRequest", WaitRunRequest)
+
+
+@dataclass(eq=False, repr=False)
+class WaitSignal(betterproto2.Message):
+    """
+    Suspend the run until the named signal arrives (at once when one is already kept).
+    """
+
+    index: "int" = betterproto2.field(1, betterproto2.TYPE_UINT32)
+
+    name: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    timeout_ms: "int" = betterproto2.field(3, betterproto2.TYPE_UINT64)
+    """
+    0: wait forever
+    """
+
+
+default_message_pool.register_message("trine.v1", "WaitSignal", WaitSignal)
 
 
 @dataclass(eq=False, repr=False)
@@ -1082,6 +1456,24 @@ class BackendStub(betterproto2_grpclib.ServiceStub):
             "/trine.v1.Backend/CancelRun",
             message,
             Run,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def signal_run(
+        self,
+        message: "SignalRunRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "SignalRunResponse":
+
+        return await self._unary_unary(
+            "/trine.v1.Backend/SignalRun",
+            message,
+            SignalRunResponse,
             timeout=timeout,
             deadline=deadline,
             metadata=metadata,
@@ -1267,6 +1659,10 @@ class BackendBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def signal_run(self, message: "SignalRunRequest") -> "SignalRunResponse":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def get_journal(self, message: "GetJournalRequest") -> "GetJournalResponse":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
@@ -1322,6 +1718,14 @@ class BackendBase(betterproto2_grpclib.ServiceBase):
         response = await self.cancel_run(request)
         await stream.send_message(response)
 
+    async def __rpc_signal_run(
+        self, stream: "grpclib.server.Stream[SignalRunRequest, SignalRunResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.signal_run(request)
+        await stream.send_message(response)
+
     async def __rpc_get_journal(
         self, stream: "grpclib.server.Stream[GetJournalRequest, GetJournalResponse]"
     ) -> None:
@@ -1375,6 +1779,12 @@ class BackendBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 CancelRunRequest,
                 Run,
+            ),
+            "/trine.v1.Backend/SignalRun": grpclib.const.Handler(
+                self.__rpc_signal_run,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                SignalRunRequest,
+                SignalRunResponse,
             ),
             "/trine.v1.Backend/GetJournal": grpclib.const.Handler(
                 self.__rpc_get_journal,
