@@ -33,6 +33,8 @@ from trine_proto.trine.v1 import (
     ReportRequest,
     ReportResponse,
     Run,
+    SignalRunRequest,
+    SignalRunResponse,
     StartRunRequest,
     StartRunResponse,
     SubscribeRequest,
@@ -71,11 +73,19 @@ class Backend(Protocol):
         ...
 
     async def cancel_run(self, message: CancelRunRequest) -> Run:
-        """Cancel the run wherever it is. Raises RunNotFound, RunFinished."""
+        """Cancel the run wherever it is, and its children. A run that never started ends at
+        once; any other is told (``cancel_requested``), may clean up, and is forced to
+        ``cancelled`` at ``cancel_deadline_ms``. Raises RunNotFound, RunFinished."""
+        ...
+
+    async def signal_run(self, message: SignalRunRequest) -> SignalRunResponse:
+        """Deliver a signal to the run's wait for it, or keep it until the run waits.
+        Raises RunNotFound, RunFinished, InvalidArgument, PayloadTooLarge."""
         ...
 
     async def get_journal(self, message: GetJournalRequest) -> GetJournalResponse:
-        """The run's journal: one entry per completed or finally failed step."""
+        """The run's journal: one entry per completed or finally failed step, and per wait
+        (sleep, signal, child run; ``pending`` until it resolves)."""
         ...
 
     async def list_functions(self, message: ListFunctionsRequest) -> ListFunctionsResponse:

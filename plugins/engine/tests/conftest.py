@@ -25,12 +25,15 @@ from trine_proto.trine.v1 import (
     Run,
     RunCompleted,
     RunFailed,
+    Sleep,
+    StartChild,
     StartRunRequest,
     StepCompleted,
     StepFailed,
     StepStarted,
     SubscribeRequest,
     TakeWorkRequest,
+    WaitSignal,
     WorkItem,
 )
 
@@ -137,6 +140,18 @@ class Harness:
                 index=index, name=name, attempt=attempt, error=error, retry=retry
             )
         )
+
+    @staticmethod
+    def sleep(index: int, duration_ms: int = 0, until_ms: int = 0) -> Command:
+        return Command(sleep=Sleep(index=index, duration_ms=duration_ms, until_ms=until_ms))
+
+    @staticmethod
+    def wait_signal(index: int, name: str, timeout_ms: int = 0) -> Command:
+        return Command(wait_signal=WaitSignal(index=index, name=name, timeout_ms=timeout_ms))
+
+    @staticmethod
+    def child(index: int, function: str = FUNCTION, data: bytes = b"{}") -> Command:
+        return Command(start_child=StartChild(index=index, function=function, input=data))
 
     @staticmethod
     def emit(name: str, data: bytes) -> Command:

@@ -19,6 +19,7 @@ from trine_proto.trine.v1 import (
     RetryPolicy,
     RunStatus,
     SubscribeRequest,
+    WaitRunRequest,
 )
 
 Harness = Any
@@ -280,17 +281,40 @@ async def test_non_retryable_and_step_policy(h: Harness) -> None:
     assert default.retry_at_ms - h.engine._cache.get(item.run.id).events[-1].at_ms == 100
 
 
-async def test_cancel_running_run_fences_its_worker(h: Harness) -> None:
+async def test_cancel_running_run_tells_its_worker_and_ends_cancelled(h: Harness) -> None:
     await h.register()
     run = await h.start()
     item = await h.take_one()
-    cancelled = await h.engine.cancel_run(CancelRunRequest(run_id=run.id, reason="stop"))
-    assert cancelled.status == RunStatus.CANCELLED
-    assert cancelled.worker_id == ""
+    await h.report(item, h.completed(0))
+    asked = await h.engine.cancel_run(CancelRunRequest(run_id=run.id, reason="stop"))
+    assert asked.status == RunStatus.RUNNING
+    assert asked.cancel_requested
+    renewed = await h.engine.renew_leases(RenewLeasesRequest(lease_ids=[item.lease.id]))
+    assert renewed.cancel_requested == [item.lease.id]
+    # The workflow cleans up (a step), then ends with the cancellation it was given.
+    cleanup = await h.report(item, h.completed(1, "refund"))
+    assert cleanup.cancel_requested
+    await h.report(item, h.fail("cancelled"))
+    final = await h.engine.get_run(GetRunRequest(run_id=run.id))
+    assert final.status == RunStatus.CANCELLED
+    types = [e.type for e in await h.events(run.id)]
+    assert types[-3:] == ["run.cancel_requested", "step.completed", "run.cancelled"]
+
+
+async def test_cancel_forced_after_grace_fences_the_worker(h: Harness) -> None:
+    await h.reopen(sections={"engine": {"cancel_grace_ms": 50}})
+    await h.register()
+    run = await h.start()
+    item = await h.take_one()
+    await h.report(item, h.completed(0))
+    await h.engine.cancel_run(CancelRunRequest(run_id=run.id, reason="stop"))
+    final = await h.engine.wait_run(WaitRunRequest(run_id=run.id, timeout_ms=5_000))
+    assert final.status == RunStatus.CANCELLED
+    assert final.worker_id == ""
+    assert "grace" in final.error.message
     with pytest.raises(LeaseLost):
-        await h.report(item, h.completed(0))
+        await h.report(item, h.completed(1))
     assert (await h.engine.renew_leases(RenewLeasesRequest(lease_ids=[item.lease.id]))).lost
-    assert [e.type for e in await h.events(run.id)] == ["run.started", "run.cancelled"]
 
 
 async def test_repeated_final_report_is_idempotent(h: Harness) -> None:

@@ -15,6 +15,7 @@ events); a read of a run whose creation is still in flight waits for the log's b
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import secrets
 import time
@@ -43,7 +44,10 @@ from trine_engine.state_machine import Applied, CommandsPlan, StateMachine
 from trine_engine.storage import IDEM, RUNS, Store
 from trine_engine.ulid import UlidGenerator
 from trine_proto.trine.v1 import (
+    CancelRequested,
     CancelRunRequest,
+    Command,
+    EntryKind,
     Event,
     FunctionSpec,
     FunctionsRegistered,
@@ -69,11 +73,16 @@ from trine_proto.trine.v1 import (
     RunCommands,
     RunStarted,
     RunStatus,
+    RunTimedOut,
+    SignalReceived,
+    SignalRunRequest,
+    SignalRunResponse,
     StartRunRequest,
     StartRunResponse,
     SubscribeRequest,
     TakeWorkRequest,
     TakeWorkResponse,
+    TimerFired,
     WaitRunRequest,
     WorkItem,
 )
@@ -84,6 +93,8 @@ if TYPE_CHECKING:
 DEFAULT_LIST_LIMIT = 50
 MAX_LIST_LIMIT = 1000
 DEFAULT_FINISHED_CACHE = 10_000
+DEFAULT_CANCEL_GRACE_MS = 30_000
+MAX_SIGNAL_NAME = 200
 _NON_FINAL_STATUSES = frozenset({RunStatus.PENDING, RunStatus.RUNNING, RunStatus.SUSPENDED})
 _FINAL_COMMANDS = ("run_completed", "run_failed")
 
@@ -104,9 +115,10 @@ class Engine:
         self._store = store
         section = settings.section("engine")
         capacity = int(section.get("finished_cache_size", DEFAULT_FINISHED_CACHE))
+        self._cancel_grace_ms = int(section.get("cancel_grace_ms", DEFAULT_CANCEL_GRACE_MS))
         self._plog = PartitionLog(store, 0, self._log)
         self._cache = RunCache(store, capacity)
-        self._machine = StateMachine(self._cache, settings.max_payload_bytes)
+        self._machine = StateMachine(self._cache, settings.max_payload_bytes, self)
         self._machine.load(store)
         self._queues = ReadyQueues()
         self._deadlines = Deadlines(now_ms, self._log)
@@ -146,6 +158,13 @@ class Engine:
         """Every non-final run is pending again: queue it, or wait out its retry backoff."""
         now = now_ms()
         for state in self._cache.load_active():
+            for entry in state.pending:
+                if entry.until_ms:
+                    self.timer(state, entry.index, entry.until_ms)
+            run = state.run
+            for deadline in (run.deadline_ms, run.cancel_deadline_ms):
+                if deadline:
+                    self.deadline(state, deadline)
             self._make_dispatchable(state, now)
 
     async def close(self) -> None:
@@ -244,6 +263,7 @@ class Engine:
                 await self._durable_view(earlier)
                 return StartRunResponse(run=earlier.view(), created=False)
         now = now_ms()
+        timeout = message.timeout_ms or self._machine.functions[function].timeout_ms
         run = Run(
             id=self._ids.new(now),
             function=function,
@@ -252,6 +272,7 @@ class Engine:
             idempotency_key=key,
             created_at_ms=now,
             updated_at_ms=now,
+            deadline_ms=now + timeout if timeout else 0,
         )
         record = LogRecord(run_started=RunStarted(run=run))
         batch, applied = self._append(record)
@@ -260,7 +281,6 @@ class Engine:
         if key:
             self._recent_keys[key] = run.id
             batch.after_commit(functools.partial(self._forget_key, key))
-        batch.after_commit(functools.partial(self._make_dispatchable, state))
         await batch.durable()
         return StartRunResponse(run=state.view(), created=True)
 
@@ -358,6 +378,46 @@ class Engine:
     async def cancel_run(self, message: CancelRunRequest) -> Run:
         self._usable()
         state = self._lookup(message.run_id)
+        await self._finished_refusal(state)
+        if state.run.cancel_requested:
+            await self._plog.barrier()  # the first request may still be in flight
+            return state.view()
+        now = now_ms()
+        record = LogRecord(
+            cancel_requested=CancelRequested(
+                run_id=state.id,
+                reason=message.reason,
+                at_ms=now,
+                deadline_ms=now + self._cancel_grace_ms,
+            )
+        )
+        batch, _ = self._append(record)
+        await batch.durable()
+        return state.view()
+
+    async def signal_run(self, message: SignalRunRequest) -> SignalRunResponse:
+        self._usable()
+        name = message.name
+        if not name or len(name) > MAX_SIGNAL_NAME:
+            raise InvalidArgument(
+                f"a signal name is 1 to {MAX_SIGNAL_NAME} characters, not {len(name)}"
+            )
+        payload = message.payload or b"null"
+        self._machine.check_size(payload, f"signal {name!r}")
+        state = self._lookup(message.run_id)
+        await self._finished_refusal(state)
+        delivered = any(e.kind == EntryKind.SIGNAL and e.name == name for e in state.pending)
+        record = LogRecord(
+            signal_received=SignalReceived(
+                run_id=state.id, name=name, payload=payload, at_ms=now_ms()
+            )
+        )
+        batch, _ = self._append(record)
+        await batch.durable()
+        return SignalRunResponse(run=state.view(), delivered=delivered)
+
+    async def _finished_refusal(self, state: RunState) -> None:
+        """Raise RunFinished for a run in a final state (once that state is durable)."""
         if state.final:
             await self._plog.barrier()
             raise RunFinished(
@@ -365,13 +425,6 @@ class Engine:
                 run_id=state.id,
                 status=state.run.status.name.lower(),
             )
-        record = LogRecord(
-            run_cancelled=RunCancelled(run_id=state.id, reason=message.reason, at_ms=now_ms())
-        )
-        batch, _ = self._append(record)
-        self._end_lease(state, by_record=True)
-        await batch.durable()
-        return state.view()
 
     async def get_journal(self, message: GetJournalRequest) -> GetJournalResponse:
         self._usable()
@@ -435,7 +488,7 @@ class Engine:
             await self._queues.wait(functions, remaining)
 
     def _ready(self, state: RunState, *, now: int) -> bool:
-        if state.final or state.lease is not None or state.durable_run is None:
+        if not self._dispatchable(state):
             return False
         if state.run.not_before_ms > now:
             # Queued when its backoff ended, popped after the wall clock stepped back: the pop
@@ -494,24 +547,42 @@ class Engine:
                 lease_id=lease.id,
             )
         body = RunCommands(
-            run_id=state.id, attempt=lease.attempt, commands=list(message.commands), at_ms=now
+            run_id=state.id,
+            attempt=lease.attempt,
+            commands=[self._with_child_id(c, now) for c in message.commands],
+            at_ms=now,
         )
         plan = self._machine.plan_commands(state, body)  # refuses a bad report, changing nothing
         batch, _ = self._append(LogRecord(run_commands=body), plan)
         if plan.outcome == ReportOutcome.FINISHED:
             state.finished_lease_id = lease.id
             self._end_lease(state, by_record=True)
+        elif plan.outcome == ReportOutcome.SUSPENDED:
+            self._end_lease(state, by_record=True)
         elif plan.outcome == ReportOutcome.RETRY_SCHEDULED:
             self._end_lease(state, by_record=True)
             batch.after_commit(functools.partial(self._make_dispatchable, state))
         await batch.durable()
-        return ReportResponse(outcome=plan.outcome, retry_at_ms=plan.retry_at_ms)
+        return ReportResponse(
+            outcome=plan.outcome,
+            retry_at_ms=plan.retry_at_ms,
+            resolved=plan.resolved,
+            cancel_requested=state.run.cancel_requested,
+        )
+
+    def _with_child_id(self, command: Command, now: int) -> Command:
+        """A ``StartChild`` gets its child's run id here, so the log record names the child."""
+        start = command.start_child
+        if start is None or start.run_id:
+            return command
+        return Command(start_child=dataclasses.replace(start, run_id=self._ids.new(now)))
 
     async def renew_leases(self, message: RenewLeasesRequest) -> RenewLeasesResponse:
         self._usable()
         ttl = message.lease_ttl_ms or self.settings.lease_ttl_ms
         now = now_ms()
         lost: list[str] = []
+        cancelling: list[str] = []
         for lease_id in message.lease_ids:
             lease = self._leases.get(lease_id)
             if lease is None or lease.expires_at_ms <= now:
@@ -521,7 +592,10 @@ class Engine:
                 continue
             lease.expires_at_ms = now + ttl
             self._deadlines.at(lease.expires_at_ms, functools.partial(self._lease_due, lease_id))
-        return RenewLeasesResponse(lost=lost)
+            state = self._cache.active.get(lease.run_id)
+            if state is not None and state.run.cancel_requested:
+                cancelling.append(lease_id)
+        return RenewLeasesResponse(lost=lost, cancel_requested=cancelling)
 
     async def release_leases(self, message: ReleaseLeasesRequest) -> ReleaseLeasesResponse:
         self._usable()
@@ -566,7 +640,7 @@ class Engine:
         self, state: RunState, now: int | None = None, front: bool = False
     ) -> None:
         """Queue a pending, unleased run, or set a timer for the end of its retry backoff."""
-        if state.final or state.lease is not None or state.durable_run is None:
+        if not self._dispatchable(state):
             return
         now = now_ms() if now is None else now
         if state.run.not_before_ms > now:
@@ -575,6 +649,60 @@ class Engine:
             )
             return
         self._queues.push(state, front=front)
+
+    @staticmethod
+    def _dispatchable(state: RunState) -> bool:
+        return (
+            state.run.status == RunStatus.PENDING
+            and state.lease is None
+            and state.durable_run is not None
+        )
+
+    # -- the state machine's Scheduler -------------------------------------------------------------
+
+    def ready(self, state: RunState) -> None:
+        self._make_dispatchable(state)
+
+    def timer(self, state: RunState, index: int, at_ms: int) -> None:
+        self._deadlines.at(at_ms, functools.partial(self._wait_due, state, index))
+
+    def deadline(self, state: RunState, at_ms: int) -> None:
+        self._deadlines.at(at_ms, functools.partial(self._deadline_due, state))
+
+    def stopped(self, state: RunState) -> None:
+        self._end_lease(state, by_record=True)
+
+    def _wait_due(self, state: RunState, index: int) -> None:
+        """A sleep's due time or a signal wait's timeout: resolve the wait if it still waits."""
+        if self._closed or self.failed or state.final or index >= len(state.journal):
+            return
+        entry = state.journal[index]
+        if not entry.pending:
+            return
+        now = now_ms()
+        if entry.until_ms > now:  # the wall clock stepped back
+            self.timer(state, index, entry.until_ms)
+            return
+        self._append(LogRecord(timer_fired=TimerFired(run_id=state.id, index=index, at_ms=now)))
+
+    def _deadline_due(self, state: RunState) -> None:
+        """Force a cancellation whose grace ran out, or fail a run past its deadline."""
+        if self._closed or self.failed or state.final:
+            return
+        run, now = state.run, now_ms()
+        if run.cancel_requested and run.cancel_deadline_ms <= now:
+            reason = "the run did not finish within the cancellation's grace period"
+            record = LogRecord(
+                run_cancelled=RunCancelled(run_id=state.id, reason=reason, at_ms=now)
+            )
+        elif run.deadline_ms and run.deadline_ms <= now:
+            record = LogRecord(run_timed_out=RunTimedOut(run_id=state.id, at_ms=now))
+        else:
+            due = [d for d in (run.deadline_ms, run.cancel_deadline_ms) if d > now]
+            if due:  # the wall clock stepped back
+                self.deadline(state, min(due))
+            return
+        self._append(record)
 
 
 if TYPE_CHECKING:  # mypy checks here that Engine satisfies both protocols

@@ -17,6 +17,14 @@ STEP_STARTED = "step.started"
 STEP_COMPLETED = "step.completed"
 STEP_FAILED = "step.failed"
 CUSTOM = "custom"
+TIMER_STARTED = "timer.started"
+TIMER_FIRED = "timer.fired"
+SIGNAL_WAITING = "signal.waiting"
+SIGNAL_RECEIVED = "signal.received"
+SIGNAL_TIMED_OUT = "signal.timed_out"
+CHILD_STARTED = "child.started"
+CHILD_FINISHED = "child.finished"
+CANCEL_REQUESTED = "run.cancel_requested"
 RUN_COMPLETED = "run.completed"
 RUN_FAILED = "run.failed"
 RUN_CANCELLED = "run.cancelled"
@@ -63,3 +71,36 @@ def step_failed(index: int, attempt: int, info: ErrorInfo | None, retry_at_ms: i
 def run_error(info: ErrorInfo | None) -> bytes:
     """``run.failed`` and ``run.cancelled``."""
     return _dumps(error(info))
+
+
+def timer(index: int, until_ms: int) -> bytes:
+    """``timer.started`` and ``timer.fired``."""
+    return _dumps({"index": index, "until_ms": until_ms})
+
+
+def signal_waiting(index: int, timeout_at_ms: int) -> bytes:
+    """``signal.waiting`` and ``signal.timed_out``."""
+    return _dumps({"index": index, "timeout_at_ms": timeout_at_ms or None})
+
+
+def signal_received(payload: bytes, delivered_to: int | None) -> bytes:
+    """The payload is kept here byte for byte: a restart recovers undelivered signals from it."""
+    head = _dumps({"delivered_to": delivered_to})
+    return head[:-1] + b',"payload":' + json_or_null(payload) + b"}"
+
+
+def signal_payload(data: bytes) -> bytes:
+    """The payload of a ``signal.received`` event's data, as JSON."""
+    return _dumps(json.loads(data)["payload"])
+
+
+def child_started(index: int, child_run_id: str, function: str) -> bytes:
+    return _dumps({"index": index, "child_run_id": child_run_id, "function": function})
+
+
+def child_finished(index: int, child_run_id: str, status: str) -> bytes:
+    return _dumps({"index": index, "child_run_id": child_run_id, "status": status})
+
+
+def cancel_requested(reason: str, deadline_ms: int) -> bytes:
+    return _dumps({"reason": reason, "deadline_ms": deadline_ms})

@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 
-from trine_engine.event_data import STEP_FAILED
+from trine_engine.event_data import SIGNAL_RECEIVED, STEP_FAILED, signal_payload
 from trine_engine.keys import run_prefix
 from trine_engine.storage import ACTIVE, EVENTS, JOURNAL, RUNS, Store
-from trine_proto.trine.v1 import Event, JournalEntry, Lease, Run, RunStatus
+from trine_proto.trine.v1 import EntryKind, Event, JournalEntry, Lease, Run, RunStatus, Wait
 
 FINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 
@@ -57,6 +57,8 @@ class RunState:
     dispatches: int = 0
     """The highest attempt handed out; the durable ``run.attempt`` only moves with reports."""
     queued: bool = False
+    signals: dict[str, deque[bytes]] = dataclasses.field(default_factory=dict)
+    """Signals received before the run waited for them, oldest first, by name."""
     watchers: set[asyncio.Event] = dataclasses.field(default_factory=set)
     """Set after each durable commit touching the run (subscribers, ``wait_run``)."""
 
@@ -78,11 +80,18 @@ class RunState:
     def final_durable(self) -> bool:
         return self.durable_run is not None and self.durable_run.status in FINAL_STATUSES
 
+    @property
+    def pending(self) -> list[JournalEntry]:
+        """The unresolved waits: while there is one, the run is suspended."""
+        return [entry for entry in self.journal if entry.pending]
+
     def view(self) -> Run:
         """The run as readers see it: its durable version, shown ``running`` with its worker while
-        a lease is live. A run whose creation is not yet durable shows as accepted (callers wait
-        for the log's barrier first)."""
+        a lease is live, and with what it waits for while suspended. A run whose creation is not
+        yet durable shows as accepted (callers wait for the log's barrier first)."""
         run = self.durable_run or self.run
+        if run.status == RunStatus.SUSPENDED:
+            return dataclasses.replace(run, waiting=[wait_of(e) for e in self.pending])
         lease = self.lease or self.ending_lease
         if lease is None or run.status in FINAL_STATUSES:
             return run
@@ -101,6 +110,35 @@ class RunState:
     def wake(self) -> None:
         for watcher in self.watchers:
             watcher.set()
+
+
+def wait_of(entry: JournalEntry) -> Wait:
+    return Wait(
+        index=entry.index,
+        kind=entry.kind,
+        name=entry.name,
+        until_ms=entry.until_ms,
+        child_run_id=entry.child_run_id,
+    )
+
+
+def signals_of(events: list[Event], journal: list[JournalEntry]) -> dict[str, deque[bytes]]:
+    """The signals received and not consumed yet, from the events and the journal (how a restart
+    recovers them without storing them twice). Signals of a name are consumed oldest first, so
+    the first *n* received are the ones the *n* waits resolved by a signal took."""
+    consumed: dict[str, int] = {}
+    for entry in journal:
+        if entry.kind == EntryKind.SIGNAL and not entry.pending and entry.error is None:
+            consumed[entry.name] = consumed.get(entry.name, 0) + 1
+    kept: dict[str, deque[bytes]] = {}
+    for event in events:
+        if event.type != SIGNAL_RECEIVED:
+            continue
+        if consumed.get(event.name, 0) > 0:
+            consumed[event.name] -= 1
+            continue
+        kept.setdefault(event.name, deque()).append(signal_payload(event.data))
+    return kept
 
 
 def step_attempts_of(events: list[Event]) -> dict[int, int]:
@@ -180,6 +218,7 @@ class RunCache:
             journal=journal,
             events=events,
             step_attempts=step_attempts_of(events),
+            signals=signals_of(events, journal),
             durable_run=run,
             durable_journal=len(journal),
             dispatches=run.attempt,

@@ -1092,6 +1092,11 @@ class StartChild(betterproto2.Message):
 
     timeout_ms: "int" = betterproto2.field(4, betterproto2.TYPE_UINT64)
 
+    run_id: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    the child's id: assigned by the engine, kept in the log record
+    """
+
 
 default_message_pool.register_message("trine.v1", "StartChild", StartChild)
 

@@ -1,0 +1,255 @@
+"""Durable waits: sleeps, signals, child runs, cancellation of waiting runs, run timeouts.
+
+A wait suspends the run (its lease ends, no worker holds it) until the engine resolves the wait:
+the timer fires, the signal arrives, the child finishes, or the run is cancelled. Then the run is
+pending again and its next dispatch carries the resolved entry for the replay.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import FUNCTION, Harness
+from trine_core import InvalidArgument, LeaseLost, PayloadTooLarge, RunFinished, RunNotFound
+from trine_engine.engine import now_ms
+from trine_proto.trine.v1 import (
+    CancelRunRequest,
+    EntryKind,
+    GetJournalRequest,
+    GetRunRequest,
+    ReportOutcome,
+    RunStatus,
+    SignalRunRequest,
+    StartRunRequest,
+    WaitRunRequest,
+    WorkItem,
+)
+
+
+async def _signal(h: Harness, run_id: str, name: str, payload: bytes = b'{"ok":true}') -> bool:
+    response = await h.engine.signal_run(
+        SignalRunRequest(run_id=run_id, name=name, payload=payload)
+    )
+    return response.delivered
+
+
+async def _resumed(h: Harness) -> WorkItem:
+    """The next dispatch, waiting up to 5 s for it."""
+    return await h.take_one(wait_ms=5_000)
+
+
+async def test_sleep_suspends_frees_the_lease_and_resumes_after_the_timer(h: Harness) -> None:
+    await h.register()
+    run = await h.start()
+    item = await h.take_one()
+    response = await h.report(item, h.completed(0), h.sleep(1, duration_ms=200))
+    assert response.outcome == ReportOutcome.SUSPENDED
+    view = await h.engine.get_run(GetRunRequest(run_id=run.id))
+    assert view.status == RunStatus.SUSPENDED
+    assert view.worker_id == ""
+    [wait] = view.waiting
+    assert wait.kind == EntryKind.SLEEP
+    assert wait.until_ms >= item.run.created_at_ms + 200
+    with pytest.raises(LeaseLost):
+        await h.report(item, h.completed(2))
+    assert await h.take() == []  # nothing to dispatch while it sleeps
+    again = await _resumed(h)
+    assert now_ms() >= wait.until_ms
+    assert [e.kind for e in again.journal] == [EntryKind.STEP, EntryKind.SLEEP]
+    assert not again.journal[1].pending
+    await h.report(again, h.finish())
+    types = [e.type for e in await h.events(run.id)]
+    assert "timer.started" in types
+    assert "timer.fired" in types
+
+
+async def test_sleep_survives_a_restart(h: Harness) -> None:
+    await h.register()
+    run = await h.start()
+    item = await h.take_one()
+    await h.report(item, h.completed(0), h.sleep(1, duration_ms=300))
+    await h.reopen()
+    assert (await h.engine.get_run(GetRunRequest(run_id=run.id))).status == RunStatus.SUSPENDED
+    assert await h.take() == []
+    again = await _resumed(h)
+    assert again.run.id == run.id
+    assert len(again.journal) == 2
+
+
+async def test_sleep_in_the_past_resolves_at_once(h: Harness) -> None:
+    await h.register()
+    await h.start()
+    item = await h.take_one()
+    response = await h.report(item, h.sleep(0, until_ms=1))
+    assert response.outcome == ReportOutcome.CONTINUE
+    [entry] = response.resolved
+    assert entry.kind == EntryKind.SLEEP
+    assert not entry.pending
+
+
+async def test_signal_after_the_wait_is_delivered(h: Harness) -> None:
+    await h.register()
+    run = await h.start()
+    item = await h.take_one()
+    response = await h.report(item, h.wait_signal(0, "approve"))
+    assert response.outcome == ReportOutcome.SUSPENDED
+    view = await h.engine.get_run(GetRunRequest(run_id=run.id))
+    assert [(w.kind, w.name) for w in view.waiting] == [(EntryKind.SIGNAL, "approve")]
+    assert await _signal(h, run.id, "other") is False  # kept, not what it waits for
+    assert await _signal(h, run.id, "approve", b'{"by":"ada"}') is True
+    again = await _resumed(h)
+    assert json.loads(again.journal[0].output) == {"by": "ada"}
+    # The kept "other" is taken by a later wait at once.
+    later = await h.report(again, h.wait_signal(1, "other"))
+    assert later.outcome == ReportOutcome.CONTINUE
+    assert json.loads(later.resolved[0].output) == {"ok": True}
+
+
+async def test_signal_before_the_wait_is_kept_across_a_restart(h: Harness) -> None:
+    await h.register()
+    run = await h.start()
+    assert await _signal(h, run.id, "approve", b"1") is False
+    assert await _signal(h, run.id, "approve", b"2") is False
+    await h.reopen()
+    item = await h.take_one()
+    first = await h.report(item, h.wait_signal(0, "approve"))
+    assert first.outcome == ReportOutcome.CONTINUE
+    assert first.resolved[0].output == b"1"
+    await h.reopen()
+    item = await h.take_one()
+    second = await h.report(item, h.wait_signal(1, "approve"))
+    assert second.resolved[0].output == b"2"  # the first one was consumed, durably
+    third = await h.report(item, h.wait_signal(2, "approve"))
+    assert third.outcome == ReportOutcome.SUSPENDED
+
+
+async def test_signal_wait_times_out(h: Harness) -> None:
+    await h.register()
+    run = await h.start()
+    item = await h.take_one()
+    await h.report(item, h.wait_signal(0, "approve", timeout_ms=100))
+    again = await _resumed(h)
+    entry = again.journal[0]
+    assert entry.error.type == "SignalTimeout"
+    assert "approve" in entry.error.message
+    # A signal that comes later is kept, not given to the expired wait.
+    assert await _signal(h, run.id, "approve") is False
+    await h.report(again, h.finish())
+    types = [e.type for e in await h.events(run.id)]
+    assert types.index("signal.waiting") < types.index("signal.timed_out")
+    assert types.index("signal.timed_out") < types.index("signal.received")
+
+
+async def test_signal_bad_input(h: Harness) -> None:
+    await h.register()
+    with pytest.raises(RunNotFound):
+        await _signal(h, "nope", "approve")
+    run = await h.start()
+    with pytest.raises(InvalidArgument, match="signal name"):
+        await _signal(h, run.id, "")
+    with pytest.raises(PayloadTooLarge):
+        await _signal(h, run.id, "approve", b'"' + b"x" * 5000 + b'"')
+    item = await h.take_one()
+    await h.report(item, h.finish())
+    with pytest.raises(RunFinished):
+        await _signal(h, run.id, "approve")
+
+
+async def test_fan_out_children_and_gather(h: Harness) -> None:
+    await h.register()
+    parent = await h.start()
+    item = await h.take_one()
+    children = [h.child(i, data=b'{"n":%d}' % i) for i in range(50)]
+    response = await h.report(item, *children)
+    assert response.outcome == ReportOutcome.SUSPENDED
+    view = await h.engine.get_run(GetRunRequest(run_id=parent.id))
+    assert len(view.waiting) == 50
+    assert all(w.child_run_id for w in view.waiting)
+    for _ in range(50):
+        child = await h.take_one()
+        assert child.run.parent_run_id == parent.id
+        n = json.loads(child.run.input)["n"]
+        await h.report(child, h.finish(b"%d" % (n * n)))
+    again = await _resumed(h)
+    assert again.run.id == parent.id
+    assert [json.loads(e.output) for e in again.journal] == [n * n for n in range(50)]
+
+
+async def test_failing_child_reaches_the_parent_as_an_error(h: Harness) -> None:
+    await h.register()
+    await h.start()
+    item = await h.take_one()
+    await h.report(item, h.child(0), h.child(1, function="never-registered"))
+    child = await h.take_one()
+    await h.report(child, h.fail("child broke"))
+    again = await _resumed(h)
+    assert again.journal[0].error.message == "child broke"
+    assert again.journal[1].error.type == "UnknownFunction"
+
+
+async def test_cancel_a_sleeping_run_delivers_the_cancellation(h: Harness) -> None:
+    await h.register()
+    run = await h.start()
+    item = await h.take_one()
+    await h.report(item, h.completed(0), h.sleep(1, duration_ms=60_000))
+    asked = await h.engine.cancel_run(CancelRunRequest(run_id=run.id, reason="stop"))
+    assert asked.cancel_requested
+    assert asked.status == RunStatus.PENDING
+    again = await _resumed(h)
+    assert again.run.cancel_requested
+    assert again.journal[1].error.type == "Cancelled"
+    await h.report(again, h.completed(2, "cleanup"), h.fail("cancelled"))
+    assert (await h.engine.get_run(GetRunRequest(run_id=run.id))).status == RunStatus.CANCELLED
+
+
+async def test_cancel_a_signal_wait(h: Harness) -> None:
+    await h.register()
+    run = await h.start()
+    item = await h.take_one()
+    await h.report(item, h.wait_signal(0, "approve"))
+    await h.engine.cancel_run(CancelRunRequest(run_id=run.id))
+    again = await _resumed(h)
+    assert again.journal[0].error.type == "Cancelled"
+
+
+async def test_cancel_a_parent_cancels_its_children(h: Harness) -> None:
+    await h.register()
+    parent = await h.start()
+    item = await h.take_one()
+    await h.report(item, h.child(0), h.child(1))
+    running_child = await h.take_one()  # child 0 runs; child 1 is still pending
+    await h.report(running_child, h.completed(0))
+    await h.engine.cancel_run(CancelRunRequest(run_id=parent.id))
+    view = await h.engine.get_run(GetRunRequest(run_id=parent.id))
+    assert view.cancel_requested
+    first = await h.engine.get_run(GetRunRequest(run_id=running_child.run.id))
+    assert first.cancel_requested  # it has a journal: it may clean up
+    journal = (await h.engine.get_journal(GetJournalRequest(run_id=parent.id))).entries
+    second = await h.engine.get_run(GetRunRequest(run_id=journal[1].child_run_id))
+    assert second.status == RunStatus.CANCELLED  # never started: ended at once
+
+
+async def test_cancel_a_finished_run_is_refused(h: Harness) -> None:
+    await h.register()
+    run = await h.start()
+    item = await h.take_one()
+    await h.report(item, h.finish())
+    with pytest.raises(RunFinished):
+        await h.engine.cancel_run(CancelRunRequest(run_id=run.id))
+
+
+async def test_run_timeout_fails_the_run_and_fences_its_worker(h: Harness) -> None:
+    await h.register()
+    response = await h.engine.start_run(
+        StartRunRequest(function=FUNCTION, input=b"{}", timeout_ms=150)
+    )
+    run = response.run
+    assert run.deadline_ms == run.created_at_ms + 150
+    item = await h.take_one()
+    final = await h.engine.wait_run(WaitRunRequest(run_id=run.id, timeout_ms=5_000))
+    assert final.status == RunStatus.FAILED
+    assert final.error.type == "RunTimeout"
+    with pytest.raises(LeaseLost):
+        await h.report(item, h.completed(0))
