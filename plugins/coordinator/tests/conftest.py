@@ -47,6 +47,7 @@ class FakeDispatcher:
         self.released_changed = asyncio.Event()
         self.reports: list[ReportRequest] = []
         self.lost_leases: set[str] = set()
+        self.cancelling: set[str] = set()
         self.outcome = ReportOutcome.CONTINUE
         self.unavailable = False
 
@@ -86,7 +87,10 @@ class FakeDispatcher:
     async def renew_leases(self, message: RenewLeasesRequest) -> RenewLeasesResponse:
         if self.unavailable:
             raise Unavailable("the engine is down")
-        return RenewLeasesResponse(lost=[i for i in message.lease_ids if i in self.lost_leases])
+        return RenewLeasesResponse(
+            lost=[i for i in message.lease_ids if i in self.lost_leases],
+            cancel_requested=[i for i in message.lease_ids if i in self.cancelling],
+        )
 
     async def release_leases(self, message: ReleaseLeasesRequest) -> ReleaseLeasesResponse:
         self.released.extend(message.lease_ids)

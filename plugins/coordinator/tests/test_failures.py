@@ -159,6 +159,41 @@ async def test_a_lease_lost_on_renewal_frees_its_slot() -> None:
         await stream.end()
 
 
+async def test_a_cancellation_is_passed_to_the_worker_once() -> None:
+    async with running(lease_ttl_ms=150) as (_, coordinator), coordinator.open() as stream:
+        fake = coordinator.dispatcher
+        renewals = 0
+        three_more = asyncio.Event()
+        renew = fake.renew_leases
+
+        async def counting(message: RenewLeasesRequest) -> RenewLeasesResponse:
+            nonlocal renewals
+            renewals += 1
+            if renewals >= 3:
+                three_more.set()
+            return await renew(message)
+
+        await stream.send_request()
+        worker = WorkerStream(stream)
+        await worker.register(slots=1)
+        fake.add_ready("r1")
+        assert await dispatched(worker) == "r1"
+        fake.cancelling.add("L-r1")
+        notice = await asyncio.wait_for(worker.recv(), 5)
+        assert notice is not None
+        assert notice.cancel is not None
+        assert (notice.cancel.run_id, notice.cancel.lease_id) == ("r1", "L-r1")
+        fake.renew_leases = counting  # type: ignore[method-assign]
+        await asyncio.wait_for(three_more.wait(), 5)
+        # Three renewals later, the next message is the ack of this report: no second notice.
+        report = ReportRequest(run_id="r1", lease_id="L-r1")
+        await worker.send(report=WorkerReport(request_id=7, report=report))
+        ack = await asyncio.wait_for(worker.recv(), 5)
+        assert ack is not None
+        assert ack.report_ack is not None
+        await stream.end()
+
+
 async def test_a_failing_renewal_does_not_stop_the_heartbeat_watch() -> None:
     async with running(heartbeat_ms=50, lease_ttl_ms=150) as (_, coordinator):
         fake = coordinator.dispatcher

@@ -39,7 +39,13 @@ from trine_proto.trine.v1 import (
 TAKE_WORK_WAIT_MS = 1_000
 MISSED_HEARTBEATS = 5
 REGISTER_TIMEOUT_S = 10.0
-SLOT_ENDING = (ReportOutcome.FINISHED, ReportOutcome.RETRY_SCHEDULED)
+SLOT_ENDING = (
+    ReportOutcome.FINISHED,
+    ReportOutcome.RETRY_SCHEDULED,
+    ReportOutcome.SUSPENDED,
+)
+# Lease renewal also tells us which runs are being cancelled, so it runs at least this often.
+MAX_RENEW_INTERVAL_S = 1.0
 
 
 class WorkerService(WorkerServiceBase):  # type: ignore[misc]
@@ -289,9 +295,11 @@ class WorkerService(WorkerServiceBase):  # type: ignore[misc]
     # -- heartbeats and leases -------------------------------------------------------------------
 
     async def _watch(self) -> None:
-        """Close silent workers; renew the leases of live ones every lease_ttl / 3."""
+        """Close silent workers; renew the leases of live ones every lease_ttl / 3 (at most a
+        second apart: the answer also names the runs being cancelled, which their workers must
+        hear of promptly)."""
         interval = self.settings.heartbeat_interval_ms / 1000
-        renew_every = self.settings.lease_ttl_ms / 3000
+        renew_every = min(self.settings.lease_ttl_ms / 3000, MAX_RENEW_INTERVAL_S)
         last_renewal = time.monotonic()
         while True:
             # Ticks often enough for both jobs: a lease_ttl_ms under 3 heartbeat intervals must
@@ -327,3 +335,6 @@ class WorkerService(WorkerServiceBase):  # type: ignore[misc]
             for run_id, lease_id in list(session.in_flight.items()):
                 if lease_id == lease:
                     session.finish(run_id, lease_id)
+        for lease in response.cancel_requested:
+            if lease in held:
+                held[lease].notify_cancel(lease)

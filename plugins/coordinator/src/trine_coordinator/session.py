@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from trine_proto.trine.v1 import CoordinatorMessage
+from trine_proto.trine.v1 import CancelNotice, CoordinatorMessage
 
 
 @dataclass(eq=False)
@@ -34,6 +34,8 @@ class WorkerSession:
     """Set when a slot frees or the session changes state, so the dispatch loop looks again."""
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     """The session's reader and dispatch loop, cancelled when the session ends."""
+    cancel_notified: set[str] = field(default_factory=set)
+    """Leases whose cancellation the worker was told of (once is enough)."""
 
     @property
     def free_slots(self) -> int:
@@ -46,10 +48,21 @@ class WorkerSession:
             self.outbox.put_nowait(message)
 
     def finish(self, run_id: str, lease_id: str) -> None:
-        """The run no longer holds a slot here (finished, retry scheduled, or lease lost)."""
+        """The run no longer holds a slot here (finished, suspended, retry scheduled, or lease
+        lost)."""
+        self.cancel_notified.discard(lease_id)
         if self.in_flight.get(run_id) == lease_id:
             del self.in_flight[run_id]
             self.wakeup.set()
+
+    def notify_cancel(self, lease_id: str) -> None:
+        """Tell the worker that the run it holds under ``lease_id`` is being cancelled."""
+        if lease_id in self.cancel_notified:
+            return
+        run_id = next((r for r, lease in self.in_flight.items() if lease == lease_id), None)
+        if run_id is not None:
+            self.cancel_notified.add(lease_id)
+            self.send(CoordinatorMessage(cancel=CancelNotice(run_id=run_id, lease_id=lease_id)))
 
     def drain(self) -> None:
         self.draining = True
