@@ -21,6 +21,7 @@ from grpclib.server import Server
 
 import trine
 from trine_proto.trine.v1 import (
+    CancelNotice,
     Command,
     CoordinatorMessage,
     JournalEntry,
@@ -95,6 +96,11 @@ class FakeSession:
 
     def dispatch(self, item: WorkItem) -> None:
         self.outbox.put_nowait(CoordinatorMessage(dispatch=item))
+
+    def cancel(self, run_id: str, lease_id: str) -> None:
+        """Tell the worker that the run it holds under ``lease_id`` is being cancelled."""
+        notice = CancelNotice(run_id=run_id, lease_id=lease_id)
+        self.outbox.put_nowait(CoordinatorMessage(cancel=notice))
 
     def close(self) -> None:
         """End the stream from the coordinator's side."""
@@ -257,10 +263,15 @@ def build_item(
     journal: list[JournalEntry] | None = None,
     step_attempts: dict[int, int] | None = None,
     attempt: int = 1,
+    cancel_requested: bool = False,
 ) -> WorkItem:
     return WorkItem(
         run=Run(
-            id=run_id, function=function, input=json.dumps(input).encode(), attempt=attempt - 1
+            id=run_id,
+            function=function,
+            input=json.dumps(input).encode(),
+            attempt=attempt - 1,
+            cancel_requested=cancel_requested,
         ),
         lease=Lease(id=f"lease-{run_id}-{attempt}", attempt=attempt),
         journal=journal or [],

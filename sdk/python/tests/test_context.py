@@ -111,7 +111,7 @@ async def test_a_different_step_at_a_journaled_position_fails_the_run(
     assert value.error.type == "NonDeterminismError"
     assert "'validate'" in value.error.message
     assert "'charge'" in value.error.message
-    assert "step 0" in value.error.message
+    assert "position 0" in value.error.message
     assert not value.error.retryable
 
 

@@ -24,10 +24,13 @@ from ._version import __version__
 from .client import Client
 from .context import Context
 from .errors import (
+    CancelledError,
+    ChildRunError,
     ClientError,
     NonDeterminismError,
     NonRetryableError,
     RunFailedError,
+    SignalTimeout,
     StepError,
     TrineError,
 )
@@ -35,6 +38,8 @@ from .retry import RetryPolicy
 from .worker import Worker
 
 __all__ = [
+    "CancelledError",
+    "ChildRunError",
     "Client",
     "ClientError",
     "Context",
@@ -42,6 +47,7 @@ __all__ = [
     "NonRetryableError",
     "RetryPolicy",
     "RunFailedError",
+    "SignalTimeout",
     "StepError",
     "TrineError",
     "Worker",

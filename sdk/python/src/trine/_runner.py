@@ -22,8 +22,8 @@ from trine_proto.trine.v1 import (
 
 from . import _codec
 from ._session import LEASE_LOST, PAYLOAD_TOO_LARGE, UNAVAILABLE, RunReporter
-from .context import Context, RunAborted
-from .errors import AttemptEnded
+from .context import CANCELLED, Context, RunAborted
+from .errors import AttemptEnded, CancelledError
 from .retry import RetryPolicy
 
 log = logging.getLogger("trine.worker")
@@ -40,16 +40,12 @@ class FunctionDef:
     retry: RetryPolicy | None
 
 
-async def execute(
-    definition: FunctionDef,
-    item: WorkItem,
-    reporter: RunReporter,
-    *,
-    max_payload_bytes: int,
-) -> None:
-    """Run one attempt of ``item``'s run and report its end, unless the attempt ended early."""
+def make_context(
+    definition: FunctionDef, item: WorkItem, reporter: RunReporter, *, max_payload_bytes: int
+) -> Context:
+    """The context of one attempt of ``item``'s run."""
     run = item.run
-    ctx = Context(
+    return Context(
         run_id=run.id,
         function=definition.name,
         attempt=item.lease.attempt if item.lease is not None else run.attempt,
@@ -58,7 +54,20 @@ async def execute(
         reporter=reporter,
         max_payload_bytes=max_payload_bytes,
         logger=log,
+        cancel_requested=run.cancel_requested,
     )
+
+
+async def execute(
+    definition: FunctionDef,
+    item: WorkItem,
+    ctx: Context,
+    reporter: RunReporter,
+    *,
+    max_payload_bytes: int,
+) -> None:
+    """Run one attempt of ``item``'s run and report its end, unless the attempt ended early."""
+    run = item.run
     error: ErrorInfo | None = None
     result = b""
     try:
@@ -72,6 +81,9 @@ async def execute(
         return
     except RunAborted as aborted:
         error = aborted.info
+    except CancelledError as exc:
+        # Not caught, or raised again after cleaning up: the run ends cancelled.
+        error = ctx.fatal or ErrorInfo(type=CANCELLED, message=str(exc), retryable=False)
     except Exception as exc:
         error = ctx.fatal or _codec.error_info(exc)
     else:

@@ -1,14 +1,24 @@
-"""``Context``: what a workflow uses to take durable steps and emit events, with replay.
+"""``Context``: what a workflow uses to take durable steps, wait and emit events, with replay.
 
-A run is re-executed from the top on every attempt. Steps the journal already holds are not run
-again: ``ctx.step`` returns their recorded output (or raises their recorded error), so the code
-between steps must be deterministic and only the first unjournaled step does real work.
+A run is re-executed from the top on every attempt. Calls the journal already holds are not made
+again: ``ctx.step`` returns its recorded output (or raises its recorded error), a finished sleep
+returns at once, a received signal or a finished child run returns its recorded value. So the code
+between ``ctx`` calls must be deterministic (``ctx.now``, ``ctx.uuid`` and ``ctx.random`` give it
+journaled values) and only the first unjournaled call does real work.
+
+A wait (``sleep``, ``wait_for_signal``, ``run``) that cannot be answered at once *suspends* the run:
+the engine journals it, the attempt ends here (the worker slot is free) and the run is dispatched
+again once the wait resolves, replaying up to it.
 
 A new step's ``StepStarted`` is held back for ``STEP_STARTED_DELAY_S``: a step that ends sooner
 reports started and completed (or failed) in one report, one durable commit instead of two; a
 longer one announces its start (not awaited) when the delay runs out, so an event stream still
 shows a slow step as it begins. ``ctx.step`` returns only once every report of the step is
 acknowledged: a result the caller has seen is durable and will never be computed again.
+
+Cancellation reaches the workflow as :class:`~trine.CancelledError` at one journaled position (the
+wait it is suspended in, the step it is running, or its next call), so a replay raises it at the
+same place and the clean-up code after it replays too.
 """
 
 from __future__ import annotations
@@ -16,30 +26,75 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+import math
+import random as _random
+import uuid as _uuid
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, overload
 
 from trine_proto.trine.v1 import (
+    CancelObserved,
     Command,
     Emit,
+    EntryKind,
     ErrorInfo,
     JournalEntry,
     ReportAck,
     ReportOutcome,
     ReportResponse,
+    Sleep,
+    StartChild,
     StepCompleted,
     StepFailed,
     StepStarted,
+    WaitSignal,
 )
 
 from . import _codec
 from ._session import LEASE_LOST, PAYLOAD_TOO_LARGE, UNAVAILABLE, RunReporter
-from .errors import AttemptEnded, NonDeterminismError, StepError
+from .errors import (
+    AttemptEnded,
+    CancelledError,
+    ChildRunError,
+    NonDeterminismError,
+    SignalTimeout,
+    StepError,
+)
 from .retry import RetryPolicy
 
 T = TypeVar("T")
 
 STEP_STARTED_DELAY_S = 0.02
+# Error types the engine writes into journal entries (trine_engine.state_machine).
+CANCELLED = "Cancelled"
+SIGNAL_TIMEOUT = "SignalTimeout"
+MAX_SIGNAL_NAME = 200
+
+_KIND_WORDS = {
+    EntryKind.STEP: "step",
+    EntryKind.SLEEP: "sleep",
+    EntryKind.SIGNAL: "signal wait",
+    EntryKind.CHILD: "child run",
+    EntryKind.CANCEL: "cancellation",
+}
+
+
+def describe(kind: EntryKind, name: str) -> str:
+    """How a journaled call reads in an error: ``step 'charge'``, ``sleep``."""
+    word = _KIND_WORDS.get(kind, "call")
+    return word if kind == EntryKind.SLEEP else f"{word} {name!r}"
+
+
+def _seconds(value: float | timedelta, what: str) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{what} must be a non-negative number of seconds, not {value!r}")
+    return seconds
+
+
+def _millis(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
 
 
 class RunAborted(BaseException):
@@ -81,6 +136,7 @@ class Context:
         reporter: RunReporter,
         max_payload_bytes: int,
         logger: logging.Logger,
+        cancel_requested: bool = False,
     ) -> None:
         self.run_id = run_id
         self.function = function
@@ -93,18 +149,36 @@ class Context:
         self._reporter = reporter
         self._max_payload_bytes = max_payload_bytes
         self._next_index = 0
-        # The report "turn": a step sends its final report only after the step before it has
+        # The report "turn": a call sends its final report only after the call before it has
         # settled, so steps run concurrently (asyncio.gather) still reach the journal in index
-        # order. For sequential steps the event is always already set and costs nothing.
+        # order. For sequential calls the event is always already set and costs nothing.
         self._turn = asyncio.Event()
         self._turn.set()
         # Set once the run is known to be unrecoverable; it fails even if the workflow catches it.
         self.fatal: ErrorInfo | None = None
+        self._cancel_requested = cancel_requested
+        self._cancel_delivered = False
+        self._inner: asyncio.Future[Any] | None = None
+        self._inner_cancelled = False
 
     @property
     def replaying(self) -> bool:
-        """True while the workflow is still re-walking steps the journal already holds."""
+        """True while the workflow is still re-walking calls the journal already holds."""
         return self._next_index < len(self._journal)
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once this run is being cancelled (the workflow may be cleaning up)."""
+        return self._cancel_requested
+
+    def request_cancel(self) -> None:
+        """The worker heard that this run is being cancelled: interrupt the async step running
+        now, if any (unless the workflow already got its cancellation and is cleaning up)."""
+        self._cancel_requested = True
+        inner = self._inner
+        if not self._cancel_delivered and inner is not None and not inner.done():
+            self._inner_cancelled = True
+            inner.cancel()
 
     # -- steps -----------------------------------------------------------------------------------
 
@@ -115,6 +189,7 @@ class Context:
         fn: Callable[..., Awaitable[T]],
         *args: Any,
         retry: RetryPolicy | None = None,
+        timeout: float | timedelta | None = None,
     ) -> T: ...
 
     @overload
@@ -124,6 +199,7 @@ class Context:
         fn: Callable[..., T],
         *args: Any,
         retry: RetryPolicy | None = None,
+        timeout: float | timedelta | None = None,
     ) -> T: ...
 
     async def step(
@@ -132,20 +208,24 @@ class Context:
         fn: Callable[..., Any],
         *args: Any,
         retry: RetryPolicy | None = None,
+        timeout: float | timedelta | None = None,
     ) -> Any:
         """Run ``fn(*args)`` once, durably: its JSON output is journaled and replayed after that.
 
         ``fn`` may be sync (called directly, so keep it quick) or async. When it raises, the
         engine retries the step per ``retry`` (else the function's policy): the attempt ends here
-        and the run is dispatched again after the backoff. When the step fails for good,
-        ``StepError`` is raised here, and may be caught.
+        and the run is dispatched again after the backoff. ``timeout`` (seconds) bounds each
+        attempt of an async ``fn``: past it, the attempt is cancelled and fails with
+        ``TimeoutError``, retried like any error. When the step fails for good, ``StepError`` is
+        raised here, and may be caught.
         """
         if not name:
             raise ValueError("a step needs a name")
-        index = self._next_index
-        self._next_index += 1
-        if index < len(self._journal):
-            return self._replay(index, name)
+        limit = None if timeout is None else _seconds(timeout, "a step's timeout")
+        index, entry = self._next(EntryKind.STEP, name)
+        if entry is not None:
+            return self._value(entry)
+        await self._deliver_pending_cancel(index, name)
 
         attempt = self._step_attempts.get(index, 0) + 1
         input_digest = _codec.digest(args)
@@ -164,7 +244,10 @@ class Context:
             try:
                 value = fn(*args)
                 if inspect.isawaitable(value):
-                    value = await value
+                    value = await self._run_inner(value, name, limit)
+            except CancelledError as exc:
+                failure = exc
+                info = ErrorInfo(type=CANCELLED, message=str(exc), retryable=False)
             except Exception as exc:
                 failure, info = exc, _codec.error_info(exc)
             else:
@@ -226,22 +309,34 @@ class Context:
                     info.message,
                 )
                 raise AttemptEnded("retry scheduled")
+            if isinstance(failure, CancelledError):
+                self._cancel_delivered = True
+                raise failure
             raise StepError(name, index, info.type, info.message, info.traceback) from failure
         finally:
             announce.cancel()
             mine.set()
 
-    def _replay(self, index: int, name: str) -> Any:
-        entry = self._journal[index]
-        if entry.name != name:
-            error = NonDeterminismError(index, entry.name, name)
-            self.fatal = _codec.error_info(error, retryable=False)
-            raise error
-        if entry.error is not None:
-            raise StepError(
-                name, index, entry.error.type, entry.error.message, entry.error.traceback
-            )
-        return _codec.decode(entry.output)
+    async def _run_inner(self, awaitable: Awaitable[Any], name: str, limit: float | None) -> Any:
+        """Await an async step's work as its own task, so a timeout or a cancellation notice
+        can stop it without stopping the workflow."""
+        task = asyncio.ensure_future(awaitable)
+        self._inner = task
+        try:
+            try:
+                done, _ = await asyncio.wait({task}, timeout=limit)
+            except BaseException:
+                task.cancel()  # the worker is stopping: the step stops with it
+                raise
+            if not done:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                raise TimeoutError(f"step {name!r} did not finish within {limit:g}s")
+            if task.cancelled() and self._inner_cancelled:
+                raise CancelledError(f"run {self.run_id} was cancelled during step {name!r}")
+            return task.result()
+        finally:
+            self._inner = None
 
     def _encode_output(
         self, name: str, value: Any
@@ -262,13 +357,225 @@ class Context:
             return None, ErrorInfo(type="PayloadTooLarge", message=message), b""
         return None, None, output
 
+    # -- deterministic values --------------------------------------------------------------------
+
+    async def now(self) -> datetime:
+        """The current time (UTC), journaled: a replay sees the time of the first execution."""
+        ms: int = await self.step("ctx.now", _codec.now_ms)
+        return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+    async def uuid(self) -> _uuid.UUID:
+        """A random UUID (version 4), journaled: a replay sees the same one."""
+        text: str = await self.step("ctx.uuid", lambda: str(_uuid.uuid4()))
+        return _uuid.UUID(text)
+
+    async def random(self) -> float:
+        """A random float in [0, 1), journaled: a replay sees the same one."""
+        value: float = await self.step("ctx.random", _random.random)
+        return float(value)
+
+    # -- durable waits ---------------------------------------------------------------------------
+
+    async def sleep(self, duration: float | timedelta) -> None:
+        """Sleep ``duration`` (seconds or a timedelta) durably: the run suspends, freeing this
+        worker's slot, and resumes after the engine's timer fires, even across restarts."""
+        seconds = _seconds(duration, "a sleep's duration")
+        [entry] = await self._waits(
+            [(EntryKind.SLEEP, "sleep")],
+            lambda index, _: Command(
+                sleep=Sleep(index=index, duration_ms=math.ceil(seconds * 1000))
+            ),
+        )
+        self._value(entry)
+
+    async def sleep_until(self, when: datetime | float) -> None:
+        """Sleep until ``when`` (an aware datetime, or seconds since the epoch)."""
+        if isinstance(when, datetime):
+            if when.tzinfo is None:
+                raise ValueError("sleep_until needs an aware datetime (with a tzinfo)")
+            seconds = when.timestamp()
+        else:
+            seconds = _seconds(when, "sleep_until's time")
+        until = max(1, math.ceil(seconds * 1000))
+        [entry] = await self._waits(
+            [(EntryKind.SLEEP, "sleep")],
+            lambda index, _: Command(sleep=Sleep(index=index, until_ms=until)),
+        )
+        self._value(entry)
+
+    async def wait_for_signal(self, name: str, *, timeout: float | timedelta | None = None) -> Any:
+        """Wait for the signal ``name`` (``POST /v1/runs/{id}/signals/{name}``) and return its
+        JSON payload. A signal sent before the wait is kept and returned at once; signals of one
+        name are taken oldest first. With ``timeout`` (seconds), raises ``SignalTimeout`` when
+        none came in time. The run is suspended while it waits."""
+        if not name or len(name) > MAX_SIGNAL_NAME:
+            raise ValueError(f"a signal name is 1 to {MAX_SIGNAL_NAME} characters, not {name!r}")
+        timeout_ms = 0 if timeout is None else _millis(_seconds(timeout, "a signal's timeout"))
+        [entry] = await self._waits(
+            [(EntryKind.SIGNAL, name)],
+            lambda index, _: Command(
+                wait_signal=WaitSignal(index=index, name=name, timeout_ms=timeout_ms)
+            ),
+        )
+        return self._value(entry)
+
+    async def run(
+        self, function: str, input: Any = None, *, timeout: float | timedelta | None = None
+    ) -> Any:
+        """Start a child run of ``function`` with ``input`` and return its result; the parent is
+        suspended while the child runs. A failed or cancelled child raises ``ChildRunError``.
+        ``timeout`` (seconds) is the child's run timeout."""
+        [result] = await self.run_many([(function, input)], timeout=timeout)
+        return result
+
+    async def run_many(
+        self,
+        calls: Iterable[tuple[str, Any]],
+        *,
+        timeout: float | timedelta | None = None,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """Fan out: start one child run per ``(function, input)`` pair at once, wait for all of
+        them, and return their results in order. The first failed child raises
+        ``ChildRunError``, unless ``return_exceptions``, which puts the error in its place."""
+        pairs = list(calls)
+        for function, _ in pairs:
+            if not function:
+                raise ValueError("a child run needs a function name")
+        if not pairs:
+            return []
+        inputs = [_codec.encode(value) for _, value in pairs]
+        for position, data in enumerate(inputs):
+            if len(data) > self._max_payload_bytes:
+                raise ValueError(
+                    f"the input of child run {position} ({pairs[position][0]!r}) is "
+                    f"{len(data)} bytes; the limit is {self._max_payload_bytes}"
+                )
+        timeout_ms = 0 if timeout is None else _millis(_seconds(timeout, "a child's timeout"))
+        entries = await self._waits(
+            [(EntryKind.CHILD, function) for function, _ in pairs],
+            lambda index, position: Command(
+                start_child=StartChild(
+                    index=index,
+                    function=pairs[position][0],
+                    input=inputs[position],
+                    timeout_ms=timeout_ms,
+                )
+            ),
+        )
+        results: list[Any] = []
+        for entry in entries:
+            try:
+                results.append(self._value(entry))
+            except ChildRunError as error:
+                if not return_exceptions:
+                    raise
+                results.append(error)
+        return results
+
+    async def _waits(
+        self,
+        calls: Sequence[tuple[EntryKind, str]],
+        command: Callable[[int, int], Command],
+    ) -> list[JournalEntry]:
+        """The journal entries of these waits: replayed, resolved at once, or (when one must
+        wait) the run suspends and this attempt ends. ``command(index, position)`` builds the
+        command of a wait the journal does not hold yet."""
+        kind, name = calls[0]
+        first_index, first = self._next(kind, name)
+        if first is None:
+            await self._deliver_pending_cancel(first_index, name)
+        slots = [(first_index, first)] + [self._next(k, n) for k, n in calls[1:]]
+        missing = [(index, position) for position, (index, e) in enumerate(slots) if e is None]
+        if not missing:
+            return [e for _, e in slots if e is not None]
+        previous, mine = self._turn, asyncio.Event()
+        self._turn = mine
+        try:
+            await previous.wait()
+            future = self._reporter.send(*(command(index, pos) for index, pos in missing))
+            response = await self._settle(future)
+        finally:
+            mine.set()
+        if response.outcome == ReportOutcome.SUSPENDED:
+            raise AttemptEnded("suspended")
+        resolved = {entry.index: entry for entry in response.resolved}
+        entries: list[JournalEntry] = []
+        for index, entry in slots:
+            entry = entry or resolved.get(index)
+            if entry is None:
+                raise RunAborted(
+                    ErrorInfo(
+                        type="ProtocolError",
+                        message=f"the engine neither suspended the run nor resolved call {index}",
+                    )
+                )
+            entries.append(entry)
+        return entries
+
+    # -- the journal -----------------------------------------------------------------------------
+
+    def _next(self, kind: EntryKind, name: str) -> tuple[int, JournalEntry | None]:
+        """Take the next journal position for a call; its entry when the journal has it.
+
+        Raises ``NonDeterminismError`` (and marks the run failed) when the journal recorded a
+        different call there, and ``CancelledError`` where a cancellation was observed."""
+        index = self._next_index
+        self._next_index += 1
+        if index >= len(self._journal):
+            return index, None
+        entry = self._journal[index]
+        if entry.kind == EntryKind.CANCEL:
+            self._cancel_delivered = True
+            raise CancelledError(entry.error.message if entry.error else "the run was cancelled")
+        if entry.kind != kind or entry.name != name:
+            error = NonDeterminismError(
+                index, describe(entry.kind, entry.name), describe(kind, name)
+            )
+            self.fatal = _codec.error_info(error, retryable=False)
+            raise error
+        return index, entry
+
+    def _value(self, entry: JournalEntry) -> Any:
+        """A resolved entry's value, or its error raised as the workflow should see it."""
+        error = entry.error
+        if error is None:
+            return None if entry.kind == EntryKind.SLEEP else _codec.decode(entry.output)
+        if error.type == CANCELLED and (self._cancel_requested or entry.kind != EntryKind.CHILD):
+            self._cancel_delivered = True
+            raise CancelledError(error.message)
+        if entry.kind == EntryKind.SIGNAL and error.type == SIGNAL_TIMEOUT:
+            raise SignalTimeout(entry.name, error.message)
+        if entry.kind == EntryKind.CHILD:
+            raise ChildRunError(
+                entry.child_run_id, entry.name, error.type, error.message, error.traceback
+            )
+        raise StepError(entry.name, entry.index, error.type, error.message, error.traceback)
+
+    async def _deliver_pending_cancel(self, index: int, name: str) -> None:
+        """If the run is being cancelled and the workflow was not told yet, tell it here: journal
+        the position (so a replay raises at the same call) and raise ``CancelledError``."""
+        if not self._cancel_requested or self._cancel_delivered:
+            return
+        self._cancel_delivered = True
+        self._next_index = index + 1
+        previous, mine = self._turn, asyncio.Event()
+        self._turn = mine
+        try:
+            await previous.wait()
+            observed = CancelObserved(index=index, name=name)
+            await self._settle(self._reporter.send(Command(cancel_observed=observed)))
+        finally:
+            mine.set()
+        raise CancelledError(f"run {self.run_id} is being cancelled")
+
     # -- events ----------------------------------------------------------------------------------
 
     async def emit(self, name: str, data: Any = None) -> None:
         """Publish a custom event (``custom`` on the run's SSE stream) with JSON ``data``.
 
-        While the workflow replays steps the journal already holds, an emit is skipped: it was
-        sent by an earlier attempt. An emit after the last journaled step is sent again, so a
+        While the workflow replays calls the journal already holds, an emit is skipped: it was
+        sent by an earlier attempt. An emit after the last journaled call is sent again, so a
         consumer should tolerate the rare duplicate after a crash.
         """
         if not name:
@@ -293,6 +600,8 @@ class Context:
 
     def _check(self, ack: ReportAck) -> None:
         if not ack.error_code:
+            if ack.response is not None and ack.response.cancel_requested:
+                self._cancel_requested = True
             return
         if ack.error_code == LEASE_LOST:
             # Another attempt owns the run now (or it was cancelled): nothing of ours counts.

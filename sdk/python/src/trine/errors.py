@@ -47,21 +47,61 @@ class StepError(TrineError):
 
 
 class NonDeterminismError(TrineError):
-    """The workflow asked for a different step than the journal recorded at that position.
+    """The workflow asked for something other than what the journal recorded at that position.
 
-    Replay relies on a workflow calling the same steps in the same order every time; when it does
-    not, the journal cannot be trusted for this run, so the run fails with this error (the code
-    changed under a run in flight, or the workflow branches on something that is not a step).
+    Replay relies on a workflow making the same ``ctx`` calls (steps, sleeps, signal waits, child
+    runs) in the same order every time; when it does not, the journal cannot be trusted for this
+    run, so the run fails with this error (the code changed under a run in flight, or the
+    workflow branches on something that is not journaled). ``expected`` and ``got`` describe the
+    two calls, e.g. ``step 'charge'`` and ``sleep``.
     """
 
     def __init__(self, index: int, expected: str, got: str) -> None:
         super().__init__(
-            f"non-deterministic workflow: step {index} is {got!r} in this execution, but the "
-            f"journal recorded {expected!r} at that position"
+            f"non-deterministic workflow: at journal position {index} this execution calls "
+            f"{got}, but the journal recorded {expected} there"
         )
         self.index = index
         self.expected = expected
         self.got = got
+
+
+class CancelledError(TrineError):
+    """The run is being cancelled (``POST /v1/runs/{id}/cancel``, or its parent's cancellation).
+
+    Raised at the workflow's ``ctx`` call where it learns of it: the wait it is suspended in, the
+    step it is running (an async step is cancelled), or its next call. Catch it to clean up (with
+    more steps, within the runtime's grace period); the run then ends ``cancelled`` if the
+    workflow raises, ``completed`` if it returns. Not ``asyncio.CancelledError``: that one means
+    this worker is stopping, not that the run was cancelled.
+    """
+
+
+class SignalTimeout(TrineError, TimeoutError):
+    """``ctx.wait_for_signal`` waited its ``timeout`` and the signal did not come."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class ChildRunError(TrineError):
+    """A child run started with ``ctx.run`` or ``ctx.run_many`` failed or was cancelled.
+
+    ``type`` and ``message`` are the child's final error (``UnknownFunction`` when no worker
+    registered its function); ``child_run_id`` names it for the API.
+    """
+
+    def __init__(
+        self, child_run_id: str, function: str, type: str, message: str, traceback: str = ""
+    ) -> None:
+        where = f"child run {child_run_id} " if child_run_id else "child run "
+        super().__init__(f"{where}({function!r}) failed: {type}: {message}")
+        self.child_run_id = child_run_id
+        self.function = function
+        self.type = type
+        self.message = message
+        self.traceback = traceback
 
 
 class RunFailedError(TrineError):

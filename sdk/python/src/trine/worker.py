@@ -39,9 +39,10 @@ from trine_proto.trine.v1 import (
     WorkItem,
 )
 
-from ._runner import FunctionDef, execute
+from ._runner import FunctionDef, execute, make_context
 from ._session import RunReporter, Session
 from ._version import __version__
+from .context import Context
 from .retry import RetryPolicy
 
 log = logging.getLogger("trine.worker")
@@ -99,6 +100,7 @@ class Worker:
         self.register_timeout = register_timeout
         self._functions: dict[str, FunctionDef] = {}
         self._runs: dict[str, asyncio.Task[None]] = {}
+        self._contexts: dict[str, Context] = {}  # by lease id, for cancellation notices
         self._stop: asyncio.Event | None = None
         self._draining = False
         self._signals = 0
@@ -351,6 +353,11 @@ class Worker:
                 session.on_ack(value)
             elif kind == "dispatch":
                 self._start_run(value, session)
+            elif kind == "cancel":
+                ctx = self._contexts.get(value.lease_id)
+                if ctx is not None:
+                    ctx.log.info("the run is being cancelled")
+                    ctx.request_cancel()
             else:
                 log.debug("ignoring a %r message from the coordinator", kind)
 
@@ -410,21 +417,20 @@ class Worker:
                 "dispatched run %s of %r, which this worker does not serve", run.id, run.function
             )
             return
+        reporter = RunReporter(session, run.id, lease.id)
+        ctx = make_context(definition, item, reporter, max_payload_bytes=self.max_payload_bytes)
         task = asyncio.create_task(
-            execute(
-                definition,
-                item,
-                RunReporter(session, run.id, lease.id),
-                max_payload_bytes=self.max_payload_bytes,
-            ),
+            execute(definition, item, ctx, reporter, max_payload_bytes=self.max_payload_bytes),
             name=f"trine-run-{run.id}",
         )
         self._runs[lease.id] = task
+        self._contexts[lease.id] = ctx
         task.add_done_callback(lambda t: self._run_done(lease.id, run.id, t))
 
     def _run_done(self, lease_id: str, run_id: str, task: asyncio.Task[None]) -> None:
         if self._runs.get(lease_id) is task:
             del self._runs[lease_id]
+            self._contexts.pop(lease_id, None)
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("run %s crashed in the SDK", run_id, exc_info=exc)
 
