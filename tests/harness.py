@@ -192,9 +192,11 @@ class Cluster:
         return [proc.terminate() for proc in self.runtime]
 
     def start_worker(self, script: str = "order_worker.py", *args: str, **env: str) -> Proc:
-        """Start a worker process and wait until the coordinator accepted its registration."""
-        argv = [sys.executable, str(EXAMPLES / script), *args]
-        proc = self.spawn(script.removesuffix(".py"), argv, **env)
+        """Start a worker process and wait until the coordinator accepted its registration.
+        ``script`` is a file in ``examples/``, or a path from the repository's root."""
+        path = ROOT / script if "/" in script else EXAMPLES / script
+        argv = [sys.executable, str(path), *args]
+        proc = self.spawn(path.stem, argv, **env)
         self.wait_registered(proc)
         return proc
 

@@ -391,3 +391,20 @@ async def test_a_bad_sleep_fails_the_run_with_a_clear_error(
     assert kind == "run_failed"
     assert value.error.type == "ValueError"
     assert "non-negative number of seconds" in value.error.message
+
+
+async def test_a_function_timeout_is_registered_with_the_function(
+    coordinator, make_worker, serve
+) -> None:
+    worker = make_worker()
+
+    @worker.function(timeout=timedelta(minutes=2))
+    async def bounded(ctx: trine.Context, _: None) -> None:
+        return None
+
+    serve(worker)
+    session = await coordinator.registered()
+    [spec] = session.register.functions
+    assert (spec.name, spec.timeout_ms) == ("bounded", 120_000)
+    with pytest.raises(ValueError, match="positive seconds"):
+        worker.function(timeout=0)

@@ -33,11 +33,13 @@ WorkflowFn = Callable[..., Awaitable[Any]]
 
 @dataclass(frozen=True, slots=True)
 class FunctionDef:
-    """A registered workflow: its name on the wire, the coroutine function, its retry policy."""
+    """A registered workflow: its name on the wire, the coroutine function, its retry policy and
+    its default run timeout (0: none)."""
 
     name: str
     fn: WorkflowFn
     retry: RetryPolicy | None
+    timeout_ms: int = 0
 
 
 def make_context(

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import math
 import os
 import random
 import signal
@@ -21,6 +22,7 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import timedelta
 from typing import Any, TypeVar, overload
 
 import betterproto2
@@ -115,7 +117,11 @@ class Worker:
 
     @overload
     def function(
-        self, *, name: str | None = None, retry: RetryPolicy | None = None
+        self,
+        *,
+        name: str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | timedelta | None = None,
     ) -> Callable[[F], F]: ...
 
     def function(
@@ -124,10 +130,19 @@ class Worker:
         *,
         name: str | None = None,
         retry: RetryPolicy | None = None,
+        timeout: float | timedelta | None = None,
     ) -> Any:
         """Register an ``async def f(ctx, input)`` as a workflow, as ``@worker.function`` or
-        ``@worker.function(name=..., retry=...)``. ``retry`` is the default policy of its steps
-        (the runtime's default when omitted). Returns the function unchanged."""
+        ``@worker.function(name=..., retry=..., timeout=...)``. ``retry`` is the default policy
+        of its steps (the runtime's default when omitted); ``timeout`` (seconds) the default run
+        timeout of its runs (a run past it fails with ``RunTimeout``). Returns the function
+        unchanged."""
+        timeout_ms = 0
+        if timeout is not None:
+            seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+            if not math.isfinite(seconds) or seconds <= 0:
+                raise ValueError(f"a function's timeout must be positive seconds, not {timeout!r}")
+            timeout_ms = math.ceil(seconds * 1000)
 
         def register(f: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
             if not inspect.iscoroutinefunction(f):
@@ -135,7 +150,7 @@ class Worker:
             key = name or f.__name__
             if key in self._functions:
                 raise ValueError(f"a function named {key!r} is already registered")
-            self._functions[key] = FunctionDef(key, f, retry)
+            self._functions[key] = FunctionDef(key, f, retry, timeout_ms)
             return f
 
         return register(fn) if fn is not None else register
@@ -290,7 +305,11 @@ class Worker:
         return Register(
             worker_id=self.worker_id,
             functions=[
-                FunctionSpec(name=d.name, retry=d.retry.to_proto() if d.retry else None)
+                FunctionSpec(
+                    name=d.name,
+                    retry=d.retry.to_proto() if d.retry else None,
+                    timeout_ms=d.timeout_ms,
+                )
                 for d in self._functions.values()
             ],
             max_concurrency=self.max_concurrency,
