@@ -253,3 +253,19 @@ async def test_run_timeout_fails_the_run_and_fences_its_worker(h: Harness) -> No
     assert final.error.type == "RunTimeout"
     with pytest.raises(LeaseLost):
         await h.report(item, h.completed(0))
+
+
+async def test_a_run_being_cancelled_waits_for_nothing(h: Harness) -> None:
+    await h.register()
+    run = await h.start()
+    item = await h.take_one()
+    await h.report(item, h.completed(0))
+    await h.engine.cancel_run(CancelRunRequest(run_id=run.id))
+    # The worker had not heard yet: its next waits resolve at once with the cancellation.
+    response = await h.report(item, h.sleep(1, duration_ms=60_000), h.wait_signal(2, "x"))
+    assert response.outcome == ReportOutcome.CONTINUE
+    assert response.cancel_requested
+    assert [e.error.type for e in response.resolved] == ["Cancelled", "Cancelled"]
+    child = await h.report(item, h.child(3))
+    assert child.resolved[0].error.type == "Cancelled"
+    assert await h.take() == []  # no child run was created

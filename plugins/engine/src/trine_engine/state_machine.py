@@ -234,7 +234,12 @@ class StateMachine:
                     until_ms=until,
                 )
                 length, last_name = length + 1, SLEEP_NAME
-                if until <= at:
+                if run.cancel_requested:  # a run being cancelled waits for nothing
+                    entry = dataclasses.replace(
+                        entry, error=cancelled_error(run.id, ""), ended_at_ms=at
+                    )
+                    plan.resolved.append(entry)
+                elif until <= at:
                     entry = dataclasses.replace(entry, ended_at_ms=at)
                     plan.resolved.append(entry)
                 else:
@@ -258,7 +263,12 @@ class StateMachine:
                     until_ms=at + value.timeout_ms if value.timeout_ms else 0,
                 )
                 length, last_name = length + 1, value.name
-                if taken < len(kept):
+                if run.cancel_requested:
+                    entry = dataclasses.replace(
+                        entry, error=cancelled_error(run.id, ""), ended_at_ms=at
+                    )
+                    plan.resolved.append(entry)
+                elif taken < len(kept):
                     plan.consumed[value.name] = taken + 1
                     entry = dataclasses.replace(entry, output=kept[taken], ended_at_ms=at)
                     plan.resolved.append(entry)
@@ -279,15 +289,20 @@ class StateMachine:
                 self.check_size(child_input, f"the input of child run {value.index}")
                 length, last_name = length + 1, value.function
                 child_spec = self.functions.get(value.function)
-                if child_spec is None:
+                refusal = None
+                if run.cancel_requested:
+                    refusal = cancelled_error(run.id, "")
+                elif child_spec is None:
+                    refusal = ErrorInfo(
+                        type=UNKNOWN_FUNCTION_ERROR_TYPE,
+                        message=f"no worker has registered function {value.function!r}",
+                    )
+                if refusal is not None or child_spec is None:
                     entry = JournalEntry(
                         index=value.index,
                         name=value.function,
                         kind=EntryKind.CHILD,
-                        error=ErrorInfo(
-                            type=UNKNOWN_FUNCTION_ERROR_TYPE,
-                            message=f"no worker has registered function {value.function!r}",
-                        ),
+                        error=refusal,
                         started_at_ms=at,
                         ended_at_ms=at,
                     )
