@@ -1,9 +1,12 @@
 """A small in-memory Backend for the gateway's unit tests, and an SSE reader.
 
 It keeps the contract's observable behaviour (docs/internals.md, "Starting, reading,
-cancelling"): idempotency keys, ``wait_run`` with a timeout, id-ordered pages, subscriptions that
-replay then follow and end after the final event. Tests drive runs with :meth:`FakeBackend.emit`
-and :meth:`FakeBackend.finish`, and observe waits and subscriptions through asyncio events.
+cancelling"): idempotency keys, run deadlines, ``wait_run`` with a timeout, id-ordered pages,
+subscriptions that replay then follow and end after the final event, cancellation (at once for a
+run that never took a step, else requested with a deadline), signals (delivered to a pending
+signal wait of that name, else kept). Tests drive runs with :meth:`FakeBackend.emit`,
+:meth:`FakeBackend.finish`, :meth:`FakeBackend.suspend` and :meth:`FakeBackend.cancelled`, and
+observe waits and subscriptions through asyncio events.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import httpx
 from trine_core import PayloadTooLarge, RunFinished, RunNotFound, UnknownFunction
 from trine_proto.trine.v1 import (
     CancelRunRequest,
+    EntryKind,
     ErrorInfo,
     Event,
     FunctionSpec,
@@ -36,15 +40,24 @@ from trine_proto.trine.v1 import (
     RetryPolicy,
     Run,
     RunStatus,
+    SignalRunRequest,
+    SignalRunResponse,
     StartRunRequest,
     StartRunResponse,
     SubscribeRequest,
+    Wait,
     WaitRunRequest,
 )
 
 FINAL = {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED}
 FINAL_TYPES = {"run.completed", "run.failed", "run.cancelled"}
 T0 = 1_700_000_000_123  # 2023-11-14T22:13:20.123Z
+CANCEL_GRACE_MS = 30_000
+WAIT_EVENTS = {
+    EntryKind.SLEEP: "timer.started",
+    EntryKind.SIGNAL: "signal.waiting",
+    EntryKind.CHILD: "child.started",
+}
 
 
 class FakeBackend:
@@ -67,6 +80,8 @@ class FakeBackend:
         self.journals: dict[str, list[JournalEntry]] = {}
         self.idempotency: dict[str, str] = {}
         self.started: list[StartRunRequest] = []
+        self.signals: list[SignalRunRequest] = []
+        """Every signal taken (delivered or kept), in order."""
         self._ids = itertools.count(1)
         self._changed: dict[str, asyncio.Condition] = {}
         self.waiting = asyncio.Event()
@@ -105,6 +120,39 @@ class FakeBackend:
         run.result = json.dumps(result).encode()
         run.worker_id = ""
         await self.emit(run_id, "run.completed", data={"result": result})
+
+    async def suspend(self, run_id: str, *entries: JournalEntry) -> None:
+        """Journal pending waits and suspend the run on them, as a worker's report would."""
+        run = self.runs[run_id]
+        for entry in entries:
+            entry.pending = True
+            self.journals[run_id].append(entry)
+        run.status = RunStatus.SUSPENDED
+        run.worker_id = ""
+        run.journal_length = len(self.journals[run_id])
+        run.waiting = [
+            Wait(
+                index=e.index,
+                kind=e.kind,
+                name=e.name,
+                until_ms=e.until_ms,
+                child_run_id=e.child_run_id,
+            )
+            for e in self.journals[run_id]
+            if e.pending
+        ]
+        for entry in entries:
+            await self.emit(run_id, WAIT_EVENTS[entry.kind], entry.name, {"index": entry.index})
+
+    async def cancelled(self, run_id: str) -> None:
+        """The workflow finished cleaning up after a requested cancellation (or the grace
+        deadline passed): the run is cancelled."""
+        run = self.runs[run_id]
+        run.status = RunStatus.CANCELLED
+        run.worker_id = ""
+        run.waiting = []
+        run.error = ErrorInfo(type="Cancelled", message="cancelled")
+        await self.emit(run_id, "run.cancelled")
 
     async def fail(self, run_id: str, message: str) -> None:
         run = self.runs[run_id]
@@ -148,6 +196,7 @@ class FakeBackend:
             idempotency_key=message.idempotency_key,
             created_at_ms=T0,
             updated_at_ms=T0,
+            deadline_ms=T0 + message.timeout_ms if message.timeout_ms else 0,
         )
         self.runs[run_id] = run
         self.events[run_id] = []
@@ -215,10 +264,44 @@ class FakeBackend:
         run = self._run(message.run_id)
         if run.status in FINAL:
             raise RunFinished(f"run {run.id} is already {run.status.name.lower()}")
-        run.status = RunStatus.CANCELLED
-        run.error = ErrorInfo(type="Cancelled", message=message.reason or "cancelled")
-        await self.emit(run.id, "run.cancelled", data={"reason": message.reason})
+        if run.cancel_requested:
+            return run
+        if not self.journals[run.id] and not run.worker_id:  # nothing to clean up
+            run.status = RunStatus.CANCELLED
+            run.error = ErrorInfo(type="Cancelled", message=message.reason or "cancelled")
+            await self.emit(run.id, "run.cancelled", data={"reason": message.reason})
+            return run
+        run.cancel_requested = True
+        run.cancel_deadline_ms = T0 + CANCEL_GRACE_MS
+        await self.emit(run.id, "run.cancel_requested", data={"reason": message.reason})
         return run
+
+    async def signal_run(self, message: SignalRunRequest) -> SignalRunResponse:
+        run = self._run(message.run_id)
+        if run.status in FINAL:
+            raise RunFinished(f"run {run.id} already {run.status.name.lower()}")
+        payload = message.payload or b"null"
+        if len(payload) > self.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"signal {message.name!r} is {len(payload)} bytes, more than "
+                f"{self.max_payload_bytes}"
+            )
+        self.signals.append(message)
+        waiting = [
+            entry
+            for entry in self.journals[run.id]
+            if entry.pending and entry.kind == EntryKind.SIGNAL and entry.name == message.name
+        ]
+        if waiting:
+            entry = waiting[0]
+            entry.pending = False
+            entry.output = payload
+            entry.ended_at_ms = T0 + 1
+            run.waiting = [w for w in run.waiting if w.index != entry.index]
+            if not run.waiting:
+                run.status = RunStatus.PENDING
+        await self.emit(run.id, "signal.received", message.name, json.loads(payload))
+        return SignalRunResponse(run=run, delivered=bool(waiting))
 
     async def get_journal(self, message: GetJournalRequest) -> GetJournalResponse:
         return GetJournalResponse(entries=self.journals[self._run(message.run_id).id])

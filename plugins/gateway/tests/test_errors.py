@@ -55,6 +55,16 @@ async def test_wrong_or_missing_fields(gateway: Gateway, body: Any, key: str | N
     assert gateway.backend.started == []
 
 
+@pytest.mark.parametrize("timeout_s", [0, -1, -0.5, 0.0, "soon", "-3", True, [5], {"s": 5}, 1e300])
+async def test_bad_timeout_s(gateway: Gateway, timeout_s: Any) -> None:
+    response = await gateway.http.post(
+        "/v1/runs", json={"function": "order", "input": 1, "timeout_s": timeout_s}
+    )
+    problem = error(response, 400, "invalid_request")
+    assert "timeout_s" in problem["message"]
+    assert gateway.backend.started == []
+
+
 async def test_empty_body_is_invalid(gateway: Gateway) -> None:
     response = await gateway.http.post("/v1/runs")
     error(response, 400, "invalid_request")
@@ -70,6 +80,8 @@ async def test_bad_wait_values(gateway: Gateway, wait: str) -> None:
     assert gateway.backend.started == []
     read = await gateway.http.get(f"{RUN}", params={"wait": wait})
     error(read, 400, "invalid_request")
+    cancel = await gateway.http.post(f"{RUN}/cancel", params={"wait": wait})
+    error(cancel, 400, "invalid_request")
 
 
 async def test_unknown_function_lists_the_known_ones(gateway: Gateway) -> None:
@@ -112,6 +124,8 @@ async def test_unknown_run(gateway: Gateway) -> None:
     error(await gateway.http.get(RUN, params={"wait": 1}), 404, "run_not_found")
     error(await gateway.http.get(f"{RUN}/journal"), 404, "run_not_found")
     error(await gateway.http.post(f"{RUN}/cancel"), 404, "run_not_found")
+    error(await gateway.http.post(f"{RUN}/cancel", params={"wait": 1}), 404, "run_not_found")
+    error(await gateway.http.post(f"{RUN}/signals/go"), 404, "run_not_found")
     error(await gateway.http.get(f"{RUN}/events"), 404, "run_not_found")
 
 

@@ -161,3 +161,25 @@ async def test_subscription_failure_mid_stream_is_an_error_event(gateway: Gatewa
     assert sse.events[-1]["data"] == {
         "error": {"code": "unavailable", "message": "engine went away"}
     }
+
+
+async def test_durable_event_types_pass_through(gateway: Gateway) -> None:
+    types = [
+        "timer.started",
+        "timer.fired",
+        "signal.waiting",
+        "signal.received",
+        "signal.timed_out",
+        "child.started",
+        "child.finished",
+        "run.cancel_requested",
+    ]
+    run_id = await start(gateway)
+    for type_ in types:
+        await gateway.backend.emit(run_id, type_, "x", {"index": 0})
+    await gateway.backend.cancelled(run_id)
+    async with gateway.http.stream("GET", f"/v1/runs/{run_id}/events") as response:
+        sse = await read_sse(response)
+    assert sse.ended
+    assert [e["event"] for e in sse.events] == ["run.started", *types, "run.cancelled"]
+    assert [e["data"]["type"] for e in sse.events[1:-1]] == types

@@ -79,12 +79,26 @@ async def test_openapi_schema_lists_the_api(gateway: Gateway) -> None:
         "/v1/runs/{run_id}/journal",
         "/v1/runs/{run_id}/events",
         "/v1/runs/{run_id}/cancel",
+        "/v1/runs/{run_id}/signals/{name}",
         "/v1/functions",
         "/healthz",
     } <= set(schema["paths"])
     start = schema["paths"]["/v1/runs"]["post"]
     assert {"200", "201", "202", "400", "404", "413"} <= set(start["responses"])
-    assert {"StartRunBody", "RunOut", "ErrorBody"} <= set(schema["components"]["schemas"])
+    components = schema["components"]["schemas"]
+    assert {"StartRunBody", "RunOut", "ErrorBody", "SignalOut", "WaitOut"} <= set(components)
+    assert "timeout_s" in components["StartRunBody"]["properties"]
+    assert {"cancel_requested", "cancel_deadline", "parent_run_id", "deadline", "waiting"} <= set(
+        components["RunOut"]["properties"]
+    )
+    cancel = schema["paths"]["/v1/runs/{run_id}/cancel"]["post"]
+    assert {"200", "202", "404", "409"} <= set(cancel["responses"])
+    assert "wait" in {p["name"] for p in cancel["parameters"]}
+    signal = schema["paths"]["/v1/runs/{run_id}/signals/{name}"]["post"]
+    assert signal["summary"]
+    assert "delivered" in signal["description"]
+    assert {"202", "400", "404", "409", "413"} <= set(signal["responses"])
+    assert "requestBody" in signal
     ui = await gateway.http.get("/schema")
     assert ui.status_code == 200
     assert ui.headers["content-type"].startswith("text/html")

@@ -31,6 +31,7 @@ class FakeGateway:
     def __init__(self) -> None:
         self.requests: list[httpx.Request] = []
         self.polls = 0
+        self.signals: list[object] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
@@ -63,6 +64,34 @@ class FakeGateway:
             return httpx.Response(404, json={"error": {"code": "run_not_found", "message": "?"}})
         if request.method == "POST" and path == "/v1/runs/r1/cancel":
             return httpx.Response(200, json=run_json("r1", "cancelled"))
+        if request.method == "POST" and path == "/v1/runs/r2/cancel":
+            # a run that took steps: the workflow cleans up first
+            if "wait" in request.url.params:
+                return httpx.Response(200, json=run_json("r2", "cancelled"))
+            run = run_json("r2", "running")
+            run["cancel_requested"] = True
+            run["cancel_deadline"] = "2025-01-01T00:00:30.000Z"
+            return httpx.Response(202, json=run)
+        if request.method == "POST" and path == "/v1/runs/done/cancel":
+            return httpx.Response(
+                409, json={"error": {"code": "run_finished", "message": "run done already"}}
+            )
+        if request.method == "POST" and path.startswith("/v1/runs/r1/signals/"):
+            name = path.removeprefix("/v1/runs/r1/signals/")
+            if name != "approved":
+                return httpx.Response(
+                    400, json={"error": {"code": "invalid_argument", "message": "bad name"}}
+                )
+            self.signals.append(json.loads(request.content))
+            return httpx.Response(
+                202,
+                json={
+                    "run_id": "r1",
+                    "signal": name,
+                    "delivered": True,
+                    "run": run_json("r1", "pending"),
+                },
+            )
         if request.method == "GET" and path == "/v1/runs/r1/events":
             after = int(request.headers.get("last-event-id", "0"))
             return httpx.Response(
@@ -149,6 +178,68 @@ async def test_http_errors_become_client_errors(client) -> None:
 async def test_cancel(client, gateway) -> None:
     assert (await client.cancel("r1", reason="stop"))["status"] == "cancelled"
     assert json.loads(gateway.requests[-1].content) == {"reason": "stop"}
+    assert "wait" not in gateway.requests[-1].url.params
+
+
+async def test_cancel_that_is_requested_answers_the_run_not_final_yet(client, gateway) -> None:
+    run = await client.cancel("r2")
+    assert (run["status"], run["cancel_requested"]) == ("running", True)
+    assert run["cancel_deadline"] == "2025-01-01T00:00:30.000Z"
+    assert gateway.requests[-1].content == b""
+    waited = await client.cancel("r2", "stop", wait=5)
+    assert waited["status"] == "cancelled"
+    assert float(gateway.requests[-1].url.params["wait"]) == 5
+
+
+async def test_cancel_of_a_finished_run_is_a_client_error(client) -> None:
+    with pytest.raises(trine.ClientError) as info:
+        await client.cancel("done")
+    assert (info.value.status, info.value.code) == (409, "run_finished")
+
+
+async def test_start_passes_the_runs_timeout(client, gateway) -> None:
+    await client.start("order", {"order_id": "o-1"}, timeout=90.5)
+    body = json.loads(gateway.requests[-1].content)
+    assert body == {"function": "order", "input": {"order_id": "o-1"}, "timeout_s": 90.5}
+    await client.start("order")
+    assert "timeout_s" not in json.loads(gateway.requests[-1].content)
+
+
+async def test_run_passes_the_runs_timeout_apart_from_its_wait(client, gateway) -> None:
+    assert await client.run("order", {}, timeout=30, run_timeout=600) == {"ok": True}
+    start = gateway.requests[0]
+    assert json.loads(start.content)["timeout_s"] == 600
+    assert float(start.url.params["wait"]) == 30
+    first = len(gateway.requests)
+    await client.run("order", {})
+    assert "timeout_s" not in json.loads(gateway.requests[first].content)
+
+
+@pytest.mark.parametrize("payload", [{"by": "ana", "ok": True}, [1, "ü"], "yes", 0, None])
+async def test_signal_sends_its_payload_as_json(client, gateway, payload: object) -> None:
+    answer = await client.signal("r1", "approved", payload)
+    assert answer["delivered"] is True
+    assert (answer["run_id"], answer["signal"]) == ("r1", "approved")
+    assert answer["run"]["id"] == "r1"
+    request = gateway.requests[-1]
+    assert request.method == "POST"
+    assert request.url.path == "/v1/runs/r1/signals/approved"
+    assert request.headers["content-type"] == "application/json"
+    assert gateway.signals == [payload]
+
+
+async def test_signal_without_a_payload_sends_null(client, gateway) -> None:
+    await client.signal("r1", "approved")
+    assert gateway.requests[-1].content == b"null"
+
+
+async def test_signal_name_is_quoted_and_errors_are_client_errors(client, gateway) -> None:
+    with pytest.raises(trine.ClientError) as info:
+        await client.signal("r1", "a/b c", 1)
+    assert (info.value.status, info.value.code) == (400, "invalid_argument")
+    assert gateway.requests[-1].url.raw_path == b"/v1/runs/r1/signals/a%2Fb%20c"
+    with pytest.raises(ValueError, match="JSON compliant"):
+        await client.signal("r1", "approved", float("nan"))
 
 
 async def test_events_parse_sse_and_resume(client, gateway) -> None:

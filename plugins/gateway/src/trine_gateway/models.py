@@ -14,12 +14,37 @@ import msgspec
 RunStatusName = Literal["pending", "running", "suspended", "completed", "failed", "cancelled"]
 """A run's status as the API spells it: the proto enum's name, lower-cased."""
 
+EntryKindName = Literal["step", "sleep", "signal", "child", "cancel"]
+"""What a journal entry records: a step the worker ran, a wait the engine resolves (a timer, a
+signal, a child run), or the position where the workflow was told of its cancellation."""
+
+WaitKindName = Literal["sleep", "signal", "child"]
+"""What a suspended run waits for."""
+
+MAX_TIMEOUT_S = 100 * 365 * 24 * 3600
+"""The largest ``timeout_s`` a start accepts (100 years): enough for any run, and it keeps the
+deadline in milliseconds well inside the contract's 64 bits."""
+
 
 class StartRunBody(msgspec.Struct, forbid_unknown_fields=False):
     """``POST /v1/runs``: which function to run, with what input."""
 
     function: Annotated[str, msgspec.Meta(min_length=1, description="a registered function")]
     input: Any = None
+    timeout_s: (
+        Annotated[
+            float,
+            msgspec.Meta(
+                gt=0,
+                le=MAX_TIMEOUT_S,
+                description=(
+                    "seconds, more than 0: fail the run (RunTimeout) if it has not finished by "
+                    "then; rounded up to milliseconds"
+                ),
+            ),
+        ]
+        | None
+    ) = None
 
 
 class CancelBody(msgspec.Struct):
@@ -32,6 +57,19 @@ class ErrorInfoOut(msgspec.Struct):
     type: str
     message: str
     traceback: str
+
+
+class WaitOut(msgspec.Struct):
+    """One thing a suspended run waits for: an unresolved entry of its journal."""
+
+    kind: WaitKindName
+    index: int
+    """The journal position of the wait."""
+    name: str
+    """The signal's name, the child's function, or ``sleep``."""
+    until: str | None
+    """When the timer is due, or when the signal wait times out; ``null`` when it does not."""
+    child_run_id: str | None
 
 
 class RunOut(msgspec.Struct):
@@ -48,6 +86,27 @@ class RunOut(msgspec.Struct):
     created_at: str
     """ISO-8601 UTC with milliseconds, e.g. ``2025-01-31T12:00:00.000Z``."""
     updated_at: str
+    cancel_requested: bool
+    """A cancellation was asked while the run could clean up: it ends as ``cancelled``."""
+    cancel_deadline: str | None
+    """When a requested cancellation is forced if the run has not ended; ``null`` if none."""
+    parent_run_id: str | None
+    """The run that started this one as its child; ``null`` for a run started over the API."""
+    deadline: str | None
+    """When the run fails with ``RunTimeout`` if it has not finished; ``null`` if never."""
+    waiting: list[WaitOut]
+    """While ``suspended``: what the run waits for; empty otherwise."""
+
+
+class SignalOut(msgspec.Struct):
+    """``POST /v1/runs/{id}/signals/{name}``: the signal is recorded."""
+
+    run_id: str
+    signal: str
+    delivered: bool
+    """``true``: the run was waiting for this signal and resumes with it. ``false``: it is kept
+    until the run waits for a signal of this name."""
+    run: RunOut
 
 
 class RunListOut(msgspec.Struct):
@@ -58,13 +117,21 @@ class RunListOut(msgspec.Struct):
 
 class JournalEntryOut(msgspec.Struct):
     index: int
+    kind: EntryKindName
     name: str
+    """The step's name, the signal's name, the child's function, or ``sleep``."""
     input_digest: str
     output: Any
+    """A step's output, a signal's payload, a child's result; ``null`` while pending."""
     error: ErrorInfoOut | None
     attempt: int
     started_at: str | None
     ended_at: str | None
+    pending: bool
+    """A wait not resolved yet: the run is suspended on it."""
+    until: str | None
+    """When the timer is due, or when the signal wait times out; ``null`` when it does not."""
+    child_run_id: str | None
 
 
 class JournalOut(msgspec.Struct):

@@ -9,6 +9,7 @@ and annotations are resolved at runtime, so every name used in one is imported a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -16,10 +17,17 @@ from typing import Annotated, Any
 from litestar import Response, get, post
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
-from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+from litestar.params import (
+    Body,
+    FromPath,
+    HeaderParameter,
+    JSONBody,
+    PathParameter,
+    QueryParameter,
+)
 from litestar.response import ServerSentEvent
 
-from trine_core import Backend, TrineError, Unavailable, get_logger
+from trine_core import Backend, InvalidArgument, TrineError, Unavailable, get_logger
 from trine_gateway.lifecycle import Lifecycle
 from trine_gateway.models import (
     CancelBody,
@@ -30,6 +38,7 @@ from trine_gateway.models import (
     RunListOut,
     RunOut,
     RunStatusName,
+    SignalOut,
     StartRunBody,
 )
 from trine_gateway.serialization import (
@@ -39,6 +48,7 @@ from trine_gateway.serialization import (
     is_final,
     journal_entry_out,
     run_out,
+    seconds_to_ms,
 )
 from trine_gateway.sse import event_stream
 from trine_proto.trine.v1 import (
@@ -49,6 +59,7 @@ from trine_proto.trine.v1 import (
     ListRunsRequest,
     Run,
     RunStatus,
+    SignalRunRequest,
     StartRunRequest,
     WaitRunRequest,
 )
@@ -57,6 +68,8 @@ log = get_logger("gateway")
 
 MAX_WAIT_S = 300.0
 MAX_SEQ = (1 << 32) - 1
+MAX_SIGNAL_NAME = 200
+SIGNAL_NAME = re.compile(r"[A-Za-z0-9_.:-]+")
 
 WaitSeconds = Annotated[
     float | None,
@@ -67,6 +80,21 @@ WaitSeconds = Annotated[
     ),
 ]
 RunId = FromPath[str]
+
+
+def _check_signal_name(name: str) -> None:
+    if not 1 <= len(name) <= MAX_SIGNAL_NAME:
+        raise InvalidArgument(
+            f"a signal name is 1 to {MAX_SIGNAL_NAME} characters, not {len(name)}",
+            length=len(name),
+        )
+    if SIGNAL_NAME.fullmatch(name) is None:
+        bad = sorted({c for c in name if SIGNAL_NAME.fullmatch(c) is None})
+        raise InvalidArgument(
+            f"a signal name is made of ASCII letters, digits and _ . : -; "
+            f"{name!r} has {''.join(bad)!r}",
+            signal=name,
+        )
 
 
 @dataclass(frozen=True)
@@ -125,6 +153,7 @@ async def start_run(
             function=data.function,
             input=encode_input(data.input),
             idempotency_key=idempotency_key or "",
+            timeout_ms=seconds_to_ms(data.timeout_s) if data.timeout_s is not None else 0,
         )
     )
     run = started.run
@@ -178,7 +207,11 @@ async def list_runs(
 
 @get(
     "/v1/runs/{run_id:str}/journal",
-    summary="A run's journal: one entry per completed or finally failed step",
+    summary="A run's journal: its steps, waits (sleeps, signals, child runs) and cancellation",
+    description=(
+        "One entry per completed or finally failed step, and one per wait: `kind` is step, "
+        "sleep, signal, child or cancel; a wait not resolved yet is `pending`."
+    ),
     tags=["runs"],
     responses=_errors(404),
 )
@@ -191,15 +224,64 @@ async def read_journal(gateway: NamedDependency[Gateway], run_id: RunId) -> Jour
     "/v1/runs/{run_id:str}/cancel",
     status_code=200,
     summary="Cancel a run",
+    description=(
+        "200: the run is cancelled. 202: the cancellation is requested (`cancel_requested`): "
+        "the workflow is told and may clean up; the run ends as cancelled, at the latest at "
+        "`cancel_deadline`. With ?wait, the answer comes once the run is final (or the wait "
+        "runs out: 202). 409 run_finished: the run had already ended."
+    ),
     tags=["runs"],
-    responses=_errors(400, 404, 409),
+    responses={
+        202: ResponseSpec(RunOut, generate_examples=False, description="cancelling, not final"),
+        **_errors(400, 404, 409),
+    },
 )
 async def cancel_run(
-    gateway: NamedDependency[Gateway], run_id: RunId, data: JSONBody[CancelBody | None] = None
-) -> RunOut:
+    gateway: NamedDependency[Gateway],
+    run_id: RunId,
+    data: JSONBody[CancelBody | None] = None,
+    wait: WaitSeconds = None,
+) -> Response[RunOut]:
     reason = data.reason if data is not None else ""
     run = await gateway.backend.cancel_run(CancelRunRequest(run_id=run_id, reason=reason))
-    return run_out(run)
+    if wait is not None:
+        run = await gateway.wait(run, wait)
+    return Response(run_out(run), status_code=200 if is_final(run) else 202)
+
+
+@post(
+    "/v1/runs/{run_id:str}/signals/{name:str}",
+    status_code=202,
+    summary="Send a signal to a run",
+    response_description="the signal is recorded: delivered to the waiting run, or kept",
+    description=(
+        "The body, any JSON document (empty: null), is the signal's payload. A run waiting for "
+        "a signal of this name resumes with it (`delivered`: true); otherwise the signal is kept "
+        "until the run waits for one of this name (`delivered`: false). Signal names are 1 to "
+        f"{MAX_SIGNAL_NAME} characters of letters, digits and `_ . : -`. "
+        "409 run_finished: the run has already ended."
+    ),
+    tags=["runs"],
+    responses=_errors(400, 404, 409, 413),
+)
+async def signal_run(
+    gateway: NamedDependency[Gateway],
+    run_id: RunId,
+    name: Annotated[str, PathParameter(description="the signal's name")],
+    data: Annotated[
+        Any, Body(description="the signal's payload: any JSON document (empty body: null)")
+    ] = None,
+) -> Response[SignalOut]:
+    _check_signal_name(name)
+    answer = await gateway.backend.signal_run(
+        SignalRunRequest(run_id=run_id, name=name, payload=encode_input(data))
+    )
+    if answer.run is None:
+        raise TrineError("the backend took a signal but did not answer the run")
+    body = SignalOut(
+        run_id=answer.run.id, signal=name, delivered=answer.delivered, run=run_out(answer.run)
+    )
+    return Response(body, status_code=202)
 
 
 @get(
@@ -269,6 +351,7 @@ HANDLERS: list[Any] = [
     read_run,
     read_journal,
     cancel_run,
+    signal_run,
     run_events,
     list_functions,
     healthz,

@@ -7,12 +7,14 @@ milliseconds since the epoch in the messages and ISO-8601 UTC with milliseconds 
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
 import msgspec
 
 from trine_gateway.models import (
+    EntryKindName,
     ErrorInfoOut,
     EventOut,
     FunctionOut,
@@ -20,8 +22,11 @@ from trine_gateway.models import (
     RetryPolicyOut,
     RunOut,
     RunStatusName,
+    WaitKindName,
+    WaitOut,
 )
 from trine_proto.trine.v1 import (
+    EntryKind,
     ErrorInfo,
     Event,
     FunctionSpec,
@@ -29,6 +34,7 @@ from trine_proto.trine.v1 import (
     RetryPolicy,
     Run,
     RunStatus,
+    Wait,
 )
 
 NULL = msgspec.Raw(b"null")
@@ -42,6 +48,16 @@ _STATUS_NAMES: dict[RunStatus, RunStatusName] = {
     RunStatus.CANCELLED: "cancelled",
 }
 STATUS_BY_NAME: dict[str, RunStatus] = {name: status for status, name in _STATUS_NAMES.items()}
+_WAIT_KIND_NAMES: dict[EntryKind, WaitKindName] = {
+    EntryKind.SLEEP: "sleep",
+    EntryKind.SIGNAL: "signal",
+    EntryKind.CHILD: "child",
+}
+_ENTRY_KIND_NAMES: dict[EntryKind, EntryKindName] = {
+    EntryKind.STEP: "step",
+    **_WAIT_KIND_NAMES,
+    EntryKind.CANCEL: "cancel",
+}
 _json_encoder = msgspec.json.Encoder()
 
 
@@ -53,6 +69,15 @@ def payload(data: bytes) -> msgspec.Raw:
 def encode_input(value: Any) -> bytes:
     """A request's ``input`` as the JSON bytes a run carries."""
     return _json_encoder.encode(value)
+
+
+def seconds_to_ms(seconds: float) -> int:
+    """A duration in seconds → whole milliseconds, rounded up (at least 1).
+
+    Rounded to a nanosecond first, so that a float's binary error does not add a millisecond:
+    ``1.1 * 1000`` is ``1100.0000000000002``, which should be 1100, not 1101.
+    """
+    return max(1, math.ceil(round(seconds * 1000, 6)))
 
 
 def iso_ms(ms: int) -> str:
@@ -80,6 +105,24 @@ def error_out(error: ErrorInfo | None) -> ErrorInfoOut | None:
     return ErrorInfoOut(type=error.type, message=error.message, traceback=error.traceback)
 
 
+def entry_kind_name(kind: EntryKind) -> EntryKindName:
+    # An unknown kind would come from a newer engine; call it a step rather than fail a read.
+    return _ENTRY_KIND_NAMES.get(kind, "step")
+
+
+def wait_out(wait: Wait) -> WaitOut | None:
+    kind = _WAIT_KIND_NAMES.get(wait.kind)
+    if kind is None:
+        return None  # the engine only waits on sleeps, signals and children
+    return WaitOut(
+        kind=kind,
+        index=wait.index,
+        name=wait.name,
+        until=_iso_or_none(wait.until_ms),
+        child_run_id=wait.child_run_id or None,
+    )
+
+
 def run_out(run: Run) -> RunOut:
     return RunOut(
         id=run.id,
@@ -93,12 +136,18 @@ def run_out(run: Run) -> RunOut:
         worker_id=run.worker_id or None,
         created_at=iso_ms(run.created_at_ms),
         updated_at=iso_ms(run.updated_at_ms),
+        cancel_requested=run.cancel_requested,
+        cancel_deadline=_iso_or_none(run.cancel_deadline_ms),
+        parent_run_id=run.parent_run_id or None,
+        deadline=_iso_or_none(run.deadline_ms),
+        waiting=[out for out in map(wait_out, run.waiting) if out is not None],
     )
 
 
 def journal_entry_out(entry: JournalEntry) -> JournalEntryOut:
     return JournalEntryOut(
         index=entry.index,
+        kind=entry_kind_name(entry.kind),
         name=entry.name,
         input_digest=entry.input_digest,
         output=payload(entry.output) if entry.error is None else None,
@@ -106,6 +155,9 @@ def journal_entry_out(entry: JournalEntry) -> JournalEntryOut:
         attempt=entry.attempt,
         started_at=_iso_or_none(entry.started_at_ms),
         ended_at=_iso_or_none(entry.ended_at_ms),
+        pending=entry.pending,
+        until=_iso_or_none(entry.until_ms),
+        child_run_id=entry.child_run_id or None,
     )
 
 

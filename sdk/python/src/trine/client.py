@@ -2,7 +2,8 @@
 
 A thin layer over ``httpx.AsyncClient``: the gateway speaks JSON, so runs come back as the
 gateway's dicts (``id``, ``function``, ``status``, ``input``, ``result``, ``error``, ``attempt``,
-``created_at``, ``updated_at``) rather than as classes that would need to track its schema.
+``created_at``, ``updated_at``, ``cancel_requested``, ``deadline``, ``waiting``, ...) rather than
+as classes that would need to track its schema.
 Waiting uses the gateway's long poll (``?wait=SECONDS``), so a result arrives as soon as the run
 ends, without polling on a timer.
 """
@@ -15,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -69,12 +71,16 @@ class Client:
         function: str,
         input: Any = None,
         idempotency_key: str | None = None,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the run's deadline, not this call's
     ) -> dict[str, Any]:
         """Start a run of ``function`` with JSON ``input``; the run as the gateway returns it.
 
-        With an ``idempotency_key`` used before, that earlier run comes back instead.
+        With an ``idempotency_key`` used before, that earlier run comes back instead. A
+        ``timeout`` (seconds) is the run's deadline: if it has not finished by then, it fails
+        with ``RunTimeout``.
         """
-        return await self._start(function, input, idempotency_key, wait=None)
+        return await self._start(function, input, idempotency_key, wait=None, run_timeout=timeout)
 
     async def get(self, run_id: str) -> dict[str, Any]:
         """The run as it is now (``ClientError`` with code ``run_not_found`` if unknown)."""
@@ -112,21 +118,66 @@ class Client:
         timeout: float = 60.0,  # noqa: ASYNC109 - the run's deadline, spanning several requests
         *,
         idempotency_key: str | None = None,
+        run_timeout: float | None = None,
     ) -> Any:
-        """Start a run and return its result (as ``result()``): one request for a quick run."""
+        """Start a run and return its result (as ``result()``): one request for a quick run.
+
+        ``timeout`` is how long to wait for the result here (``TimeoutError`` after it; the run
+        goes on); ``run_timeout`` is the run's own deadline (as ``start(timeout=...)``), after
+        which it fails with ``RunTimeout``.
+        """
         deadline = time.monotonic() + timeout
         run = await self._start(
-            function, input, idempotency_key, wait=min(max(timeout, 0.001), LONG_POLL_S)
+            function,
+            input,
+            idempotency_key,
+            wait=min(max(timeout, 0.001), LONG_POLL_S),
+            run_timeout=run_timeout,
         )
         if run.get("status") not in FINAL_STATUSES:
             run = await self.wait(str(run["id"]), max(deadline - time.monotonic(), 0.001))
         return _outcome(run)
 
-    async def cancel(self, run_id: str, reason: str = "") -> dict[str, Any]:
-        """Cancel a run that is not final; the cancelled run (``ClientError`` ``run_finished``
-        if it already ended)."""
+    async def cancel(
+        self, run_id: str, reason: str = "", *, wait: float | None = None
+    ) -> dict[str, Any]:
+        """Cancel a run that is not final; the run as the gateway answers it (``ClientError``
+        ``run_finished`` if it already ended).
+
+        A run that never took a step is ``cancelled`` at once. Otherwise the cancellation is
+        requested: the run comes back not final yet, with ``cancel_requested`` true, while the
+        workflow cleans up; it ends as ``cancelled``, at the latest at ``cancel_deadline``. With
+        ``wait`` (seconds, at most 300), the gateway answers once the run is final or the wait
+        runs out; ``wait(run_id)`` waits longer.
+        """
         body = {"reason": reason} if reason else None
-        return await self._json("POST", f"/v1/runs/{run_id}/cancel", json=body)
+        params = {"wait": f"{wait:.3f}"} if wait is not None else None
+        return await self._json(
+            "POST",
+            f"/v1/runs/{run_id}/cancel",
+            json=body,
+            params=params,
+            request_timeout=self.timeout + (wait or 0),
+        )
+
+    async def signal(self, run_id: str, name: str, payload: Any = None) -> dict[str, Any]:
+        """Send the signal ``name`` with a JSON ``payload`` to a run that is not final.
+
+        The answer is ``{"run_id", "signal", "delivered", "run"}``: ``delivered`` is true when
+        the run was waiting for this signal (it resumes with ``payload``), false when the signal
+        is kept until the run waits for one of this name. ``ClientError`` with code
+        ``run_not_found``, ``run_finished`` (409) or ``invalid_argument`` (a name that is not 1
+        to 200 characters of letters, digits and ``_ . : -``).
+        """
+        return await self._json(
+            "POST",
+            f"/v1/runs/{run_id}/signals/{quote(name, safe='')}",
+            # always a JSON document, ``null`` included (as httpx encodes ``json=``)
+            content=json.dumps(
+                payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            ).encode(),
+            headers={"content-type": "application/json"},
+        )
 
     async def list_runs(
         self,
@@ -185,14 +236,22 @@ class Client:
     # -- plumbing --------------------------------------------------------------------------------
 
     async def _start(
-        self, function: str, input: Any, idempotency_key: str | None, wait: float | None
+        self,
+        function: str,
+        input: Any,
+        idempotency_key: str | None,
+        wait: float | None,
+        run_timeout: float | None = None,
     ) -> dict[str, Any]:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         params = {"wait": f"{wait:.3f}"} if wait is not None else None
+        body: dict[str, Any] = {"function": function, "input": input}
+        if run_timeout is not None:
+            body["timeout_s"] = run_timeout
         return await self._json(
             "POST",
             "/v1/runs",
-            json={"function": function, "input": input},
+            json=body,
             headers=headers,
             params=params,
             request_timeout=self.timeout + (wait or 0),
@@ -204,6 +263,7 @@ class Client:
         path: str,
         *,
         json: Any = None,
+        content: bytes | None = None,
         params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
         request_timeout: float | None = None,
@@ -212,6 +272,7 @@ class Client:
             method,
             path,
             json=json,
+            content=content,
             params=params,
             headers=headers,
             timeout=request_timeout if request_timeout is not None else self.timeout,
