@@ -18,6 +18,7 @@ from trine_core.errors import (
 )
 from trine_core.hookspecs import hookimpl
 from trine_core.logging import configure_logging, get_logger
+from trine_core.names import MAX_SIGNAL_NAME, check_signal_name
 from trine_core.protocols import BACKEND, DISPATCHER, Backend, Dispatcher
 from trine_core.registry import RoleRegistry, TransportRegistry
 from trine_core.roles import Role, RoleContext, Transport
@@ -27,6 +28,7 @@ from trine_core.settings import Settings, split_host_port
 __all__ = [
     "BACKEND",
     "DISPATCHER",
+    "MAX_SIGNAL_NAME",
     "Backend",
     "ConfigError",
     "Dispatcher",
@@ -46,6 +48,7 @@ __all__ = [
     "TrineError",
     "Unavailable",
     "UnknownFunction",
+    "check_signal_name",
     "configure_logging",
     "error_from_code",
     "get_logger",

@@ -269,3 +269,57 @@ async def test_a_run_being_cancelled_waits_for_nothing(h: Harness) -> None:
     child = await h.report(item, h.child(3))
     assert child.resolved[0].error.type == "Cancelled"
     assert await h.take() == []  # no child run was created
+
+
+async def test_a_worker_cannot_choose_a_child_run_id(h: Harness) -> None:
+    await h.register()
+    victim = await h.start()
+    done = await h.take_one()
+    await h.report(done, h.finish(b'"precious"'))
+    await h.start()
+    item = await h.take_one()
+    command = h.child(0)
+    command.start_child.run_id = victim.id  # an id that names an existing run
+    await h.report(item, command)
+    kept = await h.engine.get_run(GetRunRequest(run_id=victim.id))
+    assert kept.status == RunStatus.COMPLETED
+    assert kept.result == b'"precious"'
+    journal = (await h.engine.get_journal(GetJournalRequest(run_id=item.run.id))).entries
+    assert journal[0].child_run_id not in ("", victim.id)
+
+
+async def test_a_signal_payload_must_be_json(h: Harness) -> None:
+    await h.register()
+    run = await h.start()
+    with pytest.raises(InvalidArgument, match="not JSON"):
+        await _signal(h, run.id, "approve", b"not json")
+    with pytest.raises(InvalidArgument, match="letters, digits"):
+        await _signal(h, run.id, "needs approval")
+    await h.reopen()  # nothing was kept that could break a restart
+
+
+async def test_a_step_completion_cannot_pose_as_a_wait(h: Harness) -> None:
+    await h.register()
+    run = await h.start()
+    item = await h.take_one()
+    forged = h.completed(0)
+    forged.step_completed.entry.pending = True
+    forged.step_completed.entry.kind = EntryKind.SIGNAL
+    response = await h.report(item, forged)
+    assert response.outcome == ReportOutcome.CONTINUE
+    [entry] = (await h.engine.get_journal(GetJournalRequest(run_id=run.id))).entries
+    assert entry.kind == EntryKind.STEP
+    assert not entry.pending
+
+
+async def test_a_cancelled_child_is_not_the_parents_cancellation(h: Harness) -> None:
+    await h.register()
+    parent = await h.start()
+    item = await h.take_one()
+    await h.report(item, h.child(0))
+    journal = (await h.engine.get_journal(GetJournalRequest(run_id=parent.id))).entries
+    child_id = journal[0].child_run_id
+    await h.engine.cancel_run(CancelRunRequest(run_id=child_id))  # never started: at once
+    again = await _resumed(h)
+    assert again.run.id == parent.id
+    assert again.journal[0].error.type == "ChildCancelled"

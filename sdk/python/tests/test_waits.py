@@ -408,3 +408,81 @@ async def test_a_function_timeout_is_registered_with_the_function(
     assert (spec.name, spec.timeout_ms) == ("bounded", 120_000)
     with pytest.raises(ValueError, match="positive seconds"):
         worker.function(timeout=0)
+
+
+async def test_a_cancel_notice_interrupts_every_concurrent_async_step(
+    coordinator, make_worker, serve, item
+) -> None:
+    worker = make_worker()
+    running: list[str] = []
+    both = asyncio.Event()
+
+    def forever(name: str):
+        async def body() -> None:
+            running.append(name)
+            if len(running) == 2:
+                both.set()
+            await asyncio.Event().wait()
+
+        return body
+
+    @worker.function
+    async def pair(ctx: trine.Context, _: None) -> list:
+        outcomes = await asyncio.gather(
+            ctx.step("a", forever("a")), ctx.step("b", forever("b")), return_exceptions=True
+        )
+        return [type(o).__name__ for o in outcomes]
+
+    serve(worker)
+    session = await coordinator.registered()
+    work = item("r1", "pair")
+    session.dispatch(work)
+    await asyncio.wait_for(both.wait(), 10)
+    session.cancel("r1", work.lease.id)
+    await coordinator.until(lambda: session.finished("r1"))
+    kind, value = session.commands("r1")[-1]
+    assert kind == "run_completed"
+    assert json.loads(value.result) == ["CancelledError", "CancelledError"]
+
+
+async def test_a_cancelled_child_replays_as_child_run_error_even_while_cancelling(
+    coordinator, make_worker, serve, item
+) -> None:
+    worker = make_worker()
+
+    @worker.function
+    async def parent(ctx: trine.Context, _: None) -> str:
+        try:
+            await ctx.run("charge")
+        except trine.ChildRunError as exc:
+            return f"fallback after {exc.type}"
+        return "charged"
+
+    serve(worker)
+    session = await coordinator.registered()
+    gone = ErrorInfo(type="ChildCancelled", message="run c0 was cancelled")
+    journal = [wait_entry(0, EntryKind.CHILD, "charge", error=gone, child="c0")]
+    session.dispatch(item("r1", "parent", journal=journal, attempt=2, cancel_requested=True))
+    await coordinator.until(lambda: session.finished("r1"))
+    kind, value = session.commands("r1")[-1]
+    assert kind == "run_completed"
+    assert json.loads(value.result) == "fallback after ChildCancelled"
+
+
+@pytest.mark.parametrize("name", ["", "needs approval", "x" * 201])
+async def test_a_bad_signal_name_fails_the_run_clearly(
+    coordinator, make_worker, serve, item, name
+) -> None:
+    worker = make_worker()
+
+    @worker.function
+    async def approval(ctx: trine.Context, _: None) -> None:
+        await ctx.wait_for_signal(name)
+
+    serve(worker)
+    session = await coordinator.registered()
+    session.dispatch(item("r1", "approval"))
+    await coordinator.until(lambda: session.finished("r1"))
+    [(kind, value)] = session.commands("r1")
+    assert kind == "run_failed"
+    assert "a signal name is 1 to 200" in value.error.message

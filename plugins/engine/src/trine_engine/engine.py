@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -33,6 +34,7 @@ from trine_core import (
     Settings,
     Unavailable,
     UnknownFunction,
+    check_signal_name,
     get_logger,
 )
 from trine_engine.deadlines import Deadlines
@@ -94,7 +96,6 @@ DEFAULT_LIST_LIMIT = 50
 MAX_LIST_LIMIT = 1000
 DEFAULT_FINISHED_CACHE = 10_000
 DEFAULT_CANCEL_GRACE_MS = 30_000
-MAX_SIGNAL_NAME = 200
 _NON_FINAL_STATUSES = frozenset({RunStatus.PENDING, RunStatus.RUNNING, RunStatus.SUSPENDED})
 _FINAL_COMMANDS = ("run_completed", "run_failed")
 
@@ -398,12 +399,13 @@ class Engine:
     async def signal_run(self, message: SignalRunRequest) -> SignalRunResponse:
         self._usable()
         name = message.name
-        if not name or len(name) > MAX_SIGNAL_NAME:
-            raise InvalidArgument(
-                f"a signal name is 1 to {MAX_SIGNAL_NAME} characters, not {len(name)}"
-            )
+        check_signal_name(name)
         payload = message.payload or b"null"
         self._machine.check_size(payload, f"signal {name!r}")
+        try:
+            json.loads(payload)
+        except ValueError as exc:
+            raise InvalidArgument(f"the payload of signal {name!r} is not JSON: {exc}") from exc
         state = self._lookup(message.run_id)
         await self._finished_refusal(state)
         delivered = any(e.kind == EntryKind.SIGNAL and e.name == name for e in state.pending)
@@ -571,9 +573,10 @@ class Engine:
         )
 
     def _with_child_id(self, command: Command, now: int) -> Command:
-        """A ``StartChild`` gets its child's run id here, so the log record names the child."""
+        """A ``StartChild`` gets its child's run id here, so the log record names the child (an
+        id a worker sent is replaced: it could name an existing run)."""
         start = command.start_child
-        if start is None or start.run_id:
+        if start is None:
             return command
         return Command(start_child=dataclasses.replace(start, run_id=self._ids.new(now)))
 

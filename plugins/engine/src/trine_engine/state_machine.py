@@ -45,6 +45,7 @@ from trine_proto.trine.v1 import (
 )
 
 CANCELLED_ERROR_TYPE = "Cancelled"
+CHILD_CANCELLED_ERROR_TYPE = "ChildCancelled"
 SIGNAL_TIMEOUT_ERROR_TYPE = "SignalTimeout"
 RUN_TIMEOUT_ERROR_TYPE = "RunTimeout"
 UNKNOWN_FUNCTION_ERROR_TYPE = "UnknownFunction"
@@ -173,8 +174,14 @@ class StateMachine:
                 if not follows(entry.index, entry.name):
                     continue
                 output = event_data.json_or_null(entry.output)
-                entry = dataclasses.replace(
-                    entry, output=output, ended_at_ms=entry.ended_at_ms or at
+                entry = dataclasses.replace(  # a step: whatever wait fields a worker sent
+                    entry,
+                    output=output,
+                    ended_at_ms=entry.ended_at_ms or at,
+                    kind=EntryKind.STEP,
+                    pending=False,
+                    until_ms=0,
+                    child_run_id="",
                 )
                 plan.entries.append(entry)
                 length, last_name = length + 1, entry.name
@@ -626,7 +633,12 @@ class StateMachine:
         if run.status == RunStatus.COMPLETED:
             self._resolve(parent, entry, at, writes, output=run.result or b"null")
         else:
-            self._resolve(parent, entry, at, writes, error=run.error or ErrorInfo(type="Error"))
+            error = run.error or ErrorInfo(type="Error")
+            if error.type == CANCELLED_ERROR_TYPE:
+                # Not "Cancelled": that type in a parent's journal means the parent's own
+                # cancellation, which a replay must tell apart from a child's.
+                error = dataclasses.replace(error, type=CHILD_CANCELLED_ERROR_TYPE)
+            self._resolve(parent, entry, at, writes, error=error)
         self._wake_if_done(parent, at, writes, events)
 
     # -- ending ----------------------------------------------------------------------------------

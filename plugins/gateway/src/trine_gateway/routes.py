@@ -9,7 +9,6 @@ and annotations are resolved at runtime, so every name used in one is imported a
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -27,7 +26,14 @@ from litestar.params import (
 )
 from litestar.response import ServerSentEvent
 
-from trine_core import Backend, InvalidArgument, TrineError, Unavailable, get_logger
+from trine_core import (
+    MAX_SIGNAL_NAME,
+    Backend,
+    TrineError,
+    Unavailable,
+    check_signal_name,
+    get_logger,
+)
 from trine_gateway.lifecycle import Lifecycle
 from trine_gateway.models import (
     CancelBody,
@@ -68,8 +74,6 @@ log = get_logger("gateway")
 
 MAX_WAIT_S = 300.0
 MAX_SEQ = (1 << 32) - 1
-MAX_SIGNAL_NAME = 200
-SIGNAL_NAME = re.compile(r"[A-Za-z0-9_.:-]+")
 
 WaitSeconds = Annotated[
     float | None,
@@ -80,21 +84,6 @@ WaitSeconds = Annotated[
     ),
 ]
 RunId = FromPath[str]
-
-
-def _check_signal_name(name: str) -> None:
-    if not 1 <= len(name) <= MAX_SIGNAL_NAME:
-        raise InvalidArgument(
-            f"a signal name is 1 to {MAX_SIGNAL_NAME} characters, not {len(name)}",
-            length=len(name),
-        )
-    if SIGNAL_NAME.fullmatch(name) is None:
-        bad = sorted({c for c in name if SIGNAL_NAME.fullmatch(c) is None})
-        raise InvalidArgument(
-            f"a signal name is made of ASCII letters, digits and _ . : -; "
-            f"{name!r} has {''.join(bad)!r}",
-            signal=name,
-        )
 
 
 @dataclass(frozen=True)
@@ -272,7 +261,7 @@ async def signal_run(
         Any, Body(description="the signal's payload: any JSON document (empty body: null)")
     ] = None,
 ) -> Response[SignalOut]:
-    _check_signal_name(name)
+    check_signal_name(name)
     answer = await gateway.backend.signal_run(
         SignalRunRequest(run_id=run_id, name=name, payload=encode_input(data))
     )

@@ -28,6 +28,7 @@ import inspect
 import logging
 import math
 import random as _random
+import re
 import uuid as _uuid
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -70,6 +71,7 @@ STEP_STARTED_DELAY_S = 0.02
 CANCELLED = "Cancelled"
 SIGNAL_TIMEOUT = "SignalTimeout"
 MAX_SIGNAL_NAME = 200
+SIGNAL_NAME = re.compile(r"[A-Za-z0-9_.:-]+")  # as trine_core.names: a URL path segment
 
 _KIND_WORDS = {
     EntryKind.STEP: "step",
@@ -158,8 +160,8 @@ class Context:
         self.fatal: ErrorInfo | None = None
         self._cancel_requested = cancel_requested
         self._cancel_delivered = False
-        self._inner: asyncio.Future[Any] | None = None
-        self._inner_cancelled = False
+        self._inner: set[asyncio.Future[Any]] = set()  # async steps running now
+        self._interrupted: set[asyncio.Future[Any]] = set()  # those a cancellation stopped
 
     @property
     def replaying(self) -> bool:
@@ -175,10 +177,12 @@ class Context:
         """The worker heard that this run is being cancelled: interrupt the async step running
         now, if any (unless the workflow already got its cancellation and is cleaning up)."""
         self._cancel_requested = True
-        inner = self._inner
-        if not self._cancel_delivered and inner is not None and not inner.done():
-            self._inner_cancelled = True
-            inner.cancel()
+        if self._cancel_delivered:
+            return
+        for task in self._inner:
+            if not task.done():
+                self._interrupted.add(task)
+                task.cancel()
 
     # -- steps -----------------------------------------------------------------------------------
 
@@ -321,7 +325,7 @@ class Context:
         """Await an async step's work as its own task, so a timeout or a cancellation notice
         can stop it without stopping the workflow."""
         task = asyncio.ensure_future(awaitable)
-        self._inner = task
+        self._inner.add(task)
         try:
             try:
                 done, _ = await asyncio.wait({task}, timeout=limit)
@@ -332,11 +336,12 @@ class Context:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
                 raise TimeoutError(f"step {name!r} did not finish within {limit:g}s")
-            if task.cancelled() and self._inner_cancelled:
+            if task.cancelled() and task in self._interrupted:
                 raise CancelledError(f"run {self.run_id} was cancelled during step {name!r}")
             return task.result()
         finally:
-            self._inner = None
+            self._inner.discard(task)
+            self._interrupted.discard(task)
 
     def _encode_output(
         self, name: str, value: Any
@@ -408,8 +413,11 @@ class Context:
         JSON payload. A signal sent before the wait is kept and returned at once; signals of one
         name are taken oldest first. With ``timeout`` (seconds), raises ``SignalTimeout`` when
         none came in time. The run is suspended while it waits."""
-        if not name or len(name) > MAX_SIGNAL_NAME:
-            raise ValueError(f"a signal name is 1 to {MAX_SIGNAL_NAME} characters, not {name!r}")
+        if len(name) > MAX_SIGNAL_NAME or not SIGNAL_NAME.fullmatch(name):
+            raise ValueError(
+                f"a signal name is 1 to {MAX_SIGNAL_NAME} ASCII letters, digits and _ . : -, "
+                f"not {name!r}"
+            )
         timeout_ms = 0 if timeout is None else _millis(_seconds(timeout, "a signal's timeout"))
         [entry] = await self._waits(
             [(EntryKind.SIGNAL, name)],
@@ -541,7 +549,7 @@ class Context:
         error = entry.error
         if error is None:
             return None if entry.kind == EntryKind.SLEEP else _codec.decode(entry.output)
-        if error.type == CANCELLED and (self._cancel_requested or entry.kind != EntryKind.CHILD):
+        if error.type == CANCELLED:  # this run's own cancellation (a child's is ChildCancelled)
             self._cancel_delivered = True
             raise CancelledError(error.message)
         if entry.kind == EntryKind.SIGNAL and error.type == SIGNAL_TIMEOUT:
