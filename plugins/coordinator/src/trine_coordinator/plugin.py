@@ -18,6 +18,7 @@ from trine_core import (
     hookimpl,
     split_host_port,
 )
+from trine_proto.codec import GrpcCodec
 
 
 class CoordinatorRole:
@@ -35,7 +36,7 @@ class CoordinatorRole:
         service = WorkerService(context.need(DISPATCHER), self.settings, context.log)
         # The standard gRPC health service: SERVING only while the engine answers.
         engine_check = ServiceCheck(service.engine_answers, check_ttl=1.0, check_timeout=2.0)
-        server = Server([service, Health({service: [engine_check]})])
+        server = Server([service, Health({service: [engine_check]})], codec=GrpcCodec())
         try:
             await server.start(host, port)
         except OSError as exc:

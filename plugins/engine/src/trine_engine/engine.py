@@ -45,6 +45,7 @@ from trine_engine.run_state import LeaseInfo, RunCache, RunState
 from trine_engine.state_machine import Applied, CommandsPlan, StateMachine
 from trine_engine.storage import IDEM, RUNS, Store
 from trine_engine.ulid import UlidGenerator
+from trine_proto.codec import decode
 from trine_proto.trine.v1 import (
     CancelRequested,
     CancelRunRequest,
@@ -351,7 +352,7 @@ class Engine:
             if run_id == after:
                 continue
             state = self._cache.peek(run_id)
-            yield state.view() if state is not None else Run.parse(value)
+            yield state.view() if state is not None else decode(Run, value)
 
     async def subscribe(self, message: SubscribeRequest) -> AsyncIterator[Event]:
         self._usable()

@@ -39,6 +39,7 @@ from trine_engine.keys import (
 )
 from trine_engine.latency import LatencyRing
 from trine_engine.storage import LOG, META, Store
+from trine_proto.codec import decode, encode
 from trine_proto.trine.v1 import LogRecord
 
 _LAST_OFFSET = (1 << 64) - 1
@@ -141,7 +142,7 @@ class PartitionLog:
             loop = asyncio.get_running_loop()
             batch = self._pending = AppendBatch(self._store, self._next_offset, loop)
             loop.call_soon(self.flush)
-        batch.records.append(bytes(record))
+        batch.records.append(encode(record))
         batch.started.append(time.perf_counter())
         self._next_offset += 1
         return batch
@@ -240,7 +241,7 @@ class PartitionLog:
                 if offset < from_offset:
                     continue
                 try:
-                    record = LogRecord.parse(raw)
+                    record = decode(LogRecord, raw)
                 except Exception as exc:
                     raise StorageError(
                         f"log record at partition {self.partition} offset {offset} cannot be "

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from trine_engine.event_data import SIGNAL_RECEIVED, STEP_FAILED, signal_payload
 from trine_engine.keys import run_prefix
 from trine_engine.storage import ACTIVE, EVENTS, JOURNAL, RUNS, Store
+from trine_proto.codec import decode
 from trine_proto.trine.v1 import EntryKind, Event, JournalEntry, Lease, Run, RunStatus, Wait
 
 FINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
@@ -209,10 +210,10 @@ class RunCache:
         raw = self._store.get(RUNS, run_id.encode())
         if raw is None:
             return None
-        run = Run.parse(raw)
+        run = decode(Run, raw)
         prefix = run_prefix(run_id)
-        journal = [JournalEntry.parse(v) for _, v in self._store.scan(JOURNAL, prefix=prefix)]
-        events = [Event.parse(v) for _, v in self._store.scan(EVENTS, prefix=prefix)]
+        journal = [decode(JournalEntry, v) for _, v in self._store.scan(JOURNAL, prefix=prefix)]
+        events = [decode(Event, v) for _, v in self._store.scan(EVENTS, prefix=prefix)]
         return RunState(
             run=run,
             journal=journal,

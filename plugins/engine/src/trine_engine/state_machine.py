@@ -26,6 +26,7 @@ from trine_engine import event_data, retry
 from trine_engine.keys import event_key, journal_key
 from trine_engine.run_state import RunCache, RunState
 from trine_engine.storage import ACTIVE, EVENTS, FUNCTIONS, IDEM, JOURNAL, RUNS, Store
+from trine_proto.codec import decode, encode
 from trine_proto.trine.v1 import (
     EntryKind,
     ErrorInfo,
@@ -114,7 +115,7 @@ class StateMachine:
     def load(self, store: Store) -> None:
         """The registered functions (the runs load lazily through the cache)."""
         for key, value in store.scan(FUNCTIONS):
-            self.functions[key.decode()] = FunctionSpec.parse(value)
+            self.functions[key.decode()] = decode(FunctionSpec, value)
 
     # -- checks ----------------------------------------------------------------------------------
 
@@ -437,7 +438,7 @@ class StateMachine:
     def _functions_registered(self, body: FunctionsRegistered, writes: Writes) -> None:
         for spec in body.functions:
             self.functions[spec.name] = spec
-            writes.put(FUNCTIONS, spec.name.encode(), bytes(spec))
+            writes.put(FUNCTIONS, spec.name.encode(), encode(spec))
 
     def _run_started(self, body: RunStarted, writes: Writes) -> RunState:
         if body.run is None:
@@ -460,9 +461,9 @@ class StateMachine:
         state = RunState(run=run, events=[started])
         self.cache.add(state)
         key = run.id.encode()
-        writes.put(RUNS, key, bytes(run))
+        writes.put(RUNS, key, encode(run))
         writes.put(ACTIVE, key, b"")
-        writes.put(EVENTS, event_key(run.id, 1), bytes(started))
+        writes.put(EVENTS, event_key(run.id, 1), encode(started))
         if run.idempotency_key:
             writes.put(IDEM, run.idempotency_key.encode(), key)
         if run.deadline_ms:
@@ -477,7 +478,7 @@ class StateMachine:
         run = state.run
         for entry in plan.entries:
             state.journal.append(entry)
-            writes.put(JOURNAL, journal_key(run.id, entry.index), bytes(entry))
+            writes.put(JOURNAL, journal_key(run.id, entry.index), encode(entry))
             if entry.pending and entry.until_ms:
                 self.scheduler.timer(state, entry.index, entry.until_ms)
         for name, taken in plan.consumed.items():
@@ -525,7 +526,7 @@ class StateMachine:
             entry, pending=False, output=output, error=error, ended_at_ms=at
         )
         state.journal[entry.index] = resolved
-        writes.put(JOURNAL, journal_key(state.id, entry.index), bytes(resolved))
+        writes.put(JOURNAL, journal_key(state.id, entry.index), encode(resolved))
 
     def _wake_if_done(self, state: RunState, at: int, writes: Writes, events: list[Event]) -> None:
         """Store the run after waits resolved: pending again once none is left."""
@@ -724,12 +725,12 @@ class StateMachine:
     def _add_events(self, state: RunState, events: list[Event], writes: Writes) -> None:
         for event in events:
             state.events.append(event)
-            writes.put(EVENTS, event_key(event.run_id, event.seq), bytes(event))
+            writes.put(EVENTS, event_key(event.run_id, event.seq), encode(event))
 
     def _store_run(self, state: RunState, run: Run, writes: Writes) -> None:
         state.run = run
         key = run.id.encode()
-        writes.put(RUNS, key, bytes(run))
+        writes.put(RUNS, key, encode(run))
         if state.final:
             writes.delete(ACTIVE, key)
             # Only once durable: evicted earlier, a lookup would reload the stale running run.

@@ -30,6 +30,7 @@ from grpclib.client import Channel
 from grpclib.const import Cardinality
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
+from trine_proto.codec import GrpcCodec
 from trine_proto.trine.v1 import (
     CoordinatorMessage,
     Drain,
@@ -273,7 +274,7 @@ class Worker:
     async def _session(self) -> str:
         """Connect, register, serve until the stream ends; why it ended. Raises when the
         connection or the stream fails."""
-        channel = Channel(self._host, self._port)
+        channel = Channel(self._host, self._port, codec=GrpcCodec())
         try:
             async with channel.request(
                 CONNECT, Cardinality.STREAM_STREAM, WorkerMessage, CoordinatorMessage

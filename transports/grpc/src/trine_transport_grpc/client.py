@@ -20,6 +20,7 @@ from typing import Any
 import grpclib
 from grpclib.client import Channel
 
+from trine_proto.codec import GrpcCodec
 from trine_transport_grpc.errors import from_grpc, unreachable
 from trine_transport_grpc.server import STREAMING
 
@@ -44,7 +45,7 @@ class ChannelPool:
     def channel(self) -> Iterator[Channel]:
         channel = next((c for c in self._channels if self._in_use[c] < self._limit), None)
         if channel is None:
-            channel = Channel(self.host, self.port)
+            channel = Channel(self.host, self.port, codec=GrpcCodec())
             self._channels.append(channel)
             self._in_use[channel] = 0
         self._in_use[channel] += 1

@@ -16,6 +16,7 @@ from grpclib.health.service import Health
 from grpclib.server import Server
 
 from trine_core import BACKEND, DISPATCHER, Backend, ConfigError, Dispatcher, TrineError
+from trine_proto.codec import GrpcCodec
 from trine_proto.trine.v1 import BackendBase, DispatcherBase
 from trine_transport_grpc.errors import to_grpc
 
@@ -76,7 +77,8 @@ class ContractServer:
         services = [ServedBackend(), ServedDispatcher()]
         for service in services:
             service.implementations = self.implementations
-        self._server = Server([*services, Health()])  # the standard gRPC health service
+        # The standard gRPC health service beside ours; messages through trine_proto's codec.
+        self._server = Server([*services, Health()], codec=GrpcCodec())
         self._started = False
 
     async def start(self) -> None:
