@@ -7,7 +7,7 @@ MEMBERS := proto core transports/inproc transports/grpc plugins/engine plugins/c
 STAMP := $(VENV)/.installed
 PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(MEMBERS)) constraints.txt requirements-dev.txt
 
-.PHONY: setup run test lint typecheck unit e2e proto bench clean
+.PHONY: setup run test lint typecheck unit e2e proto bench bench-peers clean
 
 setup: $(STAMP)
 
@@ -41,8 +41,24 @@ test: lint typecheck unit e2e
 proto: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH proto/generate.sh
 
+# The bench suite: (a) latency and (b) throughput of the `order` workload, (c) fan-out and
+# (d) 10,000 sleeping runs, (e) SSE streams held; each in `all` and `split`. Prints tables.
 bench: setup
-	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/throughput.py --topologies all,split
+	$(BIN)/python bench/waits.py --topologies all,split
+	$(BIN)/python bench/sse.py --topologies all,split
+
+# trine beside Restate, Temporal and DBOS, same workload, one run: the harness in
+# ../shared/bench/peers installs and runs the peers (its README) and trine through
+# bench/peer_adapters; bench/peers_table.py adds trine's ratios. PEERS_ARGS passes options on,
+# e.g. make bench-peers PEERS_ARGS="--rounds 1".
+PEERS ?= restate,temporal,temporal_tuned,dbos,dbos_wal,dbos_pg,peer_adapters.trine_all,peer_adapters.trine_split
+PEERS_HARNESS := $(abspath ../shared/bench/peers)
+PEERS_HOME ?= $(HOME)/.cache/trine-peers
+bench-peers: setup
+	-PEERS_EXTRA_PATH=$(CURDIR)/bench PEERS_HOME=$(PEERS_HOME) bash $(PEERS_HARNESS)/run_all.sh \
+		--peers $(PEERS) $(PEERS_ARGS)
+	PYTHONPATH=$(PEERS_HARNESS) PEERS_HOME=$(PEERS_HOME) $(PEERS_HOME)/venv/bin/python bench/peers_table.py
 
 clean:
 	rm -rf $(VENV) .trine

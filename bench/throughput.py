@@ -3,12 +3,23 @@
     .venv/bin/python bench/throughput.py                 # 200 sequential + 2,000 at concurrency 100
     .venv/bin/python bench/throughput.py --runs 500 --sequential 50 --rounds 3
     .venv/bin/python bench/throughput.py --topologies all,split --rounds 3   # side by side
+    .venv/bin/python bench/throughput.py --topologies all,split --profile /tmp/prof
 
 Starts trine (`--target=all`, or engine, coordinator and gateway processes for `split`) and one
 `examples/order_worker.py` process on free loopback ports and a fresh data dir, drives them over
 HTTP from this process (POST /v1/runs?wait=…, one request per run, like the peers' clients), then
 stops the runtime with SIGTERM so the engine logs its journal append percentiles. Prints one
-markdown row per topology, phase and round, then the medians and the split/all ratios.
+markdown row per topology, phase and round, then the medians, the split/all ratios, and each
+process's peak RSS, CPU seconds and count of log lines at warning and above (the runtime's
+processes, the worker and this client), with what they logged.
+
+`--profile DIR` runs py-spy on every runtime process during the concurrent phase of the first
+round of each topology (`DIR/<topology>-<target>.json`, speedscope format; those rounds are
+marked `1p`, their figures include py-spy's overhead, and the medians leave them out when there
+are other rounds) and prints the share of each process's busy samples per bucket
+(`bench/profile_buckets.py`). py-spy is not a project requirement:
+
+    .venv/bin/pip install py-spy
 """
 
 from __future__ import annotations
@@ -16,17 +27,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
+import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from harness import Cluster, Proc  # the tests' process harness, reused
+from harness import TOPOLOGIES, Cluster, Proc  # the tests' process harness, reused
+from profile_buckets import print_table as print_profiles
 
 
 def order_input(i: int) -> dict[str, Any]:
@@ -100,32 +118,124 @@ def engine_stats(proc: Proc) -> dict[str, Any]:
     return {}
 
 
-def one_round(args: argparse.Namespace, topology: str) -> list[dict[str, Any]]:
+def target(proc: Proc) -> str:
+    """``all``, ``engine``, ``coordinator`` or ``gateway`` (the harness names it trine-<target>)."""
+    return proc.name.removeprefix("trine-")
+
+
+def py_spy() -> str | None:
+    """The virtualenv's py-spy (its bin/ need not be on PATH), else one on PATH."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+def start_profiles(
+    out: Path, topology: str, runtime: list[Proc], seconds: float | None
+) -> list[tuple[Path, subprocess.Popen[bytes]]]:
+    """py-spy on each runtime process, until ``seconds`` or until ``stop_profiles``."""
+    started = []
+    for proc in runtime:
+        path = out / f"{topology}-{target(proc)}.json"
+        argv = [
+            py_spy() or "py-spy",
+            "record",
+            "-p",
+            str(proc.popen.pid),
+            "-d",
+            str(int(seconds or 3600)),
+        ]
+        argv += ["-f", "speedscope", "-o", str(path), "--nonblocking"]
+        with path.with_suffix(".log").open("wb") as log:
+            started.append((path, subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)))
+    return started
+
+
+def stop_profiles(started: list[tuple[Path, subprocess.Popen[bytes]]]) -> list[Path]:
+    """Stop the profilers (py-spy writes its file on SIGINT) and return the files written."""
+    for _, spy in started:
+        if spy.poll() is None:
+            spy.send_signal(signal.SIGINT)
+    written = []
+    for path, spy in started:
+        if spy.wait(timeout=60) == 0 and path.exists():
+            written.append(path)
+        else:
+            log = path.with_suffix(".log").read_text(errors="replace")
+            print(f"py-spy failed for {path.name} ({spy.returncode}):\n{log}", file=sys.stderr)
+    return written
+
+
+def log_problems(proc: Proc) -> Counter[str]:
+    """The warnings and errors a process logged, as ``level: event`` with counts."""
+    levels = ("warning", "error", "critical")
+    return Counter(
+        f"{record['level']}: {record.get('event')}"
+        for record in proc.log.records()
+        if record.get("level") in levels
+    )
+
+
+@dataclass
+class Round:
+    rows: list[dict[str, Any]]  # one per phase
+    procs: dict[str, dict[str, float]]  # process name: rss_mb, cpu_s, warnings, errors
+    problems: dict[str, Counter[str]]  # process name: what it logged at warning and above
+    profiles: list[Path]
+    profiled: bool
+
+
+def one_round(args: argparse.Namespace, topology: str, profile: Path | None) -> Round:
+    """Both phases on a fresh deployment of ``topology``."""
+    client_cpu = time.process_time()
     with tempfile.TemporaryDirectory(prefix="trine-bench-") as tmp:
         cluster = Cluster(topology=topology, workdir=Path(tmp))
         try:
             cluster.start()
             worker = cluster.start_worker("order_worker.py", "--max-concurrency", "100")
             seq = asyncio.run(sequential(cluster.url, args.sequential))
-            lat, wall = asyncio.run(concurrent(cluster.url, args.runs, args.concurrency))
-            runtime = [proc_figures(proc) for proc in cluster.runtime]
-            wk = proc_figures(worker)
-            engine = next(p for p in cluster.runtime if p.name in ("trine-all", "trine-engine"))
+            spies = (
+                start_profiles(profile, topology, cluster.runtime, args.profile_seconds)
+                if profile
+                else []
+            )
+            try:
+                lat, wall = asyncio.run(concurrent(cluster.url, args.runs, args.concurrency))
+            finally:
+                profiles = stop_profiles(spies)
+            procs = {target(proc): proc_figures(proc) for proc in cluster.runtime}
+            procs["worker"] = proc_figures(worker)
+            procs["bench client"] = {
+                "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "cpu_s": time.process_time() - client_cpu,
+                "warnings": 0,
+                "errors": 0,
+            }
+            engine = next(p for p in cluster.runtime if target(p) in ("all", "engine"))
             cluster.stop_runtime()
             stats = engine_stats(engine)
+            problems = {target(proc): log_problems(proc) for proc in cluster.runtime}
+            problems["worker"] = log_problems(worker)
+            for name, counts in problems.items():
+                procs[name]["warnings"] = sum(
+                    n for k, n in counts.items() if k.startswith("warning")
+                )
+                procs[name]["errors"] = sum(
+                    n for k, n in counts.items() if not k.startswith("warning")
+                )
         finally:
             cluster.close()
+    runtime = [procs[target(proc)] for proc in cluster.runtime]
     common = {
         "topology": topology,
         # Split: the three runtime processes summed (RSS of each is their peak).
         "runtime_rss_mb": sum(f["rss_mb"] for f in runtime),
-        "worker_rss_mb": wk["rss_mb"],
+        "worker_rss_mb": procs["worker"]["rss_mb"],
         "runtime_cpu_s": sum(f["cpu_s"] for f in runtime),
-        "worker_cpu_s": wk["cpu_s"],
+        "worker_cpu_s": procs["worker"]["cpu_s"],
         "append_p50_ms": stats.get("append_p50_ms", float("nan")),
         "append_p99_ms": stats.get("append_p99_ms", float("nan")),
     }
-    return [
+    rows = [
         {
             "phase": f"sequential x{args.sequential}",
             "runs_s": len(seq) / sum(seq),
@@ -141,6 +251,7 @@ def one_round(args: argparse.Namespace, topology: str) -> list[dict[str, Any]]:
             **common,
         },
     ]
+    return Round(rows, procs, problems, profiles, profile is not None)
 
 
 COLUMNS = [
@@ -174,27 +285,111 @@ def main() -> None:
         default="all",
         help="comma list of all,split: each round runs them in turn, so noise hits every one",
     )
+    p.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="py-spy each runtime process in round 1's loaded phase: DIR/<topology>-<target>.json",
+    )
+    p.add_argument(
+        "--profile-seconds",
+        type=float,
+        metavar="S",
+        help="stop profiling after S seconds (default: at the end of the concurrent phase)",
+    )
     args = p.parse_args()
     topologies = [t.strip() for t in args.topologies.split(",") if t.strip()]
+    if unknown := set(topologies) - set(TOPOLOGIES):
+        p.error(f"unknown topologies {sorted(unknown)}; known: {', '.join(TOPOLOGIES)}")
+    if args.profile is not None:
+        if py_spy() is None:
+            print("py-spy not found: `.venv/bin/pip install py-spy`; running without --profile")
+            args.profile = None
+        else:
+            args.profile.mkdir(parents=True, exist_ok=True)
     print("| round | " + " | ".join(key for key, _ in COLUMNS) + " |")
     print("|---" * (len(COLUMNS) + 1) + "|")
-    rounds: dict[str, list[list[dict[str, Any]]]] = {t: [] for t in topologies}
+    rounds: dict[str, list[Round]] = {t: [] for t in topologies}
     for r in range(args.rounds):
         for topology in topologies:
-            rows = one_round(args, topology)
-            rounds[topology].append(rows)
-            for row in rows:
-                print_row(str(r + 1), row)
-    medians = {t: [median_row(rs, i) for i in range(len(rs[0]))] for t, rs in rounds.items()}
+            one = one_round(args, topology, args.profile if r == 0 else None)
+            rounds[topology].append(one)
+            for row in one.rows:
+                print_row(f"{r + 1}{'p' if one.profiled else ''}", row)
+    # Medians leave the profiled round out when there are others.
+    kept = {t: [x for x in rs if not x.profiled] or rs for t, rs in rounds.items()}
+    medians = {t: [median_row([x.rows for x in rs], i) for i in range(2)] for t, rs in kept.items()}
     if args.rounds > 1:
         for rows in medians.values():
             for row in rows:
                 print_row("median", row)
     if "all" in medians and "split" in medians:
-        print("\n| phase | runs/s split ÷ all | p50 split ÷ all |\n|---|---|---|")
-        for one, split in zip(medians["all"], medians["split"], strict=True):
-            throughput = split["runs_s"] / one["runs_s"]
-            print(f"| {one['phase']} | {throughput:.2f} | {split['p50_ms'] / one['p50_ms']:.2f} |")
+        print("\n| phase | runs/s split ÷ all | p50 split ÷ all | p99 split ÷ all |")
+        print("|---|---|---|---|")
+        for one_row, split in zip(medians["all"], medians["split"], strict=True):
+            ratios = [split[key] / one_row[key] for key in ("runs_s", "p50_ms", "p99_ms")]
+            print(f"| {one_row['phase']} | " + " | ".join(f"{x:.2f}" for x in ratios) + " |")
+    print_processes({t: [x.procs for x in rs] for t, rs in kept.items()}, args.rounds)
+    print_problems(rounds)
+    profiles = [path for rs in rounds.values() for x in rs for path in x.profiles]
+    if profiles:
+        print(
+            f"\nShare of each runtime process's busy samples (py-spy, {args.runs} @ c"
+            f"{args.concurrency}, round 1; files in {args.profile}):\n"
+        )
+        print_profiles(profiles)
+        dropped = ", ".join(f"{path.stem} {spy_errors(path)}" for path in profiles)
+        print(f"\nSamples py-spy could not read (--nonblocking), left out: {dropped}")
+
+
+def spy_errors(profile: Path) -> str:
+    """``errors of samples+errors`` from py-spy's closing line ("Samples: N Errors: M")."""
+    words = profile.with_suffix(".log").read_text(errors="replace").split()
+    try:
+        samples = int(words[words.index("Samples:") + 1])
+        errors = int(words[words.index("Errors:") + 1])
+    except (ValueError, IndexError):
+        return "?"
+    return f"{errors} of {samples + errors}"
+
+
+def print_problems(rounds: dict[str, list[Round]]) -> None:
+    """What the processes logged at warning and above, summed over the rounds, if anything."""
+    lines = []
+    for topology, per_round in rounds.items():
+        total: dict[str, Counter[str]] = {}
+        for one in per_round:
+            for name, counts in one.problems.items():
+                total.setdefault(name, Counter()).update(counts)
+        for name, counts in total.items():
+            for what, n in counts.most_common(5):
+                lines.append(f"- {topology} {name}: {n}x {what}")
+    if lines:
+        print("\nLogged at warning and above (all rounds; top 5 per process):\n")
+        print("\n".join(lines))
+
+
+def print_processes(rounds: dict[str, list[dict[str, dict[str, float]]]], n: int) -> None:
+    """Peak RSS and CPU seconds of every process over a whole round (medians if several), and
+    its share of the CPU that all of them used: the runtime's, the worker and this client."""
+    what = "medians of the rounds" if n > 1 else "one round"
+    print(f"\nEach process over a whole round ({what}):\n")
+    print(
+        "| topology | process | rss_mb | cpu_s | share of round CPU | log warnings | log errors |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for topology, per_round in rounds.items():
+        names = list(per_round[0])
+        cpu = {name: statistics.median(r[name]["cpu_s"] for r in per_round) for name in names}
+        total = sum(cpu.values())
+        for name in names:
+            rss, warnings, errors = (
+                statistics.median(r[name][key] for r in per_round)
+                for key in ("rss_mb", "warnings", "errors")
+            )
+            cells = [topology, name, f"{rss:.0f}", f"{cpu[name]:.1f}", f"{cpu[name] / total:.0%}"]
+            cells += [f"{warnings:.0f}", f"{errors:.0f}"]
+            print("| " + " | ".join(cells) + " |")
 
 
 def median_row(rounds: list[list[dict[str, Any]]], i: int) -> dict[str, Any]:

@@ -1,0 +1,82 @@
+"""Where a process spends its time: the share of a py-spy profile's samples in each bucket.
+
+    .venv/bin/python bench/profile_buckets.py /tmp/prof/*.json    # speedscope files from py-spy
+
+A sample goes to the bucket of its innermost frame that belongs to a bucket: the standard library
+(other than asyncio) is transparent, so ``enum`` or ``struct`` called by betterproto2 counts as
+the codec, and trine's code calling the codec counts as the codec, not as trine. A sample with no
+bucketed frame is ``other``. py-spy sees Python frames only: a rocksdict or uvloop call shows as
+the Python frame that made it, so ``rocksdb`` is time whose innermost frame is
+``trine_engine/storage.py`` (thin wrappers over rocksdict: mostly the synced ``Store.write``), and
+uvloop's C loop shows as ``asyncio``. Samples py-spy judged idle are not recorded at all, so the
+shares are of the process's busy time. Every thread's samples are counted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+# (bucket, substrings of a frame's file path); the first match wins for a frame.
+BUCKETS: list[tuple[str, tuple[str, ...]]] = [
+    ("rocksdb", ("/trine_engine/storage.py", "/rocksdict/")),
+    ("betterproto2 codec", ("/betterproto2/", "/trine_proto/")),
+    ("grpclib+h2", ("/grpclib/", "/h2/", "/hpack/", "/hyperframe/", "/trine_transport_grpc/")),
+    ("litestar+uvicorn", ("/litestar/", "/uvicorn/", "/httptools/", "/h11/", "/msgspec/")),
+    ("trine_engine", ("/trine_engine/",)),
+    ("trine_coordinator", ("/trine_coordinator/",)),
+    ("trine_gateway", ("/trine_gateway/",)),
+    ("asyncio", ("/asyncio/", "/uvloop/", "/selectors.py")),
+]
+ORDER = [name for name, _ in BUCKETS] + ["other"]
+
+
+def frame_bucket(path: str) -> str | None:
+    for name, needles in BUCKETS:
+        if any(needle in path for needle in needles):
+            return name
+    return None
+
+
+def sample_bucket(stack: list[int], buckets: list[str | None]) -> str:
+    """``stack`` is root first (speedscope's order): walk it from the leaf."""
+    for index in reversed(stack):
+        bucket = buckets[index]
+        if bucket is not None:
+            return bucket
+    return "other"
+
+
+def bucket_shares(profile: dict[str, Any]) -> tuple[dict[str, float], float]:
+    """Share of sampled time per bucket (in ``ORDER``) and the sampled seconds, all threads."""
+    frames = profile["shared"]["frames"]
+    buckets = [frame_bucket(frame.get("file") or "") for frame in frames]
+    weights: Counter[str] = Counter()
+    for thread in profile["profiles"]:
+        samples = thread.get("samples", [])
+        per_sample = thread.get("weights") or [1.0] * len(samples)
+        for stack, weight in zip(samples, per_sample, strict=True):
+            weights[sample_bucket(stack, buckets)] += weight
+    total = sum(weights.values())
+    return {name: (weights[name] / total if total else 0.0) for name in ORDER}, total
+
+
+def load(path: Path) -> tuple[dict[str, float], float]:
+    return bucket_shares(json.loads(path.read_text()))
+
+
+def print_table(paths: list[Path]) -> None:
+    """One markdown row per profile file: its name, the busy seconds sampled, % per bucket."""
+    print("| profile | busy s | " + " | ".join(ORDER) + " |")
+    print("|---" * (len(ORDER) + 2) + "|")
+    for path in paths:
+        shares, seconds = load(path)
+        cells = [f"{shares[name] * 100:.0f} %" for name in ORDER]
+        print(f"| {path.stem} | {seconds:.1f} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    print_table([Path(arg) for arg in sys.argv[1:]])
