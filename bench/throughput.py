@@ -132,7 +132,8 @@ def py_spy() -> str | None:
 def start_profiles(
     out: Path, topology: str, runtime: list[Proc], seconds: float | None
 ) -> list[tuple[Path, subprocess.Popen[bytes]]]:
-    """py-spy on each runtime process, until ``seconds`` or until ``stop_profiles``."""
+    """py-spy on each process (the runtime's and the worker), until ``seconds`` or until
+    ``stop_profiles``."""
     started = []
     for proc in runtime:
         path = out / f"{topology}-{target(proc)}.json"
@@ -194,7 +195,7 @@ def one_round(args: argparse.Namespace, topology: str, profile: Path | None) -> 
             worker = cluster.start_worker("order_worker.py", "--max-concurrency", "100")
             seq = asyncio.run(sequential(cluster.url, args.sequential))
             spies = (
-                start_profiles(profile, topology, cluster.runtime, args.profile_seconds)
+                start_profiles(profile, topology, [*cluster.runtime, worker], args.profile_seconds)
                 if profile
                 else []
             )
