@@ -63,7 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from harness import Cluster, Proc  # the tests' process harness, reused
 from throughput import percentile, proc_figures, session, target  # its helpers
-from waits import log_problems, log_tails, stop_runtime, warn, workdir
+from waits import any_in, log_problems, log_tails, start_runs, stop_runtime, warn, workdir
 
 FINAL_TYPES = ("run.completed", "run.failed", "run.cancelled")
 SIGNAL = "approve"
@@ -132,38 +132,14 @@ def stream_session() -> aiohttp.ClientSession:
 # -- phases ----------------------------------------------------------------------------------------
 
 
-async def start_runs(url: str, n: int, concurrency: int) -> list[str]:
-    ids: list[str] = [""] * n
-    async with session(concurrency) as http:
-        queue = iter(range(n))
-
-        async def client() -> None:
-            for i in queue:
-                body = {"function": "approval", "input": {"request": f"r-{i}", "sleep_s": 0}}
-                async with http.post(f"{url}/v1/runs", json=body) as response:
-                    answer = await response.json()
-                if response.status != 201:
-                    raise RuntimeError(f"run {i} not started: {response.status} {answer}")
-                ids[i] = answer["id"]
-
-        await asyncio.gather(*(client() for _ in range(concurrency)))
-    return ids
-
-
-async def any_in(http: aiohttp.ClientSession, url: str, status: str) -> bool:
-    params = {"status": status, "function": "approval", "limit": "1"}
-    async with http.get(f"{url}/v1/runs", params=params) as response:
-        page = await response.json()
-    if response.status != 200:
-        raise RuntimeError(f"GET /v1/runs: {response.status} {page}")
-    return bool(page["runs"])
-
-
 async def until_settled(url: str) -> None:
     """Until no approval run is pending or running (the caller bounds it)."""
     async with session(1) as http:
         while True:
-            if not (await any_in(http, url, "pending") or await any_in(http, url, "running")):
+            busy = await any_in(http, url, "approval", "pending") or await any_in(
+                http, url, "approval", "running"
+            )
+            if not busy:
                 return
             await asyncio.sleep(0.5)
 
@@ -350,9 +326,12 @@ def one_round(args: argparse.Namespace, topology: str, n: int, name: str) -> dic
             cluster.start()
             cluster.start_worker("approval_worker.py")
             t0 = time.perf_counter()
-            ids = asyncio.run(
-                bounded("starting runs", args.timeout, start_runs(cluster.url, n, args.concurrency))
-            )
+            approvals = [
+                {"function": "approval", "input": {"request": f"r-{i}", "sleep_s": 0}}
+                for i in range(n)
+            ]
+            started = start_runs(cluster.url, approvals, args.concurrency)
+            ids = asyncio.run(bounded("starting runs", args.timeout, started))
             asyncio.run(bounded("runs settling", args.timeout, until_settled(cluster.url)))
             row["start_s"] = time.perf_counter() - t0
             streams, failures = asyncio.run(hold_streams(args, cluster, ids, row))

@@ -133,28 +133,32 @@ def workdir(args: argparse.Namespace, name: str) -> Iterator[Path]:
 # -- sleepers --------------------------------------------------------------------------------------
 
 
-async def start_sleepers(url: str, n: int, due_ms: int, concurrency: int) -> list[str]:
-    ids: list[str] = [""] * n
+async def start_runs(url: str, inputs: list[dict[str, Any]], concurrency: int) -> list[str]:
+    """Start one run per input (``function`` and ``input``), POST /v1/runs at ``concurrency``;
+    their ids in input order."""
+    ids: list[str] = [""] * len(inputs)
     async with session(concurrency) as http:
-        queue = iter(range(n))
+        queue = iter(range(len(inputs)))
 
         async def client() -> None:
             for i in queue:
-                body = {"function": "sleeper", "input": {"until_ms": due_ms}}
-                async with http.post(f"{url}/v1/runs", json=body) as response:
+                async with http.post(f"{url}/v1/runs", json=inputs[i]) as response:
                     answer = await response.json()
                 if response.status != 201:
-                    raise RuntimeError(f"sleeper {i} not started: {response.status} {answer}")
+                    raise RuntimeError(f"run {i} not started: {response.status} {answer}")
                 ids[i] = answer["id"]
 
         await asyncio.gather(*(client() for _ in range(concurrency)))
     return ids
 
 
-async def any_in(http: aiohttp.ClientSession, url: str, status: str) -> bool:
-    params = {"status": status, "function": "sleeper", "limit": "1"}
+async def any_in(http: aiohttp.ClientSession, url: str, function: str, status: str) -> bool:
+    """Whether any run of ``function`` has ``status`` (one listing of one run)."""
+    params = {"status": status, "function": function, "limit": "1"}
     async with http.get(f"{url}/v1/runs", params=params) as response:
         page = await response.json()
+    if response.status != 200:
+        raise RuntimeError(f"GET /v1/runs: {response.status} {page}")
     return bool(page["runs"])
 
 
@@ -174,7 +178,9 @@ async def until_suspended(url: str, t0: float, due: float) -> float | None:
     """Seconds from ``t0`` until no sleeper is pending or running, or None if due came first."""
     async with session(1) as http:
         while True:
-            busy = await any_in(http, url, "pending") or await any_in(http, url, "running")
+            busy = await any_in(http, url, "sleeper", "pending") or await any_in(
+                http, url, "sleeper", "running"
+            )
             now = time.time()
             if not busy:
                 return now - t0
@@ -232,7 +238,8 @@ def sleepers_round(args: argparse.Namespace, topology: str, name: str) -> dict[s
             t0 = time.time()
             due = t0 + args.sleep_s
             due_ms = round(due * 1000)
-            ids = asyncio.run(start_sleepers(cluster.url, n, due_ms, args.concurrency))
+            sleepers = [{"function": "sleeper", "input": {"until_ms": due_ms}}] * n
+            ids = asyncio.run(start_runs(cluster.url, sleepers, args.concurrency))
             start_s = time.time() - t0
             if start_s >= args.sleep_s:
                 warn(
