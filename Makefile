@@ -54,7 +54,9 @@ bench: setup
 # e.g. make bench-peers PEERS_ARGS="--rounds 1".
 PEERS ?= restate,temporal,temporal_tuned,dbos,dbos_wal,dbos_pg,peer_adapters.trine_all,peer_adapters.trine_split
 PEERS_HARNESS := $(abspath ../shared/bench/peers)
-PEERS_HOME ?= $(HOME)/.cache/trine-peers
+# Not under $(HOME): dbos_pg runs PostgreSQL's initdb as the postgres user, which cannot enter
+# root's home (the harness's default, ~/.cache/trine-peers, fails there).
+PEERS_HOME ?= /var/tmp/trine-peers
 bench-peers: setup
 	-PEERS_EXTRA_PATH=$(CURDIR)/bench PEERS_HOME=$(PEERS_HOME) bash $(PEERS_HARNESS)/run_all.sh \
 		--peers $(PEERS) $(PEERS_ARGS)
