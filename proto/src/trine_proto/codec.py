@@ -55,20 +55,31 @@ class GrpcCodec(CodecBase):
     def encode(self, message: Any, message_type: Any) -> bytes:
         if not isinstance(message, message_type):
             raise TypeError(f"message must be of type {message_type!r}, not {type(message)!r}")
-        if hasattr(_upb, message_type.__name__) and _ours(message_type):
+        if _ours(message_type):
             return encode(message)
         data: bytes = message.SerializeToString()  # another schema's (e.g. gRPC health)
         return data
 
     def decode(self, data: bytes, message_type: Any) -> Any:
-        if hasattr(_upb, message_type.__name__) and _ours(message_type):
+        if _ours(message_type):
             return decode(message_type, data)
         return message_type.FromString(data)
 
 
+_ours_by_type: dict[type, bool] = {}
+
+
 def _ours(cls: type) -> bool:
-    """A betterproto2 message of trine's schema (module ``trine_proto.trine.v1``)."""
-    return cls.__module__.startswith("trine_proto.") and issubclass(cls, betterproto2.Message)
+    """A betterproto2 message of trine's schema with a upb twin (decided once per class: this
+    runs for every gRPC message)."""
+    found = _ours_by_type.get(cls)
+    if found is None:
+        found = _ours_by_type[cls] = (
+            cls.__module__.startswith("trine_proto.")
+            and issubclass(cls, betterproto2.Message)
+            and hasattr(_upb, cls.__name__)
+        )
+    return found
 
 
 # -- converters ------------------------------------------------------------------------------------
