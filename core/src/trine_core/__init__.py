@@ -14,6 +14,7 @@ from trine_core.errors import (
     TrineError,
     Unavailable,
     UnknownFunction,
+    cannot_listen,
     error_from_code,
 )
 from trine_core.hookspecs import hookimpl
@@ -48,6 +49,7 @@ __all__ = [
     "TrineError",
     "Unavailable",
     "UnknownFunction",
+    "cannot_listen",
     "check_signal_name",
     "configure_logging",
     "error_from_code",

@@ -7,13 +7,16 @@ can be reworded without breaking anyone.
 
 from __future__ import annotations
 
+import errno
 from typing import Any, ClassVar
+
+from trine_proto.vocabulary import ErrorCode
 
 
 class TrineError(Exception):
     """Base of every error trine reports to a user or across a transport."""
 
-    code: ClassVar[str] = "internal"
+    code: ClassVar[str] = ErrorCode.INTERNAL
     http_status: ClassVar[int] = 500
 
     def __init__(self, message: str, **details: Any) -> None:
@@ -29,56 +32,56 @@ class TrineError(Exception):
 
 
 class InvalidArgument(TrineError):
-    code = "invalid_argument"
+    code = ErrorCode.INVALID_ARGUMENT
     http_status = 400
 
 
 class UnknownFunction(TrineError):
-    code = "unknown_function"
+    code = ErrorCode.UNKNOWN_FUNCTION
     http_status = 404
 
 
 class PayloadTooLarge(TrineError):
-    code = "payload_too_large"
+    code = ErrorCode.PAYLOAD_TOO_LARGE
     http_status = 413
 
 
 class RunNotFound(TrineError):
-    code = "run_not_found"
+    code = ErrorCode.RUN_NOT_FOUND
     http_status = 404
 
 
 class RunFinished(TrineError):
     """The run already reached a final state, so it cannot be changed (cancelled, signalled)."""
 
-    code = "run_finished"
+    code = ErrorCode.RUN_FINISHED
     http_status = 409
 
 
 class LeaseLost(TrineError):
     """A report carried a lease that is no longer current; it changed nothing."""
 
-    code = "lease_lost"
+    code = ErrorCode.LEASE_LOST
     http_status = 409
 
 
 class Unavailable(TrineError):
     """A peer role cannot be reached right now; retrying later may succeed."""
 
-    code = "unavailable"
+    code = ErrorCode.UNAVAILABLE
     http_status = 503
 
 
 class ConfigError(TrineError):
     """Boot cannot go on: a setting, a plugin or the data dir is wrong. Printed as one line."""
 
-    code = "config_error"
+    code = ErrorCode.CONFIG_ERROR
 
 
 class StorageError(TrineError):
     """The database cannot be used as it is (unknown format, corrupt record)."""
 
-    code = "storage_error"
+    code = ErrorCode.STORAGE_ERROR
 
 
 ERRORS_BY_CODE: dict[str, type[TrineError]] = {
@@ -101,3 +104,10 @@ ERRORS_BY_CODE: dict[str, type[TrineError]] = {
 def error_from_code(code: str, message: str, **details: Any) -> TrineError:
     """Rebuild the error a remote peer raised, from its code (what transports do on receipt)."""
     return ERRORS_BY_CODE.get(code, TrineError)(message, **details)
+
+
+def cannot_listen(what: str, address: str, exc: OSError) -> ConfigError:
+    """The one-line boot error for a listener that cannot bind, e.g. ``coordinator: cannot listen
+    on 127.0.0.1:7481 for workers: address already in use``."""
+    reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+    return ConfigError(f"{what}: cannot listen on {address}: {reason}")

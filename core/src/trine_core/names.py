@@ -1,29 +1,17 @@
-"""Rules for names that cross every role: one definition, checked by the engine (the authority)
-and by the gateway before it makes a call."""
+"""Rules for names that cross every role, raised as :class:`InvalidArgument`. The rules
+themselves are in :mod:`trine_proto.vocabulary`, shared with the worker SDK; the engine (the
+authority) and the gateway (before it makes a call) check them here."""
 
 from __future__ import annotations
 
-import re
-
 from trine_core.errors import InvalidArgument
+from trine_proto.vocabulary import MAX_SIGNAL_NAME, signal_name_problem
 
-MAX_SIGNAL_NAME = 200
-SIGNAL_NAME = re.compile(r"[A-Za-z0-9_.:-]+")
-"""A signal name is a URL path segment (``/v1/runs/{id}/signals/{name}``), so it is kept to
-characters that need no escaping."""
+__all__ = ["MAX_SIGNAL_NAME", "check_signal_name"]
 
 
 def check_signal_name(name: str) -> None:
     """Raise InvalidArgument, naming the problem, unless ``name`` is a valid signal name."""
-    if not 1 <= len(name) <= MAX_SIGNAL_NAME:
-        raise InvalidArgument(
-            f"a signal name is 1 to {MAX_SIGNAL_NAME} characters, not {len(name)}",
-            length=len(name),
-        )
-    if SIGNAL_NAME.fullmatch(name) is None:
-        bad = sorted({c for c in name if SIGNAL_NAME.fullmatch(c) is None})
-        raise InvalidArgument(
-            f"a signal name is made of ASCII letters, digits and _ . : -; "
-            f"{name!r} has {''.join(bad)!r}",
-            signal=name,
-        )
+    problem = signal_name_problem(name)
+    if problem is not None:
+        raise InvalidArgument(problem, signal=name)

@@ -11,10 +11,10 @@ from grpclib.server import Server
 from trine_coordinator.service import WorkerService
 from trine_core import (
     DISPATCHER,
-    ConfigError,
     RoleContext,
     RoleRegistry,
     Settings,
+    cannot_listen,
     hookimpl,
     split_host_port,
 )
@@ -40,10 +40,7 @@ class CoordinatorRole:
         try:
             await server.start(host, port)
         except OSError as exc:
-            reason = "address already in use" if exc.errno == 98 else exc.strerror or str(exc)
-            raise ConfigError(
-                f"coordinator: cannot listen on {host}:{port} for workers: {reason}"
-            ) from None
+            raise cannot_listen("coordinator", f"{host}:{port} for workers", exc) from None
         service.start()
         self.service, self._server = service, server
         context.log.info("coordinator listening for workers", address=f"{host}:{port}")

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import socket
 from collections.abc import Generator
 
 import uvicorn
 from litestar import Litestar
 
-from trine_core import ConfigError, split_host_port
+from trine_core import ConfigError, cannot_listen, split_host_port
 from trine_gateway.lifecycle import Lifecycle
 
 BACKLOG = 2048
@@ -63,8 +62,7 @@ def bind(address: str, what: str = "gateway") -> socket.socket:
         sock.listen(BACKLOG)
     except OSError as exc:
         sock.close()
-        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-        raise ConfigError(f"{what}: cannot listen on {address}: {reason}") from None
+        raise cannot_listen(what, address, exc) from None
     sock.setblocking(False)
     return sock
 

@@ -15,7 +15,7 @@ from grpclib.const import Status
 from grpclib.health.service import Health
 from grpclib.server import Server
 
-from trine_core import BACKEND, DISPATCHER, Backend, ConfigError, Dispatcher, TrineError
+from trine_core import BACKEND, DISPATCHER, Backend, Dispatcher, TrineError, cannot_listen
 from trine_proto.codec import GrpcCodec
 from trine_proto.trine.v1 import BackendBase, DispatcherBase
 from trine_transport_grpc.errors import to_grpc
@@ -85,9 +85,8 @@ class ContractServer:
         try:
             await self._server.start(self.host, self.port)
         except OSError as exc:
-            reason = "address already in use" if exc.errno == 98 else exc.strerror or str(exc)
             where = f"{self.host}:{self.port} for backend/dispatcher"
-            raise ConfigError(f"grpc: cannot listen on {where}: {reason}") from None
+            raise cannot_listen("grpc", where, exc) from None
         self._started = True
 
     async def close(self) -> None:

@@ -1,0 +1,128 @@
+"""The words every trine component speaks, defined once: event types, the error types the runtime
+writes into journals and runs, the error codes carried across every seam, final statuses, the
+signal-name rule, and how a duration in seconds becomes the milliseconds the messages carry.
+
+It lives beside the messages because every component already depends on them: the engine writes
+these words, the gateway and the coordinator pass them on, the worker SDK and the HTTP client read
+them. A component that needs one imports it from here; none spells it again.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from enum import StrEnum
+
+from trine_proto.trine.v1 import RunStatus
+
+
+class EventType(StrEnum):
+    """``Event.type``: what happened to a run. The SSE ``event:`` field carries it as is."""
+
+    RUN_STARTED = "run.started"
+    STEP_STARTED = "step.started"
+    STEP_COMPLETED = "step.completed"
+    STEP_FAILED = "step.failed"
+    CUSTOM = "custom"
+    TIMER_STARTED = "timer.started"
+    TIMER_FIRED = "timer.fired"
+    SIGNAL_WAITING = "signal.waiting"
+    SIGNAL_RECEIVED = "signal.received"
+    SIGNAL_TIMED_OUT = "signal.timed_out"
+    CHILD_STARTED = "child.started"
+    CHILD_FINISHED = "child.finished"
+    CANCEL_REQUESTED = "run.cancel_requested"
+    RUN_COMPLETED = "run.completed"
+    RUN_FAILED = "run.failed"
+    RUN_CANCELLED = "run.cancelled"
+
+
+FINAL_EVENT_TYPES = frozenset(
+    {EventType.RUN_COMPLETED, EventType.RUN_FAILED, EventType.RUN_CANCELLED}
+)
+"""A run's last event is one of these; an event stream ends after it."""
+
+STREAM_ERROR_EVENT = "stream.error"
+"""The SSE event a gateway sends when the stream itself fails (not the run): its data is
+``{"error": {"code", "message"}}``."""
+
+
+class ErrorType(StrEnum):
+    """``ErrorInfo.type`` values the runtime and the SDK write themselves. A workflow's own errors
+    carry their exception's class name instead, so these names are reserved."""
+
+    CANCELLED = "Cancelled"
+    """The run's own cancellation (a wait or step it interrupted, or the run's end)."""
+    CHILD_CANCELLED = "ChildCancelled"
+    """A child run was cancelled: never ``Cancelled`` in a parent's journal, which a replay
+    would take for the parent's own cancellation."""
+    SIGNAL_TIMEOUT = "SignalTimeout"
+    RUN_TIMEOUT = "RunTimeout"
+    UNKNOWN_FUNCTION = "UnknownFunction"
+    PAYLOAD_TOO_LARGE = "PayloadTooLarge"
+    REPORT_REFUSED = "ReportRefused"
+    PROTOCOL_ERROR = "ProtocolError"
+    ERROR = "Error"
+    """A failure that came without an error of its own."""
+
+
+class ErrorCode(StrEnum):
+    """Stable codes of the errors that cross a seam: an API error's ``code``, a gRPC error's
+    body, a worker's ``ReportAck.error_code``. Callers match on these, never on messages."""
+
+    INTERNAL = "internal"
+    INVALID_ARGUMENT = "invalid_argument"
+    UNKNOWN_FUNCTION = "unknown_function"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    RUN_NOT_FOUND = "run_not_found"
+    RUN_FINISHED = "run_finished"
+    LEASE_LOST = "lease_lost"
+    UNAVAILABLE = "unavailable"
+    CONFIG_ERROR = "config_error"
+    STORAGE_ERROR = "storage_error"
+
+
+FINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+"""A run in one of these has ended for good."""
+
+
+def is_final(status: RunStatus | int) -> bool:
+    return status in FINAL_STATUSES
+
+
+def status_name(status: RunStatus | int) -> str:
+    """``RunStatus.COMPLETED`` → ``"completed"``: how the API and logs spell a status."""
+    try:
+        return RunStatus(status).name.lower()
+    except ValueError:
+        return f"status {int(status)}"
+
+
+MAX_SIGNAL_NAME = 200
+SIGNAL_NAME = re.compile(r"[A-Za-z0-9_.:-]+")
+"""A signal name is a URL path segment (``/v1/runs/{id}/signals/{name}``), so it is kept to
+characters that need no escaping."""
+
+
+def signal_name_problem(name: str) -> str | None:
+    """What is wrong with ``name`` as a signal name, in a sentence; None when it is valid. The
+    engine, the gateway and the SDK each raise their own error type with this sentence."""
+    if not 1 <= len(name) <= MAX_SIGNAL_NAME:
+        return f"a signal name is 1 to {MAX_SIGNAL_NAME} characters, not {len(name)}"
+    if SIGNAL_NAME.fullmatch(name) is None:
+        bad = sorted({c for c in name if SIGNAL_NAME.fullmatch(c) is None})
+        return (
+            f"a signal name is made of ASCII letters, digits and _ . : -; "
+            f"{name!r} has {''.join(bad)!r}"
+        )
+    return None
+
+
+def seconds_to_ms(seconds: float) -> int:
+    """A duration in seconds → whole milliseconds, rounded up.
+
+    Rounded to a nanosecond first, so that a float's binary error does not add a millisecond:
+    ``4.03 * 1000`` is ``4030.0000000000005``, which is 4030, not 4031. Every duration a user
+    gives in seconds (a sleep, a timeout, a retry interval) goes through this one function.
+    """
+    return math.ceil(round(seconds * 1000, 6))
