@@ -17,16 +17,15 @@ from collections.abc import Callable
 import betterproto2
 
 from trine_proto import codec
+from trine_proto.trine.engine.v1 import LogRecord, RunCommands
 from trine_proto.trine.v1 import (
     Command,
     CoordinatorMessage,
     Event,
     JournalEntry,
     Lease,
-    LogRecord,
     ReportRequest,
     Run,
-    RunCommands,
     RunStatus,
     StepCompleted,
     StepStarted,

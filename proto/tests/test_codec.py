@@ -6,6 +6,7 @@ import betterproto2
 import pytest
 
 from trine_proto import codec
+from trine_proto.trine.engine.v1 import LogRecord, RunCommands
 from trine_proto.trine.v1 import (
     Command,
     CoordinatorMessage,
@@ -16,12 +17,10 @@ from trine_proto.trine.v1 import (
     Heartbeat,
     JournalEntry,
     Lease,
-    LogRecord,
     ReportOutcome,
     ReportResponse,
     RetryPolicy,
     Run,
-    RunCommands,
     RunCompleted,
     RunStatus,
     StepCompleted,

@@ -4,9 +4,9 @@ betterproto2 stays the schema and the API: every message trine handles is a bett
 dataclass. Its codec, though, is pure Python and walks every field with reflection (≈ 60 µs to
 encode or decode a small ``Event`` on our machines), which made it the largest cost of a run.
 Google's protobuf runtime (upb, in C) encodes the same schema about 20 times faster, so each
-message class gets a converter to and from its upb twin (``_upb/…/trine_pb2.py``, generated from
-the same ``.proto`` by ``proto/generate.sh``): a specialized function per class, built on first
-use, that copies the fields in one constructor call. The bytes are ordinary protobuf, so data
+message class gets a converter to and from its upb twin (``_upb/…/*_pb2.py``, generated from the
+same ``.proto`` files by ``proto/generate.sh``): a specialized function per class, built on
+first use, that copies the fields in one constructor call. The bytes are ordinary protobuf, so data
 written by either codec is read by the other.
 
 ``encode(message)`` and ``decode(cls, data)`` are the storage and wire entry points;
@@ -24,7 +24,17 @@ from grpclib.encoding.base import CodecBase
 
 M = TypeVar("M", bound=betterproto2.Message)
 
-_upb: Any = importlib.import_module("trine_proto._upb.trine.v1.trine_pb2")
+_UPB_MODULES = (
+    "trine_proto._upb.trine.v1.api_pb2",
+    "trine_proto._upb.trine.v1.worker_pb2",
+    "trine_proto._upb.trine.engine.v1.records_pb2",
+)
+_upb_by_name: dict[str, Any] = {
+    descriptor.full_name: getattr(module, name)
+    for module in map(importlib.import_module, _UPB_MODULES)
+    for name, descriptor in module.DESCRIPTOR.message_types_by_name.items()
+}
+"""Every upb message class by its full protobuf name (``trine.v1.Run``)."""
 
 _TYPE_MESSAGE = 11
 _TYPE_ENUM = 14
@@ -77,7 +87,7 @@ def _ours(cls: type) -> bool:
         found = _ours_by_type[cls] = (
             cls.__module__.startswith("trine_proto.")
             and issubclass(cls, betterproto2.Message)
-            and hasattr(_upb, cls.__name__)
+            and _full_name(cls) in _upb_by_name
         )
     return found
 
@@ -85,8 +95,14 @@ def _ours(cls: type) -> bool:
 # -- converters ------------------------------------------------------------------------------------
 
 
+def _full_name(cls: type) -> str:
+    """``trine_proto.trine.engine.v1.LogRecord`` → ``trine.engine.v1.LogRecord``: betterproto2
+    names each module after its protobuf package."""
+    return f"{cls.__module__.removeprefix('trine_proto.')}.{cls.__name__}"
+
+
 def _upb_class(cls: type) -> Any:
-    return getattr(_upb, cls.__name__)
+    return _upb_by_name[_full_name(cls)]
 
 
 def _fields(cls: type) -> list[tuple[str, Any, Any]]:

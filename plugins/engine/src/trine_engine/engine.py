@@ -46,14 +46,23 @@ from trine_engine.state_machine import Applied, CommandsPlan, StateMachine
 from trine_engine.storage import IDEM, RUNS, Store
 from trine_engine.ulid import UlidGenerator
 from trine_proto.codec import decode
-from trine_proto.trine.v1 import (
+from trine_proto.trine.engine.v1 import (
     CancelRequested,
+    FunctionsRegistered,
+    LogRecord,
+    RunCancelled,
+    RunCommands,
+    RunStarted,
+    RunTimedOut,
+    SignalReceived,
+    TimerFired,
+)
+from trine_proto.trine.v1 import (
     CancelRunRequest,
     Command,
     EntryKind,
     Event,
     FunctionSpec,
-    FunctionsRegistered,
     GetJournalRequest,
     GetJournalResponse,
     GetRunRequest,
@@ -61,7 +70,6 @@ from trine_proto.trine.v1 import (
     ListFunctionsResponse,
     ListRunsRequest,
     ListRunsResponse,
-    LogRecord,
     RegisterFunctionsRequest,
     RegisterFunctionsResponse,
     ReleaseLeasesRequest,
@@ -72,12 +80,7 @@ from trine_proto.trine.v1 import (
     ReportRequest,
     ReportResponse,
     Run,
-    RunCancelled,
-    RunCommands,
-    RunStarted,
     RunStatus,
-    RunTimedOut,
-    SignalReceived,
     SignalRunRequest,
     SignalRunResponse,
     StartRunRequest,
@@ -85,7 +88,6 @@ from trine_proto.trine.v1 import (
     SubscribeRequest,
     TakeWorkRequest,
     TakeWorkResponse,
-    TimerFired,
     WaitRunRequest,
     WorkItem,
 )

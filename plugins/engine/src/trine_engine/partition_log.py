@@ -40,7 +40,7 @@ from trine_engine.keys import (
 from trine_engine.latency import LatencyRing
 from trine_engine.storage import LOG, META, Store
 from trine_proto.codec import decode, encode
-from trine_proto.trine.v1 import LogRecord
+from trine_proto.trine.engine.v1 import LogRecord
 
 _LAST_OFFSET = (1 << 64) - 1
 

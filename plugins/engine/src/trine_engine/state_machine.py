@@ -27,22 +27,24 @@ from trine_engine.keys import event_key, journal_key
 from trine_engine.run_state import RunCache, RunState
 from trine_engine.storage import ACTIVE, EVENTS, FUNCTIONS, IDEM, JOURNAL, RUNS, Store
 from trine_proto.codec import decode, encode
+from trine_proto.trine.engine.v1 import (
+    FunctionsRegistered,
+    LogRecord,
+    RunCommands,
+    RunRetryScheduled,
+    RunStarted,
+    SignalReceived,
+    TimerFired,
+)
 from trine_proto.trine.v1 import (
     EntryKind,
     ErrorInfo,
     Event,
     FunctionSpec,
-    FunctionsRegistered,
     JournalEntry,
-    LogRecord,
     ReportOutcome,
     Run,
-    RunCommands,
-    RunRetryScheduled,
-    RunStarted,
     RunStatus,
-    SignalReceived,
-    TimerFired,
 )
 
 CANCELLED_ERROR_TYPE = "Cancelled"
