@@ -21,6 +21,7 @@ from trine_proto.trine.v1 import (
     ReportOutcome,
     ReportResponse,
 )
+from trine_proto.vocabulary import signal_name_problem
 
 
 def waits_suspend(default_ack):
@@ -485,4 +486,4 @@ async def test_a_bad_signal_name_fails_the_run_clearly(
     await coordinator.until(lambda: session.finished("r1"))
     [(kind, value)] = session.commands("r1")
     assert kind == "run_failed"
-    assert "a signal name is 1 to 200" in value.error.message
+    assert value.error.message == signal_name_problem(name)  # the rule every component shares

@@ -14,16 +14,17 @@ from typing import Any
 from trine_proto.trine.v1 import (
     Command,
     ErrorInfo,
-    ReportAck,
     RunCompleted,
     RunFailed,
     WorkItem,
 )
+from trine_proto.vocabulary import ErrorCode, ErrorType
 
 from . import _codec
-from ._session import LEASE_LOST, PAYLOAD_TOO_LARGE, UNAVAILABLE, RunReporter
-from .context import CANCELLED, Context, RunAborted
-from .errors import AttemptEnded, CancelledError
+from ._acks import log_final_ack
+from ._session import RunReporter
+from .context import Context
+from .errors import AttemptEnded, CancelledError, RunAborted
 from .retry import RetryPolicy
 
 log = logging.getLogger("trine.worker")
@@ -47,6 +48,7 @@ def make_context(
 ) -> Context:
     """The context of one attempt of ``item``'s run."""
     run = item.run
+    assert run is not None  # a work item without a run is never started
     return Context(
         run_id=run.id,
         function=definition.name,
@@ -70,6 +72,7 @@ async def execute(
 ) -> None:
     """Run one attempt of ``item``'s run and report its end, unless the attempt ended early."""
     run = item.run
+    assert run is not None  # a work item without a run is never started
     error: ErrorInfo | None = None
     result = b""
     try:
@@ -85,7 +88,7 @@ async def execute(
         error = aborted.info
     except CancelledError as exc:
         # Not caught, or raised again after cleaning up: the run ends cancelled.
-        error = ctx.fatal or ErrorInfo(type=CANCELLED, message=str(exc), retryable=False)
+        error = ctx.fatal or ErrorInfo(type=ErrorType.CANCELLED, message=str(exc), retryable=False)
     except Exception as exc:
         error = ctx.fatal or _codec.error_info(exc)
     else:
@@ -101,30 +104,17 @@ async def execute(
             else:
                 if len(result) > max_payload_bytes:
                     error = ErrorInfo(
-                        type="PayloadTooLarge",
+                        type=ErrorType.PAYLOAD_TOO_LARGE,
                         message=f"the result is {len(result)} bytes; the limit is "
                         f"{max_payload_bytes}",
                     )
 
     if error is None:
         ack = await reporter.send(Command(run_completed=RunCompleted(result=result)))
-        if ack.error_code == PAYLOAD_TOO_LARGE:
-            error = ErrorInfo(type="PayloadTooLarge", message=ack.error_message)
+        if ack.error_code == ErrorCode.PAYLOAD_TOO_LARGE:
+            error = ErrorInfo(type=ErrorType.PAYLOAD_TOO_LARGE, message=ack.error_message)
         else:
-            _final_ack(ctx, reporter, ack, "completed")
+            log_final_ack(ack, ctx.log, reporter.session, "completed")
             return
     ack = await reporter.send(Command(run_failed=RunFailed(error=error)))
-    _final_ack(ctx, reporter, ack, f"failed ({error.type}: {error.message})")
-
-
-def _final_ack(ctx: Context, reporter: RunReporter, ack: ReportAck, what: str) -> None:
-    code, message = ack.error_code, ack.error_message
-    if not code:
-        ctx.log.debug("run %s", what)
-    elif code == LEASE_LOST:
-        ctx.log.info("lease lost before the run's end was recorded (%s)", message)
-    elif code == UNAVAILABLE:
-        ctx.log.warning("the engine is unavailable (%s); reconnecting", message)
-        reporter.session.abort(f"engine unavailable: {message}")
-    else:
-        ctx.log.error("the engine refused the run's final report: %s: %s", code, message)
+    log_final_ack(ack, ctx.log, reporter.session, f"failed ({error.type}: {error.message})")

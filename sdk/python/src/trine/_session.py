@@ -26,11 +26,6 @@ from trine_proto.trine.v1 import (
 
 log = logging.getLogger("trine.worker")
 
-# The coordinator answers a report whose run slot it freed with this code (see docs/internals.md).
-LEASE_LOST = "lease_lost"
-PAYLOAD_TOO_LARGE = "payload_too_large"
-UNAVAILABLE = "unavailable"
-
 
 class Session:
     """The send side and ack bookkeeping of one ``WorkerService.Connect`` stream.

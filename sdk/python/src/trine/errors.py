@@ -1,14 +1,17 @@
 """The exceptions a workflow author or a client sees.
 
 Workflow code catches these by class, so each one says what went wrong at the level the author
-thinks in (a step, a run), not at the level of the wire. The internal control-flow signal that
-ends an attempt derives from ``BaseException`` so that a user's ``except Exception`` cannot
-swallow it and go on with a run the engine has already moved past.
+thinks in (a step, a run), not at the level of the wire. The internal control-flow signals that
+end an attempt or a run derive from ``BaseException`` so that a user's ``except Exception``
+cannot swallow them and go on with a run the engine has already moved past.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trine_proto.trine.v1 import ErrorInfo
 
 
 class TrineError(Exception):
@@ -149,3 +152,14 @@ class AttemptEnded(BaseException):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class RunAborted(BaseException):
+    """Internal: the run cannot go on and must fail with ``info`` (e.g. a report was refused).
+
+    A ``BaseException`` for the same reason as ``AttemptEnded``: the workflow must not catch it.
+    """
+
+    def __init__(self, info: ErrorInfo) -> None:
+        super().__init__(f"{info.type}: {info.message}")
+        self.info = info

@@ -1,0 +1,149 @@
+"""What every ``ctx`` call of one attempt shares: the journal cursor, the order its reports go
+out in, what the workflow has been told of a cancellation, and how an ack is settled.
+
+Steps and waits are separate modules, but they interleave in one workflow (``asyncio.gather``
+of steps, a wait after a step) and must agree on all of this, so it lives in one object that
+both are handed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from trine_proto.trine.v1 import (
+    CancelObserved,
+    Command,
+    EntryKind,
+    ErrorInfo,
+    JournalEntry,
+    ReportAck,
+    ReportResponse,
+)
+
+from . import _codec
+from ._acks import RunLog, raise_refusal
+from ._journal import Journal, entry_value
+from ._session import RunReporter
+from .errors import CancelledError, NonDeterminismError
+
+
+class Turn:
+    """A call's place in the order of reports: it sends its final report only after the call
+    before it has settled, so steps run concurrently still reach the journal in index order.
+    For sequential calls the previous turn is always released already and waiting costs
+    nothing."""
+
+    def __init__(self, previous: asyncio.Event) -> None:
+        self._previous = previous
+        self.released = asyncio.Event()
+
+    async def wait(self) -> None:
+        await self._previous.wait()
+
+    def release(self) -> None:
+        self.released.set()
+
+
+class Attempt:
+    """One attempt of a run, as its ``ctx`` calls see it."""
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        journal: Journal,
+        reporter: RunReporter,
+        max_payload_bytes: int,
+        log: RunLog,
+        cancel_requested: bool,
+    ) -> None:
+        self.run_id = run_id
+        self.journal = journal
+        self.reporter = reporter
+        self.max_payload_bytes = max_payload_bytes
+        self.log = log
+        # Set once the run is known to be unrecoverable; it fails even if the workflow catches it.
+        self.fatal: ErrorInfo | None = None
+        self.cancel_requested = cancel_requested
+        # Once the workflow got its CancelledError it may clean up with more steps: those must
+        # not be interrupted, nor told again.
+        self.cancel_delivered = False
+        self.inner: set[asyncio.Future[Any]] = set()  # async steps running now
+        self.interrupted: set[asyncio.Future[Any]] = set()  # those a cancellation stopped
+        self._last_turn = asyncio.Event()
+        self._last_turn.set()
+
+    # -- the journal -----------------------------------------------------------------------------
+
+    def next(self, kind: EntryKind, name: str) -> tuple[int, JournalEntry | None]:
+        """The journal's ``next``, remembering what it told the workflow: a non-determinism
+        fails the run even if caught, a replayed cancellation counts as delivered."""
+        try:
+            return self.journal.next(kind, name)
+        except CancelledError:
+            self.cancel_delivered = True
+            raise
+        except NonDeterminismError as error:
+            self.fatal = _codec.error_info(error, retryable=False)
+            raise
+
+    def value(self, entry: JournalEntry) -> Any:
+        """The entry's value or error (see ``entry_value``), a cancellation counted as told."""
+        try:
+            return entry_value(entry)
+        except CancelledError:
+            self.cancel_delivered = True
+            raise
+
+    # -- report order ----------------------------------------------------------------------------
+
+    def claim_turn(self) -> Turn:
+        """The next place in the order of reports, behind every call that claimed one before."""
+        turn = Turn(self._last_turn)
+        self._last_turn = turn.released
+        return turn
+
+    # -- cancellation ----------------------------------------------------------------------------
+
+    def request_cancel(self) -> None:
+        """Interrupt the async steps running now, unless the workflow already got its
+        cancellation and is cleaning up."""
+        self.cancel_requested = True
+        if self.cancel_delivered:
+            return
+        for task in self.inner:
+            if not task.done():
+                self.interrupted.add(task)
+                task.cancel()
+
+    async def deliver_pending_cancel(self, index: int, name: str) -> None:
+        """If the run is being cancelled and the workflow was not told yet, tell it at the call
+        that just took ``index``: journal the position (so a replay raises at the same call)
+        and raise ``CancelledError``."""
+        if not self.cancel_requested or self.cancel_delivered:
+            return
+        self.cancel_delivered = True
+        turn = self.claim_turn()
+        try:
+            await turn.wait()
+            observed = CancelObserved(index=index, name=name)
+            await self.settle(self.reporter.send(Command(cancel_observed=observed)))
+        finally:
+            turn.release()
+        raise CancelledError(f"run {self.run_id} is being cancelled")
+
+    # -- acks ------------------------------------------------------------------------------------
+
+    async def settle(self, future: asyncio.Future[ReportAck]) -> ReportResponse:
+        """Await one ack and act on a refusal; the response otherwise."""
+        ack = await future
+        self.check(ack)
+        return ack.response or ReportResponse()
+
+    def check(self, ack: ReportAck) -> None:
+        """Act on a refusal (see ``raise_refusal``); note a cancellation the ack announces."""
+        if ack.error_code:
+            raise_refusal(ack, self.log, self.reporter.session)
+        if ack.response is not None and ack.response.cancel_requested:
+            self.cancel_requested = True

@@ -1,0 +1,191 @@
+"""``ctx.step``: run a function once, durably, and report how it went.
+
+A new step's ``StepStarted`` is held back for ``STEP_STARTED_DELAY_S``: a step that ends sooner
+reports started and completed (or failed) in one report, one durable commit instead of two; a
+longer one announces its start (not awaited) when the delay runs out, so an event stream still
+shows a slow step as it begins. A step returns only once every report of it is acknowledged: a
+result the caller has seen is durable and will never be computed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from trine_proto.trine.v1 import (
+    Command,
+    EntryKind,
+    ErrorInfo,
+    JournalEntry,
+    ReportAck,
+    ReportOutcome,
+    StepCompleted,
+    StepFailed,
+    StepStarted,
+)
+from trine_proto.vocabulary import ErrorCode, ErrorType
+
+from . import _codec, _durations
+from ._attempt import Attempt
+from .errors import AttemptEnded, CancelledError, StepError
+from .retry import RetryPolicy
+
+STEP_STARTED_DELAY_S = 0.02
+
+
+async def step(
+    attempt: Attempt,
+    name: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    *,
+    retry: RetryPolicy | None,
+    limit: float | timedelta | None,
+) -> Any:
+    """``ctx.step``: the journaled output when replaying, else run ``fn(*args)`` and report it.
+
+    A failure is reported with ``retry`` (the function's policy when None); when the engine
+    schedules a retry the attempt ends here, otherwise ``StepError`` is raised."""
+    if not name:
+        raise ValueError("a step needs a name")
+    seconds = None if limit is None else _durations.seconds(limit, "a step's timeout")
+    index, entry = attempt.next(EntryKind.STEP, name)
+    if entry is not None:
+        return attempt.value(entry)
+    await attempt.deliver_pending_cancel(index, name)
+
+    number = attempt.journal.step_attempt(index)
+    input_digest = _codec.digest(args)
+    turn = attempt.claim_turn()
+    started_cmd = Command(step_started=StepStarted(index=index, name=name, attempt=number))
+    started: list[asyncio.Future[ReportAck]] = []
+    announce = asyncio.get_running_loop().call_later(
+        STEP_STARTED_DELAY_S, lambda: started.append(attempt.reporter.send(started_cmd))
+    )
+    try:
+        started_at = _codec.now_ms()
+        failure: BaseException | None = None
+        info: ErrorInfo | None = None
+        output = b""
+        try:
+            value = fn(*args)
+            if inspect.isawaitable(value):
+                value = await _run_inner(attempt, value, name, seconds)
+        except CancelledError as exc:
+            failure = exc
+            info = ErrorInfo(type=ErrorType.CANCELLED, message=str(exc), retryable=False)
+        except Exception as exc:
+            failure, info = exc, _codec.error_info(exc)
+        else:
+            failure, info, output = _encode_output(name, value, attempt.max_payload_bytes)
+        announce.cancel()
+        unannounced = [] if started else [started_cmd]
+        await turn.wait()
+
+        if info is None:
+            completed = attempt.reporter.send(
+                *unannounced,
+                Command(
+                    step_completed=StepCompleted(
+                        entry=JournalEntry(
+                            index=index,
+                            name=name,
+                            input_digest=input_digest,
+                            output=output,
+                            attempt=number,
+                            started_at_ms=started_at,
+                            ended_at_ms=_codec.now_ms(),
+                        )
+                    )
+                ),
+            )
+            for future in started:
+                await attempt.settle(future)
+            ack = await completed
+            if ack.error_code != ErrorCode.PAYLOAD_TOO_LARGE:
+                attempt.check(ack)
+                return _codec.decode(output)
+            # The engine's limit is lower than ours: the same non-retryable failure.
+            info = ErrorInfo(type=ErrorType.PAYLOAD_TOO_LARGE, message=ack.error_message)
+
+        failed = attempt.reporter.send(
+            *unannounced,
+            Command(
+                step_failed=StepFailed(
+                    index=index,
+                    name=name,
+                    attempt=number,
+                    error=info,
+                    retry=retry.to_proto() if retry is not None else None,
+                    started_at_ms=started_at,
+                    input_digest=input_digest,
+                )
+            ),
+        )
+        for future in started:
+            await attempt.settle(future)
+        outcome = (await attempt.settle(failed)).outcome
+        if outcome == ReportOutcome.RETRY_SCHEDULED:
+            attempt.log.info(
+                "step %d (%r) attempt %d failed (%s: %s); retry scheduled",
+                index,
+                name,
+                number,
+                info.type,
+                info.message,
+            )
+            raise AttemptEnded("retry scheduled")
+        if isinstance(failure, CancelledError):
+            attempt.cancel_delivered = True
+            raise failure
+        raise StepError(name, index, info.type, info.message, info.traceback) from failure
+    finally:
+        announce.cancel()
+        turn.release()
+
+
+async def _run_inner(
+    attempt: Attempt, awaitable: Awaitable[Any], name: str, limit: float | None
+) -> Any:
+    """Await an async step's work as its own task, so a timeout or a cancellation notice
+    can stop it without stopping the workflow."""
+    task = asyncio.ensure_future(awaitable)
+    attempt.inner.add(task)
+    try:
+        try:
+            done, _ = await asyncio.wait({task}, timeout=limit)
+        except BaseException:
+            task.cancel()  # the worker is stopping: the step stops with it
+            raise
+        if not done:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise TimeoutError(f"step {name!r} did not finish within {limit:g}s")
+        if task.cancelled() and task in attempt.interrupted:
+            raise CancelledError(f"run {attempt.run_id} was cancelled during step {name!r}")
+        return task.result()
+    finally:
+        attempt.inner.discard(task)
+        attempt.interrupted.discard(task)
+
+
+def _encode_output(
+    name: str, value: Any, max_payload_bytes: int
+) -> tuple[BaseException | None, ErrorInfo | None, bytes]:
+    """The output as JSON bytes, or the non-retryable failure it becomes when it is not JSON
+    or too large (retrying would produce the same output again)."""
+    try:
+        output = _codec.encode(value)
+    except (TypeError, ValueError) as exc:
+        error = TypeError(f"the output of step {name!r} is not JSON-serializable: {exc}")
+        error.__cause__ = exc
+        return error, _codec.error_info(error, retryable=False), b""
+    if len(output) > max_payload_bytes:
+        message = (
+            f"the output of step {name!r} is {len(output)} bytes; the limit is {max_payload_bytes}"
+        )
+        return None, ErrorInfo(type=ErrorType.PAYLOAD_TOO_LARGE, message=message), b""
+    return None, None, output
