@@ -285,7 +285,7 @@ def test_defaults_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 async def test_drain_does_not_hang_on_a_coordinator_that_never_closes(
     coordinator, make_worker, serve, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("trine.worker.CLOSE_TIMEOUT", 0.05)
+    monkeypatch.setattr("trine._connection.CLOSE_TIMEOUT", 0.05)
     coordinator.close_when_worker_ends = False
     worker = order_worker(make_worker)
     task = serve(worker)

@@ -1,0 +1,294 @@
+"""Keeping the worker stream up: connect, register, serve one session, reconnect.
+
+One bidirectional gRPC stream per process carries everything (docs/internals.md, "The worker
+stream"): ``Register`` then ``Registered``, ``Dispatch`` of work items, reports and their acks,
+heartbeats, ``Drain``. When the coordinator is not there yet or goes away, the worker reconnects
+with exponential backoff and jitter, and the runs it had in flight are cancelled: the coordinator
+releases their leases with the stream, so they are dispatched again and replay from their
+journal. An outage is logged once when it starts and once when it ends, not on every retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import betterproto2
+from grpclib.client import Channel
+from grpclib.const import Cardinality
+from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
+
+from trine_proto.codec import GrpcCodec
+from trine_proto.trine.v1 import (
+    CoordinatorMessage,
+    Drain,
+    FunctionSpec,
+    Heartbeat,
+    Register,
+    Registered,
+    WorkerMessage,
+)
+
+from ._dispatch import InFlight
+from ._runner import FunctionDef
+from ._session import Session
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+log = logging.getLogger("trine.worker")
+
+CONNECT = "/trine.v1.WorkerService/Connect"
+INITIAL_BACKOFF = 0.1
+MAX_BACKOFF = 5.0
+DEFAULT_HEARTBEAT_MS = 5_000
+# After we half-close the stream at the end of a drain, how long the coordinator has to close its
+# side, and how long cancelled runs have to unwind, before we stop waiting for them.
+CLOSE_TIMEOUT = 5.0
+
+
+class Connection:
+    """The stream side of one ``Worker.serve()``, until ``stop`` is set and the last session is
+    closed. It reads the worker's public settings where it uses them, so a setting changed on a
+    serving worker applies from its next use.
+
+    ``registered`` is set while a session is registered, for ``Worker.wait_registered``.
+    """
+
+    def __init__(
+        self,
+        worker: Worker,
+        functions: Mapping[str, FunctionDef],
+        runs: InFlight,
+        *,
+        host: str,
+        port: int,
+        stop: asyncio.Event,
+        registered: asyncio.Event,
+    ) -> None:
+        self._worker = worker
+        self._functions = functions
+        self._runs = runs
+        self._host = host
+        self._port = port
+        self._stop = stop
+        self._registered = registered
+        self._session_registered = False
+        self._outage_since: float | None = None
+
+    async def run(self) -> None:
+        """Hold a session until ``stop``, reconnecting whenever one ends."""
+        delay = INITIAL_BACKOFF
+        while not self._stop.is_set():
+            self._session_registered = False
+            unexpected = False
+            try:
+                reason = await self._session()
+            except (OSError, GRPCError, StreamTerminatedError, ProtocolError, TimeoutError) as exc:
+                reason = _describe(exc)
+            except Exception as exc:
+                reason, unexpected = _describe(exc), True
+            self._registered.clear()
+            if self._stop.is_set():
+                break
+            if self._session_registered:
+                delay = INITIAL_BACKOFF
+                self._outage_since = time.monotonic()
+                log.warning(
+                    "lost the coordinator at %s (%s); reconnecting",
+                    self._worker.address,
+                    reason,
+                    exc_info=unexpected,
+                )
+            elif self._outage_since is None:
+                self._outage_since = time.monotonic()
+                log.warning(
+                    "cannot reach the coordinator at %s (%s); retrying until it answers",
+                    self._worker.address,
+                    reason,
+                    exc_info=unexpected,
+                )
+            else:
+                log.debug("coordinator at %s still unreachable (%s)", self._worker.address, reason)
+            pause = delay * random.uniform(0.5, 1.0)
+            delay = min(delay * 2, MAX_BACKOFF)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), pause)
+
+    # -- one session -----------------------------------------------------------------------------
+
+    async def _session(self) -> str:
+        """Connect, register, serve until the stream ends; why it ended. Raises when the
+        connection or the stream fails."""
+        channel = Channel(self._host, self._port, codec=GrpcCodec())
+        try:
+            async with channel.request(
+                CONNECT, Cardinality.STREAM_STREAM, WorkerMessage, CoordinatorMessage
+            ) as stream:
+                # grpclib: open the HTTP/2 stream before reading, or the first read hangs.
+                await stream.send_request()
+                session = Session(stream)
+                writer = asyncio.create_task(session.write_loop(), name="trine-worker-writer")
+                try:
+                    session.send(WorkerMessage(register=self._register_message()))
+                    registered = await asyncio.wait_for(
+                        _first_registered(stream), self._worker.register_timeout
+                    )
+                    self._on_registered(registered)
+                    interval = (registered.heartbeat_interval_ms or DEFAULT_HEARTBEAT_MS) / 1000
+                    reason = await self._serve_session(stream, session, writer, interval)
+                finally:
+                    await self._close_session(session, writer)
+                if not (session.half_closed and session.remote_ended):
+                    # On a clean exit grpclib waits for the trailers, and raises "Outgoing stream
+                    # was not ended" unless we ended our side: unless both sides ended, reset.
+                    with contextlib.suppress(Exception):
+                        await stream.cancel()
+                return reason
+        finally:
+            channel.close()
+
+    def _register_message(self) -> Register:
+        return Register(
+            worker_id=self._worker.worker_id,
+            functions=[
+                FunctionSpec(
+                    name=d.name,
+                    retry=d.retry.to_proto() if d.retry else None,
+                    timeout_ms=d.timeout_ms,
+                )
+                for d in self._functions.values()
+            ],
+            max_concurrency=self._worker.max_concurrency,
+            sdk_version=f"trine-python/{__version__}",
+        )
+
+    def _on_registered(self, registered: Registered) -> None:
+        self._session_registered = True
+        outage = ""
+        if self._outage_since is not None:
+            outage = f" after {time.monotonic() - self._outage_since:.1f}s without a coordinator"
+            self._outage_since = None
+        log.info(
+            "registered with the coordinator at %s as %s (session %s; functions: %s)%s",
+            self._worker.address,
+            self._worker.worker_id,
+            registered.session_id,
+            ", ".join(self._functions),
+            outage,
+        )
+        self._registered.set()
+
+    async def _serve_session(
+        self, stream: Any, session: Session, writer: asyncio.Task[None], interval: float
+    ) -> str:
+        reader = asyncio.create_task(self._read_loop(stream, session), name="trine-worker-reader")
+        helpers = [
+            asyncio.create_task(_heartbeat_loop(session, interval)),
+            asyncio.create_task(self._drain_when_asked(session)),
+        ]
+        aborted = asyncio.create_task(session.aborted.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {reader, writer, aborted}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if aborted in done:
+                return session.abort_reason
+            if writer in done and not writer.cancelled() and writer.exception() is None:
+                # We half-closed after a drain: the coordinator closes its side in answer.
+                await asyncio.wait({reader}, timeout=CLOSE_TIMEOUT)
+            for side in (reader, writer):
+                error = side.exception() if side.done() and not side.cancelled() else None
+                if error is not None:
+                    raise error
+            return "the coordinator closed the stream"
+        finally:
+            for task in (reader, aborted, *helpers):
+                task.cancel()
+            await asyncio.gather(reader, aborted, *helpers, return_exceptions=True)
+
+    async def _read_loop(self, stream: Any, session: Session) -> None:
+        while True:
+            message = await stream.recv_message()
+            if message is None:
+                session.remote_ended = True
+                return
+            kind, value = betterproto2.which_one_of(message, "message")
+            if value is None:
+                log.debug("ignoring a %r message from the coordinator", kind)
+            elif kind == "report_ack":
+                session.on_ack(value)
+            elif kind == "dispatch":
+                self._runs.start(value, session, self._functions, self._worker.max_payload_bytes)
+            elif kind == "cancel":
+                self._runs.cancel_notice(value.lease_id)
+            else:
+                log.debug("ignoring a %r message from the coordinator", kind)
+
+    async def _drain_when_asked(self, session: Session) -> None:
+        await self._stop.wait()
+        self._runs.draining = True
+        session.send(WorkerMessage(drain=Drain()))
+        runs = set(self._runs.tasks())
+        if runs:
+            drain_timeout = self._worker.drain_timeout
+            log.info("draining: waiting for %d runs in flight", len(runs))
+            _, pending = await asyncio.wait(runs, timeout=drain_timeout)
+            if pending:
+                log.warning(
+                    "drain timeout (%.0fs): cancelling %d runs; they will be dispatched again",
+                    drain_timeout,
+                    len(pending),
+                )
+                for task in pending:
+                    task.cancel()
+                await asyncio.wait(pending, timeout=CLOSE_TIMEOUT)
+        log.info("drained; closing the stream")
+        session.end()
+
+    async def _close_session(self, session: Session, writer: asyncio.Task[None]) -> None:
+        """Cancel what this session had in flight; their leases are released with the stream."""
+        session.close()
+        runs = self._runs.tasks()
+        for task in runs:
+            task.cancel()
+        if runs:
+            log.info("cancelled %d runs in flight; they will be dispatched again", len(runs))
+            _, stuck = await asyncio.wait(runs, timeout=CLOSE_TIMEOUT)
+            if stuck:
+                log.warning("%d runs did not stop when cancelled (blocking code?)", len(stuck))
+        if not writer.done():
+            writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+
+
+async def _heartbeat_loop(session: Session, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        session.send(WorkerMessage(heartbeat=Heartbeat()))
+
+
+async def _first_registered(stream: Any) -> Registered:
+    """The coordinator's answer to ``Register``; anything else first is a protocol error."""
+    message = await stream.recv_message()
+    if message is None:
+        raise ConnectionError("the coordinator closed the stream instead of registering us")
+    kind, value = betterproto2.which_one_of(message, "message")
+    if kind != "registered" or value is None:
+        raise ConnectionError(f"the coordinator sent {kind or 'nothing'!r} before Registered")
+    registered: Registered = value
+    return registered
+
+
+def _describe(exc: BaseException) -> str:
+    """A one-line reason for logs: GRPCError's status and message, else the class and text."""
+    if isinstance(exc, GRPCError):
+        return f"gRPC {exc.status.name}: {exc.message or ''}".strip()
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
