@@ -20,15 +20,19 @@ from urllib.parse import quote
 
 import httpx
 
+from trine_proto.trine.v1 import RunStatus
+from trine_proto.vocabulary import FINAL_STATUSES as _FINAL_RUN_STATUSES
+from trine_proto.vocabulary import STREAM_ERROR_EVENT, ErrorCode, status_name
+
 from .errors import ClientError, RunFailedError
 
 DEFAULT_URL = "http://127.0.0.1:7480"
-FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+# Statuses as the HTTP API spells them ("completed"), not as the RunStatus enum.
+FINAL_STATUSES = frozenset(status_name(status) for status in _FINAL_RUN_STATUSES)
+COMPLETED = status_name(RunStatus.COMPLETED)
 # One long poll asks for at most this long (the gateway allows up to 300 s): a shorter poll
 # survives proxies with idle timeouts and lets a caller's timeout be honoured closely.
 LONG_POLL_S = 60.0
-# The gateway's SSE event that reports a failure of the stream itself, not of the run.
-STREAM_ERROR_EVENT = "stream.error"
 
 
 class Client:
@@ -227,7 +231,7 @@ class Client:
                     error = (event["data"] or {}).get("error", {})
                     raise ClientError(
                         503,
-                        str(error.get("code", "unavailable")),
+                        str(error.get("code", ErrorCode.UNAVAILABLE)),
                         str(error.get("message", "the event stream failed")),
                         error.get("details"),
                     )
@@ -284,7 +288,7 @@ class Client:
 
 
 def _outcome(run: dict[str, Any]) -> Any:
-    if run.get("status") == "completed":
+    if run.get("status") == COMPLETED:
         return run.get("result")
     raise RunFailedError(run)
 

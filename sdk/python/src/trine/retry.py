@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from trine_proto.trine.v1 import RetryPolicy as RetryPolicyProto
+from trine_proto.vocabulary import seconds_to_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +37,10 @@ class RetryPolicy:
             )
 
     def to_proto(self) -> RetryPolicyProto:
-        """The wire form (milliseconds, rounded)."""
+        """The wire form, in milliseconds as every duration the SDK sends (``seconds_to_ms``)."""
         return RetryPolicyProto(
             max_attempts=self.max_attempts,
-            initial_interval_ms=round(self.initial_interval * 1000),
-            max_interval_ms=round(self.max_interval * 1000),
+            initial_interval_ms=seconds_to_ms(self.initial_interval),
+            max_interval_ms=seconds_to_ms(self.max_interval),
             backoff_coefficient=self.backoff_coefficient,
         )
