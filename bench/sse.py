@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -60,29 +59,27 @@ from typing import Any
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from harness import Cluster, Proc  # the tests' process harness, reused
-from throughput import percentile, proc_figures, session, target  # its helpers
-from waits import any_in, log_problems, log_tails, start_runs, stop_runtime, warn, workdir
+from common import (
+    Cluster,
+    any_in,
+    bounded,
+    cpu_s,
+    gateway_proc,
+    median_row,
+    percentile,
+    print_header,
+    print_row,
+    rss_now_mb,
+    running_cluster,
+    session,
+    start_runs,
+    target,
+    topology_list,
+    warn,
+)
 
 FINAL_TYPES = ("run.completed", "run.failed", "run.cancelled")
 SIGNAL = "approve"
-
-
-def rss_now_mb(proc: Proc) -> float:
-    """Current RSS (MB) of a live process (proc_figures gives the peak, VmHWM)."""
-    status = Path(f"/proc/{proc.popen.pid}/status").read_text()
-    kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
-    return kb / 1024
-
-
-def gateway_proc(cluster: Cluster) -> Proc:
-    """The process that serves HTTP: ``trine-all`` or ``trine-gateway``."""
-    return next(p for p in cluster.runtime if target(p) in ("all", "gateway"))
-
-
-def cpu_s(procs: list[Proc]) -> float:
-    return sum(proc_figures(proc)["cpu_s"] for proc in procs)
 
 
 @dataclass
@@ -213,14 +210,6 @@ async def signal_all(url: str, streams: list[Stream], concurrency: int) -> list[
     return failures
 
 
-async def bounded(what: str, seconds: float, work: Any) -> Any:
-    try:
-        async with asyncio.timeout(seconds):
-            return await work
-    except TimeoutError:
-        raise RuntimeError(f"{what}: not done in {seconds:.0f} s (--timeout)") from None
-
-
 async def wait_streams(streams: list[Stream], until: str, seconds: float) -> bool:
     """Until every stream that has not failed satisfies ``until`` (polled every 0.1 s)."""
     deadline = time.monotonic() + seconds
@@ -319,29 +308,18 @@ async def hold_streams(
 
 def one_round(args: argparse.Namespace, topology: str, n: int, name: str) -> dict[str, Any]:
     row: dict[str, Any] = {"topology": topology, "streams": n}
-    with workdir(args, name) as tmp:
-        cluster = Cluster(topology=topology, workdir=tmp)
-        until: dict[Path, int] = {}
-        try:
-            cluster.start()
-            cluster.start_worker("approval_worker.py")
-            t0 = time.perf_counter()
-            approvals = [
-                {"function": "approval", "input": {"request": f"r-{i}", "sleep_s": 0}}
-                for i in range(n)
-            ]
-            started = start_runs(cluster.url, approvals, args.concurrency)
-            ids = asyncio.run(bounded("starting runs", args.timeout, started))
-            asyncio.run(bounded("runs settling", args.timeout, until_settled(cluster.url)))
-            row["start_s"] = time.perf_counter() - t0
-            streams, failures = asyncio.run(hold_streams(args, cluster, ids, row))
-            until = stop_runtime(cluster)
-        except BaseException:
-            log_tails(cluster)
-            raise
-        finally:
-            cluster.close()
-            log_problems(cluster, until)
+    with running_cluster(topology, name, args.workdir) as cluster:
+        cluster.start_worker("approval_worker.py")
+        t0 = time.perf_counter()
+        approvals = [
+            {"function": "approval", "input": {"request": f"r-{i}", "sleep_s": 0}} for i in range(n)
+        ]
+        started = start_runs(cluster.url, approvals, args.concurrency)
+        ids = asyncio.run(bounded("starting runs", args.timeout, started))
+        asyncio.run(bounded("runs settling", args.timeout, until_settled(cluster.url)))
+        row["start_s"] = time.perf_counter() - t0
+        streams, failures = asyncio.run(hold_streams(args, cluster, ids, row))
+        cluster.stop_runtime()
     bad = [(s, why) for s in streams if (why := s.problem())]
     for what in failures[:10]:
         warn(f"{topology} x{n}: {what}")
@@ -382,26 +360,6 @@ COLUMNS = [
 TEXT = ("topology", "streams", "ok", "rss_each")
 
 
-def print_row(label: str, row: dict[str, Any]) -> None:
-    cells = [label] + [
-        "-" if row.get(key) is None else fmt.format(row[key]) for key, fmt in COLUMNS
-    ]
-    print("| " + " | ".join(cells) + " |", flush=True)
-
-
-def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    medians: dict[str, Any] = {}
-    for key, _ in COLUMNS:
-        values = [row[key] for row in rows if row.get(key) is not None]
-        if key == "ok":
-            medians[key] = " ".join(values)
-        elif key in TEXT:
-            medians[key] = rows[0][key]
-        else:
-            medians[key] = statistics.median(values) if values else None
-    return medians
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--streams", default="2000,10000", help="comma list of N (streams at once)")
@@ -413,20 +371,19 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--workdir", help="keep each cluster's data and logs under this new dir")
     args = p.parse_args()
-    topologies = [t.strip() for t in args.topologies.split(",") if t.strip()]
+    topologies = topology_list(args.topologies)
     sizes = [int(n) for n in args.streams.split(",") if n.strip()]
-    print("| round | " + " | ".join(key for key, _ in COLUMNS) + " |")
-    print("|---" * (len(COLUMNS) + 1) + "|", flush=True)
+    print_header(COLUMNS)
     results: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for r in range(args.rounds):
         for topology in topologies:
             for n in sizes:
                 row = one_round(args, topology, n, f"r{r + 1}-{topology}-{n}")
                 results.setdefault((topology, n), []).append(row)
-                print_row(str(r + 1), row)
+                print_row(COLUMNS, str(r + 1), row)
     if args.rounds > 1:
         for rows in results.values():
-            print_row("median", median_row(rows))
+            print_row(COLUMNS, "median", median_row(COLUMNS, rows, TEXT))
 
 
 if __name__ == "__main__":

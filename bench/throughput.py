@@ -26,14 +26,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import resource
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -41,9 +39,21 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from harness import TOPOLOGIES, Cluster, Proc  # the tests' process harness, reused
+from common import (
+    TOPOLOGIES,
+    Proc,
+    engine_proc,
+    engine_stats,
+    median_row,
+    percentile,
+    print_header,
+    print_rows,
+    proc_figures,
+    running_cluster,
+    session,
+    target,
+    topology_list,
+)
 from profile_buckets import print_table as print_profiles
 
 
@@ -56,22 +66,6 @@ def order_input(i: int) -> dict[str, Any]:
     }
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def proc_figures(proc: Proc) -> dict[str, float]:
-    """Peak RSS (MB) and CPU seconds of a live process, from /proc."""
-    pid = proc.popen.pid
-    status = Path(f"/proc/{pid}/status").read_text()
-    hwm_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
-    return {"rss_mb": hwm_kb / 1024, "cpu_s": cpu}
-
-
 async def one_run(http: aiohttp.ClientSession, url: str, i: int) -> float:
     start = time.perf_counter()
     body = {"function": "order", "input": order_input(i)}
@@ -81,15 +75,6 @@ async def one_run(http: aiohttp.ClientSession, url: str, i: int) -> float:
     if answer.get("status") != "completed" or answer["result"]["order_id"] != f"o-{i}":
         raise RuntimeError(f"run {i} did not complete: {response.status} {answer}")
     return elapsed
-
-
-def session(concurrency: int) -> aiohttp.ClientSession:
-    """aiohttp, as the peers' harness uses: httpx spends ~90% of a core at concurrency 100 and
-    becomes the bottleneck it is meant to measure."""
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=concurrency),
-        timeout=aiohttp.ClientTimeout(total=120),
-    )
 
 
 async def sequential(url: str, n: int) -> list[float]:
@@ -109,18 +94,6 @@ async def concurrent(url: str, n: int, concurrency: int) -> tuple[list[float], f
         start = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(concurrency)))
         return latencies, time.perf_counter() - start
-
-
-def engine_stats(proc: Proc) -> dict[str, Any]:
-    for record in proc.log.records():
-        if record.get("event") == "engine stats":
-            return record
-    return {}
-
-
-def target(proc: Proc) -> str:
-    """``all``, ``engine``, ``coordinator`` or ``gateway`` (the harness names it trine-<target>)."""
-    return proc.name.removeprefix("trine-")
 
 
 def py_spy() -> str | None:
@@ -188,45 +161,36 @@ class Round:
 def one_round(args: argparse.Namespace, topology: str, profile: Path | None) -> Round:
     """Both phases on a fresh deployment of ``topology``."""
     client_cpu = time.process_time()
-    with tempfile.TemporaryDirectory(prefix="trine-bench-") as tmp:
-        cluster = Cluster(topology=topology, workdir=Path(tmp))
+    with running_cluster(topology, topology, prefix="trine-bench-", report=False) as cluster:
+        worker = cluster.start_worker("order_worker.py", "--max-concurrency", "100")
+        seq = asyncio.run(sequential(cluster.url, args.sequential))
+        spies = (
+            start_profiles(profile, topology, [*cluster.runtime, worker], args.profile_seconds)
+            if profile
+            else []
+        )
         try:
-            cluster.start()
-            worker = cluster.start_worker("order_worker.py", "--max-concurrency", "100")
-            seq = asyncio.run(sequential(cluster.url, args.sequential))
-            spies = (
-                start_profiles(profile, topology, [*cluster.runtime, worker], args.profile_seconds)
-                if profile
-                else []
-            )
-            try:
-                lat, wall = asyncio.run(concurrent(cluster.url, args.runs, args.concurrency))
-            finally:
-                profiles = stop_profiles(spies)
-            procs = {target(proc): proc_figures(proc) for proc in cluster.runtime}
-            procs["worker"] = proc_figures(worker)
-            procs["bench client"] = {
-                "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                "cpu_s": time.process_time() - client_cpu,
-                "warnings": 0,
-                "errors": 0,
-            }
-            engine = next(p for p in cluster.runtime if target(p) in ("all", "engine"))
-            cluster.stop_runtime()
-            stats = engine_stats(engine)
-            problems = {target(proc): log_problems(proc) for proc in cluster.runtime}
-            problems["worker"] = log_problems(worker)
-            for name, counts in problems.items():
-                procs[name]["warnings"] = sum(
-                    n for k, n in counts.items() if k.startswith("warning")
-                )
-                procs[name]["errors"] = sum(
-                    n for k, n in counts.items() if not k.startswith("warning")
-                )
+            lat, wall = asyncio.run(concurrent(cluster.url, args.runs, args.concurrency))
         finally:
-            cluster.close()
+            profiles = stop_profiles(spies)
+        procs = {target(proc): proc_figures(proc) for proc in cluster.runtime}
+        procs["worker"] = proc_figures(worker)
+        procs["bench client"] = {
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "cpu_s": time.process_time() - client_cpu,
+            "warnings": 0,
+            "errors": 0,
+        }
+        engine = engine_proc(cluster)
+        cluster.stop_runtime()
+        stats = engine_stats(engine)
+        problems = {target(proc): log_problems(proc) for proc in cluster.runtime}
+        problems["worker"] = log_problems(worker)
+        for name, counts in problems.items():
+            procs[name]["warnings"] = sum(n for k, n in counts.items() if k.startswith("warning"))
+            procs[name]["errors"] = sum(n for k, n in counts.items() if not k.startswith("warning"))
     runtime = [procs[target(proc)] for proc in cluster.runtime]
-    common = {
+    shared = {
         "topology": topology,
         # Split: the three runtime processes summed (RSS of each is their peak).
         "runtime_rss_mb": sum(f["rss_mb"] for f in runtime),
@@ -242,14 +206,14 @@ def one_round(args: argparse.Namespace, topology: str, profile: Path | None) -> 
             "runs_s": len(seq) / sum(seq),
             "p50_ms": percentile(seq, 0.5) * 1000,
             "p99_ms": percentile(seq, 0.99) * 1000,
-            **common,
+            **shared,
         },
         {
             "phase": f"{args.runs} @ c{args.concurrency}",
             "runs_s": args.runs / wall,
             "p50_ms": percentile(lat, 0.5) * 1000,
             "p99_ms": percentile(lat, 0.99) * 1000,
-            **common,
+            **shared,
         },
     ]
     return Round(rows, procs, problems, profiles, profile is not None)
@@ -268,11 +232,7 @@ COLUMNS = [
     ("runtime_cpu_s", "{:.1f}"),
     ("worker_cpu_s", "{:.1f}"),
 ]
-
-
-def print_row(label: str, row: dict[str, Any]) -> None:
-    cells = [label] + [fmt.format(row[key]) for key, fmt in COLUMNS]
-    print("| " + " | ".join(cells) + " |", flush=True)
+TEXT = ("topology", "phase")
 
 
 def main() -> None:
@@ -299,7 +259,7 @@ def main() -> None:
         help="stop profiling after S seconds (default: at the end of the concurrent phase)",
     )
     args = p.parse_args()
-    topologies = [t.strip() for t in args.topologies.split(",") if t.strip()]
+    topologies = topology_list(args.topologies)
     if unknown := set(topologies) - set(TOPOLOGIES):
         p.error(f"unknown topologies {sorted(unknown)}; known: {', '.join(TOPOLOGIES)}")
     if args.profile is not None:
@@ -308,22 +268,22 @@ def main() -> None:
             args.profile = None
         else:
             args.profile.mkdir(parents=True, exist_ok=True)
-    print("| round | " + " | ".join(key for key, _ in COLUMNS) + " |")
-    print("|---" * (len(COLUMNS) + 1) + "|")
+    print_header(COLUMNS)
     rounds: dict[str, list[Round]] = {t: [] for t in topologies}
     for r in range(args.rounds):
         for topology in topologies:
             one = one_round(args, topology, args.profile if r == 0 else None)
             rounds[topology].append(one)
-            for row in one.rows:
-                print_row(f"{r + 1}{'p' if one.profiled else ''}", row)
+            print_rows(COLUMNS, f"{r + 1}{'p' if one.profiled else ''}", one.rows)
     # Medians leave the profiled round out when there are others.
     kept = {t: [x for x in rs if not x.profiled] or rs for t, rs in rounds.items()}
-    medians = {t: [median_row([x.rows for x in rs], i) for i in range(2)] for t, rs in kept.items()}
+    medians = {
+        t: [median_row(COLUMNS, [x.rows[i] for x in rs], TEXT) for i in range(2)]
+        for t, rs in kept.items()
+    }
     if args.rounds > 1:
         for rows in medians.values():
-            for row in rows:
-                print_row("median", row)
+            print_rows(COLUMNS, "median", rows)
     if "all" in medians and "split" in medians:
         print("\n| phase | runs/s split ÷ all | p50 split ÷ all | p99 split ÷ all |")
         print("|---|---|---|---|")
@@ -391,16 +351,6 @@ def print_processes(rounds: dict[str, list[dict[str, dict[str, float]]]], n: int
             cells = [topology, name, f"{rss:.0f}", f"{cpu[name]:.1f}", f"{cpu[name] / total:.0%}"]
             cells += [f"{warnings:.0f}", f"{errors:.0f}"]
             print("| " + " | ".join(cells) + " |")
-
-
-def median_row(rounds: list[list[dict[str, Any]]], i: int) -> dict[str, Any]:
-    first = rounds[0][i]
-    numbers = {
-        key: statistics.median(rows[i][key] for rows in rounds)
-        for key, _ in COLUMNS
-        if key not in ("phase", "topology")
-    }
-    return {"topology": first["topology"], "phase": first["phase"], **numbers}
 
 
 if __name__ == "__main__":

@@ -40,14 +40,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import statistics
 import sys
-import tempfile
 import time
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -55,16 +49,24 @@ from typing import Any
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from harness import Cluster, Proc  # the tests' process harness, reused
-from throughput import engine_stats, percentile, proc_figures, session  # its helpers
+from common import (
+    any_in,
+    engine_proc,
+    engine_stats,
+    figures,
+    median_row,
+    percentile,
+    print_header,
+    print_row,
+    running_cluster,
+    session,
+    start_runs,
+    topology_list,
+    warn,
+)
 
 FINAL = ("completed", "failed", "cancelled")
 POLL_WAIT_S = 60  # per long-poll; below session()'s 120 s total timeout
-
-
-def warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def server_ms(iso: str) -> int:
@@ -72,94 +74,7 @@ def server_ms(iso: str) -> int:
     return round(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
 
 
-def figures(procs: list[Proc]) -> dict[str, float]:
-    """Peak RSS (MB) and CPU seconds, summed over processes (split: the three runtime ones)."""
-    each = [proc_figures(proc) for proc in procs]
-    return {"rss_mb": sum(f["rss_mb"] for f in each), "cpu_s": sum(f["cpu_s"] for f in each)}
-
-
-def engine_proc(cluster: Cluster) -> Proc:
-    return next(p for p in cluster.runtime if p.name in ("trine-all", "trine-engine"))
-
-
-def stop_runtime(cluster: Cluster) -> dict[Path, int]:
-    """SIGTERM the runtime; returns how many lines each worker had logged before, since what
-    they log after (the coordinator going away) is the stop's doing, not a problem."""
-    before = {p.log.path: len(p.log.lines()) for p in cluster.procs if p not in cluster.runtime}
-    cluster.stop_runtime()
-    return before
-
-
-def log_problems(cluster: Cluster, until: dict[Path, int]) -> None:
-    """Warnings, errors and tracebacks in every process's log, summarized on stderr."""
-    for proc in cluster.procs:
-        counts: Counter[str] = Counter()
-        examples: dict[str, str] = {}
-        for line in proc.log.lines()[: until.get(proc.log.path)]:
-            if line.startswith("{"):
-                try:
-                    level = str(json.loads(line).get("level", ""))
-                except json.JSONDecodeError:
-                    level = ""
-                if level not in ("warning", "error", "critical", "exception"):
-                    continue
-            elif "Traceback" not in line and "Error" not in line and "WARNING" not in line:
-                continue
-            key = line[:160]
-            counts[key] += 1
-            examples.setdefault(key, line[:600])
-        if counts:
-            warn(f"{sum(counts.values())} warning/error lines in {proc.log.path}:")
-            for key, n in counts.most_common(5):
-                print(f"    {n}x {examples[key]}", file=sys.stderr, flush=True)
-
-
-def log_tails(cluster: Cluster) -> None:
-    for proc in cluster.procs:
-        print(f"--- {proc.log.path} (last lines)\n{proc.log.tail(20)}", file=sys.stderr)
-
-
-@contextmanager
-def workdir(args: argparse.Namespace, name: str) -> Iterator[Path]:
-    if args.workdir:
-        path = Path(args.workdir) / name
-        path.mkdir(parents=True, exist_ok=False)
-        yield path
-    else:
-        with tempfile.TemporaryDirectory(prefix="trine-waits-") as tmp:
-            yield Path(tmp)
-
-
 # -- sleepers --------------------------------------------------------------------------------------
-
-
-async def start_runs(url: str, inputs: list[dict[str, Any]], concurrency: int) -> list[str]:
-    """Start one run per input (``function`` and ``input``), POST /v1/runs at ``concurrency``;
-    their ids in input order."""
-    ids: list[str] = [""] * len(inputs)
-    async with session(concurrency) as http:
-        queue = iter(range(len(inputs)))
-
-        async def client() -> None:
-            for i in queue:
-                async with http.post(f"{url}/v1/runs", json=inputs[i]) as response:
-                    answer = await response.json()
-                if response.status != 201:
-                    raise RuntimeError(f"run {i} not started: {response.status} {answer}")
-                ids[i] = answer["id"]
-
-        await asyncio.gather(*(client() for _ in range(concurrency)))
-    return ids
-
-
-async def any_in(http: aiohttp.ClientSession, url: str, function: str, status: str) -> bool:
-    """Whether any run of ``function`` has ``status`` (one listing of one run)."""
-    params = {"status": status, "function": function, "limit": "1"}
-    async with http.get(f"{url}/v1/runs", params=params) as response:
-        page = await response.json()
-    if response.status != 200:
-        raise RuntimeError(f"GET /v1/runs: {response.status} {page}")
-    return bool(page["runs"])
 
 
 async def count_in(http: aiohttp.ClientSession, url: str, status: str) -> int:
@@ -229,42 +144,32 @@ async def await_sleepers(
 
 def sleepers_round(args: argparse.Namespace, topology: str, name: str) -> dict[str, Any]:
     n = args.sleepers
-    with workdir(args, name) as tmp:
-        cluster = Cluster(topology=topology, workdir=tmp)
-        until: dict[Path, int] = {}
-        try:
-            cluster.start()
-            worker = cluster.start_worker("bench/sleeper_worker.py")
-            t0 = time.time()
-            due = t0 + args.sleep_s
-            due_ms = round(due * 1000)
-            sleepers = [{"function": "sleeper", "input": {"until_ms": due_ms}}] * n
-            ids = asyncio.run(start_runs(cluster.url, sleepers, args.concurrency))
-            start_s = time.time() - t0
-            if start_s >= args.sleep_s:
-                warn(
-                    f"{topology}: starting {n} sleepers took {start_s:.1f} s, longer than "
-                    f"--sleep-s {args.sleep_s}: the wake figures are meaningless; raise --sleep-s"
-                )
-            suspended_s = asyncio.run(until_suspended(cluster.url, t0, due))
-            if suspended_s is not None:  # read the figures just before the due time
-                time.sleep(max(0.0, due - 0.25 - time.time()))
-            asleep_rt = figures(cluster.runtime)
-            time.sleep(max(0.0, due - time.time()))
-            done, seen, stuck = asyncio.run(
-                await_sleepers(cluster.url, ids, due + args.timeout, args.concurrency)
+    with running_cluster(topology, name, args.workdir) as cluster:
+        worker = cluster.start_worker("bench/sleeper_worker.py")
+        t0 = time.time()
+        due = t0 + args.sleep_s
+        due_ms = round(due * 1000)
+        sleepers = [{"function": "sleeper", "input": {"until_ms": due_ms}}] * n
+        ids = asyncio.run(start_runs(cluster.url, sleepers, args.concurrency))
+        start_s = time.time() - t0
+        if start_s >= args.sleep_s:
+            warn(
+                f"{topology}: starting {n} sleepers took {start_s:.1f} s, longer than "
+                f"--sleep-s {args.sleep_s}: the wake figures are meaningless; raise --sleep-s"
             )
-            end_rt = figures(cluster.runtime)
-            end_wk = figures([worker])
-            engine = engine_proc(cluster)
-            until = stop_runtime(cluster)
-            stats = engine_stats(engine)
-        except BaseException:
-            log_tails(cluster)
-            raise
-        finally:
-            cluster.close()
-            log_problems(cluster, until)
+        suspended_s = asyncio.run(until_suspended(cluster.url, t0, due))
+        if suspended_s is not None:  # read the figures just before the due time
+            time.sleep(max(0.0, due - 0.25 - time.time()))
+        asleep_rt = figures(cluster.runtime)
+        time.sleep(max(0.0, due - time.time()))
+        done, seen, stuck = asyncio.run(
+            await_sleepers(cluster.url, ids, due + args.timeout, args.concurrency)
+        )
+        end_rt = figures(cluster.runtime)
+        end_wk = figures([worker])
+        engine = engine_proc(cluster)
+        cluster.stop_runtime()
+        stats = engine_stats(engine)
     ok = [r for r in done if r["status"] == "completed" and r["result"] == due_ms]
     if len(ok) < n:
         right = {r["id"] for r in ok}
@@ -315,24 +220,14 @@ async def one_fanout(url: str, n: int, limit_s: float) -> tuple[dict[str, Any], 
 
 def fanout_round(args: argparse.Namespace, topology: str, name: str) -> dict[str, Any]:
     n = args.fanout
-    with workdir(args, name) as tmp:
-        cluster = Cluster(topology=topology, workdir=tmp)
-        until: dict[Path, int] = {}
-        try:
-            cluster.start()
-            worker = cluster.start_worker("fanout_worker.py")
-            run, client_s = asyncio.run(one_fanout(cluster.url, n, args.timeout))
-            rt = figures(cluster.runtime)
-            wk = figures([worker])
-            engine = engine_proc(cluster)
-            until = stop_runtime(cluster)
-            stats = engine_stats(engine)
-        except BaseException:
-            log_tails(cluster)
-            raise
-        finally:
-            cluster.close()
-            log_problems(cluster, until)
+    with running_cluster(topology, name, args.workdir) as cluster:
+        worker = cluster.start_worker("fanout_worker.py")
+        run, client_s = asyncio.run(one_fanout(cluster.url, n, args.timeout))
+        rt = figures(cluster.runtime)
+        wk = figures([worker])
+        engine = engine_proc(cluster)
+        cluster.stop_runtime()
+        stats = engine_stats(engine)
     expected = sum(i * i for i in range(n))
     result = run.get("result") or {}
     right = run["status"] == "completed" and result == {"sum": expected, "failed": []}
@@ -384,23 +279,6 @@ COLUMNS = [
 TEXT = ("topology", "workload", "ok")
 
 
-def print_row(label: str, row: dict[str, Any]) -> None:
-    cells = [label] + ["-" if row[key] is None else fmt.format(row[key]) for key, fmt in COLUMNS]
-    print("| " + " | ".join(cells) + " |", flush=True)
-
-
-def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    first = rows[0]
-    medians: dict[str, Any] = {}
-    for key, _ in COLUMNS:
-        values = [row[key] for row in rows if row[key] is not None]
-        if key in TEXT:
-            medians[key] = first[key] if key != "ok" else " ".join(v for v in values)
-        else:
-            medians[key] = statistics.median(values) if values else None
-    return medians
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--sleepers", type=int, default=10_000, help="runs asleep at once (0: skip)")
@@ -412,7 +290,7 @@ def main() -> None:
     p.add_argument("--topologies", default="all,split", help="comma list of all,split")
     p.add_argument("--workdir", help="keep each cluster's data and logs under this new dir")
     args = p.parse_args()
-    topologies = [t.strip() for t in args.topologies.split(",") if t.strip()]
+    topologies = topology_list(args.topologies)
     workloads = [
         (kind, run)
         for kind, size, run in (
@@ -421,18 +299,17 @@ def main() -> None:
         )
         if size > 0
     ]
-    print("| round | " + " | ".join(key for key, _ in COLUMNS) + " |")
-    print("|---" * (len(COLUMNS) + 1) + "|", flush=True)
+    print_header(COLUMNS)
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in range(args.rounds):
         for topology in topologies:
             for kind, one_round in workloads:
                 row = one_round(args, topology, f"r{r + 1}-{topology}-{kind}")
                 results.setdefault((topology, kind), []).append(row)
-                print_row(str(r + 1), row)
+                print_row(COLUMNS, str(r + 1), row)
     if args.rounds > 1:
         for rows in results.values():
-            print_row("median", median_row(rows))
+            print_row(COLUMNS, "median", median_row(COLUMNS, rows, TEXT))
 
 
 if __name__ == "__main__":
