@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import msgspec
 import pytest
 
+from trine_gateway.models import RunStatusName
 from trine_gateway.serialization import (
+    STATUS_BY_NAME,
     event_json,
     iso_ms,
     journal_entry_out,
     payload,
     run_out,
-    seconds_to_ms,
 )
 from trine_proto.trine.v1 import EntryKind, ErrorInfo, Event, JournalEntry, Run, RunStatus, Wait
+from trine_proto.vocabulary import seconds_to_ms
 
 
 def test_iso_ms() -> None:
@@ -33,6 +37,11 @@ def test_result_only_once_completed_and_names_lowercase() -> None:
         out = run_out(Run(id="r", function="f", status=status, result=b"1"))
         assert out.status == status.name.lower()
         assert (out.result is not None) == (status == RunStatus.COMPLETED)
+
+
+def test_every_status_name_of_the_api_is_a_status() -> None:
+    assert set(STATUS_BY_NAME) == set(get_args(RunStatusName))
+    assert run_out(Run(id="r", function="f")).status == "pending"  # unspecified never fails a read
 
 
 def test_cancelled_run_keeps_its_error() -> None:
@@ -70,6 +79,7 @@ def test_event_json() -> None:
     ],
 )
 def test_seconds_to_ms_rounds_up_but_ignores_float_noise(seconds: float, ms: int) -> None:
+    """The shared conversion the gateway's ``timeout_s`` goes through."""
     assert seconds_to_ms(seconds) == ms
 
 

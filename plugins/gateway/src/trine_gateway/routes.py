@@ -51,10 +51,8 @@ from trine_gateway.serialization import (
     STATUS_BY_NAME,
     encode_input,
     function_out,
-    is_final,
     journal_entry_out,
     run_out,
-    seconds_to_ms,
 )
 from trine_gateway.sse import event_stream
 from trine_proto.trine.v1 import (
@@ -69,6 +67,7 @@ from trine_proto.trine.v1 import (
     StartRunRequest,
     WaitRunRequest,
 )
+from trine_proto.vocabulary import is_final, seconds_to_ms
 
 log = get_logger("gateway")
 
@@ -97,7 +96,7 @@ class Gateway:
 
     async def wait(self, run: Run, wait_s: float) -> Run:
         """The run once final, or as it is after ``wait_s`` (or when shutdown begins)."""
-        if is_final(run):
+        if is_final(run.status):
             return run
         timeout_ms = max(1, round(wait_s * 1000))
         return await self.lifecycle.until_stopping(
@@ -111,6 +110,12 @@ def _errors(*statuses: int) -> dict[int, ResponseSpec]:
         status: ResponseSpec(ErrorBody, generate_examples=False, description="an error")
         for status in statuses
     }
+
+
+def _timeout_ms(timeout_s: float | None) -> int:
+    """A start's ``timeout_s`` as the request's ``timeout_ms``: 0 (no deadline) when absent,
+    else at least 1, since a tiny timeout (it is > 0) must not round to "no deadline"."""
+    return 0 if timeout_s is None else max(1, seconds_to_ms(timeout_s))
 
 
 @post(
@@ -142,7 +147,7 @@ async def start_run(
             function=data.function,
             input=encode_input(data.input),
             idempotency_key=idempotency_key or "",
-            timeout_ms=seconds_to_ms(data.timeout_s) if data.timeout_s is not None else 0,
+            timeout_ms=_timeout_ms(data.timeout_s),
         )
     )
     run = started.run
@@ -151,7 +156,7 @@ async def start_run(
     status = 201 if started.created else 200
     if wait is not None:
         run = await gateway.wait(run, wait)
-        if not is_final(run):
+        if not is_final(run.status):
             status = 202
     return Response(run_out(run), status_code=status)
 
@@ -235,7 +240,7 @@ async def cancel_run(
     run = await gateway.backend.cancel_run(CancelRunRequest(run_id=run_id, reason=reason))
     if wait is not None:
         run = await gateway.wait(run, wait)
-    return Response(run_out(run), status_code=200 if is_final(run) else 202)
+    return Response(run_out(run), status_code=200 if is_final(run.status) else 202)
 
 
 @post(

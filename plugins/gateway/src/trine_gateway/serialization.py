@@ -7,9 +7,8 @@ milliseconds since the epoch in the messages and ISO-8601 UTC with milliseconds 
 
 from __future__ import annotations
 
-import math
 import time
-from typing import Any
+from typing import Any, TypeGuard, get_args
 
 import msgspec
 
@@ -36,16 +35,21 @@ from trine_proto.trine.v1 import (
     RunStatus,
     Wait,
 )
+from trine_proto.vocabulary import status_name as vocabulary_status_name
 
 NULL = msgspec.Raw(b"null")
-FINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+_RUN_STATUS_NAMES = frozenset(get_args(RunStatusName))
+
+
+def _is_run_status_name(name: str) -> TypeGuard[RunStatusName]:
+    return name in _RUN_STATUS_NAMES
+
+
+# The names are the shared vocabulary's; RunStatusName lists them for the API's schema.
 _STATUS_NAMES: dict[RunStatus, RunStatusName] = {
-    RunStatus.PENDING: "pending",
-    RunStatus.RUNNING: "running",
-    RunStatus.SUSPENDED: "suspended",
-    RunStatus.COMPLETED: "completed",
-    RunStatus.FAILED: "failed",
-    RunStatus.CANCELLED: "cancelled",
+    status: name
+    for status in RunStatus
+    if _is_run_status_name(name := vocabulary_status_name(status))
 }
 STATUS_BY_NAME: dict[str, RunStatus] = {name: status for status, name in _STATUS_NAMES.items()}
 _WAIT_KIND_NAMES: dict[EntryKind, WaitKindName] = {
@@ -71,15 +75,6 @@ def encode_input(value: Any) -> bytes:
     return _json_encoder.encode(value)
 
 
-def seconds_to_ms(seconds: float) -> int:
-    """A duration in seconds → whole milliseconds, rounded up (at least 1).
-
-    Rounded to a nanosecond first, so that a float's binary error does not add a millisecond:
-    ``1.1 * 1000`` is ``1100.0000000000002``, which should be 1100, not 1101.
-    """
-    return max(1, math.ceil(round(seconds * 1000, 6)))
-
-
 def iso_ms(ms: int) -> str:
     """Milliseconds since the epoch → ``2025-01-31T12:00:00.123Z``."""
     seconds, millis = divmod(ms, 1000)
@@ -93,10 +88,6 @@ def _iso_or_none(ms: int) -> str | None:
 def status_name(status: RunStatus) -> RunStatusName:
     # An unspecified status never leaves the engine; call it pending rather than fail a read.
     return _STATUS_NAMES.get(status, "pending")
-
-
-def is_final(run: Run) -> bool:
-    return run.status in FINAL_STATUSES
 
 
 def error_out(error: ErrorInfo | None) -> ErrorInfoOut | None:

@@ -9,7 +9,8 @@ One event per message::
 The stream ends after the run's final event (the backend's subscription ends there). While no
 event comes, a comment line (``: keep-alive``) is sent every ``keepalive_s`` so proxies keep the
 connection. If the subscription fails mid-stream (the status line is already sent), one
-``stream.error`` event carries ``{"error": {"code", "message"}}`` and the stream ends.
+``stream.error`` event (:data:`~trine_proto.vocabulary.STREAM_ERROR_EVENT`) carries
+``{"error": {"code", "message"}}`` and the stream ends.
 
 The subscription is read by a separate task (the *pump*) into a queue: the response waits on the
 queue with a timeout, which a keep-alive needs and which cancelling an iterator's ``__anext__``
@@ -31,11 +32,11 @@ from trine_core import Backend, TrineError, get_logger
 from trine_gateway.lifecycle import Lifecycle
 from trine_gateway.serialization import event_json
 from trine_proto.trine.v1 import Event, SubscribeRequest
+from trine_proto.vocabulary import STREAM_ERROR_EVENT, ErrorCode
 
 log = get_logger("gateway")
 
 KEEPALIVE = ServerSentEventMessage(data=None, comment="keep-alive")
-ERROR_EVENT = "stream.error"
 _Item: TypeAlias = Event | BaseException | None
 """What the pump hands over: an event, the error that ended the subscription, or ``None`` (end)."""
 
@@ -64,9 +65,9 @@ def _error_message(exc: BaseException) -> ServerSentEventMessage:
     if isinstance(exc, TrineError):
         error: dict[str, Any] = exc.to_dict()
     else:
-        error = {"code": "internal", "message": "internal error"}
+        error = {"code": ErrorCode.INTERNAL, "message": "internal error"}
     return ServerSentEventMessage(
-        data=msgspec.json.encode({"error": error}).decode(), event=ERROR_EVENT
+        data=msgspec.json.encode({"error": error}).decode(), event=STREAM_ERROR_EVENT
     )
 
 
