@@ -8,7 +8,20 @@ import httpx
 import pytest
 from conftest import MAX_PAYLOAD, Gateway
 
+from trine_core import (
+    ConfigError,
+    InvalidArgument,
+    LeaseLost,
+    PayloadTooLarge,
+    RunFinished,
+    RunNotFound,
+    StorageError,
+    TrineError,
+    Unavailable,
+    UnknownFunction,
+)
 from trine_gateway.app import BODY_SLACK_BYTES
+from trine_gateway.errors import http_status
 
 JSON = {"content-type": "application/json"}
 RUN = "/v1/runs/01NOSUCHRUN0000000000000000"
@@ -155,9 +168,28 @@ async def test_unexpected_exception_is_a_bare_500(
 
 
 async def test_backend_errors_keep_their_code_and_status(gateway: Gateway) -> None:
-    from trine_core import Unavailable
-
     gateway.backend.fail_with = Unavailable("engine unreachable", peer="engine")
     problem = error(await gateway.http.get("/v1/runs"), 503, "unavailable")
     assert problem["message"] == "engine unreachable"
     assert problem["details"] == {"peer": "engine"}
+
+
+@pytest.mark.parametrize(
+    ("error_type", "status"),
+    [
+        (InvalidArgument, 400),
+        (UnknownFunction, 404),
+        (PayloadTooLarge, 413),
+        (RunNotFound, 404),
+        (RunFinished, 409),
+        (LeaseLost, 409),
+        (Unavailable, 503),
+        (ConfigError, 500),
+        (StorageError, 500),
+        (TrineError, 500),
+    ],
+)
+def test_the_gateway_maps_every_error_code_to_its_http_status(
+    error_type: type[TrineError], status: int
+) -> None:
+    assert http_status(error_type("x")) == status

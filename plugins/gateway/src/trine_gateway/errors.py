@@ -1,7 +1,8 @@
 """Every failure becomes ``{"error": {"code", "message", "details"?}}`` with a fitting status.
 
-- a :class:`~trine_core.errors.TrineError` from the backend: its ``code``, ``http_status`` and
-  ``details`` as they are (``unknown_function`` carries ``details.known``);
+- a :class:`~trine_core.errors.TrineError` from the backend: its ``code`` and ``details`` as
+  they are (``unknown_function`` carries ``details.known``), with the status its code maps to in
+  :data:`HTTP_STATUS` (500 for any other code);
 - litestar's own errors: a body that is not JSON → 400 ``malformed_json``; a body or query value
   of the wrong type or missing → 400 ``invalid_request`` with litestar's ``details.errors``; a body
   over the request size limit → 413 ``payload_too_large``; no such route → 404 ``not_found``;
@@ -26,8 +27,21 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.types import ExceptionHandlersMap
 
 from trine_core import TrineError, get_logger
+from trine_proto.vocabulary import ErrorCode
 
 log = get_logger("gateway")
+
+HTTP_STATUS: Mapping[str, int] = {
+    ErrorCode.INVALID_ARGUMENT: 400,
+    ErrorCode.UNKNOWN_FUNCTION: 404,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.RUN_NOT_FOUND: 404,
+    ErrorCode.RUN_FINISHED: 409,
+    ErrorCode.LEASE_LOST: 409,
+    ErrorCode.UNAVAILABLE: 503,
+}
+"""The HTTP status of a :class:`~trine_core.errors.TrineError`, by its code; any other is 500.
+HTTP is the gateway's business: the errors themselves know only their code."""
 
 _CODES_BY_STATUS: Mapping[int, str] = {
     400: "invalid_request",
@@ -35,10 +49,15 @@ _CODES_BY_STATUS: Mapping[int, str] = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
-    413: "payload_too_large",
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
     429: "too_many_requests",
-    503: "unavailable",
+    503: ErrorCode.UNAVAILABLE,
 }
+
+
+def http_status(exc: TrineError) -> int:
+    """The HTTP status a trine error answers with."""
+    return HTTP_STATUS.get(exc.code, 500)
 
 
 def error_response(
@@ -77,11 +96,12 @@ def exception_handlers(max_body_bytes: int) -> ExceptionHandlersMap:
 
     def trine_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
         assert isinstance(exc, TrineError)
-        if exc.http_status >= 500:
+        status = http_status(exc)
+        if status >= 500:
             log.error(
                 "request failed", request=_describe(request), code=exc.code, error=exc.message
             )
-        return error_response(exc.http_status, exc.code, exc.message, exc.details)
+        return error_response(status, exc.code, exc.message, exc.details)
 
     def http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
         assert isinstance(exc, HTTPException)
@@ -100,7 +120,9 @@ def exception_handlers(max_body_bytes: int) -> ExceptionHandlersMap:
             )
         if isinstance(exc, RequestEntityTooLarge):
             message = f"request body is larger than {max_body_bytes} bytes"
-            return error_response(413, "payload_too_large", message, {"limit": max_body_bytes})
+            return error_response(
+                413, ErrorCode.PAYLOAD_TOO_LARGE, message, {"limit": max_body_bytes}
+            )
         if isinstance(exc, NotFoundException):
             return error_response(404, "not_found", f"no route for {_describe(request)}")
         if isinstance(exc, MethodNotAllowedException):
@@ -109,12 +131,12 @@ def exception_handlers(max_body_bytes: int) -> ExceptionHandlersMap:
         status = exc.status_code
         if status >= 500:
             log.error("request failed", request=_describe(request), status=status, error=exc.detail)
-            return error_response(status, "internal", "internal error", headers=headers)
+            return error_response(status, ErrorCode.INTERNAL, "internal error", headers=headers)
         code = _CODES_BY_STATUS.get(status, "invalid_request")
         return error_response(status, code, str(exc.detail), headers=headers)
 
     def unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
         log.error("request failed", request=_describe(request), exc_info=exc)
-        return error_response(500, "internal", "internal error")
+        return error_response(500, ErrorCode.INTERNAL, "internal error")
 
     return {TrineError: trine_error, HTTPException: http_error, Exception: unexpected}
