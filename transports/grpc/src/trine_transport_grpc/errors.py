@@ -12,16 +12,18 @@ import grpclib
 from grpclib.const import Status
 
 from trine_core import TrineError, Unavailable, error_from_code
+from trine_proto.vocabulary import ErrorCode
 
-STATUS_BY_CODE = {
-    "invalid_argument": Status.INVALID_ARGUMENT,
-    "unknown_function": Status.NOT_FOUND,
-    "run_not_found": Status.NOT_FOUND,
-    "payload_too_large": Status.RESOURCE_EXHAUSTED,
-    "run_finished": Status.FAILED_PRECONDITION,
-    "lease_lost": Status.FAILED_PRECONDITION,
-    "unavailable": Status.UNAVAILABLE,
+STATUS_BY_CODE: dict[str, Status] = {
+    ErrorCode.INVALID_ARGUMENT: Status.INVALID_ARGUMENT,
+    ErrorCode.UNKNOWN_FUNCTION: Status.NOT_FOUND,
+    ErrorCode.RUN_NOT_FOUND: Status.NOT_FOUND,
+    ErrorCode.PAYLOAD_TOO_LARGE: Status.RESOURCE_EXHAUSTED,
+    ErrorCode.RUN_FINISHED: Status.FAILED_PRECONDITION,
+    ErrorCode.LEASE_LOST: Status.FAILED_PRECONDITION,
+    ErrorCode.UNAVAILABLE: Status.UNAVAILABLE,
 }
+"""The gRPC status an error travels with, by its code; any other code travels as ``INTERNAL``."""
 
 
 def to_grpc(exc: TrineError) -> grpclib.GRPCError:
