@@ -14,7 +14,6 @@ import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
-import betterproto2
 import grpclib
 import structlog
 from grpclib.const import Status
@@ -34,7 +33,9 @@ from trine_proto.trine.v1 import (
     WorkerMessage,
     WorkerReport,
     WorkerServiceBase,
+    WorkItem,
 )
+from trine_proto.vocabulary import ErrorCode
 
 TAKE_WORK_WAIT_MS = 1_000
 MISSED_HEARTBEATS = 5
@@ -48,7 +49,14 @@ SLOT_ENDING = (
 MAX_RENEW_INTERVAL_S = 1.0
 
 
-class WorkerService(WorkerServiceBase):  # type: ignore[misc]
+def _ids(item: WorkItem) -> tuple[str, str]:
+    """A work item's run id and lease id: the engine sends every item with both."""
+    if item.run is None or item.lease is None:
+        raise TrineError("the engine sent a work item without a run or a lease")
+    return item.run.id, item.lease.id
+
+
+class WorkerService(WorkerServiceBase):
     def __init__(
         self, dispatcher: Dispatcher, settings: Settings, log: structlog.stdlib.BoundLogger
     ) -> None:
@@ -173,8 +181,8 @@ class WorkerService(WorkerServiceBase):  # type: ignore[misc]
             first = await asyncio.wait_for(anext(messages), REGISTER_TIMEOUT_S)
         except (StopAsyncIteration, TimeoutError):
             raise grpclib.GRPCError(Status.INVALID_ARGUMENT, "no Register message") from None
-        kind, register = betterproto2.which_one_of(first, "message")
-        if kind != "register" or not register.worker_id:
+        register = first.register  # None unless the oneof holds a Register
+        if register is None or not register.worker_id:
             raise grpclib.GRPCError(
                 Status.INVALID_ARGUMENT, "the first message must be Register with a worker_id"
             )
@@ -184,10 +192,9 @@ class WorkerService(WorkerServiceBase):  # type: ignore[misc]
         try:
             async for message in messages:
                 session.last_seen = time.monotonic()
-                kind, value = betterproto2.which_one_of(message, "message")
-                if kind == "report":
-                    self._spawn(self._forward(session, value))
-                elif kind == "drain":
+                if message.report is not None:
+                    self._spawn(self._forward(session, message.report))
+                elif message.drain is not None:
                     session.drain()
                     self.log.info("worker draining", worker_id=session.worker_id)
         except asyncio.CancelledError:
@@ -204,7 +211,7 @@ class WorkerService(WorkerServiceBase):  # type: ignore[misc]
                 CoordinatorMessage(
                     report_ack=ReportAck(
                         request_id=message.request_id,
-                        error_code="invalid_argument",
+                        error_code=ErrorCode.INVALID_ARGUMENT,
                         error_message="a WorkerReport needs a report",
                     )
                 )
@@ -216,12 +223,12 @@ class WorkerService(WorkerServiceBase):  # type: ignore[misc]
             ack = ReportAck(
                 request_id=message.request_id, error_code=exc.code, error_message=exc.message
             )
-            if exc.code == "lease_lost":
+            if exc.code == ErrorCode.LEASE_LOST:
                 session.finish(report.run_id, report.lease_id)
         except Exception as exc:
             self.log.exception("report failed", run_id=report.run_id)
             ack = ReportAck(
-                request_id=message.request_id, error_code="internal", error_message=str(exc)
+                request_id=message.request_id, error_code=ErrorCode.INTERNAL, error_message=str(exc)
             )
         else:
             ack = ReportAck(request_id=message.request_id, response=response)
@@ -265,10 +272,11 @@ class WorkerService(WorkerServiceBase):  # type: ignore[misc]
             if session.draining or session.closed:
                 # The long-poll was under way when the worker drained or left: give back what
                 # it returned, so those runs go to another worker at once.
-                await self._give_back([item.lease.id for item in response.items], session)
+                await self._give_back([_ids(item)[1] for item in response.items], session)
                 continue
             for item in response.items:
-                session.in_flight[item.run.id] = item.lease.id
+                run_id, lease_id = _ids(item)
+                session.in_flight[run_id] = lease_id
                 session.send(CoordinatorMessage(dispatch=item))
 
     async def _release(self, session: WorkerSession) -> None:
