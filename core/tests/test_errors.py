@@ -9,5 +9,5 @@ def test_codes_round_trip() -> None:
         "message": "no such function",
         "details": {"known": ["order"]},
     }
-    assert RunNotFound("x").http_status == 404
+    assert isinstance(error_from_code("run_not_found", "x"), RunNotFound)
     assert type(error_from_code("what_is_this", "m")) is TrineError

@@ -1,111 +1,101 @@
-"""The resolver, with inline plugins standing in for installed ones."""
+"""The runtime with inline plugins standing in for installed ones."""
 
 from __future__ import annotations
 
-import socket
 from typing import Any, ClassVar
 
 import pytest
+from conftest import Install
+from roles import Consumer, Greeter, Hello, InlineRoles, Provider, events
 
-from trine_core import ConfigError, RoleContext, RoleRegistry, Runtime, Settings, hookimpl
-from trine_core.runtime import role_names
-
-events: list[str] = []
-
-
-class Provider:
-    name: ClassVar[str] = "engine"
-    serves: ClassVar[frozenset[str]] = frozenset({"backend"})
-    needs: ClassVar[frozenset[str]] = frozenset()
-
-    def __init__(self, settings: Settings) -> None:
-        self.backend = object()
-
-    async def start(self, context: RoleContext) -> None:
-        events.append("start engine")
-
-    async def stop(self) -> None:
-        events.append("stop engine")
-
-    def provide(self, kind: str) -> object:
-        return self.backend
-
-    def ready(self) -> bool:
-        return True
+from trine_core import TARGET, ConfigError, RoleContext, RoleRegistry, Runtime, Settings, hookimpl
+from trine_core.runtime import role_names, start_order
 
 
-class Consumer:
-    name: ClassVar[str] = "gateway"
-    serves: ClassVar[frozenset[str]] = frozenset()
-    needs: ClassVar[frozenset[str]] = frozenset({"backend"})
-    got: ClassVar[list[object]] = []
+def target(value: str, **connect: str) -> Settings:
+    return Settings({TARGET: value}, connect)
 
-    def __init__(self, settings: Settings) -> None:
+
+def test_role_names_expand_all_in_registration_order() -> None:
+    assert role_names("all", ["a", "b"]) == ["a", "b"]
+    assert role_names("b,all", ["a", "b"]) == ["b", "a"]
+    with pytest.raises(ConfigError, match="names no role"):
+        role_names(" , ", ["a"])
+
+
+def test_start_order_puts_providers_first() -> None:
+    roles: dict[str, Any] = {"consumer": Consumer(Settings()), "provider": Provider(Settings())}
+    assert start_order(roles) == ["provider", "consumer"]
+
+
+def test_a_cycle_of_needs_is_an_error_naming_the_roles() -> None:
+    class Echo(Greeter):
         pass
 
-    async def start(self, context: RoleContext) -> None:
-        events.append("start gateway")
-        Consumer.got.append(context.need("backend"))
+    class Loop(Provider):
+        needs: ClassVar[frozenset[type]] = frozenset({Echo})
 
-    async def stop(self) -> None:
-        events.append("stop gateway")
+    class Other(Consumer):
+        serves: ClassVar[frozenset[type]] = frozenset({Echo})
 
-    def provide(self, kind: str) -> object:
-        raise KeyError(kind)
-
-    def ready(self) -> bool:
-        return True
+    roles: dict[str, Any] = {"a": Loop(Settings()), "b": Other(Settings())}
+    with pytest.raises(ConfigError, match="cycle: a, b"):
+        start_order(roles)
 
 
-class InlinePlugin:
-    @hookimpl
-    def trine_register_roles(self, registry: RoleRegistry) -> None:
-        registry.add_role("engine", Provider)
-        registry.add_role("gateway", Consumer)
-
-
-@pytest.fixture(autouse=True)
-def _clear() -> None:
-    events.clear()
-    Consumer.got.clear()
-
-
-def test_role_names_orders_providers_first() -> None:
-    assert role_names(Settings(target="gateway,engine")) == ["engine", "gateway"]
-    assert role_names(Settings(target="all")) == ["engine", "coordinator", "gateway"]
-    with pytest.raises(ConfigError, match="names no role"):
-        role_names(Settings(target=" , "))
-
-
-async def test_inproc_wiring_hands_over_the_object_and_stops_in_reverse() -> None:
-    # Not every built-in role runs here, so the backend is also served over gRPC: on any free port.
-    settings = Settings(target="engine,gateway", engine_addr="127.0.0.1:0")
-    runtime = Runtime(settings, extra_plugins=(InlinePlugin(),))
+async def test_a_local_need_gets_the_providers_object_and_stops_in_reverse() -> None:
+    runtime = Runtime(target("consumer,provider"), extra_plugins=(InlineRoles(),))
     await runtime.start()
-    engine = runtime.roles["engine"]
-    assert Consumer.got == [engine.provide("backend")]  # the very object: nothing serialized
+    assert list(runtime.roles) == ["provider", "consumer"]
+    [greeter] = Consumer.got
+    assert isinstance(greeter, Hello)  # the very object: nothing serialized
+    assert await greeter.greet("ada") == "hello ada"
     assert runtime.ready()
     await runtime.stop()
-    assert events == ["start engine", "start gateway", "stop gateway", "stop engine"]
+    assert events == ["start provider", "start consumer", "stop consumer", "stop provider"]
 
 
 async def test_unknown_role_lists_known_ones() -> None:
-    runtime = Runtime(Settings(target="engine,bogus"), extra_plugins=(InlinePlugin(),))
-    with pytest.raises(ConfigError, match=r"unknown role 'bogus' \(known: .*engine"):
+    runtime = Runtime(target("provider,bogus"), extra_plugins=(InlineRoles(),))
+    with pytest.raises(ConfigError, match=r"unknown role 'bogus' \(known: consumer, provider"):
         await runtime.start()
 
 
 async def test_unknown_transport_scheme() -> None:
-    settings = Settings(target="gateway", connect={"backend": "nats://somewhere"})
-    runtime = Runtime(settings, extra_plugins=(InlinePlugin(),))
+    runtime = Runtime(target("consumer", greeter="nats://x"), extra_plugins=(InlineRoles(),))
     with pytest.raises(ConfigError, match="unknown transport 'nats'"):
         await runtime.start()
 
 
-async def test_need_nobody_provides_here() -> None:
-    settings = Settings(target="gateway", connect={"backend": "inproc://"})
-    runtime = Runtime(settings, extra_plugins=(InlinePlugin(),))
-    with pytest.raises(ConfigError, match="nothing in this process serves backend"):
+async def test_a_need_nobody_serves_or_places_names_the_contract() -> None:
+    runtime = Runtime(target("consumer"), extra_plugins=(InlineRoles(),))
+    with pytest.raises(ConfigError, match=r"no role of this process serves greeter.*\[connect\]"):
+        await runtime.start()
+
+
+async def test_a_plugin_says_where_its_contract_is_served() -> None:
+    class Placing:
+        @hookimpl
+        def trine_contract_address(self, contract: type, settings: Settings) -> str | None:
+            return "nats://greeters" if contract is Greeter else None
+
+    runtime = Runtime(target("consumer"), extra_plugins=(InlineRoles(), Placing()))
+    with pytest.raises(ConfigError, match="unknown transport 'nats'"):  # it dialled there
+        await runtime.start()
+
+
+async def test_a_role_that_does_not_provide_what_it_serves() -> None:
+    class Lazy(Provider):
+        async def start(self, context: RoleContext) -> None:
+            pass
+
+    class Plugin:
+        @hookimpl
+        def trine_register_roles(self, registry: RoleRegistry) -> None:
+            registry.add_role("provider", Lazy)
+
+    runtime = Runtime(target("provider"), extra_plugins=(Plugin(),))
+    with pytest.raises(ConfigError, match="serves greeter but did not provide it"):
         await runtime.start()
 
 
@@ -113,29 +103,42 @@ async def test_two_plugins_claiming_a_name_is_an_error_naming_both() -> None:
     class Other:
         @hookimpl
         def trine_register_roles(self, registry: RoleRegistry) -> None:
-            registry.add_role("engine", Provider)
+            registry.add_role("provider", Provider)
 
-    runtime = Runtime(Settings(target="engine"), extra_plugins=(InlinePlugin(), Other()))
-    with pytest.raises(ConfigError, match="provided by two plugins"):
+    runtime = Runtime(target("provider"), extra_plugins=(InlineRoles(), Other()))
+    with pytest.raises(ConfigError, match="provided by two plugins: InlineRoles and Other"):
         await runtime.start()
+
+
+async def test_each_plugins_registration_hooks_are_called_once() -> None:
+    calls: list[str] = []
+
+    class Counting:
+        @hookimpl
+        def trine_register_roles(self, registry: RoleRegistry) -> None:
+            calls.append("roles")
+
+    runtime = Runtime(target("provider"), extra_plugins=(InlineRoles(), Counting()))
+    await runtime.start()
+    await runtime.stop()
+    assert calls == ["roles"]
 
 
 async def test_a_failing_start_stops_what_started() -> None:
     class Broken(Consumer):
         async def start(self, context: RoleContext) -> None:
-            raise ConfigError("gateway: cannot listen")
+            raise ConfigError("consumer: cannot listen")
 
     class Plugin:
         @hookimpl
         def trine_register_roles(self, registry: RoleRegistry) -> None:
-            registry.add_role("engine", Provider)
-            registry.add_role("gateway", Broken)
+            registry.add_role("provider", Provider)
+            registry.add_role("consumer", Broken)
 
-    settings = Settings(target="engine,gateway", engine_addr="127.0.0.1:0")
-    runtime = Runtime(settings, extra_plugins=(Plugin(),))
+    runtime = Runtime(target("consumer,provider"), extra_plugins=(Plugin(),))
     with pytest.raises(ConfigError, match="cannot listen"):
         await runtime.start()
-    assert events == ["start engine", "stop engine"]
+    assert events == ["start provider", "stop provider"]
 
 
 async def test_misspelled_hook_fails_at_boot() -> None:
@@ -144,31 +147,21 @@ async def test_misspelled_hook_fails_at_boot() -> None:
         def trine_register_role(self, registry: Any) -> None:
             pass
 
-    runtime = Runtime(Settings(target="engine"), extra_plugins=(InlinePlugin(), Typo()))
-    with pytest.raises(Exception, match="trine_register_role"):
+    runtime = Runtime(target("provider"), extra_plugins=(InlineRoles(), Typo()))
+    with pytest.raises(ConfigError, match="trine_register_role"):
         await runtime.start()
 
 
-async def test_a_split_process_serves_only_backend_and_dispatcher_at_engine_addr() -> None:
-    """A role of another plugin serving a contract of its own, in a process without the engine:
-    engine_addr is the engine's (here: taken by it), and gRPC carries only the two contracts."""
-
-    class Extra(Provider):
-        name: ClassVar[str] = "extra"
-        serves: ClassVar[frozenset[str]] = frozenset({"extra-contract"})
-
-    class Plugin:
-        @hookimpl
-        def trine_register_roles(self, registry: RoleRegistry) -> None:
-            registry.add_role("extra", Extra)
-
-    with socket.socket() as engine:  # the engine process, on the same host
-        engine.bind(("127.0.0.1", 0))
-        engine.listen()
-        engine_addr = f"127.0.0.1:{engine.getsockname()[1]}"
-        runtime = Runtime(Settings(target="extra", engine_addr=engine_addr), (Plugin(),))
+async def test_an_installed_role_that_fails_to_import_matters_only_when_selected(
+    install: Install,
+) -> None:
+    install("broken_role", "trine.roles", "broken", "raise ImportError('no rocks here')\n")
+    runtime = Runtime(target("provider"), extra_plugins=(InlineRoles(),))
+    await runtime.start()  # not selected: boot goes on
+    await runtime.stop()
+    runtime = Runtime(target("broken"), extra_plugins=(InlineRoles(),))
+    with pytest.raises(
+        ConfigError,
+        match=r"role plugin 'broken' from broken_role 1.0 failed to import: ImportError: no rocks",
+    ):
         await runtime.start()
-        try:
-            assert runtime.ready()
-        finally:
-            await runtime.stop()

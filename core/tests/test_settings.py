@@ -2,65 +2,95 @@ from pathlib import Path
 
 import pytest
 
-from trine_core import ConfigError, Settings, split_host_port
+from trine_core import MAX_PAYLOAD_BYTES, TARGET, ConfigError, Setting, split_host_port
+from trine_core.settings import CORE_SETTINGS, SettingsRegistry, read_settings
+
+ADDR = Setting("http_addr", "127.0.0.1:7480", "an address")
+DATA = Setting("data_dir", Path(".data"), "a folder")
+CORS = Setting("cors", False, "a flag", section="gateway")
 
 
-def test_defaults() -> None:
-    s = Settings.load(env={})
-    assert s.target == "all"
-    assert s.data_dir == Path(".trine/data")
-    assert s.http_addr == "127.0.0.1:7480"
-    assert s.worker_addr == "127.0.0.1:7481"
-    assert s.engine_addr == "127.0.0.1:7482"
+@pytest.fixture
+def registry() -> SettingsRegistry:
+    registry = SettingsRegistry()
+    registry.add(*CORE_SETTINGS, ADDR, DATA, CORS)
+    return registry
 
 
-def test_precedence_flags_over_env_over_file(tmp_path: Path) -> None:
+def test_defaults(registry: SettingsRegistry) -> None:
+    s = read_settings(registry, env={})
+    assert s[TARGET] == "all"
+    assert s[ADDR] == "127.0.0.1:7480"
+    assert s[DATA] == Path(".data")
+    assert s[MAX_PAYLOAD_BYTES] == 1 << 20
+
+
+def test_precedence_flags_over_env_over_file(registry: SettingsRegistry, tmp_path: Path) -> None:
     config = tmp_path / "trine.toml"
     config.write_text(
-        'data_dir = "/from/file"\nhttp_addr = "127.0.0.1:1"\nworker_addr = "127.0.0.1:2"\n'
-        '[connect]\nbackend = "inproc://"\n[gateway]\ncors = true\n'
+        'data_dir = "/from/file"\nhttp_addr = "127.0.0.1:1"\n'
+        '[connect]\nbackend = "grpc://h:1"\n[gateway]\ncors = true\n'
     )
-    s = Settings.load(
-        flags={"http_addr": "127.0.0.1:3", "worker_addr": None},
-        env={"TRINE_HTTP_ADDR": "127.0.0.1:9", "TRINE_WORKER_ADDR": "127.0.0.1:8"},
+    s = read_settings(
+        registry,
+        flags={"http_addr": "127.0.0.1:3", "target": None},
+        env={"TRINE_HTTP_ADDR": "127.0.0.1:9", "TRINE_TARGET": "engine"},
         config_file=config,
     )
-    assert s.data_dir == Path("/from/file")  # only the file set it
-    assert s.worker_addr == "127.0.0.1:8"  # env beats file; a None flag is "not given"
-    assert s.http_addr == "127.0.0.1:3"  # flag beats env
-    assert s.connect == {"backend": "inproc://"}
-    assert s.section("gateway") == {"cors": True}
+    assert s[DATA] == Path("/from/file")  # only the file set it
+    assert s[TARGET] == "engine"  # env beats the default; a None flag is "not given"
+    assert s[ADDR] == "127.0.0.1:3"  # flag beats env beats file
+    assert s.connect == {"backend": "grpc://h:1"}
+    assert s[CORS] is True
 
 
-def test_config_file_from_env(tmp_path: Path) -> None:
-    config = tmp_path / "c.toml"
-    config.write_text('target = "engine"\n')
-    assert Settings.load(env={"TRINE_CONFIG": str(config)}).target == "engine"
+def test_connect_from_env(registry: SettingsRegistry) -> None:
+    s = read_settings(registry, env={"TRINE_CONNECT_WORKER_REGISTRY": "grpc://h:2"})
+    assert s.connect == {"worker_registry": "grpc://h:2"}
 
 
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("max_payload_bytes = 'lots'", "expected int"),
+        ("max_payload_bytes = 'lots'", "max_payload_bytes: expected int"),
         ("no_such_setting = 1", "unknown setting 'no_such_setting'"),
+        ("[gateway]\nno_such = 1", r"unknown setting 'gateway.no_such'"),
+        ("log_format = 'xml'", "expected one of auto, console, json"),
         ("target = [", "not valid TOML"),
     ],
 )
-def test_bad_config_file_names_the_problem(tmp_path: Path, content: str, message: str) -> None:
+def test_bad_config_file_names_the_problem(
+    registry: SettingsRegistry, tmp_path: Path, content: str, message: str
+) -> None:
     config = tmp_path / "trine.toml"
     config.write_text(content)
     with pytest.raises(ConfigError, match=message):
-        Settings.load(env={}, config_file=config)
+        read_settings(registry, env={}, config_file=config)
 
 
-def test_missing_config_file() -> None:
+def test_missing_config_file(registry: SettingsRegistry) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
-        Settings.load(env={}, config_file=Path("/nonexistent/trine.toml"))
+        read_settings(registry, env={}, config_file=Path("/nonexistent/trine.toml"))
 
 
-def test_bad_env_value_names_the_variable() -> None:
+def test_bad_env_value_names_the_variable(registry: SettingsRegistry) -> None:
     with pytest.raises(ConfigError, match="TRINE_MAX_PAYLOAD_BYTES"):
-        Settings.load(env={"TRINE_MAX_PAYLOAD_BYTES": "big"})
+        read_settings(registry, env={"TRINE_MAX_PAYLOAD_BYTES": "big"})
+
+
+def test_a_key_declared_twice_names_both_plugins(registry: SettingsRegistry) -> None:
+    registry.current_plugin = "trine-other"
+    with pytest.raises(ConfigError, match=r"declared twice: by .* and by trine-other"):
+        registry.add(Setting("http_addr", "x", "another"))
+
+
+def test_a_setting_derives_its_names() -> None:
+    assert (CORS.key, CORS.env, CORS.flag) == (
+        "gateway.cors",
+        "TRINE_GATEWAY_CORS",
+        "--gateway-cors",
+    )
+    assert (DATA.key, DATA.env, DATA.flag) == ("data_dir", "TRINE_DATA_DIR", "--data-dir")
 
 
 def test_split_host_port() -> None:

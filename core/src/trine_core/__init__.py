@@ -3,6 +3,7 @@
 Plugin authors import from here and nothing else of trine's runtime.
 """
 
+from trine_core.contracts import contract_name
 from trine_core.errors import (
     ConfigError,
     InvalidArgument,
@@ -20,29 +21,46 @@ from trine_core.errors import (
 from trine_core.hookspecs import hookimpl
 from trine_core.logging import configure_logging, get_logger
 from trine_core.names import MAX_SIGNAL_NAME, check_signal_name
-from trine_core.protocols import BACKEND, DISPATCHER, Backend, Dispatcher
+from trine_core.plugins import PluginSet
+from trine_core.protocols import Backend, Dispatcher
 from trine_core.registry import RoleRegistry, TransportRegistry
 from trine_core.roles import Role, RoleContext, Transport
 from trine_core.runtime import Runtime
-from trine_core.settings import Settings, split_host_port
+from trine_core.settings import (
+    LOG_FORMAT,
+    LOG_LEVEL,
+    MAX_PAYLOAD_BYTES,
+    PLUGINS,
+    TARGET,
+    Setting,
+    Settings,
+    SettingsRegistry,
+    split_host_port,
+)
 
 __all__ = [
-    "BACKEND",
-    "DISPATCHER",
+    "LOG_FORMAT",
+    "LOG_LEVEL",
+    "MAX_PAYLOAD_BYTES",
     "MAX_SIGNAL_NAME",
+    "PLUGINS",
+    "TARGET",
     "Backend",
     "ConfigError",
     "Dispatcher",
     "InvalidArgument",
     "LeaseLost",
     "PayloadTooLarge",
+    "PluginSet",
     "Role",
     "RoleContext",
     "RoleRegistry",
     "RunFinished",
     "RunNotFound",
     "Runtime",
+    "Setting",
     "Settings",
+    "SettingsRegistry",
     "StorageError",
     "Transport",
     "TransportRegistry",
@@ -52,6 +70,7 @@ __all__ = [
     "cannot_listen",
     "check_signal_name",
     "configure_logging",
+    "contract_name",
     "error_from_code",
     "get_logger",
     "hookimpl",

@@ -1,56 +1,98 @@
-"""``trine``: run one or more roles in this process until SIGTERM or SIGINT."""
+"""``trine``: run one or more roles in this process until SIGTERM or SIGINT.
+
+The command line is read twice: first for what decides which plugins load (``--config`` and
+``plugins``), then, once every plugin declared its settings, in full, with a flag per setting.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from trine_core.errors import TrineError
 from trine_core.logging import configure_logging
+from trine_core.plugins import PluginSet
 from trine_core.runtime import Runtime
-from trine_core.settings import Settings
+from trine_core.settings import (
+    CONNECT,
+    LOG_FORMAT,
+    LOG_LEVEL,
+    PLUGINS,
+    Settings,
+    SettingsRegistry,
+    config_path,
+    read_settings,
+)
+
+DESCRIPTION = (
+    "trine, a durable execution runtime. Settings come from flags, then TRINE_* environment "
+    "variables, then the config file, then defaults."
+)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="trine",
-        description="trine, a durable execution runtime. Settings come from flags, then TRINE_* "
-        "environment variables, then the config file, then defaults.",
-    )
-    p.add_argument(
-        "--target",
-        help="roles to run here: all (default), engine, coordinator, gateway, or a comma list",
-    )
+def parser(registry: SettingsRegistry) -> argparse.ArgumentParser:
+    """The full command line: core's flags, then one per setting, grouped by plugin."""
+    p = argparse.ArgumentParser(prog="trine", description=DESCRIPTION)
     p.add_argument("--config", type=Path, help="a TOML config file (env: TRINE_CONFIG)")
-    p.add_argument("--data-dir", help="engine database folder (default .trine/data)")
-    p.add_argument("--http-addr", help="gateway HTTP address (default 127.0.0.1:7480)")
-    p.add_argument("--worker-addr", help="coordinator address for workers (default 127.0.0.1:7481)")
-    p.add_argument("--engine-addr", help="engine gRPC address (default 127.0.0.1:7482)")
-    p.add_argument("--max-payload-bytes", type=int, help="largest input or result (default 1 MiB)")
     p.add_argument(
         "--connect",
         action="append",
-        metavar="NEED=ADDRESS",
-        help="dial a need at an address, e.g. backend=grpc://10.0.0.5:7482 (repeatable)",
+        metavar="CONTRACT=ADDRESS",
+        help="dial a contract at an address, e.g. backend=grpc://10.0.0.5:7482 (repeatable; "
+        "env: TRINE_CONNECT_<CONTRACT>; file: [connect])",
     )
-    p.add_argument("--log-level", help="debug, info (default), warning, error")
-    p.add_argument("--log-format", choices=["auto", "console", "json"])
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for setting in registry:
+        owner = registry.owner(setting)
+        group = groups.get(owner) or groups.setdefault(owner, p.add_argument_group(owner))
+        default = (
+            ",".join(setting.default) if isinstance(setting.default, tuple) else setting.default
+        )
+        group.add_argument(
+            setting.flag,
+            dest=setting.key,
+            metavar=setting.name.upper(),
+            help=f"{setting.help} (default: {default}; env: {setting.env})",
+        )
     return p
 
 
+def load(
+    argv: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    extra_plugins: Iterable[object] = (),
+) -> tuple[Settings, PluginSet]:
+    """The settings and plugins the command line, the environment and the file describe
+    (``extra_plugins``: inline plugins, as :class:`~trine_core.runtime.Runtime` takes them)."""
+    env = os.environ if env is None else env
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--config", type=Path)
+    early.add_argument(PLUGINS.flag, dest=PLUGINS.key)
+    known, _ = early.parse_known_args(argv)
+    config = config_path(known.config, env)
+    core = SettingsRegistry()
+    core.add(PLUGINS)
+    observers = read_settings(
+        core, {PLUGINS.key: getattr(known, PLUGINS.key)}, env, config, strict=False
+    )
+    plugins = PluginSet.load(extra_plugins, observers[PLUGINS])
+    args = parser(plugins.settings).parse_args(argv)
+    flags = {key: value for key, value in vars(args).items() if key not in ("config", CONNECT)}
+    flags[CONNECT] = dict(_pair(item) for item in args.connect or [])
+    return read_settings(plugins.settings, flags, env, config), plugins
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
     try:
-        connect = dict(_pair(item) for item in args.connect or [])
-        flags = {k: v for k, v in vars(args).items() if k not in ("config", "connect")}
-        settings = Settings.load(flags | {"connect": connect}, config_file=args.config)
-        configure_logging(settings.log_level, settings.log_format)
+        settings, plugins = load(argv)
+        configure_logging(settings[LOG_LEVEL], settings[LOG_FORMAT])
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-            runner.run(_serve(settings))
+            runner.run(_serve(Runtime(settings, plugins=plugins)))
     except TrineError as exc:
         print(f"trine: error: {exc.message}", file=sys.stderr)
         return 2
@@ -70,18 +112,18 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def _pair(item: str) -> tuple[str, str]:
-    need, sep, address = item.partition("=")
+    name, sep, address = item.partition("=")
     if not sep:
-        raise TrineError(f"--connect {item!r}: expected NEED=ADDRESS")
-    return need.strip(), address.strip()
+        raise TrineError(f"--connect {item!r}: expected CONTRACT=ADDRESS")
+    return name.strip(), address.strip()
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(runtime: Runtime) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await Runtime(settings).run_until(stop)
+    await runtime.run_until(stop)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """The hooks a trine plugin can implement.
 
-Plugins are modules (or objects) named by an entry point in the ``trine.roles`` or
-``trine.transports`` group. The entry point's *name* is the role or scheme it provides, so boot
-imports only the plugins the target selects. Implement hooks with :data:`hookimpl`::
+Plugins are modules (or objects) named by an entry point: ``trine.roles`` (the entry point's name
+is the role's), ``trine.transports`` (its name is the address scheme) and ``trine.plugins``
+(observers such as metrics or tracing, enabled by the ``plugins`` setting). Implement hooks with
+:data:`hookimpl`::
 
     from trine_core import hookimpl
 
@@ -10,20 +11,23 @@ imports only the plugins the target selects. Implement hooks with :data:`hookimp
     def trine_register_roles(registry):
         registry.add_role("engine", EngineRole)
 
-Hooks are synchronous and run only at boot; what they register has async ``start``/``stop``.
-Hook names start with ``trine_``; an implementation of an unknown hook fails at boot.
+Every hook is synchronous and called with keyword arguments. The registration hooks run once per
+boot for each plugin, in load order (inline plugins first, then installed ones by name); what they
+register has async ``start``/``stop``. Hook names start with ``trine_``; implementing a hook that
+does not exist (a typo) fails at boot.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import pluggy
 
 if TYPE_CHECKING:
     from trine_core.registry import RoleRegistry, TransportRegistry
-    from trine_core.roles import RoleContext
-    from trine_core.settings import Settings
+    from trine_core.roles import Role, RoleContext
+    from trine_core.settings import Settings, SettingsRegistry
 
 PROJECT = "trine"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -31,8 +35,23 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 # ---------------------------------------------------------------------------------------------
-# Registration: called once per boot, after the selected plugins are imported
+# Registration: once per boot, for each loaded plugin, before any setting is read
 # ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def trine_add_settings(registry: SettingsRegistry) -> None:
+    """Declare the settings this plugin reads.
+
+    Called once per boot on every loaded plugin, before the command line, the environment and the
+    config file are read: each declared :class:`~trine_core.settings.Setting` gets its flag,
+    ``TRINE_…`` variable and config-file key from the declaration, with the same precedence as
+    core's own (flags > environment > file > default).
+
+    :param registry: call ``registry.add(*settings)``; a key two plugins declare is a boot error
+        naming both.
+    :return: nothing.
+    """
 
 
 @hookspec
@@ -62,27 +81,73 @@ def trine_register_transports(registry: TransportRegistry) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Lifecycle: observers (metrics, tracing, audit)
+# Wiring: while the runtime works out where each contract is
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def trine_contract_address(contract: type, settings: Settings) -> str | None:
+    """Where ``contract`` is served for roles in other processes.
+
+    Called at boot for a need that no role of this process serves and that ``[connect]`` does not
+    place (the answer is dialled), and for each contract a role of this process serves when the
+    process does not run every role (``--target`` other than ``all``: the contract is also served
+    at the answer). The plugin of the role that provides the contract answers, e.g. the engine's:
+    ``grpc://`` + its ``engine_addr`` for ``Backend`` and ``Dispatcher``. First answer wins.
+
+    :param contract: the contract class (``Backend``…).
+    :param settings: the process's settings.
+    :return: an address ``scheme://…``, or None when this plugin does not provide ``contract``.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Lifecycle: for observers (metrics, tracing, audit); called on every plugin that implements them
 # ---------------------------------------------------------------------------------------------
 
 
 @hookspec
-def trine_role_started(name: str, context: RoleContext) -> None:
-    """A role finished ``start`` and is serving.
+def trine_role_started(name: str, role: Role, context: RoleContext) -> None:
+    """A role finished ``start`` and its contracts are served.
 
-    Called once per role, in start order, after its contracts are exposed.
+    Called once per role, in start order.
 
     :param name: the role's name (``"engine"``, ``"gateway"``…).
-    :param context: the role's context: settings, logger, wired needs.
+    :param role: the role object (a plugin may know its concrete type and read from it).
+    :param context: the role's context: settings, logger, wired needs, what it provided.
     :return: nothing.
     """
 
 
 @hookspec
-def trine_shutdown(settings: Settings) -> None:
-    """The runtime stopped every role and is about to exit.
+def trine_runtime_started(settings: Settings, roles: Sequence[str]) -> None:
+    """Every role of this process is started and serving.
 
-    Called once, after the last role's ``stop``; not called when boot failed.
+    Called once per boot, after the last ``trine_role_started``; not called when boot failed.
+
+    :param settings: the settings the runtime runs with.
+    :param roles: the names of the roles running here, in start order.
+    :return: nothing.
+    """
+
+
+@hookspec
+def trine_role_stopped(name: str, role: Role) -> None:
+    """A role finished ``stop`` (also after a failed boot, for each role that had started).
+
+    Called once per started role, in reverse start order.
+
+    :param name: the role's name.
+    :param role: the role object.
+    :return: nothing.
+    """
+
+
+@hookspec
+def trine_runtime_stopped(settings: Settings) -> None:
+    """The runtime stopped every role and closed its transports; the process is about to exit.
+
+    Called once, after the last ``trine_role_stopped``; not called when no role ever started.
 
     :param settings: the settings the runtime ran with.
     :return: nothing.

@@ -1,28 +1,119 @@
-"""Finding and loading plugins from entry points.
+"""Finding, loading and registering plugins: one :class:`PluginSet` per boot (never a global one),
+so tests and repeated boots start clean.
 
-A fresh plugin manager per boot (never a global one), so tests and repeated boots start clean.
-Entry points are scanned without importing; only the plugins a boot selects are imported, and an
-import failure becomes one :class:`ConfigError` naming the distribution, its version and the cause.
+Every installed role and transport plugin is loaded, because each may declare settings (which the
+command line, the environment and the config file must know before anything is read) and a role
+plugin answers where its contracts are served. A plugin that fails to import does not stop a boot
+that does not use it: the failure is kept, and becomes one :class:`ConfigError` naming the
+distribution, its version and the cause only when the boot selects that role or scheme.
+Observer plugins (``trine.plugins``) are loaded only when enabled by the ``plugins`` setting.
+
+Inline plugins (``extra``: tests, embedders) are registered first and take precedence: an
+installed plugin whose entry-point name an inline one already provides is not loaded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from importlib.metadata import EntryPoint, entry_points
 
 import pluggy
 
 from trine_core import hookspecs
 from trine_core.errors import ConfigError
+from trine_core.registry import RoleRegistry, TransportRegistry
+from trine_core.settings import CORE_SETTINGS, SettingsRegistry
 
 ROLES_GROUP = "trine.roles"
 TRANSPORTS_GROUP = "trine.transports"
+OBSERVERS_GROUP = "trine.plugins"
+ALL = "all"
+NONE = "none"
 
 
-def new_plugin_manager() -> pluggy.PluginManager:
-    manager = pluggy.PluginManager(hookspecs.PROJECT)
-    manager.add_hookspecs(hookspecs)
-    return manager
+class PluginSet:
+    """The plugins of one boot, and what their registration hooks registered."""
+
+    def __init__(self) -> None:
+        self.manager = pluggy.PluginManager(hookspecs.PROJECT)
+        self.manager.add_hookspecs(hookspecs)
+        self.settings = SettingsRegistry()
+        self.roles = RoleRegistry()
+        self.transports = TransportRegistry()
+        self.failures: dict[tuple[str, str], str] = {}
+        """Import failures of plugins not (yet) needed, by (group, entry-point name)."""
+        self.settings.current_plugin = "trine-core"
+        self.settings.add(*CORE_SETTINGS)
+
+    @classmethod
+    def load(cls, extra: Iterable[object] = (), observers: Sequence[str] = (ALL,)) -> PluginSet:
+        """Register ``extra``, then every installed role and transport plugin, then the observers
+        ``observers`` names (``all``, ``none``, or entry-point names)."""
+        plugins = cls()
+        for index, plugin in enumerate(extra):
+            plugins._register(plugin, f"inline:{index}", _describe(plugin))
+        for group, registry in (
+            (ROLES_GROUP, plugins.roles),
+            (TRANSPORTS_GROUP, plugins.transports),
+        ):
+            for name, ep in sorted(available(group).items()):
+                if registry.get(name) is None:
+                    plugins._load(group, name, ep, strict=False)
+        plugins._load_observers(observers)
+        return plugins
+
+    def require(self, group: str, name: str) -> None:
+        """Raise the import failure of a plugin this boot needs, if it had one."""
+        failure = self.failures.get((group, name))
+        if failure is not None:
+            raise ConfigError(failure)
+
+    def _load_observers(self, wanted: Sequence[str]) -> None:
+        eps = available(OBSERVERS_GROUP)
+        names = [n.strip() for n in wanted if n.strip()]
+        if not names or names == [NONE]:
+            return
+        if ALL in names:
+            names = sorted(eps)
+        for name in names:
+            ep = eps.get(name)
+            if ep is None:
+                known = ", ".join(sorted(eps)) or "none installed"
+                raise ConfigError(f"unknown plugin {name!r} in plugins (known: {known})")
+            self._load(OBSERVERS_GROUP, name, ep, strict=True)
+
+    def _load(self, group: str, name: str, ep: EntryPoint, *, strict: bool) -> None:
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # any import failure is reported the same way, with its cause
+            failure = (
+                f"{_KINDS[group]} plugin {name!r} from {_dist(ep)} failed to import: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            if strict:
+                raise ConfigError(failure) from exc
+            self.failures[(group, name)] = failure
+            return
+        self._register(plugin, f"{group}:{name}", _dist(ep))
+
+    def _register(self, plugin: object, name: str, owner: str) -> None:
+        """Register ``plugin`` and call its registration hooks (and only its), through pluggy."""
+        try:
+            self.manager.register(plugin, name=name)
+            self.manager.check_pending()
+        except pluggy.PluginValidationError as exc:
+            raise ConfigError(f"plugin {owner}: {exc}") from None
+        others = [p for p in self.manager.get_plugins() if p is not plugin]
+        for registry, hook in (
+            (self.settings, "trine_add_settings"),
+            (self.roles, "trine_register_roles"),
+            (self.transports, "trine_register_transports"),
+        ):
+            registry.current_plugin = owner
+            self.manager.subset_hook_caller(hook, remove_plugins=others)(registry=registry)
+
+
+_KINDS = {ROLES_GROUP: "role", TRANSPORTS_GROUP: "transport", OBSERVERS_GROUP: "observer"}
 
 
 def available(group: str) -> dict[str, EntryPoint]:
@@ -39,26 +130,9 @@ def available(group: str) -> dict[str, EntryPoint]:
     return found
 
 
-def load(manager: pluggy.PluginManager, group: str, names: Iterable[str], what: str) -> None:
-    """Import and register the plugins of ``group`` named ``names``."""
-    eps = available(group)
-    for name in names:
-        if manager.get_plugin(f"{group}:{name}") is not None:
-            continue
-        ep = eps.get(name)
-        if ep is None:
-            known = ", ".join(sorted(eps)) or "none installed"
-            raise ConfigError(f"unknown {what} {name!r} (known: {known})")
-        try:
-            plugin = ep.load()
-        except Exception as exc:  # any import failure is reported the same way, with its cause
-            raise ConfigError(
-                f"{what} plugin {name!r} from {_dist(ep)} failed to import: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
-        manager.register(plugin, name=f"{group}:{name}")
-    manager.check_pending()
-
-
 def _dist(ep: EntryPoint) -> str:
     return f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else ep.value
+
+
+def _describe(plugin: object) -> str:
+    return getattr(plugin, "__name__", None) or type(plugin).__name__

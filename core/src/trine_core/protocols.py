@@ -43,9 +43,6 @@ from trine_proto.trine.v1 import (
     WaitRunRequest,
 )
 
-BACKEND = "backend"
-DISPATCHER = "dispatcher"
-
 
 @runtime_checkable
 class Backend(Protocol):

@@ -1,10 +1,9 @@
 """Registries that plugins fill from the registration hooks (tox's idea: the plugin adds what it
-provides by name; the resolver looks names up). Two plugins claiming one name is a boot error that
+provides by name; the runtime looks names up). Two plugins claiming one name is a boot error that
 names both."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from trine_core.errors import ConfigError
@@ -13,12 +12,13 @@ from trine_core.roles import RoleFactory, TransportFactory
 F = TypeVar("F")
 
 
-@dataclass
 class _Registry(Generic[F]):
-    what: str
-    factories: dict[str, F] = field(default_factory=dict)
-    owners: dict[str, str] = field(default_factory=dict)
-    current_plugin: str = "?"
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.factories: dict[str, F] = {}
+        self.owners: dict[str, str] = {}
+        self.current_plugin = "?"
+        """Who registers now: set by the runtime around each plugin's registration hook."""
 
     def _add(self, name: str, factory: F) -> None:
         if name in self.factories:
@@ -33,7 +33,8 @@ class _Registry(Generic[F]):
         return self.factories.get(name)
 
     def names(self) -> list[str]:
-        return sorted(self.factories)
+        """In registration order: inline plugins first, then installed ones by name."""
+        return list(self.factories)
 
 
 class RoleRegistry(_Registry[RoleFactory]):

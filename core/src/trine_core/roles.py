@@ -1,44 +1,44 @@
-"""What a role and a transport are, as the resolver sees them.
+"""What a role and a transport are, as the runtime sees them.
 
-A role (gateway, engine, coordinator, or a third party's) declares which contracts it ``serves``
-and which it ``needs``; the resolver starts roles in a fixed order and hands each one a
-:class:`RoleContext` through which its needs are already wired. A transport turns an address
-(``inproc://``, ``grpc://host:port``) into a client for a contract, and serves a local
+A role (gateway, engine, coordinator, or a third party's) declares the contracts it ``serves``
+and ``needs``, by class. The runtime starts providers before the roles that need them and hands
+each role a :class:`RoleContext` in which its needs are already wired; while starting, the role
+``provide``s an implementation of every contract it serves. A transport turns an address
+(``inproc://``, ``grpc://host:port``) into a client of a contract, and serves a local
 implementation at an address.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import ClassVar, Protocol, TypeVar
 
 import structlog
 
+from trine_core.contracts import Contracts, contract_name
 from trine_core.settings import Settings
+
+T = TypeVar("T")
 
 
 class Role(Protocol):
-    """A part of the runtime that a process can run. Constructed with the settings, then started."""
+    """A part of the runtime that a process can run. Built with the settings, then started."""
 
     name: ClassVar[str]
-    serves: ClassVar[frozenset[str]]
-    """Contract kinds (``"backend"``, ``"dispatcher"``) this role implements once started."""
-    needs: ClassVar[frozenset[str]]
-    """Contract kinds this role calls; each is wired before ``start``."""
+    serves: ClassVar[frozenset[type]]
+    """Contracts (``Backend``…) this role implements once started: it ``provide``s each."""
+    needs: ClassVar[frozenset[type]]
+    """Contracts this role calls; each is wired before ``start``."""
 
     async def start(self, context: RoleContext) -> None:
-        """Open resources and listen. Raise :class:`~trine_core.errors.ConfigError` for a problem
-        the operator must fix (port in use, bad data dir): boot prints it as one line."""
+        """Open resources, listen, and provide what ``serves`` promises. Raise
+        :class:`~trine_core.errors.ConfigError` for a problem the operator must fix (port in use,
+        bad data dir): boot prints it as one line."""
         ...
 
     async def stop(self) -> None:
         """Release everything ``start`` took; called in reverse start order, also after a failed
         start of a later role."""
-        ...
-
-    def provide(self, kind: str) -> object:
-        """The local implementation of ``kind`` (one of ``serves``); called after ``start``."""
         ...
 
     def ready(self) -> bool:
@@ -51,12 +51,12 @@ class Transport(Protocol):
 
     scheme: ClassVar[str]
 
-    async def connect(self, kind: str, address: str) -> object:
-        """A client for contract ``kind`` at ``address``, with the contract's methods."""
+    async def connect(self, contract: type[T], address: str) -> T:
+        """A client of ``contract`` at ``address``: an object with the contract's methods."""
         ...
 
-    async def serve(self, kind: str, implementation: object, address: str) -> None:
-        """Expose a local implementation of ``kind`` at ``address``."""
+    async def serve(self, contract: type[T], implementation: T, address: str) -> None:
+        """Expose a local implementation of ``contract`` at ``address``."""
         ...
 
     async def close(self) -> None:
@@ -68,19 +68,36 @@ RoleFactory = Callable[[Settings], Role]
 TransportFactory = Callable[[Settings], Transport]
 
 
-@dataclass
 class RoleContext:
-    """What a starting role gets from the runtime: settings, a logger, and its wired needs."""
+    """What a starting role gets from the runtime: settings, a logger, its wired needs, a place
+    to provide what it serves, and the readiness of the whole process (for health checks)."""
 
-    settings: Settings
-    log: structlog.stdlib.BoundLogger
-    wired: dict[str, object] = field(default_factory=dict)
-    roles: dict[str, Any] = field(default_factory=dict)
-    """The roles running in this process, by name (for readiness reporting)."""
+    def __init__(
+        self,
+        settings: Settings,
+        log: structlog.stdlib.BoundLogger,
+        needs: Contracts | None = None,
+        ready: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.settings = settings
+        self.log = log
+        self._needs = needs if needs is not None else Contracts()
+        self.provided = Contracts()
+        self._ready = ready
 
-    def need(self, kind: str) -> Any:
-        """The client for a contract this role declared in ``needs``."""
+    def need(self, contract: type[T]) -> T:
+        """The client of a contract this role declared in ``needs``."""
         try:
-            return self.wired[kind]
+            return self._needs.get(contract)
         except KeyError:
-            raise KeyError(f"{kind!r} was not declared in this role's needs") from None
+            raise KeyError(
+                f"{contract_name(contract)} was not declared in this role's needs"
+            ) from None
+
+    def provide(self, contract: type[T], implementation: T) -> None:
+        """Offer ``implementation`` of a contract this role declared in ``serves``."""
+        self.provided.add(contract, implementation)
+
+    def process_ready(self) -> bool:
+        """Whether every role of this process is ready (what ``/healthz`` reports)."""
+        return self._ready()

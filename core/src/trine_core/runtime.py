@@ -1,61 +1,77 @@
-"""Boot: resolve the target into roles, wire every need to a provider, start, stop.
+"""Boot: resolve the target into roles, order them, wire every need to a provider, start, stop.
 
-Roles start in a fixed order (providers before consumers: engine, coordinator, gateway, then any
-other) and stop in reverse. Each need is dialled through the transport whose scheme its address
-names; a contract served by a local role is served on ``inproc://`` (an in-process consumer gets
-the object itself), at the address its consumers are told to dial, and over gRPC when roles run
-in other processes.
+Core knows no role, no transport and no address. The order follows what roles serve and need: a
+role starts after every role of this process that serves a contract it needs (ties keep the
+target's order), and roles stop in reverse. A need is wired to the address ``[connect]`` names for
+its contract; else, when a role of this process serves it, to that role's own object (an
+in-process call, nothing serialized, no transport involved); else to where the plugin providing
+the contract says it is served (``trine_contract_address``). A contract served here is also served
+at its ``[connect]`` address, and — when this process does not run every role — where its plugin
+says other processes will look for it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TypeVar
+from collections.abc import Iterable, Sequence
 
-import pluggy
-
-from trine_core import plugins
+from trine_core.contracts import Contracts, contract_name
 from trine_core.errors import ConfigError
 from trine_core.logging import get_logger
-from trine_core.protocols import BACKEND, DISPATCHER
-from trine_core.registry import RoleRegistry, TransportRegistry
+from trine_core.plugins import ALL, ROLES_GROUP, TRANSPORTS_GROUP, PluginSet
 from trine_core.roles import Role, RoleContext, Transport
-from trine_core.settings import Settings
+from trine_core.settings import PLUGINS, TARGET, Settings
 
-START_ORDER = ("engine", "coordinator", "gateway")
-_REGISTRATION_HOOK = {
-    plugins.ROLES_GROUP: "trine_register_roles",
-    plugins.TRANSPORTS_GROUP: "trine_register_transports",
-}
-R = TypeVar("R", RoleRegistry, TransportRegistry)
-ALL = "all"
-INPROC = "inproc://"
-SPLIT_CONTRACTS = frozenset({BACKEND, DISPATCHER})
+LOCAL = "local"
+"""How the boot log shows a need wired to a role of the same process."""
 
 
-def role_names(settings: Settings) -> list[str]:
-    names = settings.roles()
+def role_names(target: str, known: Sequence[str]) -> list[str]:
+    """The target's role names: ``all`` is every registered role, in registration order."""
+    names = [part.strip() for part in target.split(",") if part.strip()]
     if not names:
         raise ConfigError("--target names no role")
     if ALL in names:
-        names = [n for n in names if n != ALL] + [n for n in START_ORDER if n not in names]
-    rank = {name: i for i, name in enumerate(START_ORDER)}
-    return sorted(dict.fromkeys(names), key=lambda n: rank.get(n, len(rank)))
+        names = [n for n in names if n != ALL] + [n for n in known if n not in names]
+    return list(dict.fromkeys(names))
+
+
+def start_order(roles: dict[str, Role]) -> list[str]:
+    """Providers before the roles that need them; otherwise the given order. A cycle is an
+    error naming its roles."""
+    providers = {contract: name for name, role in roles.items() for contract in role.serves}
+    waiting = {
+        name: {providers[c] for c in role.needs if c in providers} - {name}
+        for name, role in roles.items()
+    }
+    order: list[str] = []
+    while waiting:
+        ready = next((name for name, deps in waiting.items() if not deps - set(order)), None)
+        if ready is None:
+            raise ConfigError(f"roles need each other in a cycle: {', '.join(waiting)}")
+        order.append(ready)
+        del waiting[ready]
+    return order
 
 
 class Runtime:
-    """The roles of one process, wired. ``extra_plugins`` are registered before the entry-point
-    plugins (tests and embedders use it to add an inline plugin)."""
+    """The roles of one process, wired. ``extra_plugins`` are registered before the installed
+    plugins and take precedence over them (tests and embedders add inline plugins this way)."""
 
-    def __init__(self, settings: Settings, extra_plugins: tuple[object, ...] = ()) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        extra_plugins: Iterable[object] = (),
+        *,
+        plugins: PluginSet | None = None,
+    ) -> None:
         self.settings = settings
         self.log = get_logger("runtime")
-        self._extra = extra_plugins
-        self._manager: pluggy.PluginManager | None = None
+        self._extra = tuple(extra_plugins)
+        self.plugins = plugins
         self.roles: dict[str, Role] = {}
-        self._started: list[Role] = []
+        self._started: list[str] = []
         self._transports: dict[str, Transport] = {}
-        self._transport_registry = TransportRegistry()
 
     async def start(self) -> None:
         try:
@@ -65,120 +81,123 @@ class Runtime:
             raise
 
     async def _start(self) -> None:
-        manager = self._manager = plugins.new_plugin_manager()
-        for plugin in self._extra:
-            manager.register(plugin)
-        manager.check_pending()
-        names = role_names(self.settings)
-        role_registry = self._registered(RoleRegistry, plugins.ROLES_GROUP, names, "role")
+        plugins = self.plugins = self.plugins or PluginSet.load(self._extra, self.settings[PLUGINS])
+        names = role_names(self.settings[TARGET], plugins.roles.names())
         for name in names:
-            factory = role_registry.get(name)
+            plugins.require(ROLES_GROUP, name)
+            factory = plugins.roles.get(name)
             if factory is None:
-                known = ", ".join(role_registry.names()) or "none"
+                known = ", ".join(plugins.roles.names()) or "none"
                 raise ConfigError(f"unknown role {name!r} (known: {known})")
             self.roles[name] = factory(self.settings)
-
-        served = {kind: name for name, role in self.roles.items() for kind in role.serves}
-        addresses: dict[tuple[str, str], str] = {}
+        order = start_order(self.roles)
+        self.roles = {name: self.roles[name] for name in order}
+        served = {contract for role in self.roles.values() for contract in role.serves}
+        dialled = {
+            (name, contract): self._dial_address(contract, served)
+            for name, role in self.roles.items()
+            for contract in role.needs
+        }
+        exposed = {contract: self._exposed(contract) for contract in served}
+        provided = Contracts()
         for name, role in self.roles.items():
-            for kind in role.needs:
-                address = self.settings.connect.get(kind) or (
-                    INPROC if kind in served else f"grpc://{self.settings.engine_addr}"
-                )
-                addresses[(name, kind)] = address
-        exposed = self._exposed_addresses(served)
-        schemes = {address.split("://", 1)[0] for address in addresses.values()} | {"inproc"}
-        schemes |= {a.split("://", 1)[0] for addresses in exposed.values() for a in addresses}
-        self._transport_registry = self._registered(
-            TransportRegistry, plugins.TRANSPORTS_GROUP, sorted(schemes), "transport"
-        )
-
-        for name, role in self.roles.items():
-            context = RoleContext(
-                settings=self.settings, log=get_logger(name), roles=dict(self.roles)
-            )
-            for kind in sorted(role.needs):
-                context.wired[kind] = await self._connect(kind, addresses[(name, kind)], name)
+            needs = Contracts()
+            for contract in sorted(role.needs, key=contract_name):
+                address = dialled[(name, contract)]
+                if address == LOCAL:
+                    needs.add(contract, provided.get(contract))
+                else:
+                    transport = await self._transport(address)
+                    needs.add(contract, await transport.connect(contract, address))
+            context = RoleContext(self.settings, get_logger(name), needs, self.ready)
             await role.start(context)
-            self._started.append(role)
-            for kind in sorted(role.serves):
-                await (await self._transport("inproc")).serve(kind, role.provide(kind), INPROC)
-                for address in exposed.get(kind, []):
-                    transport = await self._transport(address.split("://", 1)[0])
-                    await transport.serve(kind, role.provide(kind), address)
-            manager.hook.trine_role_started(name=name, context=context)
+            self._started.append(name)
+            for contract in sorted(role.serves, key=contract_name):
+                if contract not in context.provided:
+                    raise ConfigError(
+                        f"role {name!r} serves {contract_name(contract)} but did not provide it"
+                    )
+                implementation: object = context.provided.get(contract)
+                provided.add(contract, implementation)
+                for address in exposed[contract]:
+                    transport = await self._transport(address)
+                    await transport.serve(contract, implementation, address)
+            plugins.manager.hook.trine_role_started(name=name, role=role, context=context)
+        plugins.manager.hook.trine_runtime_started(settings=self.settings, roles=list(self.roles))
         self.log.info(
             "trine started",
             roles=list(self.roles),
-            wiring={f"{role}.{kind}": address for (role, kind), address in addresses.items()},
-            serving=exposed,
+            wiring={f"{r}.{contract_name(c)}": a for (r, c), a in dialled.items()},
+            serving={contract_name(c): a for c, a in exposed.items() if a},
         )
 
-    def _exposed_addresses(self, served: dict[str, str]) -> dict[str, list[str]]:
-        """Where each contract served here is served besides ``inproc://``: at the address the
-        settings tell its consumers to dial (``--connect``), and, when this process does not run
-        every built-in role, at ``grpc://`` + engine_addr for the roles in other processes (only
-        ``backend`` and ``dispatcher``: what gRPC carries, and what the others dial there)."""
-        split = not set(START_ORDER) <= set(self.roles)
-        exposed: dict[str, list[str]] = {}
-        for kind in served:
-            addresses = [self.settings.connect.get(kind, INPROC)]
-            if split and kind in SPLIT_CONTRACTS:
-                addresses.append(f"grpc://{self.settings.engine_addr}")
-            exposed[kind] = [a for a in dict.fromkeys(addresses) if a != INPROC]
-        return exposed
+    def _dial_address(self, contract: type, served: set[type]) -> str:
+        name = contract_name(contract)
+        address = self.settings.connect.get(name)
+        if address:
+            return address
+        if contract in served:
+            return LOCAL
+        assert self.plugins is not None
+        found = self.plugins.manager.hook.trine_contract_address(
+            contract=contract, settings=self.settings
+        )
+        if not found:
+            raise ConfigError(
+                f"no role of this process serves {name}, and no installed plugin says where it "
+                f'is served: run its role here, or set [connect] {name} = "scheme://…"'
+            )
+        return str(found)
 
-    def _registered(self, registry_type: type[R], group: str, names: list[str], what: str) -> R:
-        """A registry holding ``names``: what already-registered plugins (inline ones first)
-        provide, plus the entry-point plugins imported for the names still missing."""
-        assert self._manager is not None
-        hook = _REGISTRATION_HOOK[group]
-        registry = self._call_registration(hook, registry_type())
-        missing = [name for name in names if registry.get(name) is None]
-        if missing:
-            plugins.load(self._manager, group, missing, what)
-            registry = self._call_registration(hook, registry_type())
-        return registry
+    def _exposed(self, contract: type) -> list[str]:
+        addresses = []
+        configured = self.settings.connect.get(contract_name(contract))
+        if configured:
+            addresses.append(configured)
+        if ALL not in role_names(self.settings[TARGET], ()):
+            assert self.plugins is not None
+            public = self.plugins.manager.hook.trine_contract_address(
+                contract=contract, settings=self.settings
+            )
+            if public:
+                addresses.append(str(public))
+        return list(dict.fromkeys(addresses))
 
-    def _call_registration(self, hook: str, registry: R) -> R:
-        assert self._manager is not None
-        for impl in reversed(getattr(self._manager.hook, hook).get_hookimpls()):
-            registry.current_plugin = self._manager.get_name(impl.plugin) or repr(impl.plugin)
-            impl.function(registry=registry)
-        return registry
-
-    async def _transport(self, scheme: str) -> Transport:
+    async def _transport(self, address: str) -> Transport:
+        scheme, sep, _ = address.partition("://")
+        if not sep:
+            raise ConfigError(f"address {address!r} has no scheme:// (e.g. grpc://host:port)")
         transport = self._transports.get(scheme)
         if transport is None:
-            factory = self._transport_registry.get(scheme)
+            assert self.plugins is not None
+            self.plugins.require(TRANSPORTS_GROUP, scheme)
+            factory = self.plugins.transports.get(scheme)
             if factory is None:
-                known = ", ".join(self._transport_registry.names()) or "none"
-                raise ConfigError(f"no transport plugin for scheme {scheme!r} (known: {known})")
+                known = ", ".join(self.plugins.transports.names()) or "none"
+                raise ConfigError(f"unknown transport {scheme!r} (known: {known})")
             transport = self._transports[scheme] = factory(self.settings)
         return transport
 
-    async def _connect(self, kind: str, address: str, role: str) -> object:
-        if "://" not in address:
-            raise ConfigError(f"{role}: address {address!r} for {kind} has no scheme://")
-        transport = await self._transport(address.split("://", 1)[0])
-        return await transport.connect(kind, address)
-
     def ready(self) -> bool:
-        return all(role.ready() for role in self._started)
+        return bool(self._started) and all(self.roles[name].ready() for name in self._started)
 
     async def stop(self) -> None:
+        hook = self.plugins.manager.hook if self.plugins is not None else None
+        had_roles = bool(self._started)
         while self._started:
-            role = self._started.pop()
+            name = self._started.pop()
+            role = self.roles[name]
             try:
                 await role.stop()
             except Exception:
-                self.log.exception("role failed to stop cleanly", role=role.name)
+                self.log.exception("role failed to stop cleanly", role=name)
+            if hook is not None:
+                hook.trine_role_stopped(name=name, role=role)
         for transport in self._transports.values():
             await transport.close()
         self._transports.clear()
-        if self._manager is not None and self.roles:
-            self._manager.hook.trine_shutdown(settings=self.settings)
-        self._manager = None
+        if hook is not None and had_roles:
+            hook.trine_runtime_stopped(settings=self.settings)
 
     async def run_until(self, stop: asyncio.Event) -> None:
         """Start, wait for ``stop``, stop."""

@@ -1,9 +1,19 @@
 """Settings: flags > ``TRINE_*`` environment variables > the TOML config file > defaults.
 
-Every setting is a field below; its environment variable is ``TRINE_`` + the upper-cased name
-(``data_dir`` → ``TRINE_DATA_DIR``) and its config-file key is the name itself. Tables in the
-file that are not settings (``[engine]``, ``[gateway]``…) are kept whole in ``sections`` for the
-plugin of that name; ``[connect]`` names the address each need is dialled at.
+A setting is declared once, as a :class:`Setting`, by the plugin that uses it (core declares only
+its own: the target, logging, the payload limit, observer plugins); the plugin hands it to the
+runtime through ``trine_add_settings``. From that one declaration follow its config-file key, its
+environment variable and its command-line flag, so the precedence rule holds for a third party's
+settings exactly as for ours::
+
+    CANCEL_GRACE_MS = Setting("cancel_grace_ms", 30_000, "…", section="engine")
+    # file: [engine] cancel_grace_ms = 5000
+    # env:  TRINE_ENGINE_CANCEL_GRACE_MS
+    # flag: --engine-cancel-grace-ms
+
+A plugin reads its values with ``settings[CANCEL_GRACE_MS]``, typed by the declaration. The
+``[connect]`` table (``--connect NAME=ADDRESS``, ``TRINE_CONNECT_<NAME>``) says where a role's
+need for a contract is dialled; see :mod:`trine_core.runtime`.
 """
 
 from __future__ import annotations
@@ -11,120 +21,234 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from trine_core.errors import ConfigError
 
+T = TypeVar("T")
+V = TypeVar("V", covariant=True)
 ENV_PREFIX = "TRINE_"
+CONNECT = "connect"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
+class Setting(Generic[V]):
+    """One setting: its name, default (whose type is the setting's type), and a line of help.
+
+    ``section`` groups a plugin's settings under ``[section]`` in the file and prefixes the
+    variable and the flag; settings without one are top-level (a few long-standing names such as
+    ``data_dir``; new settings belong in their plugin's section). ``choices`` limits the values.
+    """
+
+    name: str
+    default: V
+    help: str
+    section: str = ""
+    choices: tuple[V, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """How errors and ``--help`` name it: ``data_dir``, ``engine.cancel_grace_ms``."""
+        return f"{self.section}.{self.name}" if self.section else self.name
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.key.replace(".", "_").upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.key.replace(".", "-").replace("_", "-")
+
+    def parse(self, value: object, origin: str) -> V:
+        """``value`` (from the file, a variable or a flag) as this setting's type; a ConfigError
+        naming ``origin`` and the expected type otherwise."""
+        parsed = _coerce(self.default, value)
+        if parsed is _INVALID:
+            kind = type(self.default).__name__
+            raise ConfigError(f"{origin}: expected {kind}, got {value!r}")
+        if self.choices and parsed not in self.choices:
+            allowed = ", ".join(map(str, self.choices))
+            raise ConfigError(f"{origin}: expected one of {allowed}, got {value!r}")
+        result: V = parsed
+        return result
+
+
+_INVALID: Any = object()
+
+
+def _coerce(default: object, value: object) -> Any:
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            return _INVALID
+        if isinstance(default, int):
+            return _INVALID if isinstance(value, bool | float) else int(str(value))
+        if isinstance(default, float):
+            return _INVALID if isinstance(value, bool) else float(str(value))
+        if isinstance(default, Path):
+            return Path(value) if isinstance(value, str | Path) else _INVALID
+        if isinstance(default, tuple):  # a list: TOML array, or comma-separated text
+            items = value if isinstance(value, list | tuple) else str(value).split(",")
+            return tuple(str(item).strip() for item in items if str(item).strip())
+        return value if isinstance(value, str) else _INVALID
+    except (TypeError, ValueError):
+        return _INVALID
+
+
+class SettingsRegistry:
+    """Every setting the loaded plugins declared; handed to ``trine_add_settings``. Two plugins
+    declaring one key is a boot error naming both."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[str, Setting[Any]] = {}
+        self._owners: dict[str, str] = {}
+        self.current_plugin = ""
+
+    def add(self, *settings: Setting[Any]) -> None:
+        for setting in settings:
+            if setting.section == CONNECT:
+                raise ConfigError(f"setting {setting.key}: [{CONNECT}] is core's table")
+            owner = self._owners.get(setting.key)
+            if owner is not None and self._by_key[setting.key] is not setting:
+                raise ConfigError(
+                    f"setting {setting.key!r} is declared twice: by {owner} and by "
+                    f"{self.current_plugin or 'another plugin'}"
+                )
+            self._by_key[setting.key] = setting
+            self._owners[setting.key] = self.current_plugin or "?"
+
+    def __iter__(self) -> Iterator[Setting[Any]]:
+        return iter(self._by_key.values())
+
+    def get(self, key: str) -> Setting[Any] | None:
+        return self._by_key.get(key)
+
+    def owner(self, setting: Setting[Any]) -> str:
+        return self._owners.get(setting.key, "?")
+
+    def sections(self) -> set[str]:
+        return {s.section for s in self._by_key.values() if s.section}
+
+
 class Settings:
-    target: str = "all"
-    """Comma-separated roles to run in this process, or ``all``."""
-    data_dir: Path = Path(".trine/data")
-    """Where the engine keeps its RocksDB database."""
-    http_addr: str = "127.0.0.1:7480"
-    """The gateway's HTTP listen address."""
-    worker_addr: str = "127.0.0.1:7481"
-    """The coordinator's gRPC address for workers."""
-    engine_addr: str = "127.0.0.1:7482"
-    """The engine's gRPC address for a split topology."""
-    max_payload_bytes: int = 1 << 20
-    """Largest run input, step output or result accepted, in bytes."""
-    lease_ttl_ms: int = 30_000
-    """How long a dispatch lease lasts without renewal."""
-    heartbeat_interval_ms: int = 1_000
-    """How often workers heartbeat; a worker silent for 5 intervals is gone."""
-    log_level: str = "info"
-    log_format: str = "auto"
-    """``console``, ``json``, or ``auto`` (console on a terminal, JSON otherwise)."""
-    connect: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    """Address per need (``backend``, ``dispatcher``); unset: ``inproc://`` when the provider
-    runs in this process, else ``grpc://`` + ``engine_addr``."""
-    sections: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
-    """Plugin tables from the config file, by plugin name."""
+    """The values one process runs with. Reading a setting nobody set gives its default, so a
+    test builds exactly what it needs: ``Settings({DATA_DIR: tmp_path})``."""
 
-    def section(self, name: str) -> Mapping[str, Any]:
-        return self.sections.get(name, {})
+    def __init__(
+        self,
+        values: Mapping[Setting[Any], Any] | None = None,
+        connect: Mapping[str, str] | None = None,
+    ) -> None:
+        self._values: dict[Setting[Any], Any] = dict(values or {})
+        self.connect: Mapping[str, str] = dict(connect or {})
+        """Where each need is dialled, by contract name (``backend = "grpc://…"``)."""
 
-    def roles(self) -> list[str]:
-        return [part.strip() for part in self.target.split(",") if part.strip()]
+    def __getitem__(self, setting: Setting[T]) -> T:
+        value: T = self._values.get(setting, setting.default)
+        return value
 
-    @classmethod
-    def load(
-        cls,
-        flags: Mapping[str, Any] | None = None,
-        env: Mapping[str, str] | None = None,
-        config_file: Path | None = None,
+    def replace(
+        self, values: Mapping[Setting[Any], Any], connect: Mapping[str, str] | None = None
     ) -> Settings:
-        """Merge the sources in precedence order; raise ConfigError naming a bad value."""
-        env = os.environ if env is None else env
-        if config_file is None and env.get(ENV_PREFIX + "CONFIG"):
-            config_file = Path(env[ENV_PREFIX + "CONFIG"])
-        values: dict[str, Any] = {}
-        sections: dict[str, Mapping[str, Any]] = {}
-        connect: dict[str, str] = {}
-        if config_file is not None:
-            for key, value in _read_toml(config_file).items():
-                if key == "connect" and isinstance(value, dict):
-                    connect.update({str(k): str(v) for k, v in value.items()})
-                elif key in _FIELDS:
-                    values[key] = _coerce(key, value, f"{config_file}: {key}")
-                elif isinstance(value, dict):
-                    sections[key] = value
-                else:
-                    raise ConfigError(f"{config_file}: unknown setting {key!r}")
-        for name in _FIELDS:
-            raw = env.get(ENV_PREFIX + name.upper())
-            if raw is not None:
-                values[name] = _coerce(name, raw, f"{ENV_PREFIX}{name.upper()}")
-        for kind in ("backend", "dispatcher"):
-            raw = env.get(f"{ENV_PREFIX}CONNECT_{kind.upper()}")
-            if raw:
-                connect[kind] = raw
-        for name, value in (flags or {}).items():
-            if value is None:
+        return Settings({**self._values, **values}, self.connect if connect is None else connect)
+
+    def explicit(self) -> dict[str, Any]:
+        """The values set by a flag, a variable or the file, by key (for the boot log line)."""
+        return {setting.key: value for setting, value in self._values.items()}
+
+
+def read_settings(
+    registry: SettingsRegistry,
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+    *,
+    strict: bool = True,
+) -> Settings:
+    """Merge the sources in precedence order; a ConfigError names a bad or unknown value.
+
+    ``flags`` are by setting key (``None`` means not given), plus ``connect``: a mapping.
+    ``strict=False`` passes over keys the registry does not know (a first, partial read).
+    """
+    env = os.environ if env is None else env
+    values: dict[Setting[Any], Any] = {}
+    connect: dict[str, str] = {}
+    if config_file is not None:
+        for origin, key, value in _file_entries(config_file):
+            if key.startswith(f"{CONNECT}."):
+                connect[key.split(".", 1)[1]] = str(value)
                 continue
-            if name == "connect":
-                connect.update(value)
-            else:
-                values[name] = _coerce(name, value, f"--{name.replace('_', '-')}")
-        return cls(**values, connect=connect, sections=sections)
+            setting = registry.get(key)
+            if setting is None:
+                if not strict:
+                    continue
+                raise ConfigError(f"{origin}: unknown setting {key!r}{_known(registry, key)}")
+            values[setting] = setting.parse(value, origin)
+    for setting in registry:
+        raw = env.get(setting.env)
+        if raw is not None:
+            values[setting] = setting.parse(raw, setting.env)
+    for name, address in env.items():
+        if name.startswith(f"{ENV_PREFIX}CONNECT_") and address:
+            connect[name.removeprefix(f"{ENV_PREFIX}CONNECT_").lower()] = address
+    for key, value in (flags or {}).items():
+        if value is None:
+            continue
+        if key == CONNECT:
+            connect.update(value)
+            continue
+        setting = registry.get(key)
+        if setting is None:
+            if not strict:
+                continue
+            raise ConfigError(f"unknown setting {key!r}")
+        values[setting] = setting.parse(value, setting.flag)
+    return Settings(values, connect)
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name not in ("connect", "sections")}
+def config_path(flag: Path | None, env: Mapping[str, str]) -> Path | None:
+    """The config file: ``--config``, else ``TRINE_CONFIG``, else none."""
+    if flag is not None:
+        return flag
+    named = env.get(ENV_PREFIX + "CONFIG")
+    return Path(named) if named else None
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
-def _coerce(name: str, value: Any, origin: str) -> Any:
-    default = _FIELDS[name].default
-    try:
-        if isinstance(default, bool):
-            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
-        if isinstance(default, int):
-            if isinstance(value, bool):
-                raise ValueError
-            return int(value)
-        if isinstance(default, Path):
-            return Path(value)
-        if not isinstance(value, str):
-            raise ValueError
-        return value
-    except (TypeError, ValueError):
-        kind = type(default).__name__
-        raise ConfigError(f"{origin}: expected {kind}, got {value!r}") from None
+def _file_entries(path: Path) -> Iterable[tuple[str, str, object]]:
+    """``(origin, key, value)`` for every setting in the file; tables are sections."""
+    for name, value in read_toml(path).items():
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                yield f"{path}: [{name}] {key}", f"{name}.{key}", inner
+        else:
+            yield f"{path}: {name}", name, value
+
+
+def _known(registry: SettingsRegistry, key: str) -> str:
+    section = key.split(".", 1)[0] if "." in key else ""
+    if section and section not in registry.sections():
+        return f" (no installed plugin has a [{section}] section)"
+    return ""
 
 
 def split_host_port(address: str, what: str) -> tuple[str, int]:
@@ -133,3 +257,35 @@ def split_host_port(address: str, what: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigError(f"{what}: {address!r} is not host:port")
     return host.strip("[]"), int(port)
+
+
+# -- core's own settings -------------------------------------------------------------------------
+
+TARGET = Setting(
+    "target",
+    "all",
+    "roles to run in this process: all (every installed role), or a comma list, e.g. engine",
+)
+PLUGINS: Setting[tuple[str, ...]] = Setting(
+    "plugins",
+    ("all",),
+    "observer plugins (trine.plugins) to enable: all installed (default), none, or a comma list",
+)
+MAX_PAYLOAD_BYTES = Setting(
+    "max_payload_bytes",
+    1 << 20,
+    "largest run input, step output, result, event or signal payload accepted, in bytes",
+)
+LOG_LEVEL = Setting(
+    "log_level",
+    "info",
+    "debug, info, warning or error",
+    choices=("debug", "info", "warning", "error"),
+)
+LOG_FORMAT = Setting(
+    "log_format",
+    "auto",
+    "console, json, or auto (console on a terminal, JSON otherwise)",
+    choices=("auto", "console", "json"),
+)
+CORE_SETTINGS = (TARGET, PLUGINS, MAX_PAYLOAD_BYTES, LOG_LEVEL, LOG_FORMAT)

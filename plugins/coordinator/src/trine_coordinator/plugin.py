@@ -1,4 +1,4 @@
-"""The ``coordinator`` role: serves workers over gRPC on ``worker_addr``, needs ``dispatcher``."""
+"""The ``coordinator`` role: serves workers over gRPC on ``worker_addr``, needs ``Dispatcher``."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from grpclib.health.service import Health
 from grpclib.server import Server
 
 from trine_coordinator.service import WorkerService
+from trine_coordinator.settings import SETTINGS, WORKER_ADDR
 from trine_core import (
-    DISPATCHER,
+    Dispatcher,
     RoleContext,
     RoleRegistry,
     Settings,
+    SettingsRegistry,
     cannot_listen,
     hookimpl,
     split_host_port,
@@ -23,8 +25,8 @@ from trine_proto.codec import GrpcCodec
 
 class CoordinatorRole:
     name: ClassVar[str] = "coordinator"
-    serves: ClassVar[frozenset[str]] = frozenset()
-    needs: ClassVar[frozenset[str]] = frozenset({DISPATCHER})
+    serves: ClassVar[frozenset[type]] = frozenset()
+    needs: ClassVar[frozenset[type]] = frozenset({Dispatcher})
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -32,8 +34,8 @@ class CoordinatorRole:
         self._server: Server | None = None
 
     async def start(self, context: RoleContext) -> None:
-        host, port = split_host_port(self.settings.worker_addr, "worker_addr")
-        service = WorkerService(context.need(DISPATCHER), self.settings, context.log)
+        host, port = split_host_port(self.settings[WORKER_ADDR], "worker_addr")
+        service = WorkerService(context.need(Dispatcher), self.settings, context.log)
         # The standard gRPC health service: SERVING only while the engine answers.
         engine_check = ServiceCheck(service.engine_answers, check_ttl=1.0, check_timeout=2.0)
         server = Server([service, Health({service: [engine_check]})], codec=GrpcCodec())
@@ -57,11 +59,13 @@ class CoordinatorRole:
     def workers(self) -> list[dict[str, object]]:
         return self.service.workers() if self.service is not None else []
 
-    def provide(self, kind: str) -> object:
-        raise KeyError(f"the coordinator role serves no contract ({kind!r} asked)")
-
     def ready(self) -> bool:
         return self.service is not None
+
+
+@hookimpl
+def trine_add_settings(registry: SettingsRegistry) -> None:
+    registry.add(*SETTINGS)
 
 
 @hookimpl

@@ -1,5 +1,6 @@
-"""A ``Backend`` or ``Dispatcher`` on another process: the generated stub with a deadline on
-every call and errors turned back into the TrineErrors the engine raised.
+"""A ``Backend`` or ``Dispatcher`` on another process: each contract method calls the generated
+stub with a deadline and turns errors back into the TrineErrors the engine raised. The clients
+implement the contracts method by method, so mypy checks them against the Protocols.
 
 grpclib's channel connects lazily and reconnects on the next call after a failure, so a peer
 that restarts is picked up again; until then calls raise ``Unavailable`` and the caller decides
@@ -14,19 +15,48 @@ default) and grpclib queues a call beyond that until one ends: a gateway holding
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import grpclib
 from grpclib.client import Channel
 
+from trine_core import Backend, Dispatcher
 from trine_proto.codec import GrpcCodec
+from trine_proto.trine.v1 import (
+    BackendStub,
+    CancelRunRequest,
+    DispatcherStub,
+    Event,
+    GetJournalRequest,
+    GetJournalResponse,
+    GetRunRequest,
+    ListFunctionsRequest,
+    ListFunctionsResponse,
+    ListRunsRequest,
+    ListRunsResponse,
+    RegisterFunctionsRequest,
+    RegisterFunctionsResponse,
+    ReleaseLeasesRequest,
+    ReleaseLeasesResponse,
+    RenewLeasesRequest,
+    RenewLeasesResponse,
+    ReportRequest,
+    ReportResponse,
+    Run,
+    SignalRunRequest,
+    SignalRunResponse,
+    StartRunRequest,
+    StartRunResponse,
+    SubscribeRequest,
+    TakeWorkRequest,
+    TakeWorkResponse,
+    WaitRunRequest,
+)
 from trine_transport_grpc.errors import from_grpc, unreachable
-from trine_transport_grpc.server import STREAMING
 
+R = TypeVar("R")
 DEFAULT_DEADLINE_S = 10.0
-# Long-polls get their own wait on top of the deadline.
-WAIT_FIELD = {"take_work": "wait_ms", "wait_run": "timeout_ms"}
 UNREACHABLE = (ConnectionError, OSError, grpclib.exceptions.StreamTerminatedError)
 STREAMS_PER_CHANNEL = 64
 """Calls in flight on one connection before the pool opens another (below the server's 100)."""
@@ -62,53 +92,111 @@ class ChannelPool:
         self._in_use.clear()
 
 
-class RemoteContract:
-    """Every contract method of ``stub_type``, called over ``pool``; ``address`` names the peer
-    in errors."""
+class Peer:
+    """The calls to one peer: a deadline on each, and its errors as TrineErrors naming it."""
 
     def __init__(
-        self,
-        stub_type: type,
-        pool: ChannelPool,
-        address: str,
-        deadline_s: float = DEFAULT_DEADLINE_S,
+        self, pool: ChannelPool, address: str, deadline_s: float = DEFAULT_DEADLINE_S
     ) -> None:
-        self._stub_type = stub_type
-        self._pool = pool
-        self._address = address
-        self._deadline_s = deadline_s
+        self.pool = pool
+        self.address = address
+        self.deadline_s = deadline_s
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        if name.startswith("_") or not callable(getattr(self._stub_type, name, None)):
-            raise AttributeError(name)
-        if name in STREAMING:
-            return lambda message: self._stream(name, message)
-
-        async def unary(message: Any) -> Any:
-            timeout = self._deadline_s
-            if name in WAIT_FIELD:
-                timeout += getattr(message, WAIT_FIELD[name]) / 1000
-            try:
-                with self._pool.channel() as channel:
-                    call = getattr(self._stub_type(channel), name)
-                    return await call(message, timeout=timeout)
-            except grpclib.GRPCError as exc:
-                raise from_grpc(exc, self._address) from None
-            except UNREACHABLE as exc:
-                raise unreachable(exc, self._address) from None
-
-        return unary
-
-    async def _stream(self, name: str, message: Any) -> AsyncIterator[Any]:
+    async def unary(self, call: Callable[[Channel, float], Awaitable[R]], wait_ms: int = 0) -> R:
+        """``call(channel, timeout)``; a long-poll's ``wait_ms`` is added to the deadline."""
         try:
-            with self._pool.channel() as channel:
-                call = getattr(self._stub_type(channel), name)
+            with self.pool.channel() as channel:
+                return await call(channel, self.deadline_s + wait_ms / 1000)
+        except grpclib.GRPCError as exc:
+            raise from_grpc(exc, self.address) from None
+        except UNREACHABLE as exc:
+            raise unreachable(exc, self.address) from None
+
+    async def stream(self, call: Callable[[Channel], AsyncIterator[R]]) -> AsyncIterator[R]:
+        try:
+            with self.pool.channel() as channel:
                 # aclosing: when our consumer stops early, the gRPC stream is reset now (and the
                 # peer's subscription closed), not whenever the stub's generator is collected.
-                async with contextlib.aclosing(call(message)) as items:
+                async with contextlib.aclosing(cast(AsyncGenerator[R], call(channel))) as items:
                     async for item in items:
                         yield item
         except grpclib.GRPCError as exc:
-            raise from_grpc(exc, self._address) from None
+            raise from_grpc(exc, self.address) from None
         except UNREACHABLE as exc:
-            raise unreachable(exc, self._address) from None
+            raise unreachable(exc, self.address) from None
+
+
+class RemoteBackend:
+    """A :class:`~trine_core.Backend` served by another process."""
+
+    def __init__(self, peer: Peer) -> None:
+        self._peer = peer
+
+    async def start_run(self, message: StartRunRequest) -> StartRunResponse:
+        return await self._peer.unary(lambda ch, t: BackendStub(ch).start_run(message, timeout=t))
+
+    async def get_run(self, message: GetRunRequest) -> Run:
+        return await self._peer.unary(lambda ch, t: BackendStub(ch).get_run(message, timeout=t))
+
+    async def wait_run(self, message: WaitRunRequest) -> Run:
+        return await self._peer.unary(
+            lambda ch, t: BackendStub(ch).wait_run(message, timeout=t), message.timeout_ms
+        )
+
+    async def list_runs(self, message: ListRunsRequest) -> ListRunsResponse:
+        return await self._peer.unary(lambda ch, t: BackendStub(ch).list_runs(message, timeout=t))
+
+    def subscribe(self, message: SubscribeRequest) -> AsyncIterator[Event]:
+        return self._peer.stream(lambda ch: BackendStub(ch).subscribe(message))
+
+    async def cancel_run(self, message: CancelRunRequest) -> Run:
+        return await self._peer.unary(lambda ch, t: BackendStub(ch).cancel_run(message, timeout=t))
+
+    async def signal_run(self, message: SignalRunRequest) -> SignalRunResponse:
+        return await self._peer.unary(lambda ch, t: BackendStub(ch).signal_run(message, timeout=t))
+
+    async def get_journal(self, message: GetJournalRequest) -> GetJournalResponse:
+        return await self._peer.unary(lambda ch, t: BackendStub(ch).get_journal(message, timeout=t))
+
+    async def list_functions(self, message: ListFunctionsRequest) -> ListFunctionsResponse:
+        return await self._peer.unary(
+            lambda ch, t: BackendStub(ch).list_functions(message, timeout=t)
+        )
+
+
+class RemoteDispatcher:
+    """A :class:`~trine_core.Dispatcher` served by another process."""
+
+    def __init__(self, peer: Peer) -> None:
+        self._peer = peer
+
+    async def register_functions(
+        self, message: RegisterFunctionsRequest
+    ) -> RegisterFunctionsResponse:
+        return await self._peer.unary(
+            lambda ch, t: DispatcherStub(ch).register_functions(message, timeout=t)
+        )
+
+    async def take_work(self, message: TakeWorkRequest) -> TakeWorkResponse:
+        return await self._peer.unary(
+            lambda ch, t: DispatcherStub(ch).take_work(message, timeout=t), message.wait_ms
+        )
+
+    async def report(self, message: ReportRequest) -> ReportResponse:
+        return await self._peer.unary(lambda ch, t: DispatcherStub(ch).report(message, timeout=t))
+
+    async def renew_leases(self, message: RenewLeasesRequest) -> RenewLeasesResponse:
+        return await self._peer.unary(
+            lambda ch, t: DispatcherStub(ch).renew_leases(message, timeout=t)
+        )
+
+    async def release_leases(self, message: ReleaseLeasesRequest) -> ReleaseLeasesResponse:
+        return await self._peer.unary(
+            lambda ch, t: DispatcherStub(ch).release_leases(message, timeout=t)
+        )
+
+
+if TYPE_CHECKING:  # mypy checks here that the clients satisfy the contracts
+
+    def _conforms(peer: Peer) -> tuple[Backend, Dispatcher]:
+        return RemoteBackend(peer), RemoteDispatcher(peer)

@@ -1,23 +1,27 @@
-"""The ``grpc://host:port`` transport: contracts across processes over gRPC (grpclib)."""
+"""The ``grpc://host:port`` transport: ``Backend`` and ``Dispatcher`` across processes (grpclib)."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, TypeVar, cast
 
 from trine_core import (
-    BACKEND,
-    DISPATCHER,
+    Backend,
     ConfigError,
+    Dispatcher,
     Settings,
     TransportRegistry,
+    contract_name,
     hookimpl,
     split_host_port,
 )
-from trine_proto.trine.v1 import BackendStub, DispatcherStub
-from trine_transport_grpc.client import ChannelPool, RemoteContract
+from trine_transport_grpc.client import ChannelPool, Peer, RemoteBackend, RemoteDispatcher
 from trine_transport_grpc.server import ContractServer
 
-STUBS = {BACKEND: BackendStub, DISPATCHER: DispatcherStub}
+T = TypeVar("T")
+CLIENTS: dict[type, type[RemoteBackend] | type[RemoteDispatcher]] = {
+    Backend: RemoteBackend,
+    Dispatcher: RemoteDispatcher,
+}
 
 
 class GrpcTransport:
@@ -31,23 +35,33 @@ class GrpcTransport:
     def _host_port(address: str) -> tuple[str, int]:
         return split_host_port(address.removeprefix("grpc://"), address)
 
-    async def connect(self, kind: str, address: str) -> object:
-        if kind not in STUBS:
-            raise ConfigError(f"the grpc transport carries backend and dispatcher, not {kind!r}")
+    @staticmethod
+    def _carried(contract: type) -> None:
+        if contract not in CLIENTS:
+            raise ConfigError(
+                f"the grpc transport carries backend and dispatcher, not {contract_name(contract)}"
+            )
+
+    async def connect(self, contract: type[T], address: str) -> T:
+        self._carried(contract)
         host, port = self._host_port(address)
         pool = self._channels.get((host, port))
         if pool is None:
             pool = self._channels[(host, port)] = ChannelPool(host, port)
-        return RemoteContract(STUBS[kind], pool, address)
+        return cast(T, CLIENTS[contract](Peer(pool, address)))
 
-    async def serve(self, kind: str, implementation: object, address: str) -> None:
+    async def serve(self, contract: type[T], implementation: T, address: str) -> None:
+        self._carried(contract)
         host, port = self._host_port(address)
         server = self._servers.get((host, port))
         if server is None:
             server = ContractServer(host, port)
             await server.start()
             self._servers[(host, port)] = server
-        server.implementations[kind] = implementation
+        if contract is Backend:
+            server.served.backend = cast(Backend, implementation)
+        else:
+            server.served.dispatcher = cast(Dispatcher, implementation)
 
     async def close(self) -> None:
         for server in self._servers.values():

@@ -1,84 +1,156 @@
 """Serving local ``Backend`` and ``Dispatcher`` implementations over gRPC.
 
-The generated service bases (``BackendBase``, ``DispatcherBase``) are subclassed once, with every
-method of the contract forwarding to the implementation registered for that kind; what is not
-registered (yet) answers UNIMPLEMENTED. One grpclib server per listen address carries both.
+The generated service bases (``BackendBase``, ``DispatcherBase``) are subclassed once each, every
+contract method forwarding to the implementation served for that contract and turning its
+TrineError into a gRPC status; a contract not served (yet) answers UNIMPLEMENTED. One grpclib
+server per listen address carries both.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
 import grpclib
 from grpclib.const import Status
 from grpclib.health.service import Health
 from grpclib.server import Server
 
-from trine_core import BACKEND, DISPATCHER, Backend, Dispatcher, TrineError, cannot_listen
+from trine_core import Backend, Dispatcher, TrineError, cannot_listen, contract_name
 from trine_proto.codec import GrpcCodec
-from trine_proto.trine.v1 import BackendBase, DispatcherBase
+from trine_proto.trine.v1 import (
+    BackendBase,
+    CancelRunRequest,
+    DispatcherBase,
+    Event,
+    GetJournalRequest,
+    GetJournalResponse,
+    GetRunRequest,
+    ListFunctionsRequest,
+    ListFunctionsResponse,
+    ListRunsRequest,
+    ListRunsResponse,
+    RegisterFunctionsRequest,
+    RegisterFunctionsResponse,
+    ReleaseLeasesRequest,
+    ReleaseLeasesResponse,
+    RenewLeasesRequest,
+    RenewLeasesResponse,
+    ReportRequest,
+    ReportResponse,
+    Run,
+    SignalRunRequest,
+    SignalRunResponse,
+    StartRunRequest,
+    StartRunResponse,
+    SubscribeRequest,
+    TakeWorkRequest,
+    TakeWorkResponse,
+    WaitRunRequest,
+)
 from trine_transport_grpc.errors import to_grpc
 
-STREAMING = frozenset({"subscribe"})
+R = TypeVar("R")
 
 
-def contract_methods(protocol: type) -> list[str]:
-    """The method names of a contract Protocol (they match the generated stubs')."""
-    return sorted(
-        name
-        for name, value in vars(protocol).items()
-        if callable(value) and not name.startswith("_")
-    )
+class Served:
+    """What one server serves, filled in as roles start (the server listens before)."""
+
+    def __init__(self) -> None:
+        self.backend: Backend | None = None
+        self.dispatcher: Dispatcher | None = None
 
 
-def _forwarding(base: type, kind: str, protocol: type) -> type:
-    def unary(name: str) -> Callable[..., Any]:
-        async def method(self: Any, message: Any) -> Any:
-            try:
-                return await getattr(self.target(), name)(message)
-            except TrineError as exc:
-                raise to_grpc(exc) from None
-
-        return method
-
-    def streaming(name: str) -> Callable[..., Any]:
-        async def method(self: Any, message: Any) -> AsyncIterator[Any]:
-            try:
-                async for item in getattr(self.target(), name)(message):
-                    yield item
-            except TrineError as exc:
-                raise to_grpc(exc) from None
-
-        return method
-
-    def target(self: Any) -> Any:
-        implementation = self.implementations.get(kind)
-        if implementation is None:
-            raise grpclib.GRPCError(Status.UNIMPLEMENTED, f"{kind} is not served here")
-        return implementation
-
-    namespace: dict[str, Any] = {"target": target}
-    for name in contract_methods(protocol):
-        namespace[name] = streaming(name) if name in STREAMING else unary(name)
-    return type(f"Served{base.__name__}", (base,), namespace)
+def _missing(contract: type) -> grpclib.GRPCError:
+    return grpclib.GRPCError(Status.UNIMPLEMENTED, f"{contract_name(contract)} is not served here")
 
 
-ServedBackend = _forwarding(BackendBase, BACKEND, Backend)
-ServedDispatcher = _forwarding(DispatcherBase, DISPATCHER, Dispatcher)
+async def _answer(call: Awaitable[R]) -> R:
+    try:
+        return await call
+    except TrineError as exc:
+        raise to_grpc(exc) from None
+
+
+class ServedBackend(BackendBase):
+    def __init__(self, served: Served) -> None:
+        self._served = served
+
+    def _backend(self) -> Backend:
+        if self._served.backend is None:
+            raise _missing(Backend)
+        return self._served.backend
+
+    async def start_run(self, message: StartRunRequest) -> StartRunResponse:
+        return await _answer(self._backend().start_run(message))
+
+    async def get_run(self, message: GetRunRequest) -> Run:
+        return await _answer(self._backend().get_run(message))
+
+    async def wait_run(self, message: WaitRunRequest) -> Run:
+        return await _answer(self._backend().wait_run(message))
+
+    async def list_runs(self, message: ListRunsRequest) -> ListRunsResponse:
+        return await _answer(self._backend().list_runs(message))
+
+    async def subscribe(self, message: SubscribeRequest) -> AsyncIterator[Event]:
+        try:
+            async for event in self._backend().subscribe(message):
+                yield event
+        except TrineError as exc:
+            raise to_grpc(exc) from None
+
+    async def cancel_run(self, message: CancelRunRequest) -> Run:
+        return await _answer(self._backend().cancel_run(message))
+
+    async def signal_run(self, message: SignalRunRequest) -> SignalRunResponse:
+        return await _answer(self._backend().signal_run(message))
+
+    async def get_journal(self, message: GetJournalRequest) -> GetJournalResponse:
+        return await _answer(self._backend().get_journal(message))
+
+    async def list_functions(self, message: ListFunctionsRequest) -> ListFunctionsResponse:
+        return await _answer(self._backend().list_functions(message))
+
+
+class ServedDispatcher(DispatcherBase):
+    def __init__(self, served: Served) -> None:
+        self._served = served
+
+    def _dispatcher(self) -> Dispatcher:
+        if self._served.dispatcher is None:
+            raise _missing(Dispatcher)
+        return self._served.dispatcher
+
+    async def register_functions(
+        self, message: RegisterFunctionsRequest
+    ) -> RegisterFunctionsResponse:
+        return await _answer(self._dispatcher().register_functions(message))
+
+    async def take_work(self, message: TakeWorkRequest) -> TakeWorkResponse:
+        return await _answer(self._dispatcher().take_work(message))
+
+    async def report(self, message: ReportRequest) -> ReportResponse:
+        return await _answer(self._dispatcher().report(message))
+
+    async def renew_leases(self, message: RenewLeasesRequest) -> RenewLeasesResponse:
+        return await _answer(self._dispatcher().renew_leases(message))
+
+    async def release_leases(self, message: ReleaseLeasesRequest) -> ReleaseLeasesResponse:
+        return await _answer(self._dispatcher().release_leases(message))
 
 
 class ContractServer:
-    """A grpclib server on one address, serving whichever contracts are registered with it."""
+    """A grpclib server on one address, serving whichever contracts are given to it."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
-        self.implementations: dict[str, object] = {}
-        services = [ServedBackend(), ServedDispatcher()]
-        for service in services:
-            service.implementations = self.implementations
+        self.served = Served()
         # The standard gRPC health service beside ours; messages through trine_proto's codec.
-        self._server = Server([*services, Health()], codec=GrpcCodec())
+        self._server = Server(
+            [ServedBackend(self.served), ServedDispatcher(self.served), Health()],
+            codec=GrpcCodec(),
+        )
         self._started = False
 
     async def start(self) -> None:
