@@ -1,16 +1,19 @@
-"""A real engine on a real RocksDB in ``tmp_path``, and a harness that speaks its protocols."""
+"""A real engine on a real RocksDB in ``tmp_path``, on a manual clock, and a harness that speaks
+its protocols."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from trine_core import Settings
 from trine_engine import Engine
+from trine_engine.clock import ManualClock
+from trine_engine.config import EngineConfig
 from trine_proto.trine.v1 import (
     Command,
     Emit,
@@ -41,10 +44,12 @@ FUNCTION = "greet"
 
 
 class Harness:
-    """Drives one engine; ``reopen`` closes it and opens the same data dir again."""
+    """Drives one engine; ``reopen`` closes it and opens the same data dir again, on the same
+    clock. Time moves only when a test moves ``clock``."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.clock = ManualClock()
         self._engine: Engine | None = None
 
     @property
@@ -54,8 +59,8 @@ class Harness:
 
     async def open(self, **changes: Any) -> Engine:
         if changes:
-            self.settings = dataclasses.replace(self.settings, **changes)
-        self._engine = await Engine.open(self.settings)
+            self.config = dataclasses.replace(self.config, **changes)
+        self._engine = await Engine.open(self.config, clock=self.clock)
         return self._engine
 
     async def close(self) -> None:
@@ -66,6 +71,15 @@ class Harness:
     async def reopen(self, **changes: Any) -> Engine:
         await self.close()
         return await self.open(**changes)
+
+    @staticmethod
+    async def until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
+        """Let the engine run (its timer loop, its after-commit callbacks) until ``predicate``."""
+        for _ in range(int(timeout_s * 1000)):
+            if predicate():
+                return
+            await asyncio.sleep(0.001)
+        raise AssertionError(f"still false after {timeout_s}s: {predicate}")
 
     # -- calls -------------------------------------------------------------------------------------
 
@@ -172,13 +186,13 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def settings(data_dir: Path) -> Settings:
-    return Settings(data_dir=data_dir, max_payload_bytes=4096, lease_ttl_ms=30_000)
+def config(data_dir: Path) -> EngineConfig:
+    return EngineConfig(data_dir=data_dir, max_payload_bytes=4096, lease_ttl_ms=30_000)
 
 
 @pytest.fixture
-async def h(settings: Settings) -> AsyncIterator[Harness]:
-    harness = Harness(settings)
+async def h(config: EngineConfig) -> AsyncIterator[Harness]:
+    harness = Harness(config)
     await harness.open()
     yield harness
     await harness.close()

@@ -81,7 +81,7 @@ async def test_unknown_function_lists_the_known_ones(h: Harness) -> None:
 
 async def test_input_over_the_payload_limit_is_refused(h: Harness) -> None:
     await h.register()
-    limit = h.settings.max_payload_bytes
+    limit = h.config.max_payload_bytes
     with pytest.raises(PayloadTooLarge) as info:
         await h.start(data=b'"' + b"x" * limit + b'"')
     assert info.value.details["limit"] == limit

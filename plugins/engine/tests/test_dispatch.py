@@ -191,6 +191,7 @@ async def test_lease_expiry_releases_the_run(h: Harness) -> None:
     await h.register()
     run = await h.start()
     item = await h.take_one(ttl_ms=30)
+    h.clock.advance(30)
     # Long-poll: the expiry (a timer in the engine) puts the run back and wakes this call.
     again = await h.take_one(wait_ms=5_000)
     assert again.run.id == run.id
@@ -208,7 +209,7 @@ async def test_renew_keeps_a_lease_and_reports_lost_ones(h: Harness) -> None:
             RenewLeasesRequest(lease_ids=[item.lease.id, "unknown"], lease_ttl_ms=200)
         )
         assert list(renewed.lost) == ["unknown"]
-        await asyncio.sleep(0.03)  # longer than the first ttl, in total
+        h.clock.advance(30)  # longer than the first ttl, in total
     assert (await h.report(item, h.finish())).outcome == ReportOutcome.FINISHED
     lost = await h.engine.renew_leases(RenewLeasesRequest(lease_ids=[item.lease.id]))
     assert list(lost.lost) == [item.lease.id]
@@ -230,6 +231,7 @@ async def test_step_retry_then_final_failure(h: Harness) -> None:
     with pytest.raises(LeaseLost):  # the attempt ended with the retry
         await h.report(item, h.finish())
 
+    h.clock.advance(20)
     second = await h.take_one(wait_ms=5_000)
     assert second.lease.attempt == 2
     assert second.step_attempts == {1: 1}
@@ -244,6 +246,7 @@ async def test_step_retry_then_final_failure(h: Harness) -> None:
     ]
     assert gaps == [20, 40]
 
+    h.clock.advance(40)
     third = await h.take_one(wait_ms=5_000)
     assert third.lease.attempt == 3
     assert third.step_attempts == {1: 2}
@@ -302,12 +305,13 @@ async def test_cancel_running_run_tells_its_worker_and_ends_cancelled(h: Harness
 
 
 async def test_cancel_forced_after_grace_fences_the_worker(h: Harness) -> None:
-    await h.reopen(sections={"engine": {"cancel_grace_ms": 50}})
+    await h.reopen(cancel_grace_ms=50)
     await h.register()
     run = await h.start()
     item = await h.take_one()
     await h.report(item, h.completed(0))
     await h.engine.cancel_run(CancelRunRequest(run_id=run.id, reason="stop"))
+    h.clock.advance(50)
     final = await h.engine.wait_run(WaitRunRequest(run_id=run.id, timeout_ms=5_000))
     assert final.status == RunStatus.CANCELLED
     assert final.worker_id == ""
@@ -355,7 +359,7 @@ async def test_step_output_and_result_limits(h: Harness) -> None:
     await h.register()
     run = await h.start()
     item = await h.take_one()
-    big = b'"' + b"x" * h.settings.max_payload_bytes + b'"'
+    big = b'"' + b"x" * h.config.max_payload_bytes + b'"'
     with pytest.raises(PayloadTooLarge):
         await h.report(item, h.started(0), h.completed(0, output=big))
     with pytest.raises(PayloadTooLarge):

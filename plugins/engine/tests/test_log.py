@@ -10,8 +10,8 @@ import betterproto2
 import pytest
 from structlog.testing import capture_logs
 
-from trine_core import Settings, StorageError
-from trine_engine import Engine, Store, framing
+from trine_core import StorageError
+from trine_engine import Engine, EngineConfig, Store, framing
 from trine_engine.keys import log_key
 from trine_engine.storage import LOG
 from trine_proto.trine.v1 import GetRunRequest, ListRunsRequest, ReportOutcome, StartRunRequest
@@ -55,8 +55,8 @@ async def test_read_log_gives_every_record_in_order(h: Harness) -> None:
     assert h.engine.partition_log.next_offset == 4
 
 
-def _corrupt_segment(settings: Settings, first_offset: int) -> None:
-    store = Store.open(settings.data_dir)
+def _corrupt_segment(config: EngineConfig, first_offset: int) -> None:
+    store = Store.open(config.data_dir)
     try:
         key = log_key(0, first_offset)
         segment = bytearray(store.get(LOG, key) or b"")
@@ -73,7 +73,7 @@ async def test_a_corrupt_record_is_reported_with_partition_and_offset(h: Harness
     await h.register()  # offset 0, its own batch
     await h.start()  # offset 1
     await h.close()
-    _corrupt_segment(h.settings, 0)
+    _corrupt_segment(h.config, 0)
     engine = await h.open()  # the last segment is intact, so the engine opens
     with pytest.raises(StorageError, match="log record at partition 0 offset 0 is corrupt"):
         list(engine.read_log(0))
@@ -84,7 +84,7 @@ async def test_a_corrupt_last_segment_stops_the_open(h: Harness) -> None:
     await h.register()
     await h.start()
     await h.close()
-    _corrupt_segment(h.settings, 1)
+    _corrupt_segment(h.config, 1)
     with pytest.raises(StorageError, match="partition 0 offset 1 is corrupt"):
         await h.open()
 
@@ -136,8 +136,8 @@ async def test_a_failed_write_is_never_acknowledged(h: Harness) -> None:
     assert [r.id for r in listed.runs] == [kept.id]
 
 
-async def test_stats_are_logged_at_stop(settings: Settings) -> None:
-    engine = await Engine.open(settings)
+async def test_stats_are_logged_at_stop(config: EngineConfig) -> None:
+    engine = await Engine.open(config)
     assert set(engine.stats()) >= {"append_p50_ms", "append_p99_ms", "batches", "records"}
     with capture_logs() as logs:
         await engine.close()

@@ -76,6 +76,7 @@ async def test_retry_schedule_survives(h: Harness) -> None:
     pending = await engine.get_run(GetRunRequest(run_id=run.id))
     assert pending.not_before_ms == retry.retry_at_ms
     assert await h.take() == []  # the backoff is not over
+    h.clock.advance(300)
     again = await h.take_one(wait_ms=5_000)  # the engine's timer makes it ready
     assert again.run.id == run.id
     assert again.step_attempts == {0: 1}
@@ -98,7 +99,7 @@ async def test_finished_runs_are_read_back_when_not_cached(h: Harness) -> None:
     await h.register()
     run = await h.start()
     await h.report(await h.take_one(), h.completed(0), h.finish())
-    engine = await h.reopen(sections={"engine": {"finished_cache_size": 0}})
+    engine = await h.reopen(finished_cache_size=0)
     assert engine._cache.get(run.id) is None
     assert (await engine.get_run(GetRunRequest(run_id=run.id))).status == RunStatus.COMPLETED
     assert [e.type for e in await h.events(run.id)] == [

@@ -7,10 +7,7 @@ import asyncio
 import math
 from typing import Any
 
-import pytest
-
 from trine_core import RunFinished
-from trine_engine import engine as engine_module
 from trine_engine import retry
 from trine_proto.trine.v1 import (
     CancelRunRequest,
@@ -28,7 +25,7 @@ async def test_a_finish_is_not_evicted_from_the_cache_before_it_is_durable(h: Ha
     # With a small finished-run cache, a run that finished in memory used to be evicted before its
     # record was durable; the next lookup reloaded the stale (running) run from RocksDB as a second,
     # "active" copy, so a cancel was accepted and overwrote the acknowledged completion.
-    engine = await h.reopen(sections={"engine": {"finished_cache_size": 0}})
+    engine = await h.reopen(finished_cache_size=0)
     await h.register()
     run = await h.start()
     item = await h.take_one()
@@ -61,10 +58,11 @@ async def test_a_negative_backoff_does_not_strand_the_run_after_a_restart(h: Har
     run = await h.start()
     for attempt in (1, 2):
         item = await h.take_one(wait_ms=2_000)
-        before = engine_module.now_ms()
         response = await h.report(item, h.failed(0, attempt=attempt))
         assert response.outcome == ReportOutcome.RETRY_SCHEDULED
-        assert before <= response.retry_at_ms <= engine_module.now_ms() + 10
+        now = h.clock.now_ms()
+        assert now <= response.retry_at_ms <= now + 10
+        h.clock.advance(10)
     await h.reopen()
     assert (await h.take_one(wait_ms=2_000)).run.id == run.id
 
@@ -74,36 +72,24 @@ async def test_a_nan_backoff_schedules_a_retry(h: Harness) -> None:
     await h.start()
     item = await h.take_one()
     assert (await h.report(item, h.failed(0))).outcome == ReportOutcome.RETRY_SCHEDULED
+    h.clock.advance(100)
     item = await h.take_one(wait_ms=2_000)
     response = await h.report(item, h.failed(0, attempt=2))  # was: ValueError
     assert response.outcome == ReportOutcome.RETRY_SCHEDULED
 
 
-async def test_a_clock_step_back_does_not_drop_a_queued_run(
-    h: Harness, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_clock_step_back_does_not_drop_a_queued_run(h: Harness) -> None:
     # A run queued once its backoff ended, then popped while the wall clock had stepped back, was
     # dropped from the queue with no timer: it stayed pending until the next restart.
-    real = engine_module.now_ms
-    offset = 0
-
-    def clock() -> int:
-        return real() + offset
-
-    monkeypatch.setattr(engine_module, "now_ms", clock)
-    monkeypatch.setattr(h.engine._deadlines, "_clock_ms", clock)
     await h.register(retry=RetryPolicy(max_attempts=3, initial_interval_ms=20))
     run = await h.start()
     await h.report(await h.take_one(), h.failed(0))
     state = h.engine._cache.get(run.id)
-    for _ in range(200):
-        if state.queued:
-            break
-        await asyncio.sleep(0.01)
-    assert state.queued  # the backoff ended: queued again
-    offset = -1_000  # the wall clock steps back a second
+    h.clock.advance(20)
+    await h.until(lambda: state.queued)  # the backoff ended: queued again
+    h.clock.advance(-1_000)  # the wall clock steps back a second
     assert await h.take() == []  # not ready by this clock
-    offset = 0
+    h.clock.advance(1_000)
     assert (await h.take_one(wait_ms=2_000)).run.id == run.id
 
 

@@ -16,8 +16,8 @@ from trine_core import (
     StorageError,
     get_logger,
 )
-from trine_engine import Engine, EngineRole
-from trine_engine.plugin import trine_register_roles
+from trine_engine import Engine
+from trine_engine.plugin import EngineRole, trine_register_roles
 from trine_proto.trine.v1 import FunctionSpec, ListFunctionsRequest, RegisterFunctionsRequest
 
 

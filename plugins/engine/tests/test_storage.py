@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from rocksdict import Options, Rdict
 
-from trine_core import Settings, StorageError
-from trine_engine import Engine, Store
+from trine_core import StorageError
+from trine_engine import Engine, EngineConfig, Store
 from trine_engine.storage import FAMILIES, META
 
 
@@ -102,17 +102,17 @@ def test_a_dir_in_use_by_another_process_is_refused(data_dir: Path) -> None:
     assert str(info.value).startswith(f"data dir {data_dir} is in use by another trine engine")
 
 
-async def test_a_dir_in_use_in_this_process_is_refused(settings: Settings) -> None:
-    engine = await Engine.open(settings)
+async def test_a_dir_in_use_in_this_process_is_refused(config: EngineConfig) -> None:
+    engine = await Engine.open(config)
     try:
         with pytest.raises(StorageError, match="is in use by another trine engine"):
-            await Engine.open(settings)
+            await Engine.open(config)
     finally:
         await engine.close()
 
 
-async def test_close_then_reopen_in_the_same_process(settings: Settings) -> None:
+async def test_close_then_reopen_in_the_same_process(config: EngineConfig) -> None:
     for _ in range(3):
-        engine = await Engine.open(settings)
+        engine = await Engine.open(config)
         await engine.close()
         await engine.close()  # twice is harmless

@@ -13,7 +13,6 @@ import pytest
 
 from tests.conftest import FUNCTION, Harness
 from trine_core import InvalidArgument, LeaseLost, PayloadTooLarge, RunFinished, RunNotFound
-from trine_engine.engine import now_ms
 from trine_proto.trine.v1 import (
     CancelRunRequest,
     EntryKind,
@@ -55,8 +54,9 @@ async def test_sleep_suspends_frees_the_lease_and_resumes_after_the_timer(h: Har
     with pytest.raises(LeaseLost):
         await h.report(item, h.completed(2))
     assert await h.take() == []  # nothing to dispatch while it sleeps
+    h.clock.advance(200)
     again = await _resumed(h)
-    assert now_ms() >= wait.until_ms
+    assert h.clock.now_ms() >= wait.until_ms
     assert [e.kind for e in again.journal] == [EntryKind.STEP, EntryKind.SLEEP]
     assert not again.journal[1].pending
     await h.report(again, h.finish())
@@ -73,6 +73,7 @@ async def test_sleep_survives_a_restart(h: Harness) -> None:
     await h.reopen()
     assert (await h.engine.get_run(GetRunRequest(run_id=run.id))).status == RunStatus.SUSPENDED
     assert await h.take() == []
+    h.clock.advance(300)
     again = await _resumed(h)
     assert again.run.id == run.id
     assert len(again.journal) == 2
@@ -130,6 +131,7 @@ async def test_signal_wait_times_out(h: Harness) -> None:
     run = await h.start()
     item = await h.take_one()
     await h.report(item, h.wait_signal(0, "approve", timeout_ms=100))
+    h.clock.advance(100)
     again = await _resumed(h)
     entry = again.journal[0]
     assert entry.error.type == "SignalTimeout"
@@ -248,6 +250,7 @@ async def test_run_timeout_fails_the_run_and_fences_its_worker(h: Harness) -> No
     run = response.run
     assert run.deadline_ms == run.created_at_ms + 150
     item = await h.take_one()
+    h.clock.advance(150)
     final = await h.engine.wait_run(WaitRunRequest(run_id=run.id, timeout_ms=5_000))
     assert final.status == RunStatus.FAILED
     assert final.error.type == "RunTimeout"

@@ -14,10 +14,12 @@ from collections.abc import Callable
 
 import structlog
 
+from trine_engine.clock import Clock
+
 
 class Deadlines:
-    def __init__(self, clock_ms: Callable[[], int], log: structlog.stdlib.BoundLogger) -> None:
-        self._clock_ms = clock_ms
+    def __init__(self, clock: Clock, log: structlog.stdlib.BoundLogger) -> None:
+        self._clock = clock
         self._log = log
         self._heap: list[tuple[int, int, Callable[[], None]]] = []
         self._order = itertools.count()
@@ -35,7 +37,7 @@ class Deadlines:
 
     async def run(self) -> None:
         while True:
-            now = self._clock_ms()
+            now = self._clock.now_ms()
             while self._heap and self._heap[0][0] <= now:
                 _, _, callback = heapq.heappop(self._heap)
                 try:
@@ -43,9 +45,4 @@ class Deadlines:
                 except Exception:
                     self._log.exception("timer callback failed")
             self._wake.clear()
-            timeout = (self._heap[0][0] - now) / 1000 if self._heap else None
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
+            await self._clock.wait_until(self._heap[0][0] if self._heap else None, self._wake)

@@ -19,7 +19,6 @@ import dataclasses
 import functools
 import json
 import secrets
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -31,12 +30,13 @@ from trine_core import (
     LeaseLost,
     RunFinished,
     RunNotFound,
-    Settings,
     Unavailable,
     UnknownFunction,
     check_signal_name,
     get_logger,
 )
+from trine_engine.clock import Clock, SystemClock
+from trine_engine.config import EngineConfig
 from trine_engine.deadlines import Deadlines
 from trine_engine.event_data import FINAL_TYPES
 from trine_engine.partition_log import AppendBatch, PartitionLog
@@ -97,14 +97,8 @@ if TYPE_CHECKING:
 
 DEFAULT_LIST_LIMIT = 50
 MAX_LIST_LIMIT = 1000
-DEFAULT_FINISHED_CACHE = 10_000
-DEFAULT_CANCEL_GRACE_MS = 30_000
 _NON_FINAL_STATUSES = frozenset({RunStatus.PENDING, RunStatus.RUNNING, RunStatus.SUSPENDED})
 _FINAL_COMMANDS = ("run_completed", "run_failed")
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Engine:
@@ -112,20 +106,22 @@ class Engine:
     :meth:`open`; :meth:`close` releases the database (a reopen in the same process works)."""
 
     def __init__(
-        self, settings: Settings, store: Store, log: structlog.stdlib.BoundLogger | None = None
+        self,
+        config: EngineConfig,
+        store: Store,
+        clock: Clock,
+        log: structlog.stdlib.BoundLogger | None = None,
     ) -> None:
-        self.settings = settings
+        self.config = config
         self._log = log or get_logger("engine")
         self._store = store
-        section = settings.section("engine")
-        capacity = int(section.get("finished_cache_size", DEFAULT_FINISHED_CACHE))
-        self._cancel_grace_ms = int(section.get("cancel_grace_ms", DEFAULT_CANCEL_GRACE_MS))
+        self._clock = clock
         self._plog = PartitionLog(store, 0, self._log)
-        self._cache = RunCache(store, capacity)
-        self._machine = StateMachine(self._cache, settings.max_payload_bytes, self)
+        self._cache = RunCache(store, config.finished_cache_size)
+        self._machine = StateMachine(self._cache, config.max_payload_bytes, self)
         self._machine.load(store)
         self._queues = ReadyQueues()
-        self._deadlines = Deadlines(now_ms, self._log)
+        self._deadlines = Deadlines(clock, self._log)
         self._leases: dict[str, LeaseInfo] = {}
         self._recent_keys: dict[str, str] = {}
         """Idempotency keys accepted but maybe not durable yet (RocksDB has the others)."""
@@ -135,13 +131,16 @@ class Engine:
 
     @classmethod
     async def open(
-        cls, settings: Settings, log: structlog.stdlib.BoundLogger | None = None
+        cls,
+        config: EngineConfig,
+        log: structlog.stdlib.BoundLogger | None = None,
+        clock: Clock | None = None,
     ) -> Engine:
-        """Open (or create) the database at ``settings.data_dir`` and start the timers. Raises
+        """Open (or create) the database at ``config.data_dir`` and start the timers. Raises
         StorageError, with one line naming the problem, when the data dir cannot be used."""
-        store = Store.open(settings.data_dir)
+        store = Store.open(config.data_dir)
         try:
-            engine = cls(settings, store, log)
+            engine = cls(config, store, clock or SystemClock(), log)
             engine._recover()
         except BaseException:
             store.close()
@@ -151,7 +150,7 @@ class Engine:
         )
         engine._log.info(
             "engine opened",
-            data_dir=str(settings.data_dir),
+            data_dir=str(config.data_dir),
             active_runs=len(engine._cache.active),
             functions=len(engine._machine.functions),
             next_offset=engine._plog.next_offset,
@@ -160,7 +159,7 @@ class Engine:
 
     def _recover(self) -> None:
         """Every non-final run is pending again: queue it, or wait out its retry backoff."""
-        now = now_ms()
+        now = self._clock.now_ms()
         for state in self._cache.load_active():
             for entry in state.pending:
                 if entry.until_ms:
@@ -266,7 +265,7 @@ class Engine:
             if earlier is not None:
                 await self._durable_view(earlier)
                 return StartRunResponse(run=earlier.view(), created=False)
-        now = now_ms()
+        now = self._clock.now_ms()
         timeout = message.timeout_ms or self._machine.functions[function].timeout_ms
         run = Run(
             id=self._ids.new(now),
@@ -386,13 +385,13 @@ class Engine:
         if state.run.cancel_requested:
             await self._plog.barrier()  # the first request may still be in flight
             return state.view()
-        now = now_ms()
+        now = self._clock.now_ms()
         record = LogRecord(
             cancel_requested=CancelRequested(
                 run_id=state.id,
                 reason=message.reason,
                 at_ms=now,
-                deadline_ms=now + self._cancel_grace_ms,
+                deadline_ms=now + self.config.cancel_grace_ms,
             )
         )
         batch, _ = self._append(record)
@@ -414,7 +413,7 @@ class Engine:
         delivered = any(e.kind == EntryKind.SIGNAL and e.name == name for e in state.pending)
         record = LogRecord(
             signal_received=SignalReceived(
-                run_id=state.id, name=name, payload=payload, at_ms=now_ms()
+                run_id=state.id, name=name, payload=payload, at_ms=self._clock.now_ms()
             )
         )
         batch, _ = self._append(record)
@@ -472,7 +471,7 @@ class Engine:
     async def take_work(self, message: TakeWorkRequest) -> TakeWorkResponse:
         self._usable()
         limit = message.max_items or 1
-        ttl = message.lease_ttl_ms or self.settings.lease_ttl_ms
+        ttl = message.lease_ttl_ms or self.config.lease_ttl_ms
         functions = list(message.functions)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + message.wait_ms / 1000
@@ -481,7 +480,7 @@ class Engine:
                 return TakeWorkResponse()
             # Popping and leasing happen with no await in between: a caller cancelled while it
             # waits below has taken nothing, so no run is lost.
-            now = now_ms()
+            now = self._clock.now_ms()
             taken = self._queues.pop(functions, limit, functools.partial(self._ready, now=now))
             if taken:
                 return TakeWorkResponse(
@@ -543,7 +542,7 @@ class Engine:
                 run_id=state.id,
                 lease_id=message.lease_id,
             )
-        now = now_ms()
+        now = self._clock.now_ms()
         if lease.expires_at_ms <= now:
             self._release(lease, "expired")
             raise LeaseLost(
@@ -585,8 +584,8 @@ class Engine:
 
     async def renew_leases(self, message: RenewLeasesRequest) -> RenewLeasesResponse:
         self._usable()
-        ttl = message.lease_ttl_ms or self.settings.lease_ttl_ms
-        now = now_ms()
+        ttl = message.lease_ttl_ms or self.config.lease_ttl_ms
+        now = self._clock.now_ms()
         lost: list[str] = []
         cancelling: list[str] = []
         for lease_id in message.lease_ids:
@@ -615,7 +614,7 @@ class Engine:
 
     def _lease_due(self, lease_id: str) -> None:
         lease = self._leases.get(lease_id)
-        if lease is not None and lease.expires_at_ms <= now_ms():
+        if lease is not None and lease.expires_at_ms <= self._clock.now_ms():
             self._release(lease, "expired")
 
     def _release(self, lease: LeaseInfo, reason: str) -> None:
@@ -648,7 +647,7 @@ class Engine:
         """Queue a pending, unleased run, or set a timer for the end of its retry backoff."""
         if not self._dispatchable(state):
             return
-        now = now_ms() if now is None else now
+        now = self._clock.now_ms() if now is None else now
         if state.run.not_before_ms > now:
             self._deadlines.at(
                 state.run.not_before_ms, functools.partial(self._make_dispatchable, state)
@@ -685,7 +684,7 @@ class Engine:
         entry = state.journal[index]
         if not entry.pending:
             return
-        now = now_ms()
+        now = self._clock.now_ms()
         if entry.until_ms > now:  # the wall clock stepped back
             self.timer(state, index, entry.until_ms)
             return
@@ -695,7 +694,7 @@ class Engine:
         """Force a cancellation whose grace ran out, or fail a run past its deadline."""
         if self._closed or self.failed or state.final:
             return
-        run, now = state.run, now_ms()
+        run, now = state.run, self._clock.now_ms()
         if run.cancel_requested and run.cancel_deadline_ms <= now:
             reason = "the run did not finish within the cancellation's grace period"
             record = LogRecord(

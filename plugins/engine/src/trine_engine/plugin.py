@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from trine_core import BACKEND, DISPATCHER, RoleContext, RoleRegistry, Settings, hookimpl
+from trine_engine.config import EngineConfig
 from trine_engine.engine import Engine
 
 
@@ -23,7 +24,7 @@ class EngineRole:
     async def start(self, context: RoleContext) -> None:
         """Open the database (a StorageError names the data dir's problem in one line) and
         start the timers."""
-        self.engine = await Engine.open(self.settings, context.log)
+        self.engine = await Engine.open(engine_config(self.settings), context.log)
 
     async def stop(self) -> None:
         """Flush, log the stats, close the database; the data dir can be reopened at once."""
@@ -41,6 +42,17 @@ class EngineRole:
     def ready(self) -> bool:
         """Needs no peer: ready while open and its log accepts writes."""
         return self.engine is not None and not self.engine.failed
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    section = settings.section("engine")
+    tuned = {k: int(section[k]) for k in ("finished_cache_size", "cancel_grace_ms") if k in section}
+    return EngineConfig(
+        data_dir=settings.data_dir,
+        max_payload_bytes=settings.max_payload_bytes,
+        lease_ttl_ms=settings.lease_ttl_ms,
+        **tuned,
+    )
 
 
 @hookimpl

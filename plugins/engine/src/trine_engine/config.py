@@ -1,0 +1,21 @@
+"""What the engine is configured with: plain values, so the engine and its tests depend on no
+settings machinery (the role plugin builds one from the runtime's settings)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineConfig:
+    data_dir: Path
+    """The RocksDB database (created if missing)."""
+    max_payload_bytes: int = 1 << 20
+    """Largest run input, step output, result, event or signal payload accepted."""
+    lease_ttl_ms: int = 30_000
+    """A lease's time to live when ``take_work`` or ``renew_leases`` asks for none."""
+    finished_cache_size: int = 10_000
+    """How many finished runs stay in memory (the non-final ones always do)."""
+    cancel_grace_ms: int = 30_000
+    """How long a cancelled run may clean up before it is forced to ``cancelled``."""
