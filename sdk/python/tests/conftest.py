@@ -24,6 +24,7 @@ from trine_proto.trine.v1 import (
     CancelNotice,
     Command,
     CoordinatorMessage,
+    EntryKind,
     JournalEntry,
     Lease,
     Registered,
@@ -302,6 +303,45 @@ def entry() -> Callable[..., JournalEntry]:
     return make
 
 
+@pytest.fixture
+def wait_entry() -> Callable[..., JournalEntry]:
+    """A resolved wait: ``wait_entry(index, kind, name, output)``, or with ``error=``."""
+
+    def make(index: int, kind: EntryKind, name: str, output: Any = None, **kw: Any) -> JournalEntry:
+        data = b"" if "error" in kw else json.dumps(output).encode()
+        return JournalEntry(index=index, kind=kind, name=name, output=data, **kw)
+
+    return make
+
+
+@pytest.fixture
+def waits_suspend(default_ack: AckPolicy) -> AckPolicy:
+    """An ack policy: a report with a wait in it suspends the run; the rest get the default."""
+    waits = {"sleep", "wait_signal", "start_child"}
+
+    def policy(report: WorkerReport) -> ReportAck:
+        if not waits.isdisjoint(kind(c) for c in report.report.commands):
+            suspended = ReportResponse(outcome=ReportOutcome.SUSPENDED)
+            return ReportAck(request_id=report.request_id, response=suspended)
+        return default_ack(report)
+
+    return policy
+
+
+@pytest.fixture
+def counting() -> Callable[[dict[str, int], str], Callable[[int], dict[str, Any]]]:
+    """``counting(counts, name)``: a step body that counts its executions in ``counts``."""
+
+    def make(counts: dict[str, int], name: str) -> Callable[[int], dict[str, Any]]:
+        def body(value: int) -> dict[str, Any]:
+            counts[name] = counts.get(name, 0) + 1
+            return {"step": name, "value": value}
+
+        return body
+
+    return make
+
+
 class LogWatch(logging.Handler):
     """Collects ``trine`` log records and sets ``seen`` once ``count`` of them match."""
 
@@ -324,14 +364,9 @@ class LogWatch(logging.Handler):
     ) -> None:
         event = asyncio.Event()
         self._waiters.append((match, count, event))
-        self.emit_check(match, count, event)
-        await asyncio.wait_for(event.wait(), within)
-
-    def emit_check(
-        self, match: Callable[[logging.LogRecord], bool], count: int, event: asyncio.Event
-    ) -> None:
-        if sum(1 for r in self.records if match(r)) >= count:
+        if sum(1 for r in self.records if match(r)) >= count:  # already seen
             event.set()
+        await asyncio.wait_for(event.wait(), within)
 
 
 @pytest.fixture

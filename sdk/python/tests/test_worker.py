@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from datetime import timedelta
 
 import pytest
 
@@ -272,6 +273,23 @@ def test_function_registration_rules() -> None:
         worker.function(sync)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="host:port"):
         trine.Worker(address="nowhere")
+
+
+async def test_a_function_timeout_is_registered_with_the_function(
+    coordinator, make_worker, serve
+) -> None:
+    worker = make_worker()
+
+    @worker.function(timeout=timedelta(minutes=2))
+    async def bounded(ctx: trine.Context, _: None) -> None:
+        return None
+
+    serve(worker)
+    session = await coordinator.registered()
+    [spec] = session.register.functions
+    assert (spec.name, spec.timeout_ms) == ("bounded", 120_000)
+    with pytest.raises(ValueError, match="positive seconds"):
+        worker.function(timeout=0)
 
 
 def test_defaults_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
