@@ -78,7 +78,8 @@ class Context:
         self.log: logging.LoggerAdapter[logging.Logger] = _RunLogAdapter(
             logger, {"run_id": run_id, "function": function}
         )
-        self._attempt = Attempt(
+        # Everything the machinery of steps and waits shares for this attempt (``_attempt``).
+        self._state = Attempt(
             run_id=run_id,
             journal=Journal(journal, step_attempts),
             reporter=reporter,
@@ -90,23 +91,23 @@ class Context:
     @property
     def replaying(self) -> bool:
         """True while the workflow is still re-walking calls the journal already holds."""
-        return self._attempt.journal.replaying
+        return self._state.journal.replaying
 
     @property
     def cancel_requested(self) -> bool:
         """True once this run is being cancelled (the workflow may be cleaning up)."""
-        return self._attempt.cancel_requested
+        return self._state.cancel_requested
 
     @property
     def fatal(self) -> ErrorInfo | None:
         """Set once the run is known to be unrecoverable: it fails with this even if the
         workflow caught the error and returned."""
-        return self._attempt.fatal
+        return self._state.fatal
 
     def request_cancel(self) -> None:
         """The worker heard that this run is being cancelled: interrupt the async step running
         now, if any (unless the workflow already got its cancellation and is cleaning up)."""
-        self._attempt.request_cancel()
+        self._state.request_cancel()
 
     # -- steps -----------------------------------------------------------------------------------
 
@@ -147,7 +148,7 @@ class Context:
         ``TimeoutError``, retried like any error. When the step fails for good, ``StepError`` is
         raised here, and may be caught.
         """
-        return await _steps.step(self._attempt, name, fn, args, retry=retry, limit=timeout)
+        return await _steps.step(self._state, name, fn, args, retry=retry, limit=timeout)
 
     # -- deterministic values --------------------------------------------------------------------
 
@@ -171,18 +172,18 @@ class Context:
     async def sleep(self, duration: float | timedelta) -> None:
         """Sleep ``duration`` (seconds or a timedelta) durably: the run suspends, freeing this
         worker's slot, and resumes after the engine's timer fires, even across restarts."""
-        await _waits.sleep(self._attempt, duration)
+        await _waits.sleep(self._state, duration)
 
     async def sleep_until(self, when: datetime | float) -> None:
         """Sleep until ``when`` (an aware datetime, or seconds since the epoch)."""
-        await _waits.sleep_until(self._attempt, when)
+        await _waits.sleep_until(self._state, when)
 
     async def wait_for_signal(self, name: str, *, timeout: float | timedelta | None = None) -> Any:
         """Wait for the signal ``name`` (``POST /v1/runs/{id}/signals/{name}``) and return its
         JSON payload. A signal sent before the wait is kept and returned at once; signals of one
         name are taken oldest first. With ``timeout`` (seconds), raises ``SignalTimeout`` when
         none came in time. The run is suspended while it waits."""
-        return await _waits.wait_for_signal(self._attempt, name, timeout)
+        return await _waits.wait_for_signal(self._state, name, timeout)
 
     async def run(
         self, function: str, input: Any = None, *, timeout: float | timedelta | None = None
@@ -203,7 +204,7 @@ class Context:
         """Fan out: start one child run per ``(function, input)`` pair at once, wait for all of
         them, and return their results in order. The first failed child raises
         ``ChildRunError``, unless ``return_exceptions``, which puts the error in its place."""
-        return await _waits.run_many(self._attempt, calls, timeout, return_exceptions)
+        return await _waits.run_many(self._state, calls, timeout, return_exceptions)
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -219,10 +220,10 @@ class Context:
         data_bytes = _codec.encode(data)
         if self.replaying:
             return
-        limit = self._attempt.max_payload_bytes
+        limit = self._state.max_payload_bytes
         if len(data_bytes) > limit:
             raise ValueError(
                 f"event {name!r} data is {len(data_bytes)} bytes; the limit is {limit}"
             )
-        future = self._attempt.reporter.send(Command(emit=Emit(name=name, data=data_bytes)))
-        await self._attempt.settle(future)
+        future = self._state.reporter.send(Command(emit=Emit(name=name, data=data_bytes)))
+        await self._state.settle(future)
