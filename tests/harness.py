@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from typing import Any
 
 import httpx
 
+from trine_core.testing import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 DEFAULT_TIMEOUT = 30.0
@@ -29,13 +30,6 @@ DEFAULT_TIMEOUT = 30.0
 # `all` is one process; `split` is engine, coordinator and gateway in three processes over gRPC.
 TOPOLOGIES = ("all", "split")
 TARGETS = {"all": ("all",), "split": ("engine", "coordinator", "gateway")}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class LogFile:

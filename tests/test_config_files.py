@@ -2,27 +2,41 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
 from harness import EXAMPLES, Cluster, start_order, wait_run
 
-from trine_core import Settings
+from trine_core import TARGET
+from trine_core.cli import load
+from trine_engine.settings import ENGINE_ADDR
 
 SPLIT = EXAMPLES / "split"
 
 
 def test_example_files_agree_on_the_engine_address() -> None:
-    engine = Settings.load(env={}, config_file=SPLIT / "engine.toml")
-    coordinator = Settings.load(env={}, config_file=SPLIT / "coordinator.toml")
-    gateway = Settings.load(env={}, config_file=SPLIT / "gateway.toml")
-    assert (engine.target, coordinator.target, gateway.target) == (
+    engine, coordinator, gateway = (
+        load(["--config", str(SPLIT / f"{name}.toml")], env={})[0]
+        for name in ("engine", "coordinator", "gateway")
+    )
+    assert (engine[TARGET], coordinator[TARGET], gateway[TARGET]) == (
         "engine",
         "coordinator",
         "gateway",
     )
-    assert coordinator.connect["dispatcher"] == f"grpc://{engine.engine_addr}"
-    assert gateway.connect["backend"] == f"grpc://{engine.engine_addr}"
+    assert coordinator.connect["dispatcher"] == f"grpc://{engine[ENGINE_ADDR]}"
+    assert gateway.connect["backend"] == f"grpc://{engine[ENGINE_ADDR]}"
+
+
+def test_help_lists_every_installed_plugins_settings() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "trine_core.cli", "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0
+    for flag in ("--target", "--data-dir", "--engine-cancel-grace-ms", "--http-addr"):
+        assert flag in out.stdout
+    assert "--worker-addr" in out.stdout
 
 
 def test_split_boots_from_the_example_files(tmp_path: Path) -> None:

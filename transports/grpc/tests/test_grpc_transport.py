@@ -9,10 +9,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from trine_core import ConfigError, RunNotFound, Unavailable, UnknownFunction
+from trine_core import Backend, ConfigError, Dispatcher, RunNotFound, Unavailable, UnknownFunction
+from trine_core.testing import free_port
 from trine_proto.trine.v1 import (
     Event,
     GetRunRequest,
+    RenewLeasesRequest,
     Run,
     RunStatus,
     StartRunRequest,
@@ -23,7 +25,8 @@ from trine_transport_grpc import GrpcTransport
 
 
 class TinyBackend:
-    """Just enough of a Backend: one known run, one known function, three events."""
+    """Just enough of a Backend: one known run, one known function, three events (the contract
+    suites test the rest, in the cross-plugin tests)."""
 
     async def get_run(self, message: GetRunRequest) -> Run:
         if message.run_id != "r1":
@@ -40,49 +43,42 @@ class TinyBackend:
             await asyncio.Event().wait()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
-async def remote() -> AsyncIterator[object]:
+async def remote() -> AsyncIterator[Backend]:
     address = f"grpc://127.0.0.1:{free_port()}"
     server, client = GrpcTransport(), GrpcTransport()
-    await server.serve("backend", TinyBackend(), address)
+    await server.serve(Backend, TinyBackend(), address)  # type: ignore[arg-type]
     try:
-        yield await client.connect("backend", address)
+        yield await client.connect(Backend, address)
     finally:
         await client.close()
         await server.close()
 
 
-async def test_calls_cross_the_wire(remote: object) -> None:
-    run = await remote.get_run(GetRunRequest(run_id="r1"))  # type: ignore[attr-defined]
+async def test_calls_cross_the_wire(remote: Backend) -> None:
+    run = await remote.get_run(GetRunRequest(run_id="r1"))
     assert run == Run(id="r1", function="f", status=RunStatus.COMPLETED, result=b'{"ok":true}')
 
 
-async def test_errors_arrive_as_the_same_types_with_details(remote: object) -> None:
+async def test_errors_arrive_as_the_same_types_with_details(remote: Backend) -> None:
     with pytest.raises(RunNotFound, match="no run 'nope'"):
-        await remote.get_run(GetRunRequest(run_id="nope"))  # type: ignore[attr-defined]
+        await remote.get_run(GetRunRequest(run_id="nope"))
     with pytest.raises(UnknownFunction) as caught:
-        await remote.start_run(StartRunRequest(function="g"))  # type: ignore[attr-defined]
+        await remote.start_run(StartRunRequest(function="g"))
     assert caught.value.details == {"known": ["f"]}
 
 
-async def test_server_streams_arrive_in_order(remote: object) -> None:
-    stream = remote.subscribe(SubscribeRequest(run_id="r1", after_seq=1))  # type: ignore[attr-defined]
+async def test_server_streams_arrive_in_order(remote: Backend) -> None:
+    stream = remote.subscribe(SubscribeRequest(run_id="r1", after_seq=1))
     assert [event.seq async for event in stream] == [2, 3]
 
 
 async def test_an_unreachable_peer_is_unavailable() -> None:
     client = GrpcTransport()
-    backend = await client.connect("backend", f"grpc://127.0.0.1:{free_port()}")
+    backend = await client.connect(Backend, f"grpc://127.0.0.1:{free_port()}")
     try:
         with pytest.raises(Unavailable, match="cannot reach"):
-            await backend.get_run(GetRunRequest(run_id="r1"))  # type: ignore[attr-defined]
+            await backend.get_run(GetRunRequest(run_id="r1"))
     finally:
         await client.close()
 
@@ -93,16 +89,43 @@ async def test_port_in_use_is_a_config_error() -> None:
         blocker.listen()
         port = blocker.getsockname()[1]
         with pytest.raises(ConfigError, match=f"127.0.0.1:{port} for backend/dispatcher: address"):
-            await GrpcTransport().serve("backend", TinyBackend(), f"grpc://127.0.0.1:{port}")
+            await GrpcTransport().serve(
+                Backend,
+                TinyBackend(),  # type: ignore[arg-type]
+                f"grpc://127.0.0.1:{port}",
+            )
 
 
-async def test_open_streams_do_not_block_other_calls(remote: object) -> None:
+async def test_open_streams_do_not_block_other_calls(remote: Backend) -> None:
     """An HTTP/2 connection carries at most 100 concurrent streams (the server's setting): a
     gateway with that many SSE clients must still reach the engine for everything else."""
     async with contextlib.AsyncExitStack() as streams:
         for _ in range(150):
-            stream = remote.subscribe(SubscribeRequest(run_id="live", after_seq=2))  # type: ignore[attr-defined]
+            stream = remote.subscribe(SubscribeRequest(run_id="live", after_seq=2))
             streams.push_async_callback(stream.aclose)
             assert (await asyncio.wait_for(anext(stream), 2)).seq == 3
-        run = await asyncio.wait_for(remote.get_run(GetRunRequest(run_id="r1")), 2)  # type: ignore[attr-defined]
+        run = await asyncio.wait_for(remote.get_run(GetRunRequest(run_id="r1")), 2)
         assert run.id == "r1"
+
+
+async def test_a_contract_not_served_answers_unimplemented(remote: Backend) -> None:
+    """The server carries both contracts; only Backend is served here."""
+    client = GrpcTransport()
+    address = f"grpc://127.0.0.1:{free_port()}"
+    server = GrpcTransport()
+    await server.serve(Backend, TinyBackend(), address)  # type: ignore[arg-type]
+    try:
+        dispatcher = await client.connect(Dispatcher, address)
+        with pytest.raises(Exception, match="dispatcher is not served here"):
+            await dispatcher.renew_leases(RenewLeasesRequest())
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def test_only_the_two_contracts_are_carried() -> None:
+    class Other:
+        pass
+
+    with pytest.raises(ConfigError, match="carries backend and dispatcher, not other"):
+        await GrpcTransport().connect(Other, "grpc://127.0.0.1:1")

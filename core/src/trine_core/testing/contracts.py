@@ -1,0 +1,397 @@
+"""The contract suites: what every ``Backend`` and every ``Dispatcher`` must do, as pytest tests.
+
+The engine, each transport (around the engine, or around any implementation), each fake that
+stands in for the engine in a plugin's own tests, and a third party's implementation run the same
+tests. Subclass the suite in a test module and give it a ``subject`` fixture::
+
+    from trine_core.testing.contracts import BackendContract, ContractSubject, DispatcherContract
+
+    class TestMyTransport(BackendContract, DispatcherContract):
+        @pytest.fixture
+        async def subject(self) -> AsyncIterator[ContractSubject]:
+            ...  # serve an implementation through your transport, connect, and
+            yield ContractSubject(backend=client_backend, dispatcher=client_dispatcher)
+
+The two contracts meet in one provider (a run started through ``Backend`` is taken through
+``Dispatcher``), so each suite drives its runs through the other contract. The tests need no
+timers and no sleeps: every wait is on an answer or bounded by a short timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from trine_core.errors import (
+    InvalidArgument,
+    LeaseLost,
+    PayloadTooLarge,
+    RunFinished,
+    RunNotFound,
+    UnknownFunction,
+)
+from trine_core.protocols import Backend, Dispatcher
+from trine_proto.trine.v1 import (
+    CancelRunRequest,
+    Command,
+    ErrorInfo,
+    Event,
+    FunctionSpec,
+    GetJournalRequest,
+    GetRunRequest,
+    JournalEntry,
+    ListFunctionsRequest,
+    ListRunsRequest,
+    RegisterFunctionsRequest,
+    ReleaseLeasesRequest,
+    RenewLeasesRequest,
+    ReportOutcome,
+    ReportRequest,
+    ReportResponse,
+    Run,
+    RunCompleted,
+    RunStatus,
+    SignalRunRequest,
+    StartRunRequest,
+    StepCompleted,
+    StepFailed,
+    StepStarted,
+    SubscribeRequest,
+    TakeWorkRequest,
+    WaitRunRequest,
+    WaitSignal,
+    WorkItem,
+)
+from trine_proto.vocabulary import FINAL_STATUSES, EventType
+
+FUNCTION = "contract-fn"
+OTHER = "contract-other"
+SHORT_MS = 50
+"""A wait that must run out: short, since nothing will come."""
+LONG_MS = 5_000
+"""A wait that must be answered well before it runs out."""
+
+
+@dataclasses.dataclass
+class ContractSubject:
+    """The implementation under test: both contracts of one provider, as a consumer sees them."""
+
+    backend: Backend
+    dispatcher: Dispatcher
+    max_payload_bytes: int = 1 << 20
+    """The provider's payload limit (an input just over it must be refused)."""
+
+
+class _Driver:
+    """Drives runs the way a gateway and a worker would."""
+
+    def __init__(self, subject: ContractSubject) -> None:
+        self.backend = subject.backend
+        self.dispatcher = subject.dispatcher
+
+    async def register(self, *names: str) -> None:
+        specs = [FunctionSpec(name=name) for name in names or (FUNCTION,)]
+        await self.dispatcher.register_functions(
+            RegisterFunctionsRequest(worker_id="contract-worker", functions=specs)
+        )
+
+    async def start(self, data: Any = None, key: str = "", function: str = FUNCTION) -> Run:
+        answer = await self.backend.start_run(
+            StartRunRequest(function=function, input=json.dumps(data).encode(), idempotency_key=key)
+        )
+        assert answer.run is not None
+        return answer.run
+
+    async def take(self, wait_ms: int = LONG_MS, function: str = FUNCTION) -> list[WorkItem]:
+        answer = await self.dispatcher.take_work(
+            TakeWorkRequest(
+                worker_id="contract-worker", functions=[function], max_items=10, wait_ms=wait_ms
+            )
+        )
+        return list(answer.items)
+
+    async def take_one(self, run_id: str) -> WorkItem:
+        items = await self.take()
+        assert [item.run.id for item in items if item.run is not None] == [run_id]
+        return items[0]
+
+    async def report(self, item: WorkItem, *commands: Command) -> ReportResponse:
+        assert item.run is not None
+        assert item.lease is not None
+        return await self.dispatcher.report(
+            ReportRequest(run_id=item.run.id, lease_id=item.lease.id, commands=list(commands))
+        )
+
+    async def complete(self, item: WorkItem, result: Any = "done") -> ReportResponse:
+        """One step, then the run's result."""
+        return await self.report(
+            item,
+            Command(step_started=StepStarted(index=0, name="greet", attempt=1)),
+            Command(step_completed=StepCompleted(entry=_entry(0, "greet", {"hi": 1}))),
+            Command(run_completed=RunCompleted(result=json.dumps(result).encode())),
+        )
+
+    async def run(self, run_id: str) -> Run:
+        return await self.backend.get_run(GetRunRequest(run_id=run_id))
+
+    async def events(self, run_id: str, after_seq: int = 0) -> list[Event]:
+        stream = self.backend.subscribe(SubscribeRequest(run_id=run_id, after_seq=after_seq))
+        async with asyncio.timeout(LONG_MS / 1000):
+            return [event async for event in stream]
+
+
+def _entry(index: int, name: str, output: Any) -> JournalEntry:
+    return JournalEntry(index=index, name=name, output=json.dumps(output).encode(), attempt=1)
+
+
+def _step(index: int, name: str, output: Any) -> Command:
+    return Command(step_completed=StepCompleted(entry=_entry(index, name, output)))
+
+
+class _Suite:
+    pytestmark = pytest.mark.asyncio
+
+    @pytest_asyncio.fixture
+    async def drive(self, subject: ContractSubject) -> _Driver:
+        driver = _Driver(subject)
+        await driver.register(FUNCTION, OTHER)
+        return driver
+
+
+class BackendContract(_Suite):
+    """What the gateway relies on, whatever carries it."""
+
+    async def test_an_unregistered_function_is_refused_with_the_known_ones(
+        self, drive: _Driver
+    ) -> None:
+        with pytest.raises(UnknownFunction) as caught:
+            await drive.start(function="never-registered")
+        assert FUNCTION in caught.value.details["known"]
+
+    async def test_a_started_run_is_pending_and_readable(self, drive: _Driver) -> None:
+        run = await drive.start({"who": "ada"})
+        assert run.status == RunStatus.PENDING
+        read = await drive.run(run.id)
+        assert (read.id, read.function, json.loads(read.input)) == (
+            run.id,
+            FUNCTION,
+            {"who": "ada"},
+        )
+
+    async def test_an_idempotency_key_starts_one_run(self, drive: _Driver) -> None:
+        first = await drive.backend.start_run(
+            StartRunRequest(function=FUNCTION, input=b"1", idempotency_key="k-1")
+        )
+        again = await drive.backend.start_run(
+            StartRunRequest(function=FUNCTION, input=b"1", idempotency_key="k-1")
+        )
+        assert first.created
+        assert not again.created
+        assert first.run is not None
+        assert again.run is not None
+        assert again.run.id == first.run.id
+
+    async def test_unknown_runs_are_not_found(self, drive: _Driver) -> None:
+        missing = "01NOSUCHRUN000000000000000"
+        with pytest.raises(RunNotFound):
+            await drive.run(missing)
+        with pytest.raises(RunNotFound):
+            await drive.backend.get_journal(GetJournalRequest(run_id=missing))
+        with pytest.raises(RunNotFound):
+            await drive.backend.cancel_run(CancelRunRequest(run_id=missing))
+        with pytest.raises(RunNotFound):
+            await drive.backend.signal_run(SignalRunRequest(run_id=missing, name="go"))
+
+    async def test_an_input_over_the_limit_is_refused(
+        self, drive: _Driver, subject: ContractSubject
+    ) -> None:
+        data = b'"' + b"x" * subject.max_payload_bytes + b'"'
+        with pytest.raises(PayloadTooLarge):
+            await drive.backend.start_run(StartRunRequest(function=FUNCTION, input=data))
+
+    async def test_listing_pages_through_every_run_once_in_creation_order(
+        self, drive: _Driver
+    ) -> None:
+        ids = [(await drive.start(i)).id for i in range(5)]
+        await drive.start(function=OTHER)
+        seen: list[str] = []
+        token = ""
+        while True:
+            page = await drive.backend.list_runs(
+                ListRunsRequest(function=FUNCTION, limit=2, page_token=token)
+            )
+            seen += [run.id for run in page.runs]
+            token = page.next_page_token
+            if not token:
+                break
+        assert seen == ids
+        pending = await drive.backend.list_runs(ListRunsRequest(status=RunStatus.PENDING))
+        assert set(ids) <= {run.id for run in pending.runs}
+        completed = await drive.backend.list_runs(ListRunsRequest(status=RunStatus.COMPLETED))
+        assert not set(ids) & {run.id for run in completed.runs}
+
+    async def test_wait_run_answers_at_its_timeout_then_once_final(self, drive: _Driver) -> None:
+        run = await drive.start()
+        waited = await drive.backend.wait_run(WaitRunRequest(run_id=run.id, timeout_ms=SHORT_MS))
+        assert waited.status not in FINAL_STATUSES
+        waiter = asyncio.ensure_future(
+            drive.backend.wait_run(WaitRunRequest(run_id=run.id, timeout_ms=LONG_MS))
+        )
+        await drive.complete(await drive.take_one(run.id), {"ok": True})
+        final = await asyncio.wait_for(waiter, LONG_MS / 1000)
+        assert final.status == RunStatus.COMPLETED
+        assert json.loads(final.result) == {"ok": True}
+
+    async def test_a_completed_run_shows_its_journal_and_events(self, drive: _Driver) -> None:
+        run = await drive.start()
+        await drive.complete(await drive.take_one(run.id))
+        journal = await drive.backend.get_journal(GetJournalRequest(run_id=run.id))
+        assert [(e.index, e.name, json.loads(e.output)) for e in journal.entries] == [
+            (0, "greet", {"hi": 1})
+        ]
+        events = await drive.events(run.id)
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+        assert events[0].type == EventType.RUN_STARTED
+        assert EventType.STEP_COMPLETED in [e.type for e in events]
+        assert events[-1].type == EventType.RUN_COMPLETED
+        later = await drive.events(run.id, after_seq=events[1].seq)
+        assert [e.seq for e in later] == [e.seq for e in events[2:]]
+
+    async def test_a_subscription_follows_a_live_run_to_its_end(self, drive: _Driver) -> None:
+        run = await drive.start()
+        follower = asyncio.ensure_future(drive.events(run.id))
+        await drive.complete(await drive.take_one(run.id))
+        events = await follower
+        assert events[-1].type == EventType.RUN_COMPLETED
+
+    async def test_a_run_that_never_started_is_cancelled_at_once(self, drive: _Driver) -> None:
+        run = await drive.start()
+        cancelled = await drive.backend.cancel_run(CancelRunRequest(run_id=run.id, reason="no"))
+        assert cancelled.status == RunStatus.CANCELLED
+        with pytest.raises(RunFinished):
+            await drive.backend.cancel_run(CancelRunRequest(run_id=run.id))
+        with pytest.raises(RunFinished):
+            await drive.backend.signal_run(SignalRunRequest(run_id=run.id, name="go"))
+
+    async def test_a_signal_before_any_wait_is_kept(self, drive: _Driver) -> None:
+        run = await drive.start()
+        answer = await drive.backend.signal_run(
+            SignalRunRequest(run_id=run.id, name="go", payload=b'{"n":1}')
+        )
+        assert not answer.delivered
+        with pytest.raises(InvalidArgument):
+            await drive.backend.signal_run(SignalRunRequest(run_id=run.id, name="bad name!"))
+
+    async def test_registered_functions_are_listed(self, drive: _Driver) -> None:
+        listed = await drive.backend.list_functions(ListFunctionsRequest())
+        assert {FUNCTION, OTHER} <= {spec.name for spec in listed.functions}
+
+
+class DispatcherContract(_Suite):
+    """What the coordinator relies on, whatever carries it."""
+
+    async def test_take_work_runs_out_empty_when_nothing_is_ready(self, drive: _Driver) -> None:
+        assert await drive.take(wait_ms=SHORT_MS) == []
+
+    async def test_a_waiting_take_work_gets_a_run_started_meanwhile(self, drive: _Driver) -> None:
+        taking = asyncio.ensure_future(drive.take(wait_ms=LONG_MS))
+        run = await drive.start()
+        items = await asyncio.wait_for(taking, LONG_MS / 1000)
+        assert [item.run.id for item in items if item.run is not None] == [run.id]
+        assert items[0].lease is not None
+        assert items[0].lease.id
+
+    async def test_a_report_under_another_lease_is_refused_and_changes_nothing(
+        self, drive: _Driver
+    ) -> None:
+        run = await drive.start()
+        item = await drive.take_one(run.id)
+        with pytest.raises(LeaseLost):
+            await drive.dispatcher.report(
+                ReportRequest(run_id=run.id, lease_id="not-a-lease", commands=[_step(0, "a", 1)])
+            )
+        journal = await drive.backend.get_journal(GetJournalRequest(run_id=run.id))
+        assert list(journal.entries) == []
+        assert (await drive.report(item, _step(0, "a", 1))).outcome == ReportOutcome.CONTINUE
+
+    async def test_a_final_report_repeated_under_its_lease_finishes_once(
+        self, drive: _Driver
+    ) -> None:
+        run = await drive.start()
+        item = await drive.take_one(run.id)
+        assert (await drive.complete(item)).outcome == ReportOutcome.FINISHED
+        assert (await drive.complete(item)).outcome == ReportOutcome.FINISHED
+        events = await drive.events(run.id)
+        assert [e.type for e in events].count(EventType.RUN_COMPLETED) == 1
+
+    async def test_a_released_lease_dispatches_the_run_again_with_its_journal(
+        self, drive: _Driver
+    ) -> None:
+        run = await drive.start()
+        first = await drive.take_one(run.id)
+        await drive.report(first, _step(0, "a", "x"))
+        assert first.lease is not None
+        await drive.dispatcher.release_leases(ReleaseLeasesRequest(lease_ids=[first.lease.id]))
+        again = await drive.take_one(run.id)
+        assert again.lease is not None
+        assert again.lease.id != first.lease.id
+        assert again.lease.attempt > first.lease.attempt
+        assert [(e.index, e.name) for e in again.journal] == [(0, "a")]
+        with pytest.raises(LeaseLost):
+            await drive.report(first, _step(1, "b", "y"))
+
+    async def test_renewal_names_the_leases_that_are_gone(self, drive: _Driver) -> None:
+        run = await drive.start()
+        item = await drive.take_one(run.id)
+        assert item.lease is not None
+        renewed = await drive.dispatcher.renew_leases(
+            RenewLeasesRequest(lease_ids=[item.lease.id, "gone"])
+        )
+        assert list(renewed.lost) == ["gone"]
+
+    async def test_a_signal_wait_suspends_and_the_signal_resumes_it(self, drive: _Driver) -> None:
+        run = await drive.start()
+        item = await drive.take_one(run.id)
+        wait = Command(wait_signal=WaitSignal(index=0, name="go"))
+        assert (await drive.report(item, wait)).outcome == ReportOutcome.SUSPENDED
+        assert (await drive.run(run.id)).status == RunStatus.SUSPENDED
+        answer = await drive.backend.signal_run(
+            SignalRunRequest(run_id=run.id, name="go", payload=b'{"n":1}')
+        )
+        assert answer.delivered
+        resumed = await drive.take_one(run.id)
+        [entry] = resumed.journal
+        assert (entry.name, entry.pending, json.loads(entry.output)) == ("go", False, {"n": 1})
+
+    async def test_a_step_that_fails_for_good_is_journaled_with_its_error(
+        self, drive: _Driver
+    ) -> None:
+        run = await drive.start()
+        item = await drive.take_one(run.id)
+        error = ErrorInfo(type="ValueError", message="bad card", retryable=False)
+        failed = Command(step_failed=StepFailed(index=0, name="charge", attempt=1, error=error))
+        assert (await drive.report(item, failed)).outcome == ReportOutcome.STEP_FAILED
+        journal = await drive.backend.get_journal(GetJournalRequest(run_id=run.id))
+        [entry] = journal.entries
+        assert entry.error is not None
+        assert (entry.name, entry.error.type, entry.error.message) == (
+            "charge",
+            "ValueError",
+            "bad card",
+        )
+
+    async def test_cancelling_a_running_run_is_told_through_renewal(self, drive: _Driver) -> None:
+        run = await drive.start()
+        item = await drive.take_one(run.id)
+        assert item.lease is not None
+        await drive.report(item, _step(0, "a", 1))
+        requested = await drive.backend.cancel_run(CancelRunRequest(run_id=run.id))
+        assert requested.cancel_requested
+        assert requested.status not in FINAL_STATUSES
+        renewed = await drive.dispatcher.renew_leases(RenewLeasesRequest(lease_ids=[item.lease.id]))
+        assert list(renewed.cancel_requested) == [item.lease.id]
