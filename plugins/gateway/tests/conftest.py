@@ -32,6 +32,13 @@ class Gateway:
     readiness: Readiness = field(default_factory=Readiness)
 
 
+async def start(gateway: Gateway, function: str = "order") -> str:
+    """Start a run of ``function`` through the API (no input); its id."""
+    response = await gateway.http.post("/v1/runs", json={"function": function})
+    run_id: str = response.json()["id"]
+    return run_id
+
+
 @pytest.fixture
 def backend() -> FakeBackend:
     return FakeBackend(max_payload_bytes=MAX_PAYLOAD)

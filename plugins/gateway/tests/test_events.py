@@ -5,14 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import Gateway
+from conftest import Gateway, start
 from fakes import SseReader, read_sse
-
-
-async def start(gateway: Gateway, function: str = "order") -> str:
-    response = await gateway.http.post("/v1/runs", json={"function": function, "input": 1})
-    run_id: str = response.json()["id"]
-    return run_id
 
 
 async def test_events_are_framed_and_the_stream_ends_after_the_final_one(gateway: Gateway) -> None:

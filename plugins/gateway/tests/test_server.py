@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 import structlog
-from conftest import Gateway
+from conftest import Gateway, start
 from fakes import FakeBackend, SseReader
 
 from trine_core import ConfigError, RoleContext, RoleRegistry, Settings
@@ -48,7 +48,7 @@ async def test_malformed_address_is_a_config_error(address: str) -> None:
 
 
 async def test_stop_ends_open_streams_and_long_polls_promptly(gateway: Gateway) -> None:
-    run_id = (await gateway.http.post("/v1/runs", json={"function": "order"})).json()["id"]
+    run_id = await start(gateway)
     poll = asyncio.create_task(gateway.http.get(f"/v1/runs/{run_id}", params={"wait": 300}))
     await gateway.backend.waiting.wait()
     async with gateway.http.stream("GET", f"/v1/runs/{run_id}/events") as response:

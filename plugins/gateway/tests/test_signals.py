@@ -5,18 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import MAX_PAYLOAD, Gateway
+from conftest import MAX_PAYLOAD, Gateway, start
 from fakes import SseReader
 from test_errors import JSON, RUN, error
 
 from trine_gateway.app import BODY_SLACK_BYTES
 from trine_proto.trine.v1 import EntryKind, JournalEntry
-
-
-async def start(gateway: Gateway) -> str:
-    response = await gateway.http.post("/v1/runs", json={"function": "order", "input": 1})
-    run_id: str = response.json()["id"]
-    return run_id
 
 
 async def wait_for_signal(gateway: Gateway, run_id: str, name: str, index: int = 0) -> None:

@@ -1,0 +1,43 @@
+"""``GET /v1/functions`` and ``GET /healthz``."""
+
+from __future__ import annotations
+
+from conftest import Gateway
+
+from trine_core import Unavailable
+
+
+async def test_functions_list_their_retry_policies(gateway: Gateway) -> None:
+    response = await gateway.http.get("/v1/functions")
+    assert response.status_code == 200
+    assert response.json() == {
+        "functions": [
+            {
+                "name": "order",
+                "retry": {
+                    "max_attempts": 5,
+                    "initial_interval_ms": 100,
+                    "max_interval_ms": 10_000,
+                    "backoff_coefficient": 1.1,
+                },
+            },
+            {"name": "echo", "retry": None},
+        ]
+    }
+
+
+async def test_healthz_follows_readiness(gateway: Gateway) -> None:
+    ok = await gateway.http.get("/healthz")
+    assert (ok.status_code, ok.json()) == (200, {"status": "ok"})
+    gateway.readiness.ready = False
+    down = await gateway.http.get("/healthz")
+    assert (down.status_code, down.json()) == (503, {"status": "unavailable"})
+
+
+async def test_healthz_is_unavailable_while_the_engine_does_not_answer(gateway: Gateway) -> None:
+    gateway.backend.fail_with = Unavailable("cannot reach grpc://127.0.0.1:1")
+    down = await gateway.http.get("/healthz")
+    assert down.status_code == 503
+    assert down.json() == {"status": "unavailable", "reason": "cannot reach grpc://127.0.0.1:1"}
+    gateway.backend.fail_with = None
+    assert (await gateway.http.get("/healthz")).status_code == 200

@@ -1,0 +1,130 @@
+"""``POST /v1/runs``: the run it answers, idempotency keys, ``?wait``, ``timeout_s``."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import Gateway
+
+ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+ORDER = {"order_id": "o-1", "items": [{"sku": "A1", "qty": 2}], "amount": 19.99}
+
+
+async def test_start_run_answers_201_with_the_run(gateway: Gateway) -> None:
+    response = await gateway.http.post("/v1/runs", json={"function": "order", "input": ORDER})
+    assert response.status_code == 201, response.text
+    run = response.json()
+    assert set(run) == {
+        "id",
+        "function",
+        "status",
+        "input",
+        "result",
+        "error",
+        "attempt",
+        "idempotency_key",
+        "worker_id",
+        "created_at",
+        "updated_at",
+        "cancel_requested",
+        "cancel_deadline",
+        "parent_run_id",
+        "deadline",
+        "waiting",
+    }
+    assert run["function"] == "order"
+    assert run["status"] == "pending"
+    assert run["input"] == ORDER
+    assert run["result"] is None
+    assert run["error"] is None
+    assert run["attempt"] == 0
+    assert run["idempotency_key"] is None
+    assert run["worker_id"] is None
+    assert run["created_at"] == "2023-11-14T22:13:20.123Z"
+    assert ISO_MS.match(run["updated_at"])
+    assert run["cancel_requested"] is False
+    assert run["cancel_deadline"] is None
+    assert run["parent_run_id"] is None
+    assert run["deadline"] is None
+    assert run["waiting"] == []
+    (started,) = gateway.backend.started
+    assert started.input == b'{"order_id":"o-1","items":[{"sku":"A1","qty":2}],"amount":19.99}'
+    assert started.idempotency_key == ""
+    assert started.timeout_ms == 0
+
+
+async def test_missing_input_is_null(gateway: Gateway) -> None:
+    response = await gateway.http.post("/v1/runs", json={"function": "order"})
+    assert response.status_code == 201, response.text
+    assert response.json()["input"] is None
+    assert gateway.backend.started[0].input == b"null"
+
+
+async def test_idempotency_key_answers_the_same_run_with_200(gateway: Gateway) -> None:
+    body = {"function": "order", "input": ORDER}
+    headers = {"Idempotency-Key": "k-1"}
+    first = await gateway.http.post("/v1/runs", json=body, headers=headers)
+    second = await gateway.http.post("/v1/runs", json=body, headers=headers)
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert first.json()["id"] == second.json()["id"]
+    assert second.json()["idempotency_key"] == "k-1"
+    other = await gateway.http.post("/v1/runs", json=body, headers={"Idempotency-Key": "k-2"})
+    assert other.status_code == 201
+    assert other.json()["id"] != first.json()["id"]
+
+
+async def test_wait_returns_the_final_run(gateway: Gateway) -> None:
+    response = await gateway.http.post(
+        "/v1/runs", params={"wait": 5}, json={"function": "echo", "input": {"x": 1}}
+    )
+    assert response.status_code == 201, response.text
+    run = response.json()
+    assert run["status"] == "completed"
+    assert run["result"] == {"x": 1}
+
+
+async def test_wait_that_runs_out_answers_202(gateway: Gateway) -> None:
+    response = await gateway.http.post(
+        "/v1/runs", params={"wait": 0.05}, json={"function": "order", "input": ORDER}
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "pending"
+
+
+async def test_wait_with_a_reused_key_of_a_final_run_answers_200(gateway: Gateway) -> None:
+    body = {"function": "echo", "input": 1}
+    headers = {"Idempotency-Key": "k"}
+    await gateway.http.post("/v1/runs", json=body, headers=headers)
+    again = await gateway.http.post("/v1/runs", params={"wait": 1}, json=body, headers=headers)
+    assert again.status_code == 200
+    assert again.json()["status"] == "completed"
+
+
+async def test_timeout_s_sets_the_runs_deadline(gateway: Gateway) -> None:
+    response = await gateway.http.post(
+        "/v1/runs", json={"function": "order", "input": ORDER, "timeout_s": 1.5}
+    )
+    assert response.status_code == 201, response.text
+    assert gateway.backend.started[-1].timeout_ms == 1500
+    assert response.json()["deadline"] == "2023-11-14T22:13:21.623Z"  # T0 + 1.5 s
+
+
+@pytest.mark.parametrize(
+    ("timeout_s", "timeout_ms"),
+    [(1.1, 1100), (0.0001, 1), (0.0011, 2), (2, 2000), (86_400, 86_400_000), (0.0015, 2)],
+)
+async def test_timeout_s_rounds_up_to_milliseconds(
+    gateway: Gateway, timeout_s: float, timeout_ms: int
+) -> None:
+    body = {"function": "order", "timeout_s": timeout_s}
+    response = await gateway.http.post("/v1/runs", json=body)
+    assert response.status_code == 201, response.text
+    assert gateway.backend.started[-1].timeout_ms == timeout_ms
+
+
+async def test_null_timeout_s_is_no_deadline(gateway: Gateway) -> None:
+    response = await gateway.http.post("/v1/runs", json={"function": "order", "timeout_s": None})
+    assert response.status_code == 201, response.text
+    assert gateway.backend.started[-1].timeout_ms == 0
+    assert response.json()["deadline"] is None
