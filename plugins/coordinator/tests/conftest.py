@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,6 +15,7 @@ from grpclib.const import Cardinality
 from trine_coordinator import CoordinatorRole
 from trine_core import LeaseLost, RoleContext, Settings, Unavailable, get_logger
 from trine_proto.trine.v1 import (
+    Command,
     CoordinatorMessage,
     FunctionSpec,
     Heartbeat,
@@ -25,13 +27,16 @@ from trine_proto.trine.v1 import (
     ReleaseLeasesResponse,
     RenewLeasesRequest,
     RenewLeasesResponse,
+    ReportAck,
     ReportOutcome,
     ReportRequest,
     ReportResponse,
     Run,
+    RunCompleted,
     TakeWorkRequest,
     TakeWorkResponse,
     WorkerMessage,
+    WorkerReport,
     WorkItem,
 )
 
@@ -136,6 +141,35 @@ class WorkerStream:
     async def heartbeat(self) -> None:
         await self.send(heartbeat=Heartbeat())
 
+    async def report(self, run_id: str, request_id: int = 1) -> None:
+        """Report that ``run_id`` completed, under the lease it was dispatched with."""
+        await self.send(report=completed(run_id, request_id))
+
+
+def completed(run_id: str, request_id: int) -> WorkerReport:
+    return WorkerReport(
+        request_id=request_id,
+        report=ReportRequest(
+            run_id=run_id,
+            lease_id=f"L-{run_id}",
+            commands=[Command(run_completed=RunCompleted(result=b"1"))],
+        ),
+    )
+
+
+async def dispatched(worker: WorkerStream) -> str:
+    message = await worker.recv()
+    assert message is not None
+    assert message.dispatch is not None, message
+    return str(message.dispatch.run.id)
+
+
+async def ack(worker: WorkerStream) -> ReportAck:
+    message = await worker.recv()
+    assert message is not None
+    assert message.report_ack is not None, message
+    return message.report_ack
+
 
 class Harness:
     def __init__(self, dispatcher: FakeDispatcher, port: int) -> None:
@@ -153,6 +187,40 @@ class Harness:
             CoordinatorMessage,
         )
 
+    @contextlib.asynccontextmanager
+    async def worker(self, worker_id: str = "w1", slots: int = 10) -> AsyncIterator[WorkerStream]:
+        """A worker's stream, opened and registered."""
+        async with self.open() as stream:
+            await stream.send_request()
+            worker = WorkerStream(stream)
+            await worker.register(worker_id, slots=slots)
+            yield worker
+
+
+@contextlib.asynccontextmanager
+async def running(
+    *, heartbeat_ms: int = 1000, lease_ttl_ms: int = 3000
+) -> AsyncIterator[tuple[CoordinatorRole, Harness]]:
+    """A started coordinator role with its own timings, in front of a FakeDispatcher."""
+    dispatcher = FakeDispatcher()
+    port = free_port()
+    settings = Settings(
+        worker_addr=f"127.0.0.1:{port}",
+        heartbeat_interval_ms=heartbeat_ms,
+        lease_ttl_ms=lease_ttl_ms,
+    )
+    role = CoordinatorRole(settings)
+    context = RoleContext(settings=settings, log=get_logger("coordinator"))
+    context.wired["dispatcher"] = dispatcher
+    await role.start(context)
+    harness = Harness(dispatcher, port)
+    try:
+        yield role, harness
+    finally:
+        await role.stop()
+        for channel in harness.channels:
+            channel.close()
+
 
 @pytest.fixture
 def heartbeat_ms() -> int:
@@ -162,19 +230,5 @@ def heartbeat_ms() -> int:
 
 @pytest.fixture
 async def coordinator(heartbeat_ms: int) -> AsyncIterator[Harness]:
-    dispatcher = FakeDispatcher()
-    port = free_port()
-    settings = Settings(
-        worker_addr=f"127.0.0.1:{port}", heartbeat_interval_ms=heartbeat_ms, lease_ttl_ms=3000
-    )
-    role = CoordinatorRole(settings)
-    context = RoleContext(settings=settings, log=get_logger("coordinator"))
-    context.wired["dispatcher"] = dispatcher
-    await role.start(context)
-    harness = Harness(dispatcher, port)
-    try:
+    async with running(heartbeat_ms=heartbeat_ms) as (_, harness):
         yield harness
-    finally:
-        await role.stop()
-        for channel in harness.channels:
-            channel.close()

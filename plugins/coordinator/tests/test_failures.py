@@ -7,95 +7,36 @@ still working, never with a worker that is registered but stalled, or leases ren
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
 import grpclib
 import pytest
-from conftest import FakeDispatcher, Harness, WorkerStream, free_port
+from conftest import Harness, ack, dispatched, running
 from grpclib.const import Status
 
-from trine_coordinator import CoordinatorRole
-from trine_core import RoleContext, Settings, StorageError, get_logger
+from trine_core import StorageError
 from trine_proto.trine.v1 import (
-    Command,
     ReleaseLeasesRequest,
     ReleaseLeasesResponse,
     RenewLeasesRequest,
     RenewLeasesResponse,
-    ReportAck,
     ReportOutcome,
     ReportRequest,
     ReportResponse,
-    RunCompleted,
     TakeWorkRequest,
     TakeWorkResponse,
     WorkerReport,
 )
 
 
-@contextlib.asynccontextmanager
-async def running(
-    *, heartbeat_ms: int = 1000, lease_ttl_ms: int = 3000
-) -> AsyncIterator[tuple[CoordinatorRole, Harness]]:
-    """A started coordinator role with its own timings, in front of a FakeDispatcher."""
-    dispatcher = FakeDispatcher()
-    port = free_port()
-    settings = Settings(
-        worker_addr=f"127.0.0.1:{port}",
-        heartbeat_interval_ms=heartbeat_ms,
-        lease_ttl_ms=lease_ttl_ms,
-    )
-    role = CoordinatorRole(settings)
-    context = RoleContext(settings=settings, log=get_logger("coordinator"))
-    context.wired["dispatcher"] = dispatcher
-    await role.start(context)
-    harness = Harness(dispatcher, port)
-    try:
-        yield role, harness
-    finally:
-        await role.stop()
-        for channel in harness.channels:
-            channel.close()
-
-
-async def dispatched(worker: WorkerStream) -> str:
-    message = await worker.recv()
-    assert message is not None
-    assert message.dispatch is not None, message
-    return str(message.dispatch.run.id)
-
-
-async def ack(worker: WorkerStream) -> ReportAck:
-    message = await worker.recv()
-    assert message is not None
-    assert message.report_ack is not None, message
-    return message.report_ack
-
-
-def completed(run_id: str, request_id: int) -> WorkerReport:
-    return WorkerReport(
-        request_id=request_id,
-        report=ReportRequest(
-            run_id=run_id,
-            lease_id=f"L-{run_id}",
-            commands=[Command(run_completed=RunCompleted(result=b"1"))],
-        ),
-    )
-
-
 async def test_killed_worker_gives_its_runs_back(coordinator: Harness) -> None:
-    async with coordinator.open() as stream:
-        await stream.send_request()
-        worker = WorkerStream(stream)
-        await worker.register()
+    async with coordinator.worker() as worker:
         coordinator.dispatcher.add_ready("r1", "r2")
         assert {await dispatched(worker), await dispatched(worker)} == {"r1", "r2"}
         coordinator.channels[-1].close()  # the connection drops: no end of stream, no reset
         await coordinator.dispatcher.wait_released(2)
         assert sorted(coordinator.dispatcher.released) == ["L-r1", "L-r2"]
         with pytest.raises(Exception):  # noqa: B017, PT011 - whatever grpclib makes of it
-            await stream.recv_message()
+            await worker.stream.recv_message()
 
 
 @pytest.mark.parametrize("heartbeat_ms", [50])
@@ -114,13 +55,11 @@ async def test_frozen_worker_that_stops_reading_still_gives_its_runs_back(
         return response
 
     fake.take_work = big_items  # type: ignore[method-assign]
-    async with coordinator.open() as stream:
-        await stream.send_request()
-        await WorkerStream(stream).register(slots=3)
+    async with coordinator.worker(slots=3) as worker:
         fake.add_ready("r1", "r2", "r3")  # then neither read nor heartbeat again
         await fake.wait_released(3)
         assert sorted(fake.released) == ["L-r1", "L-r2", "L-r3"]
-        await stream.cancel()
+        await worker.stream.cancel()
 
 
 async def test_take_work_failure_does_not_stall_the_worker(coordinator: Harness) -> None:
@@ -136,31 +75,28 @@ async def test_take_work_failure_does_not_stall_the_worker(coordinator: Harness)
         return await take_work(message)
 
     fake.take_work = failing_once  # type: ignore[method-assign]
-    async with coordinator.open() as stream:
-        await stream.send_request()
-        worker = WorkerStream(stream)
-        await worker.register()
+    async with coordinator.worker() as worker:
         fake.add_ready("r1")
         assert await dispatched(worker) == "r1"
         assert failures == 1
-        await stream.end()
+        await worker.stream.end()
 
 
 async def test_a_lease_lost_on_renewal_frees_its_slot() -> None:
     # renewals every 50 ms
-    async with running(lease_ttl_ms=150) as (_, coordinator), coordinator.open() as stream:
-        await stream.send_request()
-        worker = WorkerStream(stream)
-        await worker.register(slots=1)
+    async with (
+        running(lease_ttl_ms=150) as (_, coordinator),
+        coordinator.worker(slots=1) as worker,
+    ):
         coordinator.dispatcher.add_ready("r1", "r2")
         assert await dispatched(worker) == "r1"
         coordinator.dispatcher.lost_leases.add("L-r1")  # say, the run was cancelled
         assert await dispatched(worker) == "r2"
-        await stream.end()
+        await worker.stream.end()
 
 
 async def test_a_cancellation_is_passed_to_the_worker_once() -> None:
-    async with running(lease_ttl_ms=150) as (_, coordinator), coordinator.open() as stream:
+    async with running(lease_ttl_ms=150) as (_, coordinator):
         fake = coordinator.dispatcher
         renewals = 0
         three_more = asyncio.Event()
@@ -173,25 +109,23 @@ async def test_a_cancellation_is_passed_to_the_worker_once() -> None:
                 three_more.set()
             return await renew(message)
 
-        await stream.send_request()
-        worker = WorkerStream(stream)
-        await worker.register(slots=1)
-        fake.add_ready("r1")
-        assert await dispatched(worker) == "r1"
-        fake.cancelling.add("L-r1")
-        notice = await asyncio.wait_for(worker.recv(), 5)
-        assert notice is not None
-        assert notice.cancel is not None
-        assert (notice.cancel.run_id, notice.cancel.lease_id) == ("r1", "L-r1")
-        fake.renew_leases = counting  # type: ignore[method-assign]
-        await asyncio.wait_for(three_more.wait(), 5)
-        # Three renewals later, the next message is the ack of this report: no second notice.
-        report = ReportRequest(run_id="r1", lease_id="L-r1")
-        await worker.send(report=WorkerReport(request_id=7, report=report))
-        ack = await asyncio.wait_for(worker.recv(), 5)
-        assert ack is not None
-        assert ack.report_ack is not None
-        await stream.end()
+        async with coordinator.worker(slots=1) as worker:
+            fake.add_ready("r1")
+            assert await dispatched(worker) == "r1"
+            fake.cancelling.add("L-r1")
+            notice = await asyncio.wait_for(worker.recv(), 5)
+            assert notice is not None
+            assert notice.cancel is not None
+            assert (notice.cancel.run_id, notice.cancel.lease_id) == ("r1", "L-r1")
+            fake.renew_leases = counting  # type: ignore[method-assign]
+            await asyncio.wait_for(three_more.wait(), 5)
+            # Three renewals later, the next message is the ack of this report: no second notice.
+            report = ReportRequest(run_id="r1", lease_id="L-r1")
+            await worker.send(report=WorkerReport(request_id=7, report=report))
+            ack = await asyncio.wait_for(worker.recv(), 5)
+            assert ack is not None
+            assert ack.report_ack is not None
+            await worker.stream.end()
 
 
 async def test_a_failing_renewal_does_not_stop_the_heartbeat_watch() -> None:
@@ -204,17 +138,14 @@ async def test_a_failing_renewal_does_not_stop_the_heartbeat_watch() -> None:
             raise RuntimeError("a bug, not a TrineError")
 
         fake.renew_leases = broken  # type: ignore[method-assign]
-        async with coordinator.open() as stream:
-            await stream.send_request()
-            worker = WorkerStream(stream)
-            await worker.register()
+        async with coordinator.worker() as worker:
             fake.add_ready("r1")
             assert await dispatched(worker) == "r1"
             await asyncio.wait_for(renewed.wait(), 5)
             # Silent from here: the watch that survived the failure drops the worker.
             assert await worker.recv() is None
             await fake.wait_released(1)
-            await stream.end()
+            await worker.stream.end()
 
 
 async def test_a_slow_report_does_not_hold_up_another_runs_report(coordinator: Harness) -> None:
@@ -229,38 +160,29 @@ async def test_a_slow_report_does_not_hold_up_another_runs_report(coordinator: H
 
     fake.report = slow_for_r1  # type: ignore[method-assign]
     fake.outcome = ReportOutcome.FINISHED
-    async with coordinator.open() as stream:
-        await stream.send_request()
-        worker = WorkerStream(stream)
-        await worker.register(slots=2)
+    async with coordinator.worker(slots=2) as worker:
         fake.add_ready("r1", "r2")
         assert {await dispatched(worker), await dispatched(worker)} == {"r1", "r2"}
-        await worker.send(report=completed("r1", request_id=1))
-        await worker.send(report=completed("r2", request_id=2))
+        await worker.report("r1", request_id=1)
+        await worker.report("r2", request_id=2)
         assert (await ack(worker)).request_id == 2
         slow_run_may_finish.set()
         first = await ack(worker)
         assert first.request_id == 1
         assert first.response.outcome == ReportOutcome.FINISHED
-        await stream.end()
+        await worker.stream.end()
 
 
 async def test_a_report_without_a_body_is_refused(coordinator: Harness) -> None:
-    async with coordinator.open() as stream:
-        await stream.send_request()
-        worker = WorkerStream(stream)
-        await worker.register()
+    async with coordinator.worker() as worker:
         await worker.send(report=WorkerReport(request_id=9))
         refused = await ack(worker)
         assert (refused.request_id, refused.error_code) == (9, "invalid_argument")
-        await stream.end()
+        await worker.stream.end()
 
 
 async def test_stop_ends_worker_streams_and_gives_their_runs_back() -> None:
-    async with running() as (role, coordinator), coordinator.open() as stream:
-        await stream.send_request()
-        worker = WorkerStream(stream)
-        await worker.register("w-stop", slots=3)
+    async with running() as (role, coordinator), coordinator.worker("w-stop", slots=3) as worker:
         coordinator.dispatcher.add_ready("r1")
         assert await dispatched(worker) == "r1"
         [listed] = role.workers()
@@ -272,7 +194,7 @@ async def test_stop_ends_worker_streams_and_gives_their_runs_back() -> None:
         assert await worker.recv() is None
         assert coordinator.dispatcher.released == ["L-r1"]
         assert role.workers() == []
-        await stream.end()
+        await worker.stream.end()
 
 
 async def test_a_worker_registering_while_stop_gives_runs_back_does_not_hang_stop() -> None:
@@ -289,20 +211,16 @@ async def test_a_worker_registering_while_stop_gives_runs_back_does_not_hang_sto
             return await release_leases(message)
 
         fake.release_leases = slow_release  # type: ignore[method-assign]
-        async with coordinator.open() as stream:
-            await stream.send_request()
-            worker = WorkerStream(stream)
-            await worker.register("w1")
+        async with coordinator.worker("w1") as worker:
             fake.add_ready("r1")
             assert await dispatched(worker) == "r1"
             stopping = asyncio.create_task(role.stop())
             assert await worker.recv() is None  # the session ended; its release is under way
-            await stream.end()
+            await worker.stream.end()
 
         async def register_again() -> None:
-            async with coordinator.open() as again:
-                await again.send_request()
-                await WorkerStream(again).register("w1")
+            async with coordinator.worker("w1"):
+                pass
 
         with pytest.raises(grpclib.GRPCError, match="the coordinator is stopping") as refused:
             await register_again()

@@ -7,41 +7,14 @@ import socket
 
 import grpclib
 import pytest
-from conftest import Harness, WorkerStream, free_port
+from conftest import Harness, WorkerStream, dispatched, free_port
 from grpclib.client import Channel
 from grpclib.health.v1.health_grpc import HealthStub
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
 from trine_coordinator import CoordinatorRole
 from trine_core import ConfigError, RoleContext, Settings, get_logger
-from trine_proto.trine.v1 import (
-    Command,
-    Drain,
-    ReportOutcome,
-    ReportRequest,
-    RunCompleted,
-    WorkerReport,
-)
-
-
-async def dispatched(worker: WorkerStream) -> str:
-    message = await worker.recv()
-    assert message is not None
-    assert message.dispatch is not None, message
-    return str(message.dispatch.run.id)
-
-
-async def report(worker: WorkerStream, run_id: str, request_id: int = 1) -> None:
-    await worker.send(
-        report=WorkerReport(
-            request_id=request_id,
-            report=ReportRequest(
-                run_id=run_id,
-                lease_id=f"L-{run_id}",
-                commands=[Command(run_completed=RunCompleted(result=b"1"))],
-            ),
-        )
-    )
+from trine_proto.trine.v1 import Drain, ReportOutcome
 
 
 async def test_register_dispatch_report_ack(coordinator: Harness) -> None:
@@ -54,7 +27,7 @@ async def test_register_dispatch_report_ack(coordinator: Harness) -> None:
         coordinator.dispatcher.add_ready("r1")
         assert await dispatched(worker) == "r1"
         coordinator.dispatcher.outcome = ReportOutcome.FINISHED
-        await report(worker, "r1", request_id=7)
+        await worker.report("r1", request_id=7)
         ack = await worker.recv()
         assert ack is not None
         assert ack.report_ack.request_id == 7
@@ -63,103 +36,80 @@ async def test_register_dispatch_report_ack(coordinator: Harness) -> None:
 
 
 async def test_capacity_is_respected(coordinator: Harness) -> None:
-    async with coordinator.open() as stream:
-        await stream.send_request()
-        worker = WorkerStream(stream)
-        await worker.register(slots=2)
+    async with coordinator.worker(slots=2) as worker:
         coordinator.dispatcher.add_ready("r1", "r2", "r3", "r4", "r5")
         first = {await dispatched(worker), await dispatched(worker)}
         assert first == {"r1", "r2"}
         with pytest.raises(TimeoutError):  # no third run while both slots are busy
             await asyncio.wait_for(worker.stream.recv_message(), 0.3)
         coordinator.dispatcher.outcome = ReportOutcome.FINISHED
-        await report(worker, "r1")
+        await worker.report("r1")
         messages = [await worker.recv(), await worker.recv()]
         kinds = sorted("ack" if m and m.report_ack else "dispatch" for m in messages)
         assert kinds == ["ack", "dispatch"]
-        await stream.end()
+        await worker.stream.end()
 
 
 async def test_refused_report_is_acked_with_its_code_and_frees_the_slot(
     coordinator: Harness,
 ) -> None:
-    async with coordinator.open() as stream:
-        await stream.send_request()
-        worker = WorkerStream(stream)
-        await worker.register(slots=1)
+    async with coordinator.worker(slots=1) as worker:
         coordinator.dispatcher.add_ready("r1", "r2")
         assert await dispatched(worker) == "r1"
         coordinator.dispatcher.lost_leases.add("L-r1")
-        await report(worker, "r1")
+        await worker.report("r1")
         ack = await worker.recv()
         assert ack is not None
         assert ack.report_ack.error_code == "lease_lost"
         assert await dispatched(worker) == "r2"  # the slot was freed
-        await stream.end()
+        await worker.stream.end()
 
 
 async def test_closed_stream_releases_its_leases(coordinator: Harness) -> None:
-    async with coordinator.open() as stream:
-        await stream.send_request()
-        worker = WorkerStream(stream)
-        await worker.register()
+    async with coordinator.worker() as worker:
         coordinator.dispatcher.add_ready("r1", "r2")
         assert {await dispatched(worker), await dispatched(worker)} == {"r1", "r2"}
-        await stream.end()
+        await worker.stream.end()
         assert await worker.recv() is None
     await coordinator.dispatcher.wait_released(2)
     assert sorted(coordinator.dispatcher.released) == ["L-r1", "L-r2"]
 
 
 async def test_registering_again_fences_the_old_session(coordinator: Harness) -> None:
-    async with coordinator.open() as old_stream:
-        await old_stream.send_request()
-        old = WorkerStream(old_stream)
-        await old.register("same")
+    async with coordinator.worker("same") as old:
         coordinator.dispatcher.add_ready("r1")
         assert await dispatched(old) == "r1"
-        async with coordinator.open() as new_stream:
-            await new_stream.send_request()
-            await WorkerStream(new_stream).register("same")
+        async with coordinator.worker("same") as new:
             assert await old.recv() is None  # the old stream was ended by the coordinator
             await coordinator.dispatcher.wait_released(1)
             assert coordinator.dispatcher.released == ["L-r1"]
-            await new_stream.end()
-        await old_stream.end()
+            await new.stream.end()
+        await old.stream.end()
 
 
 @pytest.mark.parametrize("heartbeat_ms", [50])
 async def test_silent_worker_is_dropped_and_its_leases_released(coordinator: Harness) -> None:
-    async with coordinator.open() as stream:
-        await stream.send_request()
-        worker = WorkerStream(stream)
-        await worker.register()
+    async with coordinator.worker() as worker:
         coordinator.dispatcher.add_ready("r1")
         assert await dispatched(worker) == "r1"
         assert await worker.recv() is None  # 5 heartbeat intervals (250 ms) without a word
         await coordinator.dispatcher.wait_released(1)
-        await stream.end()
+        await worker.stream.end()
 
 
 @pytest.mark.parametrize("heartbeat_ms", [50])
 async def test_heartbeats_keep_a_worker(coordinator: Harness) -> None:
-    async with coordinator.open() as stream:
-        await stream.send_request()
-        worker = WorkerStream(stream)
-        await worker.register()
+    async with coordinator.worker() as worker:
         for _ in range(10):  # 10 x 50 ms: twice the silence that would drop it
             await worker.heartbeat()
             await asyncio.sleep(0.05)  # pacing the heartbeats is the point, not a sync
         coordinator.dispatcher.add_ready("r1")
         assert await dispatched(worker) == "r1"
-        await stream.end()
+        await worker.stream.end()
 
 
 async def test_drain_stops_dispatch(coordinator: Harness) -> None:
-    async with coordinator.open() as stream:
-        await stream.send_request()
-        worker = WorkerStream(stream)
-        await worker.register()
+    async with coordinator.worker() as worker:
         await worker.send(drain=Drain())
         await worker.heartbeat()
         coordinator.dispatcher.add_ready("r1")
@@ -167,7 +117,7 @@ async def test_drain_stops_dispatch(coordinator: Harness) -> None:
         assert coordinator.dispatcher.released == ["L-r1"]
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(worker.stream.recv_message(), 0.2)
-        await stream.end()
+        await worker.stream.end()
 
 
 async def test_first_message_must_be_register(coordinator: Harness) -> None:
@@ -213,9 +163,8 @@ async def test_registration_while_the_engine_is_away_is_unavailable(coordinator:
     coordinator.dispatcher.unavailable = True
 
     async def register() -> None:
-        async with coordinator.open() as stream:
-            await stream.send_request()
-            await WorkerStream(stream).register()
+        async with coordinator.worker():
+            pass
 
     with pytest.raises(grpclib.GRPCError, match="the engine is down") as caught:
         await register()
