@@ -48,15 +48,14 @@ from trine_proto.trine.v1 import (
     Wait,
     WaitRunRequest,
 )
+from trine_proto.vocabulary import FINAL_EVENT_TYPES, FINAL_STATUSES, EventType
 
-FINAL = {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED}
-FINAL_TYPES = {"run.completed", "run.failed", "run.cancelled"}
 T0 = 1_700_000_000_123  # 2023-11-14T22:13:20.123Z
 CANCEL_GRACE_MS = 30_000
 WAIT_EVENTS = {
-    EntryKind.SLEEP: "timer.started",
-    EntryKind.SIGNAL: "signal.waiting",
-    EntryKind.CHILD: "child.started",
+    EntryKind.SLEEP: EventType.TIMER_STARTED,
+    EntryKind.SIGNAL: EventType.SIGNAL_WAITING,
+    EntryKind.CHILD: EventType.CHILD_STARTED,
 }
 
 
@@ -119,7 +118,7 @@ class FakeBackend:
         run.status = RunStatus.COMPLETED
         run.result = json.dumps(result).encode()
         run.worker_id = ""
-        await self.emit(run_id, "run.completed", data={"result": result})
+        await self.emit(run_id, EventType.RUN_COMPLETED, data={"result": result})
 
     async def suspend(self, run_id: str, *entries: JournalEntry) -> None:
         """Journal pending waits and suspend the run on them, as a worker's report would."""
@@ -152,13 +151,13 @@ class FakeBackend:
         run.worker_id = ""
         run.waiting = []
         run.error = ErrorInfo(type="Cancelled", message="cancelled")
-        await self.emit(run_id, "run.cancelled")
+        await self.emit(run_id, EventType.RUN_CANCELLED)
 
     async def fail(self, run_id: str, message: str) -> None:
         run = self.runs[run_id]
         run.status = RunStatus.FAILED
         run.error = ErrorInfo(type="ValueError", message=message, traceback="Traceback …")
-        await self.emit(run_id, "run.failed")
+        await self.emit(run_id, EventType.RUN_FAILED)
 
     # -- the Backend contract ---------------------------------------------------------------
 
@@ -203,7 +202,7 @@ class FakeBackend:
         self.journals[run_id] = []
         if message.idempotency_key:
             self.idempotency[message.idempotency_key] = run_id
-        await self.emit(run_id, "run.started")
+        await self.emit(run_id, EventType.RUN_STARTED)
         if message.function == "echo":  # finishes at once
             await self.finish(run_id, json.loads(message.input or b"null"))
         return StartRunResponse(run=run, created=True)
@@ -218,7 +217,8 @@ class FakeBackend:
             self.waiting.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
-                    changed.wait_for(lambda: run.status in FINAL), message.timeout_ms / 1000
+                    changed.wait_for(lambda: run.status in FINAL_STATUSES),
+                    message.timeout_ms / 1000,
                 )
         return run
 
@@ -249,9 +249,9 @@ class FakeBackend:
                     event = events[seq]
                     seq += 1
                     yield event
-                    if event.type in FINAL_TYPES:
+                    if event.type in FINAL_EVENT_TYPES:
                         return
-                if events and events[-1].type in FINAL_TYPES:
+                if events and events[-1].type in FINAL_EVENT_TYPES:
                     return
                 changed = self._condition(message.run_id)
                 async with changed:
@@ -262,23 +262,23 @@ class FakeBackend:
 
     async def cancel_run(self, message: CancelRunRequest) -> Run:
         run = self._run(message.run_id)
-        if run.status in FINAL:
+        if run.status in FINAL_STATUSES:
             raise RunFinished(f"run {run.id} is already {run.status.name.lower()}")
         if run.cancel_requested:
             return run
         if not self.journals[run.id] and not run.worker_id:  # nothing to clean up
             run.status = RunStatus.CANCELLED
             run.error = ErrorInfo(type="Cancelled", message=message.reason or "cancelled")
-            await self.emit(run.id, "run.cancelled", data={"reason": message.reason})
+            await self.emit(run.id, EventType.RUN_CANCELLED, data={"reason": message.reason})
             return run
         run.cancel_requested = True
         run.cancel_deadline_ms = T0 + CANCEL_GRACE_MS
-        await self.emit(run.id, "run.cancel_requested", data={"reason": message.reason})
+        await self.emit(run.id, EventType.CANCEL_REQUESTED, data={"reason": message.reason})
         return run
 
     async def signal_run(self, message: SignalRunRequest) -> SignalRunResponse:
         run = self._run(message.run_id)
-        if run.status in FINAL:
+        if run.status in FINAL_STATUSES:
             raise RunFinished(f"run {run.id} already {run.status.name.lower()}")
         payload = message.payload or b"null"
         if len(payload) > self.max_payload_bytes:
@@ -300,7 +300,7 @@ class FakeBackend:
             run.waiting = [w for w in run.waiting if w.index != entry.index]
             if not run.waiting:
                 run.status = RunStatus.PENDING
-        await self.emit(run.id, "signal.received", message.name, json.loads(payload))
+        await self.emit(run.id, EventType.SIGNAL_RECEIVED, message.name, json.loads(payload))
         return SignalRunResponse(run=run, delivered=bool(waiting))
 
     async def get_journal(self, message: GetJournalRequest) -> GetJournalResponse:
