@@ -19,6 +19,7 @@ import structlog
 from grpclib.const import Status
 
 from trine_coordinator.session import WorkerSession
+from trine_coordinator.settings import HEARTBEAT_INTERVAL_MS, LEASE_TTL_MS
 from trine_core import Dispatcher, Settings, TrineError, Unavailable
 from trine_proto.trine.v1 import (
     CoordinatorMessage,
@@ -135,7 +136,7 @@ class WorkerService(WorkerServiceBase):
             yield CoordinatorMessage(
                 registered=Registered(
                     session_id=session.session_id,
-                    heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
+                    heartbeat_interval_ms=self.settings[HEARTBEAT_INTERVAL_MS],
                 )
             )
             if not session.closed:  # not fenced or stopped while Registered was being sent
@@ -253,7 +254,7 @@ class WorkerService(WorkerServiceBase):
                         functions=session.functions,
                         max_items=free,
                         wait_ms=TAKE_WORK_WAIT_MS,
-                        lease_ttl_ms=self.settings.lease_ttl_ms,
+                        lease_ttl_ms=self.settings[LEASE_TTL_MS],
                     )
                 )
             except Exception as exc:
@@ -306,8 +307,8 @@ class WorkerService(WorkerServiceBase):
         """Close silent workers; renew the leases of live ones every lease_ttl / 3 (at most a
         second apart: the answer also names the runs being cancelled, which their workers must
         hear of promptly)."""
-        interval = self.settings.heartbeat_interval_ms / 1000
-        renew_every = min(self.settings.lease_ttl_ms / 3000, MAX_RENEW_INTERVAL_S)
+        interval = self.settings[HEARTBEAT_INTERVAL_MS] / 1000
+        renew_every = min(self.settings[LEASE_TTL_MS] / 3000, MAX_RENEW_INTERVAL_S)
         last_renewal = time.monotonic()
         while True:
             # Ticks often enough for both jobs: a lease_ttl_ms under 3 heartbeat intervals must
@@ -331,7 +332,7 @@ class WorkerService(WorkerServiceBase):
             return
         try:
             response = await self.dispatcher.renew_leases(
-                RenewLeasesRequest(lease_ids=list(held), lease_ttl_ms=self.settings.lease_ttl_ms)
+                RenewLeasesRequest(lease_ids=list(held), lease_ttl_ms=self.settings[LEASE_TTL_MS])
             )
         except Exception as exc:  # must not end the loop that also watches heartbeats
             self.log.warning("lease renewal failed", error=repr(exc))

@@ -14,7 +14,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 
-from trine_core import Backend, Settings
+from trine_core import MAX_PAYLOAD_BYTES, Backend, Settings
 from trine_gateway.errors import exception_handlers
 from trine_gateway.lifecycle import Lifecycle
 from trine_gateway.routes import HANDLERS, Gateway
@@ -41,7 +41,7 @@ def create_app(
         lifecycle=lifecycle if lifecycle is not None else Lifecycle(),
         keepalive_s=keepalive_s,
     )
-    max_body = settings.max_payload_bytes + BODY_SLACK_BYTES
+    max_body = settings[MAX_PAYLOAD_BYTES] + BODY_SLACK_BYTES
 
     def provide_gateway() -> Gateway:
         return gateway
