@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,7 +12,10 @@ from grpclib.client import Channel, Stream
 from grpclib.const import Cardinality
 
 from trine_coordinator import CoordinatorRole
-from trine_core import LeaseLost, RoleContext, Settings, Unavailable, get_logger
+from trine_coordinator.settings import HEARTBEAT_INTERVAL_MS, LEASE_TTL_MS, WORKER_ADDR
+from trine_core import Dispatcher, LeaseLost, RoleContext, Settings, Unavailable, get_logger
+from trine_core.contracts import Contracts
+from trine_core.testing import free_port
 from trine_proto.trine.v1 import (
     Command,
     CoordinatorMessage,
@@ -108,13 +110,6 @@ class FakeDispatcher:
             await asyncio.wait_for(self.released_changed.wait(), 5)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class WorkerStream:
     """A worker's side of ``WorkerService.Connect``, message by message."""
 
@@ -197,6 +192,14 @@ class Harness:
             yield worker
 
 
+def coordinator_context(settings: Settings, dispatcher: object) -> RoleContext:
+    """What the runtime hands the coordinator role: its settings, and ``dispatcher`` as its one
+    need."""
+    needs = Contracts()
+    needs.add(Dispatcher, dispatcher)  # type: ignore[type-abstract]
+    return RoleContext(settings, get_logger("coordinator"), needs)
+
+
 @contextlib.asynccontextmanager
 async def running(
     *, heartbeat_ms: int = 1000, lease_ttl_ms: int = 3000
@@ -205,14 +208,14 @@ async def running(
     dispatcher = FakeDispatcher()
     port = free_port()
     settings = Settings(
-        worker_addr=f"127.0.0.1:{port}",
-        heartbeat_interval_ms=heartbeat_ms,
-        lease_ttl_ms=lease_ttl_ms,
+        {
+            WORKER_ADDR: f"127.0.0.1:{port}",
+            HEARTBEAT_INTERVAL_MS: heartbeat_ms,
+            LEASE_TTL_MS: lease_ttl_ms,
+        }
     )
     role = CoordinatorRole(settings)
-    context = RoleContext(settings=settings, log=get_logger("coordinator"))
-    context.wired["dispatcher"] = dispatcher
-    await role.start(context)
+    await role.start(coordinator_context(settings, dispatcher))
     harness = Harness(dispatcher, port)
     try:
         yield role, harness

@@ -7,13 +7,15 @@ import socket
 
 import grpclib
 import pytest
-from conftest import Harness, WorkerStream, dispatched, free_port
+from conftest import Harness, WorkerStream, coordinator_context, dispatched
 from grpclib.client import Channel
 from grpclib.health.v1.health_grpc import HealthStub
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
 from trine_coordinator import CoordinatorRole
-from trine_core import ConfigError, RoleContext, Settings, get_logger
+from trine_coordinator.settings import WORKER_ADDR
+from trine_core import ConfigError, Settings
+from trine_core.testing import free_port
 from trine_proto.trine.v1 import Drain, ReportOutcome
 
 
@@ -133,13 +135,12 @@ async def test_first_message_must_be_register(coordinator: Harness) -> None:
 
 async def test_port_in_use_is_a_config_error() -> None:
     port = free_port()
-    settings = Settings(worker_addr=f"127.0.0.1:{port}")
+    settings = Settings({WORKER_ADDR: f"127.0.0.1:{port}"})
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", port))
         blocker.listen()
         role = CoordinatorRole(settings)
-        context = RoleContext(settings=settings, log=get_logger("coordinator"))
-        context.wired["dispatcher"] = object()
+        context = coordinator_context(settings, object())
         with pytest.raises(ConfigError, match=f"127.0.0.1:{port} for workers: address already"):
             await role.start(context)
 

@@ -9,8 +9,9 @@ import httpx
 import pytest
 from fakes import FakeBackend
 
-from trine_core import Settings
+from trine_core import MAX_PAYLOAD_BYTES, Settings
 from trine_gateway import GatewayServer, Lifecycle, create_app
+from trine_gateway.plugin import HTTP_ADDR
 
 MAX_PAYLOAD = 1024
 
@@ -51,11 +52,11 @@ def keepalive_s() -> float:
 
 @pytest.fixture
 async def gateway(backend: FakeBackend, keepalive_s: float) -> AsyncIterator[Gateway]:
-    settings = Settings(http_addr="127.0.0.1:0", max_payload_bytes=MAX_PAYLOAD)
+    settings = Settings({HTTP_ADDR: "127.0.0.1:0", MAX_PAYLOAD_BYTES: MAX_PAYLOAD})
     lifecycle = Lifecycle()
     readiness = Readiness()
     app = create_app(backend, settings, readiness, lifecycle=lifecycle, keepalive_s=keepalive_s)
-    server = GatewayServer(app, settings.http_addr, lifecycle)
+    server = GatewayServer(app, settings[HTTP_ADDR], lifecycle)
     await server.start()
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:

@@ -8,27 +8,25 @@ from typing import ClassVar
 import httpx
 from fakes import FakeBackend
 
-from trine_core import RoleContext, RoleRegistry, Runtime, Settings, hookimpl
+from trine_core import TARGET, Backend, RoleContext, RoleRegistry, Runtime, Settings, hookimpl
 from trine_gateway import GatewayRole
+from trine_gateway.plugin import HTTP_ADDR
 
 
 class StandInEngine:
     name: ClassVar[str] = "engine"
-    serves: ClassVar[frozenset[str]] = frozenset({"backend"})
-    needs: ClassVar[frozenset[str]] = frozenset()
+    serves: ClassVar[frozenset[type]] = frozenset({Backend})
+    needs: ClassVar[frozenset[type]] = frozenset()
 
     def __init__(self, settings: Settings) -> None:
         self.backend = FakeBackend()
         self.is_ready = True
 
     async def start(self, context: RoleContext) -> None:
-        pass
+        context.provide(Backend, self.backend)  # type: ignore[type-abstract]
 
     async def stop(self) -> None:
         pass
-
-    def provide(self, kind: str) -> object:
-        return self.backend
 
     def ready(self) -> bool:
         return self.is_ready
@@ -42,7 +40,7 @@ class EnginePlugin:
 
 
 async def test_runtime_boots_the_gateway_from_its_entry_point() -> None:
-    settings = Settings(target="engine,gateway", http_addr="127.0.0.1:0")
+    settings = Settings({TARGET: "engine,gateway", HTTP_ADDR: "127.0.0.1:0"})
     runtime = Runtime(settings, extra_plugins=(EnginePlugin(),))
     await runtime.start()
     try:

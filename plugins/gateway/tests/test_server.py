@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any
 
 import httpx
 import pytest
@@ -12,9 +11,10 @@ import structlog
 from conftest import Gateway, start
 from fakes import FakeBackend, SseReader
 
-from trine_core import ConfigError, RoleContext, RoleRegistry, Settings
+from trine_core import Backend, ConfigError, RoleContext, RoleRegistry, Settings
+from trine_core.contracts import Contracts
 from trine_gateway import GatewayRole, GatewayServer, Lifecycle, create_app
-from trine_gateway.plugin import trine_register_roles
+from trine_gateway.plugin import HTTP_ADDR, trine_register_roles
 from trine_gateway.server import bind
 
 
@@ -29,7 +29,7 @@ async def test_port_in_use_is_a_config_error() -> None:
     with listening_socket() as blocker:
         port = blocker.getsockname()[1]
         address = f"127.0.0.1:{port}"
-        app = create_app(FakeBackend(), Settings(http_addr=address), lambda: True)
+        app = create_app(FakeBackend(), Settings({HTTP_ADDR: address}), lambda: True)
         server = GatewayServer(app, address, Lifecycle())
         with pytest.raises(ConfigError) as caught:
             await server.start()
@@ -104,6 +104,13 @@ async def test_openapi_schema_lists_the_api(gateway: Gateway) -> None:
     assert ui.headers["content-type"].startswith("text/html")
 
 
+def backend_needs() -> Contracts:
+    """The gateway's one need, wired to a fake backend."""
+    needs = Contracts()
+    needs.add(Backend, FakeBackend())  # type: ignore[arg-type]
+    return needs
+
+
 class OtherRole:
     name = "engine"
 
@@ -119,16 +126,15 @@ async def test_the_role_serves_and_reports_readiness() -> None:
     trine_register_roles(registry)
     factory = registry.get("gateway")
     assert factory is GatewayRole
-    role = GatewayRole(Settings(http_addr="127.0.0.1:0"))
-    assert (role.name, role.serves, role.needs) == ("gateway", frozenset(), frozenset({"backend"}))
+    role = GatewayRole(Settings({HTTP_ADDR: "127.0.0.1:0"}))
+    assert (role.name, role.serves, role.needs) == ("gateway", frozenset(), frozenset({Backend}))
     assert not role.ready()
     engine = OtherRole()
-    roles: dict[str, Any] = {"engine": engine, "gateway": role}
     context = RoleContext(
-        settings=role.settings,
-        log=structlog.get_logger("test"),
-        wired={"backend": FakeBackend()},
-        roles=roles,
+        role.settings,
+        structlog.get_logger("test"),
+        backend_needs(),
+        ready=lambda: engine.ready() and role.ready(),
     )
     await role.start(context)
     try:
@@ -145,19 +151,14 @@ async def test_the_role_serves_and_reports_readiness() -> None:
         await role.stop()
     assert not role.ready()
     await role.stop()  # twice is fine
-    with pytest.raises(KeyError):
-        role.provide("backend")
+    assert context.provided.items() == []  # it serves no contract
 
 
 async def test_the_role_names_a_port_in_use() -> None:
     with listening_socket() as blocker:
         address = f"127.0.0.1:{blocker.getsockname()[1]}"
-        role = GatewayRole(Settings(http_addr=address))
-        context = RoleContext(
-            settings=role.settings,
-            log=structlog.get_logger("test"),
-            wired={"backend": FakeBackend()},
-        )
+        role = GatewayRole(Settings({HTTP_ADDR: address}))
+        context = RoleContext(role.settings, structlog.get_logger("test"), backend_needs())
         with pytest.raises(ConfigError, match=f"{address}: address already in use"):
             await role.start(context)
     assert not role.ready()
