@@ -11,9 +11,14 @@ from typing import Any
 
 import pytest
 
-from trine_engine import Engine
-from trine_engine.clock import ManualClock
-from trine_engine.config import EngineConfig
+from trine_engine import (
+    Engine,
+    EngineBackend,
+    EngineConfig,
+    EngineDispatcher,
+    ManualClock,
+    RunSnapshot,
+)
 from trine_proto.trine.v1 import (
     Command,
     Emit,
@@ -57,6 +62,20 @@ class Harness:
         assert self._engine is not None
         return self._engine
 
+    @property
+    def backend(self) -> EngineBackend:
+        return self.engine.backend
+
+    @property
+    def dispatcher(self) -> EngineDispatcher:
+        return self.engine.dispatcher
+
+    def inspect(self, run_id: str) -> RunSnapshot:
+        """The run inside the engine; it must be in memory."""
+        snapshot = self.engine.inspect(run_id)
+        assert snapshot is not None, f"run {run_id} is not in memory"
+        return snapshot
+
     async def open(self, **changes: Any) -> Engine:
         if changes:
             self.config = dataclasses.replace(self.config, **changes)
@@ -85,12 +104,12 @@ class Harness:
 
     async def register(self, *names: str, retry: RetryPolicy | None = None) -> None:
         specs = [FunctionSpec(name=name, retry=retry) for name in names or (FUNCTION,)]
-        await self.engine.register_functions(
+        await self.dispatcher.register_functions(
             RegisterFunctionsRequest(worker_id="w1", functions=specs)
         )
 
     async def start(self, function: str = FUNCTION, data: bytes = b'{"who":"ada"}') -> Run:
-        response = await self.engine.start_run(StartRunRequest(function=function, input=data))
+        response = await self.backend.start_run(StartRunRequest(function=function, input=data))
         return response.run
 
     async def take(
@@ -101,7 +120,7 @@ class Harness:
         wait_ms: int = 0,
         ttl_ms: int = 0,
     ) -> list[WorkItem]:
-        response = await self.engine.take_work(
+        response = await self.dispatcher.take_work(
             TakeWorkRequest(
                 worker_id=worker,
                 functions=list(functions),
@@ -118,14 +137,14 @@ class Harness:
         return items[0]
 
     async def report(self, item: WorkItem, *commands: Command) -> ReportResponse:
-        return await self.engine.report(
+        return await self.dispatcher.report(
             ReportRequest(run_id=item.run.id, lease_id=item.lease.id, commands=list(commands))
         )
 
     async def events(self, run_id: str, after_seq: int = 0) -> list[Event]:
         """Every event after ``after_seq`` up to the final one (the run must finish)."""
         request = SubscribeRequest(run_id=run_id, after_seq=after_seq)
-        return [event async for event in self.engine.subscribe(request)]
+        return [event async for event in self.backend.subscribe(request)]
 
     # -- commands ----------------------------------------------------------------------------------
 

@@ -11,9 +11,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from trine_core import StorageError
-from trine_engine import Engine, EngineConfig, Store, framing
-from trine_engine.keys import log_key
-from trine_engine.storage import LOG
+from trine_engine import Engine, EngineConfig, Store
+from trine_engine.machine import StateMachine
+from trine_engine.storage import framing
+from trine_engine.storage.keys import LOG, log_key
 from trine_proto.trine.v1 import GetRunRequest, ListRunsRequest, ReportOutcome, StartRunRequest
 
 Harness = Any
@@ -52,7 +53,7 @@ async def test_read_log_gives_every_record_in_order(h: Harness) -> None:
     assert [o for o, _ in h.engine.read_log(2)] == [2, 3]
     await h.reopen()
     assert [o for o, _ in h.engine.read_log(1)] == [1, 2, 3]
-    assert h.engine.partition_log.next_offset == 4
+    assert h.engine.stats().next_offset == 4
 
 
 def _corrupt_segment(config: EngineConfig, first_offset: int) -> None:
@@ -98,24 +99,25 @@ async def test_concurrent_appends_share_batches(h: Harness) -> None:
     responses = await asyncio.gather(*(h.report(item, h.finish()) for item in items))
     after = h.engine.stats()
     assert {r.outcome for r in responses} == {ReportOutcome.FINISHED}
-    records = after["records"] - before["records"]
-    batches = after["batches"] - before["batches"]
+    records = after.records - before.records
+    batches = after.batches - before.batches
     assert records == 200
     assert batches < records
     assert batches == 1  # all 200 reached the loop before the first flush
-    assert before["batches"] < 200  # the 200 starts were batched too
-    stats = h.engine.stats()
-    assert stats["append_p99_ms"] >= stats["append_p50_ms"] > 0
+    assert before.batches < 200  # the 200 starts were batched too
+    assert after.append_p99_ms >= after.append_p50_ms > 0
 
 
-async def test_a_failed_write_is_never_acknowledged(h: Harness) -> None:
+async def test_a_failed_write_is_never_acknowledged(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await h.register()
     kept = await h.start()
 
-    def broken(batch: Any) -> None:
+    def broken(store: Store, batch: Any) -> None:
         raise OSError("No space left on device")
 
-    h.engine._store.write = broken
+    monkeypatch.setattr(Store, "write", broken)  # the disk fills up
     with capture_logs() as logs:
         results = await asyncio.gather(h.start(), h.start(), h.start(), return_exceptions=True)
     assert all(isinstance(r, StorageError) for r in results)
@@ -125,41 +127,44 @@ async def test_a_failed_write_is_never_acknowledged(h: Harness) -> None:
     ]
     # It stops accepting: later changes and reads fail loudly too.
     with pytest.raises(StorageError):
-        await h.engine.start_run(StartRunRequest(function="greet"))
+        await h.backend.start_run(StartRunRequest(function="greet"))
     with pytest.raises(StorageError):
-        await h.engine.get_run(GetRunRequest(run_id=kept.id))
+        await h.backend.get_run(GetRunRequest(run_id=kept.id))
     assert h.engine.failed
     await h.close()
+    monkeypatch.undo()
     # Nothing of the failed batch reached the disk.
-    engine = await h.open()
-    listed = await engine.list_runs(ListRunsRequest())
+    await h.open()
+    listed = await h.backend.list_runs(ListRunsRequest())
     assert [r.id for r in listed.runs] == [kept.id]
 
 
 async def test_stats_are_logged_at_stop(config: EngineConfig) -> None:
     engine = await Engine.open(config)
-    assert set(engine.stats()) >= {"append_p50_ms", "append_p99_ms", "batches", "records"}
     with capture_logs() as logs:
         await engine.close()
     stats = [e for e in logs if e["event"] == "engine stats"]
     assert len(stats) == 1
-    assert {"append_p50_ms", "append_p99_ms", "batches", "records"} <= set(stats[0])
+    assert {"append_p50_ms", "append_p99_ms", "batches", "records", "leases", "timers"} <= set(
+        stats[0]
+    )
 
 
-async def test_a_record_that_fails_to_apply_is_never_written(h: Harness) -> None:
+async def test_a_record_that_fails_to_apply_is_never_written(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await h.register()
-    machine = h.engine._machine
-    apply = machine.apply
+    apply = StateMachine.apply
     calls = 0
 
-    def apply_second_fails(*args: Any) -> Any:
+    def apply_second_fails(machine: StateMachine, *args: Any) -> None:
         nonlocal calls
         calls += 1
         if calls == 2:
-            raise RuntimeError("bug")
-        return apply(*args)
+            raise RuntimeError("bug")  # a bug in an applier
+        apply(machine, *args)
 
-    machine.apply = apply_second_fails
+    monkeypatch.setattr(StateMachine, "apply", apply_second_fails)
     with capture_logs() as logs:
         first, second = await asyncio.gather(h.start(), h.start(), return_exceptions=True)
     assert isinstance(second, RuntimeError)
@@ -167,8 +172,9 @@ async def test_a_record_that_fails_to_apply_is_never_written(h: Harness) -> None
     assert "offset 2" in str(first)
     assert any(e["event"].startswith("applying a record failed") for e in logs)
     assert h.engine.failed
-    records_before = h.engine.stats()["records"]
+    records_before = h.engine.stats().records
     await h.close()
+    monkeypatch.undo()
     await h.open()
-    assert h.engine.stats()["records"] == 0 < records_before
+    assert h.engine.stats().records == 0 < records_before
     assert [o for o, _ in h.engine.read_log(0)] == [0]  # only the registration

@@ -33,14 +33,14 @@ async def test_runs_steps_and_functions_survive(h: Harness) -> None:
     await h.report(item, h.started(1, "b"), h.failed(1, "b", retryable=False))
     done_events = await h.events(done.id)
 
-    engine = await h.reopen()
+    await h.reopen()
 
-    functions = await engine.list_functions(ListFunctionsRequest())
+    functions = await h.backend.list_functions(ListFunctionsRequest())
     assert [(f.name, f.retry.max_attempts) for f in functions.functions] == [
         ("greet", 5),
         ("other", 5),
     ]
-    final = await engine.get_run(GetRunRequest(run_id=done.id))
+    final = await h.backend.get_run(GetRunRequest(run_id=done.id))
     assert final.status == RunStatus.COMPLETED
     assert final.result == b"7"
     assert [e.seq for e in await h.events(done.id)] == [e.seq for e in done_events]
@@ -48,7 +48,7 @@ async def test_runs_steps_and_functions_survive(h: Harness) -> None:
 
     # The running run is pending again (its lease died with the process), the waiting one too;
     # both are dispatchable, in creation order, and the journal comes along.
-    assert (await engine.get_run(GetRunRequest(run_id=busy.id))).status == RunStatus.PENDING
+    assert (await h.backend.get_run(GetRunRequest(run_id=busy.id))).status == RunStatus.PENDING
     again = await h.take_one(max_items=1)
     assert again.run.id == busy.id
     assert again.lease.attempt == 2
@@ -61,7 +61,7 @@ async def test_runs_steps_and_functions_survive(h: Harness) -> None:
     with pytest.raises(LeaseLost):  # a lease from before the restart is refused
         await h.report(item, h.finish())
     assert (await h.report(again, h.finish())).outcome == ReportOutcome.FINISHED
-    journal = await engine.get_journal(GetJournalRequest(run_id=busy.id))
+    journal = await h.backend.get_journal(GetJournalRequest(run_id=busy.id))
     assert len(journal.entries) == 2
 
 
@@ -72,15 +72,15 @@ async def test_retry_schedule_survives(h: Harness) -> None:
     retry = await h.report(item, h.failed(0))
     assert retry.outcome == ReportOutcome.RETRY_SCHEDULED
 
-    engine = await h.reopen()
-    pending = await engine.get_run(GetRunRequest(run_id=run.id))
+    await h.reopen()
+    pending = await h.backend.get_run(GetRunRequest(run_id=run.id))
     assert pending.not_before_ms == retry.retry_at_ms
     assert await h.take() == []  # the backoff is not over
     h.clock.advance(300)
     again = await h.take_one(wait_ms=5_000)  # the engine's timer makes it ready
     assert again.run.id == run.id
     assert again.step_attempts == {0: 1}
-    failed = [json.loads(e.data) for e in cached_events(engine, run.id) if e.type == "step.failed"]
+    failed = [json.loads(e.data) for e in h.inspect(run.id).events if e.type == "step.failed"]
     assert failed == [
         {
             "index": 0,
@@ -89,22 +89,3 @@ async def test_retry_schedule_survives(h: Harness) -> None:
             "retry_at_ms": retry.retry_at_ms,
         }
     ]
-
-
-def cached_events(engine: Any, run_id: str) -> list[Any]:
-    return list(engine._cache.get(run_id).events)
-
-
-async def test_finished_runs_are_read_back_when_not_cached(h: Harness) -> None:
-    await h.register()
-    run = await h.start()
-    await h.report(await h.take_one(), h.completed(0), h.finish())
-    engine = await h.reopen(finished_cache_size=0)
-    assert engine._cache.get(run.id) is None
-    assert (await engine.get_run(GetRunRequest(run_id=run.id))).status == RunStatus.COMPLETED
-    assert [e.type for e in await h.events(run.id)] == [
-        "run.started",
-        "step.completed",
-        "run.completed",
-    ]
-    assert len((await engine.get_journal(GetJournalRequest(run_id=run.id))).entries) == 1

@@ -12,7 +12,7 @@ from rocksdict import Options, Rdict
 
 from trine_core import StorageError
 from trine_engine import Engine, EngineConfig, Store
-from trine_engine.storage import FAMILIES, META
+from trine_engine.storage.keys import FAMILIES, META
 
 
 def test_a_new_data_dir_gets_format_1(data_dir: Path) -> None:

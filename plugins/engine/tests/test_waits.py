@@ -28,7 +28,7 @@ from trine_proto.trine.v1 import (
 
 
 async def _signal(h: Harness, run_id: str, name: str, payload: bytes = b'{"ok":true}') -> bool:
-    response = await h.engine.signal_run(
+    response = await h.backend.signal_run(
         SignalRunRequest(run_id=run_id, name=name, payload=payload)
     )
     return response.delivered
@@ -45,7 +45,7 @@ async def test_sleep_suspends_frees_the_lease_and_resumes_after_the_timer(h: Har
     item = await h.take_one()
     response = await h.report(item, h.completed(0), h.sleep(1, duration_ms=200))
     assert response.outcome == ReportOutcome.SUSPENDED
-    view = await h.engine.get_run(GetRunRequest(run_id=run.id))
+    view = await h.backend.get_run(GetRunRequest(run_id=run.id))
     assert view.status == RunStatus.SUSPENDED
     assert view.worker_id == ""
     [wait] = view.waiting
@@ -71,7 +71,7 @@ async def test_sleep_survives_a_restart(h: Harness) -> None:
     item = await h.take_one()
     await h.report(item, h.completed(0), h.sleep(1, duration_ms=300))
     await h.reopen()
-    assert (await h.engine.get_run(GetRunRequest(run_id=run.id))).status == RunStatus.SUSPENDED
+    assert (await h.backend.get_run(GetRunRequest(run_id=run.id))).status == RunStatus.SUSPENDED
     assert await h.take() == []
     h.clock.advance(300)
     again = await _resumed(h)
@@ -96,7 +96,7 @@ async def test_signal_after_the_wait_is_delivered(h: Harness) -> None:
     item = await h.take_one()
     response = await h.report(item, h.wait_signal(0, "approve"))
     assert response.outcome == ReportOutcome.SUSPENDED
-    view = await h.engine.get_run(GetRunRequest(run_id=run.id))
+    view = await h.backend.get_run(GetRunRequest(run_id=run.id))
     assert [(w.kind, w.name) for w in view.waiting] == [(EntryKind.SIGNAL, "approve")]
     assert await _signal(h, run.id, "other") is False  # kept, not what it waits for
     assert await _signal(h, run.id, "approve", b'{"by":"ada"}') is True
@@ -166,7 +166,7 @@ async def test_fan_out_children_and_gather(h: Harness) -> None:
     children = [h.child(i, data=b'{"n":%d}' % i) for i in range(50)]
     response = await h.report(item, *children)
     assert response.outcome == ReportOutcome.SUSPENDED
-    view = await h.engine.get_run(GetRunRequest(run_id=parent.id))
+    view = await h.backend.get_run(GetRunRequest(run_id=parent.id))
     assert len(view.waiting) == 50
     assert all(w.child_run_id for w in view.waiting)
     for _ in range(50):
@@ -196,14 +196,14 @@ async def test_cancel_a_sleeping_run_delivers_the_cancellation(h: Harness) -> No
     run = await h.start()
     item = await h.take_one()
     await h.report(item, h.completed(0), h.sleep(1, duration_ms=60_000))
-    asked = await h.engine.cancel_run(CancelRunRequest(run_id=run.id, reason="stop"))
+    asked = await h.backend.cancel_run(CancelRunRequest(run_id=run.id, reason="stop"))
     assert asked.cancel_requested
     assert asked.status == RunStatus.PENDING
     again = await _resumed(h)
     assert again.run.cancel_requested
     assert again.journal[1].error.type == "Cancelled"
     await h.report(again, h.completed(2, "cleanup"), h.fail("cancelled"))
-    assert (await h.engine.get_run(GetRunRequest(run_id=run.id))).status == RunStatus.CANCELLED
+    assert (await h.backend.get_run(GetRunRequest(run_id=run.id))).status == RunStatus.CANCELLED
 
 
 async def test_cancel_a_signal_wait(h: Harness) -> None:
@@ -211,7 +211,7 @@ async def test_cancel_a_signal_wait(h: Harness) -> None:
     run = await h.start()
     item = await h.take_one()
     await h.report(item, h.wait_signal(0, "approve"))
-    await h.engine.cancel_run(CancelRunRequest(run_id=run.id))
+    await h.backend.cancel_run(CancelRunRequest(run_id=run.id))
     again = await _resumed(h)
     assert again.journal[0].error.type == "Cancelled"
 
@@ -223,13 +223,13 @@ async def test_cancel_a_parent_cancels_its_children(h: Harness) -> None:
     await h.report(item, h.child(0), h.child(1))
     running_child = await h.take_one()  # child 0 runs; child 1 is still pending
     await h.report(running_child, h.completed(0))
-    await h.engine.cancel_run(CancelRunRequest(run_id=parent.id))
-    view = await h.engine.get_run(GetRunRequest(run_id=parent.id))
+    await h.backend.cancel_run(CancelRunRequest(run_id=parent.id))
+    view = await h.backend.get_run(GetRunRequest(run_id=parent.id))
     assert view.cancel_requested
-    first = await h.engine.get_run(GetRunRequest(run_id=running_child.run.id))
+    first = await h.backend.get_run(GetRunRequest(run_id=running_child.run.id))
     assert first.cancel_requested  # it has a journal: it may clean up
-    journal = (await h.engine.get_journal(GetJournalRequest(run_id=parent.id))).entries
-    second = await h.engine.get_run(GetRunRequest(run_id=journal[1].child_run_id))
+    journal = (await h.backend.get_journal(GetJournalRequest(run_id=parent.id))).entries
+    second = await h.backend.get_run(GetRunRequest(run_id=journal[1].child_run_id))
     assert second.status == RunStatus.CANCELLED  # never started: ended at once
 
 
@@ -239,19 +239,19 @@ async def test_cancel_a_finished_run_is_refused(h: Harness) -> None:
     item = await h.take_one()
     await h.report(item, h.finish())
     with pytest.raises(RunFinished):
-        await h.engine.cancel_run(CancelRunRequest(run_id=run.id))
+        await h.backend.cancel_run(CancelRunRequest(run_id=run.id))
 
 
 async def test_run_timeout_fails_the_run_and_fences_its_worker(h: Harness) -> None:
     await h.register()
-    response = await h.engine.start_run(
+    response = await h.backend.start_run(
         StartRunRequest(function=FUNCTION, input=b"{}", timeout_ms=150)
     )
     run = response.run
     assert run.deadline_ms == run.created_at_ms + 150
     item = await h.take_one()
     h.clock.advance(150)
-    final = await h.engine.wait_run(WaitRunRequest(run_id=run.id, timeout_ms=5_000))
+    final = await h.backend.wait_run(WaitRunRequest(run_id=run.id, timeout_ms=5_000))
     assert final.status == RunStatus.FAILED
     assert final.error.type == "RunTimeout"
     with pytest.raises(LeaseLost):
@@ -263,7 +263,7 @@ async def test_a_run_being_cancelled_waits_for_nothing(h: Harness) -> None:
     run = await h.start()
     item = await h.take_one()
     await h.report(item, h.completed(0))
-    await h.engine.cancel_run(CancelRunRequest(run_id=run.id))
+    await h.backend.cancel_run(CancelRunRequest(run_id=run.id))
     # The worker had not heard yet: its next waits resolve at once with the cancellation.
     response = await h.report(item, h.sleep(1, duration_ms=60_000), h.wait_signal(2, "x"))
     assert response.outcome == ReportOutcome.CONTINUE
@@ -284,10 +284,10 @@ async def test_a_worker_cannot_choose_a_child_run_id(h: Harness) -> None:
     command = h.child(0)
     command.start_child.run_id = victim.id  # an id that names an existing run
     await h.report(item, command)
-    kept = await h.engine.get_run(GetRunRequest(run_id=victim.id))
+    kept = await h.backend.get_run(GetRunRequest(run_id=victim.id))
     assert kept.status == RunStatus.COMPLETED
     assert kept.result == b'"precious"'
-    journal = (await h.engine.get_journal(GetJournalRequest(run_id=item.run.id))).entries
+    journal = (await h.backend.get_journal(GetJournalRequest(run_id=item.run.id))).entries
     assert journal[0].child_run_id not in ("", victim.id)
 
 
@@ -310,7 +310,7 @@ async def test_a_step_completion_cannot_pose_as_a_wait(h: Harness) -> None:
     forged.step_completed.entry.kind = EntryKind.SIGNAL
     response = await h.report(item, forged)
     assert response.outcome == ReportOutcome.CONTINUE
-    [entry] = (await h.engine.get_journal(GetJournalRequest(run_id=run.id))).entries
+    [entry] = (await h.backend.get_journal(GetJournalRequest(run_id=run.id))).entries
     assert entry.kind == EntryKind.STEP
     assert not entry.pending
 
@@ -320,9 +320,9 @@ async def test_a_cancelled_child_is_not_the_parents_cancellation(h: Harness) -> 
     parent = await h.start()
     item = await h.take_one()
     await h.report(item, h.child(0))
-    journal = (await h.engine.get_journal(GetJournalRequest(run_id=parent.id))).entries
+    journal = (await h.backend.get_journal(GetJournalRequest(run_id=parent.id))).entries
     child_id = journal[0].child_run_id
-    await h.engine.cancel_run(CancelRunRequest(run_id=child_id))  # never started: at once
+    await h.backend.cancel_run(CancelRunRequest(run_id=child_id))  # never started: at once
     again = await _resumed(h)
     assert again.run.id == parent.id
     assert again.journal[0].error.type == "ChildCancelled"

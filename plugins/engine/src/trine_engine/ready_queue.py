@@ -36,10 +36,11 @@ class ReadyQueues:
                 event.set()
 
     def pop(
-        self, functions: Sequence[str], limit: int, ready: Callable[[RunState], bool]
+        self, functions: Sequence[str], limit: int, dispatchable: Callable[[RunState], bool]
     ) -> list[RunState]:
-        """Up to ``limit`` ready runs of ``functions`` (every function when empty), taking one
-        per function in turn so one busy function does not starve the others."""
+        """Up to ``limit`` runs of ``functions`` (every function when empty) that are still
+        ``dispatchable``, taking one per function in turn so one busy function does not starve
+        the others."""
         names = list(functions) or list(self._queues)
         taken: list[RunState] = []
         while len(taken) < limit:
@@ -49,7 +50,7 @@ class ReadyQueues:
                 while queue:
                     state = queue.popleft()
                     state.queued = False
-                    if ready(state):
+                    if dispatchable(state):
                         taken.append(state)
                         progress = True
                         break
@@ -70,6 +71,10 @@ class ReadyQueues:
             pass
         finally:
             self._waiters.remove(entry)
+
+    @property
+    def waiters(self) -> int:
+        return len(self._waiters)
 
     def wake_all(self) -> None:
         for _, event in self._waiters:

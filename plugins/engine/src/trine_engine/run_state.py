@@ -15,28 +15,17 @@ import dataclasses
 import json
 from collections import OrderedDict, deque
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from trine_engine.event_data import SIGNAL_RECEIVED, STEP_FAILED, signal_payload
-from trine_engine.keys import run_prefix
-from trine_engine.storage import ACTIVE, EVENTS, JOURNAL, RUNS, Store
+from trine_core import RunNotFound
+from trine_engine.storage import Store
+from trine_engine.storage.keys import ACTIVE, EVENTS, JOURNAL, RUNS, run_prefix
 from trine_proto.codec import decode
-from trine_proto.trine.v1 import EntryKind, Event, JournalEntry, Lease, Run, RunStatus, Wait
+from trine_proto.trine.v1 import EntryKind, Event, JournalEntry, Run, RunStatus, Wait
+from trine_proto.vocabulary import FINAL_STATUSES, EventType
 
-FINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
-
-
-@dataclasses.dataclass(eq=False, slots=True)
-class LeaseInfo:
-    """A live lease: in memory only, a fence token for this engine process's lifetime."""
-
-    id: str
-    run_id: str
-    worker_id: str
-    attempt: int
-    expires_at_ms: int
-
-    def message(self) -> Lease:
-        return Lease(id=self.id, attempt=self.attempt, expires_at_ms=self.expires_at_ms)
+if TYPE_CHECKING:
+    from trine_engine.leases import Lease
 
 
 @dataclasses.dataclass(eq=False)
@@ -49,8 +38,8 @@ class RunState:
     """The run as of its last durable commit: what readers see (None until it is created)."""
     durable_journal: int = 0
     """How many journal entries are durable."""
-    lease: LeaseInfo | None = None
-    ending_lease: LeaseInfo | None = None
+    lease: Lease | None = None
+    ending_lease: Lease | None = None
     """A lease a record ended (finish, retry, cancel) whose record is not durable yet: readers
     keep seeing the run ``running`` until the new state is durable."""
     finished_lease_id: str = ""
@@ -58,6 +47,7 @@ class RunState:
     dispatches: int = 0
     """The highest attempt handed out; the durable ``run.attempt`` only moves with reports."""
     queued: bool = False
+    """In a ready queue (at most once: a stale entry is skipped when popped)."""
     signals: dict[str, deque[bytes]] = dataclasses.field(default_factory=dict)
     """Signals received before the run waited for them, oldest first, by name."""
     watchers: set[asyncio.Event] = dataclasses.field(default_factory=set)
@@ -133,12 +123,15 @@ def signals_of(events: list[Event], journal: list[JournalEntry]) -> dict[str, de
             consumed[entry.name] = consumed.get(entry.name, 0) + 1
     kept: dict[str, deque[bytes]] = {}
     for event in events:
-        if event.type != SIGNAL_RECEIVED:
+        if event.type != EventType.SIGNAL_RECEIVED:
             continue
         if consumed.get(event.name, 0) > 0:
             consumed[event.name] -= 1
             continue
-        kept.setdefault(event.name, deque()).append(signal_payload(event.data))
+        payload = json.loads(event.data)["payload"]
+        kept.setdefault(event.name, deque()).append(
+            json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        )
     return kept
 
 
@@ -147,7 +140,7 @@ def step_attempts_of(events: list[Event]) -> dict[int, int]:
     them without storing them twice)."""
     attempts: dict[int, int] = {}
     for event in events:
-        if event.type == STEP_FAILED:
+        if event.type == EventType.STEP_FAILED:
             data = json.loads(event.data)
             index, attempt = int(data["index"]), int(data["attempt"])
             attempts[index] = max(attempts.get(index, 0), attempt)
@@ -160,6 +153,13 @@ class RunCache:
         self._capacity = max(0, finished_capacity)
         self.active: dict[str, RunState] = {}
         self._finished: OrderedDict[str, RunState] = OrderedDict()
+
+    def require(self, run_id: str) -> RunState:
+        """:meth:`lookup`, raising RunNotFound for an unknown id."""
+        state = self.lookup(run_id) if run_id else None
+        if state is None:
+            raise RunNotFound(f"no run {run_id!r}", run_id=run_id)
+        return state
 
     def get(self, run_id: str) -> RunState | None:
         """From memory only."""
@@ -189,7 +189,7 @@ class RunCache:
     def add(self, state: RunState) -> None:
         self.active[state.id] = state
 
-    def finish(self, state: RunState) -> None:
+    def retire(self, state: RunState) -> None:
         """``state``'s final state is durable: move it from the active set to the LRU (not
         before, or an eviction would let a lookup reload the run as it was before it finished)."""
         self.active.pop(state.id, None)

@@ -1,8 +1,9 @@
-"""In-memory timers: retry backoffs ending and leases expiring.
+"""The engine's timers: waits coming due, run and cancellation deadlines, retry backoffs ending,
+leases expiring. In memory only: the open engine sets them again from durable state.
 
 One heap and one task. Entries are never removed: a timer whose reason went away (the lease was
-renewed or released, the run was cancelled) finds that out when it fires and does nothing, so
-renewing a lease is one push.
+renewed or released, the wait was resolved, the run ended) finds that out when it fires and does
+nothing, so renewing a lease is one push.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import structlog
 from trine_engine.clock import Clock
 
 
-class Deadlines:
+class Timers:
     def __init__(self, clock: Clock, log: structlog.stdlib.BoundLogger) -> None:
         self._clock = clock
         self._log = log
@@ -26,7 +27,7 @@ class Deadlines:
         self._wake = asyncio.Event()
 
     def at(self, when_ms: int, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once the wall clock reaches ``when_ms``."""
+        """Call ``callback`` once the clock reaches ``when_ms``."""
         entry = (when_ms, next(self._order), callback)
         heapq.heappush(self._heap, entry)
         if self._heap[0] is entry:

@@ -1,7 +1,9 @@
-"""Key layouts of the column families (docs/internals.md, "Storage").
+"""The storage format: its version, the column families and their key layouts (docs/internals.md,
+"Storage").
 
-Integers are big-endian so that RocksDB's byte order is numeric order: a run's journal entries and
-events sort by index and seq, and the log's segments by partition then offset.
+Integers are big-endian so that RocksDB's byte order is numeric order: a run's rows sort by their
+number (journal index, event seq), and the log's segments by partition
+then offset.
 """
 
 from __future__ import annotations
@@ -14,6 +16,16 @@ _LOG = struct.Struct(">IQ")
 
 FORMAT_KEY = b"format"
 FORMAT_VERSION = b"1"
+
+META = "meta"
+LOG = "log"
+RUNS = "runs"
+ACTIVE = "active"
+JOURNAL = "journal"
+EVENTS = "events"
+IDEM = "idem"
+FUNCTIONS = "functions"
+FAMILIES = (META, LOG, RUNS, ACTIVE, JOURNAL, EVENTS, IDEM, FUNCTIONS)
 
 
 def applied_key(partition: int) -> bytes:
@@ -50,9 +62,6 @@ def run_prefix(run_id: str) -> bytes:
     return run_id.encode()
 
 
-def journal_key(run_id: str, index: int) -> bytes:
-    return run_id.encode() + _U32.pack(index)
-
-
-def event_key(run_id: str, seq: int) -> bytes:
-    return run_id.encode() + _U32.pack(seq)
+def run_row_key(run_id: str, number: int) -> bytes:
+    """A run's row: its journal entry by index, its event by seq."""
+    return run_id.encode() + _U32.pack(number)

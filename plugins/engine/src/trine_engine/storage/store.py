@@ -15,17 +15,7 @@ from typing import Any
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
 from trine_core import StorageError
-from trine_engine.keys import FORMAT_KEY, FORMAT_VERSION
-
-META = "meta"
-LOG = "log"
-RUNS = "runs"
-ACTIVE = "active"
-JOURNAL = "journal"
-EVENTS = "events"
-IDEM = "idem"
-FUNCTIONS = "functions"
-FAMILIES = (META, LOG, RUNS, ACTIVE, JOURNAL, EVENTS, IDEM, FUNCTIONS)
+from trine_engine.storage.keys import FAMILIES, FORMAT_KEY, FORMAT_VERSION, LOG, META
 
 
 def _options() -> Any:

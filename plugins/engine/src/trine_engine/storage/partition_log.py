@@ -28,8 +28,10 @@ from typing import Any
 import structlog
 
 from trine_core import StorageError, Unavailable, get_logger
-from trine_engine import framing
-from trine_engine.keys import (
+from trine_engine.storage import framing
+from trine_engine.storage.keys import (
+    LOG,
+    META,
     applied_key,
     decode_log_key,
     decode_u64,
@@ -37,8 +39,8 @@ from trine_engine.keys import (
     log_key,
     partition_prefix,
 )
-from trine_engine.latency import LatencyRing
-from trine_engine.storage import LOG, META, Store
+from trine_engine.storage.latency import LatencyRing
+from trine_engine.storage.store import Store
 from trine_proto.codec import decode, encode
 from trine_proto.trine.engine.v1 import LogRecord
 
@@ -131,12 +133,21 @@ class PartitionLog:
     def failure(self) -> StorageError | None:
         return self._failure
 
-    def append(self, record: LogRecord) -> AppendBatch:
-        """Give ``record`` the next offset in the batch being gathered and return that batch."""
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def ensure_open(self) -> None:
+        """Raise the write failure that stopped the log, or Unavailable once it is closed: every
+        call into the engine starts here, so none acts on state the log can no longer extend."""
         if self._failure is not None:
             raise self._failure
         if self._closed:
             raise Unavailable("the engine is stopped")
+
+    def append(self, record: LogRecord) -> AppendBatch:
+        """Give ``record`` the next offset in the batch being gathered and return that batch."""
+        self.ensure_open()
         batch = self._pending
         if batch is None:
             loop = asyncio.get_running_loop()
@@ -250,13 +261,3 @@ class PartitionLog:
                         offset=offset,
                     ) from exc
                 yield offset, record
-
-    def stats(self) -> dict[str, float | int]:
-        return {
-            "append_p50_ms": self.append_latency.percentile(0.50),
-            "append_p99_ms": self.append_latency.percentile(0.99),
-            "commit_p50_ms": self.commit_latency.percentile(0.50),
-            "commit_p99_ms": self.commit_latency.percentile(0.99),
-            "batches": self.batches,
-            "records": self.records,
-        }

@@ -1,0 +1,268 @@
+"""The engine's ``Backend``: what the gateway asks of it (start, read, list, wait for, subscribe
+to, signal and cancel runs).
+
+A change is checked against the in-memory state and appended with no ``await`` in between, so two
+calls never both pass a check only one of them may pass; the answer waits for durability. Reads
+answer from durable state only (``RunState.durable_run``, the durable part of the journal and the
+events); a read of a run whose creation is still in flight waits for the log's barrier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from collections.abc import AsyncIterator, Iterator
+
+from trine_core import (
+    Backend,
+    InvalidArgument,
+    RunFinished,
+    Unavailable,
+    UnknownFunction,
+    check_signal_name,
+)
+from trine_engine.clock import Clock
+from trine_engine.machine import StateMachine
+from trine_engine.run_state import RunCache, RunState
+from trine_engine.storage import PartitionLog, Store
+from trine_engine.storage.keys import IDEM, RUNS
+from trine_engine.ulid import UlidGenerator
+from trine_proto.codec import decode
+from trine_proto.trine.engine.v1 import CancelRequested, LogRecord, RunStarted, SignalReceived
+from trine_proto.trine.v1 import (
+    CancelRunRequest,
+    EntryKind,
+    Event,
+    GetJournalRequest,
+    GetJournalResponse,
+    GetRunRequest,
+    ListFunctionsRequest,
+    ListFunctionsResponse,
+    ListRunsRequest,
+    ListRunsResponse,
+    Run,
+    RunStatus,
+    SignalRunRequest,
+    SignalRunResponse,
+    StartRunRequest,
+    StartRunResponse,
+    SubscribeRequest,
+    WaitRunRequest,
+)
+from trine_proto.vocabulary import FINAL_EVENT_TYPES, FINAL_STATUSES, status_name
+
+DEFAULT_LIST_LIMIT = 50
+MAX_LIST_LIMIT = 1000
+
+
+class EngineBackend(Backend):
+    def __init__(
+        self,
+        plog: PartitionLog,
+        cache: RunCache,
+        machine: StateMachine,
+        store: Store,
+        clock: Clock,
+        ids: UlidGenerator,
+        cancel_grace_ms: int,
+    ) -> None:
+        self._plog = plog
+        self._cache = cache
+        self._machine = machine
+        self._store = store
+        self._clock = clock
+        self._ids = ids
+        self._cancel_grace_ms = cancel_grace_ms
+        self._recent_keys: dict[str, str] = {}
+        """Idempotency keys accepted but maybe not durable yet (RocksDB has the others)."""
+
+    async def start_run(self, message: StartRunRequest) -> StartRunResponse:
+        self._plog.ensure_open()
+        function = message.function
+        functions = self._machine.functions
+        if function not in functions:
+            known = sorted(functions)
+            listed = ", ".join(known) if known else "none registered yet"
+            raise UnknownFunction(
+                f"no worker has registered function {function!r} (known: {listed})",
+                function=function,
+                known=known,
+            )
+        payload = message.input or b"null"
+        self._machine.check_size(payload, "the run's input")
+        key = message.idempotency_key
+        if key:
+            earlier = self._idempotent(key)
+            if earlier is not None:
+                await self._durable_view(earlier)
+                return StartRunResponse(run=earlier.view(), created=False)
+        now = self._clock.now_ms()
+        timeout = message.timeout_ms or functions[function].timeout_ms
+        run = Run(
+            id=self._ids.new(now),
+            function=function,
+            status=RunStatus.PENDING,
+            input=payload,
+            idempotency_key=key,
+            created_at_ms=now,
+            updated_at_ms=now,
+            deadline_ms=now + timeout if timeout else 0,
+        )
+        batch = self._machine.append(LogRecord(run_started=RunStarted(run=run)))
+        state = self._cache.active[run.id]
+        if key:
+            self._recent_keys[key] = run.id
+            batch.after_commit(functools.partial(self._forget_key, key))
+        await batch.durable()
+        return StartRunResponse(run=state.view(), created=True)
+
+    def _forget_key(self, key: str) -> None:
+        """The key's record is durable: RocksDB answers for it from now on."""
+        self._recent_keys.pop(key, None)
+
+    def _idempotent(self, key: str) -> RunState | None:
+        run_id = self._recent_keys.get(key)
+        if run_id is None:
+            raw = self._store.get(IDEM, key.encode())
+            if raw is None:
+                return None
+            run_id = raw.decode()
+        return self._cache.lookup(run_id)
+
+    async def get_run(self, message: GetRunRequest) -> Run:
+        self._plog.ensure_open()
+        state = await self._durable_view(self._cache.require(message.run_id))
+        return state.view()
+
+    async def wait_run(self, message: WaitRunRequest) -> Run:
+        self._plog.ensure_open()
+        state = await self._durable_view(self._cache.require(message.run_id))
+        if not state.final_durable and message.timeout_ms > 0:
+            woken = asyncio.Event()
+            state.watchers.add(woken)
+            try:
+                async with asyncio.timeout(message.timeout_ms / 1000):
+                    while not state.final_durable and not self._plog.closed:
+                        await woken.wait()
+                        woken.clear()
+            except TimeoutError:
+                pass
+            finally:
+                state.watchers.discard(woken)
+        return state.view()
+
+    async def list_runs(self, message: ListRunsRequest) -> ListRunsResponse:
+        self._plog.ensure_open()
+        limit = min(message.limit or DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)
+        status, function, after = message.status, message.function, message.page_token
+        page: list[Run] = []
+        for run in self._runs_after(after, status):
+            if status != RunStatus.UNSPECIFIED and run.status != status:
+                continue
+            if function and run.function != function:
+                continue
+            page.append(run)
+            if len(page) > limit:
+                break
+        more = len(page) > limit
+        page = page[:limit]
+        return ListRunsResponse(runs=page, next_page_token=page[-1].id if more else "")
+
+    def _runs_after(self, after: str, status: RunStatus) -> Iterator[Run]:
+        """Runs with ids after ``after`` in id order, as readers see them. Non-final statuses
+        live in memory; the rest is read from RocksDB, overlaid with the active runs."""
+        if status != RunStatus.UNSPECIFIED and status not in FINAL_STATUSES:
+            for run_id in sorted(self._cache.active):
+                state = self._cache.active.get(run_id)
+                if run_id > after and state is not None and state.durable_run is not None:
+                    yield state.view()
+            return
+        for key, value in self._store.scan(RUNS, start=after.encode()):
+            run_id = key.decode()
+            if run_id == after:
+                continue
+            state = self._cache.peek(run_id)
+            yield state.view() if state is not None else decode(Run, value)
+
+    async def subscribe(self, message: SubscribeRequest) -> AsyncIterator[Event]:
+        self._plog.ensure_open()
+        state = await self._durable_view(self._cache.require(message.run_id))
+        sent = message.after_seq
+        woken = asyncio.Event()
+        state.watchers.add(woken)
+        try:
+            while True:
+                while sent < state.durable_seq:
+                    event = state.events[sent]
+                    sent += 1
+                    yield event
+                    if event.type in FINAL_EVENT_TYPES:
+                        return
+                if state.final_durable:
+                    return  # after_seq was at or past the final event
+                if self._plog.closed:
+                    raise Unavailable("the engine stopped")
+                await woken.wait()
+                woken.clear()
+        finally:
+            state.watchers.discard(woken)
+
+    async def cancel_run(self, message: CancelRunRequest) -> Run:
+        self._plog.ensure_open()
+        state = self._cache.require(message.run_id)
+        await self._refuse_if_finished(state)
+        if state.run.cancel_requested:
+            await self._plog.barrier()  # the first request may still be in flight
+            return state.view()
+        now = self._clock.now_ms()
+        request = CancelRequested(
+            run_id=state.id,
+            reason=message.reason,
+            at_ms=now,
+            deadline_ms=now + self._cancel_grace_ms,
+        )
+        await self._machine.append(LogRecord(cancel_requested=request)).durable()
+        return state.view()
+
+    async def signal_run(self, message: SignalRunRequest) -> SignalRunResponse:
+        self._plog.ensure_open()
+        name = message.name
+        check_signal_name(name)
+        payload = message.payload or b"null"
+        self._machine.check_size(payload, f"signal {name!r}")
+        try:
+            json.loads(payload)
+        except ValueError as exc:
+            raise InvalidArgument(f"the payload of signal {name!r} is not JSON: {exc}") from exc
+        state = self._cache.require(message.run_id)
+        await self._refuse_if_finished(state)
+        delivered = any(e.kind == EntryKind.SIGNAL and e.name == name for e in state.pending)
+        received = SignalReceived(
+            run_id=state.id, name=name, payload=payload, at_ms=self._clock.now_ms()
+        )
+        await self._machine.append(LogRecord(signal_received=received)).durable()
+        return SignalRunResponse(run=state.view(), delivered=delivered)
+
+    async def get_journal(self, message: GetJournalRequest) -> GetJournalResponse:
+        self._plog.ensure_open()
+        state = await self._durable_view(self._cache.require(message.run_id))
+        return GetJournalResponse(entries=state.journal[: state.durable_journal])
+
+    async def list_functions(self, message: ListFunctionsRequest) -> ListFunctionsResponse:
+        self._plog.ensure_open()
+        functions = self._machine.functions
+        return ListFunctionsResponse(functions=[functions[name] for name in sorted(functions)])
+
+    async def _durable_view(self, state: RunState) -> RunState:
+        """Wait until the run's creation is durable (rarely needed: only right after it)."""
+        if state.durable_run is None:
+            await self._plog.barrier()
+        return state
+
+    async def _refuse_if_finished(self, state: RunState) -> None:
+        """Raise RunFinished for a run in a final state (once that state is durable)."""
+        if state.final:
+            await self._plog.barrier()
+            status = status_name(state.run.status)
+            raise RunFinished(f"run {state.id} already {status}", run_id=state.id, status=status)

@@ -1,0 +1,211 @@
+"""The engine's ``Dispatcher``: what the coordinator asks of it (register functions, take work,
+report a worker's commands under a lease, renew and release leases).
+
+A report, top to bottom: the lease is checked; the commands are planned (a bad report is refused
+here, having changed nothing); the record is appended and the plan applied, with no ``await`` in
+between; the lease ends if the attempt did; the answer waits until the record is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+
+import betterproto2
+import structlog
+
+from trine_core import Dispatcher, InvalidArgument, LeaseLost
+from trine_engine.clock import Clock
+from trine_engine.leases import Lease, LeaseTable
+from trine_engine.machine import Plan, StateMachine
+from trine_engine.run_state import RunCache, RunState
+from trine_engine.scheduler import Scheduler
+from trine_engine.storage import AppendBatch, PartitionLog
+from trine_engine.ulid import UlidGenerator
+from trine_proto.trine.engine.v1 import FunctionsRegistered, LogRecord, RunCommands
+from trine_proto.trine.v1 import (
+    Command,
+    FunctionSpec,
+    RegisterFunctionsRequest,
+    RegisterFunctionsResponse,
+    ReleaseLeasesRequest,
+    ReleaseLeasesResponse,
+    RenewLeasesRequest,
+    RenewLeasesResponse,
+    ReportOutcome,
+    ReportRequest,
+    ReportResponse,
+    TakeWorkRequest,
+    TakeWorkResponse,
+    WorkItem,
+)
+
+_FINAL_COMMANDS = ("run_completed", "run_failed")
+_ENDS_ATTEMPT = (
+    ReportOutcome.FINISHED,
+    ReportOutcome.SUSPENDED,
+    ReportOutcome.RETRY_SCHEDULED,
+)
+
+
+class EngineDispatcher(Dispatcher):
+    def __init__(
+        self,
+        plog: PartitionLog,
+        cache: RunCache,
+        machine: StateMachine,
+        scheduler: Scheduler,
+        leases: LeaseTable,
+        clock: Clock,
+        ids: UlidGenerator,
+        lease_ttl_ms: int,
+        log: structlog.stdlib.BoundLogger,
+    ) -> None:
+        self._plog = plog
+        self._cache = cache
+        self._machine = machine
+        self._scheduler = scheduler
+        self._leases = leases
+        self._clock = clock
+        self._ids = ids
+        self._lease_ttl_ms = lease_ttl_ms
+        self._log = log
+
+    async def register_functions(
+        self, message: RegisterFunctionsRequest
+    ) -> RegisterFunctionsResponse:
+        self._plog.ensure_open()
+        wanted: dict[str, FunctionSpec] = {}
+        for spec in message.functions:
+            if not spec.name:
+                raise InvalidArgument("a function needs a name")
+            wanted[spec.name] = spec
+        known = self._machine.functions
+        changed = [spec for name, spec in wanted.items() if known.get(name) != spec]
+        if not changed:
+            await self._plog.barrier()  # an identical registration may still be in flight
+            return RegisterFunctionsResponse()
+        record = LogRecord(functions_registered=FunctionsRegistered(functions=changed))
+        await self._machine.append(record).durable()
+        self._log.info(
+            "functions registered",
+            worker_id=message.worker_id,
+            functions=[spec.name for spec in changed],
+        )
+        return RegisterFunctionsResponse()
+
+    async def take_work(self, message: TakeWorkRequest) -> TakeWorkResponse:
+        self._plog.ensure_open()
+        limit = message.max_items or 1
+        ttl = message.lease_ttl_ms or self._lease_ttl_ms
+        functions = list(message.functions)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + message.wait_ms / 1000
+        while True:
+            # Woken by close, or the log failed while waiting: lease nothing.
+            if self._plog.closed or self._plog.failure is not None:
+                return TakeWorkResponse()
+            # Popping and leasing happen with no await in between: a caller cancelled while it
+            # waits below has taken nothing, so no run is lost.
+            now = self._clock.now_ms()
+            taken = self._scheduler.take(functions, limit, now)
+            if taken:
+                return TakeWorkResponse(
+                    items=[self._work_item(state, message.worker_id, ttl, now) for state in taken]
+                )
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return TakeWorkResponse()
+            await self._scheduler.wait(functions, remaining)
+
+    def _work_item(self, state: RunState, worker_id: str, ttl_ms: int, now: int) -> WorkItem:
+        lease = self._leases.grant(state, worker_id, ttl_ms, now)
+        return WorkItem(
+            run=state.view(),
+            lease=lease.message(),
+            journal=list(state.journal),
+            step_attempts=dict(state.step_attempts),
+        )
+
+    async def report(self, message: ReportRequest) -> ReportResponse:
+        self._plog.ensure_open()
+        state = self._cache.require(message.run_id)
+        now = self._clock.now_ms()
+        try:
+            lease = self._leases.check(state, message.lease_id, now)
+        except LeaseLost:
+            if not _repeats_final_report(state, message):
+                raise
+            await self._plog.barrier()  # answer only once that first report is durable
+            return ReportResponse(outcome=ReportOutcome.FINISHED)
+        body = RunCommands(
+            run_id=state.id,
+            attempt=lease.attempt,
+            commands=[self._with_child_id(c, now) for c in message.commands],
+            at_ms=now,
+        )
+        plan = self._machine.plan(state, body)  # refuses a bad report, changing nothing
+        batch = self._machine.append_report(state, body, plan)
+        self._end_attempt(state, lease, plan, batch)
+        await batch.durable()
+        return ReportResponse(
+            outcome=plan.outcome,
+            retry_at_ms=plan.retry_at_ms,
+            resolved=plan.resolved,
+            cancel_requested=state.run.cancel_requested,
+        )
+
+    def _with_child_id(self, command: Command, now: int) -> Command:
+        """A ``StartChild`` gets its child's run id here, so the log record names the child (an
+        id a worker sent is replaced: it could name an existing run)."""
+        start = command.start_child
+        if start is None:
+            return command
+        return Command(start_child=dataclasses.replace(start, run_id=self._ids.new(now)))
+
+    def _end_attempt(self, state: RunState, lease: Lease, plan: Plan, batch: AppendBatch) -> None:
+        """A report that finished the run, suspended it or scheduled a retry ends its lease."""
+        outcome = plan.outcome
+        if outcome not in _ENDS_ATTEMPT:
+            return
+        self._leases.fence(state)
+        if outcome == ReportOutcome.FINISHED:
+            state.finished_lease_id = lease.id
+        elif outcome == ReportOutcome.RETRY_SCHEDULED:
+            batch.after_commit(functools.partial(self._scheduler.make_dispatchable, state))
+
+    async def renew_leases(self, message: RenewLeasesRequest) -> RenewLeasesResponse:
+        self._plog.ensure_open()
+        ttl = message.lease_ttl_ms or self._lease_ttl_ms
+        now = self._clock.now_ms()
+        lost: list[str] = []
+        cancelling: list[str] = []
+        for lease_id in message.lease_ids:
+            lease = self._leases.renew(lease_id, ttl, now)
+            if lease is None:
+                lost.append(lease_id)
+                continue
+            state = self._cache.active.get(lease.run_id)
+            if state is not None and state.run.cancel_requested:
+                cancelling.append(lease_id)
+        return RenewLeasesResponse(lost=lost, cancel_requested=cancelling)
+
+    async def release_leases(self, message: ReleaseLeasesRequest) -> ReleaseLeasesResponse:
+        self._plog.ensure_open()
+        for lease_id in message.lease_ids:
+            self._leases.release_id(lease_id, message.reason or "released")
+        return ReleaseLeasesResponse()
+
+
+def _repeats_final_report(state: RunState, message: ReportRequest) -> bool:
+    """A final report repeated under the lease that finished the run (a retry of a report whose
+    answer was lost): answered FINISHED again, changing nothing."""
+    return (
+        state.final
+        and bool(message.lease_id)
+        and message.lease_id == state.finished_lease_id
+        and any(
+            betterproto2.which_one_of(c, "command")[0] in _FINAL_COMMANDS for c in message.commands
+        )
+    )

@@ -1,0 +1,68 @@
+"""Applying a worker's report: its planned journal entries, events, step attempts, kept signals
+taken, children started, and the run's next state."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from trine_engine.machine import apply_start, timeouts
+from trine_engine.storage.keys import JOURNAL, run_row_key
+from trine_proto.codec import encode
+from trine_proto.trine.engine.v1 import RunCommands
+from trine_proto.trine.v1 import ReportOutcome, RunStatus
+
+if TYPE_CHECKING:
+    from trine_engine.machine.machine import StateMachine
+    from trine_engine.machine.plan import Plan
+    from trine_engine.run_state import RunState
+    from trine_engine.storage import AppendBatch
+
+
+def run_commands(machine: StateMachine, record: RunCommands, batch: AppendBatch) -> None:
+    """A report read from the log: planned again (the live path plans before appending, see
+    :meth:`StateMachine.append_report`)."""
+    state = machine.active(record.run_id)
+    apply_plan(machine, state, record, machine.plan(state, record), batch)
+
+
+def apply_plan(
+    machine: StateMachine, state: RunState, record: RunCommands, plan: Plan, batch: AppendBatch
+) -> None:
+    run = state.run
+    for entry in plan.entries:
+        state.journal.append(entry)
+        batch.put(JOURNAL, run_row_key(run.id, entry.index), encode(entry))
+        if entry.pending and entry.until_ms:
+            timeouts.arm_wait(machine, state, entry.index, entry.until_ms)
+    for name, taken in plan.consumed.items():
+        kept = state.signals[name]
+        for _ in range(taken):
+            kept.popleft()
+        if not kept:
+            del state.signals[name]
+    machine.add_events(state, plan.events, batch)
+    state.step_attempts.update(plan.step_attempts)
+    for child in plan.children:
+        apply_start.create(machine, child, batch)
+    status, not_before_ms = run.status, run.not_before_ms
+    result, error = run.result, run.error
+    if plan.outcome == ReportOutcome.RETRY_SCHEDULED:
+        status, not_before_ms = RunStatus.PENDING, plan.retry_at_ms
+    elif plan.outcome == ReportOutcome.SUSPENDED:
+        status = RunStatus.SUSPENDED
+    elif plan.final_status is not None:
+        status, result, error = plan.final_status, plan.result, plan.error
+    changed = dataclasses.replace(
+        run,
+        status=status,
+        attempt=max(run.attempt, record.attempt),
+        updated_at_ms=record.at_ms,
+        journal_length=len(state.journal),
+        last_event_seq=run.last_event_seq + len(plan.events),
+        not_before_ms=not_before_ms,
+        result=result,
+        error=error,
+    )
+    machine.store_run(state, changed, batch)
+    machine.publish(state, batch)

@@ -1,0 +1,56 @@
+"""Applying the records that create things: registered functions, and runs (a started run, or the
+children a report starts, created in the same batch as that report)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import TYPE_CHECKING
+
+from trine_core import StorageError
+from trine_engine.machine import timeouts
+from trine_engine.machine.events import NewEvents
+from trine_engine.run_state import RunState
+from trine_engine.storage.keys import ACTIVE, FUNCTIONS, IDEM, RUNS
+from trine_proto.codec import encode
+from trine_proto.trine.engine.v1 import FunctionsRegistered, RunStarted
+from trine_proto.trine.v1 import Run, RunStatus
+
+if TYPE_CHECKING:
+    from trine_engine.machine.machine import StateMachine
+    from trine_engine.storage import AppendBatch
+
+
+def functions_registered(
+    machine: StateMachine, record: FunctionsRegistered, batch: AppendBatch
+) -> None:
+    for spec in record.functions:
+        machine.functions[spec.name] = spec
+        batch.put(FUNCTIONS, spec.name.encode(), encode(spec))
+
+
+def run_started(machine: StateMachine, record: RunStarted, batch: AppendBatch) -> None:
+    if record.run is None:
+        raise StorageError("RunStarted record without a run")
+    create(machine, record.run, batch)
+
+
+def create(machine: StateMachine, accepted: Run, batch: AppendBatch) -> None:
+    """A new run, pending, with its ``run.started`` event; dispatchable once durable."""
+    events = NewEvents(accepted.id, 0, accepted.created_at_ms)
+    events.run_started(accepted.function)
+    run = dataclasses.replace(
+        accepted, status=RunStatus.PENDING, last_event_seq=len(events), journal_length=0
+    )
+    state = RunState(run=run)
+    machine.cache.add(state)
+    key = run.id.encode()
+    batch.put(RUNS, key, encode(run))
+    batch.put(ACTIVE, key, b"")
+    machine.add_events(state, events, batch)
+    if run.idempotency_key:
+        batch.put(IDEM, run.idempotency_key.encode(), key)
+    if run.deadline_ms:
+        timeouts.arm_deadline(machine, state, run.deadline_ms)
+    machine.publish(state, batch)
+    batch.after_commit(functools.partial(machine.scheduler.make_dispatchable, state))

@@ -1,0 +1,242 @@
+"""The run state machine: the only code that changes durable state.
+
+Every change is a log record. :meth:`StateMachine.append` gives it the next offset in the batch
+being gathered and applies it at once, with no ``await`` in between: the in-memory runs change
+(so the next command sees them) and every derived-state write (``runs``, ``active``, ``journal``,
+``events``, ``idem``, ``functions``) joins the batch that carries the record, so the log and the
+state commit together. Applying depends on the record and the current state only: every timestamp
+comes from the record, and retry times follow from the record's time and the policy (no jitter).
+What must wait for durability (publishing to readers and subscribers, queueing a run for
+dispatch) is registered on the batch and runs once it is written.
+
+Each command kind has its planner (:data:`PLANNERS`) and each record kind its applier
+(:data:`APPLIERS`), looked up by the name of the oneof field that carries it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import betterproto2
+
+from trine_core import InvalidArgument, PayloadTooLarge, StorageError
+from trine_engine.clock import Clock
+from trine_engine.leases import LeaseTable
+from trine_engine.machine import (
+    apply_ending,
+    apply_report,
+    apply_start,
+    apply_waits,
+    plan_ending,
+    plan_steps,
+    plan_waits,
+    timeouts,
+)
+from trine_engine.machine.events import NewEvents
+from trine_engine.machine.plan import Plan
+from trine_engine.run_state import RunCache, RunState
+from trine_engine.scheduler import Scheduler
+from trine_engine.storage import AppendBatch, PartitionLog, Store
+from trine_engine.storage.keys import ACTIVE, EVENTS, FUNCTIONS, JOURNAL, RUNS, run_row_key
+from trine_engine.timers import Timers
+from trine_proto.codec import decode, encode
+from trine_proto.trine.engine.v1 import LogRecord, RunCommands
+from trine_proto.trine.v1 import (
+    ErrorInfo,
+    FunctionSpec,
+    JournalEntry,
+    ReportOutcome,
+    Run,
+    RunStatus,
+)
+
+CommandPlanner = Callable[[Plan, Any], None]
+"""Plans one command; its second argument is the message the command's oneof field holds."""
+RecordApplier = Callable[["StateMachine", Any, AppendBatch], None]
+"""Applies one record; its second argument is the message the record's oneof field holds."""
+
+PLANNERS: Final[Mapping[str, CommandPlanner]] = {
+    "step_started": plan_steps.step_started,
+    "step_completed": plan_steps.step_completed,
+    "step_failed": plan_steps.step_failed,
+    "emit": plan_steps.emit,
+    "sleep": plan_waits.sleep,
+    "wait_signal": plan_waits.wait_signal,
+    "start_child": plan_waits.start_child,
+    "cancel_observed": plan_waits.cancel_observed,
+    "run_completed": plan_ending.run_completed,
+    "run_failed": plan_ending.run_failed,
+}
+APPLIERS: Final[Mapping[str, RecordApplier]] = {
+    "functions_registered": apply_start.functions_registered,
+    "run_started": apply_start.run_started,
+    "run_commands": apply_report.run_commands,
+    "run_retry_scheduled": apply_ending.run_retry_scheduled,
+    "run_cancelled": apply_ending.run_cancelled,
+    "cancel_requested": apply_ending.cancel_requested,
+    "signal_received": apply_waits.signal_received,
+    "timer_fired": apply_waits.timer_fired,
+    "run_timed_out": apply_ending.run_timed_out,
+}
+
+
+class StateMachine:
+    def __init__(
+        self,
+        plog: PartitionLog,
+        cache: RunCache,
+        scheduler: Scheduler,
+        leases: LeaseTable,
+        timers: Timers,
+        clock: Clock,
+        max_payload_bytes: int,
+    ) -> None:
+        self.plog = plog
+        self.cache = cache
+        self.scheduler = scheduler
+        self.leases = leases
+        self.timers = timers
+        self.clock = clock
+        self.max_payload_bytes = max_payload_bytes
+        self.functions: dict[str, FunctionSpec] = {}
+        """Every function a worker registered, by name."""
+
+    def load_functions(self, store: Store) -> None:
+        """The registered functions (the runs load through the cache)."""
+        for key, value in store.scan(FUNCTIONS):
+            self.functions[key.decode()] = decode(FunctionSpec, value)
+
+    def check_size(self, payload: bytes, what: str) -> None:
+        if len(payload) > self.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"{what} is {len(payload)} bytes; the limit is {self.max_payload_bytes}",
+                size=len(payload),
+                limit=self.max_payload_bytes,
+            )
+
+    def active(self, run_id: str) -> RunState:
+        """The non-final run a record names; a record naming any other is corrupt."""
+        state = self.cache.lookup(run_id)
+        if state is None or state.final:
+            raise StorageError(f"log record for run {run_id}, which is not active")
+        return state
+
+    # -- changing state ----------------------------------------------------------------------------
+
+    def plan(self, state: RunState, body: RunCommands) -> Plan:
+        """Check a report's commands against ``state`` and work out their effect. Raises
+        InvalidArgument or PayloadTooLarge, having changed nothing."""
+        plan = Plan(self, state, body.at_ms)
+        for command in body.commands:
+            kind, value = betterproto2.which_one_of(command, "command")
+            planner = PLANNERS.get(kind)
+            if planner is None:
+                raise InvalidArgument("a report command carries nothing")
+            planner(plan, value)
+            if plan.attempt_ended:
+                break
+        if plan.final_status is None and any(e.pending for e in plan.entries):
+            plan.outcome = ReportOutcome.SUSPENDED  # it goes on once its waits resolve
+        return plan
+
+    def append(self, record: LogRecord) -> AppendBatch:
+        """Append ``record`` and apply it into the same batch."""
+        offset = self.plog.next_offset
+        batch = self.plog.append(record)
+        try:
+            self.apply(record, batch)
+        except BaseException as exc:
+            self._poison(offset, exc)
+            raise
+        return batch
+
+    def append_report(self, state: RunState, body: RunCommands, plan: Plan) -> AppendBatch:
+        """Append a report's record and apply its plan, already worked out (to refuse a bad
+        report before anything was appended)."""
+        offset = self.plog.next_offset
+        batch = self.plog.append(LogRecord(run_commands=body))
+        try:
+            apply_report.apply_plan(self, state, body, plan, batch)
+        except BaseException as exc:
+            self._poison(offset, exc)
+            raise
+        return batch
+
+    def apply(self, record: LogRecord, batch: AppendBatch) -> None:
+        kind, body = betterproto2.which_one_of(record, "record")
+        applier = APPLIERS.get(kind)
+        if applier is None:
+            raise StorageError(f"log record of unknown kind {kind!r}")
+        applier(self, body, batch)
+
+    def _poison(self, offset: int, exc: BaseException) -> None:
+        # Checks ran before the append, so this is a bug: never commit half-applied state.
+        self.plog.poison(offset, exc)
+
+    # -- shared by the appliers ----------------------------------------------------------------
+
+    def add_events(self, state: RunState, events: NewEvents, batch: AppendBatch) -> None:
+        for event in events:
+            state.events.append(event)
+            batch.put(EVENTS, run_row_key(event.run_id, event.seq), encode(event))
+
+    def store_run(self, state: RunState, run: Run, batch: AppendBatch) -> None:
+        state.run = run
+        key = run.id.encode()
+        batch.put(RUNS, key, encode(run))
+        if state.final:
+            batch.delete(ACTIVE, key)
+            # Only once durable: evicted earlier, a lookup would reload the stale running run.
+            batch.after_commit(functools.partial(self.cache.retire, state))
+            if run.parent_run_id:
+                apply_waits.child_finished(self, state, batch)
+
+    @staticmethod
+    def publish(state: RunState, batch: AppendBatch) -> None:
+        """Once durable, show this version of the run to readers and subscribers."""
+        run, journal_length = state.run, len(state.journal)
+        batch.after_commit(lambda: state.published(run, journal_length))
+
+    def resolve(
+        self,
+        state: RunState,
+        entry: JournalEntry,
+        at: int,
+        batch: AppendBatch,
+        *,
+        output: bytes = b"",
+        error: ErrorInfo | None = None,
+    ) -> None:
+        """Resolve a pending wait in place."""
+        resolved = dataclasses.replace(
+            entry, pending=False, output=output, error=error, ended_at_ms=at
+        )
+        state.journal[entry.index] = resolved
+        batch.put(JOURNAL, run_row_key(state.id, entry.index), encode(resolved))
+
+    def settle(self, state: RunState, at: int, events: NewEvents, batch: AppendBatch) -> None:
+        """Store the run after waits resolved: pending again (and dispatchable once durable) if
+        it was suspended and none is left."""
+        run = state.run
+        self.add_events(state, events, batch)
+        resumed = run.status == RunStatus.SUSPENDED and not state.pending
+        self.store_run(
+            state,
+            dataclasses.replace(
+                run,
+                status=RunStatus.PENDING if resumed else run.status,
+                updated_at_ms=at,
+                last_event_seq=run.last_event_seq + len(events),
+            ),
+            batch,
+        )
+        self.publish(state, batch)
+        if resumed:
+            batch.after_commit(functools.partial(self.scheduler.make_dispatchable, state))
+
+    def arm(self, state: RunState) -> None:
+        """Set the timers of a run loaded at open: its waits' due times and its deadlines."""
+        timeouts.arm(self, state)

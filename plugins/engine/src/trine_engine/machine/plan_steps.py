@@ -1,0 +1,83 @@
+"""Planning the commands of code a worker ran: steps starting, completing and failing (a retry, or
+a final failure the workflow sees), and the workflow's own events."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from trine_core import InvalidArgument
+from trine_engine import retry
+from trine_engine.machine.events import json_or_null
+from trine_engine.machine.plan import Plan
+from trine_proto.trine.v1 import (
+    Emit,
+    EntryKind,
+    ErrorInfo,
+    JournalEntry,
+    ReportOutcome,
+    StepCompleted,
+    StepFailed,
+    StepStarted,
+)
+
+
+def step_started(plan: Plan, command: StepStarted) -> None:
+    plan.events.step_started(command.name, command.index, command.attempt)
+
+
+def step_completed(plan: Plan, command: StepCompleted) -> None:
+    entry = command.entry
+    if entry is None:
+        raise InvalidArgument("StepCompleted carries no journal entry")
+    plan.machine.check_size(entry.output, f"the output of step {entry.index}")
+    if not plan.follows(entry.index, entry.name):
+        return
+    output = json_or_null(entry.output)
+    entry = dataclasses.replace(  # a step: whatever wait fields a worker sent
+        entry,
+        output=output,
+        ended_at_ms=entry.ended_at_ms or plan.at,
+        kind=EntryKind.STEP,
+        pending=False,
+        until_ms=0,
+        child_run_id="",
+    )
+    plan.add_entry(entry)
+    plan.events.step_completed(entry.name, entry.index, entry.attempt, output)
+
+
+def step_failed(plan: Plan, command: StepFailed) -> None:
+    """A retryable failure with attempts left ends this attempt of the run and schedules the next;
+    any other is final: journaled, for the workflow to see (and maybe catch)."""
+    if not plan.follows(command.index, command.name):
+        return
+    index, attempt = command.index, command.attempt
+    seen = plan.step_attempts.get(index, plan.state.step_attempts.get(index, 0))
+    plan.step_attempts[index] = max(seen, attempt)
+    spec = plan.machine.functions.get(plan.run.function)
+    policy = retry.effective(command.retry, spec.retry if spec else None)
+    retryable = command.error is not None and command.error.retryable
+    if retryable and attempt < policy.max_attempts:
+        plan.retry_at_ms = plan.at + policy.delay_ms(attempt)
+        plan.outcome = ReportOutcome.RETRY_SCHEDULED
+        plan.attempt_ended = True
+        plan.events.step_failed(command.name, index, attempt, command.error, plan.retry_at_ms)
+        return
+    plan.add_entry(
+        JournalEntry(
+            index=index,
+            name=command.name,
+            input_digest=command.input_digest,
+            error=command.error or ErrorInfo(),
+            attempt=attempt,
+            started_at_ms=command.started_at_ms,
+            ended_at_ms=plan.at,
+        )
+    )
+    plan.outcome = ReportOutcome.STEP_FAILED
+    plan.events.step_failed(command.name, index, attempt, command.error, None)
+
+
+def emit(plan: Plan, command: Emit) -> None:
+    plan.machine.check_size(command.data, f"event {command.name!r}")
+    plan.events.custom(command.name, command.data)

@@ -1,0 +1,56 @@
+"""The run cache: finished runs read back from RocksDB once the cache let them go, and a run's end
+kept in memory until it is durable."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from trine_core import RunFinished
+from trine_proto.trine.v1 import (
+    CancelRunRequest,
+    GetJournalRequest,
+    GetRunRequest,
+    ListRunsRequest,
+    ReportOutcome,
+    RunStatus,
+)
+
+Harness = Any
+
+
+async def test_finished_runs_are_read_back_when_not_cached(h: Harness) -> None:
+    await h.register()
+    run = await h.start()
+    await h.report(await h.take_one(), h.completed(0), h.finish())
+    engine = await h.reopen(finished_cache_size=0)
+    assert engine.inspect(run.id) is None
+    assert (await h.backend.get_run(GetRunRequest(run_id=run.id))).status == RunStatus.COMPLETED
+    assert [e.type for e in await h.events(run.id)] == [
+        "run.started",
+        "step.completed",
+        "run.completed",
+    ]
+    assert len((await h.backend.get_journal(GetJournalRequest(run_id=run.id))).entries) == 1
+
+
+async def test_a_finish_is_not_evicted_from_the_cache_before_it_is_durable(h: Harness) -> None:
+    # With a small finished-run cache, a run that finished in memory used to be evicted before its
+    # record was durable; the next lookup reloaded the stale (running) run from RocksDB as a second,
+    # "active" copy, so a cancel was accepted and overwrote the acknowledged completion.
+    engine = await h.reopen(finished_cache_size=0)
+    await h.register()
+    run = await h.start()
+    item = await h.take_one()
+    finished, cancelled = await asyncio.gather(
+        h.report(item, h.finish(b'"ok"')),
+        h.backend.cancel_run(CancelRunRequest(run_id=run.id)),
+        return_exceptions=True,
+    )
+    assert finished.outcome == ReportOutcome.FINISHED
+    assert isinstance(cancelled, RunFinished)
+    final = await h.backend.get_run(GetRunRequest(run_id=run.id))
+    assert (final.status, final.result) == (RunStatus.COMPLETED, b'"ok"')
+    assert [e.type for e in await h.events(run.id)] == ["run.started", "run.completed"]
+    assert engine.stats().active_runs == 0  # no stale copy left behind as a pending run
+    assert (await h.backend.list_runs(ListRunsRequest(status=RunStatus.PENDING))).runs == []
