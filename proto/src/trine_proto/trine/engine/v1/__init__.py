@@ -6,6 +6,7 @@
 __all__ = (
     "CancelRequested",
     "FunctionsRegistered",
+    "KeptSignal",
     "LogRecord",
     "RunCancelled",
     "RunCommands",
@@ -57,6 +58,30 @@ class FunctionsRegistered(betterproto2.Message):
 
 
 default_message_pool.register_message("trine.engine.v1", "FunctionsRegistered", FunctionsRegistered)
+
+
+@dataclass(eq=False, repr=False)
+class KeptSignal(betterproto2.Message):
+    """
+    ---------------------------------------------------------------------------------------------
+    Derived state
+    ---------------------------------------------------------------------------------------------
+
+    A signal an active run received before any wait took it (family `signals`, key: run id + the
+    seq of its `signal.received` event, so a run's kept signals read back oldest first). Written in
+    the batch of the SignalReceived record that keeps it; deleted in the batch of the report whose
+    wait takes it, or the record that ends the run.
+    """
+
+    name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    payload: "bytes" = betterproto2.field(2, betterproto2.TYPE_BYTES)
+    """
+    JSON
+    """
+
+
+default_message_pool.register_message("trine.engine.v1", "KeptSignal", KeptSignal)
 
 
 @dataclass(eq=False, repr=False)
