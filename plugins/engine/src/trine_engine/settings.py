@@ -1,0 +1,38 @@
+"""The engine's settings, and how they become an :class:`EngineConfig`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trine_core import MAX_PAYLOAD_BYTES, Setting, Settings
+from trine_engine.config import EngineConfig
+
+DATA_DIR = Setting("data_dir", Path(".trine/data"), "where the engine keeps its RocksDB database")
+ENGINE_ADDR = Setting(
+    "engine_addr",
+    "127.0.0.1:7482",
+    "the engine's gRPC address in a split deployment: it serves Backend and Dispatcher there, "
+    "and the other processes dial it",
+)
+FINISHED_CACHE_SIZE = Setting(
+    "finished_cache_size",
+    EngineConfig.finished_cache_size,
+    "how many finished runs the engine keeps in memory",
+    section="engine",
+)
+CANCEL_GRACE_MS = Setting(
+    "cancel_grace_ms",
+    EngineConfig.cancel_grace_ms,
+    "how long a cancelled run may clean up before it is forced to cancelled",
+    section="engine",
+)
+SETTINGS = (DATA_DIR, ENGINE_ADDR, FINISHED_CACHE_SIZE, CANCEL_GRACE_MS)
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    return EngineConfig(
+        data_dir=settings[DATA_DIR],
+        max_payload_bytes=settings[MAX_PAYLOAD_BYTES],
+        finished_cache_size=settings[FINISHED_CACHE_SIZE],
+        cancel_grace_ms=settings[CANCEL_GRACE_MS],
+    )
