@@ -12,37 +12,48 @@ from rocksdict import Options, Rdict
 
 from trine_core import StorageError
 from trine_engine import Engine, EngineConfig, Store
-from trine_engine.storage.keys import FAMILIES, META
+from trine_engine.storage.keys import FAMILIES, META, SIGNALS
 
 
-def test_a_new_data_dir_gets_format_1(data_dir: Path) -> None:
+def _families(path: Path) -> set[str]:
+    return set(Rdict.list_cf(str(path), Options(raw_mode=True)))
+
+
+def _set_format(path: Path, version: bytes, drop: str = "") -> None:
+    """Write the format version by hand (and drop a column family), as another trine would."""
+    raw = Rdict(str(path), Options(raw_mode=True))
+    meta = raw.get_column_family(META)
+    meta[b"format"] = version
+    del meta
+    if drop:
+        raw.drop_column_family(drop)
+    raw.close()
+    del raw
+
+
+def test_a_new_data_dir_gets_format_2(data_dir: Path) -> None:
     store = Store.open(data_dir)  # parents are created
     try:
-        assert store.get(META, b"format") == b"1"
+        assert store.get(META, b"format") == b"2"
     finally:
         store.close()
-    assert set(Rdict.list_cf(str(data_dir), Options(raw_mode=True))) >= set(FAMILIES)
+    assert _families(data_dir) >= set(FAMILIES)
 
 
-def test_another_format_is_refused(data_dir: Path) -> None:
-    store = Store.open(data_dir)
-    batch = store.new_batch()
-    store.put(batch, META, b"format", b"99")
-    store.write(batch)
-    store.close()
+def test_an_unknown_format_is_refused_and_left_alone(data_dir: Path) -> None:
+    Store.open(data_dir).close()
+    _set_format(data_dir, b"99", drop=SIGNALS)  # a format with other families
     with pytest.raises(StorageError) as info:
         Store.open(data_dir)
     assert str(info.value) == (
-        f"data dir {data_dir} has storage format 99; this trine reads format 1"
+        f"data dir {data_dir} has storage format 99; this trine reads format 2 (and upgrades "
+        f"format 1)"
     )
-    # The refused open released the database: another open (here, a repair) can proceed.
-    raw = Rdict(str(data_dir), Options(raw_mode=True))
-    meta = raw.get_column_family(META)
-    meta[b"format"] = b"1"
-    del meta
-    raw.close()
-    del raw
+    assert SIGNALS not in _families(data_dir)  # refused before anything was written
+    # The refused open released the database: another open (here, after a repair) can proceed.
+    _set_format(data_dir, b"2")
     Store.open(data_dir).close()
+    assert _families(data_dir) >= set(FAMILIES)
 
 
 def test_a_dir_with_other_files_is_refused(tmp_path: Path) -> None:

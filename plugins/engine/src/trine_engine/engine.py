@@ -25,6 +25,7 @@ from trine_engine.machine import StateMachine
 from trine_engine.run_state import RunCache
 from trine_engine.scheduler import Scheduler
 from trine_engine.storage import PartitionLog, Store
+from trine_engine.storage.keys import FORMAT_VERSION
 from trine_engine.timers import Timers
 from trine_engine.ulid import UlidGenerator
 from trine_proto.trine.engine.v1 import LogRecord
@@ -88,6 +89,13 @@ class Engine:
         StorageError, with one line naming the problem, when the data dir cannot be used."""
         log = log or get_logger("engine")
         store = Store.open(config.data_dir)
+        if store.upgraded_from is not None:
+            log.info(
+                "storage format upgraded",
+                data_dir=str(config.data_dir),
+                from_format=store.upgraded_from,
+                to_format=FORMAT_VERSION.decode(),
+            )
         try:
             engine = cls(config, store, clock or SystemClock(), log)
             engine._resume_runs()

@@ -49,7 +49,12 @@ class RunSnapshot:
             lease=dataclasses.replace(state.lease) if state.lease else None,
             queued=state.queued,
             step_attempts=MappingProxyType(dict(state.step_attempts)),
-            signals=MappingProxyType({name: tuple(kept) for name, kept in state.signals.items()}),
+            signals=MappingProxyType(
+                {
+                    name: tuple(payload for _seq, payload in kept)
+                    for name, kept in state.signals.items()
+                }
+            ),
         )
 
 

@@ -1,8 +1,8 @@
 """A run as the engine holds it in memory, and the cache of those runs.
 
-Every non-final run lives here whole (run, journal, events, step attempts), so dispatch, replay
-and SSE resume never read RocksDB on the hot path; so do the most recently finished runs, in an
-LRU. A miss (an old finished run) is read from RocksDB and joins the LRU.
+Every non-final run lives here whole (run, journal, events, step attempts, kept signals), so
+dispatch, replay and SSE resume never read RocksDB on the hot path; so do the most recently
+finished runs, in an LRU. A miss (an old finished run) is read from RocksDB and joins the LRU.
 
 Messages stored here are never mutated after they are stored: a change builds a new ``Run``
 (``dataclasses.replace``), so a ``Run`` handed to an in-process caller never changes under it.
@@ -12,17 +12,27 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 from collections import OrderedDict, deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from trine_core import RunNotFound
 from trine_engine.storage import Store
-from trine_engine.storage.keys import ACTIVE, EVENTS, JOURNAL, RUNS, run_prefix
+from trine_engine.storage.keys import (
+    ACTIVE,
+    ATTEMPTS,
+    EVENTS,
+    JOURNAL,
+    RUNS,
+    SIGNALS,
+    decode_u32,
+    row_number,
+    run_prefix,
+)
 from trine_proto.codec import decode
-from trine_proto.trine.v1 import EntryKind, Event, JournalEntry, Run, RunStatus, Wait
-from trine_proto.vocabulary import FINAL_STATUSES, EventType
+from trine_proto.trine.engine.v1 import KeptSignal
+from trine_proto.trine.v1 import Event, JournalEntry, Run, RunStatus, Wait
+from trine_proto.vocabulary import FINAL_STATUSES
 
 if TYPE_CHECKING:
     from trine_engine.leases import Lease
@@ -34,6 +44,7 @@ class RunState:
     journal: list[JournalEntry] = dataclasses.field(default_factory=list)
     events: list[Event] = dataclasses.field(default_factory=list)
     step_attempts: dict[int, int] = dataclasses.field(default_factory=dict)
+    """Failed attempts by step index (rows of ``attempts`` while the run is active)."""
     durable_run: Run | None = None
     """The run as of its last durable commit: what readers see (None until it is created)."""
     durable_journal: int = 0
@@ -48,8 +59,9 @@ class RunState:
     """The highest attempt handed out; the durable ``run.attempt`` only moves with reports."""
     queued: bool = False
     """In a ready queue (at most once: a stale entry is skipped when popped)."""
-    signals: dict[str, deque[bytes]] = dataclasses.field(default_factory=dict)
-    """Signals received before the run waited for them, oldest first, by name."""
+    signals: dict[str, deque[tuple[int, bytes]]] = dataclasses.field(default_factory=dict)
+    """Signals received before the run waited for them, by name, oldest first: the seq of each
+    one's ``signal.received`` event (its row's key in ``signals``) and its payload."""
     watchers: set[asyncio.Event] = dataclasses.field(default_factory=set)
     """Set after each durable commit touching the run (subscribers, ``wait_run``)."""
 
@@ -111,40 +123,6 @@ def wait_of(entry: JournalEntry) -> Wait:
         until_ms=entry.until_ms,
         child_run_id=entry.child_run_id,
     )
-
-
-def signals_of(events: list[Event], journal: list[JournalEntry]) -> dict[str, deque[bytes]]:
-    """The signals received and not consumed yet, from the events and the journal (how a restart
-    recovers them without storing them twice). Signals of a name are consumed oldest first, so
-    the first *n* received are the ones the *n* waits resolved by a signal took."""
-    consumed: dict[str, int] = {}
-    for entry in journal:
-        if entry.kind == EntryKind.SIGNAL and not entry.pending and entry.error is None:
-            consumed[entry.name] = consumed.get(entry.name, 0) + 1
-    kept: dict[str, deque[bytes]] = {}
-    for event in events:
-        if event.type != EventType.SIGNAL_RECEIVED:
-            continue
-        if consumed.get(event.name, 0) > 0:
-            consumed[event.name] -= 1
-            continue
-        payload = json.loads(event.data)["payload"]
-        kept.setdefault(event.name, deque()).append(
-            json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-        )
-    return kept
-
-
-def step_attempts_of(events: list[Event]) -> dict[int, int]:
-    """Failed attempts by step index, from the ``step.failed`` events (how a restart recovers
-    them without storing them twice)."""
-    attempts: dict[int, int] = {}
-    for event in events:
-        if event.type == EventType.STEP_FAILED:
-            data = json.loads(event.data)
-            index, attempt = int(data["index"]), int(data["attempt"])
-            attempts[index] = max(attempts.get(index, 0), attempt)
-    return attempts
 
 
 class RunCache:
@@ -212,18 +190,22 @@ class RunCache:
             return None
         run = decode(Run, raw)
         prefix = run_prefix(run_id)
-        journal = [decode(JournalEntry, v) for _, v in self._store.scan(JOURNAL, prefix=prefix)]
-        events = [decode(Event, v) for _, v in self._store.scan(EVENTS, prefix=prefix)]
-        return RunState(
+        store = self._store
+        state = RunState(
             run=run,
-            journal=journal,
-            events=events,
-            step_attempts=step_attempts_of(events),
-            signals=signals_of(events, journal),
+            journal=[decode(JournalEntry, v) for _, v in store.scan(JOURNAL, prefix=prefix)],
+            events=[decode(Event, v) for _, v in store.scan(EVENTS, prefix=prefix)],
             durable_run=run,
-            durable_journal=len(journal),
             dispatches=run.attempt,
         )
+        state.durable_journal = len(state.journal)
+        if not state.final:  # a run's end deletes these rows
+            for key, value in store.scan(ATTEMPTS, prefix=prefix):
+                state.step_attempts[row_number(key)] = decode_u32(value)
+            for key, value in store.scan(SIGNALS, prefix=prefix):
+                kept = decode(KeptSignal, value)
+                state.signals.setdefault(kept.name, deque()).append((row_number(key), kept.payload))
+        return state
 
     def load_active(self) -> Iterator[RunState]:
         """Every non-final run, in id order, into the active set (at open)."""

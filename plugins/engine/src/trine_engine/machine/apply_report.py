@@ -7,7 +7,7 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from trine_engine.machine import apply_start, timeouts
-from trine_engine.storage.keys import JOURNAL, run_row_key
+from trine_engine.storage.keys import ATTEMPTS, JOURNAL, SIGNALS, encode_u32, run_row_key
 from trine_proto.codec import encode
 from trine_proto.trine.engine.v1 import RunCommands
 from trine_proto.trine.v1 import ReportOutcome, RunStatus
@@ -38,11 +38,14 @@ def apply_plan(
     for name, taken in plan.consumed.items():
         kept = state.signals[name]
         for _ in range(taken):
-            kept.popleft()
+            seq, _payload = kept.popleft()
+            batch.delete(SIGNALS, run_row_key(run.id, seq))
         if not kept:
             del state.signals[name]
     machine.add_events(state, plan.events, batch)
-    state.step_attempts.update(plan.step_attempts)
+    for index, attempts in plan.step_attempts.items():
+        state.step_attempts[index] = attempts
+        batch.put(ATTEMPTS, run_row_key(run.id, index), encode_u32(attempts))
     for child in plan.children:
         apply_start.create(machine, child, batch)
     status, not_before_ms = run.status, run.not_before_ms

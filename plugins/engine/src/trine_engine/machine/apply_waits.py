@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 from trine_core import StorageError
 from trine_engine.machine import errors
 from trine_engine.machine.events import NewEvents, json_or_null
-from trine_proto.trine.engine.v1 import SignalReceived, TimerFired
+from trine_engine.storage.keys import SIGNALS, run_row_key
+from trine_proto.codec import encode
+from trine_proto.trine.engine.v1 import KeptSignal, SignalReceived, TimerFired
 from trine_proto.trine.v1 import EntryKind, RunStatus
 from trine_proto.vocabulary import status_name
 
@@ -34,7 +36,10 @@ def signal_received(machine: StateMachine, record: SignalReceived, batch: Append
     events = NewEvents(state.id, state.run.last_event_seq, record.at_ms)
     events.signal_received(record.name, payload, waiting.index if waiting else None)
     if waiting is None:
-        state.signals.setdefault(record.name, deque()).append(payload)
+        seq = events[0].seq
+        state.signals.setdefault(record.name, deque()).append((seq, payload))
+        kept = KeptSignal(name=record.name, payload=payload)
+        batch.put(SIGNALS, run_row_key(state.id, seq), encode(kept))
     else:
         machine.resolve(state, waiting, record.at_ms, batch, output=payload)
     machine.settle(state, record.at_ms, events, batch)

@@ -3,11 +3,11 @@
 Every change is a log record. :meth:`StateMachine.append` gives it the next offset in the batch
 being gathered and applies it at once, with no ``await`` in between: the in-memory runs change
 (so the next command sees them) and every derived-state write (``runs``, ``active``, ``journal``,
-``events``, ``idem``, ``functions``) joins the batch that carries the record, so the log and the
-state commit together. Applying depends on the record and the current state only: every timestamp
-comes from the record, and retry times follow from the record's time and the policy (no jitter).
-What must wait for durability (publishing to readers and subscribers, queueing a run for
-dispatch) is registered on the batch and runs once it is written.
+``events``, ``attempts``, ``signals``, ``idem``, ``functions``) joins the batch that carries the
+record, so the log and the state commit together. Applying depends on the record and the current
+state only: every timestamp comes from the record, and retry times follow from the record's time
+and the policy (no jitter). What must wait for durability (publishing to readers and subscribers,
+queueing a run for dispatch) is registered on the batch and runs once it is written.
 
 Each command kind has its planner (:data:`PLANNERS`) and each record kind its applier
 (:data:`APPLIERS`), looked up by the name of the oneof field that carries it.
@@ -40,7 +40,16 @@ from trine_engine.machine.plan import Plan
 from trine_engine.run_state import RunCache, RunState
 from trine_engine.scheduler import Scheduler
 from trine_engine.storage import AppendBatch, PartitionLog, Store
-from trine_engine.storage.keys import ACTIVE, EVENTS, FUNCTIONS, JOURNAL, RUNS, run_row_key
+from trine_engine.storage.keys import (
+    ACTIVE,
+    ATTEMPTS,
+    EVENTS,
+    FUNCTIONS,
+    JOURNAL,
+    RUNS,
+    SIGNALS,
+    run_row_key,
+)
 from trine_engine.timers import Timers
 from trine_proto.codec import decode, encode
 from trine_proto.trine.engine.v1 import LogRecord, RunCommands
@@ -189,10 +198,22 @@ class StateMachine:
         batch.put(RUNS, key, encode(run))
         if state.final:
             batch.delete(ACTIVE, key)
+            self._drop_active_rows(state, batch)
             # Only once durable: evicted earlier, a lookup would reload the stale running run.
             batch.after_commit(functools.partial(self.cache.retire, state))
             if run.parent_run_id:
                 apply_waits.child_finished(self, state, batch)
+
+    @staticmethod
+    def _drop_active_rows(state: RunState, batch: AppendBatch) -> None:
+        """An ended run is never dispatched again: its step attempts and kept signals go."""
+        for index in state.step_attempts:
+            batch.delete(ATTEMPTS, run_row_key(state.id, index))
+        for kept in state.signals.values():
+            for seq, _payload in kept:
+                batch.delete(SIGNALS, run_row_key(state.id, seq))
+        state.step_attempts.clear()
+        state.signals.clear()
 
     @staticmethod
     def publish(state: RunState, batch: AppendBatch) -> None:

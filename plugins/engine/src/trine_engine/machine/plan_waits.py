@@ -67,7 +67,8 @@ def wait_signal(plan: Plan, command: WaitSignal) -> None:
         plan.add_resolved(dataclasses.replace(entry, error=error, ended_at_ms=at))
     elif taken < len(kept):
         plan.consumed[name] = taken + 1
-        plan.add_resolved(dataclasses.replace(entry, output=kept[taken], ended_at_ms=at))
+        _seq, payload = kept[taken]
+        plan.add_resolved(dataclasses.replace(entry, output=payload, ended_at_ms=at))
     else:
         plan.add_entry(dataclasses.replace(entry, pending=True))
         plan.events.signal_waiting(name, command.index, entry.until_ms)

@@ -2,7 +2,7 @@
 "Storage").
 
 Integers are big-endian so that RocksDB's byte order is numeric order: a run's rows sort by their
-number (journal index, event seq), and the log's segments by partition
+number (journal index, event seq, step index, signal seq), and the log's segments by partition
 then offset.
 """
 
@@ -15,7 +15,8 @@ _U64 = struct.Struct(">Q")
 _LOG = struct.Struct(">IQ")
 
 FORMAT_KEY = b"format"
-FORMAT_VERSION = b"1"
+FORMAT_VERSION = b"2"
+"""2 added ``attempts`` and ``signals``; a format-1 database is upgraded at open (``upgrade``)."""
 
 META = "meta"
 LOG = "log"
@@ -23,14 +24,25 @@ RUNS = "runs"
 ACTIVE = "active"
 JOURNAL = "journal"
 EVENTS = "events"
+ATTEMPTS = "attempts"
+SIGNALS = "signals"
 IDEM = "idem"
 FUNCTIONS = "functions"
-FAMILIES = (META, LOG, RUNS, ACTIVE, JOURNAL, EVENTS, IDEM, FUNCTIONS)
+FAMILIES = (META, LOG, RUNS, ACTIVE, JOURNAL, EVENTS, ATTEMPTS, SIGNALS, IDEM, FUNCTIONS)
 
 
 def applied_key(partition: int) -> bytes:
     """``meta`` key holding the last applied offset of ``partition``."""
     return b"applied/%d" % partition
+
+
+def encode_u32(value: int) -> bytes:
+    return _U32.pack(value)
+
+
+def decode_u32(raw: bytes) -> int:
+    value: int = _U32.unpack(raw)[0]
+    return value
 
 
 def encode_u64(value: int) -> bytes:
@@ -57,11 +69,18 @@ def partition_prefix(partition: int) -> bytes:
 
 
 def run_prefix(run_id: str) -> bytes:
-    """Prefix of a run's rows in ``journal`` and ``events``. Run ids have a fixed length (26), so
-    no id is a prefix of another."""
+    """Prefix of a run's rows in ``journal``, ``events``, ``attempts`` and ``signals``. Run ids
+    have a fixed length (26), so no id is a prefix of another."""
     return run_id.encode()
 
 
 def run_row_key(run_id: str, number: int) -> bytes:
-    """A run's row: its journal entry by index, its event by seq."""
+    """A run's row: its journal entry by index, its event by seq, a step's failed attempts by
+    step index, a kept signal by the seq of its ``signal.received`` event."""
     return run_id.encode() + _U32.pack(number)
+
+
+def row_number(key: bytes) -> int:
+    """The number a :func:`run_row_key` ends with."""
+    value: int = _U32.unpack_from(key, len(key) - _U32.size)[0]
+    return value

@@ -2,8 +2,9 @@
 
 The data dir *is* the database. Opening refuses, with one clear line each, what would otherwise
 corrupt data or fail obscurely later: a directory holding something else, a RocksDB database that
-is not trine's, a trine database of another storage format, and a database another engine process
-has open. Everything above this module speaks in column-family names and bytes.
+is not trine's, a trine database of a storage format it does not know (before writing anything to
+it), and a database another engine process has open. A database of an older format it knows is
+upgraded (``upgrade``). Everything above this module speaks in column-family names and bytes.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import AccessType, Options, Rdict, WriteBatch, WriteOptions
 
 from trine_core import StorageError
+from trine_engine.storage import upgrade
 from trine_engine.storage.keys import FAMILIES, FORMAT_KEY, FORMAT_VERSION, LOG, META
+
+UPGRADES = {b"1": upgrade.from_format_1}
+"""How to bring a database of an older format to the current one, by its format."""
 
 
 def _options() -> Any:
@@ -39,6 +44,8 @@ class Store:
         self._families: dict[str, Any] = {n: db.get_column_family(n) for n in FAMILIES}
         self._sync = WriteOptions()
         self._sync.sync = True  # WriteOptions.set_sync() does not exist in rocksdict
+        self.upgraded_from: str | None = None
+        """The storage format this open upgraded the database from, if any."""
 
     # -- opening ---------------------------------------------------------------------------------
 
@@ -46,7 +53,14 @@ class Store:
     def open(cls, path: Path) -> Store:
         """Open or create the database at ``path``; raise StorageError naming the problem."""
         path = Path(path)
-        existing = _inspect(path)
+        families = _inspect(path)
+        found = None if families is None else _stored_format(path, families)
+        if found is not None and found != FORMAT_VERSION and found not in UPGRADES:
+            raise StorageError(
+                f"data dir {path} has storage format {found.decode(errors='replace')}; this "
+                f"trine reads format {FORMAT_VERSION.decode()} (and upgrades format "
+                f"{', '.join(v.decode() for v in UPGRADES)})"
+            )
         try:
             db = Rdict(
                 str(path),
@@ -62,14 +76,13 @@ class Store:
             raise StorageError(f"cannot open data dir {path}: {exc}") from exc
         store = cls(path, db)
         try:
-            store._check_format(existing)
+            store._settle_format(families is not None, found)
         except BaseException:
             store.close()
             raise
         return store
 
-    def _check_format(self, existing: bool) -> None:
-        found = self.get(META, FORMAT_KEY)
+    def _settle_format(self, existing: bool, found: bytes | None) -> None:
         if found is None:
             # A database trine created but crashed before recording its format has nothing in it:
             # adopt it. Anything else without a format is not ours.
@@ -82,11 +95,8 @@ class Store:
             self.put(batch, META, FORMAT_KEY, FORMAT_VERSION)
             self.write(batch)
         elif found != FORMAT_VERSION:
-            shown = found.decode(errors="replace")
-            raise StorageError(
-                f"data dir {self.path} has storage format {shown}; this trine reads format "
-                f"{FORMAT_VERSION.decode()}"
-            )
+            UPGRADES[found](self)
+            self.upgraded_from = found.decode()
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -153,8 +163,9 @@ class Store:
         del db
 
 
-def _inspect(path: Path) -> bool:
-    """Whether ``path`` already holds a database; refuse what is neither empty nor trine's."""
+def _inspect(path: Path) -> list[str] | None:
+    """The column families of the database at ``path`` (None: there is none yet); refuse what is
+    neither empty nor trine's."""
     if path.exists() and not path.is_dir():
         raise StorageError(f"data dir {path} is not a directory")
     if not path.exists() or not any(path.iterdir()):
@@ -162,7 +173,7 @@ def _inspect(path: Path) -> bool:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create data dir {path}: {exc.strerror}") from None
-        return False
+        return None
     if not (path / "CURRENT").is_file():
         raise StorageError(
             f"data dir {path} is not empty and holds no trine database; point --data-dir at "
@@ -177,4 +188,25 @@ def _inspect(path: Path) -> bool:
             f"data dir {path} holds a RocksDB database that was not written by trine "
             f"(no {META!r} column family)"
         )
-    return True
+    return list(families)
+
+
+def _stored_format(path: Path, families: list[str]) -> bytes | None:
+    """The storage format recorded in the database, read without writing anything (a read-only
+    open takes no lock and creates no column family)."""
+    try:
+        db = Rdict(
+            str(path),
+            Options(raw_mode=True),
+            column_families={name: Options(raw_mode=True) for name in families},
+            access_type=AccessType.read_only(),
+        )
+    except Exception as exc:
+        raise StorageError(f"cannot open data dir {path}: {exc}") from exc
+    try:
+        meta = db.get_column_family(META)
+        value = meta.get(FORMAT_KEY)
+        del meta  # a column family keeps the database open
+        return None if value is None else bytes(value)
+    finally:
+        db.close()
