@@ -9,7 +9,6 @@ queues every non-final run and sets its timers again.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import structlog
@@ -44,6 +43,7 @@ class Engine:
     ) -> None:
         self.config = config
         self._store = store
+        self._clock = clock
         self._log = log
         self._plog = PartitionLog(store, 0, log)
         self._cache = RunCache(store, config.finished_cache_size)
@@ -75,8 +75,6 @@ class Engine:
             config.lease_ttl_ms,
             log,
         )
-        self._clock = clock
-        self._timer_task: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -102,7 +100,7 @@ class Engine:
         except BaseException:
             store.close()
             raise
-        engine._timer_task = asyncio.create_task(engine._timers.run(), name="trine-engine-timers")
+        engine._timers.start()
         log.info(
             "engine opened",
             data_dir=str(config.data_dir),
@@ -129,10 +127,7 @@ class Engine:
             self._scheduler.wake_waiters()
             for state in list(self._cache.active.values()):
                 state.wake()
-            if self._timer_task is not None:
-                self._timer_task.cancel()
-                await asyncio.gather(self._timer_task, return_exceptions=True)
-                self._timer_task = None
+            await self._timers.stop()
             self._log.info("engine stats", **self.stats().as_dict())
             self._store.close()
 
@@ -158,7 +153,7 @@ class Engine:
         plog = self._plog
         return EngineStats(
             active_runs=len(self._cache.active),
-            finished_runs_cached=len(self._cache) - len(self._cache.active),
+            finished_runs_cached=self._cache.finished_count,
             leases=len(self._leases),
             queued=self._scheduler.queued,
             take_work_waiters=self._scheduler.waiters,

@@ -139,8 +139,8 @@ class RunCache:
             raise RunNotFound(f"no run {run_id!r}", run_id=run_id)
         return state
 
-    def get(self, run_id: str) -> RunState | None:
-        """From memory only."""
+    def _get(self, run_id: str) -> RunState | None:
+        """From memory only, refreshing the LRU."""
         state = self.active.get(run_id)
         if state is None:
             state = self._finished.get(run_id)
@@ -154,9 +154,9 @@ class RunCache:
 
     def lookup(self, run_id: str) -> RunState | None:
         """From memory, else from RocksDB (then kept in the LRU); None for an unknown id."""
-        state = self.get(run_id)
+        state = self._get(run_id)
         if state is None:
-            state = self.load(run_id)
+            state = self._load(run_id)
             if state is not None:
                 if state.final:
                     self._remember(state)
@@ -179,12 +179,14 @@ class RunCache:
         while len(self._finished) > self._capacity:
             self._finished.popitem(last=False)
 
-    def __len__(self) -> int:
-        return len(self.active) + len(self._finished)
+    @property
+    def finished_count(self) -> int:
+        """Finished runs in the LRU."""
+        return len(self._finished)
 
     # -- RocksDB ---------------------------------------------------------------------------------
 
-    def load(self, run_id: str) -> RunState | None:
+    def _load(self, run_id: str) -> RunState | None:
         raw = self._store.get(RUNS, run_id.encode())
         if raw is None:
             return None
@@ -210,7 +212,7 @@ class RunCache:
     def load_active(self) -> Iterator[RunState]:
         """Every non-final run, in id order, into the active set (at open)."""
         for key, _ in self._store.scan(ACTIVE):
-            state = self.load(key.decode())
+            state = self._load(key.decode())
             if state is None or state.final:
                 continue  # an `active` row always has its run; skip rather than trust a bad row
             self.active[state.id] = state

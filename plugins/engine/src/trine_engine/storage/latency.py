@@ -16,9 +16,6 @@ class LatencyRing:
     def add(self, milliseconds: float) -> None:
         self._samples.append(milliseconds)
 
-    def __len__(self) -> int:
-        return len(self._samples)
-
     def percentile(self, fraction: float) -> float:
         """The sample at ``fraction`` (0..1) of the sorted window; 0.0 when there is none."""
         if not self._samples:
