@@ -1,4 +1,11 @@
-"""A scripted Dispatcher and a raw worker stream, to test the coordinator alone over real gRPC."""
+"""The coordinator alone over real gRPC: ``MemoryEngine`` behind it, a raw worker stream in front.
+
+``MemoryEngine`` (``trine_core.testing.memory``) is the reference in-memory engine that passes the
+contract suites: the coordinator gets ``memory.dispatcher``; a test starts, cancels and reads runs
+through ``memory.backend`` and sees what the coordinator sent the engine in ``memory.calls``. A
+behaviour the engine does not have (a report that hangs, a take_work that raises once) is a
+``Delegating`` subclass in the test that needs it.
+"""
 
 from __future__ import annotations
 
@@ -13,15 +20,15 @@ from grpclib.const import Cardinality
 
 from trine_coordinator import CoordinatorRole
 from trine_coordinator.settings import HEARTBEAT_INTERVAL_MS, LEASE_TTL_MS, WORKER_ADDR
-from trine_core import Dispatcher, LeaseLost, RoleContext, Settings, Unavailable, get_logger
+from trine_core import Dispatcher, RoleContext, Settings, get_logger
 from trine_core.contracts import Contracts
 from trine_core.testing import free_port
+from trine_core.testing.memory import MemoryEngine
 from trine_proto.trine.v1 import (
     Command,
     CoordinatorMessage,
     FunctionSpec,
     Heartbeat,
-    Lease,
     Register,
     RegisterFunctionsRequest,
     RegisterFunctionsResponse,
@@ -30,11 +37,10 @@ from trine_proto.trine.v1 import (
     RenewLeasesRequest,
     RenewLeasesResponse,
     ReportAck,
-    ReportOutcome,
     ReportRequest,
     ReportResponse,
-    Run,
     RunCompleted,
+    StartRunRequest,
     TakeWorkRequest,
     TakeWorkResponse,
     WorkerMessage,
@@ -42,79 +48,44 @@ from trine_proto.trine.v1 import (
     WorkItem,
 )
 
+FUNCTION = "f"
+"""The one function every test worker serves."""
 
-class FakeDispatcher:
-    """Ready runs in a list; leases ``L-<run id>``; answers and refusals chosen by the test."""
 
-    def __init__(self) -> None:
-        self.ready: list[str] = []
-        self.ready_changed = asyncio.Event()
-        self.registered: list[RegisterFunctionsRequest] = []
-        self.released: list[str] = []
-        self.released_changed = asyncio.Event()
-        self.reports: list[ReportRequest] = []
-        self.lost_leases: set[str] = set()
-        self.cancelling: set[str] = set()
-        self.outcome = ReportOutcome.CONTINUE
-        self.unavailable = False
+class Delegating:
+    """``memory.dispatcher`` as is; a test's subclass replaces the one call it scripts."""
 
-    def add_ready(self, *run_ids: str) -> None:
-        self.ready.extend(run_ids)
-        self.ready_changed.set()
+    def __init__(self, inner: Dispatcher) -> None:
+        self.inner = inner
 
     async def register_functions(
         self, message: RegisterFunctionsRequest
     ) -> RegisterFunctionsResponse:
-        if self.unavailable:
-            raise Unavailable("the engine is down")
-        self.registered.append(message)
-        return RegisterFunctionsResponse()
+        return await self.inner.register_functions(message)
 
     async def take_work(self, message: TakeWorkRequest) -> TakeWorkResponse:
-        if not self.ready:
-            self.ready_changed.clear()
-            try:
-                await asyncio.wait_for(self.ready_changed.wait(), message.wait_ms / 1000)
-            except TimeoutError:
-                return TakeWorkResponse()
-        taken, self.ready = self.ready[: message.max_items], self.ready[message.max_items :]
-        return TakeWorkResponse(
-            items=[
-                WorkItem(run=Run(id=run_id, function="f"), lease=Lease(id=f"L-{run_id}", attempt=1))
-                for run_id in taken
-            ]
-        )
+        return await self.inner.take_work(message)
 
     async def report(self, message: ReportRequest) -> ReportResponse:
-        self.reports.append(message)
-        if message.lease_id in self.lost_leases:
-            raise LeaseLost(f"lease {message.lease_id} is not current")
-        return ReportResponse(outcome=self.outcome)
+        return await self.inner.report(message)
 
     async def renew_leases(self, message: RenewLeasesRequest) -> RenewLeasesResponse:
-        if self.unavailable:
-            raise Unavailable("the engine is down")
-        return RenewLeasesResponse(
-            lost=[i for i in message.lease_ids if i in self.lost_leases],
-            cancel_requested=[i for i in message.lease_ids if i in self.cancelling],
-        )
+        return await self.inner.renew_leases(message)
 
     async def release_leases(self, message: ReleaseLeasesRequest) -> ReleaseLeasesResponse:
-        self.released.extend(message.lease_ids)
-        self.released_changed.set()
-        return ReleaseLeasesResponse()
-
-    async def wait_released(self, count: int) -> None:
-        while len(self.released) < count:
-            self.released_changed.clear()
-            await asyncio.wait_for(self.released_changed.wait(), 5)
+        return await self.inner.release_leases(message)
 
 
 class WorkerStream:
-    """A worker's side of ``WorkerService.Connect``, message by message."""
+    """A worker's side of ``WorkerService.Connect``, message by message.
+
+    ``leases`` maps run id → lease id of each run :func:`dispatched` here, so a report goes under
+    the lease the engine gave.
+    """
 
     def __init__(self, stream: Stream[WorkerMessage, CoordinatorMessage]) -> None:
         self.stream = stream
+        self.leases: dict[str, str] = {}
 
     async def send(self, **message: Any) -> None:
         await self.stream.send_message(WorkerMessage(**message))
@@ -125,7 +96,7 @@ class WorkerStream:
     async def register(self, worker_id: str = "w1", slots: int = 10) -> CoordinatorMessage:
         await self.send(
             register=Register(
-                worker_id=worker_id, functions=[FunctionSpec(name="f")], max_concurrency=slots
+                worker_id=worker_id, functions=[FunctionSpec(name=FUNCTION)], max_concurrency=slots
             )
         )
         reply = await self.recv()
@@ -138,25 +109,28 @@ class WorkerStream:
 
     async def report(self, run_id: str, request_id: int = 1) -> None:
         """Report that ``run_id`` completed, under the lease it was dispatched with."""
-        await self.send(report=completed(run_id, request_id))
+        await self.send(report=completed(run_id, self.leases[run_id], request_id))
 
 
-def completed(run_id: str, request_id: int) -> WorkerReport:
+def completed(run_id: str, lease_id: str, request_id: int) -> WorkerReport:
     return WorkerReport(
         request_id=request_id,
         report=ReportRequest(
             run_id=run_id,
-            lease_id=f"L-{run_id}",
+            lease_id=lease_id,
             commands=[Command(run_completed=RunCompleted(result=b"1"))],
         ),
     )
 
 
 async def dispatched(worker: WorkerStream) -> str:
+    """The next message's run id, which must be a dispatch (its lease noted in ``leases``)."""
     message = await worker.recv()
     assert message is not None
     assert message.dispatch is not None, message
-    return str(message.dispatch.run.id)
+    run_id, lease_id = _ids(message.dispatch)
+    worker.leases[run_id] = lease_id
+    return run_id
 
 
 async def ack(worker: WorkerStream) -> ReportAck:
@@ -166,9 +140,17 @@ async def ack(worker: WorkerStream) -> ReportAck:
     return message.report_ack
 
 
+def _ids(item: WorkItem) -> tuple[str, str]:
+    assert item.run is not None
+    assert item.lease is not None
+    return str(item.run.id), str(item.lease.id)
+
+
 class Harness:
-    def __init__(self, dispatcher: FakeDispatcher, port: int) -> None:
-        self.dispatcher = dispatcher
+    """The coordinator's port and the engine behind it."""
+
+    def __init__(self, memory: MemoryEngine, port: int) -> None:
+        self.memory = memory
         self.port = port
         self.channels: list[Channel] = []
 
@@ -184,28 +166,74 @@ class Harness:
 
     @contextlib.asynccontextmanager
     async def worker(self, worker_id: str = "w1", slots: int = 10) -> AsyncIterator[WorkerStream]:
-        """A worker's stream, opened and registered."""
+        """A worker's stream, opened and registered (so the engine knows its function)."""
         async with self.open() as stream:
             await stream.send_request()
             worker = WorkerStream(stream)
             await worker.register(worker_id, slots=slots)
             yield worker
 
+    async def start(self, count: int = 1, payload: bytes = b"") -> list[str]:
+        """Start ``count`` runs of the worker's function: their ids, first in line first."""
+        runs = []
+        for _ in range(count):
+            request = StartRunRequest(function=FUNCTION, input=payload)
+            response = await self.memory.backend.start_run(request)
+            assert response.run is not None
+            runs.append(str(response.run.id))
+        return runs
 
-def coordinator_context(settings: Settings, dispatcher: object) -> RoleContext:
+    def released_so_far(self) -> list[str]:
+        """The lease ids given back to the engine until now, in order, without waiting."""
+        calls = [request for name, request in self.memory.calls if name == "release_leases"]
+        return [lease for request in calls for lease in request.lease_ids]
+
+    async def released(self, count: int) -> list[str]:
+        """The lease ids given back to the engine (sorted), once there are ``count`` of them
+        (those :meth:`taken_elsewhere` gave back included)."""
+        calls = 1
+        while True:
+            requests = await self.memory.called("release_leases", calls)
+            leases = sorted(lease for request in requests for lease in request.lease_ids)
+            if len(leases) >= count:
+                return leases
+            calls = len(requests) + 1
+
+    async def renewed(self, count: int = 1) -> None:
+        """Until the coordinator renewed leases ``count`` more times from now."""
+        before = sum(name == "renew_leases" for name, _ in self.memory.calls)
+        await self.memory.called("renew_leases", before + count)
+
+    async def taken_elsewhere(self, lease_id: str) -> str:
+        """The lease ends as one nobody renewed does: the engine takes it back and another
+        worker takes the run (so it is not dispatched here again). The run's id."""
+        await self.memory.dispatcher.release_leases(ReleaseLeasesRequest(lease_ids=[lease_id]))
+        request = TakeWorkRequest(worker_id="w-other", functions=[FUNCTION], max_items=1)
+        [item] = (await self.memory.dispatcher.take_work(request)).items
+        return _ids(item)[0]
+
+
+def coordinator_context(settings: Settings, dispatcher: Dispatcher) -> RoleContext:
     """What the runtime hands the coordinator role: its settings, and ``dispatcher`` as its one
     need."""
     needs = Contracts()
-    needs.add(Dispatcher, dispatcher)  # type: ignore[type-abstract]
+    needs.add(Dispatcher, dispatcher)
     return RoleContext(settings, get_logger("coordinator"), needs)
 
 
 @contextlib.asynccontextmanager
 async def running(
-    *, heartbeat_ms: int = 1000, lease_ttl_ms: int = 3000
+    *,
+    heartbeat_ms: int = 1000,
+    lease_ttl_ms: int = 3000,
+    memory: MemoryEngine | None = None,
+    dispatcher: Delegating | None = None,
 ) -> AsyncIterator[tuple[CoordinatorRole, Harness]]:
-    """A started coordinator role with its own timings, in front of a FakeDispatcher."""
-    dispatcher = FakeDispatcher()
+    """A started coordinator role with its own timings, in front of ``memory`` (a new
+    ``MemoryEngine`` by default): its dispatcher, or ``dispatcher`` that scripts it."""
+    memory = memory or MemoryEngine()
+    if dispatcher is not None:
+        assert dispatcher.inner is memory.dispatcher, "dispatcher must wrap memory's"
     port = free_port()
     settings = Settings(
         {
@@ -215,8 +243,8 @@ async def running(
         }
     )
     role = CoordinatorRole(settings)
-    await role.start(coordinator_context(settings, dispatcher))
-    harness = Harness(dispatcher, port)
+    await role.start(coordinator_context(settings, dispatcher or memory.dispatcher))
+    harness = Harness(memory, port)
     try:
         yield role, harness
     finally:

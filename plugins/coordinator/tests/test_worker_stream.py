@@ -1,4 +1,4 @@
-"""The coordinator alone: a scripted dispatcher behind it, a raw gRPC worker stream in front."""
+"""The coordinator alone: ``MemoryEngine`` behind it, a raw gRPC worker stream in front."""
 
 from __future__ import annotations
 
@@ -7,16 +7,17 @@ import socket
 
 import grpclib
 import pytest
-from conftest import Harness, WorkerStream, coordinator_context, dispatched
+from conftest import Harness, WorkerStream, ack, coordinator_context, dispatched
 from grpclib.client import Channel
 from grpclib.health.v1.health_grpc import HealthStub
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
 from trine_coordinator import CoordinatorRole
 from trine_coordinator.settings import WORKER_ADDR
-from trine_core import ConfigError, Settings
+from trine_core import ConfigError, Settings, Unavailable
 from trine_core.testing import free_port
-from trine_proto.trine.v1 import Drain, ReportOutcome
+from trine_core.testing.memory import MemoryEngine
+from trine_proto.trine.v1 import Drain, GetRunRequest, ReportOutcome, RunStatus, TakeWorkRequest
 
 
 async def test_register_dispatch_report_ack(coordinator: Harness) -> None:
@@ -24,28 +25,30 @@ async def test_register_dispatch_report_ack(coordinator: Harness) -> None:
         await stream.send_request()
         worker = WorkerStream(stream)
         reply = await worker.register()
+        assert reply.registered is not None
         assert reply.registered.heartbeat_interval_ms == 1000
-        assert coordinator.dispatcher.registered[0].functions[0].name == "f"
-        coordinator.dispatcher.add_ready("r1")
-        assert await dispatched(worker) == "r1"
-        coordinator.dispatcher.outcome = ReportOutcome.FINISHED
-        await worker.report("r1", request_id=7)
-        ack = await worker.recv()
-        assert ack is not None
-        assert ack.report_ack.request_id == 7
-        assert ack.report_ack.response.outcome == ReportOutcome.FINISHED
+        [registration] = await coordinator.memory.called("register_functions")
+        assert registration.functions[0].name == "f"
+        [r1] = await coordinator.start()
+        assert await dispatched(worker) == r1
+        await worker.report(r1, request_id=7)
+        acked = await ack(worker)
+        assert acked.request_id == 7
+        assert acked.response is not None
+        assert acked.response.outcome == ReportOutcome.FINISHED
+        run = await coordinator.memory.backend.get_run(GetRunRequest(run_id=r1))
+        assert run.status == RunStatus.COMPLETED
         await stream.end()
 
 
 async def test_capacity_is_respected(coordinator: Harness) -> None:
     async with coordinator.worker(slots=2) as worker:
-        coordinator.dispatcher.add_ready("r1", "r2", "r3", "r4", "r5")
+        r1, r2, *_ = await coordinator.start(5)
         first = {await dispatched(worker), await dispatched(worker)}
-        assert first == {"r1", "r2"}
+        assert first == {r1, r2}
         with pytest.raises(TimeoutError):  # no third run while both slots are busy
             await asyncio.wait_for(worker.stream.recv_message(), 0.3)
-        coordinator.dispatcher.outcome = ReportOutcome.FINISHED
-        await worker.report("r1")
+        await worker.report(r1)  # completed: FINISHED, the slot ends
         messages = [await worker.recv(), await worker.recv()]
         kinds = sorted("ack" if m and m.report_ack else "dispatch" for m in messages)
         assert kinds == ["ack", "dispatch"]
@@ -56,35 +59,35 @@ async def test_refused_report_is_acked_with_its_code_and_frees_the_slot(
     coordinator: Harness,
 ) -> None:
     async with coordinator.worker(slots=1) as worker:
-        coordinator.dispatcher.add_ready("r1", "r2")
-        assert await dispatched(worker) == "r1"
-        coordinator.dispatcher.lost_leases.add("L-r1")
-        await worker.report("r1")
-        ack = await worker.recv()
-        assert ack is not None
-        assert ack.report_ack.error_code == "lease_lost"
-        assert await dispatched(worker) == "r2"  # the slot was freed
+        r1, r2 = await coordinator.start(2)
+        assert await dispatched(worker) == r1
+        # Right after a renewal, so the next one (a second later) cannot see the loss first.
+        await coordinator.renewed()
+        assert await coordinator.taken_elsewhere(worker.leases[r1]) == r1
+        await worker.report(r1)
+        assert (await ack(worker)).error_code == "lease_lost"
+        assert await dispatched(worker) == r2  # the slot was freed
         await worker.stream.end()
 
 
 async def test_closed_stream_releases_its_leases(coordinator: Harness) -> None:
     async with coordinator.worker() as worker:
-        coordinator.dispatcher.add_ready("r1", "r2")
-        assert {await dispatched(worker), await dispatched(worker)} == {"r1", "r2"}
+        r1, r2 = await coordinator.start(2)
+        assert {await dispatched(worker), await dispatched(worker)} == {r1, r2}
         await worker.stream.end()
         assert await worker.recv() is None
-    await coordinator.dispatcher.wait_released(2)
-    assert sorted(coordinator.dispatcher.released) == ["L-r1", "L-r2"]
+    assert await coordinator.released(2) == sorted(worker.leases.values())
 
 
 async def test_registering_again_fences_the_old_session(coordinator: Harness) -> None:
     async with coordinator.worker("same") as old:
-        coordinator.dispatcher.add_ready("r1")
-        assert await dispatched(old) == "r1"
+        [r1] = await coordinator.start()
+        assert await dispatched(old) == r1
         async with coordinator.worker("same") as new:
             assert await old.recv() is None  # the old stream was ended by the coordinator
-            await coordinator.dispatcher.wait_released(1)
-            assert coordinator.dispatcher.released == ["L-r1"]
+            assert await coordinator.released(1) == [old.leases[r1]]
+            assert await dispatched(new) == r1  # given back, so dispatched again at once
+            assert new.leases[r1] != old.leases[r1]
             await new.stream.end()
         await old.stream.end()
 
@@ -92,10 +95,10 @@ async def test_registering_again_fences_the_old_session(coordinator: Harness) ->
 @pytest.mark.parametrize("heartbeat_ms", [50])
 async def test_silent_worker_is_dropped_and_its_leases_released(coordinator: Harness) -> None:
     async with coordinator.worker() as worker:
-        coordinator.dispatcher.add_ready("r1")
-        assert await dispatched(worker) == "r1"
+        [r1] = await coordinator.start()
+        assert await dispatched(worker) == r1
         assert await worker.recv() is None  # 5 heartbeat intervals (250 ms) without a word
-        await coordinator.dispatcher.wait_released(1)
+        assert await coordinator.released(1) == [worker.leases[r1]]
         await worker.stream.end()
 
 
@@ -105,18 +108,28 @@ async def test_heartbeats_keep_a_worker(coordinator: Harness) -> None:
         for _ in range(10):  # 10 x 50 ms: twice the silence that would drop it
             await worker.heartbeat()
             await asyncio.sleep(0.05)  # pacing the heartbeats is the point, not a sync
-        coordinator.dispatcher.add_ready("r1")
-        assert await dispatched(worker) == "r1"
+        [r1] = await coordinator.start()
+        assert await dispatched(worker) == r1
         await worker.stream.end()
 
 
 async def test_drain_stops_dispatch(coordinator: Harness) -> None:
     async with coordinator.worker() as worker:
+        [r0] = await coordinator.start()
+        assert await dispatched(worker) == r0
         await worker.send(drain=Drain())
         await worker.heartbeat()
-        coordinator.dispatcher.add_ready("r1")
-        await coordinator.dispatcher.wait_released(1)  # the long-poll's run went straight back
-        assert coordinator.dispatcher.released == ["L-r1"]
+        await worker.report(r0)  # its ack says the coordinator has read the Drain before it
+        finished = (await ack(worker)).response
+        assert finished is not None
+        assert finished.outcome == ReportOutcome.FINISHED
+        [r1] = await coordinator.start()
+        assert len(await coordinator.released(1)) == 1  # the long-poll's run went straight back
+        taken = await coordinator.memory.dispatcher.take_work(
+            TakeWorkRequest(worker_id="w2", functions=["f"], max_items=10)
+        )
+        # r1 alone was given back, after one lease: it is ready again, on its second attempt.
+        assert [(i.run.id, i.lease.attempt) for i in taken.items] == [(r1, 2)]
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(worker.stream.recv_message(), 0.2)
         await worker.stream.end()
@@ -140,7 +153,7 @@ async def test_port_in_use_is_a_config_error() -> None:
         blocker.bind(("127.0.0.1", port))
         blocker.listen()
         role = CoordinatorRole(settings)
-        context = coordinator_context(settings, object())
+        context = coordinator_context(settings, MemoryEngine().dispatcher)
         with pytest.raises(ConfigError, match=f"127.0.0.1:{port} for workers: address already"):
             await role.start(context)
 
@@ -152,8 +165,17 @@ async def test_health_service_follows_the_engine(coordinator: Harness) -> None:
         health = HealthStub(channel)
         reply = await health.Check(HealthCheckRequest())
         assert reply.status == HealthCheckResponse.SERVING
-        coordinator.dispatcher.unavailable = True
-        await asyncio.sleep(1.1)  # the check result is cached for 1 s (check_ttl)
+        async with health.Watch.open() as watch:
+            await watch.send_message(HealthCheckRequest(), end=True)
+            serving = await watch.recv_message()
+            assert serving is not None
+            assert serving.status == HealthCheckResponse.SERVING
+            coordinator.memory.fail_with = Unavailable("the engine is down")
+            # The check result is cached for 1 s (check_ttl); a watch hears the next check.
+            changed = await asyncio.wait_for(watch.recv_message(), 5)
+            assert changed is not None
+            assert changed.status == HealthCheckResponse.NOT_SERVING
+            await watch.cancel()
         reply = await health.Check(HealthCheckRequest())
         assert reply.status == HealthCheckResponse.NOT_SERVING
     finally:
@@ -161,7 +183,7 @@ async def test_health_service_follows_the_engine(coordinator: Harness) -> None:
 
 
 async def test_registration_while_the_engine_is_away_is_unavailable(coordinator: Harness) -> None:
-    coordinator.dispatcher.unavailable = True
+    coordinator.memory.fail_with = Unavailable("the engine is down")
 
     async def register() -> None:
         async with coordinator.worker():
