@@ -1,0 +1,26 @@
+"""``MemoryEngine``: a small in-memory engine with both contracts (``memory.backend: Backend``,
+``memory.dispatcher: Dispatcher``), for tests that need an engine but not the real one.
+
+Plugin tests should meet the engine's behaviour as docs/internals.md ("Runs") describes it, not a
+hand-written fake that drifts from it: this passes the contract suites the engine passes. It models
+runs, journals, events (the engine's types and data), idempotency keys, leases as fence tokens,
+step retries, sleeps, signals, child runs and cancellation. No timers and no persistence, to stay
+small and deterministic: pending sleeps and signal waits never fire by themselves, leases never
+expire, and ``deadline_ms``, ``cancel_deadline_ms`` and ``not_before_ms`` are only fields (no run
+times out, no cancellation is forced, a retry may be taken at once).
+
+Hooks for tests: ``calls`` (every contract call in order, as ``(method name, request)``: what a
+consumer sent); ``await called(method, count)`` (until a consumer working in the background made
+it); ``fail_with`` (while set, every contract call raises it, after being recorded); ``clock``
+(milliseconds: pass a fixed one for stable times); ``functions=`` (registered without a call).
+
+Modules: :mod:`.runs` (a run's state, the hooks, the changes both sides make), :mod:`.reads` (the
+``Backend`` side), :mod:`.reports` (the ``Dispatcher`` side: leases and a report's commands),
+:mod:`.engine` (the two sides together).
+"""
+
+from __future__ import annotations
+
+from trine_core.testing.memory.engine import MemoryEngine
+
+__all__ = ["MemoryEngine"]

@@ -1,0 +1,110 @@
+"""The ``Backend`` side of :class:`~trine_core.testing.memory.MemoryEngine`: starting, reading,
+waiting for, following, cancelling and signalling runs, and listing the functions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import deque
+from collections.abc import AsyncIterator
+
+from trine_core import errors
+from trine_core.names import check_signal_name
+from trine_core.testing.memory.runs import Runs, json_bytes
+from trine_proto.trine import v1 as pb
+from trine_proto.vocabulary import FINAL_EVENT_TYPES
+from trine_proto.vocabulary import EventType as _E
+
+DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT = 50, 1000
+_S, _K = pb.RunStatus, pb.EntryKind
+
+
+class Reads(Runs):
+    async def start_run(self, message: pb.StartRunRequest) -> pb.StartRunResponse:
+        self._record("start_run", message)
+        spec, key = self.functions.get(message.function), message.idempotency_key
+        if spec is None:
+            what = f"no worker has registered function {message.function!r}"
+            raise errors.UnknownFunction(
+                what, function=message.function, known=sorted(self.functions)
+            )
+        payload = self._check_size(message.input, "the run's input")
+        if key in self._keys:
+            return pb.StartRunResponse(run=self._runs[self._keys[key]].view(), created=False)
+        state = self._start(spec, payload, message.timeout_ms, idempotency_key=key)
+        if key:
+            self._keys[key] = state.run.id
+        return pb.StartRunResponse(run=state.view(), created=True)
+
+    async def get_run(self, message: pb.GetRunRequest) -> pb.Run:
+        self._record("get_run", message)
+        return self._require(message.run_id).view()
+
+    async def wait_run(self, message: pb.WaitRunRequest) -> pb.Run:
+        self._record("wait_run", message)
+        state = self._require(message.run_id)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(message.timeout_ms / 1000):
+                await self._until(lambda: state.final)
+        return state.view()
+
+    async def list_runs(self, message: pb.ListRunsRequest) -> pb.ListRunsResponse:
+        self._record("list_runs", message)
+        limit, status = min(message.limit or DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT), message.status
+        runs = [s.view() for run_id, s in self._runs.items() if run_id > message.page_token]
+        runs = [r for r in runs if status in (_S.UNSPECIFIED, r.status)]
+        runs = [r for r in runs if message.function in ("", r.function)]
+        token = runs[limit - 1].id if len(runs) > limit else ""
+        return pb.ListRunsResponse(runs=runs[:limit], next_page_token=token)
+
+    async def subscribe(self, message: pb.SubscribeRequest) -> AsyncIterator[pb.Event]:
+        """Recorded once iterated (an async generator, like the engine's)."""
+        self._record("subscribe", message)
+        state, sent = self._require(message.run_id), message.after_seq
+
+        def news() -> bool:
+            return len(state.events) > sent or state.final
+
+        while True:
+            await self._until(news)
+            if sent >= len(state.events):
+                return  # final, and after_seq was past its last event
+            sent += 1
+            yield state.events[sent - 1]
+            if state.events[sent - 1].type in FINAL_EVENT_TYPES:
+                return
+
+    async def cancel_run(self, message: pb.CancelRunRequest) -> pb.Run:
+        self._record("cancel_run", message)
+        state = self._require(message.run_id, active=True)
+        self._cancel(state, message.reason)
+        return state.view()
+
+    async def signal_run(self, message: pb.SignalRunRequest) -> pb.SignalRunResponse:
+        self._record("signal_run", message)
+        check_signal_name(name := message.name)
+        payload = self._check_size(message.payload, f"signal {name!r}")
+        try:
+            json.loads(payload)
+        except ValueError as exc:
+            raise errors.InvalidArgument(f"signal {name!r}'s payload is not JSON: {exc}") from exc
+        state = self._require(message.run_id, active=True)
+        wait = next((e for e in state.pending if e.kind == _K.SIGNAL and e.name == name), None)
+        data = json_bytes({"delivered_to": wait.index if wait else None}, "payload", payload)
+        self._event(state, _E.SIGNAL_RECEIVED, name, data)
+        if wait is None:  # kept for the run's next wait of that name
+            state.signals.setdefault(name, deque()).append(payload)
+        else:
+            self._resolve(state, wait, output=payload)
+        self._settle(state)
+        return pb.SignalRunResponse(run=state.view(), delivered=wait is not None)
+
+    async def get_journal(self, message: pb.GetJournalRequest) -> pb.GetJournalResponse:
+        self._record("get_journal", message)
+        return pb.GetJournalResponse(entries=list(self._require(message.run_id).journal))
+
+    async def list_functions(self, message: pb.ListFunctionsRequest) -> pb.ListFunctionsResponse:
+        self._record("list_functions", message)
+        specs = [self.functions[name] for name in sorted(self.functions)]
+        return pb.ListFunctionsResponse(functions=specs)
