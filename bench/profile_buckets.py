@@ -6,8 +6,9 @@ A sample goes to the bucket of its innermost frame that belongs to a bucket: the
 (other than asyncio) is transparent, so ``enum`` or ``struct`` called by betterproto2 counts as
 the codec, and trine's code calling the codec counts as the codec, not as trine. A sample with no
 bucketed frame is ``other``. py-spy sees Python frames only: a rocksdict or uvloop call shows as
-the Python frame that made it, so ``rocksdb`` is time whose innermost frame is
-``trine_engine/storage.py`` (thin wrappers over rocksdict: mostly the synced ``Store.write``), and
+the Python frame that made it, so ``rocksdb`` is time whose innermost frame is in
+``trine_engine/storage/store.py`` (thin wrappers over rocksdict: mostly the synced
+``Store.write``), and
 uvloop's C loop shows as ``asyncio``. Samples py-spy judged idle are not recorded at all, so the
 shares are of the process's busy time. Every thread's samples are counted.
 """
@@ -22,7 +23,7 @@ from typing import Any
 
 # (bucket, substrings of a frame's file path); the first match wins for a frame.
 BUCKETS: list[tuple[str, tuple[str, ...]]] = [
-    ("rocksdb", ("/trine_engine/storage.py", "/rocksdict/")),
+    ("rocksdb", ("/trine_engine/storage/store.py", "/rocksdict/")),
     ("betterproto2 codec", ("/betterproto2/", "/trine_proto/")),
     ("grpclib+h2", ("/grpclib/", "/h2/", "/hpack/", "/hyperframe/", "/trine_transport_grpc/")),
     ("litestar+uvicorn", ("/litestar/", "/uvicorn/", "/httptools/", "/h11/", "/msgspec/")),

@@ -1,5 +1,6 @@
-"""The contract suites against the engine: directly, and through every transport that carries it
-(in-process, gRPC over loopback, and the third-party ``counting://`` fixture)."""
+"""The contract suites against the engine through every transport that carries it (in-process,
+gRPC over loopback, and the third-party ``counting://`` fixture); the engine's own tests run them
+against the engine directly."""
 
 from __future__ import annotations
 
@@ -52,12 +53,6 @@ async def carried(engine: Engine, transport: Transport, address: str) -> Contrac
         dispatcher=await transport.connect(Dispatcher, address),
         max_payload_bytes=MAX_PAYLOAD,
     )
-
-
-class TestEngine(BackendContract, DispatcherContract):
-    @pytest.fixture
-    def subject(self, engine: Engine) -> ContractSubject:
-        return ContractSubject(engine.backend, engine.dispatcher, MAX_PAYLOAD)
 
 
 class TestInproc(BackendContract, DispatcherContract):
