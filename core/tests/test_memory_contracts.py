@@ -37,11 +37,12 @@ from trine_proto.trine.v1 import (
     StartRunRequest,
     StepCompleted,
     StepFailed,
+    SubscribeRequest,
     TakeWorkRequest,
     WaitSignal,
     WorkItem,
 )
-from trine_proto.vocabulary import ErrorType
+from trine_proto.vocabulary import ErrorType, EventType
 
 MAX_PAYLOAD = 4096
 T0 = 1_700_000_000_000
@@ -238,3 +239,50 @@ async def test_the_hooks_record_calls_wait_for_them_and_fail_them(memory: Memory
     assert memory.calls[-1] == ("get_run", GetRunRequest(run_id=run.id))
     with pytest.raises(TimeoutError):
         await memory.called("signal_run", timeout_s=0.01)
+
+
+async def test_open_subscriptions_are_counted_until_closed_and_fail_with_ends_them(
+    memory: MemoryEngine,
+) -> None:
+    run = await start(memory)
+    first = memory.backend.subscribe(SubscribeRequest(run_id=run.id))
+    assert (await anext(first)).type == EventType.RUN_STARTED
+    second = memory.backend.subscribe(SubscribeRequest(run_id=run.id))
+    assert (await anext(second)).seq == 1
+    assert memory.open_subscriptions == 2
+    waiting = asyncio.ensure_future(anext(second))
+    closed = asyncio.ensure_future(memory.until(lambda: memory.open_subscriptions == 1))
+    await first.aclose()  # type: ignore[attr-defined]
+    await closed
+    memory.fail_with = Unavailable("gone")  # the waiting subscription hears it at once
+    with pytest.raises(Unavailable):
+        await waiting
+    assert memory.open_subscriptions == 0
+
+
+async def test_fire_timers_fires_what_is_due_and_resumes_the_run(memory: MemoryEngine) -> None:
+    now = [T0]
+    memory.clock = lambda: now[0]
+    run = await start(memory)
+    sleep, wait = (
+        Command(sleep=Sleep(index=0, duration_ms=10)),
+        WaitSignal(index=1, name="go", timeout_ms=20),
+    )
+    await report(memory, await take(memory), sleep, Command(wait_signal=wait))
+    now[0] = T0 + 10
+    assert memory.fire_timers() == 1
+    assert (await get(memory, run.id)).status == RunStatus.SUSPENDED  # still waits for "go"
+    now[0] = T0 + 20
+    assert memory.fire_timers() == 1
+    assert memory.fire_timers() == 0
+    assert (await get(memory, run.id)).status == RunStatus.PENDING
+    assert await journal(memory, run.id) == [
+        (0, "sleep", False, ""),
+        (1, "go", False, ErrorType.SIGNAL_TIMEOUT),
+    ]
+    events = memory.backend.subscribe(SubscribeRequest(run_id=run.id, after_seq=3))
+    fired = [await anext(events), await anext(events)]
+    assert [(e.type, e.name) for e in fired] == [
+        (EventType.TIMER_FIRED, "sleep"),
+        (EventType.SIGNAL_TIMED_OUT, "go"),
+    ]

@@ -4,15 +4,20 @@
 Plugin tests should meet the engine's behaviour as docs/internals.md ("Runs") describes it, not a
 hand-written fake that drifts from it: this passes the contract suites the engine passes. It models
 runs, journals, events (the engine's types and data), idempotency keys, leases as fence tokens,
-step retries, sleeps, signals, child runs and cancellation. No timers and no persistence, to stay
-small and deterministic: pending sleeps and signal waits never fire by themselves, leases never
-expire, and ``deadline_ms``, ``cancel_deadline_ms`` and ``not_before_ms`` are only fields (no run
-times out, no cancellation is forced, a retry may be taken at once).
+step retries, sleeps, signals, child runs and cancellation. No timers of its own and no
+persistence, to stay small and deterministic: pending sleeps and signal waits fire only when a test
+calls ``fire_timers()``, leases never expire, and ``deadline_ms``, ``cancel_deadline_ms`` and
+``not_before_ms`` are only fields (no run times out, no cancellation is forced, a retry may be
+taken at once).
 
 Hooks for tests: ``calls`` (every contract call in order, as ``(method name, request)``: what a
 consumer sent); ``await called(method, count)`` (until a consumer working in the background made
-it); ``fail_with`` (while set, every contract call raises it, after being recorded); ``clock``
-(milliseconds: pass a fixed one for stable times); ``functions=`` (registered without a call).
+it); ``fail_with`` (while set, every contract call raises it, after being recorded, and so does an
+open subscription, at once); ``open_subscriptions`` (subscriptions being iterated, not yet ended
+or closed); ``await until(ready)`` (until ``ready()`` holds, checked after every change, a
+subscription closing included); ``fire_timers()`` (every sleep and signal timeout due by
+``clock()`` fires); ``clock`` (milliseconds: pass a fixed one for stable times); ``functions=``
+(registered without a call).
 
 Modules: :mod:`.runs` (a run's state, the hooks, the changes both sides make), :mod:`.reads` (the
 ``Backend`` side), :mod:`.reports` (the ``Dispatcher`` side: leases and a report's commands),

@@ -59,21 +59,29 @@ class Reads(Runs):
         return pb.ListRunsResponse(runs=runs[:limit], next_page_token=token)
 
     async def subscribe(self, message: pb.SubscribeRequest) -> AsyncIterator[pb.Event]:
-        """Recorded once iterated (an async generator, like the engine's)."""
+        """Recorded once iterated (an async generator, like the engine's); counted in
+        ``open_subscriptions`` until it ends or is closed; raises ``fail_with`` once it is set."""
         self._record("subscribe", message)
         state, sent = self._require(message.run_id), message.after_seq
 
         def news() -> bool:
-            return len(state.events) > sent or state.final
+            return len(state.events) > sent or state.final or self._fail_with is not None
 
-        while True:
-            await self._until(news)
-            if sent >= len(state.events):
-                return  # final, and after_seq was past its last event
-            sent += 1
-            yield state.events[sent - 1]
-            if state.events[sent - 1].type in FINAL_EVENT_TYPES:
-                return
+        self.open_subscriptions += 1
+        try:
+            while True:
+                await self._until(news)
+                if self._fail_with is not None:
+                    raise self._fail_with
+                if sent >= len(state.events):
+                    return  # final, and after_seq was past its last event
+                sent += 1
+                yield state.events[sent - 1]
+                if state.events[sent - 1].type in FINAL_EVENT_TYPES:
+                    return
+        finally:
+            self.open_subscriptions -= 1
+            self._wake()
 
     async def cancel_run(self, message: pb.CancelRunRequest) -> pb.Run:
         self._record("cancel_run", message)

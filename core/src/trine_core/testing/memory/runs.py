@@ -80,7 +80,8 @@ class Runs:
         self.max_payload_bytes, self.clock = max_payload_bytes, clock
         self.functions = {spec.name: spec for spec in functions}
         self.calls: list[tuple[str, Any]] = []
-        self.fail_with: errors.TrineError | None = None
+        self.open_subscriptions = 0
+        self._fail_with: Exception | None = None
         self._runs: dict[str, RunState] = {}  # in creation order, which is id order
         self._keys: dict[str, str] = {}  # idempotency key -> run id
         self._ready: list[str] = []  # run ids, first in line first
@@ -90,22 +91,63 @@ class Runs:
 
     # -- test hooks ------------------------------------------------------------------------------
 
+    @property
+    def fail_with(self) -> Exception | None:
+        """While set, every contract call raises it (after being recorded), and so does an open
+        subscription, at once (setting it wakes every waiter)."""
+        return self._fail_with
+
+    @fail_with.setter
+    def fail_with(self, error: Exception | None) -> None:
+        self._fail_with = error
+        self._wake()
+
+    async def until(self, ready: Callable[[], bool], timeout_s: float = 5.0) -> None:
+        """Until ``ready()`` holds, checked after every change (any call, a subscription closing);
+        TimeoutError if it does not within ``timeout_s``."""
+        async with asyncio.timeout(timeout_s):
+            await self._until(ready)
+
     async def called(self, method: str, count: int = 1, timeout_s: float = 5.0) -> list[Any]:
         """The requests of ``method``'s calls once there are ``count``; TimeoutError if not."""
-        async with asyncio.timeout(timeout_s):
-            await self._until(lambda: sum(name == method for name, _ in self.calls) >= count)
+        await self.until(lambda: sum(name == method for name, _ in self.calls) >= count, timeout_s)
         return [request for name, request in self.calls if name == method]
+
+    def fire_timers(self) -> int:
+        """Fire every sleep and signal timeout due by ``clock()``, as the engine's timers would
+        (event ``timer.fired``, or ``signal.timed_out`` with the wait resolved with error
+        ``SignalTimeout``); a run left waiting for nothing is pending again. How many fired."""
+        now, fired = self.clock(), 0
+        for state in self._runs.values():
+            due = [e for e in state.pending if e.kind in (_K.SLEEP, _K.SIGNAL)]
+            due = [e for e in due if 0 < e.until_ms <= now]
+            for entry in due:
+                if entry.kind == _K.SLEEP:
+                    data = {"index": entry.index, "until_ms": entry.until_ms}
+                    self._event(state, _E.TIMER_FIRED, entry.name, data)
+                    self._resolve(state, entry)
+                    continue
+                data = {"index": entry.index, "timeout_at_ms": entry.until_ms}
+                self._event(state, _E.SIGNAL_TIMED_OUT, entry.name, data)
+                seconds = (entry.until_ms - entry.started_at_ms) / 1000
+                what = f"no signal {entry.name!r} arrived within {seconds:g}s"
+                error = pb.ErrorInfo(type=ErrorType.SIGNAL_TIMEOUT, message=what)
+                self._resolve(state, entry, error=error)
+            if due:
+                fired += len(due)
+                self._settle(state)
+        return fired
 
     # -- what both contracts share ---------------------------------------------------------------
 
     def _record(self, method: str, message: Any) -> None:
         self.calls.append((method, message))
         self._wake()
-        if self.fail_with is not None:
-            raise self.fail_with
+        if self._fail_with is not None:
+            raise self._fail_with
 
     def _wake(self) -> None:
-        """Something changed: every waiter (take_work, wait_run, subscribe, called) re-checks."""
+        """Something changed: every waiter (take_work, wait_run, subscribe, until) re-checks."""
         self._changed.set()
         self._changed = asyncio.Event()
 
