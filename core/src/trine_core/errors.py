@@ -1,8 +1,9 @@
 """The error types every role raises and every transport carries unchanged.
 
-A gateway maps them to HTTP statuses, the gRPC transport maps them to status codes and back, and
-the worker SDK sees their ``code``. Because callers match on ``code`` (a stable string), a message
-can be reworded without breaking anyone.
+Whoever carries them maps them by ``code`` (the gateway to HTTP statuses, the gRPC transport to
+status codes and back), and the worker SDK sees that ``code``. Because callers match on it (a
+stable string from :class:`trine_proto.vocabulary.ErrorCode`), a message can be reworded without
+breaking anyone.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ class TrineError(Exception):
     """Base of every error trine reports to a user or across a transport."""
 
     code: ClassVar[str] = ErrorCode.INTERNAL
-    http_status: ClassVar[int] = 500
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -33,43 +33,36 @@ class TrineError(Exception):
 
 class InvalidArgument(TrineError):
     code = ErrorCode.INVALID_ARGUMENT
-    http_status = 400
 
 
 class UnknownFunction(TrineError):
     code = ErrorCode.UNKNOWN_FUNCTION
-    http_status = 404
 
 
 class PayloadTooLarge(TrineError):
     code = ErrorCode.PAYLOAD_TOO_LARGE
-    http_status = 413
 
 
 class RunNotFound(TrineError):
     code = ErrorCode.RUN_NOT_FOUND
-    http_status = 404
 
 
 class RunFinished(TrineError):
     """The run already reached a final state, so it cannot be changed (cancelled, signalled)."""
 
     code = ErrorCode.RUN_FINISHED
-    http_status = 409
 
 
 class LeaseLost(TrineError):
     """A report carried a lease that is no longer current; it changed nothing."""
 
     code = ErrorCode.LEASE_LOST
-    http_status = 409
 
 
 class Unavailable(TrineError):
     """A peer role cannot be reached right now; retrying later may succeed."""
 
     code = ErrorCode.UNAVAILABLE
-    http_status = 503
 
 
 class ConfigError(TrineError):
