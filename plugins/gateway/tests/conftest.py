@@ -1,4 +1,5 @@
-"""Fixtures: a fake backend, and the real gateway (uvicorn on an ephemeral port) in front of it."""
+"""Fixtures: an in-memory engine (``trine_core.testing.memory``), a worker the test scripts
+(:class:`drive.Driver`), and the real gateway (uvicorn on an ephemeral port) in front of it."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
-from fakes import FakeBackend
+from drive import FUNCTIONS, Clock, Driver
 
 from trine_core import MAX_PAYLOAD_BYTES, Settings
+from trine_core.testing.memory import MemoryEngine
 from trine_gateway import GatewayServer, Lifecycle, create_app
 from trine_gateway.plugin import HTTP_ADDR
 
@@ -26,7 +28,9 @@ class Readiness:
 
 @dataclass
 class Gateway:
-    backend: FakeBackend
+    memory: MemoryEngine
+    drive: Driver
+    clock: Clock
     server: GatewayServer
     lifecycle: Lifecycle
     http: httpx.AsyncClient
@@ -41,8 +45,13 @@ async def start(gateway: Gateway, function: str = "order") -> str:
 
 
 @pytest.fixture
-def backend() -> FakeBackend:
-    return FakeBackend(max_payload_bytes=MAX_PAYLOAD)
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def memory(clock: Clock) -> MemoryEngine:
+    return MemoryEngine(MAX_PAYLOAD, functions=FUNCTIONS, clock=clock)
 
 
 @pytest.fixture
@@ -51,15 +60,17 @@ def keepalive_s() -> float:
 
 
 @pytest.fixture
-async def gateway(backend: FakeBackend, keepalive_s: float) -> AsyncIterator[Gateway]:
+async def gateway(memory: MemoryEngine, clock: Clock, keepalive_s: float) -> AsyncIterator[Gateway]:
     settings = Settings({HTTP_ADDR: "127.0.0.1:0", MAX_PAYLOAD_BYTES: MAX_PAYLOAD})
     lifecycle = Lifecycle()
     readiness = Readiness()
-    app = create_app(backend, settings, readiness, lifecycle=lifecycle, keepalive_s=keepalive_s)
+    app = create_app(
+        memory.backend, settings, readiness, lifecycle=lifecycle, keepalive_s=keepalive_s
+    )
     server = GatewayServer(app, settings[HTTP_ADDR], lifecycle)
     await server.start()
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-            yield Gateway(backend, server, lifecycle, http, readiness)
+            yield Gateway(memory, Driver(memory), clock, server, lifecycle, http, readiness)
     finally:
         await server.stop()

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 
 from conftest import Gateway, start
+from drive import requests, step_completed
 
-from trine_proto.trine.v1 import JournalEntry, RunStatus
+from trine_proto.trine.v1 import GetRunRequest
 
 
 async def test_cancel_then_cancel_again_is_a_conflict(gateway: Gateway) -> None:
@@ -30,10 +31,7 @@ async def test_cancel_with_a_reason(gateway: Gateway) -> None:
 async def running_with_a_step(gateway: Gateway) -> str:
     """A run that took a step on a worker: cancelling it lets the workflow clean up."""
     run_id = await start(gateway)
-    run = gateway.backend.runs[run_id]
-    run.status = RunStatus.RUNNING
-    run.worker_id = "w-1"
-    gateway.backend.journals[run_id].append(JournalEntry(index=0, name="charge", output=b"1"))
+    await gateway.drive.report(run_id, step_completed(0, "charge", 1))  # and it holds the lease
     return run_id
 
 
@@ -48,7 +46,7 @@ async def test_cancel_of_a_running_run_is_requested_with_202(gateway: Gateway) -
     # asked again while it cleans up: the same answer
     again = await gateway.http.post(f"/v1/runs/{run_id}/cancel")
     assert again.status_code == 202, again.text
-    await gateway.backend.cancelled(run_id)
+    await gateway.drive.cancelled(run_id)
     done = (await gateway.http.get(f"/v1/runs/{run_id}")).json()
     assert done["status"] == "cancelled"
     late = await gateway.http.post(f"/v1/runs/{run_id}/cancel")
@@ -61,9 +59,9 @@ async def test_cancel_with_wait_answers_200_once_cancelled(gateway: Gateway) -> 
     cancel = asyncio.create_task(
         gateway.http.post(f"/v1/runs/{run_id}/cancel", params={"wait": 30})
     )
-    await gateway.backend.waiting.wait()
-    assert gateway.backend.runs[run_id].cancel_requested
-    await gateway.backend.cancelled(run_id)
+    await gateway.memory.called("wait_run")
+    assert (await gateway.memory.backend.get_run(GetRunRequest(run_id=run_id))).cancel_requested
+    await gateway.drive.cancelled(run_id)
     response = await cancel
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "cancelled"
@@ -81,4 +79,4 @@ async def test_cancel_with_wait_of_a_run_cancelled_at_once_answers_200(gateway: 
     response = await gateway.http.post(f"/v1/runs/{run_id}/cancel", params={"wait": 5})
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "cancelled"
-    assert not gateway.backend.waiting.is_set()  # final already: no long poll
+    assert requests(gateway.memory, "wait_run") == []  # final already: no long poll

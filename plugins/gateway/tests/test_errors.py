@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import MAX_PAYLOAD, Gateway
+from drive import requests
 
 from trine_core import (
     ConfigError,
@@ -44,7 +45,7 @@ async def test_malformed_json(gateway: Gateway) -> None:
     error(response, 400, "malformed_json")
     cancel = await gateway.http.post(f"{RUN}/cancel", content=b"{nope", headers=JSON)
     error(cancel, 400, "malformed_json")
-    assert gateway.backend.started == []
+    assert requests(gateway.memory, "start_run") == []
 
 
 @pytest.mark.parametrize(
@@ -65,7 +66,7 @@ async def test_wrong_or_missing_fields(gateway: Gateway, body: Any, key: str | N
     if key is not None:
         assert key in problem["message"]
         assert key in str(errors)
-    assert gateway.backend.started == []
+    assert requests(gateway.memory, "start_run") == []
 
 
 @pytest.mark.parametrize("timeout_s", [0, -1, -0.5, 0.0, "soon", "-3", True, [5], {"s": 5}, 1e300])
@@ -75,7 +76,7 @@ async def test_bad_timeout_s(gateway: Gateway, timeout_s: Any) -> None:
     )
     problem = error(response, 400, "invalid_request")
     assert "timeout_s" in problem["message"]
-    assert gateway.backend.started == []
+    assert requests(gateway.memory, "start_run") == []
 
 
 async def test_empty_body_is_invalid(gateway: Gateway) -> None:
@@ -90,7 +91,7 @@ async def test_bad_wait_values(gateway: Gateway, wait: str) -> None:
     )
     problem = error(response, 400, "invalid_request")
     assert "wait" in problem["message"]
-    assert gateway.backend.started == []
+    assert requests(gateway.memory, "start_run") == []
     read = await gateway.http.get(f"{RUN}", params={"wait": wait})
     error(read, 400, "invalid_request")
     cancel = await gateway.http.post(f"{RUN}/cancel", params={"wait": wait})
@@ -100,7 +101,7 @@ async def test_bad_wait_values(gateway: Gateway, wait: str) -> None:
 async def test_unknown_function_lists_the_known_ones(gateway: Gateway) -> None:
     response = await gateway.http.post("/v1/runs", json={"function": "nope", "input": {}})
     problem = error(response, 404, "unknown_function")
-    assert problem["details"] == {"known": ["echo", "order"]}
+    assert problem["details"] == {"function": "nope", "known": ["echo", "order"]}
 
 
 async def test_input_over_the_payload_limit_is_the_engines_call(gateway: Gateway) -> None:
@@ -109,7 +110,7 @@ async def test_input_over_the_payload_limit_is_the_engines_call(gateway: Gateway
         "/v1/runs", json={"function": "order", "input": "x" * (MAX_PAYLOAD + 1)}
     )
     error(response, 413, "payload_too_large")
-    assert len(gateway.backend.started) == 1
+    assert len(requests(gateway.memory, "start_run")) == 1
 
 
 async def test_body_over_the_request_limit_is_refused_before_the_backend(gateway: Gateway) -> None:
@@ -117,7 +118,7 @@ async def test_body_over_the_request_limit_is_refused_before_the_backend(gateway
     response = await gateway.http.post("/v1/runs", json={"function": "order", "input": big})
     problem = error(response, 413, "payload_too_large")
     assert problem["details"] == {"limit": MAX_PAYLOAD + BODY_SLACK_BYTES}
-    assert gateway.backend.started == []
+    assert requests(gateway.memory, "start_run") == []
 
 
 async def test_body_over_the_limit_without_content_length(gateway: Gateway) -> None:
@@ -129,7 +130,7 @@ async def test_body_over_the_limit_without_content_length(gateway: Gateway) -> N
 
     response = await gateway.http.post("/v1/runs", content=chunks(), headers=JSON)
     error(response, 413, "payload_too_large")
-    assert gateway.backend.started == []
+    assert requests(gateway.memory, "start_run") == []
 
 
 async def test_unknown_run(gateway: Gateway) -> None:
@@ -158,7 +159,7 @@ async def test_wrong_method(gateway: Gateway) -> None:
 async def test_unexpected_exception_is_a_bare_500(
     gateway: Gateway, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    gateway.backend.fail_with = RuntimeError("secret internals")
+    gateway.memory.fail_with = RuntimeError("secret internals")
     response = await gateway.http.get("/v1/functions")
     problem = error(response, 500, "internal")
     assert problem == {"code": "internal", "message": "internal error"}
@@ -168,7 +169,7 @@ async def test_unexpected_exception_is_a_bare_500(
 
 
 async def test_backend_errors_keep_their_code_and_status(gateway: Gateway) -> None:
-    gateway.backend.fail_with = Unavailable("engine unreachable", peer="engine")
+    gateway.memory.fail_with = Unavailable("engine unreachable", peer="engine")
     problem = error(await gateway.http.get("/v1/runs"), 503, "unavailable")
     assert problem["message"] == "engine unreachable"
     assert problem["details"] == {"peer": "engine"}

@@ -6,13 +6,28 @@ import asyncio
 
 import pytest
 from conftest import Gateway, start
-from fakes import SseReader, read_sse
+from drive import (
+    T0,
+    emit,
+    requests,
+    run_completed,
+    sleep,
+    start_child,
+    step_completed,
+    step_started,
+    wait_signal,
+)
+from sse_client import SseReader, read_sse
+
+from trine_core import Unavailable
 
 
 async def test_events_are_framed_and_the_stream_ends_after_the_final_one(gateway: Gateway) -> None:
     run_id = await start(gateway)
-    await gateway.backend.emit(run_id, "step.completed", "charge", {"index": 0, "output": 19.99})
-    await gateway.backend.finish(run_id, {"ok": True})
+    gateway.clock.now_ms = T0 + 1
+    await gateway.drive.report(
+        run_id, step_completed(0, "charge", 19.99), run_completed({"ok": True})
+    )
     async with gateway.http.stream("GET", f"/v1/runs/{run_id}/events") as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -31,11 +46,11 @@ async def test_events_are_framed_and_the_stream_ends_after_the_final_one(gateway
         "seq": 2,
         "type": "step.completed",
         "name": "charge",
-        "data": {"index": 0, "output": 19.99},
+        "data": {"index": 0, "attempt": 1, "output": 19.99},
         "at": "2023-11-14T22:13:20.124Z",
     }
-    assert sse.events[0]["data"]["data"] is None
-    assert gateway.backend.open_subscriptions == 0
+    assert sse.events[0]["data"]["data"] == {"function": "order"}
+    assert gateway.memory.open_subscriptions == 0
 
 
 async def test_live_events_follow_then_the_stream_ends(gateway: Gateway) -> None:
@@ -44,10 +59,10 @@ async def test_live_events_follow_then_the_stream_ends(gateway: Gateway) -> None
         reader = SseReader(response)
         first = await reader.read(limit=1)
         assert [e["event"] for e in first.events] == ["run.started"]
-        await gateway.backend.emit(run_id, "custom", "progress", {"pct": 50})
+        await gateway.drive.report(run_id, emit("progress", {"pct": 50}))
         second = await reader.read(limit=1)
         assert second.events[0]["data"]["name"] == "progress"
-        await gateway.backend.finish(run_id, 1)
+        await gateway.drive.complete(run_id, 1)
         rest = await reader.read()
     assert rest.ended
     assert [e["event"] for e in rest.events] == ["run.completed"]
@@ -58,9 +73,9 @@ async def test_resume_with_last_event_id_has_no_gap_and_no_duplicate(
     gateway: Gateway, cut: int
 ) -> None:
     run_id = await start(gateway)
-    for step in ("a", "b"):
-        await gateway.backend.emit(run_id, "step.completed", step)
-    await gateway.backend.finish(run_id, None)
+    for index, step in enumerate(("a", "b")):
+        await gateway.drive.report(run_id, step_completed(index, step, None))
+    await gateway.drive.complete(run_id, None)
     async with gateway.http.stream("GET", f"/v1/runs/{run_id}/events") as response:
         everything = (await read_sse(response)).events
     async with gateway.http.stream("GET", f"/v1/runs/{run_id}/events") as response:
@@ -74,8 +89,8 @@ async def test_resume_with_last_event_id_has_no_gap_and_no_duplicate(
 
 async def test_after_query_and_the_header_wins(gateway: Gateway) -> None:
     run_id = await start(gateway)
-    await gateway.backend.emit(run_id, "step.started", "a")
-    await gateway.backend.finish(run_id, None)
+    await gateway.drive.report(run_id, step_started(0, "a"))
+    await gateway.drive.complete(run_id, None)
     url = f"/v1/runs/{run_id}/events"
     async with gateway.http.stream("GET", url, params={"after": 2}) as response:
         assert [e["id"] for e in (await read_sse(response)).events] == ["3"]
@@ -107,7 +122,7 @@ async def test_unknown_run_is_a_404_before_streaming(gateway: Gateway) -> None:
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("application/json")
     assert response.json()["error"]["code"] == "run_not_found"
-    assert not gateway.backend.subscribed.is_set()
+    assert requests(gateway.memory, "subscribe") == []
 
 
 @pytest.mark.parametrize("keepalive_s", [0.05])
@@ -120,7 +135,7 @@ async def test_idle_stream_sends_keep_alive_comments(gateway: Gateway) -> None:
         sse = await reader.read(until_comment=True)
         assert sse.events == []
         assert sse.comments == ["keep-alive"]
-        await gateway.backend.finish(run_id, None)
+        await gateway.drive.complete(run_id, None)
         rest = await reader.read()
     assert rest.ended
     assert [e["event"] for e in rest.events] == ["run.completed"]
@@ -130,25 +145,22 @@ async def test_client_disconnect_closes_the_subscription(gateway: Gateway) -> No
     run_id = await start(gateway)
     async with gateway.http.stream("GET", f"/v1/runs/{run_id}/events") as response:
         await read_sse(response, limit=1)
-        assert gateway.backend.open_subscriptions == 1
+        assert gateway.memory.open_subscriptions == 1
         pumps = gateway.lifecycle.tasks
         assert len(pumps) == 1
     # leaving the block closes the connection mid-stream
-    await asyncio.wait_for(gateway.backend.subscription_closed.wait(), 10)
+    await gateway.memory.until(lambda: gateway.memory.open_subscriptions == 0, timeout_s=10)
     await asyncio.wait(pumps, timeout=10)
-    assert gateway.backend.open_subscriptions == 0
+    assert gateway.memory.open_subscriptions == 0
     assert gateway.lifecycle.open_tasks == 0
 
 
 async def test_subscription_failure_mid_stream_is_an_error_event(gateway: Gateway) -> None:
-    from trine_core import Unavailable
-
     run_id = await start(gateway)
     async with gateway.http.stream("GET", f"/v1/runs/{run_id}/events") as response:
         reader = SseReader(response)
         await reader.read(limit=1)
-        gateway.backend.fail_subscriptions = Unavailable("engine went away")
-        await gateway.backend.emit(run_id, "custom", "x")
+        gateway.memory.fail_with = Unavailable("engine went away")  # the open subscription too
         sse = await reader.read()
     assert sse.ended
     assert sse.events[-1]["event"] == "stream.error"
@@ -169,9 +181,18 @@ async def test_durable_event_types_pass_through(gateway: Gateway) -> None:
         "run.cancel_requested",
     ]
     run_id = await start(gateway)
-    for type_ in types:
-        await gateway.backend.emit(run_id, type_, "x", {"index": 0})
-    await gateway.backend.cancelled(run_id)
+    drive = gateway.drive
+    await drive.suspend_on(run_id, sleep(0, until_ms=T0 + 10))
+    gateway.clock.now_ms = T0 + 10
+    gateway.memory.fire_timers()
+    await drive.suspend_on(run_id, wait_signal(1, "go", timeout_ms=10))
+    await gateway.http.post(f"/v1/runs/{run_id}/signals/other")  # kept: the run waits for "go"
+    gateway.clock.now_ms = T0 + 20
+    gateway.memory.fire_timers()
+    await drive.suspend_on(run_id, start_child(2, "echo"))
+    await drive.complete(await drive.child_of(run_id, 2), "shipped")
+    await gateway.http.post(f"/v1/runs/{run_id}/cancel")
+    await drive.cancelled(run_id)
     async with gateway.http.stream("GET", f"/v1/runs/{run_id}/events") as response:
         sse = await read_sse(response)
     assert sse.ended

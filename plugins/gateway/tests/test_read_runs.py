@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 
 from conftest import Gateway, start
+from drive import T0, sleep, start_child, wait_signal
 
-from trine_proto.trine.v1 import EntryKind, JournalEntry
+from trine_proto.trine.v1 import ErrorInfo, FunctionSpec
 
 
 async def test_get_run_and_long_poll_until_final(gateway: Gateway) -> None:
@@ -17,8 +18,8 @@ async def test_get_run_and_long_poll_until_final(gateway: Gateway) -> None:
     assert now.json()["id"] == run_id
 
     poll = asyncio.create_task(gateway.http.get(f"/v1/runs/{run_id}", params={"wait": 30}))
-    await gateway.backend.waiting.wait()
-    await gateway.backend.finish(run_id, {"ok": True})
+    await gateway.memory.called("wait_run")
+    await gateway.drive.complete(run_id, {"ok": True})
     response = await poll
     assert response.status_code == 200
     assert response.json()["status"] == "completed"
@@ -34,7 +35,8 @@ async def test_long_poll_that_runs_out_answers_the_run_as_it_is(gateway: Gateway
 
 async def test_failed_run_carries_its_error(gateway: Gateway) -> None:
     run_id = await start(gateway)
-    await gateway.backend.fail(run_id, "card declined")
+    error = ErrorInfo(type="ValueError", message="card declined", traceback="Traceback …")
+    await gateway.drive.fail(run_id, error)
     run = (await gateway.http.get(f"/v1/runs/{run_id}")).json()
     assert run["status"] == "failed"
     assert run["result"] is None
@@ -47,12 +49,14 @@ async def test_failed_run_carries_its_error(gateway: Gateway) -> None:
 
 async def test_a_suspended_run_shows_what_it_waits_for(gateway: Gateway) -> None:
     run_id = await start(gateway)
-    await gateway.backend.suspend(
+    await gateway.drive.register(FunctionSpec(name="ship"))
+    await gateway.drive.suspend_on(
         run_id,
-        JournalEntry(index=0, kind=EntryKind.SLEEP, name="sleep", until_ms=1_700_000_060_000),
-        JournalEntry(index=1, kind=EntryKind.SIGNAL, name="approved", until_ms=1_700_000_120_500),
-        JournalEntry(index=2, kind=EntryKind.CHILD, name="ship", child_run_id="01HCHILD"),
+        sleep(0, until_ms=1_700_000_060_000),
+        wait_signal(1, "approved", timeout_ms=1_700_000_120_500 - T0),
+        start_child(2, "ship"),
     )
+    child_run_id = await gateway.drive.child_of(run_id, 2)
     run = (await gateway.http.get(f"/v1/runs/{run_id}")).json()
     assert run["status"] == "suspended"
     assert run["waiting"] == [
@@ -75,24 +79,24 @@ async def test_a_suspended_run_shows_what_it_waits_for(gateway: Gateway) -> None
             "index": 2,
             "name": "ship",
             "until": None,
-            "child_run_id": "01HCHILD",
+            "child_run_id": child_run_id,
         },
     ]
     entries = (await gateway.http.get(f"/v1/runs/{run_id}/journal")).json()["entries"]
     assert [(e["kind"], e["pending"], e["until"], e["child_run_id"]) for e in entries] == [
         ("sleep", True, "2023-11-14T22:14:20.000Z", None),
         ("signal", True, "2023-11-14T22:15:20.500Z", None),
-        ("child", True, None, "01HCHILD"),
+        ("child", True, None, child_run_id),
     ]
     assert all(e["output"] is None and e["error"] is None for e in entries)
 
 
 async def test_child_run_names_its_parent(gateway: Gateway) -> None:
-    run_id = await start(gateway)
-    gateway.backend.runs[run_id].parent_run_id = "01HPARENT"
-    gateway.backend.runs[run_id].parent_index = 3
+    parent_run_id = await start(gateway)
+    await gateway.drive.suspend_on(parent_run_id, start_child(0, "order"))
+    run_id = await gateway.drive.child_of(parent_run_id, 0)
     run = (await gateway.http.get(f"/v1/runs/{run_id}")).json()
-    assert run["parent_run_id"] == "01HPARENT"
+    assert run["parent_run_id"] == parent_run_id
 
 
 async def test_list_runs_pages_and_filters(gateway: Gateway) -> None:
@@ -101,6 +105,8 @@ async def test_list_runs_pages_and_filters(gateway: Gateway) -> None:
         function = "echo" if i % 2 else "order"
         response = await gateway.http.post("/v1/runs", json={"function": function, "input": i})
         ids.append(response.json()["id"])
+    for i in (1, 3):  # the echo runs end with their input
+        await gateway.drive.complete(ids[i], i)
 
     everything = (await gateway.http.get("/v1/runs")).json()
     assert [r["id"] for r in everything["runs"]] == ids
@@ -131,7 +137,7 @@ async def test_list_runs_refuses_bad_query_values(gateway: Gateway) -> None:
 
 async def test_list_runs_filters_suspended_runs(gateway: Gateway) -> None:
     ids = [await start(gateway) for _ in range(3)]
-    await gateway.backend.suspend(ids[1], JournalEntry(index=0, kind=EntryKind.SIGNAL, name="go"))
+    await gateway.drive.suspend_on(ids[1], wait_signal(0, "go"))
     response = await gateway.http.get("/v1/runs", params={"status": "suspended"})
     assert response.status_code == 200, response.text
     runs = response.json()["runs"]

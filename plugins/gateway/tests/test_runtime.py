@@ -1,14 +1,17 @@
 """The gateway booted by trine's runtime, from its entry point, behind a stand-in engine role
-(an inline plugin serving the fake backend)."""
+(an inline plugin serving an in-memory engine, with a worker of ``echo``)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import ClassVar
 
 import httpx
-from fakes import FakeBackend
+from drive import FUNCTIONS, serve_echo
 
 from trine_core import TARGET, Backend, RoleContext, RoleRegistry, Runtime, Settings, hookimpl
+from trine_core.testing.memory import MemoryEngine
 from trine_gateway import GatewayRole
 from trine_gateway.plugin import HTTP_ADDR
 
@@ -19,14 +22,19 @@ class StandInEngine:
     needs: ClassVar[frozenset[type]] = frozenset()
 
     def __init__(self, settings: Settings) -> None:
-        self.backend = FakeBackend()
+        self.memory = MemoryEngine(functions=FUNCTIONS)
+        self.worker: asyncio.Task[None] | None = None
         self.is_ready = True
 
     async def start(self, context: RoleContext) -> None:
-        context.provide(Backend, self.backend)  # type: ignore[type-abstract]
+        context.provide(Backend, self.memory.backend)
+        self.worker = asyncio.create_task(serve_echo(self.memory))
 
     async def stop(self) -> None:
-        pass
+        if self.worker is not None:
+            self.worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.worker
 
     def ready(self) -> bool:
         return self.is_ready
@@ -50,7 +58,8 @@ async def test_runtime_boots_the_gateway_from_its_entry_point() -> None:
         assert isinstance(engine, StandInEngine)
         assert runtime.ready()
         async with httpx.AsyncClient(base_url=gateway.url) as http:
-            created = await http.post("/v1/runs", json={"function": "echo", "input": 2})
+            body = {"function": "echo", "input": 2}
+            created = await http.post("/v1/runs", params={"wait": 5}, json=body)
             assert created.status_code == 201
             assert created.json()["result"] == 2
             assert (await http.get("/healthz")).status_code == 200

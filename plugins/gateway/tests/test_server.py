@@ -9,10 +9,12 @@ import httpx
 import pytest
 import structlog
 from conftest import Gateway, start
-from fakes import FakeBackend, SseReader
+from drive import FUNCTIONS
+from sse_client import SseReader
 
 from trine_core import Backend, ConfigError, RoleContext, RoleRegistry, Settings
 from trine_core.contracts import Contracts
+from trine_core.testing.memory import MemoryEngine
 from trine_gateway import GatewayRole, GatewayServer, Lifecycle, create_app
 from trine_gateway.plugin import HTTP_ADDR, trine_register_roles
 from trine_gateway.server import bind
@@ -29,7 +31,7 @@ async def test_port_in_use_is_a_config_error() -> None:
     with listening_socket() as blocker:
         port = blocker.getsockname()[1]
         address = f"127.0.0.1:{port}"
-        app = create_app(FakeBackend(), Settings({HTTP_ADDR: address}), lambda: True)
+        app = create_app(MemoryEngine().backend, Settings({HTTP_ADDR: address}), lambda: True)
         server = GatewayServer(app, address, Lifecycle())
         with pytest.raises(ConfigError) as caught:
             await server.start()
@@ -42,7 +44,7 @@ async def test_port_in_use_is_a_config_error() -> None:
 
 @pytest.mark.parametrize("address", ["nonsense", "127.0.0.1:99999"])
 async def test_malformed_address_is_a_config_error(address: str) -> None:
-    app = create_app(FakeBackend(), Settings(), lambda: True)
+    app = create_app(MemoryEngine().backend, Settings(), lambda: True)
     with pytest.raises(ConfigError, match="http_addr"):
         await GatewayServer(app, address, Lifecycle()).start()
 
@@ -50,7 +52,7 @@ async def test_malformed_address_is_a_config_error(address: str) -> None:
 async def test_stop_ends_open_streams_and_long_polls_promptly(gateway: Gateway) -> None:
     run_id = await start(gateway)
     poll = asyncio.create_task(gateway.http.get(f"/v1/runs/{run_id}", params={"wait": 300}))
-    await gateway.backend.waiting.wait()
+    await gateway.memory.called("wait_run")
     async with gateway.http.stream("GET", f"/v1/runs/{run_id}/events") as response:
         reader = SseReader(response)
         await reader.read(limit=1)
@@ -61,7 +63,7 @@ async def test_stop_ends_open_streams_and_long_polls_promptly(gateway: Gateway) 
     assert polled.status_code == 200
     assert polled.json()["status"] == "pending"
     await asyncio.wait_for(stopping, 10)
-    assert gateway.backend.open_subscriptions == 0
+    assert gateway.memory.open_subscriptions == 0
     assert gateway.lifecycle.open_tasks == 0
     assert not gateway.server.serving
     with pytest.raises(httpx.ConnectError):
@@ -105,9 +107,9 @@ async def test_openapi_schema_lists_the_api(gateway: Gateway) -> None:
 
 
 def backend_needs() -> Contracts:
-    """The gateway's one need, wired to a fake backend."""
+    """The gateway's one need, wired to an in-memory engine."""
     needs = Contracts()
-    needs.add(Backend, FakeBackend())  # type: ignore[arg-type]
+    needs.add(Backend, MemoryEngine(functions=FUNCTIONS).backend)
     return needs
 
 

@@ -6,20 +6,26 @@ from typing import Any
 
 import pytest
 from conftest import MAX_PAYLOAD, Gateway, start
-from fakes import SseReader
+from drive import requests, wait_signal
+from sse_client import SseReader, read_sse
 from test_errors import JSON, RUN, error
 
 from trine_gateway.app import BODY_SLACK_BYTES
-from trine_proto.trine.v1 import EntryKind, JournalEntry
+from trine_proto.trine.v1 import SignalRunRequest
 
 
 async def wait_for_signal(gateway: Gateway, run_id: str, name: str, index: int = 0) -> None:
-    await gateway.backend.suspend(
-        run_id,
-        JournalEntry(
-            index=index, kind=EntryKind.SIGNAL, name=name, started_at_ms=1_700_000_000_000
-        ),
-    )
+    await gateway.drive.suspend_on(run_id, wait_signal(index, name))
+
+
+def signals(gateway: Gateway) -> list[SignalRunRequest]:
+    """Every signal the gateway sent the engine."""
+    return requests(gateway.memory, "signal_run")
+
+
+async def event_types(gateway: Gateway, run_id: str) -> list[str]:
+    async with gateway.http.stream("GET", f"/v1/runs/{run_id}/events") as response:
+        return [e["event"] for e in (await read_sse(response)).events]
 
 
 async def test_signal_to_a_waiting_run_is_delivered(gateway: Gateway) -> None:
@@ -40,7 +46,7 @@ async def test_signal_to_a_waiting_run_is_delivered(gateway: Gateway) -> None:
     assert (body["run_id"], body["signal"], body["delivered"]) == (run_id, "approved", True)
     assert body["run"]["id"] == run_id
     assert body["run"]["waiting"] == []
-    (sent,) = gateway.backend.signals
+    (sent,) = signals(gateway)
     assert (sent.run_id, sent.name) == (run_id, "approved")
     assert sent.payload == b'{"by":"ana","amount":19.99}'
 
@@ -64,7 +70,7 @@ async def test_signal_name_may_use_letters_digits_and_some_punctuation(gateway: 
         response = await gateway.http.post(f"/v1/runs/{run_id}/signals/{name}", json=None)
         assert response.status_code == 202, (name, response.text)
         assert response.json()["signal"] == name
-    assert [s.name for s in gateway.backend.signals] == [
+    assert [s.name for s in signals(gateway)] == [
         "a",
         "Order.Approved:v2_final-1",
         "x" * 200,
@@ -92,14 +98,14 @@ async def test_signal_payload_is_any_json_document(
         f"/v1/runs/{run_id}/signals/go", content=body, headers=headers
     )
     assert response.status_code == 202, response.text
-    assert gateway.backend.signals[-1].payload == sent
+    assert signals(gateway)[-1].payload == sent
 
 
 async def test_signal_shows_on_the_event_stream(gateway: Gateway) -> None:
     run_id = await start(gateway)
     await wait_for_signal(gateway, run_id, "go")
     await gateway.http.post(f"/v1/runs/{run_id}/signals/go", json={"n": 1})
-    await gateway.backend.finish(run_id, None)
+    await gateway.drive.complete(run_id, None)
     async with gateway.http.stream("GET", f"/v1/runs/{run_id}/events") as response:
         sse = await SseReader(response).read()
     assert [e["event"] for e in sse.events] == [
@@ -109,7 +115,7 @@ async def test_signal_shows_on_the_event_stream(gateway: Gateway) -> None:
         "run.completed",
     ]
     assert sse.events[2]["data"]["name"] == "go"
-    assert sse.events[2]["data"]["data"] == {"n": 1}
+    assert sse.events[2]["data"]["data"] == {"delivered_to": 0, "payload": {"n": 1}}
 
 
 @pytest.mark.parametrize(
@@ -128,14 +134,14 @@ async def test_bad_signal_name(gateway: Gateway, name: str, problem: str) -> Non
     err = error(response, 400, "invalid_argument")
     assert "signal name" in err["message"]
     assert problem in err["message"]
-    assert gateway.backend.signals == []
+    assert signals(gateway) == []
 
 
 async def test_empty_signal_name_has_no_route(gateway: Gateway) -> None:
     run_id = await start(gateway)
     error(await gateway.http.post(f"/v1/runs/{run_id}/signals/"), 404, "not_found")
     error(await gateway.http.post(f"/v1/runs/{run_id}/signals/a/b"), 404, "not_found")
-    assert gateway.backend.signals == []
+    assert signals(gateway) == []
 
 
 async def test_signal_with_malformed_json(gateway: Gateway) -> None:
@@ -146,7 +152,7 @@ async def test_signal_with_malformed_json(gateway: Gateway) -> None:
         )
         err = error(response, 400, "malformed_json")
         assert "not valid JSON" in err["message"]
-    assert gateway.backend.signals == []
+    assert signals(gateway) == []
 
 
 async def test_signal_to_an_unknown_run(gateway: Gateway) -> None:
@@ -155,10 +161,10 @@ async def test_signal_to_an_unknown_run(gateway: Gateway) -> None:
 
 async def test_signal_to_a_finished_run_is_a_conflict(gateway: Gateway) -> None:
     run_id = await start(gateway)
-    await gateway.backend.finish(run_id, 1)
+    await gateway.drive.complete(run_id, 1)
     err = error(await gateway.http.post(f"/v1/runs/{run_id}/signals/go"), 409, "run_finished")
     assert run_id in err["message"]
-    assert gateway.backend.signals == []
+    assert await event_types(gateway, run_id) == ["run.started", "run.completed"]  # not taken
 
 
 async def test_signal_payload_over_the_limit(gateway: Gateway) -> None:
@@ -171,7 +177,9 @@ async def test_signal_payload_over_the_limit(gateway: Gateway) -> None:
     response = await gateway.http.post(f"/v1/runs/{run_id}/signals/go", json=big)
     problem = error(response, 413, "payload_too_large")
     assert problem["details"] == {"limit": MAX_PAYLOAD + BODY_SLACK_BYTES}
-    assert gateway.backend.signals == []
+    assert len(signals(gateway)) == 1  # only the first reached the engine, which refused it
+    await gateway.drive.complete(run_id, None)
+    assert await event_types(gateway, run_id) == ["run.started", "run.completed"]  # not taken
 
 
 async def test_wrong_method_on_the_signal_route(gateway: Gateway) -> None:

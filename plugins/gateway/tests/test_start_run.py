@@ -6,9 +6,17 @@ import re
 
 import pytest
 from conftest import Gateway
+from drive import echoing, requests
+
+from trine_proto.trine.v1 import StartRunRequest
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 ORDER = {"order_id": "o-1", "items": [{"sku": "A1", "qty": 2}], "amount": 19.99}
+
+
+def started(gateway: Gateway) -> list[StartRunRequest]:
+    """Every start the gateway asked the engine for."""
+    return requests(gateway.memory, "start_run")
 
 
 async def test_start_run_answers_201_with_the_run(gateway: Gateway) -> None:
@@ -48,17 +56,17 @@ async def test_start_run_answers_201_with_the_run(gateway: Gateway) -> None:
     assert run["parent_run_id"] is None
     assert run["deadline"] is None
     assert run["waiting"] == []
-    (started,) = gateway.backend.started
-    assert started.input == b'{"order_id":"o-1","items":[{"sku":"A1","qty":2}],"amount":19.99}'
-    assert started.idempotency_key == ""
-    assert started.timeout_ms == 0
+    (sent,) = started(gateway)
+    assert sent.input == b'{"order_id":"o-1","items":[{"sku":"A1","qty":2}],"amount":19.99}'
+    assert sent.idempotency_key == ""
+    assert sent.timeout_ms == 0
 
 
 async def test_missing_input_is_null(gateway: Gateway) -> None:
     response = await gateway.http.post("/v1/runs", json={"function": "order"})
     assert response.status_code == 201, response.text
     assert response.json()["input"] is None
-    assert gateway.backend.started[0].input == b"null"
+    assert started(gateway)[0].input == b"null"
 
 
 async def test_idempotency_key_answers_the_same_run_with_200(gateway: Gateway) -> None:
@@ -75,9 +83,10 @@ async def test_idempotency_key_answers_the_same_run_with_200(gateway: Gateway) -
 
 
 async def test_wait_returns_the_final_run(gateway: Gateway) -> None:
-    response = await gateway.http.post(
-        "/v1/runs", params={"wait": 5}, json={"function": "echo", "input": {"x": 1}}
-    )
+    async with echoing(gateway.memory):
+        response = await gateway.http.post(
+            "/v1/runs", params={"wait": 5}, json={"function": "echo", "input": {"x": 1}}
+        )
     assert response.status_code == 201, response.text
     run = response.json()
     assert run["status"] == "completed"
@@ -95,7 +104,8 @@ async def test_wait_that_runs_out_answers_202(gateway: Gateway) -> None:
 async def test_wait_with_a_reused_key_of_a_final_run_answers_200(gateway: Gateway) -> None:
     body = {"function": "echo", "input": 1}
     headers = {"Idempotency-Key": "k"}
-    await gateway.http.post("/v1/runs", json=body, headers=headers)
+    first = await gateway.http.post("/v1/runs", json=body, headers=headers)
+    await gateway.drive.complete(first.json()["id"], 1)  # the echo
     again = await gateway.http.post("/v1/runs", params={"wait": 1}, json=body, headers=headers)
     assert again.status_code == 200
     assert again.json()["status"] == "completed"
@@ -106,7 +116,7 @@ async def test_timeout_s_sets_the_runs_deadline(gateway: Gateway) -> None:
         "/v1/runs", json={"function": "order", "input": ORDER, "timeout_s": 1.5}
     )
     assert response.status_code == 201, response.text
-    assert gateway.backend.started[-1].timeout_ms == 1500
+    assert started(gateway)[-1].timeout_ms == 1500
     assert response.json()["deadline"] == "2023-11-14T22:13:21.623Z"  # T0 + 1.5 s
 
 
@@ -120,11 +130,11 @@ async def test_timeout_s_rounds_up_to_milliseconds(
     body = {"function": "order", "timeout_s": timeout_s}
     response = await gateway.http.post("/v1/runs", json=body)
     assert response.status_code == 201, response.text
-    assert gateway.backend.started[-1].timeout_ms == timeout_ms
+    assert started(gateway)[-1].timeout_ms == timeout_ms
 
 
 async def test_null_timeout_s_is_no_deadline(gateway: Gateway) -> None:
     response = await gateway.http.post("/v1/runs", json={"function": "order", "timeout_s": None})
     assert response.status_code == 201, response.text
-    assert gateway.backend.started[-1].timeout_ms == 0
+    assert started(gateway)[-1].timeout_ms == 0
     assert response.json()["deadline"] is None
