@@ -1,5 +1,6 @@
 # make run   — set up .venv if needed, then run trine --target=all on .trine/data
 # make test  — set up .venv if needed, then lint, type-check and run every package's tests
+# make unit  — each member's deptry check and tests in its own .venvs/<member> (M=core: one)
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,7 +8,7 @@ MEMBERS := proto core transports/inproc transports/grpc plugins/engine plugins/c
 STAMP := $(VENV)/.installed
 PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(MEMBERS)) constraints.txt requirements-dev.txt
 
-.PHONY: setup run test lint typecheck unit e2e proto bench bench-peers clean
+.PHONY: setup run test lint typecheck unit envs e2e proto bench bench-peers clean
 
 setup: $(STAMP)
 
@@ -29,9 +30,70 @@ typecheck: setup
 	$(BIN)/mypy -p trine_core -p trine_transport_inproc -p trine_transport_grpc -p trine_engine -p trine_coordinator \
 		-p trine_gateway -p trine
 
-# Each member's tests run from its own folder, as a contributor of that plugin would run them.
-unit: setup
-	set -e; for m in $(MEMBERS); do echo "== $$m"; (cd $$m && $(CURDIR)/$(BIN)/pytest -q); done
+# Each member's tests run in an environment of its own, .venvs/<member path with - for />, holding
+# only that member, what it declares (transitively) and the test tools — as a contributor who works
+# on one plugin alone has it. Siblings come from .venvs/wheels: editable wheels of every member
+# (their code is this checkout's), pinned by .venvs/wheels/constraints.txt, so a trine-* package is
+# installed only when a declared dependency names it. Before its tests, deptry checks that the
+# member declares every package it imports: in src/ as a dependency, in tests/ as a dependency or
+# in the `test` extra. One member: make unit M=plugins/engine.
+VENVS := .venvs
+WHEELS := $(VENVS)/wheels
+M ?= $(MEMBERS)
+UNIT_TOOLS := deptry
+env_of = $(VENVS)/$(subst /,-,$(1))
+dist_of = $(shell sed -n 's/^name = "\(.*\)"$$/\1/p' $(1)/pyproject.toml)
+MEMBER_PYPROJECTS := $(addsuffix /pyproject.toml,$(MEMBERS))
+DEPTRY_SRC := deptry src --optional-dependencies-dev-groups test
+DEPTRY_TESTS := deptry src tests --exclude '(^|/)(\.venv|__pycache__)(/|$$)' \
+	--optional-dependencies-dev-groups test --known-first-party tests --ignore DEP002,DEP004
+
+envs: $(foreach m,$(M),$(call env_of,$(m))/.installed)
+
+# .venvs/tools: a current pip (it installs into the member envs, which have none of their own) and
+# hatchling, which builds the editable wheels.
+TOOLS := $(VENVS)/tools/bin/python
+$(VENVS)/tools/.installed: constraints.txt
+	test -x $(TOOLS) || $(PYTHON) -m venv $(VENVS)/tools
+	$(TOOLS) -m pip install --quiet --disable-pip-version-check -c constraints.txt --upgrade \
+		pip hatchling editables
+	touch $@
+
+# The editable wheels are rebuilt whenever a member's pyproject.toml changes, but SHA256SUMS (which
+# the member envs depend on) changes only when a wheel does: its dependencies or entry points.
+$(WHEELS)/SHA256SUMS: $(WHEELS)/.built ;
+$(WHEELS)/.built: $(MEMBER_PYPROJECTS) $(VENVS)/tools/.installed
+	rm -rf $(WHEELS)/new && mkdir -p $(WHEELS)/new
+	set -e; for m in $(MEMBERS); do \
+		w=$$(cd $$m && $(CURDIR)/$(TOOLS) -c \
+			'import sys; from hatchling.build import build_editable; print(build_editable(sys.argv[1]))' \
+			$(CURDIR)/$(WHEELS)/new); \
+		echo "$$(echo $${w%%-*} | tr _ -) @ file://$(CURDIR)/$(WHEELS)/$$w" \
+			>> $(WHEELS)/new/constraints.txt; \
+	done
+	cd $(WHEELS)/new && sha256sum *.whl constraints.txt > SHA256SUMS
+	if ! cmp -s $(WHEELS)/new/SHA256SUMS $(WHEELS)/SHA256SUMS; then \
+		rm -f $(WHEELS)/*.whl && mv $(WHEELS)/new/* $(WHEELS)/; fi
+	rm -rf $(WHEELS)/new && touch $@
+
+define member_env
+$(call env_of,$(1))/.installed: $(WHEELS)/SHA256SUMS constraints.txt
+	rm -rf $(call env_of,$(1))
+	$(PYTHON) -m venv --without-pip $(call env_of,$(1))
+	$(TOOLS) -m pip --python $(call env_of,$(1))/bin/python install --quiet \
+		--disable-pip-version-check -c constraints.txt -c $(WHEELS)/constraints.txt \
+		'$(call dist_of,$(1))[test]' $(UNIT_TOOLS)
+	touch $$@
+endef
+$(foreach m,$(MEMBERS),$(eval $(call member_env,$(m))))
+
+unit: envs
+	@failed=; for m in $(M); do \
+		echo "== $$m"; bin=$(CURDIR)/$(VENVS)/$$(echo $$m | tr / -)/bin; \
+		(cd $$m && $$bin/$(DEPTRY_SRC) && $$bin/$(DEPTRY_TESTS) && $$bin/pytest -q) \
+			|| failed="$$failed $$m"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "== failed:$$failed"; exit 1; fi; echo "== passed: $(M)"
 
 e2e: setup
 	$(BIN)/pytest -q tests
@@ -63,4 +125,4 @@ bench-peers: setup
 	PYTHONPATH=$(PEERS_HARNESS) PEERS_HOME=$(PEERS_HOME) $(PEERS_HOME)/venv/bin/python bench/peers_table.py
 
 clean:
-	rm -rf $(VENV) .trine
+	rm -rf $(VENV) $(VENVS) .trine
