@@ -191,13 +191,8 @@ class Harness:
     async def released(self, count: int) -> list[str]:
         """The lease ids given back to the engine (sorted), once there are ``count`` of them
         (those :meth:`taken_elsewhere` gave back included)."""
-        calls = 1
-        while True:
-            requests = await self.memory.called("release_leases", calls)
-            leases = sorted(lease for request in requests for lease in request.lease_ids)
-            if len(leases) >= count:
-                return leases
-            calls = len(requests) + 1
+        await self.memory.until(lambda: len(self.released_so_far()) >= count)
+        return sorted(self.released_so_far())
 
     async def renewed(self, count: int = 1) -> None:
         """Until the coordinator renewed leases ``count`` more times from now."""
@@ -208,9 +203,14 @@ class Harness:
         """The lease ends as one nobody renewed does: the engine takes it back and another
         worker takes the run (so it is not dispatched here again). The run's id."""
         await self.memory.dispatcher.release_leases(ReleaseLeasesRequest(lease_ids=[lease_id]))
-        request = TakeWorkRequest(worker_id="w-other", functions=[FUNCTION], max_items=1)
-        [item] = (await self.memory.dispatcher.take_work(request)).items
-        return _ids(item)[0]
+        [(run_id, _)] = await self.taken_by_another_worker(max_items=1)
+        return run_id
+
+    async def taken_by_another_worker(self, max_items: int = 10) -> list[tuple[str, int]]:
+        """What another worker is given now (nothing waits): each run's id and attempt."""
+        request = TakeWorkRequest(worker_id="w-other", functions=[FUNCTION], max_items=max_items)
+        items = (await self.memory.dispatcher.take_work(request)).items
+        return [(_ids(item)[0], item.lease.attempt if item.lease else 0) for item in items]
 
 
 def coordinator_context(settings: Settings, dispatcher: Dispatcher) -> RoleContext:
