@@ -58,7 +58,7 @@ class Backend(Protocol):
         ...
 
     async def wait_run(self, message: WaitRunRequest) -> Run:
-        """The run once it reached a final state, or as it is when ``timeout_ms`` runs out."""
+        """The run once it reached a final state, or as it is when ``wait_ms`` runs out."""
         ...
 
     async def list_runs(self, message: ListRunsRequest) -> ListRunsResponse:

@@ -189,12 +189,10 @@ async def test_list_limit_is_capped(h: Harness) -> None:
 async def test_wait_run_times_out_then_sees_the_final_state(h: Harness) -> None:
     await h.register()
     run = await h.start()
-    timed_out = await h.backend.wait_run(WaitRunRequest(run_id=run.id, timeout_ms=20))
+    timed_out = await h.backend.wait_run(WaitRunRequest(run_id=run.id, wait_ms=20))
     assert timed_out.status == RunStatus.PENDING
 
-    waiter = asyncio.create_task(
-        h.backend.wait_run(WaitRunRequest(run_id=run.id, timeout_ms=10_000))
-    )
+    waiter = asyncio.create_task(h.backend.wait_run(WaitRunRequest(run_id=run.id, wait_ms=10_000)))
     item = await h.take_one()
     await h.report(item, h.finish(b"42"))
     done = await waiter

@@ -104,7 +104,7 @@ async def test_cancel_forced_after_grace_fences_the_worker(h: Harness) -> None:
     await h.report(item, h.completed(0))
     await h.backend.cancel_run(CancelRunRequest(run_id=run.id, reason="stop"))
     h.clock.advance(50)
-    final = await h.backend.wait_run(WaitRunRequest(run_id=run.id, timeout_ms=5_000))
+    final = await h.backend.wait_run(WaitRunRequest(run_id=run.id, wait_ms=5_000))
     assert final.status == RunStatus.CANCELLED
     assert final.worker_id == ""
     assert "grace" in final.error.message

@@ -251,7 +251,7 @@ async def test_run_timeout_fails_the_run_and_fences_its_worker(h: Harness) -> No
     assert run.deadline_ms == run.created_at_ms + 150
     item = await h.take_one()
     h.clock.advance(150)
-    final = await h.backend.wait_run(WaitRunRequest(run_id=run.id, timeout_ms=5_000))
+    final = await h.backend.wait_run(WaitRunRequest(run_id=run.id, wait_ms=5_000))
     assert final.status == RunStatus.FAILED
     assert final.error.type == "RunTimeout"
     with pytest.raises(LeaseLost):

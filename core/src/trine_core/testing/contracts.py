@@ -237,10 +237,10 @@ class BackendContract(_Suite):
 
     async def test_wait_run_answers_at_its_timeout_then_once_final(self, drive: _Driver) -> None:
         run = await drive.start()
-        waited = await drive.backend.wait_run(WaitRunRequest(run_id=run.id, timeout_ms=SHORT_MS))
+        waited = await drive.backend.wait_run(WaitRunRequest(run_id=run.id, wait_ms=SHORT_MS))
         assert waited.status not in FINAL_STATUSES
         waiter = asyncio.ensure_future(
-            drive.backend.wait_run(WaitRunRequest(run_id=run.id, timeout_ms=LONG_MS))
+            drive.backend.wait_run(WaitRunRequest(run_id=run.id, wait_ms=LONG_MS))
         )
         await drive.complete(await drive.take_one(run.id), {"ok": True})
         final = await asyncio.wait_for(waiter, LONG_MS / 1000)

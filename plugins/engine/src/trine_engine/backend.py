@@ -138,11 +138,11 @@ class EngineBackend(Backend):
     async def wait_run(self, message: WaitRunRequest) -> Run:
         self._plog.ensure_open()
         state = await self._durable_view(self._cache.require(message.run_id))
-        if not state.final_durable and message.timeout_ms > 0:
+        if not state.final_durable and message.wait_ms > 0:
             woken = asyncio.Event()
             state.watchers.add(woken)
             try:
-                async with asyncio.timeout(message.timeout_ms / 1000):
+                async with asyncio.timeout(message.wait_ms / 1000):
                     while not state.final_durable and not self._plog.closed:
                         await woken.wait()
                         woken.clear()

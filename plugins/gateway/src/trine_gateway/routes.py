@@ -98,9 +98,9 @@ class Gateway:
         """The run once final, or as it is after ``wait_s`` (or when shutdown begins)."""
         if is_final(run.status):
             return run
-        timeout_ms = max(1, round(wait_s * 1000))
+        wait_ms = max(1, round(wait_s * 1000))
         return await self.lifecycle.until_stopping(
-            self.backend.wait_run(WaitRunRequest(run_id=run.id, timeout_ms=timeout_ms)),
+            self.backend.wait_run(WaitRunRequest(run_id=run.id, wait_ms=wait_ms)),
             lambda: self.backend.get_run(GetRunRequest(run_id=run.id)),
         )
 

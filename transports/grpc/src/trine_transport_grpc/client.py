@@ -140,7 +140,7 @@ class RemoteBackend:
 
     async def wait_run(self, message: WaitRunRequest) -> Run:
         return await self._peer.unary(
-            lambda ch, t: BackendStub(ch).wait_run(message, timeout=t), message.timeout_ms
+            lambda ch, t: BackendStub(ch).wait_run(message, timeout=t), message.wait_ms
         )
 
     async def list_runs(self, message: ListRunsRequest) -> ListRunsResponse:

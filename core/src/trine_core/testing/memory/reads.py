@@ -45,7 +45,7 @@ class Reads(Runs):
         self._record("wait_run", message)
         state = self._require(message.run_id)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(message.timeout_ms / 1000):
+            async with asyncio.timeout(message.wait_ms / 1000):
                 await self._until(lambda: state.final)
         return state.view()
 

@@ -1085,7 +1085,10 @@ default_message_pool.register_message("trine.v1", "Wait", Wait)
 class WaitRunRequest(betterproto2.Message):
     run_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
-    timeout_ms: "int" = betterproto2.field(2, betterproto2.TYPE_UINT32)
+    wait_ms: "int" = betterproto2.field(2, betterproto2.TYPE_UINT32)
+    """
+    long-poll: how long to wait for the run to end (as TakeWorkRequest's)
+    """
 
 
 default_message_pool.register_message("trine.v1", "WaitRunRequest", WaitRunRequest)

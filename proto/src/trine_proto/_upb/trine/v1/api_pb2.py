@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12trine/v1/api.proto\x12\x08trine.v1\"v\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\r\x12\x1b\n\x13initial_interval_ms\x18\x02 \x01(\r\x12\x17\n\x0fmax_interval_ms\x18\x03 \x01(\r\x12\x1b\n\x13\x62\x61\x63koff_coefficient\x18\x04 \x01(\x02\"V\n\x0c\x46unctionSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x05retry\x18\x02 \x01(\x0b\x32\x15.trine.v1.RetryPolicy\x12\x12\n\ntimeout_ms\x18\x03 \x01(\x04\"P\n\tErrorInfo\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\x12\x11\n\tretryable\x18\x04 \x01(\x08\"n\n\x04Wait\x12\r\n\x05index\x18\x01 \x01(\r\x12!\n\x04kind\x18\x02 \x01(\x0e\x32\x13.trine.v1.EntryKind\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08until_ms\x18\x04 \x01(\x04\x12\x14\n\x0c\x63hild_run_id\x18\x05 \x01(\t\"\xd6\x03\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x66unction\x18\x02 \x01(\t\x12#\n\x06status\x18\x03 \x01(\x0e\x32\x13.trine.v1.RunStatus\x12\r\n\x05input\x18\x04 \x01(\x0c\x12\x0e\n\x06result\x18\x05 \x01(\x0c\x12\"\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x13.trine.v1.ErrorInfo\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x08 \x01(\x04\x12\x15\n\rupdated_at_ms\x18\t \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\n \x01(\r\x12\x15\n\rnot_before_ms\x18\x0b \x01(\x04\x12\x16\n\x0ejournal_length\x18\x0c \x01(\r\x12\x16\n\x0elast_event_seq\x18\r \x01(\r\x12\x11\n\tworker_id\x18\x0e \x01(\t\x12\x18\n\x10\x63\x61ncel_requested\x18\x0f \x01(\x08\x12\x1a\n\x12\x63\x61ncel_deadline_ms\x18\x10 \x01(\x04\x12\x15\n\rparent_run_id\x18\x11 \x01(\t\x12\x14\n\x0cparent_index\x18\x12 \x01(\r\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x13 \x01(\x04\x12\x1f\n\x07waiting\x18\x14 \x03(\x0b\x32\x0e.trine.v1.Wait\"\x8e\x02\n\x0cJournalEntry\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0cinput_digest\x18\x03 \x01(\t\x12\x0e\n\x06output\x18\x04 \x01(\x0c\x12\"\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x13.trine.v1.ErrorInfo\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\r\x12\x15\n\rstarted_at_ms\x18\x07 \x01(\x04\x12\x13\n\x0b\x65nded_at_ms\x18\x08 \x01(\x04\x12!\n\x04kind\x18\t \x01(\x0e\x32\x13.trine.v1.EntryKind\x12\x0f\n\x07pending\x18\n \x01(\x08\x12\x10\n\x08until_ms\x18\x0b \x01(\x04\x12\x14\n\x0c\x63hild_run_id\x18\x0c \x01(\t\"]\n\x05\x45vent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\r\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\r\n\x05\x61t_ms\x18\x06 \x01(\x04\"_\n\x0fStartRunRequest\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x01(\x0c\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12\x12\n\ntimeout_ms\x18\x04 \x01(\x04\"?\n\x10StartRunResponse\x12\x1a\n\x03run\x18\x01 \x01(\x0b\x32\r.trine.v1.Run\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"4\n\x0eWaitRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\ntimeout_ms\x18\x02 \x01(\r\"k\n\x0fListRunsRequest\x12#\n\x06status\x18\x01 \x01(\x0e\x32\x13.trine.v1.RunStatus\x12\x10\n\x08\x66unction\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\"H\n\x10ListRunsResponse\x12\x1b\n\x04runs\x18\x01 \x03(\x0b\x32\r.trine.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n\x10SubscribeRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\r\"2\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"A\n\x10SignalRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\"B\n\x11SignalRunResponse\x12\x1a\n\x03run\x18\x01 \x01(\x0b\x32\r.trine.v1.Run\x12\x11\n\tdelivered\x18\x02 \x01(\x08\"#\n\x11GetJournalRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"=\n\x12GetJournalResponse\x12\'\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x16.trine.v1.JournalEntry\"\x16\n\x14ListFunctionsRequest\"B\n\x15ListFunctionsResponse\x12)\n\tfunctions\x18\x01 \x03(\x0b\x32\x16.trine.v1.FunctionSpec*\xbc\x01\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12RUN_STATUS_PENDING\x10\x01\x12\x16\n\x12RUN_STATUS_RUNNING\x10\x02\x12\x18\n\x14RUN_STATUS_SUSPENDED\x10\x03\x12\x18\n\x14RUN_STATUS_COMPLETED\x10\x04\x12\x15\n\x11RUN_STATUS_FAILED\x10\x05\x12\x18\n\x14RUN_STATUS_CANCELLED\x10\x06*z\n\tEntryKind\x12\x13\n\x0f\x45NTRY_KIND_STEP\x10\x00\x12\x14\n\x10\x45NTRY_KIND_SLEEP\x10\x01\x12\x15\n\x11\x45NTRY_KIND_SIGNAL\x10\x02\x12\x14\n\x10\x45NTRY_KIND_CHILD\x10\x03\x12\x15\n\x11\x45NTRY_KIND_CANCEL\x10\x04\x32\xca\x04\n\x07\x42\x61\x63kend\x12\x41\n\x08StartRun\x12\x19.trine.v1.StartRunRequest\x1a\x1a.trine.v1.StartRunResponse\x12\x30\n\x06GetRun\x12\x17.trine.v1.GetRunRequest\x1a\r.trine.v1.Run\x12\x32\n\x07WaitRun\x12\x18.trine.v1.WaitRunRequest\x1a\r.trine.v1.Run\x12\x41\n\x08ListRuns\x12\x19.trine.v1.ListRunsRequest\x1a\x1a.trine.v1.ListRunsResponse\x12:\n\tSubscribe\x12\x1a.trine.v1.SubscribeRequest\x1a\x0f.trine.v1.Event0\x01\x12\x36\n\tCancelRun\x12\x1a.trine.v1.CancelRunRequest\x1a\r.trine.v1.Run\x12\x44\n\tSignalRun\x12\x1a.trine.v1.SignalRunRequest\x1a\x1b.trine.v1.SignalRunResponse\x12G\n\nGetJournal\x12\x1b.trine.v1.GetJournalRequest\x1a\x1c.trine.v1.GetJournalResponse\x12P\n\rListFunctions\x12\x1e.trine.v1.ListFunctionsRequest\x1a\x1f.trine.v1.ListFunctionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12trine/v1/api.proto\x12\x08trine.v1\"v\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\r\x12\x1b\n\x13initial_interval_ms\x18\x02 \x01(\r\x12\x17\n\x0fmax_interval_ms\x18\x03 \x01(\r\x12\x1b\n\x13\x62\x61\x63koff_coefficient\x18\x04 \x01(\x02\"V\n\x0c\x46unctionSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x05retry\x18\x02 \x01(\x0b\x32\x15.trine.v1.RetryPolicy\x12\x12\n\ntimeout_ms\x18\x03 \x01(\x04\"P\n\tErrorInfo\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\x12\x11\n\tretryable\x18\x04 \x01(\x08\"n\n\x04Wait\x12\r\n\x05index\x18\x01 \x01(\r\x12!\n\x04kind\x18\x02 \x01(\x0e\x32\x13.trine.v1.EntryKind\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08until_ms\x18\x04 \x01(\x04\x12\x14\n\x0c\x63hild_run_id\x18\x05 \x01(\t\"\xd6\x03\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x66unction\x18\x02 \x01(\t\x12#\n\x06status\x18\x03 \x01(\x0e\x32\x13.trine.v1.RunStatus\x12\r\n\x05input\x18\x04 \x01(\x0c\x12\x0e\n\x06result\x18\x05 \x01(\x0c\x12\"\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x13.trine.v1.ErrorInfo\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x08 \x01(\x04\x12\x15\n\rupdated_at_ms\x18\t \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\n \x01(\r\x12\x15\n\rnot_before_ms\x18\x0b \x01(\x04\x12\x16\n\x0ejournal_length\x18\x0c \x01(\r\x12\x16\n\x0elast_event_seq\x18\r \x01(\r\x12\x11\n\tworker_id\x18\x0e \x01(\t\x12\x18\n\x10\x63\x61ncel_requested\x18\x0f \x01(\x08\x12\x1a\n\x12\x63\x61ncel_deadline_ms\x18\x10 \x01(\x04\x12\x15\n\rparent_run_id\x18\x11 \x01(\t\x12\x14\n\x0cparent_index\x18\x12 \x01(\r\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x13 \x01(\x04\x12\x1f\n\x07waiting\x18\x14 \x03(\x0b\x32\x0e.trine.v1.Wait\"\x8e\x02\n\x0cJournalEntry\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0cinput_digest\x18\x03 \x01(\t\x12\x0e\n\x06output\x18\x04 \x01(\x0c\x12\"\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x13.trine.v1.ErrorInfo\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\r\x12\x15\n\rstarted_at_ms\x18\x07 \x01(\x04\x12\x13\n\x0b\x65nded_at_ms\x18\x08 \x01(\x04\x12!\n\x04kind\x18\t \x01(\x0e\x32\x13.trine.v1.EntryKind\x12\x0f\n\x07pending\x18\n \x01(\x08\x12\x10\n\x08until_ms\x18\x0b \x01(\x04\x12\x14\n\x0c\x63hild_run_id\x18\x0c \x01(\t\"]\n\x05\x45vent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\r\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\r\n\x05\x61t_ms\x18\x06 \x01(\x04\"_\n\x0fStartRunRequest\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x01(\x0c\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12\x12\n\ntimeout_ms\x18\x04 \x01(\x04\"?\n\x10StartRunResponse\x12\x1a\n\x03run\x18\x01 \x01(\x0b\x32\r.trine.v1.Run\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"1\n\x0eWaitRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"k\n\x0fListRunsRequest\x12#\n\x06status\x18\x01 \x01(\x0e\x32\x13.trine.v1.RunStatus\x12\x10\n\x08\x66unction\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\"H\n\x10ListRunsResponse\x12\x1b\n\x04runs\x18\x01 \x03(\x0b\x32\r.trine.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n\x10SubscribeRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\r\"2\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"A\n\x10SignalRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\"B\n\x11SignalRunResponse\x12\x1a\n\x03run\x18\x01 \x01(\x0b\x32\r.trine.v1.Run\x12\x11\n\tdelivered\x18\x02 \x01(\x08\"#\n\x11GetJournalRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"=\n\x12GetJournalResponse\x12\'\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x16.trine.v1.JournalEntry\"\x16\n\x14ListFunctionsRequest\"B\n\x15ListFunctionsResponse\x12)\n\tfunctions\x18\x01 \x03(\x0b\x32\x16.trine.v1.FunctionSpec*\xbc\x01\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12RUN_STATUS_PENDING\x10\x01\x12\x16\n\x12RUN_STATUS_RUNNING\x10\x02\x12\x18\n\x14RUN_STATUS_SUSPENDED\x10\x03\x12\x18\n\x14RUN_STATUS_COMPLETED\x10\x04\x12\x15\n\x11RUN_STATUS_FAILED\x10\x05\x12\x18\n\x14RUN_STATUS_CANCELLED\x10\x06*z\n\tEntryKind\x12\x13\n\x0f\x45NTRY_KIND_STEP\x10\x00\x12\x14\n\x10\x45NTRY_KIND_SLEEP\x10\x01\x12\x15\n\x11\x45NTRY_KIND_SIGNAL\x10\x02\x12\x14\n\x10\x45NTRY_KIND_CHILD\x10\x03\x12\x15\n\x11\x45NTRY_KIND_CANCEL\x10\x04\x32\xca\x04\n\x07\x42\x61\x63kend\x12\x41\n\x08StartRun\x12\x19.trine.v1.StartRunRequest\x1a\x1a.trine.v1.StartRunResponse\x12\x30\n\x06GetRun\x12\x17.trine.v1.GetRunRequest\x1a\r.trine.v1.Run\x12\x32\n\x07WaitRun\x12\x18.trine.v1.WaitRunRequest\x1a\r.trine.v1.Run\x12\x41\n\x08ListRuns\x12\x19.trine.v1.ListRunsRequest\x1a\x1a.trine.v1.ListRunsResponse\x12:\n\tSubscribe\x12\x1a.trine.v1.SubscribeRequest\x1a\x0f.trine.v1.Event0\x01\x12\x36\n\tCancelRun\x12\x1a.trine.v1.CancelRunRequest\x1a\r.trine.v1.Run\x12\x44\n\tSignalRun\x12\x1a.trine.v1.SignalRunRequest\x1a\x1b.trine.v1.SignalRunResponse\x12G\n\nGetJournal\x12\x1b.trine.v1.GetJournalRequest\x1a\x1c.trine.v1.GetJournalResponse\x12P\n\rListFunctions\x12\x1e.trine.v1.ListFunctionsRequest\x1a\x1f.trine.v1.ListFunctionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trine.v1.api_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RUNSTATUS']._serialized_start=2142
-  _globals['_RUNSTATUS']._serialized_end=2330
-  _globals['_ENTRYKIND']._serialized_start=2332
-  _globals['_ENTRYKIND']._serialized_end=2454
+  _globals['_RUNSTATUS']._serialized_start=2139
+  _globals['_RUNSTATUS']._serialized_end=2327
+  _globals['_ENTRYKIND']._serialized_start=2329
+  _globals['_ENTRYKIND']._serialized_end=2451
   _globals['_RETRYPOLICY']._serialized_start=32
   _globals['_RETRYPOLICY']._serialized_end=150
   _globals['_FUNCTIONSPEC']._serialized_start=152
@@ -56,27 +56,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETRUNREQUEST']._serialized_start=1437
   _globals['_GETRUNREQUEST']._serialized_end=1468
   _globals['_WAITRUNREQUEST']._serialized_start=1470
-  _globals['_WAITRUNREQUEST']._serialized_end=1522
-  _globals['_LISTRUNSREQUEST']._serialized_start=1524
-  _globals['_LISTRUNSREQUEST']._serialized_end=1631
-  _globals['_LISTRUNSRESPONSE']._serialized_start=1633
-  _globals['_LISTRUNSRESPONSE']._serialized_end=1705
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=1707
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=1760
-  _globals['_CANCELRUNREQUEST']._serialized_start=1762
-  _globals['_CANCELRUNREQUEST']._serialized_end=1812
-  _globals['_SIGNALRUNREQUEST']._serialized_start=1814
-  _globals['_SIGNALRUNREQUEST']._serialized_end=1879
-  _globals['_SIGNALRUNRESPONSE']._serialized_start=1881
-  _globals['_SIGNALRUNRESPONSE']._serialized_end=1947
-  _globals['_GETJOURNALREQUEST']._serialized_start=1949
-  _globals['_GETJOURNALREQUEST']._serialized_end=1984
-  _globals['_GETJOURNALRESPONSE']._serialized_start=1986
-  _globals['_GETJOURNALRESPONSE']._serialized_end=2047
-  _globals['_LISTFUNCTIONSREQUEST']._serialized_start=2049
-  _globals['_LISTFUNCTIONSREQUEST']._serialized_end=2071
-  _globals['_LISTFUNCTIONSRESPONSE']._serialized_start=2073
-  _globals['_LISTFUNCTIONSRESPONSE']._serialized_end=2139
-  _globals['_BACKEND']._serialized_start=2457
-  _globals['_BACKEND']._serialized_end=3043
+  _globals['_WAITRUNREQUEST']._serialized_end=1519
+  _globals['_LISTRUNSREQUEST']._serialized_start=1521
+  _globals['_LISTRUNSREQUEST']._serialized_end=1628
+  _globals['_LISTRUNSRESPONSE']._serialized_start=1630
+  _globals['_LISTRUNSRESPONSE']._serialized_end=1702
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=1704
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=1757
+  _globals['_CANCELRUNREQUEST']._serialized_start=1759
+  _globals['_CANCELRUNREQUEST']._serialized_end=1809
+  _globals['_SIGNALRUNREQUEST']._serialized_start=1811
+  _globals['_SIGNALRUNREQUEST']._serialized_end=1876
+  _globals['_SIGNALRUNRESPONSE']._serialized_start=1878
+  _globals['_SIGNALRUNRESPONSE']._serialized_end=1944
+  _globals['_GETJOURNALREQUEST']._serialized_start=1946
+  _globals['_GETJOURNALREQUEST']._serialized_end=1981
+  _globals['_GETJOURNALRESPONSE']._serialized_start=1983
+  _globals['_GETJOURNALRESPONSE']._serialized_end=2044
+  _globals['_LISTFUNCTIONSREQUEST']._serialized_start=2046
+  _globals['_LISTFUNCTIONSREQUEST']._serialized_end=2068
+  _globals['_LISTFUNCTIONSRESPONSE']._serialized_start=2070
+  _globals['_LISTFUNCTIONSRESPONSE']._serialized_end=2136
+  _globals['_BACKEND']._serialized_start=2454
+  _globals['_BACKEND']._serialized_end=3040
 # @@protoc_insertion_point(module_scope)
