@@ -11,8 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-mypy_api = pytest.importorskip("mypy.api")
+from mypy import api as mypy_api
 
 RIGHT = """
 from trine_core import Backend, RoleContext
