@@ -27,7 +27,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 typecheck: setup
-	$(BIN)/mypy -p trine_core -p trine_transport_inproc -p trine_transport_grpc -p trine_engine -p trine_coordinator \
+	$(BIN)/mypy -p trine_proto -p trine_core -p trine_transport_inproc -p trine_transport_grpc -p trine_engine -p trine_coordinator \
 		-p trine_gateway -p trine
 
 # Each member's tests run in an environment of its own, .venvs/<member path with - for />, holding
