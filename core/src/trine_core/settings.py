@@ -155,15 +155,6 @@ class Settings:
         value: T = self._values.get(setting, setting.default)
         return value
 
-    def replace(
-        self, values: Mapping[Setting[Any], Any], connect: Mapping[str, str] | None = None
-    ) -> Settings:
-        return Settings({**self._values, **values}, self.connect if connect is None else connect)
-
-    def explicit(self) -> dict[str, Any]:
-        """The values set by a flag, a variable or the file, by key (for the boot log line)."""
-        return {setting.key: value for setting, value in self._values.items()}
-
 
 def read_settings(
     registry: SettingsRegistry,
