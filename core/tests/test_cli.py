@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import Install
 
-from trine_core import ConfigError, Setting, SettingsRegistry, hookimpl
+from trine_core import LOG_LEVEL, ConfigError, Setting, SettingsRegistry, hookimpl
 from trine_core.cli import load, parser
 
 COLOUR = Setting("colour", "blue", "the colour of things", section="paint")
@@ -74,3 +75,14 @@ def test_an_unknown_observer_plugin_is_one_line() -> None:
     assert out.returncode == 2
     assert "unknown plugin 'nosuchplugin'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_flag_of_a_plugin_that_failed_to_import_names_the_failure(install: Install) -> None:
+    install("broken_paint", "trine.roles", "paint", "raise ImportError('no paint here')\n")
+    with pytest.raises(ConfigError, match=r"unrecognized arguments: --paint-colour.*no paint"):
+        load(["--paint-colour", "red"], env={})
+
+
+def test_log_level_is_case_insensitive() -> None:
+    settings, _ = load([], env={"TRINE_LOG_LEVEL": "WARNING"})
+    assert settings[LOG_LEVEL] == "warning"

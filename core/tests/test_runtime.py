@@ -9,7 +9,7 @@ from conftest import Install
 from roles import Consumer, Greeter, Hello, InlineRoles, Provider, events
 
 from trine_core import TARGET, ConfigError, RoleContext, RoleRegistry, Runtime, Settings, hookimpl
-from trine_core.runtime import role_names, start_order
+from trine_core.runtime import role_names, runs_all, start_order
 
 
 def target(value: str, **connect: str) -> Settings:
@@ -165,3 +165,28 @@ async def test_an_installed_role_that_fails_to_import_matters_only_when_selected
         match=r"role plugin 'broken' from broken_role 1.0 failed to import: ImportError: no rocks",
     ):
         await runtime.start()
+
+
+async def test_all_names_an_installed_role_that_failed_to_import(install: Install) -> None:
+    install("broken_role", "trine.roles", "broken", "raise ImportError('no rocks here')\n")
+    runtime = Runtime(target("all"), extra_plugins=(InlineRoles(),))
+    with pytest.raises(ConfigError, match=r"role plugin 'broken' from broken_role 1\.0"):
+        await runtime.start()
+
+
+async def test_an_observer_failing_at_stop_does_not_stop_the_shutdown() -> None:
+    class Failing:
+        @hookimpl
+        def trine_role_stopped(self, name: str, role: Any) -> None:
+            raise RuntimeError("observer broke")
+
+    runtime = Runtime(target("consumer,provider"), extra_plugins=(InlineRoles(), Failing()))
+    await runtime.start()
+    await runtime.stop()
+    assert events[-2:] == ["stop consumer", "stop provider"]
+
+
+def test_runs_all() -> None:
+    assert runs_all("all")
+    assert runs_all("all, myrole")
+    assert not runs_all("engine,coordinator,gateway")

@@ -13,8 +13,9 @@ import signal
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import NoReturn
 
-from trine_core.errors import TrineError
+from trine_core.errors import ConfigError, TrineError
 from trine_core.logging import configure_logging
 from trine_core.plugins import PluginSet
 from trine_core.runtime import Runtime
@@ -35,9 +36,20 @@ DESCRIPTION = (
 )
 
 
-def parser(registry: SettingsRegistry) -> argparse.ArgumentParser:
+class _Parser(argparse.ArgumentParser):
+    """Errors are one line, like every boot error, and name the plugins that failed to import
+    (their flags are then unknown, which would otherwise be all the operator sees)."""
+
+    failures: tuple[str, ...] = ()
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(_with_failures(message, self.failures))
+
+
+def parser(registry: SettingsRegistry, failures: tuple[str, ...] = ()) -> argparse.ArgumentParser:
     """The full command line: core's flags, then one per setting, grouped by plugin."""
-    p = argparse.ArgumentParser(prog="trine", description=DESCRIPTION)
+    p = _Parser(prog="trine", description=DESCRIPTION)
+    p.failures = failures
     p.add_argument("--config", type=Path, help="a TOML config file (env: TRINE_CONFIG)")
     p.add_argument(
         "--connect",
@@ -81,10 +93,18 @@ def load(
         core, {PLUGINS.key: getattr(known, PLUGINS.key)}, env, config, strict=False
     )
     plugins = PluginSet.load(extra_plugins, observers[PLUGINS])
-    args = parser(plugins.settings).parse_args(argv)
+    failures = tuple(plugins.failures.values())
+    args = parser(plugins.settings, failures).parse_args(argv)
     flags = {key: value for key, value in vars(args).items() if key not in ("config", CONNECT)}
     flags[CONNECT] = dict(_pair(item) for item in args.connect or [])
-    return read_settings(plugins.settings, flags, env, config), plugins
+    try:
+        return read_settings(plugins.settings, flags, env, config), plugins
+    except ConfigError as exc:
+        raise ConfigError(_with_failures(exc.message, failures)) from None
+
+
+def _with_failures(message: str, failures: tuple[str, ...]) -> str:
+    return "; ".join((message, *failures))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

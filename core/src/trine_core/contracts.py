@@ -9,7 +9,7 @@ name in snake case: ``Backend`` → ``backend``, ``WorkerRegistry`` → ``worker
 from __future__ import annotations
 
 import re
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 from trine_core.errors import ConfigError
 
@@ -40,6 +40,3 @@ class Contracts:
 
     def __contains__(self, contract: object) -> bool:
         return contract in self._items
-
-    def items(self) -> list[tuple[type[Any], object]]:
-        return list(self._items.items())

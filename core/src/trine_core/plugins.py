@@ -62,6 +62,10 @@ class PluginSet:
         plugins._load_observers(observers)
         return plugins
 
+    def failed(self, group: str) -> list[str]:
+        """Names of the plugins of ``group`` that failed to import."""
+        return [name for g, name in self.failures if g == group]
+
     def require(self, group: str, name: str) -> None:
         """Raise the import failure of a plugin this boot needs, if it had one."""
         failure = self.failures.get((group, name))
@@ -101,7 +105,7 @@ class PluginSet:
         try:
             self.manager.register(plugin, name=name)
             self.manager.check_pending()
-        except pluggy.PluginValidationError as exc:
+        except (pluggy.PluginValidationError, ValueError) as exc:  # ValueError: registered twice
             raise ConfigError(f"plugin {owner}: {exc}") from None
         others = [p for p in self.manager.get_plugins() if p is not plugin]
         for registry, hook in (

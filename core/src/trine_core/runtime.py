@@ -23,7 +23,7 @@ from trine_core.roles import Role, RoleContext, Transport
 from trine_core.settings import PLUGINS, TARGET, Settings
 
 LOCAL = "local"
-"""How the boot log shows a need wired to a role of the same process."""
+"""How the boot log shows a need wired to a role of the same process (no address)."""
 
 
 def role_names(target: str, known: Sequence[str]) -> list[str]:
@@ -34,6 +34,11 @@ def role_names(target: str, known: Sequence[str]) -> list[str]:
     if ALL in names:
         names = [n for n in names if n != ALL] + [n for n in known if n not in names]
     return list(dict.fromkeys(names))
+
+
+def runs_all(target: str) -> bool:
+    """Whether the target asks for every role (``all``, maybe with inline ones besides)."""
+    return ALL in (part.strip() for part in target.split(","))
 
 
 def start_order(roles: dict[str, Role]) -> list[str]:
@@ -82,7 +87,11 @@ class Runtime:
 
     async def _start(self) -> None:
         plugins = self.plugins = self.plugins or PluginSet.load(self._extra, self.settings[PLUGINS])
-        names = role_names(self.settings[TARGET], plugins.roles.names())
+        target = self.settings[TARGET]
+        if runs_all(target):  # every installed role: a broken one must say so
+            for failed in plugins.failed(ROLES_GROUP):
+                plugins.require(ROLES_GROUP, failed)
+        names = role_names(target, plugins.roles.names())
         for name in names:
             plugins.require(ROLES_GROUP, name)
             factory = plugins.roles.get(name)
@@ -93,7 +102,7 @@ class Runtime:
         order = start_order(self.roles)
         self.roles = {name: self.roles[name] for name in order}
         served = {contract for role in self.roles.values() for contract in role.serves}
-        dialled = {
+        dialled: dict[tuple[str, type], str | None] = {
             (name, contract): self._dial_address(contract, served)
             for name, role in self.roles.items()
             for contract in role.needs
@@ -104,7 +113,7 @@ class Runtime:
             needs = Contracts()
             for contract in sorted(role.needs, key=contract_name):
                 address = dialled[(name, contract)]
-                if address == LOCAL:
+                if address is None:
                     needs.add(contract, provided.get(contract))
                 else:
                     transport = await self._transport(address)
@@ -127,17 +136,18 @@ class Runtime:
         self.log.info(
             "trine started",
             roles=list(self.roles),
-            wiring={f"{r}.{contract_name(c)}": a for (r, c), a in dialled.items()},
+            wiring={f"{r}.{contract_name(c)}": a or LOCAL for (r, c), a in dialled.items()},
             serving={contract_name(c): a for c, a in exposed.items() if a},
         )
 
-    def _dial_address(self, contract: type, served: set[type]) -> str:
+    def _dial_address(self, contract: type, served: set[type]) -> str | None:
+        """Where a need is dialled; None: the local provider's own object."""
         name = contract_name(contract)
         address = self.settings.connect.get(name)
         if address:
             return address
         if contract in served:
-            return LOCAL
+            return None
         assert self.plugins is not None
         found = self.plugins.manager.hook.trine_contract_address(
             contract=contract, settings=self.settings
@@ -154,7 +164,7 @@ class Runtime:
         configured = self.settings.connect.get(contract_name(contract))
         if configured:
             addresses.append(configured)
-        if ALL not in role_names(self.settings[TARGET], ()):
+        if not runs_all(self.settings[TARGET]):
             assert self.plugins is not None
             public = self.plugins.manager.hook.trine_contract_address(
                 contract=contract, settings=self.settings
@@ -182,7 +192,9 @@ class Runtime:
         return bool(self._started) and all(self.roles[name].ready() for name in self._started)
 
     async def stop(self) -> None:
-        hook = self.plugins.manager.hook if self.plugins is not None else None
+        """Stop every started role in reverse order, then close the transports. A role or an
+        observer that fails here is logged and the rest still stop (the engine's database lock
+        must be released whatever an observer does)."""
         had_roles = bool(self._started)
         while self._started:
             name = self._started.pop()
@@ -191,13 +203,20 @@ class Runtime:
                 await role.stop()
             except Exception:
                 self.log.exception("role failed to stop cleanly", role=name)
-            if hook is not None:
-                hook.trine_role_stopped(name=name, role=role)
+            self._observe("trine_role_stopped", name=name, role=role)
         for transport in self._transports.values():
             await transport.close()
         self._transports.clear()
-        if hook is not None and had_roles:
-            hook.trine_runtime_stopped(settings=self.settings)
+        if had_roles:
+            self._observe("trine_runtime_stopped", settings=self.settings)
+
+    def _observe(self, hook: str, **kwargs: object) -> None:
+        if self.plugins is None:
+            return
+        try:
+            getattr(self.plugins.manager.hook, hook)(**kwargs)
+        except Exception:
+            self.log.exception("an observer failed", hook=hook)
 
     async def run_until(self, stop: asyncio.Event) -> None:
         """Start, wait for ``stop``, stop."""

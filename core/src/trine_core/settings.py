@@ -31,6 +31,8 @@ T = TypeVar("T")
 V = TypeVar("V", covariant=True)
 ENV_PREFIX = "TRINE_"
 CONNECT = "connect"
+RESERVED = frozenset({CONNECT, "config", "help"})
+"""Names of core's own flags and tables, which no setting may take."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -68,6 +70,8 @@ class Setting(Generic[V]):
         if parsed is _INVALID:
             kind = type(self.default).__name__
             raise ConfigError(f"{origin}: expected {kind}, got {value!r}")
+        if self.choices and isinstance(parsed, str):
+            parsed = parsed.lower()  # TRINE_LOG_LEVEL=INFO means info
         if self.choices and parsed not in self.choices:
             allowed = ", ".join(map(str, self.choices))
             raise ConfigError(f"{origin}: expected one of {allowed}, got {value!r}")
@@ -114,12 +118,23 @@ class SettingsRegistry:
 
     def add(self, *settings: Setting[Any]) -> None:
         for setting in settings:
-            if setting.section == CONNECT:
-                raise ConfigError(f"setting {setting.key}: [{CONNECT}] is core's table")
-            owner = self._owners.get(setting.key)
-            if owner is not None and self._by_key[setting.key] is not setting:
+            if setting.section == CONNECT or setting.key in RESERVED:
+                raise ConfigError(f"setting {setting.key!r}: that name is core's own")
+            if self._by_key.get(setting.key) is setting:
+                continue
+            # Two keys can spell one variable or flag ("engine_addr" and "[engine] addr").
+            clash = next(
+                (
+                    s
+                    for s in self._by_key.values()
+                    if setting.env == s.env or setting.flag == s.flag
+                ),
+                None,
+            )
+            if clash is not None:
                 raise ConfigError(
-                    f"setting {setting.key!r} is declared twice: by {owner} and by "
+                    f"setting {setting.key!r} ({setting.env}, {setting.flag}) is declared twice: "
+                    f"by {self._owners[clash.key]} (as {clash.key!r}) and by "
                     f"{self.current_plugin or 'another plugin'}"
                 )
             self._by_key[setting.key] = setting
