@@ -1,5 +1,5 @@
 """Does rocksdict's synced ``Rdict.write`` release the GIL? (Decides whether the partition log
-writes inline or in a thread; see ``trine_engine.partition_log``.)
+writes inline or in a thread; see ``trine_engine.storage.partition_log``.)
 
 Runs the write in a worker thread while an asyncio task ticks on the event loop, and counts the
 ticks that happen *inside* the write. A write that releases the GIL lets the loop tick hundreds of

@@ -3,7 +3,7 @@
 Plugin authors import from here and nothing else of trine's runtime.
 """
 
-from trine_core.contracts import contract_name
+from trine_core.contracts import Contracts, contract_name
 from trine_core.errors import (
     ConfigError,
     InvalidArgument,
@@ -47,6 +47,7 @@ __all__ = [
     "TARGET",
     "Backend",
     "ConfigError",
+    "Contracts",
     "Dispatcher",
     "InvalidArgument",
     "LeaseLost",

@@ -1,10 +1,11 @@
 """The two contracts between roles: ``Backend`` (gateway → engine) and ``Dispatcher``
 (coordinator → engine).
 
-Both take and return the messages generated from ``proto/``. A transport either hands the engine's
-own object to the caller (in-process: nothing is serialized) or serves it over the network and
-gives the caller a client with these very methods. Method names and signatures match the generated
-gRPC stubs, so a remote client is the stub plus error mapping.
+Both take and return the messages generated from ``proto/``. A role in the same process as the
+engine gets the engine's own objects (nothing is serialized); across processes a transport serves
+them and gives the caller a client with these very methods. Method names and signatures match the
+generated gRPC stubs, so a remote client is the stub plus error mapping. Roles ask for them by
+class (``context.need(Backend)``).
 
 Every method may raise a :class:`trine_core.errors.TrineError`; transports carry it unchanged.
 """

@@ -7,7 +7,7 @@ tests. Subclass the suite in a test module and give it a ``subject`` fixture::
     from trine_core.testing.contracts import BackendContract, ContractSubject, DispatcherContract
 
     class TestMyTransport(BackendContract, DispatcherContract):
-        @pytest.fixture
+        @pytest_asyncio.fixture  # or @pytest.fixture with asyncio_mode = "auto"
         async def subject(self) -> AsyncIterator[ContractSubject]:
             ...  # serve an implementation through your transport, connect, and
             yield ContractSubject(backend=client_backend, dispatcher=client_dispatcher)

@@ -1,7 +1,7 @@
 """The engine's time: every timestamp it writes into a record and every timer it sets.
 
 Injected (``Engine.open(config, clock=…)``) so a test moves time instead of waiting for it. A
-caller's own waits (``take_work``'s ``wait_ms``, ``wait_run``'s ``timeout_ms``) are not the
+caller's own waits (the ``wait_ms`` of ``take_work`` and ``wait_run``) are not the
 engine's time: they bound how long a call blocks, and run on the event loop's clock.
 """
 
