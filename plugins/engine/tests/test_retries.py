@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from trine_core import LeaseLost
-from trine_engine import retry
+from trine_proto import retry
 from trine_proto.trine.v1 import (
     GetJournalRequest,
     GetRunRequest,

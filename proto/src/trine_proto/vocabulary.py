@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from enum import StrEnum
 
 from trine_proto.trine.v1 import RunStatus
@@ -116,6 +117,12 @@ def signal_name_problem(name: str) -> str | None:
             f"{name!r} has {''.join(bad)!r}"
         )
     return None
+
+
+def now_ms() -> int:
+    """The wall clock in milliseconds since the epoch: the unit of every timestamp the messages
+    carry."""
+    return time.time_ns() // 1_000_000
 
 
 def seconds_to_ms(seconds: float) -> int:

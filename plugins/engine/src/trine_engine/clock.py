@@ -8,8 +8,9 @@ engine's time: they bound how long a call blocks, and run on the event loop's cl
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Protocol
+
+from trine_proto.vocabulary import now_ms
 
 
 class Clock(Protocol):
@@ -27,7 +28,7 @@ class SystemClock:
     """The wall clock. It may step back (NTP); the engine's timers re-check when they fire."""
 
     def now_ms(self) -> int:
-        return time.time_ns() // 1_000_000
+        return now_ms()
 
     async def wait_until(self, when_ms: int | None, woken: asyncio.Event) -> None:
         timeout = None if when_ms is None else max(0.0, (when_ms - self.now_ms()) / 1000)

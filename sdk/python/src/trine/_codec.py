@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 import traceback
 from typing import Any
 
 from trine_proto.trine.v1 import ErrorInfo
+from trine_proto.vocabulary import now_ms
+
+__all__ = ["decode", "digest", "encode", "error_info", "now_ms"]
 
 from .errors import NonRetryableError
 
@@ -46,11 +48,6 @@ def digest(args: tuple[Any, ...]) -> str:
     """
     text = json.dumps(list(args), sort_keys=True, separators=(",", ":"), default=repr)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def now_ms() -> int:
-    """Wall-clock milliseconds, the unit of every timestamp in the proto."""
-    return time.time_ns() // 1_000_000
 
 
 def error_info(exc: BaseException, *, retryable: bool | None = None) -> ErrorInfo:

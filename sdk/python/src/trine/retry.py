@@ -8,6 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from trine_proto.retry import (
+    DEFAULT_BACKOFF_COEFFICIENT,
+    DEFAULT_INITIAL_INTERVAL_MS,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_INTERVAL_MS,
+)
 from trine_proto.trine.v1 import RetryPolicy as RetryPolicyProto
 from trine_proto.vocabulary import seconds_to_ms
 
@@ -20,10 +26,10 @@ class RetryPolicy:
     ``initial_interval * backoff_coefficient ** (n - 1)`` seconds, at most ``max_interval``.
     """
 
-    max_attempts: int = 3
-    initial_interval: float = 0.1
-    max_interval: float = 10.0
-    backoff_coefficient: float = 2.0
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    initial_interval: float = DEFAULT_INITIAL_INTERVAL_MS / 1000
+    max_interval: float = DEFAULT_MAX_INTERVAL_MS / 1000
+    backoff_coefficient: float = DEFAULT_BACKOFF_COEFFICIENT
 
     def __post_init__(self) -> None:
         # Refuse nonsense where it is written, not when a step first fails in production.

@@ -3,7 +3,6 @@ state (:mod:`.runs`)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 
 from trine_core.protocols import Backend, Dispatcher
@@ -11,6 +10,7 @@ from trine_core.settings import MAX_PAYLOAD_BYTES
 from trine_core.testing.memory.reads import Reads
 from trine_core.testing.memory.reports import Reports
 from trine_proto.trine import v1 as pb
+from trine_proto.vocabulary import now_ms
 
 
 class MemoryEngine(Reads, Reports):
@@ -22,7 +22,7 @@ class MemoryEngine(Reads, Reports):
         max_payload_bytes: int = MAX_PAYLOAD_BYTES.default,
         *,
         functions: Iterable[pb.FunctionSpec] = (),
-        clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        clock: Callable[[], int] = now_ms,
     ) -> None:
         super().__init__(max_payload_bytes, functions, clock)
         self.backend: Backend = self

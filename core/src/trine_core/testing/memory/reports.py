@@ -13,6 +13,7 @@ from typing import Any
 from trine_core import errors
 from trine_core.testing.memory.runs import LEASE_TTL_MS, Runs, RunState, cancelled, error_json
 from trine_core.testing.memory.runs import json_bytes as _json
+from trine_proto import retry
 from trine_proto.trine import v1 as pb
 from trine_proto.vocabulary import ErrorType
 from trine_proto.vocabulary import EventType as _E
@@ -20,13 +21,6 @@ from trine_proto.vocabulary import EventType as _E
 _S, _O, _K = pb.RunStatus, pb.ReportOutcome, pb.EntryKind
 _SLEEP = "sleep"
 _End = tuple[pb.RunStatus, bytes, pb.ErrorInfo | None]
-
-
-def _delay_ms(policy: pb.RetryPolicy, attempt: int) -> int:
-    """The engine's backoff, without jitter: initial * coefficient^(attempt-1), capped."""
-    growth = (policy.backoff_coefficient or 2.0) ** min(max(attempt - 1, 0), 30)
-    delay = (policy.initial_interval_ms or 100) * growth
-    return int(max(0, min(delay, policy.max_interval_ms or 10_000)))
 
 
 class Reports(Runs):
@@ -179,10 +173,10 @@ class Reports(Runs):
                 attempt, error = failed.attempt, failed.error or pb.ErrorInfo()
                 state.step_attempts[index] = max(state.step_attempts.get(index, 0), attempt)
                 own = self.functions.get(run.function, pb.FunctionSpec()).retry
-                policy = (own if failed.retry is None else failed.retry) or pb.RetryPolicy()
+                policy = retry.effective(failed.retry, own)
                 data = {"index": index, "attempt": attempt, "error": error_json(error)}
-                if error.retryable and attempt < (policy.max_attempts or 3):
-                    retry_at = answer.retry_at_ms = now + _delay_ms(policy, attempt)
+                if error.retryable and attempt < policy.max_attempts:
+                    retry_at = answer.retry_at_ms = now + policy.delay_ms(attempt)
                     answer.outcome = _O.RETRY_SCHEDULED
                     self._event(state, _E.STEP_FAILED, name, data | {"retry_at_ms": retry_at})
                     break

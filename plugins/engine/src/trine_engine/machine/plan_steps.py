@@ -6,9 +6,9 @@ from __future__ import annotations
 import dataclasses
 
 from trine_core import InvalidArgument
-from trine_engine import retry
 from trine_engine.machine.events import json_or_null
 from trine_engine.machine.plan import Plan
+from trine_proto import retry
 from trine_proto.trine.v1 import (
     Emit,
     EntryKind,

@@ -1,5 +1,8 @@
 """Step retry policies: which one applies, and when the next attempt may start.
 
+One definition for every component: the engine schedules retries with it, core's reference
+implementation mirrors the engine with it, and the worker SDK takes its defaults from it.
+
 No jitter: the retry time is part of the log's derived state and must follow from the record alone
 (its timestamp, the attempt, the policy), so applying a record twice gives the same schedule.
 """
