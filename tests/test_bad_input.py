@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 
 import pytest
 from harness import ROOT, Cluster
+
+from trine_core.testing import occupied_port
 
 
 def error(response: object) -> dict[str, object]:
@@ -106,8 +107,6 @@ def test_config_naming_unknown_role_or_transport(
 
 
 def test_port_in_use_is_named(cluster: Cluster) -> None:
-    with socket.socket() as blocker:
-        blocker.bind(("127.0.0.1", cluster.http_port))
-        blocker.listen()
+    with occupied_port(cluster.http_port):
         out = trine(env=cluster.env())
     assert_one_line_error(out, f"127.0.0.1:{cluster.http_port}", "in use")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import grpclib
 import pytest
@@ -15,7 +14,7 @@ from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 from trine_coordinator import CoordinatorRole
 from trine_coordinator.settings import WORKER_ADDR
 from trine_core import ConfigError, Settings, Unavailable
-from trine_core.testing import free_port
+from trine_core.testing import occupied_port
 from trine_core.testing.memory import MemoryEngine
 from trine_proto.trine.v1 import Drain, GetRunRequest, ReportOutcome, RunStatus
 
@@ -144,11 +143,8 @@ async def test_first_message_must_be_register(coordinator: Harness) -> None:
 
 
 async def test_port_in_use_is_a_config_error() -> None:
-    port = free_port()
-    settings = Settings({WORKER_ADDR: f"127.0.0.1:{port}"})
-    with socket.socket() as blocker:
-        blocker.bind(("127.0.0.1", port))
-        blocker.listen()
+    with occupied_port() as port:
+        settings = Settings({WORKER_ADDR: f"127.0.0.1:{port}"})
         role = CoordinatorRole(settings)
         context = coordinator_context(settings, MemoryEngine().dispatcher)
         with pytest.raises(ConfigError, match=f"127.0.0.1:{port} for workers: address already"):

@@ -14,22 +14,15 @@ from sse_client import SseReader
 
 from trine_core import Backend, ConfigError, RoleContext, RoleRegistry, Settings
 from trine_core.contracts import Contracts
+from trine_core.testing import occupied_port
 from trine_core.testing.memory import MemoryEngine
 from trine_gateway import GatewayRole, GatewayServer, Lifecycle, create_app
 from trine_gateway.plugin import HTTP_ADDR, trine_register_roles
 from trine_gateway.server import bind
 
 
-def listening_socket() -> socket.socket:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    return sock
-
-
 async def test_port_in_use_is_a_config_error() -> None:
-    with listening_socket() as blocker:
-        port = blocker.getsockname()[1]
+    with occupied_port() as port:
         address = f"127.0.0.1:{port}"
         app = create_app(MemoryEngine().backend, Settings({HTTP_ADDR: address}), lambda: True)
         server = GatewayServer(app, address, Lifecycle())
@@ -157,8 +150,8 @@ async def test_the_role_serves_and_reports_readiness() -> None:
 
 
 async def test_the_role_names_a_port_in_use() -> None:
-    with listening_socket() as blocker:
-        address = f"127.0.0.1:{blocker.getsockname()[1]}"
+    with occupied_port() as port:
+        address = f"127.0.0.1:{port}"
         role = GatewayRole(Settings({HTTP_ADDR: address}))
         context = RoleContext(role.settings, structlog.get_logger("test"), backend_needs())
         with pytest.raises(ConfigError, match=f"{address}: address already in use"):

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
 
 from trine_core import Backend, ConfigError, Dispatcher, RunNotFound, Unavailable, UnknownFunction
-from trine_core.testing import free_port
+from trine_core.testing import free_port, occupied_port
 from trine_proto.trine.v1 import (
     Event,
     GetRunRequest,
@@ -84,11 +83,9 @@ async def test_an_unreachable_peer_is_unavailable() -> None:
 
 
 async def test_port_in_use_is_a_config_error() -> None:
-    with socket.socket() as blocker:
-        blocker.bind(("127.0.0.1", 0))
-        blocker.listen()
-        port = blocker.getsockname()[1]
-        with pytest.raises(ConfigError, match=f"127.0.0.1:{port} for backend/dispatcher: address"):
+    with occupied_port() as port:
+        where = f"127.0.0.1:{port} for backend/dispatcher: address"
+        with pytest.raises(ConfigError, match=where):
             await GrpcTransport().serve(
                 Backend,
                 TinyBackend(),  # type: ignore[arg-type]
