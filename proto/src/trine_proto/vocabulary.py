@@ -119,6 +119,12 @@ def signal_name_problem(name: str) -> str | None:
     return None
 
 
+def timeout_to_ms(seconds: float) -> int:
+    """A timeout or deadline in seconds → milliseconds, at least 1: in the messages 0 means
+    "none", so a tiny positive timeout must not round to it."""
+    return max(1, seconds_to_ms(seconds))
+
+
 def now_ms() -> int:
     """The wall clock in milliseconds since the epoch: the unit of every timestamp the messages
     carry."""

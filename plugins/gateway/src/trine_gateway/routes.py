@@ -67,7 +67,7 @@ from trine_proto.trine.v1 import (
     StartRunRequest,
     WaitRunRequest,
 )
-from trine_proto.vocabulary import is_final, seconds_to_ms
+from trine_proto.vocabulary import is_final, timeout_to_ms
 
 log = get_logger("gateway")
 
@@ -115,7 +115,7 @@ def _errors(*statuses: int) -> dict[int, ResponseSpec]:
 def _timeout_ms(timeout_s: float | None) -> int:
     """A start's ``timeout_s`` as the request's ``timeout_ms``: 0 (no deadline) when absent,
     else at least 1, since a tiny timeout (it is > 0) must not round to "no deadline"."""
-    return 0 if timeout_s is None else max(1, seconds_to_ms(timeout_s))
+    return 0 if timeout_s is None else timeout_to_ms(timeout_s)
 
 
 @post(

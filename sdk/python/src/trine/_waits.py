@@ -22,7 +22,7 @@ from trine_proto.trine.v1 import (
     StartChild,
     WaitSignal,
 )
-from trine_proto.vocabulary import ErrorType, seconds_to_ms, signal_name_problem
+from trine_proto.vocabulary import ErrorType, seconds_to_ms, signal_name_problem, timeout_to_ms
 
 from . import _codec, _durations
 from ._attempt import Attempt
@@ -33,7 +33,7 @@ def _timeout_ms(limit: float | timedelta | None, what: str) -> int:
     """A wait's timeout on the wire: 0 for none, else at least 1 ms (0 would mean none)."""
     if limit is None:
         return 0
-    return max(1, seconds_to_ms(_durations.seconds(limit, what)))
+    return timeout_to_ms(_durations.seconds(limit, what))
 
 
 async def sleep(attempt: Attempt, duration: float | timedelta) -> None:
@@ -53,7 +53,7 @@ async def sleep_until(attempt: Attempt, when: datetime | float) -> None:
         seconds = when.timestamp()
     else:
         seconds = _durations.seconds(when, "sleep_until's time")
-    until = max(1, seconds_to_ms(seconds))  # 0 would mean "no deadline"
+    until = timeout_to_ms(seconds)
     [entry] = await resolve(
         attempt,
         [(EntryKind.SLEEP, "sleep")],

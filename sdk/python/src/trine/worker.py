@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar, overload
 
-from trine_proto.vocabulary import seconds_to_ms
+from trine_proto.vocabulary import timeout_to_ms
 
 from ._connection import Connection
 from ._dispatch import InFlight
@@ -110,7 +110,7 @@ class Worker:
             seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
             if not math.isfinite(seconds) or seconds <= 0:
                 raise ValueError(f"a function's timeout must be positive seconds, not {timeout!r}")
-            timeout_ms = max(1, seconds_to_ms(seconds))  # 0 would mean no timeout at all
+            timeout_ms = timeout_to_ms(seconds)
 
         def register(f: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
             if not inspect.iscoroutinefunction(f):
