@@ -20,8 +20,8 @@ subscription closing included); ``fire_timers()`` (every sleep and signal timeou
 (registered without a call).
 
 Modules: :mod:`.runs` (a run's state, the hooks, the changes both sides make), :mod:`.reads` (the
-``Backend`` side), :mod:`.reports` (the ``Dispatcher`` side: leases and a report's commands),
-:mod:`.engine` (the two sides together).
+``Backend`` side), :mod:`.reports` (the ``Dispatcher`` side: leases and reports), :mod:`.commands`
+(a report's commands, one handler per kind), :mod:`.engine` (the two sides together).
 """
 
 from __future__ import annotations
