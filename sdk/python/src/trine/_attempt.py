@@ -9,6 +9,7 @@ both are handed.
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import Executor
 from typing import Any
 
 from trine_proto.trine.v1 import (
@@ -52,13 +53,18 @@ class Attempt:
         self,
         *,
         run_id: str,
+        function: str,
         journal: Journal,
         reporter: RunReporter,
         max_payload_bytes: int,
         log: RunLog,
         cancel_requested: bool,
+        executor: Executor | None = None,
     ) -> None:
         self.run_id = run_id
+        self.function = function
+        # Where sync steps run (the worker's step threads; None: the loop's default executor).
+        self.executor = executor
         self.journal = journal
         self.reporter = reporter
         self.max_payload_bytes = max_payload_bytes
@@ -71,6 +77,7 @@ class Attempt:
         self.cancel_delivered = False
         self.inner: set[asyncio.Future[Any]] = set()  # async steps running now
         self.interrupted: set[asyncio.Future[Any]] = set()  # those a cancellation stopped
+        self.threaded: list[str] = []  # sync steps running in a thread now, which nothing stops
         self._last_turn = asyncio.Event()
         self._last_turn.set()
 
@@ -116,6 +123,12 @@ class Attempt:
             if not task.done():
                 self.interrupted.add(task)
                 task.cancel()
+        for name in self.threaded:
+            self.log.info(
+                "step %r runs in a thread, which cannot be interrupted: the workflow hears of "
+                "the cancellation at its next ctx call once the step returned",
+                name,
+            )
 
     async def deliver_pending_cancel(self, index: int, name: str) -> None:
         """If the run is being cancelled and the workflow was not told yet, tell it at the call

@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from concurrent.futures import Executor
 
 from trine_proto.trine.v1 import WorkItem
 
+from . import _lag
 from ._runner import FunctionDef, execute, make_context
 from ._session import RunReporter, Session
 from .context import Context
@@ -32,6 +34,7 @@ class InFlight:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._contexts: dict[str, Context] = {}
         self.draining = False
+        self.executor: Executor | None = None  # the step threads, set by ``Worker.serve``
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -63,11 +66,14 @@ class InFlight:
             )
             return
         reporter = RunReporter(session, run.id, lease.id)
-        ctx = make_context(definition, item, reporter, max_payload_bytes=max_payload_bytes)
+        ctx = make_context(
+            definition, item, reporter, max_payload_bytes=max_payload_bytes, executor=self.executor
+        )
         task = asyncio.create_task(
             execute(definition, item, ctx, reporter, max_payload_bytes=max_payload_bytes),
             name=f"trine-run-{run.id}",
         )
+        _lag.label(task, f"workflow {definition.name!r} (run {run.id}), outside any step")
         self._tasks[lease.id] = task
         self._contexts[lease.id] = ctx
         task.add_done_callback(lambda t: self._done(lease.id, run.id, t))
@@ -80,6 +86,7 @@ class InFlight:
             ctx.request_cancel()
 
     def _done(self, lease_id: str, run_id: str, task: asyncio.Task[None]) -> None:
+        _lag.unlabel(task)
         if self._tasks.get(lease_id) is task:
             del self._tasks[lease_id]
             self._contexts.pop(lease_id, None)

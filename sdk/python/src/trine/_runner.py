@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,9 +45,14 @@ class FunctionDef:
 
 
 def make_context(
-    definition: FunctionDef, item: WorkItem, reporter: RunReporter, *, max_payload_bytes: int
+    definition: FunctionDef,
+    item: WorkItem,
+    reporter: RunReporter,
+    *,
+    max_payload_bytes: int,
+    executor: Executor | None = None,
 ) -> Context:
-    """The context of one attempt of ``item``'s run."""
+    """The context of one attempt of ``item``'s run; its sync steps run in ``executor``."""
     run = item.run
     assert run is not None  # a work item without a run is never started
     return Context(
@@ -59,6 +65,7 @@ def make_context(
         max_payload_bytes=max_payload_bytes,
         logger=log,
         cancel_requested=run.cancel_requested,
+        executor=executor,
     )
 
 

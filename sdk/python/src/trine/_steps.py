@@ -10,8 +10,7 @@ result the caller has seen is durable and will never be computed again.
 from __future__ import annotations
 
 import asyncio
-import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -28,7 +27,7 @@ from trine_proto.trine.v1 import (
 )
 from trine_proto.vocabulary import ErrorCode, ErrorType
 
-from . import _codec, _durations
+from . import _codec, _durations, _step_body
 from ._attempt import Attempt
 from .errors import AttemptEnded, CancelledError, StepError
 from .retry import RetryPolicy
@@ -44,10 +43,12 @@ async def step(
     *,
     retry: RetryPolicy | None,
     limit: float | timedelta | None,
+    inline: bool = False,
 ) -> Any:
     """``ctx.step``: the journaled output when replaying, else run ``fn(*args)`` and report it.
 
-    A failure is reported with ``retry`` (the function's policy when None); when the engine
+    Where ``fn`` runs (a task on the loop, a step thread, or inline) is ``_step_body``'s. A
+    failure is reported with ``retry`` (the function's policy when None); when the engine
     schedules a retry the attempt ends here, otherwise ``StepError`` is raised."""
     if not name:
         raise ValueError("a step needs a name")
@@ -71,9 +72,7 @@ async def step(
         info: ErrorInfo | None = None
         output = b""
         try:
-            value = fn(*args)
-            if inspect.isawaitable(value):
-                value = await _run_inner(attempt, value, name, seconds)
+            value = await _step_body.run(attempt, name, fn, args, seconds, inline=inline)
         except CancelledError as exc:
             failure = exc
             info = ErrorInfo(type=ErrorType.CANCELLED, message=str(exc), retryable=False)
@@ -145,31 +144,6 @@ async def step(
     finally:
         announce.cancel()
         turn.release()
-
-
-async def _run_inner(
-    attempt: Attempt, awaitable: Awaitable[Any], name: str, limit: float | None
-) -> Any:
-    """Await an async step's work as its own task, so a timeout or a cancellation notice
-    can stop it without stopping the workflow."""
-    task = asyncio.ensure_future(awaitable)
-    attempt.inner.add(task)
-    try:
-        try:
-            done, _ = await asyncio.wait({task}, timeout=limit)
-        except BaseException:
-            task.cancel()  # the worker is stopping: the step stops with it
-            raise
-        if not done:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            raise TimeoutError(f"step {name!r} did not finish within {limit:g}s")
-        if task.cancelled() and task in attempt.interrupted:
-            raise CancelledError(f"run {attempt.run_id} was cancelled during step {name!r}")
-        return task.result()
-    finally:
-        attempt.inner.discard(task)
-        attempt.interrupted.discard(task)
 
 
 def _encode_output(

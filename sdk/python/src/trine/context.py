@@ -28,6 +28,7 @@ import logging
 import random as _random
 import uuid as _uuid
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from concurrent.futures import Executor
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, overload
 
@@ -71,6 +72,7 @@ class Context:
         max_payload_bytes: int,
         logger: logging.Logger,
         cancel_requested: bool = False,
+        executor: Executor | None = None,
     ) -> None:
         self.run_id = run_id
         self.function = function
@@ -81,11 +83,13 @@ class Context:
         # Everything the machinery of steps and waits shares for this attempt (``_attempt``).
         self._state = Attempt(
             run_id=run_id,
+            function=function,
             journal=Journal(journal, step_attempts),
             reporter=reporter,
             max_payload_bytes=max_payload_bytes,
             log=self.log,
             cancel_requested=cancel_requested,
+            executor=executor,
         )
 
     @property
@@ -141,31 +145,41 @@ class Context:
     ) -> Any:
         """Run ``fn(*args)`` once, durably: its JSON output is journaled and replayed after that.
 
-        ``fn`` may be sync (called directly, so keep it quick) or async. When it raises, the
-        engine retries the step per ``retry`` (else the function's policy): the attempt ends here
-        and the run is dispatched again after the backoff. ``timeout`` (seconds) bounds each
-        attempt of an async ``fn``: past it, the attempt is cancelled and fails with
-        ``TimeoutError``, retried like any error. When the step fails for good, ``StepError`` is
-        raised here, and may be caught.
+        ``fn`` may be async (awaited on the worker's event loop, so it must not block) or sync
+        (run in one of the worker's step threads, ``Worker(step_threads=...)``, so it may block:
+        heartbeats and other runs go on meanwhile). When it raises, the engine retries the step
+        per ``retry`` (else the function's policy): the attempt ends here and the run is
+        dispatched again after the backoff. ``timeout`` (seconds) bounds each attempt: an async
+        ``fn`` past it is cancelled and fails with ``TimeoutError``, retried like any error; a
+        sync ``fn`` cannot be interrupted, so it fails with ``TimeoutError`` once it returns
+        late, its result discarded. When the step fails for good, ``StepError`` is raised here,
+        and may be caught. A step returning a coroutine, a generator or anything else that is not
+        JSON fails at once (not retried), with an error naming it.
         """
         return await _steps.step(self._state, name, fn, args, retry=retry, limit=timeout)
 
     # -- deterministic values --------------------------------------------------------------------
 
+    # These three are steps whose bodies are sync but take microseconds and never block, so they
+    # run inline on the loop: a hop to a step thread and back would cost more than the work.
+
     async def now(self) -> datetime:
         """The current time (UTC), journaled: a replay sees the time of the first execution."""
-        ms: int = await self.step("ctx.now", _codec.now_ms)
+        ms: int = await self._inline("ctx.now", _codec.now_ms)
         return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
     async def uuid(self) -> _uuid.UUID:
         """A random UUID (version 4), journaled: a replay sees the same one."""
-        text: str = await self.step("ctx.uuid", lambda: str(_uuid.uuid4()))
+        text: str = await self._inline("ctx.uuid", lambda: str(_uuid.uuid4()))
         return _uuid.UUID(text)
 
     async def random(self) -> float:
         """A random float in [0, 1), journaled: a replay sees the same one."""
-        value: float = await self.step("ctx.random", _random.random)
+        value: float = await self._inline("ctx.random", _random.random)
         return float(value)
+
+    async def _inline(self, name: str, fn: Callable[[], Any]) -> Any:
+        return await _steps.step(self._state, name, fn, (), retry=None, limit=None, inline=True)
 
     # -- durable waits ---------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import signal
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, TypeVar, overload
 
@@ -23,6 +24,7 @@ from trine_proto.vocabulary import timeout_to_ms
 
 from ._connection import Connection
 from ._dispatch import InFlight
+from ._lag import LagMonitor
 from ._runner import FunctionDef
 from .retry import RetryPolicy
 
@@ -32,6 +34,12 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 DEFAULT_ADDRESS = "127.0.0.1:7481"
 DEFAULT_MAX_PAYLOAD_BYTES = 1 << 20
+# Enough for a few dozen concurrent blocking calls (HTTP, a sync LLM client) per worker; threads
+# cost memory, not CPU, while they wait.
+DEFAULT_STEP_THREADS = 32
+# Well below the coordinator's limit (five heartbeat intervals, 5 s by default), yet well above
+# what a healthy loop ever sees.
+DEFAULT_LOOP_LAG_WARNING = 0.5
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -51,6 +59,13 @@ class Worker:
     ``max_concurrency`` bounds the runs in flight at once; ``drain_timeout`` (seconds) bounds how
     long a graceful stop waits for them. ``max_payload_bytes`` should match the runtime's limit:
     a step output over it fails the step at once instead of being sent only to be refused.
+
+    ``step_threads`` is the size of the thread pool sync step functions run in (so they never
+    block the event loop that carries heartbeats and every other run); more sync steps than that
+    at once wait for a free thread. ``loop_lag_warning`` (seconds; None: off) is how long the
+    event loop may be blocked (by blocking code in async code) before a WARNING names the
+    workflow, the run and the step doing it; keep it well below five heartbeat intervals, after
+    which the coordinator drops the worker.
     """
 
     def __init__(
@@ -62,9 +77,19 @@ class Worker:
         drain_timeout: float = 30.0,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         register_timeout: float = 10.0,
+        step_threads: int = DEFAULT_STEP_THREADS,
+        loop_lag_warning: float | None = DEFAULT_LOOP_LAG_WARNING,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
+        if step_threads < 1:
+            raise ValueError("step_threads must be at least 1")
+        if loop_lag_warning is not None and not (
+            math.isfinite(loop_lag_warning) and loop_lag_warning > 0
+        ):
+            raise ValueError(
+                f"loop_lag_warning must be positive seconds or None, not {loop_lag_warning!r}"
+            )
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.address = address or os.environ.get("TRINE_WORKER_ADDR") or DEFAULT_ADDRESS
         self._host, self._port = parse_address(self.address)
@@ -72,6 +97,8 @@ class Worker:
         self.drain_timeout = drain_timeout
         self.max_payload_bytes = max_payload_bytes
         self.register_timeout = register_timeout
+        self.step_threads = step_threads
+        self.loop_lag_warning = loop_lag_warning
         self._functions: dict[str, FunctionDef] = {}
         self._runs = InFlight()
         self._stop: asyncio.Event | None = None
@@ -185,9 +212,19 @@ class Worker:
         if handle_signals:
             for sig in signals:
                 loop.add_signal_handler(sig, self._on_signal, sig)
+        executor = ThreadPoolExecutor(self.step_threads, thread_name_prefix="trine-step")
+        self._runs.executor = executor
+        monitor = LagMonitor(self.loop_lag_warning) if self.loop_lag_warning else None
+        if monitor is not None:
+            monitor.start()
         try:
             await connection.run()
         finally:
+            if monitor is not None:
+                monitor.stop()
+            # A step thread still running cannot be stopped; the process waits for it at exit.
+            executor.shutdown(wait=False, cancel_futures=True)
+            self._runs.executor = None
             if handle_signals:
                 for sig in signals:
                     loop.remove_signal_handler(sig)
