@@ -21,7 +21,7 @@ from trine_proto.trine.v1 import (
 )
 from trine_proto.vocabulary import ErrorCode, ErrorType
 
-from . import _codec
+from . import _codec, _guards
 from ._acks import log_final_ack
 from ._session import RunReporter
 from .context import Context
@@ -102,12 +102,9 @@ async def execute(
         error = ctx.fatal
         if error is None:
             try:
-                result = _codec.encode(value)
-            except (TypeError, ValueError) as exc:
-                error = _codec.error_info(
-                    TypeError(f"the result of {definition.name!r} is not JSON-serializable: {exc}"),
-                    retryable=False,
-                )
+                result = _guards.encode(value, f"the result of workflow {definition.name!r}")
+            except TypeError as exc:
+                error = _codec.error_info(exc, retryable=False)
             else:
                 if len(result) > max_payload_bytes:
                     error = ErrorInfo(

@@ -27,7 +27,7 @@ from trine_proto.trine.v1 import (
 )
 from trine_proto.vocabulary import ErrorCode, ErrorType
 
-from . import _codec, _durations, _step_body
+from . import _codec, _durations, _guards, _step_body
 from ._attempt import Attempt
 from .errors import AttemptEnded, CancelledError, StepError
 from .retry import RetryPolicy
@@ -152,10 +152,8 @@ def _encode_output(
     """The output as JSON bytes, or the non-retryable failure it becomes when it is not JSON
     or too large (retrying would produce the same output again)."""
     try:
-        output = _codec.encode(value)
-    except (TypeError, ValueError) as exc:
-        error = TypeError(f"the output of step {name!r} is not JSON-serializable: {exc}")
-        error.__cause__ = exc
+        output = _guards.encode(value, f"the output of step {name!r}")
+    except TypeError as error:
         return error, _codec.error_info(error, retryable=False), b""
     if len(output) > max_payload_bytes:
         message = (

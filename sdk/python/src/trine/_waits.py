@@ -24,7 +24,7 @@ from trine_proto.trine.v1 import (
 )
 from trine_proto.vocabulary import ErrorType, seconds_to_ms, signal_name_problem, timeout_to_ms
 
-from . import _codec, _durations
+from . import _durations, _guards
 from ._attempt import Attempt
 from .errors import AttemptEnded, ChildRunError, RunAborted
 
@@ -89,7 +89,10 @@ async def run_many(
             raise ValueError("a child run needs a function name")
     if not pairs:
         return []
-    inputs = [_codec.encode(value) for _, value in pairs]
+    inputs = [
+        _guards.encode(value, f"the input of child run {position} ({function!r})")
+        for position, (function, value) in enumerate(pairs)
+    ]
     for position, data in enumerate(inputs):
         if len(data) > attempt.max_payload_bytes:
             raise ValueError(

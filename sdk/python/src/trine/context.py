@@ -34,7 +34,7 @@ from typing import Any, TypeVar, overload
 
 from trine_proto.trine.v1 import Command, Emit, ErrorInfo, JournalEntry
 
-from . import _codec, _steps, _waits
+from . import _codec, _guards, _steps, _waits
 from ._attempt import Attempt
 from ._journal import Journal
 from ._session import RunReporter
@@ -231,7 +231,7 @@ class Context:
         """
         if not name:
             raise ValueError("an event needs a name")
-        data_bytes = _codec.encode(data)
+        data_bytes = _guards.encode(data, f"the data of event {name!r}")
         if self.replaying:
             return
         limit = self._state.max_payload_bytes
