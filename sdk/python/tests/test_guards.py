@@ -64,12 +64,24 @@ async def test_an_async_step_returning_a_coroutine_says_forget_await(
     assert "did you forget `await`?" in error["message"]
 
 
-async def test_a_lambda_returning_a_coroutine_says_forget_await(
+async def test_a_lambda_calling_async_code_is_awaited_not_refused(
     coordinator, make_worker, serve, item
 ) -> None:
-    error = await step_error(coordinator, make_worker, serve, item, lambda: fetch())
-    assert "a coroutine (fetch)" in error["message"]
-    assert "not a lambda that calls it" in error["message"]
+    async def workflow(ctx: trine.Context, _: None) -> Any:
+        return await ctx.step("s", lambda: fetch())  # a call-through: its coroutine is awaited
+
+    commands = await run_one(coordinator, make_worker, serve, item, workflow)
+    assert json.loads(commands[-1][1].result) == "data"
+
+
+async def test_a_coroutine_awaited_to_a_coroutine_says_forget_await(
+    coordinator, make_worker, serve, item
+) -> None:
+    async def forgetful() -> Any:
+        return fetch()
+
+    error = await step_error(coordinator, make_worker, serve, item, lambda: forgetful())
+    assert "it is a coroutine (fetch)" in error["message"]
 
 
 async def test_a_step_returning_a_generator_says_return_a_list(

@@ -21,8 +21,7 @@ __all__ = ["encode", "not_json"]
 
 FORGOT_AWAIT = (
     "did you forget `await`? A coroutine is what an async function or a ctx call returns until "
-    "it is awaited: write `await ...`, and give ctx.step the async function itself "
-    "(ctx.step(name, fn, *args)), not a lambda that calls it"
+    "it is awaited: write `await ...` (in an async step, `return await ...`)"
 )
 GENERATOR = (
     "a generator produces its items lazily and cannot be journaled: return a list of them "

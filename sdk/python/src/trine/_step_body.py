@@ -14,7 +14,8 @@ timeout and a cancellation mean for a sync step (docs/workflows.md, "Sync or asy
   should know it).
 
 An async function's awaitable runs as its own task, so a timeout or a cancellation notice can stop
-it without stopping the workflow.
+it without stopping the workflow. A sync callable that returns an awaitable (``lambda: fetch(u)``)
+is a call-through to async code: what it returns is awaited the same way.
 """
 
 from __future__ import annotations
@@ -59,7 +60,14 @@ async def run(
         return fn(*args)
     if is_async(fn):
         return await _on_loop(attempt, fn(*args), name, limit)
-    return await _in_thread(attempt, fn, args, name, limit)
+    started = time.monotonic()
+    value = await _in_thread(attempt, fn, args, name, limit)
+    if inspect.isawaitable(value):
+        # A sync callable that calls async code (a lambda, a decorator not marked async) gave
+        # back its awaitable: await it on the loop, as an async step, in what is left of the limit.
+        left = None if limit is None else max(limit - (time.monotonic() - started), 0.0)
+        return await _on_loop(attempt, value, name, left)
+    return value
 
 
 async def _on_loop(

@@ -147,14 +147,15 @@ class Context:
 
         ``fn`` may be async (awaited on the worker's event loop, so it must not block) or sync
         (run in one of the worker's step threads, ``Worker(step_threads=...)``, so it may block:
-        heartbeats and other runs go on meanwhile). When it raises, the engine retries the step
-        per ``retry`` (else the function's policy): the attempt ends here and the run is
-        dispatched again after the backoff. ``timeout`` (seconds) bounds each attempt: an async
-        ``fn`` past it is cancelled and fails with ``TimeoutError``, retried like any error; a
-        sync ``fn`` cannot be interrupted, so it fails with ``TimeoutError`` once it returns
-        late, its result discarded. When the step fails for good, ``StepError`` is raised here,
-        and may be caught. A step returning a coroutine, a generator or anything else that is not
-        JSON fails at once (not retried), with an error naming it.
+        heartbeats and other runs go on meanwhile; an awaitable it returns is awaited on the
+        loop). When it raises, the engine retries the step per ``retry`` (else the function's
+        policy): the attempt ends here and the run is dispatched again after the backoff.
+        ``timeout`` (seconds) bounds each attempt: an async ``fn`` past it is cancelled and
+        fails with ``TimeoutError``, retried like any error; a sync ``fn`` cannot be
+        interrupted, so it fails with ``TimeoutError`` once it returns late, its result
+        discarded. When the step fails for good, ``StepError`` is raised here, and may be
+        caught. A step returning a coroutine, a generator or anything else that is not JSON
+        fails at once (not retried), with an error naming it.
         """
         return await _steps.step(self._state, name, fn, args, retry=retry, limit=timeout)
 
