@@ -225,3 +225,30 @@ def test_worker_settings_are_checked(make_worker) -> None:
         except ValueError:
             continue
         raise AssertionError(f"{bad} was accepted")
+
+
+async def test_a_loop_busy_with_many_runs_gets_a_busy_warning_not_a_culprit(
+    coordinator, make_worker, serve, item, logs
+) -> None:
+    worker = make_worker(loop_lag_warning=0.2)
+
+    async def chunky() -> None:
+        for _ in range(3):  # 20 ms of CPU, then a yield: no single call blocks for long
+            time.sleep(0.02)  # noqa: ASYNC251 - stands in for CPU-heavy async code
+            await asyncio.sleep(0)
+
+    @worker.function
+    async def busy(ctx: trine.Context, _: None) -> str:
+        await asyncio.gather(*(ctx.step(f"c{i}", chunky) for i in range(40)))
+        return "done"
+
+    serve(worker)
+    session = await coordinator.registered()
+    session.dispatch(item("r1", "busy"))
+    await coordinator.until(lambda: session.finished("r1"))
+    await coordinator.until(
+        lambda: any("runs again after being busy" in m for m in logs.messages())
+    )
+    warnings = logs.messages(logging.WARNING)
+    assert any("the event loop is busy" in m for m in warnings)
+    assert not any("has been blocked" in m for m in warnings)

@@ -49,6 +49,7 @@ class LagMonitor:
         self._handle: asyncio.TimerHandle | None = None
         self._stamp = time.monotonic()
         self._blocked_since: float | None = None  # set by the thread, cleared by the loop
+        self._busy = False  # what the thread found: a busy loop rather than a blocked one
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -74,32 +75,59 @@ class LagMonitor:
         since, self._blocked_since = self._blocked_since, None
         if since is not None:
             log.warning(
-                "the event loop runs again after being blocked for %.1fs", self._stamp - since
+                "the event loop runs again after being %s for %.1fs",
+                "busy" if self._busy else "blocked",
+                self._stamp - since,
             )
         assert self._loop is not None
         self._handle = self._loop.call_later(self.tick, self._beat)
 
     def _watch(self) -> None:
         """On the thread: compare the loop's last stamp with the clock, every tick; warn once
-        per block, while it lasts (the loop's next beat says when it ended)."""
+        per block, while it lasts (the loop's next beat says when it ended).
+
+        While the beat is overdue, what the loop runs is sampled every tick: one task (or one
+        callback) all along is a blocking call, and is named; several are a loop that is busy
+        rather than blocked (too much work for one process), which gets a different warning.
+        """
+        seen: list[object] = []
+        seen_for = 0.0
         while not self._stopped.wait(self.tick):
             due = self._stamp + self.tick  # when the loop should have stamped again
+            if due != seen_for:
+                seen, seen_for = [], due
             late = time.monotonic() - due
+            if late <= 0:
+                continue
+            seen.append(self._running())
             if late > self.threshold and self._blocked_since is None:
+                self._busy = any(task is not seen[0] for task in seen)
                 self._blocked_since = due
-                log.warning(
-                    "the event loop has been blocked for %.1fs by %s: blocking code in async "
-                    "code stops the heartbeats and every other run (the coordinator drops a "
-                    "worker that stays silent); make a blocking step a sync function (it runs "
-                    "in a thread) or await non-blocking calls",
-                    late,
-                    self._culprit(),
-                )
+                if self._busy:
+                    log.warning(
+                        "the event loop is busy: its timers (the heartbeats too) run %.1fs late, "
+                        "with no single blocking call to blame; too much work for one process: "
+                        "lower max_concurrency, move CPU-heavy code into sync steps, or run more "
+                        "workers",
+                        late,
+                    )
+                else:
+                    log.warning(
+                        "the event loop has been blocked for %.1fs by %s: blocking code in async "
+                        "code stops the heartbeats and every other run (the coordinator drops a "
+                        "worker that stays silent); make a blocking step a sync function (it "
+                        "runs in a thread) or await non-blocking calls",
+                        late,
+                        _describe(seen[0]),
+                    )
 
-    def _culprit(self) -> str:
-        """What the loop is running now, as precisely as the labels allow."""
-        loop = self._loop
-        task = asyncio.current_task(loop) if loop is not None else None
-        if task is None:
-            return "a callback outside any run"
-        return _labels.get(task) or f"task {task.get_name()!r}"
+    def _running(self) -> asyncio.Task[Any] | None:
+        """The task the loop runs now (None: a plain callback, or nothing)."""
+        return asyncio.current_task(self._loop) if self._loop is not None else None
+
+
+def _describe(task: object) -> str:
+    """A task as precisely as the labels allow."""
+    if not isinstance(task, asyncio.Task):
+        return "a callback outside any run"
+    return _labels.get(task) or f"task {task.get_name()!r}"
