@@ -13,6 +13,8 @@ Environment, for the crash tests:
   executes, and ``ack <run_id> <step>`` once ``ctx.step`` returned (its result is durable). A step
   executed again after its ack would be a broken promise; the tests look for exactly that.
 - ``ORDER_STEP_DELAY_S=seconds``: each step body sleeps this long, so a test can kill mid-step.
+- ``ORDER_SYNC_STEPS=1``: the step bodies are sync functions (run in the worker's step threads)
+  instead of async ones (awaited on its event loop), to compare the two.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -28,6 +31,7 @@ import trine
 Order = dict[str, Any]
 
 STEP_DELAY_S = float(os.environ.get("ORDER_STEP_DELAY_S", "0") or 0)
+SYNC_STEPS = os.environ.get("ORDER_SYNC_STEPS", "") not in ("", "0")
 _effects_path = os.environ.get("ORDER_SIDE_EFFECT_LOG")
 # Line-buffered append: each line reaches the file as one write, even with other processes
 # appending to the same file.
@@ -76,7 +80,13 @@ async def durable(
             await asyncio.sleep(STEP_DELAY_S)
         return body(order)
 
-    result: Order = await ctx.step(name, execute, order)
+    def execute_sync(order: Order) -> Order:
+        record("exec", ctx.run_id, name)
+        if STEP_DELAY_S > 0:
+            time.sleep(STEP_DELAY_S)  # in a step thread: blocks nothing else
+        return body(order)
+
+    result: Order = await ctx.step(name, execute_sync if SYNC_STEPS else execute, order)
     record("ack", ctx.run_id, name)
     return result
 
