@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -262,3 +263,18 @@ async def test_base_url_defaults_to_trine_url(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv("TRINE_URL")
     async with trine.Client() as c:
         assert c.base_url == "http://127.0.0.1:7480"
+
+
+async def test_run_timeout_error_names_the_callers_timeout() -> None:
+    # The start request's long poll takes the whole wait: the error must still say 0.3 seconds
+    # (the caller's), not the sliver left for the follow-up poll.
+    async def suspended(request: httpx.Request) -> httpx.Response:
+        wait = request.url.params.get("wait")
+        if wait is not None:
+            await asyncio.sleep(float(wait))
+        return httpx.Response(200, json=run_json("r-s", "suspended"))
+
+    async with trine.Client("http://gw", transport=httpx.MockTransport(suspended)) as client:
+        with pytest.raises(TimeoutError) as info:
+            await client.run("order", {}, timeout=0.3)
+    assert str(info.value) == "run r-s is still suspended after 0.3 seconds"

@@ -93,7 +93,11 @@ class Client:
     async def wait(self, run_id: str, timeout: float = 60.0) -> dict[str, Any]:  # noqa: ASYNC109
         """The run once final (completed, failed or cancelled); ``TimeoutError`` after
         ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
+        return await self._wait_until(run_id, time.monotonic() + timeout, timeout)
+
+    async def _wait_until(self, run_id: str, deadline: float, seconds: float) -> dict[str, Any]:
+        """``wait`` until the monotonic ``deadline``; ``seconds`` is the caller's timeout, for the
+        error (``run`` spends part of it on its start request: the error names the whole)."""
         while True:
             remaining = deadline - time.monotonic()
             wait = min(max(remaining, 0.001), LONG_POLL_S)
@@ -107,7 +111,7 @@ class Client:
                 return run
             if time.monotonic() >= deadline:
                 raise TimeoutError(
-                    f"run {run_id} is still {run.get('status')} after {timeout:g} seconds"
+                    f"run {run_id} is still {run.get('status')} after {seconds:g} seconds"
                 )
 
     async def result(self, run_id: str, timeout: float = 60.0) -> Any:  # noqa: ASYNC109
@@ -139,7 +143,7 @@ class Client:
             run_timeout=run_timeout,
         )
         if run.get("status") not in FINAL_STATUSES:
-            run = await self.wait(str(run["id"]), max(deadline - time.monotonic(), 0.001))
+            run = await self._wait_until(str(run["id"]), deadline, timeout)
         return _outcome(run)
 
     async def cancel(
