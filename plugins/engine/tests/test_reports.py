@@ -69,7 +69,7 @@ async def test_full_lifecycle_events_and_journal(h: Harness) -> None:
         (4, "step.started", "send"),
         (5, "step.completed", "send"),
         (6, "custom", "progress"),
-        (7, "run.completed", ""),
+        (7, "run.completed", "greet"),
     ]
     data = [json.loads(e.data) for e in events]
     assert data[0] == {"function": "greet"}

@@ -154,7 +154,7 @@ def emit(report: Applying, command: pb.Emit) -> None:
 
 def run_completed(report: Applying, command: pb.RunCompleted) -> None:
     result = report.check_size(command.result, "the run's result")
-    report.event(_E.RUN_COMPLETED, "", result)
+    report.event(_E.RUN_COMPLETED, report.run.function, result)
     report.finish(_S.COMPLETED, result, None)
 
 
@@ -163,7 +163,8 @@ def run_failed(report: Applying, command: pb.RunFailed) -> None:
     with the ``Cancelled`` it was given."""
     error = command.error or pb.ErrorInfo(type=ErrorType.ERROR)
     ended = report.run.cancel_requested
-    report.event(_E.RUN_CANCELLED if ended else _E.RUN_FAILED, "", error_json(error))
+    kind = _E.RUN_CANCELLED if ended else _E.RUN_FAILED
+    report.event(kind, report.run.function, error_json(error))
     report.finish(_S.CANCELLED if ended else _S.FAILED, b"", error)
 
 

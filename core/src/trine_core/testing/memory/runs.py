@@ -236,12 +236,13 @@ class Runs:
             return
         error, deadline = cancelled(state.run.id, reason), self.clock() + CANCEL_GRACE_MS
         if not state.journal and state.lease is None:
-            self._event(state, _E.RUN_CANCELLED, "", error_json(error))
+            self._event(state, _E.RUN_CANCELLED, state.run.function, error_json(error))
             self._finish(state, _S.CANCELLED, b"", error)
             return self._wake()
         run = state.run
         state.run = dataclasses.replace(run, cancel_requested=True, cancel_deadline_ms=deadline)
-        self._event(state, _E.CANCEL_REQUESTED, "", {"reason": reason, "deadline_ms": deadline})
+        requested = {"reason": reason, "deadline_ms": deadline}
+        self._event(state, _E.CANCEL_REQUESTED, run.function, requested)
         for entry in state.pending:
             self._resolve(state, entry, error=error)
             if entry.kind == _K.CHILD and entry.child_run_id in self._runs:

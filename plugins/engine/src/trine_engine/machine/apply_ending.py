@@ -66,7 +66,7 @@ def cancel(
     if state.run.cancel_requested:
         return
     events = NewEvents(state.id, state.run.last_event_seq, at)
-    events.cancel_requested(reason, deadline)
+    events.cancel_requested(state.run.function, reason, deadline)
     state.run = dataclasses.replace(state.run, cancel_requested=True, cancel_deadline_ms=deadline)
     for entry in state.pending:
         machine.resolve(state, entry, at, batch, error=errors.cancelled(state.id, reason))
@@ -89,9 +89,9 @@ def terminate(
     run = state.run
     events = NewEvents(state.id, run.last_event_seq, at)
     if status == RunStatus.CANCELLED:
-        events.run_cancelled(error)
+        events.run_cancelled(run.function, error)
     else:
-        events.run_failed(error)
+        events.run_failed(run.function, error)
     machine.add_events(state, events, batch)
     waits = state.pending
     for entry in waits:

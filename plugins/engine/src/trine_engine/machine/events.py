@@ -91,18 +91,20 @@ class NewEvents(list[Event]):
         data = {"index": index, "child_run_id": child_run_id, "status": status}
         self._add(EventType.CHILD_FINISHED, function, _dumps(data))
 
-    def cancel_requested(self, reason: str, deadline_ms: int) -> None:
+    # The run-level events are named after the run's function, as ``run.started`` is.
+
+    def cancel_requested(self, function: str, reason: str, deadline_ms: int) -> None:
         data = {"reason": reason, "deadline_ms": deadline_ms}
-        self._add(EventType.CANCEL_REQUESTED, "", _dumps(data))
+        self._add(EventType.CANCEL_REQUESTED, function, _dumps(data))
 
-    def run_completed(self, result: bytes) -> None:
-        self._add(EventType.RUN_COMPLETED, "", json_or_null(result))
+    def run_completed(self, function: str, result: bytes) -> None:
+        self._add(EventType.RUN_COMPLETED, function, json_or_null(result))
 
-    def run_failed(self, error: ErrorInfo | None) -> None:
-        self._add(EventType.RUN_FAILED, "", _dumps(_error(error)))
+    def run_failed(self, function: str, error: ErrorInfo | None) -> None:
+        self._add(EventType.RUN_FAILED, function, _dumps(_error(error)))
 
-    def run_cancelled(self, error: ErrorInfo | None) -> None:
-        self._add(EventType.RUN_CANCELLED, "", _dumps(_error(error)))
+    def run_cancelled(self, function: str, error: ErrorInfo | None) -> None:
+        self._add(EventType.RUN_CANCELLED, function, _dumps(_error(error)))
 
 
 def _dumps(value: Any) -> bytes:

@@ -15,7 +15,7 @@ def run_completed(plan: Plan, command: RunCompleted) -> None:
     plan.final_status = RunStatus.COMPLETED
     plan.outcome = ReportOutcome.FINISHED
     plan.attempt_ended = True
-    plan.events.run_completed(plan.result)
+    plan.events.run_completed(plan.run.function, plan.result)
 
 
 def run_failed(plan: Plan, command: RunFailed) -> None:
@@ -24,7 +24,7 @@ def run_failed(plan: Plan, command: RunFailed) -> None:
     plan.attempt_ended = True
     if plan.run.cancel_requested:
         plan.final_status = RunStatus.CANCELLED
-        plan.events.run_cancelled(plan.error)
+        plan.events.run_cancelled(plan.run.function, plan.error)
     else:
         plan.final_status = RunStatus.FAILED
-        plan.events.run_failed(plan.error)
+        plan.events.run_failed(plan.run.function, plan.error)
