@@ -58,6 +58,7 @@ class Engine:
             self._timers,
             clock,
             config.max_payload_bytes,
+            log,
         )
         self._machine.load_functions(store)
         ids = UlidGenerator()  # one per engine: its ids increase strictly

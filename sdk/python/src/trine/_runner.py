@@ -120,5 +120,13 @@ async def execute(
         else:
             log_final_ack(ack, ctx.log, reporter.session, "completed")
             return
+    # One line per attempt that reports the run failed (a retried step ends its attempt above,
+    # quietly); the adapter prefixes the function and run id.
+    ctx.log.warning(
+        "run failed: %s: %s",
+        error.type,
+        error.message,
+        extra={"error_type": error.type, "error_message": error.message},
+    )
     ack = await reporter.send(Command(run_failed=RunFailed(error=error)))
     log_final_ack(ack, ctx.log, reporter.session, f"failed ({error.type}: {error.message})")

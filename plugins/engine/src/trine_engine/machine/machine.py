@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import betterproto2
+import structlog
 
 from trine_core import InvalidArgument, PayloadTooLarge, StorageError
 from trine_engine.clock import Clock
@@ -102,6 +103,7 @@ class StateMachine:
         timers: Timers,
         clock: Clock,
         max_payload_bytes: int,
+        log: structlog.stdlib.BoundLogger,
     ) -> None:
         self.plog = plog
         self.cache = cache
@@ -110,6 +112,7 @@ class StateMachine:
         self.timers = timers
         self.clock = clock
         self.max_payload_bytes = max_payload_bytes
+        self.log = log
         self.functions: dict[str, FunctionSpec] = {}
         """Every function a worker registered, by name."""
 
@@ -201,8 +204,21 @@ class StateMachine:
             self._drop_active_rows(state, batch)
             # Only once durable: evicted earlier, a lookup would reload the stale running run.
             batch.after_commit(functools.partial(self.cache.retire, state))
+            if run.status == RunStatus.FAILED:
+                # Once, when the failure is durable (a retry is not the run's failure).
+                batch.after_commit(functools.partial(self._log_failed, run))
             if run.parent_run_id:
                 apply_waits.child_finished(self, state, batch)
+
+    def _log_failed(self, run: Run) -> None:
+        error = run.error or ErrorInfo()
+        self.log.warning(
+            "run failed",
+            run_id=run.id,
+            function=run.function,
+            error_type=error.type,
+            error_message=error.message,
+        )
 
     @staticmethod
     def _drop_active_rows(state: RunState, batch: AppendBatch) -> None:
