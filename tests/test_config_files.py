@@ -25,8 +25,9 @@ def test_example_files_agree_on_the_engine_address() -> None:
         "coordinator",
         "gateway",
     )
-    assert coordinator.connect["dispatcher"] == f"grpc://{engine[ENGINE_ADDR]}"
-    assert gateway.connect["backend"] == f"grpc://{engine[ENGINE_ADDR]}"
+    # engine_addr alone wires the split: the engine plugin says its contracts are served there.
+    assert engine[ENGINE_ADDR] == coordinator[ENGINE_ADDR] == gateway[ENGINE_ADDR]
+    assert (coordinator.connect, gateway.connect) == ({}, {})
 
 
 def test_help_lists_every_installed_plugins_settings() -> None:
@@ -42,13 +43,11 @@ def test_help_lists_every_installed_plugins_settings() -> None:
 def test_split_boots_from_the_example_files(tmp_path: Path) -> None:
     # The files' roles and wiring, on free ports: TRINE_* variables override the files.
     cluster = Cluster(topology="split", workdir=tmp_path)
-    engine_addr = f"grpc://127.0.0.1:{cluster.engine_port}"
+    engine_addr = f"127.0.0.1:{cluster.engine_port}"
     try:
         for name in ("engine", "coordinator", "gateway"):
             argv = [sys.executable, "-m", "trine_core.cli", "--config", str(SPLIT / f"{name}.toml")]
-            env = {
-                f"TRINE_CONNECT_{kind.upper()}": engine_addr for kind in ("backend", "dispatcher")
-            }
+            env = {"TRINE_ENGINE_ADDR": engine_addr}
             proc = cluster.spawn(f"trine-{name}", argv, **env)
             cluster.runtime.append(proc)
             line = proc.log.wait_for(lambda line: "trine started" in line, proc.popen)
