@@ -239,7 +239,7 @@ async def test_signal_name_is_quoted_and_errors_are_client_errors(client, gatewa
         await client.signal("r1", "a/b c", 1)
     assert (info.value.status, info.value.code) == (400, "invalid_argument")
     assert gateway.requests[-1].url.raw_path == b"/v1/runs/r1/signals/a%2Fb%20c"
-    with pytest.raises(ValueError, match="JSON compliant"):
+    with pytest.raises(TypeError, match=r"payload of signal 'approved' .*nan"):
         await client.signal("r1", "approved", float("nan"))
 
 

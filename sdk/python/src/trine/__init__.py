@@ -23,10 +23,12 @@ from __future__ import annotations
 from ._version import __version__
 from .client import Client
 from .context import Context
+from .converter import Converter, PydanticConverter
 from .errors import (
     CancelledError,
     ChildRunError,
     ClientError,
+    ConversionError,
     NonDeterminismError,
     NonRetryableError,
     RunFailedError,
@@ -43,8 +45,11 @@ __all__ = [
     "Client",
     "ClientError",
     "Context",
+    "ConversionError",
+    "Converter",
     "NonDeterminismError",
     "NonRetryableError",
+    "PydanticConverter",
     "RetryPolicy",
     "RunFailedError",
     "SignalTimeout",

@@ -26,6 +26,7 @@ from . import _codec
 from ._acks import RunLog, raise_refusal
 from ._journal import Journal, entry_value
 from ._session import RunReporter
+from .converter import Converter, PydanticConverter
 from .errors import CancelledError, NonDeterminismError
 
 
@@ -60,8 +61,11 @@ class Attempt:
         log: RunLog,
         cancel_requested: bool,
         executor: Executor | None = None,
+        converter: Converter | None = None,
     ) -> None:
         self.run_id = run_id
+        # How payloads become JSON and come back as the declared types (``converter``).
+        self.converter: Converter = converter or PydanticConverter()
         self.function = function
         # Where sync steps run (the worker's step threads; None: the loop's default executor).
         self.executor = executor
@@ -95,10 +99,15 @@ class Attempt:
             self.fatal = _codec.error_info(error, retryable=False)
             raise
 
-    def value(self, entry: JournalEntry) -> Any:
-        """The entry's value or error (see ``entry_value``), a cancellation counted as told."""
+    def value(self, entry: JournalEntry, type_: Any = None, what: str = "") -> Any:
+        """The entry's value as a ``type_`` (None: plain JSON; ``what`` names it for a
+        conversion error) or its error (see ``entry_value``), a cancellation counted as told."""
         try:
-            return entry_value(entry)
+            if type_ is None:
+                return entry_value(entry)
+            return entry_value(
+                entry, lambda data: self.converter.from_json(data, type_, what or entry.name)
+            )
         except CancelledError:
             self.cancel_delivered = True
             raise

@@ -19,6 +19,7 @@ from . import _lag
 from ._runner import FunctionDef, execute, make_context
 from ._session import RunReporter, Session
 from .context import Context
+from .converter import Converter, PydanticConverter
 
 log = logging.getLogger("trine.worker")
 
@@ -35,6 +36,7 @@ class InFlight:
         self._contexts: dict[str, Context] = {}
         self.draining = False
         self.executor: Executor | None = None  # the step threads, set by ``Worker.serve``
+        self.converter: Converter = PydanticConverter()  # the worker's, set by ``Worker``
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -67,7 +69,12 @@ class InFlight:
             return
         reporter = RunReporter(session, run.id, lease.id)
         ctx = make_context(
-            definition, item, reporter, max_payload_bytes=max_payload_bytes, executor=self.executor
+            definition,
+            item,
+            reporter,
+            max_payload_bytes=max_payload_bytes,
+            executor=self.executor,
+            converter=self.converter,
         )
         task = asyncio.create_task(
             execute(definition, item, ctx, reporter, max_payload_bytes=max_payload_bytes),

@@ -6,18 +6,23 @@ error naming what it is, where it is, and the likely fix.
 then garbage-collected with a ``RuntimeWarning`` far from the mistake. So when encoding fails,
 the value is walked to find the first offender, and every coroutine in it is closed (it can never
 be awaited now, and closing it keeps the warning from burying the real error). The walk happens
-only after a failure: a value that encodes costs nothing more.
+only after plain ``json`` failed: a plain value costs nothing more. It also tells a structured
+value the converter encodes (a model, a dataclass, a datetime) from a mistake it must not paper
+over (pydantic would turn a generator or a set into a list, a tuple key into a string).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import decimal
+import enum
 import inspect
 import math
+import uuid
 from typing import Any
 
-from . import _codec
-
-__all__ = ["encode", "not_json"]
+__all__ = ["CONVERT", "check_convertible"]
 
 FORGOT_AWAIT = (
     "did you forget `await`? A coroutine is what an async function or a ctx call returns until "
@@ -27,28 +32,30 @@ GENERATOR = (
     "a generator produces its items lazily and cannot be journaled: return a list of them "
     "(list(...), or [x async for x in ...] for an async generator)"
 )
+CONVERTIBLE = ""  # not JSON itself, but a converter of structured types takes it
 CONVERT = (
-    "return JSON values only (dict with str keys, list, str, int, float, bool, None): convert it "
-    "first (dataclasses.asdict(obj), model.model_dump(), list(a_set), a_datetime.isoformat())"
+    "use JSON values (dict with str keys, list, str, int, float, bool, None), pydantic models, "
+    "dataclasses, TypedDicts, datetimes, UUIDs, Decimals or Enums, or convert it first "
+    "(list(a_set), str(a_path), ...)"
 )
 
 
-def encode(value: Any, what: str) -> bytes:
-    """``value`` as JSON bytes; else ``TypeError`` from ``not_json`` (``what``: "the output of
-    step 'x'", "the result of workflow 'f'", ...)."""
-    try:
-        return _codec.encode(value)
-    except (TypeError, ValueError) as exc:
-        raise not_json(value, what, exc) from exc
-
-
-def not_json(value: Any, what: str, cause: BaseException) -> TypeError:
-    """The error for a ``value`` that failed to encode (``cause``): what and where the first
-    offender is, and the fix. Closes every coroutine in ``value``."""
+def check_convertible(value: Any, what: str, cause: BaseException) -> None:
+    """Raise the error for a ``value`` plain ``json`` refused (``cause``; ``what``: "the output
+    of step 'x'", ...) unless every value in it that json refused is one a converter of
+    structured types takes: a pydantic model, a dataclass, a date or time, a UUID, a Decimal,
+    an Enum. The error names the first offender, where it is and the fix; every coroutine in
+    ``value`` is closed."""
     found: list[tuple[str, str, str]] = []  # (where, what it is, the fix)
     _walk(value, "", found, set())
+    problems = [item for item in found if item[2] is not CONVERTIBLE]
+    if problems:
+        raise _error(problems, what)
     if not found:  # an encoder failure the walk does not recognise: say what json said
-        return TypeError(f"{what} is not JSON-serializable: {cause}")
+        raise TypeError(f"{what} is not JSON-serializable: {cause}")
+
+
+def _error(found: list[tuple[str, str, str]], what: str) -> TypeError:
     where, kind, fix = found[0]
     place = f"its item {where}" if where else "it"
     more = f" ({len(found) - 1} more such values in it)" if len(found) > 1 else ""
@@ -78,7 +85,9 @@ def _walk(value: Any, where: str, found: list[tuple[str, str, str]], path: set[i
                 _walk(item, f"{where}[{position}]", found, path)
         path.discard(id(value))
         return
-    if inspect.iscoroutine(value):
+    if _structured(value):
+        found.append((where, _name(value), CONVERTIBLE))
+    elif inspect.iscoroutine(value):
         value.close()
         found.append((where, f"a coroutine ({value.__qualname__})", FORGOT_AWAIT))
     elif inspect.isgenerator(value) or inspect.isasyncgen(value):
@@ -89,6 +98,25 @@ def _walk(value: Any, where: str, found: list[tuple[str, str, str]], path: set[i
         found.append((where, f"an awaitable {_name(value)}", FORGOT_AWAIT))
     else:
         found.append((where, f"{_article(_name(value))} ({_short(value)})", CONVERT))
+
+
+def _structured(value: Any) -> bool:
+    """A value whose JSON form its type defines (what ``PydanticConverter`` encodes)."""
+    if hasattr(value, "__pydantic_serializer__") and not isinstance(value, type):
+        return True  # a pydantic model or a pydantic dataclass
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return True
+    return isinstance(value, _STRUCTURED_SCALARS)
+
+
+_STRUCTURED_SCALARS = (
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    uuid.UUID,
+    decimal.Decimal,
+    enum.Enum,
+)
 
 
 def _name(value: Any) -> str:

@@ -9,6 +9,7 @@ cancellation, a journaled error) and leaves remembering it to the attempt.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from trine_proto.trine.v1 import EntryKind, JournalEntry
@@ -70,11 +71,12 @@ class Journal:
         return index, entry
 
 
-def entry_value(entry: JournalEntry) -> Any:
-    """A resolved entry's value, or its error raised as the workflow should see it."""
+def entry_value(entry: JournalEntry, decode: Callable[[bytes], Any] = _codec.decode) -> Any:
+    """A resolved entry's value (its output through ``decode``), or its error raised as the
+    workflow should see it."""
     error = entry.error
     if error is None:
-        return None if entry.kind == EntryKind.SLEEP else _codec.decode(entry.output)
+        return None if entry.kind == EntryKind.SLEEP else decode(entry.output)
     if error.type == ErrorType.CANCELLED:  # this run's own (a child's is ChildCancelled)
         raise CancelledError(error.message)
     if entry.kind == EntryKind.SIGNAL and error.type == ErrorType.SIGNAL_TIMEOUT:

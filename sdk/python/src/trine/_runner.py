@@ -21,11 +21,12 @@ from trine_proto.trine.v1 import (
 )
 from trine_proto.vocabulary import ErrorCode, ErrorType
 
-from . import _codec, _guards
+from . import _codec
 from ._acks import log_final_ack
 from ._session import RunReporter
 from .context import Context
-from .errors import AttemptEnded, CancelledError, RunAborted
+from .converter import Converter
+from .errors import AttemptEnded, CancelledError, ConversionError, RunAborted
 from .retry import RetryPolicy
 
 log = logging.getLogger("trine.worker")
@@ -35,13 +36,14 @@ WorkflowFn = Callable[..., Awaitable[Any]]
 
 @dataclass(frozen=True, slots=True)
 class FunctionDef:
-    """A registered workflow: its name on the wire, the coroutine function, its retry policy and
-    its default run timeout (0: none)."""
+    """A registered workflow: its name on the wire, the coroutine function, its retry policy,
+    its default run timeout (0: none) and the type its input converts to."""
 
     name: str
     fn: WorkflowFn
     retry: RetryPolicy | None
     timeout_ms: int = 0
+    input_type: Any = None  # the annotation of its input parameter; None: plain JSON
 
 
 def make_context(
@@ -51,6 +53,7 @@ def make_context(
     *,
     max_payload_bytes: int,
     executor: Executor | None = None,
+    converter: Converter | None = None,
 ) -> Context:
     """The context of one attempt of ``item``'s run; its sync steps run in ``executor``."""
     run = item.run
@@ -66,6 +69,7 @@ def make_context(
         logger=log,
         cancel_requested=run.cancel_requested,
         executor=executor,
+        converter=converter,
     )
 
 
@@ -84,8 +88,10 @@ async def execute(
     result = b""
     try:
         try:
-            payload = _codec.decode(run.input)
-        except ValueError as exc:
+            payload = ctx.converter.from_json(
+                run.input, definition.input_type, f"the input of workflow {definition.name!r}"
+            )
+        except (ConversionError, ValueError) as exc:
             raise RunAborted(_codec.error_info(exc, retryable=False)) from exc
         value = await definition.fn(ctx, payload)
     except AttemptEnded as ended:
@@ -102,7 +108,7 @@ async def execute(
         error = ctx.fatal
         if error is None:
             try:
-                result = _guards.encode(value, f"the result of workflow {definition.name!r}")
+                result = ctx.converter.to_json(value, f"the result of workflow {definition.name!r}")
             except TypeError as exc:
                 error = _codec.error_info(exc, retryable=False)
             else:

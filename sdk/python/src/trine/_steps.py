@@ -27,7 +27,7 @@ from trine_proto.trine.v1 import (
 )
 from trine_proto.vocabulary import ErrorCode, ErrorType
 
-from . import _codec, _durations, _guards, _step_body
+from . import _codec, _declared, _durations, _step_body
 from ._attempt import Attempt
 from .errors import AttemptEnded, CancelledError, StepError
 from .retry import RetryPolicy
@@ -55,7 +55,7 @@ async def step(
     seconds = None if limit is None else _durations.seconds(limit, "a step's timeout")
     index, entry = attempt.next(EntryKind.STEP, name)
     if entry is not None:
-        return attempt.value(entry)
+        return attempt.value(entry, _declared.return_type(fn), _output_of(name))
     await attempt.deliver_pending_cancel(index, name)
 
     number = attempt.journal.step_attempt(index)
@@ -79,7 +79,7 @@ async def step(
         except Exception as exc:
             failure, info = exc, _codec.error_info(exc)
         else:
-            failure, info, output = _encode_output(name, value, attempt.max_payload_bytes)
+            failure, info, output, value = _convert_output(attempt, name, fn, value)
         announce.cancel()
         unannounced = [] if started else [started_cmd]
         await turn.wait()
@@ -106,7 +106,7 @@ async def step(
             ack = await completed
             if ack.error_code != ErrorCode.PAYLOAD_TOO_LARGE:
                 attempt.check(ack)
-                return _codec.decode(output)
+                return value
             # The engine's limit is lower than ours: the same non-retryable failure.
             info = ErrorInfo(type=ErrorType.PAYLOAD_TOO_LARGE, message=ack.error_message)
 
@@ -146,18 +146,23 @@ async def step(
         turn.release()
 
 
-def _encode_output(
-    name: str, value: Any, max_payload_bytes: int
-) -> tuple[BaseException | None, ErrorInfo | None, bytes]:
-    """The output as JSON bytes, or the non-retryable failure it becomes when it is not JSON
-    or too large (retrying would produce the same output again)."""
+def _output_of(name: str) -> str:
+    return f"the output of step {name!r}"
+
+
+def _convert_output(
+    attempt: Attempt, name: str, fn: Callable[..., Any], value: Any
+) -> tuple[BaseException | None, ErrorInfo | None, bytes, Any]:
+    """The output as JSON bytes and as the step returns it (its JSON read back as ``fn``'s
+    return type, as every replay will return it), or the non-retryable failure it becomes when
+    it is not JSON, does not fit that type, or is too large (a retry would produce the same)."""
+    what = _output_of(name)
     try:
-        output = _guards.encode(value, f"the output of step {name!r}")
-    except TypeError as error:
-        return error, _codec.error_info(error, retryable=False), b""
-    if len(output) > max_payload_bytes:
-        message = (
-            f"the output of step {name!r} is {len(output)} bytes; the limit is {max_payload_bytes}"
-        )
-        return None, ErrorInfo(type=ErrorType.PAYLOAD_TOO_LARGE, message=message), b""
-    return None, None, output
+        output = attempt.converter.to_json(value, what)
+        value = attempt.converter.from_json(output, _declared.return_type(fn), what)
+    except TypeError as error:  # ConversionError is one too
+        return error, _codec.error_info(error, retryable=False), b"", None
+    if len(output) > attempt.max_payload_bytes:
+        message = f"{what} is {len(output)} bytes; the limit is {attempt.max_payload_bytes}"
+        return None, ErrorInfo(type=ErrorType.PAYLOAD_TOO_LARGE, message=message), b"", None
+    return None, None, output, value

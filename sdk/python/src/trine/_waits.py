@@ -24,8 +24,9 @@ from trine_proto.trine.v1 import (
 )
 from trine_proto.vocabulary import ErrorType, seconds_to_ms, signal_name_problem, timeout_to_ms
 
-from . import _durations, _guards
+from . import _durations
 from ._attempt import Attempt
+from ._declared import return_type, workflow_name
 from .errors import AttemptEnded, ChildRunError, RunAborted
 
 
@@ -62,7 +63,9 @@ async def sleep_until(attempt: Attempt, when: datetime | float) -> None:
     attempt.value(entry)
 
 
-async def wait_for_signal(attempt: Attempt, name: str, limit: float | timedelta | None) -> Any:
+async def wait_for_signal(
+    attempt: Attempt, name: str, limit: float | timedelta | None, payload_type: Any = None
+) -> Any:
     problem = signal_name_problem(name)
     if problem is not None:
         raise ValueError(problem)
@@ -74,23 +77,21 @@ async def wait_for_signal(attempt: Attempt, name: str, limit: float | timedelta 
             wait_signal=WaitSignal(index=index, name=name, timeout_ms=timeout_ms)
         ),
     )
-    return attempt.value(entry)
+    return attempt.value(entry, payload_type, f"the payload of signal {name!r}")
 
 
 async def run_many(
     attempt: Attempt,
-    calls: Iterable[tuple[str, Any]],
+    calls: Iterable[tuple[str | Callable[..., Any], Any]],
     limit: float | timedelta | None,
     return_exceptions: bool,
 ) -> list[Any]:
-    pairs = list(calls)
-    for function, _ in pairs:
-        if not function:
-            raise ValueError("a child run needs a function name")
+    handles = [(workflow_name(function), function, value) for function, value in calls]
+    pairs = [(name, value) for name, _, value in handles]
     if not pairs:
         return []
     inputs = [
-        _guards.encode(value, f"the input of child run {position} ({function!r})")
+        attempt.converter.to_json(value, f"the input of child run {position} ({function!r})")
         for position, (function, value) in enumerate(pairs)
     ]
     for position, data in enumerate(inputs):
@@ -113,9 +114,10 @@ async def run_many(
         ),
     )
     results: list[Any] = []
-    for entry in entries:
+    for entry, (name, function, _) in zip(entries, handles, strict=True):
+        result_type = None if isinstance(function, str) else return_type(function)
         try:
-            results.append(attempt.value(entry))
+            results.append(attempt.value(entry, result_type, f"the result of child {name!r}"))
         except ChildRunError as error:
             if not return_exceptions:
                 raise

@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar, overload
 from urllib.parse import quote
 
 import httpx
@@ -24,7 +24,13 @@ from trine_proto.trine.v1 import RunStatus
 from trine_proto.vocabulary import FINAL_STATUSES as _FINAL_RUN_STATUSES
 from trine_proto.vocabulary import STREAM_ERROR_EVENT, ErrorCode, status_name
 
+from ._declared import return_type, workflow_name
+from .converter import Converter, PydanticConverter
 from .errors import ClientError, RunFailedError
+
+T = TypeVar("T")
+InputT = TypeVar("InputT")
+OutputT = TypeVar("OutputT")
 
 DEFAULT_URL = "http://127.0.0.1:7480"
 # Statuses as the HTTP API spells them ("completed"), not as the RunStatus enum.
@@ -38,7 +44,9 @@ LONG_POLL_S = 60.0
 class Client:
     """An async client for the gateway at ``base_url`` (default ``$TRINE_URL`` or
     ``http://127.0.0.1:7480``). Use it as ``async with trine.Client() as client: ...`` or call
-    ``aclose()``. ``timeout`` bounds each request (long polls get their wait on top)."""
+    ``aclose()``. ``timeout`` bounds each request (long polls get their wait on top).
+    ``converter`` turns inputs and signal payloads into JSON and results back into declared
+    types (default: ``trine.PydanticConverter``)."""
 
     def __init__(
         self,
@@ -47,7 +55,9 @@ class Client:
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
         headers: dict[str, str] | None = None,
+        converter: Converter | None = None,
     ) -> None:
+        self.converter: Converter = converter or PydanticConverter()
         self.base_url = base_url or os.environ.get("TRINE_URL") or DEFAULT_URL
         self.timeout = timeout
         self._http = httpx.AsyncClient(
@@ -72,13 +82,15 @@ class Client:
 
     async def start(
         self,
-        function: str,
+        function: str | Callable[..., Awaitable[Any]],
         input: Any = None,
         idempotency_key: str | None = None,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - the run's deadline, not this call's
     ) -> dict[str, Any]:
-        """Start a run of ``function`` with JSON ``input``; the run as the gateway returns it.
+        """Start a run of ``function`` (a registered name, or the workflow function itself)
+        with ``input`` (JSON values, a pydantic model, a dataclass... as the converter takes);
+        the run as the gateway returns it.
 
         With an ``idempotency_key`` used before, that earlier run comes back instead. A
         ``timeout`` (seconds) is the run's deadline: if it has not finished by then, it fails
@@ -114,14 +126,61 @@ class Client:
                     f"run {run_id} is still {run.get('status')} after {seconds:g} seconds"
                 )
 
-    async def result(self, run_id: str, timeout: float = 60.0) -> Any:  # noqa: ASYNC109
-        """The run's result once it completed; ``RunFailedError`` if it failed or was cancelled,
-        ``TimeoutError`` if it is not final after ``timeout`` seconds."""
-        return _outcome(await self.wait(run_id, timeout))
+    @overload
+    async def result(
+        self,
+        run_id: str,
+        timeout: float = 60.0,  # noqa: ASYNC109
+        *,
+        result_type: type[T],
+    ) -> T: ...
 
+    @overload
+    async def result(
+        self,
+        run_id: str,
+        timeout: float = 60.0,  # noqa: ASYNC109
+        *,
+        result_type: None = None,
+    ) -> Any: ...
+
+    async def result(
+        self,
+        run_id: str,
+        timeout: float = 60.0,  # noqa: ASYNC109
+        *,
+        result_type: Any = None,
+    ) -> Any:
+        """The run's result once it completed, as a ``result_type`` when given (else plain
+        JSON); ``RunFailedError`` if it failed or was cancelled, ``TimeoutError`` if it is not
+        final after ``timeout`` seconds, ``ConversionError`` if it does not fit the type."""
+        return self._outcome(await self.wait(run_id, timeout), result_type)
+
+    @overload
+    async def run(
+        self,
+        function: Callable[[Any, InputT], Awaitable[OutputT]],
+        input: InputT,
+        timeout: float = 60.0,  # noqa: ASYNC109
+        *,
+        idempotency_key: str | None = None,
+        run_timeout: float | None = None,
+    ) -> OutputT: ...
+
+    @overload
     async def run(
         self,
         function: str,
+        input: Any = None,
+        timeout: float = 60.0,  # noqa: ASYNC109
+        *,
+        idempotency_key: str | None = None,
+        run_timeout: float | None = None,
+    ) -> Any: ...
+
+    async def run(
+        self,
+        function: str | Callable[..., Awaitable[Any]],
         input: Any = None,
         timeout: float = 60.0,  # noqa: ASYNC109 - the run's deadline, spanning several requests
         *,
@@ -130,6 +189,9 @@ class Client:
     ) -> Any:
         """Start a run and return its result (as ``result()``): one request for a quick run.
 
+        ``function`` is a registered name (the result comes back as plain JSON) or the
+        workflow function itself, imported from the worker's code (typed: mypy checks ``input``
+        against its input parameter, and the result comes back as its return annotation).
         ``timeout`` is how long to wait for the result here (``TimeoutError`` after it; the run
         goes on); ``run_timeout`` is the run's own deadline (as ``start(timeout=...)``), after
         which it fails with ``RunTimeout``.
@@ -144,7 +206,7 @@ class Client:
         )
         if run.get("status") not in FINAL_STATUSES:
             run = await self._wait_until(str(run["id"]), deadline, timeout)
-        return _outcome(run)
+        return self._outcome(run, None if isinstance(function, str) else return_type(function))
 
     async def cancel(
         self, run_id: str, reason: str = "", *, wait: float | None = None
@@ -180,10 +242,8 @@ class Client:
         return await self._json(
             "POST",
             f"/v1/runs/{run_id}/signals/{quote(name, safe='')}",
-            # always a JSON document, ``null`` included (as httpx encodes ``json=``)
-            content=json.dumps(
-                payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-            ).encode(),
+            # always a JSON document, ``null`` included
+            content=self.converter.to_json(payload, f"the payload of signal {name!r}"),
             headers={"content-type": "application/json"},
         )
 
@@ -243,9 +303,19 @@ class Client:
 
     # -- plumbing --------------------------------------------------------------------------------
 
+    def _outcome(self, run: dict[str, Any], result_type: Any) -> Any:
+        """A final run's result as ``result_type`` (None: plain JSON), or ``RunFailedError``."""
+        if run.get("status") != COMPLETED:
+            raise RunFailedError(run)
+        result = run.get("result")
+        if result_type is None:
+            return result
+        what = f"the result of run {run.get('id')} ({run.get('function')!r})"
+        return self.converter.from_json(_compact(result), result_type, what)
+
     async def _start(
         self,
-        function: str,
+        function: str | Callable[..., Awaitable[Any]],
         input: Any,
         idempotency_key: str | None,
         wait: float | None,
@@ -253,14 +323,17 @@ class Client:
     ) -> dict[str, Any]:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         params = {"wait": f"{wait:.3f}"} if wait is not None else None
-        body: dict[str, Any] = {"function": function, "input": input}
+        name = workflow_name(function)
+        # The input goes in as the converter's JSON, spliced into the body as it is.
+        data = self.converter.to_json(input, f"the input of a run of {name!r}")
+        body = b'{"function":' + _compact(name) + b',"input":' + data
         if run_timeout is not None:
-            body["timeout_s"] = run_timeout
+            body += b',"timeout_s":' + _compact(run_timeout)
         return await self._json(
             "POST",
             "/v1/runs",
-            json=body,
-            headers=headers,
+            content=body + b"}",
+            headers={"content-type": "application/json", **(headers or {})},
             params=params,
             request_timeout=self.timeout + (wait or 0),
         )
@@ -291,10 +364,8 @@ class Client:
         return body
 
 
-def _outcome(run: dict[str, Any]) -> Any:
-    if run.get("status") == COMPLETED:
-        return run.get("result")
-    raise RunFailedError(run)
+def _compact(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _client_error(response: httpx.Response) -> ClientError:

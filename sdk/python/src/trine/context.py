@@ -30,17 +30,21 @@ import uuid as _uuid
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from concurrent.futures import Executor
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, TypeVarTuple, overload
 
 from trine_proto.trine.v1 import Command, Emit, ErrorInfo, JournalEntry
 
-from . import _codec, _guards, _steps, _waits
+from . import _codec, _steps, _waits
 from ._attempt import Attempt
 from ._journal import Journal
 from ._session import RunReporter
+from .converter import Converter
 from .retry import RetryPolicy
 
 T = TypeVar("T")
+InputT = TypeVar("InputT")
+OutputT = TypeVar("OutputT")
+Ts = TypeVarTuple("Ts")
 
 
 class _RunLogAdapter(logging.LoggerAdapter[logging.Logger]):
@@ -73,6 +77,7 @@ class Context:
         logger: logging.Logger,
         cancel_requested: bool = False,
         executor: Executor | None = None,
+        converter: Converter | None = None,
     ) -> None:
         self.run_id = run_id
         self.function = function
@@ -90,7 +95,13 @@ class Context:
             log=self.log,
             cancel_requested=cancel_requested,
             executor=executor,
+            converter=converter,
         )
+
+    @property
+    def converter(self) -> Converter:
+        """How this run's payloads become JSON and come back as their declared types."""
+        return self._state.converter
 
     @property
     def replaying(self) -> bool:
@@ -115,12 +126,14 @@ class Context:
 
     # -- steps -----------------------------------------------------------------------------------
 
+    # ``*args: *Ts`` lets mypy check the arguments against ``fn``'s parameters.
+
     @overload
     async def step(
         self,
         name: str,
-        fn: Callable[..., Awaitable[T]],
-        *args: Any,
+        fn: Callable[[*Ts], Awaitable[T]],
+        *args: *Ts,
         retry: RetryPolicy | None = None,
         timeout: float | timedelta | None = None,
     ) -> T: ...
@@ -129,8 +142,8 @@ class Context:
     async def step(
         self,
         name: str,
-        fn: Callable[..., T],
-        *args: Any,
+        fn: Callable[[*Ts], T],
+        *args: *Ts,
         retry: RetryPolicy | None = None,
         timeout: float | timedelta | None = None,
     ) -> T: ...
@@ -138,8 +151,8 @@ class Context:
     async def step(
         self,
         name: str,
-        fn: Callable[..., Any],
-        *args: Any,
+        fn: Callable[[*Ts], Any],
+        *args: *Ts,
         retry: RetryPolicy | None = None,
         timeout: float | timedelta | None = None,
     ) -> Any:
@@ -154,8 +167,14 @@ class Context:
         fails with ``TimeoutError``, retried like any error; a sync ``fn`` cannot be
         interrupted, so it fails with ``TimeoutError`` once it returns late, its result
         discarded. When the step fails for good, ``StepError`` is raised here, and may be
-        caught. A step returning a coroutine, a generator or anything else that is not JSON
-        fails at once (not retried), with an error naming it.
+        caught.
+
+        The output is converted by the worker's converter: JSON values, pydantic models,
+        dataclasses, TypedDicts... When ``fn`` annotates its return type, the step returns a
+        value of that type, the first time and on every replay (the output is validated against
+        it before it is journaled); without one it returns plain JSON values. A step returning
+        a coroutine, a generator, anything that cannot become JSON or that does not fit its
+        return annotation fails at once (not retried), with an error naming it.
         """
         return await _steps.step(self._state, name, fn, args, retry=retry, limit=timeout)
 
@@ -193,32 +212,69 @@ class Context:
         """Sleep until ``when`` (an aware datetime, or seconds since the epoch)."""
         await _waits.sleep_until(self._state, when)
 
-    async def wait_for_signal(self, name: str, *, timeout: float | timedelta | None = None) -> Any:
-        """Wait for the signal ``name`` (``POST /v1/runs/{id}/signals/{name}``) and return its
-        JSON payload. A signal sent before the wait is kept and returned at once; signals of one
-        name are taken oldest first. With ``timeout`` (seconds), raises ``SignalTimeout`` when
-        none came in time. The run is suspended while it waits."""
-        return await _waits.wait_for_signal(self._state, name, timeout)
+    @overload
+    async def wait_for_signal(
+        self, name: str, payload_type: type[T], *, timeout: float | timedelta | None = None
+    ) -> T: ...
 
+    @overload
+    async def wait_for_signal(
+        self, name: str, payload_type: None = None, *, timeout: float | timedelta | None = None
+    ) -> Any: ...
+
+    async def wait_for_signal(
+        self, name: str, payload_type: Any = None, *, timeout: float | timedelta | None = None
+    ) -> Any:
+        """Wait for the signal ``name`` (``POST /v1/runs/{id}/signals/{name}``) and return its
+        payload: as a ``payload_type`` (a pydantic model, a dataclass...) when given, else as
+        plain JSON. A signal sent before the wait is kept and returned at once; signals of one
+        name are taken oldest first. With ``timeout`` (seconds), raises ``SignalTimeout`` when
+        none came in time. The run is suspended while it waits. A payload that does not fit
+        ``payload_type`` raises ``ConversionError``."""
+        return await _waits.wait_for_signal(self._state, name, timeout, payload_type)
+
+    @overload
+    async def run(
+        self,
+        function: Callable[[Any, InputT], Awaitable[OutputT]],
+        input: InputT,
+        *,
+        timeout: float | timedelta | None = None,
+    ) -> OutputT: ...
+
+    @overload
     async def run(
         self, function: str, input: Any = None, *, timeout: float | timedelta | None = None
+    ) -> Any: ...
+
+    async def run(
+        self,
+        function: str | Callable[..., Awaitable[Any]],
+        input: Any = None,
+        *,
+        timeout: float | timedelta | None = None,
     ) -> Any:
         """Start a child run of ``function`` with ``input`` and return its result; the parent is
         suspended while the child runs. A failed or cancelled child raises ``ChildRunError``.
-        ``timeout`` (seconds) is the child's run timeout."""
+        ``timeout`` (seconds) is the child's run timeout.
+
+        ``function`` is a workflow function (typed: mypy checks ``input`` against its input
+        parameter, and its result comes back as its return annotation) or a registered name
+        (untyped: plain JSON back). The child may run on any worker serving it."""
         [result] = await self.run_many([(function, input)], timeout=timeout)
         return result
 
     async def run_many(
         self,
-        calls: Iterable[tuple[str, Any]],
+        calls: Iterable[tuple[str | Callable[..., Awaitable[Any]], Any]],
         *,
         timeout: float | timedelta | None = None,
         return_exceptions: bool = False,
     ) -> list[Any]:
         """Fan out: start one child run per ``(function, input)`` pair at once, wait for all of
-        them, and return their results in order. The first failed child raises
-        ``ChildRunError``, unless ``return_exceptions``, which puts the error in its place."""
+        them, and return their results in order (``function`` as for ``run``). The first failed
+        child raises ``ChildRunError``, unless ``return_exceptions``, which puts the error in
+        its place."""
         return await _waits.run_many(self._state, calls, timeout, return_exceptions)
 
     # -- events ----------------------------------------------------------------------------------
@@ -232,7 +288,7 @@ class Context:
         """
         if not name:
             raise ValueError("an event needs a name")
-        data_bytes = _guards.encode(data, f"the data of event {name!r}")
+        data_bytes = self._state.converter.to_json(data, f"the data of event {name!r}")
         if self.replaying:
             return
         limit = self._state.max_payload_bytes

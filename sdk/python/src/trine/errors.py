@@ -26,6 +26,23 @@ class NonRetryableError(TrineError):
     """
 
 
+class ConversionError(NonRetryableError, TypeError):
+    """A JSON value does not fit the type the code declared for it: a workflow's input, a step's
+    or a child's result (its return annotation), a signal's payload, a run's result.
+
+    ``what`` names the value ("the input of workflow 'order'"), ``type`` the declared type and
+    ``problems`` what did not fit. Non-retryable: the same value would fail again. In a workflow
+    it fails the run (a step output that no longer fits its annotation usually means the code
+    changed under a run in flight).
+    """
+
+    def __init__(self, what: str, type: str, problems: str) -> None:
+        super().__init__(f"{what} is not a valid {type}: {problems}")
+        self.what = what
+        self.type = type
+        self.problems = problems
+
+
 class StepError(TrineError):
     """A step failed for good: its attempts are exhausted or its error was non-retryable.
 

@@ -23,9 +23,11 @@ from typing import Any, TypeVar, overload
 from trine_proto.vocabulary import timeout_to_ms
 
 from ._connection import Connection
+from ._declared import NAME_ATTRIBUTE, input_type
 from ._dispatch import InFlight
 from ._lag import LagMonitor
 from ._runner import FunctionDef
+from .converter import Converter
 from .retry import RetryPolicy
 
 log = logging.getLogger("trine.worker")
@@ -66,6 +68,9 @@ class Worker:
     event loop may be blocked (by blocking code in async code) before a WARNING names the
     workflow, the run and the step doing it; keep it well below five heartbeat intervals, after
     which the coordinator drops the worker.
+
+    ``converter`` turns payloads into JSON and back into the types the code declares (default:
+    ``trine.PydanticConverter``: JSON values, pydantic models, dataclasses, TypedDicts...).
     """
 
     def __init__(
@@ -79,6 +84,7 @@ class Worker:
         register_timeout: float = 10.0,
         step_threads: int = DEFAULT_STEP_THREADS,
         loop_lag_warning: float | None = DEFAULT_LOOP_LAG_WARNING,
+        converter: Converter | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -101,6 +107,8 @@ class Worker:
         self.loop_lag_warning = loop_lag_warning
         self._functions: dict[str, FunctionDef] = {}
         self._runs = InFlight()
+        if converter is not None:
+            self._runs.converter = converter
         self._stop: asyncio.Event | None = None
         self._signals = 0
         self._registered_event: asyncio.Event | None = None
@@ -145,7 +153,9 @@ class Worker:
             key = name or f.__name__
             if key in self._functions:
                 raise ValueError(f"a function named {key!r} is already registered")
-            self._functions[key] = FunctionDef(key, f, retry, timeout_ms)
+            self._functions[key] = FunctionDef(key, f, retry, timeout_ms, input_type(f))
+            # So ``ctx.run(f, ...)`` and ``client.run(f, ...)`` find the name it is served under.
+            setattr(f, NAME_ATTRIBUTE, key)
             return f
 
         return register(fn) if fn is not None else register
