@@ -52,6 +52,8 @@ _PLAIN: dict[Any, tuple[type, ...]] = {
     int: (int,),
     float: (float, int),
     bool: (bool,),
+    dict[str, Any]: (dict,),  # JSON object keys are always strings
+    list[Any]: (list,),
 }
 _UNTYPED = (None, Any, object, inspect.Parameter.empty)
 _ANY: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(Any)  # encodes a value by its own type
@@ -87,7 +89,10 @@ class PydanticConverter:
     def from_json(self, data: bytes, type_: Any, what: str) -> Any:
         if type_ in _UNTYPED:
             return _codec.decode(data)
-        plain = _PLAIN.get(type_)
+        try:
+            plain = _PLAIN.get(type_)
+        except TypeError:  # an unhashable annotation
+            plain = None
         if plain is not None:
             value = _codec.decode(data)
             if isinstance(value, plain) and not (type_ is not bool and isinstance(value, bool)):
