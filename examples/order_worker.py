@@ -15,23 +15,32 @@ Environment, for the crash tests:
 - ``ORDER_STEP_DELAY_S=seconds``: each step body sleeps this long, so a test can kill mid-step.
 - ``ORDER_SYNC_STEPS=1``: the step bodies are sync functions (run in the worker's step threads)
   instead of async ones (awaited on its event loop), to compare the two.
+- ``ORDER_TYPED=1``: the same workload typed with pydantic models, to measure typed conversion
+  against plain dicts (``bench/converter.py``): the workflow takes an ``Order`` (its ``items`` a
+  list of ``Item``), each step body takes it and returns a ``Validated``, ``Charged`` or
+  ``Shipped``, and the workflow returns an ``OrderResult``. The input, the step outputs and the
+  result are the same JSON as without it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import time
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
+
+import pydantic
 
 import trine
 
-Order = dict[str, Any]
+OrderDict = dict[str, Any]
 
 STEP_DELAY_S = float(os.environ.get("ORDER_STEP_DELAY_S", "0") or 0)
 SYNC_STEPS = os.environ.get("ORDER_SYNC_STEPS", "") not in ("", "0")
+TYPED = os.environ.get("ORDER_TYPED", "") not in ("", "0")
 _effects_path = os.environ.get("ORDER_SIDE_EFFECT_LOG")
 # Line-buffered append: each line reaches the file as one write, even with other processes
 # appending to the same file.
@@ -47,11 +56,11 @@ def record(kind: str, run_id: str, step: str) -> None:
 # -- the workload's step bodies (pure and tiny) --------------------------------------------------
 
 
-def step_validate(order: Order) -> Order:
+def step_validate(order: OrderDict) -> OrderDict:
     return {"step": "validate", "order_id": order["order_id"], "ok": len(order["items"]) > 0}
 
 
-def step_charge(order: Order) -> Order:
+def step_charge(order: OrderDict) -> OrderDict:
     return {
         "step": "charge",
         "order_id": order["order_id"],
@@ -60,7 +69,7 @@ def step_charge(order: Order) -> Order:
     }
 
 
-def step_ship(order: Order) -> Order:
+def step_ship(order: OrderDict) -> OrderDict:
     return {"step": "ship", "order_id": order["order_id"], "tracking": "trk-" + order["order_id"]}
 
 
@@ -70,33 +79,130 @@ worker = trine.Worker()
 
 
 async def durable(
-    ctx: trine.Context, name: str, body: Callable[[Order], Order], order: Order
-) -> Order:
+    ctx: trine.Context, name: str, body: Callable[[OrderDict], OrderDict], order: OrderDict
+) -> OrderDict:
     """``ctx.step`` around ``body``, recording when it executes and when its result is durable."""
 
-    async def execute(order: Order) -> Order:
+    async def execute(order: OrderDict) -> OrderDict:
         record("exec", ctx.run_id, name)
         if STEP_DELAY_S > 0:
             await asyncio.sleep(STEP_DELAY_S)
         return body(order)
 
-    def execute_sync(order: Order) -> Order:
+    def execute_sync(order: OrderDict) -> OrderDict:
         record("exec", ctx.run_id, name)
         if STEP_DELAY_S > 0:
             time.sleep(STEP_DELAY_S)  # in a step thread: blocks nothing else
         return body(order)
 
-    result: Order = await ctx.step(name, execute_sync if SYNC_STEPS else execute, order)
+    result: OrderDict = await ctx.step(name, execute_sync if SYNC_STEPS else execute, order)
     record("ack", ctx.run_id, name)
     return result
 
 
-@worker.function(retry=trine.RetryPolicy(max_attempts=5))
-async def order(ctx: trine.Context, order: Order) -> Order:
+async def order(ctx: trine.Context, order: OrderDict) -> OrderDict:
     s1 = await durable(ctx, "validate", step_validate, order)
     s2 = await durable(ctx, "charge", step_charge, order)
     s3 = await durable(ctx, "ship", step_ship, order)
     return {"order_id": order["order_id"], "status": "completed", "steps": [s1, s2, s3]}
+
+
+# -- the typed variant (ORDER_TYPED=1): the same JSON, as pydantic models -----------------------
+
+
+class Item(pydantic.BaseModel):
+    sku: str
+    qty: int
+
+
+class Order(pydantic.BaseModel):
+    order_id: str
+    customer: str
+    items: list[Item]
+    amount: float
+
+
+# The fields in the order of the dict variant's keys, so the JSON is the same.
+class Validated(pydantic.BaseModel):
+    step: str
+    order_id: str
+    ok: bool
+
+
+class Charged(pydantic.BaseModel):
+    step: str
+    order_id: str
+    charged: float
+    txn: str
+
+
+class Shipped(pydantic.BaseModel):
+    step: str
+    order_id: str
+    tracking: str
+
+
+class OrderResult(pydantic.BaseModel):
+    order_id: str
+    status: str
+    steps: tuple[Validated, Charged, Shipped]
+
+
+def typed_validate(order: Order) -> Validated:
+    return Validated(step="validate", order_id=order.order_id, ok=len(order.items) > 0)
+
+
+def typed_charge(order: Order) -> Charged:
+    return Charged(
+        step="charge", order_id=order.order_id, charged=order.amount, txn="txn-" + order.order_id
+    )
+
+
+def typed_ship(order: Order) -> Shipped:
+    return Shipped(step="ship", order_id=order.order_id, tracking="trk-" + order.order_id)
+
+
+R = TypeVar("R", bound=pydantic.BaseModel)
+
+
+async def durable_typed(
+    ctx: trine.Context, name: str, body: Callable[[Order], R], order: Order
+) -> R:
+    """``durable`` for a typed body. The step function declares the body's types
+    (``functools.wraps`` copies its annotations), so its output comes back as the body's model."""
+
+    async def execute(order: Order) -> R:
+        record("exec", ctx.run_id, name)
+        if STEP_DELAY_S > 0:
+            await asyncio.sleep(STEP_DELAY_S)
+        return body(order)
+
+    def execute_sync(order: Order) -> R:
+        record("exec", ctx.run_id, name)
+        if STEP_DELAY_S > 0:
+            time.sleep(STEP_DELAY_S)  # in a step thread: blocks nothing else
+        return body(order)
+
+    if SYNC_STEPS:
+        result = await ctx.step(name, functools.wraps(body)(execute_sync), order)
+    else:
+        result = await ctx.step(name, functools.wraps(body)(execute), order)
+    record("ack", ctx.run_id, name)
+    return result
+
+
+async def order_typed(ctx: trine.Context, order: Order) -> OrderResult:
+    s1 = await durable_typed(ctx, "validate", typed_validate, order)
+    s2 = await durable_typed(ctx, "charge", typed_charge, order)
+    s3 = await durable_typed(ctx, "ship", typed_ship, order)
+    return OrderResult(order_id=order.order_id, status="completed", steps=(s1, s2, s3))
+
+
+RETRY = trine.RetryPolicy(max_attempts=5)
+if TYPED:
+    worker.function(name="order", retry=RETRY)(order_typed)
+else:
+    worker.function(retry=RETRY)(order)
 
 
 def main() -> None:
