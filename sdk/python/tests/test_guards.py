@@ -57,7 +57,7 @@ async def test_an_async_step_returning_a_coroutine_says_forget_await(
 
     error = await step_error(coordinator, make_worker, serve, item, forgetful)
     assert error["type"] == "TypeError"
-    assert "the output of step 's' is not JSON-serializable" in error["message"]
+    assert "the output of step 's' of workflow 'wf' is not JSON-serializable" in error["message"]
     assert "it is a coroutine (fetch)" in error["message"]
     assert "did you forget `await`?" in error["message"]
 

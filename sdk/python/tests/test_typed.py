@@ -139,7 +139,7 @@ async def test_a_step_output_that_does_not_fit_its_annotation_fails_the_step_at_
     assert (failed.error.type, failed.error.retryable) == ("ConversionError", False)
     message = json.loads(commands[-1][1].result)
     assert message.startswith(
-        "the output of step 'lookup' is not a valid Order: qty: Field required"
+        "the output of step 'lookup' of workflow 'wf' is not a valid Order: qty: Field required"
     )
 
 
@@ -208,7 +208,7 @@ async def test_a_signal_payload_that_does_not_fit_names_the_signal_and_type(
     kind, failed = commands[-1]
     assert kind == "run_failed"
     assert failed.error.type == "ConversionError"
-    assert "the payload of signal 'approve' is not a valid Approval: ok: Field required" in (
+    assert "the payload of signal 'approve' in workflow 'wf' is not a valid Approval: ok: Field required" in (
         failed.error.message
     )
 

@@ -55,7 +55,7 @@ async def step(
     seconds = None if limit is None else _durations.seconds(limit, "a step's timeout")
     index, entry = attempt.next(EntryKind.STEP, name)
     if entry is not None:
-        return attempt.value(entry, _declared.return_type(fn), _output_of(name))
+        return attempt.value(entry, _declared.return_type(fn), _output_of(attempt, name))
     await attempt.deliver_pending_cancel(index, name)
 
     number = attempt.journal.step_attempt(index)
@@ -146,8 +146,8 @@ async def step(
         turn.release()
 
 
-def _output_of(name: str) -> str:
-    return f"the output of step {name!r}"
+def _output_of(attempt: Attempt, name: str) -> str:
+    return f"the output of step {name!r} of workflow {attempt.function!r}"
 
 
 def _convert_output(
@@ -156,7 +156,7 @@ def _convert_output(
     """The output as JSON bytes and as the step returns it (its JSON read back as ``fn``'s
     return type, as every replay will return it), or the non-retryable failure it becomes when
     it is not JSON, does not fit that type, or is too large (a retry would produce the same)."""
-    what = _output_of(name)
+    what = _output_of(attempt, name)
     try:
         output = attempt.converter.to_json(value, what)
         value = attempt.converter.from_json(output, _declared.return_type(fn), what)

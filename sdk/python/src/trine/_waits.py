@@ -77,7 +77,9 @@ async def wait_for_signal(
             wait_signal=WaitSignal(index=index, name=name, timeout_ms=timeout_ms)
         ),
     )
-    return attempt.value(entry, payload_type, f"the payload of signal {name!r}")
+    return attempt.value(
+        entry, payload_type, f"the payload of signal {name!r} in workflow {attempt.function!r}"
+    )
 
 
 async def run_many(
@@ -117,7 +119,13 @@ async def run_many(
     for entry, (name, function, _) in zip(entries, handles, strict=True):
         result_type = None if isinstance(function, str) else return_type(function)
         try:
-            results.append(attempt.value(entry, result_type, f"the result of child {name!r}"))
+            results.append(
+                attempt.value(
+                    entry,
+                    result_type,
+                    f"the result of child {name!r} of workflow {attempt.function!r}",
+                )
+            )
         except ChildRunError as error:
             if not return_exceptions:
                 raise
