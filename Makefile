@@ -162,4 +162,4 @@ bench-peers: dev
 	PYTHONPATH=$(PEERS_HARNESS) PEERS_HOME=$(PEERS_HOME) $(PEERS_HOME)/venv/bin/python bench/peers_table.py
 
 clean:
-	rm -rf $(VENV) $(VENVS) .trine
+	rm -rf $(VENV) $(VENVS) .trine dist
