@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from trine_core import LeaseLost
+from trine_engine.leases import STALLED_MS
 from trine_proto.trine.v1 import (
     CancelRunRequest,
     GetJournalRequest,
@@ -111,3 +113,74 @@ async def test_cancel_forced_after_grace_fences_the_worker(h: Harness) -> None:
     with pytest.raises(LeaseLost):
         await h.report(item, h.completed(1))
     assert (await h.dispatcher.renew_leases(RenewLeasesRequest(lease_ids=[item.lease.id]))).lost
+
+
+# -- an engine that did not run (issue 10) ------------------------------------------------
+# A lease lasts its TTL of the engine's running time: its expiry timer fires on time while the
+# engine runs, so one found past its expiry by more than STALLED_MS means the engine was stopped
+# or starved (or its clock stepped forward), and the renewal that kept it may be unread yet.
+
+
+async def test_a_lease_past_expiry_after_an_engine_stall_is_renewed_not_lost(h: Harness) -> None:
+    await h.register()
+    await h.start()
+    item = await h.take_one(ttl_ms=100)
+    # The engine did not run for a second: the renewal is the first thing it reads again (no
+    # await before it, so the timer loop has not seen the new time either).
+    h.clock.advance(100 + STALLED_MS + 1)
+    renewed = await h.dispatcher.renew_leases(
+        RenewLeasesRequest(lease_ids=[item.lease.id], lease_ttl_ms=100)
+    )
+    assert list(renewed.lost) == []
+    assert (await h.report(item, h.finish())).outcome == ReportOutcome.FINISHED
+
+
+async def test_an_expiry_timer_firing_after_an_engine_stall_gives_the_lease_its_ttl_again(
+    h: Harness,
+) -> None:
+    await h.register()
+    run = await h.start()
+    item = await h.take_one(ttl_ms=100)
+    h.clock.advance(100 + STALLED_MS + 1)
+    # The timer fires now, late: the lease gets its TTL again from now, the run stays leased.
+    postponed = h.clock.now_ms() + 100
+
+    def lease_expiry() -> int:
+        lease = h.inspect(run.id).lease
+        return lease.expires_at_ms if lease is not None else 0
+
+    await h.until(lambda: lease_expiry() == postponed)
+    assert await h.take() == []
+    assert (await h.report(item, h.completed(0))).outcome == ReportOutcome.CONTINUE
+    # Not renewed for a TTL of running time after that: it expires as any other.
+    h.clock.advance(100)
+    again = await h.take_one(wait_ms=5_000)
+    assert (again.run.id, again.lease.attempt) == (run.id, 2)
+    with pytest.raises(LeaseLost):
+        await h.report(item, h.finish())
+
+
+async def test_a_lease_just_past_expiry_is_lost_stall_or_not(h: Harness) -> None:
+    await h.register()
+    await h.start()
+    item = await h.take_one(ttl_ms=100)
+    h.clock.advance(100 + STALLED_MS)  # no later than the timer could have been
+    renewed = await h.dispatcher.renew_leases(
+        RenewLeasesRequest(lease_ids=[item.lease.id], lease_ttl_ms=100)
+    )
+    assert list(renewed.lost) == [item.lease.id]
+    with pytest.raises(LeaseLost):
+        await h.report(item, h.finish())
+
+
+async def test_an_expiry_is_a_warning_naming_the_run_the_worker_and_why(h: Harness) -> None:
+    await h.register()
+    run = await h.start()
+    await h.take_one(ttl_ms=30)
+    with capture_logs() as logs:
+        h.clock.advance(30)
+        await h.take_one(wait_ms=5_000)  # the expiry put the run back
+    [expired] = [e for e in logs if e["event"].startswith("lease expired")]
+    assert expired["log_level"] == "warning"
+    assert (expired["run_id"], expired["worker_id"], expired["attempt"]) == (run.id, "w1", 1)
+    assert expired["reason"] == "not renewed for 30 ms (lease_ttl_ms)"

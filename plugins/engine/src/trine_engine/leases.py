@@ -6,6 +6,14 @@ refused. A lease ends in one of two ways. *Released* (given back, or expired): n
 written and the run is pending again, first in line. *Fenced*: a record ended the attempt (the run
 finished, suspended, scheduled a retry, or was ended by the engine); it is refused at once, while
 readers keep seeing the run ``running`` until that record is durable.
+
+A lease lasts its TTL of the engine's *running* time. Its expiry timer fires on time whenever
+the engine runs, so a lease found past its expiry by more than ``STALLED_MS`` (by the timer, a
+renewal or a report) means the engine itself did not run meanwhile (a stopped or starved process,
+a suspended VM) or its clock stepped forward: the renewal that would have kept it may be waiting
+unread. Such a lease gets its TTL again from now instead of expiring, so a stall of the engine
+does not take the runs away from live workers (issue 10); a coordinator that really died loses
+its leases one TTL later.
 """
 
 from __future__ import annotations
@@ -23,6 +31,10 @@ from trine_engine.run_state import RunCache, RunState
 from trine_engine.timers import Timers
 from trine_proto.trine.v1 import Lease as LeaseMessage
 
+STALLED_MS = 500
+"""A lease found this much past its expiry was not expired by its timer on time: the engine did
+not run (or its clock jumped), so the lease gets its TTL again instead of expiring."""
+
 
 @dataclasses.dataclass(eq=False, slots=True)
 class Lease:
@@ -31,6 +43,7 @@ class Lease:
     worker_id: str
     attempt: int
     expires_at_ms: int
+    ttl_ms: int
 
     def message(self) -> LeaseMessage:
         return LeaseMessage(id=self.id, attempt=self.attempt, expires_at_ms=self.expires_at_ms)
@@ -65,6 +78,7 @@ class LeaseTable:
             worker_id=worker_id,
             attempt=attempt,
             expires_at_ms=now + ttl_ms,
+            ttl_ms=ttl_ms,
         )
         state.lease = lease
         self._leases[lease.id] = lease
@@ -81,8 +95,7 @@ class LeaseTable:
                 run_id=state.id,
                 lease_id=lease_id,
             )
-        if lease.expires_at_ms <= now:
-            self.release(lease, "expired")
+        if not self._live(lease, now):
             raise LeaseLost(
                 f"lease {lease.id!r} of run {state.id} expired", run_id=state.id, lease_id=lease.id
             )
@@ -92,10 +105,9 @@ class LeaseTable:
         """The lease, now expiring ``ttl_ms`` from ``now``; None if it is not current (an expired
         one is released on the way)."""
         lease = self._leases.get(lease_id)
-        if lease is None or lease.expires_at_ms <= now:
-            if lease is not None:
-                self.release(lease, "expired")
+        if lease is None or not self._live(lease, now):
             return None
+        lease.ttl_ms = ttl_ms
         lease.expires_at_ms = now + ttl_ms
         self._expire_at(lease)
         return lease
@@ -112,9 +124,21 @@ class LeaseTable:
         if state is None or state.lease is not lease:
             return
         state.lease = None
-        # An expiry means a worker went quiet without the coordinator noticing: worth seeing.
-        emit = self._log.info if reason == "expired" else self._log.debug
-        emit("lease ended", run_id=state.id, worker_id=lease.worker_id, reason=reason)
+        # An expiry means the coordinator stopped renewing (it died, stalled for a whole TTL, or
+        # cannot reach us): the run goes to another attempt while the old one may still run,
+        # fenced. Worth a warning. A release is the coordinator's, which says why itself.
+        if reason == "expired":
+            self._log.warning(
+                "lease expired; the run is dispatched again and its old attempt is fenced",
+                run_id=state.id,
+                worker_id=lease.worker_id,
+                attempt=lease.attempt,
+                reason=f"not renewed for {lease.ttl_ms} ms (lease_ttl_ms)",
+            )
+        else:
+            self._log.debug(
+                "lease ended", run_id=state.id, worker_id=lease.worker_id, reason=reason
+            )
         state.wake()
         self._requeue(state)
 
@@ -133,5 +157,25 @@ class LeaseTable:
 
     def _expired(self, lease_id: str) -> None:
         lease = self._leases.get(lease_id)
-        if lease is not None and lease.expires_at_ms <= self._clock.now_ms():
+        if lease is not None:
+            self._live(lease, self._clock.now_ms())
+
+    def _live(self, lease: Lease, now: int) -> bool:
+        """Whether ``lease`` (a current one) is still live at ``now``: not yet expired, or found
+        expired only because the engine did not run (then it gets its TTL again from ``now``).
+        A lease that really expired is released here."""
+        late = now - lease.expires_at_ms
+        if late < 0:
+            return True
+        if late <= STALLED_MS:
             self.release(lease, "expired")
+            return False
+        self._log.info(
+            "lease expiry postponed: the engine did not run when it came due",
+            run_id=lease.run_id,
+            worker_id=lease.worker_id,
+            late_ms=late,
+        )
+        lease.expires_at_ms = now + lease.ttl_ms
+        self._expire_at(lease)
+        return True
