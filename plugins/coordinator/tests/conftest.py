@@ -19,7 +19,12 @@ from grpclib.client import Channel, Stream
 from grpclib.const import Cardinality
 
 from trine_coordinator import CoordinatorRole
-from trine_coordinator.settings import HEARTBEAT_INTERVAL_MS, LEASE_TTL_MS, WORKER_ADDR
+from trine_coordinator.settings import (
+    HEARTBEAT_INTERVAL_MS,
+    LEASE_TTL_MS,
+    MAX_WORKER_LOSSES,
+    WORKER_ADDR,
+)
 from trine_core import Dispatcher, RoleContext, Settings, get_logger
 from trine_core.contracts import Contracts
 from trine_core.testing import free_port
@@ -226,6 +231,7 @@ async def running(
     *,
     heartbeat_ms: int = 1000,
     lease_ttl_ms: int = 3000,
+    max_worker_losses: int = 3,
     memory: MemoryEngine | None = None,
     dispatcher: Delegating | None = None,
 ) -> AsyncIterator[tuple[CoordinatorRole, Harness]]:
@@ -240,6 +246,7 @@ async def running(
             WORKER_ADDR: f"127.0.0.1:{port}",
             HEARTBEAT_INTERVAL_MS: heartbeat_ms,
             LEASE_TTL_MS: lease_ttl_ms,
+            MAX_WORKER_LOSSES: max_worker_losses,
         }
     )
     role = CoordinatorRole(settings)

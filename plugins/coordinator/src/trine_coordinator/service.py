@@ -4,6 +4,18 @@ One bidirectional stream per worker process (``WorkerService.Connect``); the pro
 docs/internals.md ("The worker stream"). The coordinator keeps no durable state: what it knows
 of a worker lives as long as the worker's stream, and every lease a stream held is given back to
 the engine when the stream ends, so its runs are dispatched again at once.
+
+A run is dispatched again only when its worker is gone, never because it is slow (issue 10):
+
+- leases are renewed for every run in flight of every connected worker, heartbeats or not, so a
+  step may take any number of lease TTLs;
+- a worker is dropped after five heartbeat intervals of silence counted while the coordinator
+  listens: a coordinator that stalls (a long pause, a stopped process, an overloaded host) does
+  not hold the heartbeats it has not read yet against its workers when it runs again;
+- a run whose worker is lost is dispatched again at once, with a warning naming the worker, the
+  run and why; its old attempt is fenced (the engine refuses reports under its lease). A run
+  whose worker is lost ``max_worker_losses`` times in a row without progress fails with
+  ``WorkerLost`` instead of being dispatched again forever (``losses``).
 """
 
 from __future__ import annotations
@@ -18,10 +30,12 @@ import grpclib
 import structlog
 from grpclib.const import Status
 
+from trine_coordinator.losses import Loss, Losses
 from trine_coordinator.session import WorkerSession
-from trine_coordinator.settings import HEARTBEAT_INTERVAL_MS, LEASE_TTL_MS
+from trine_coordinator.settings import HEARTBEAT_INTERVAL_MS, LEASE_TTL_MS, MAX_WORKER_LOSSES
 from trine_core import Dispatcher, Settings, TrineError, Unavailable
 from trine_proto.trine.v1 import (
+    Command,
     CoordinatorMessage,
     Register,
     Registered,
@@ -30,6 +44,8 @@ from trine_proto.trine.v1 import (
     RenewLeasesRequest,
     ReportAck,
     ReportOutcome,
+    ReportRequest,
+    RunFailed,
     TakeWorkRequest,
     WorkerMessage,
     WorkerReport,
@@ -65,6 +81,7 @@ class WorkerService(WorkerServiceBase):
         self.settings = settings
         self.log = log
         self.sessions: dict[str, WorkerSession] = {}
+        self.losses = Losses(settings[MAX_WORKER_LOSSES])
         self._tasks: set[asyncio.Task[Any]] = set()
         self._monitor: asyncio.Task[None] | None = None
         self._stopping = False
@@ -128,6 +145,9 @@ class WorkerService(WorkerServiceBase):
         if previous is not None:
             log.warning("worker fenced", fenced_session_id=previous.session_id)
             self._end(previous, "fenced: the worker registered again")
+        # Silence is counted from here: the engine may have taken its time to register the
+        # functions, and the worker heartbeats only once it has our answer.
+        session.last_seen = time.monotonic()
         self.sessions[session.worker_id] = session
         try:  # from here on, however the generator ends, the session ends with it
             log.info(
@@ -159,6 +179,12 @@ class WorkerService(WorkerServiceBase):
         """
         if session.closed:
             return
+        # Lost: the worker did not ask to go and we are not stopping. Its runs go to the next
+        # worker at once, each loss counted against the run (see ``losses``), unless the worker
+        # started over because we told it the engine was unavailable (the SDK does that).
+        lost = not self._stopping and not session.draining and not session.told_unavailable
+        if lost:
+            self._count_losses(session, reason)
         session.close(reason)
         current = asyncio.current_task()
         for task in session.tasks:
@@ -169,13 +195,36 @@ class WorkerService(WorkerServiceBase):
         # Spawned after the cancellations above, so the dispatch loop has stopped (and any
         # long-poll result it still got is in in_flight) before the release reads in_flight.
         self._spawn(self._release(session))
-        self.log.info(
+        (self.log.warning if lost else self.log.info)(
             "worker disconnected",
             worker_id=session.worker_id,
             session_id=session.session_id,
             reason=reason,
             in_flight=len(session.in_flight),
+            run_ids=sorted(session.in_flight),
         )
+
+    def _count_losses(self, session: WorkerSession, reason: str) -> None:
+        """Count a loss against each run ``session`` held, and say so, run by run."""
+        for run_id, lease_id in session.in_flight.items():
+            step = session.steps.get(run_id, "")
+            loss = self.losses.lost(
+                run_id, session.journal_lengths.get(run_id, 0), session.worker_id, reason, step
+            )
+            limit = self.losses.limit
+            self.log.warning(
+                "run lost its worker; dispatching it again"
+                if limit <= 0 or loss.count < limit
+                else "run lost its worker; it fails with WorkerLost at its next dispatch",
+                worker_id=session.worker_id,
+                session_id=session.session_id,
+                run_id=run_id,
+                lease_id=lease_id,
+                reason=reason,
+                step=step or None,
+                losses_in_a_row=loss.count,
+                max_worker_losses=limit,
+            )
 
     async def _first_register(self, messages: AsyncIterator[WorkerMessage]) -> Register:
         try:
@@ -218,6 +267,10 @@ class WorkerService(WorkerServiceBase):
                 )
             )
             return
+        run_id = report.run_id
+        ending = _note_steps(session, report)
+        if ending:
+            session.reporting[run_id] = session.reporting.get(run_id, 0) + 1
         try:
             response = await self.dispatcher.report(report)
         except TrineError as exc:
@@ -226,6 +279,8 @@ class WorkerService(WorkerServiceBase):
             )
             if exc.code == ErrorCode.LEASE_LOST:
                 session.finish(report.run_id, report.lease_id)
+            elif exc.code == ErrorCode.UNAVAILABLE:
+                session.told_unavailable = True
         except Exception as exc:
             self.log.exception("report failed", run_id=report.run_id)
             ack = ReportAck(
@@ -235,6 +290,11 @@ class WorkerService(WorkerServiceBase):
             ack = ReportAck(request_id=message.request_id, response=response)
             if response.outcome in SLOT_ENDING:
                 session.finish(report.run_id, report.lease_id)
+                if response.outcome == ReportOutcome.FINISHED:
+                    self.losses.forget(report.run_id)
+        finally:
+            if ending and (left := session.reporting.pop(run_id, 1) - 1) > 0:
+                session.reporting[run_id] = left
         session.send(CoordinatorMessage(report_ack=ack))
 
     async def _dispatch(self, session: WorkerSession) -> None:
@@ -247,6 +307,7 @@ class WorkerService(WorkerServiceBase):
                 session.wakeup.clear()
                 await session.wakeup.wait()
                 continue
+            asked_at = time.monotonic()
             try:
                 response = await self.dispatcher.take_work(
                     TakeWorkRequest(
@@ -270,24 +331,97 @@ class WorkerService(WorkerServiceBase):
                 backoff = min(backoff * 2, 2.0)
                 continue
             backoff, failing = 0.05, False
+            items = response.items
+            if items and time.monotonic() - asked_at > self.settings[LEASE_TTL_MS] / 2000:
+                # The answer took over half a lease TTL to reach us (we stalled, or the network
+                # did): its leases may have expired meanwhile, their runs gone to other attempts.
+                items = await self._still_leased(session, items, time.monotonic() - asked_at)
             if session.draining or session.closed:
                 # The long-poll was under way when the worker drained or left: give back what
                 # it returned, so those runs go to another worker at once.
-                await self._give_back([_ids(item)[1] for item in response.items], session)
+                await self._give_back([_ids(item)[1] for item in items], session)
                 continue
-            for item in response.items:
+            for item in items:
                 run_id, lease_id = _ids(item)
-                session.in_flight[run_id] = lease_id
+                loss = self.losses.exhausted(run_id, len(item.journal))
+                if loss is not None:
+                    self._spawn(self._fail_lost_run(session, run_id, lease_id, loss))
+                    continue
+                older = session.dispatched(run_id, lease_id, len(item.journal))
+                if older is not None:
+                    self.log.warning(
+                        "run dispatched again to a worker that still runs an older attempt of "
+                        "it; that attempt is fenced (its reports are refused)",
+                        worker_id=session.worker_id,
+                        run_id=run_id,
+                        lease_id=lease_id,
+                        fenced_lease_id=older,
+                    )
                 session.send(CoordinatorMessage(dispatch=item))
+
+    async def _still_leased(
+        self, session: WorkerSession, items: list[WorkItem], waited: float
+    ) -> list[WorkItem]:
+        """The ``items`` whose leases are still current (renewed now); the others are not sent
+        to the worker, which would only run an attempt whose every report is refused."""
+        leases = [_ids(item)[1] for item in items]
+        try:
+            answer = await self.dispatcher.renew_leases(
+                RenewLeasesRequest(lease_ids=leases, lease_ttl_ms=self.settings[LEASE_TTL_MS])
+            )
+        except Exception as exc:  # the usual renewal sorts them out
+            self.log.warning("cannot renew late work items", error=repr(exc))
+            return items
+        lost = set(answer.lost)
+        for item in items:
+            run_id, lease_id = _ids(item)
+            if lease_id in lost:
+                self.log.warning(
+                    "work item not dispatched: its lease expired before it reached us",
+                    worker_id=session.worker_id,
+                    run_id=run_id,
+                    lease_id=lease_id,
+                    waited_s=round(waited, 2),
+                )
+        return [item for item in items if _ids(item)[1] not in lost]
+
+    async def _fail_lost_run(
+        self, session: WorkerSession, run_id: str, lease_id: str, loss: Loss
+    ) -> None:
+        """Fail, under the lease it was just given, a run whose workers kept being lost, instead
+        of sending it to a worker again."""
+        error = self.losses.failure(run_id, loss)
+        self.log.error(
+            "run failed: its worker was lost too many times in a row",
+            run_id=run_id,
+            losses_in_a_row=loss.count,
+            last_worker_id=loss.worker_id,
+            last_reason=loss.reason,
+            step=loss.step or None,
+        )
+        report = ReportRequest(
+            run_id=run_id, lease_id=lease_id, commands=[Command(run_failed=RunFailed(error=error))]
+        )
+        try:
+            await self.dispatcher.report(report)
+        except Exception as exc:
+            # Not failed yet (the engine is away, or the lease went): the run comes back and
+            # this is tried again at its next dispatch. Give the lease back for that.
+            self.log.warning(
+                "cannot fail the run; it is dispatched again", run_id=run_id, error=repr(exc)
+            )
+            await self._give_back([lease_id], session, "could not fail the run (WorkerLost)")
+        else:
+            self.losses.forget(run_id)
 
     async def _release(self, session: WorkerSession) -> None:
         leases, session.in_flight = list(session.in_flight.values()), {}
         await self._give_back(leases, session)
 
-    async def _give_back(self, leases: list[str], session: WorkerSession) -> None:
+    async def _give_back(self, leases: list[str], session: WorkerSession, reason: str = "") -> None:
         if not leases:
             return
-        reason = session.close_reason or "worker draining"
+        reason = reason or session.close_reason or "worker draining"
         try:
             await self.dispatcher.release_leases(
                 ReleaseLeasesRequest(lease_ids=leases, reason=reason)
@@ -309,18 +443,39 @@ class WorkerService(WorkerServiceBase):
         hear of promptly)."""
         interval = self.settings[HEARTBEAT_INTERVAL_MS] / 1000
         renew_every = min(self.settings[LEASE_TTL_MS] / 3000, MAX_RENEW_INTERVAL_S)
+        # Ticks often enough for both jobs: a lease_ttl_ms under 3 heartbeat intervals must not
+        # let leases expire between renewals.
+        tick = min(interval, renew_every)
         last_renewal = time.monotonic()
         while True:
-            # Ticks often enough for both jobs: a lease_ttl_ms under 3 heartbeat intervals must
-            # not let leases expire between renewals.
-            await asyncio.sleep(min(interval, renew_every))
+            due = time.monotonic() + tick
+            await asyncio.sleep(tick)
             now = time.monotonic()
+            self._excuse_stall(now - due, interval)
             for session in list(self.sessions.values()):
                 if now - session.last_seen > MISSED_HEARTBEATS * interval:
                     self._end(session, f"no heartbeat for {now - session.last_seen:.1f}s")
             if now - last_renewal >= renew_every:
                 last_renewal = now
                 await self._renew()
+
+    def _excuse_stall(self, late: float, interval: float) -> None:
+        """This tick came ``late`` seconds late: our event loop did not run meanwhile (a long
+        pause, a stopped or starved process), so we read nothing either. A worker's silence is
+        counted only while we listen: the heartbeats a live worker sent meanwhile are waiting to
+        be read, and reading them comes after this tick, so the stall is taken off everyone's
+        silence rather than held against them."""
+        if late <= 0:
+            return
+        for session in self.sessions.values():
+            session.last_seen += late
+        if late > interval and self.sessions:
+            self.log.warning(
+                "the coordinator did not run for a while; workers' silence meanwhile is not "
+                "held against them",
+                stalled_s=round(late, 2),
+                workers=len(self.sessions),
+            )
 
     async def _renew(self) -> None:
         held = {
@@ -342,8 +497,43 @@ class WorkerService(WorkerServiceBase):
                 continue
             session = held[lease]
             for run_id, lease_id in list(session.in_flight.items()):
-                if lease_id == lease:
+                if lease_id == lease and run_id in session.reporting:
+                    session.finish(run_id, lease_id)  # the report being forwarded ended it
+                elif lease_id == lease:
+                    # The run is no longer this worker's: it ended (timed out, cancelled), or
+                    # the engine let the lease expire (renewed too late: this coordinator
+                    # stalled or could not reach the engine for lease_ttl_ms) and the run goes
+                    # to another attempt. Either way the worker's reports under it are refused.
+                    self.log.warning(
+                        "lease of a run in flight is no longer current; the worker's attempt is "
+                        "fenced",
+                        worker_id=session.worker_id,
+                        run_id=run_id,
+                        lease_id=lease_id,
+                        reason="the engine ended the lease: the run ended, or the lease expired "
+                        "before it was renewed",
+                    )
                     session.finish(run_id, lease_id)
         for lease in response.cancel_requested:
             if lease in held:
                 held[lease].notify_cancel(lease)
+
+
+def _note_steps(session: WorkerSession, report: ReportRequest) -> bool:
+    """Note which step the run is in, as its reports say, to name it if the worker is lost.
+    Whether the report may end the attempt (and its lease): any command but a step's start or
+    completion and an emit may."""
+    ending = False
+    mine = session.in_flight.get(report.run_id) == report.lease_id
+    for command in report.commands:
+        if (started := command.step_started) is not None:
+            if mine:
+                session.steps[report.run_id] = started.name
+        elif command.step_completed is not None:
+            session.steps.pop(report.run_id, None)
+        elif command.step_failed is not None:
+            session.steps.pop(report.run_id, None)
+            ending = True  # a retry scheduled ends it
+        elif command.emit is None:
+            ending = True
+    return ending

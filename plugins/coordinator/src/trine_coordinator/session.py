@@ -25,6 +25,9 @@ class WorkerSession:
     max_concurrency: int
     in_flight: dict[str, str] = field(default_factory=dict)
     draining: bool = False
+    told_unavailable: bool = False
+    """A report was answered ``unavailable``: the worker starts its stream over (its runs are
+    dispatched again), the engine's doing rather than a lost worker."""
     closed: bool = False
     close_reason: str = ""
     connected_at: float = field(default_factory=time.time)
@@ -36,6 +39,15 @@ class WorkerSession:
     """The session's reader and dispatch loop, cancelled when the session ends."""
     cancel_notified: set[str] = field(default_factory=set)
     """Leases whose cancellation the worker was told of (once is enough)."""
+    journal_lengths: dict[str, int] = field(default_factory=dict)
+    """Run id → the journal length each run in flight was dispatched with (what a loss of this
+    worker is measured against: see ``losses``)."""
+    reporting: dict[str, int] = field(default_factory=dict)
+    """Run id → reports of it being forwarded now that may end its attempt (a lease that ends
+    meanwhile is that report's doing, not news)."""
+    steps: dict[str, str] = field(default_factory=dict)
+    """Run id → the step a run in flight reported as started and has not finished, to name it
+    when the worker is lost."""
 
     @property
     def free_slots(self) -> int:
@@ -53,6 +65,8 @@ class WorkerSession:
         self.cancel_notified.discard(lease_id)
         if self.in_flight.get(run_id) == lease_id:
             del self.in_flight[run_id]
+            self.journal_lengths.pop(run_id, None)
+            self.steps.pop(run_id, None)
             self.wakeup.set()
 
     def notify_cancel(self, lease_id: str) -> None:
@@ -63,6 +77,18 @@ class WorkerSession:
         if run_id is not None:
             self.cancel_notified.add(lease_id)
             self.send(CoordinatorMessage(cancel=CancelNotice(run_id=run_id, lease_id=lease_id)))
+
+    def dispatched(self, run_id: str, lease_id: str, journal_length: int) -> str | None:
+        """The run now holds a slot here, under ``lease_id``; the lease of an older attempt of
+        it this worker still held, if any (the engine ended that lease, or it would not have
+        given another)."""
+        older = self.in_flight.get(run_id)
+        if older is not None:
+            self.cancel_notified.discard(older)
+        self.in_flight[run_id] = lease_id
+        self.journal_lengths[run_id] = journal_length
+        self.steps.pop(run_id, None)
+        return older if older != lease_id else None
 
     def drain(self) -> None:
         self.draining = True

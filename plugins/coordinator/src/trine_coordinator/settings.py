@@ -1,4 +1,5 @@
-"""The coordinator's settings (top-level names, kept from before plugins owned their settings)."""
+"""The coordinator's settings (top-level names, kept from before plugins owned their settings;
+new ones go in the ``[coordinator]`` section)."""
 
 from __future__ import annotations
 
@@ -17,4 +18,12 @@ HEARTBEAT_INTERVAL_MS = Setting(
     1_000,
     "how often workers heartbeat; a worker silent for 5 intervals is gone",
 )
-SETTINGS = (WORKER_ADDR, LEASE_TTL_MS, HEARTBEAT_INTERVAL_MS)
+MAX_WORKER_LOSSES = Setting(
+    "max_worker_losses",
+    3,
+    "a run whose worker is lost (dropped after missing its heartbeats, or its stream broke) this "
+    "many times in a row, with no progress in between, fails with WorkerLost instead of being "
+    "dispatched again; 0: dispatch it again forever",
+    section="coordinator",
+)
+SETTINGS = (WORKER_ADDR, LEASE_TTL_MS, HEARTBEAT_INTERVAL_MS, MAX_WORKER_LOSSES)
