@@ -13,7 +13,7 @@ from typing import Any
 from conftest import FUNCTION, Delegating, Harness, WorkerStream, ack, dispatched, running
 from structlog.testing import capture_logs
 
-from trine_coordinator.losses import WORKER_LOST, Losses
+from trine_coordinator.losses import Losses
 from trine_core import Unavailable
 from trine_core.testing.memory import MemoryEngine
 from trine_proto.trine.v1 import (
@@ -35,6 +35,7 @@ from trine_proto.trine.v1 import (
     WaitRunRequest,
     WorkerReport,
 )
+from trine_proto.vocabulary import ErrorType
 
 # -- a coordinator that does not run, an engine slow to answer ------------------------------------
 
@@ -123,7 +124,7 @@ async def test_a_run_whose_worker_is_lost_max_times_in_a_row_fails_with_worker_l
                 assert await third.recv() is None  # it was never given the run
         assert run.status == RunStatus.FAILED
         assert run.error is not None
-        assert run.error.type == WORKER_LOST
+        assert run.error.type == ErrorType.WORKER_LOST
         assert "lost 2 times in a row" in run.error.message
         assert "no heartbeat" in run.error.message
         lost = [e for e in logs if e["event"].startswith("run lost its worker")]
@@ -304,7 +305,7 @@ def test_the_failure_says_what_happened_and_what_to_do() -> None:
     for _ in range(3):
         loss = losses.lost("r1", 0, "w7", "no heartbeat for 1.2s", "block")
     error = losses.failure("r1", loss)
-    assert error.type == WORKER_LOST
+    assert error.type == ErrorType.WORKER_LOST
     assert not error.retryable
     assert "lost 3 times in a row" in error.message
     assert "worker w7 in step 'block': no heartbeat for 1.2s" in error.message

@@ -63,6 +63,9 @@ class ErrorType(StrEnum):
     PAYLOAD_TOO_LARGE = "PayloadTooLarge"
     REPORT_REFUSED = "ReportRefused"
     PROTOCOL_ERROR = "ProtocolError"
+    WORKER_LOST = "WorkerLost"
+    """The run's workers kept being lost (dropped, crashed) with no progress: the coordinator
+    failed it rather than dispatch it again in a loop (``[coordinator] max_worker_losses``)."""
     ERROR = "Error"
     """A failure that came without an error of its own."""
 

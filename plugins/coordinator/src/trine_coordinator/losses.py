@@ -23,9 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from trine_proto.trine.v1 import ErrorInfo
-
-WORKER_LOST = "WorkerLost"
-"""The error type of a run failed because its workers kept being lost."""
+from trine_proto.vocabulary import ErrorType
 
 
 @dataclass(slots=True)
@@ -91,7 +89,7 @@ class Losses:
     def failure(self, run_id: str, loss: Loss) -> ErrorInfo:
         """The error a run whose workers kept being lost fails with."""
         return ErrorInfo(
-            type=WORKER_LOST,
+            type=ErrorType.WORKER_LOST,
             message=(
                 f"run {run_id} was not dispatched again: its worker was lost {loss.count} times "
                 f"in a row with no progress in between (the last: {loss.describe()}). A step "
