@@ -22,7 +22,8 @@ async def emit(attempt: Attempt, name: str, data: Any) -> None:
     if not name:
         raise ValueError("an event needs a name")
     # Checked before the position is taken: a refused emit leaves the journal cursor as it was.
-    data_bytes = attempt.converter.to_json(data, f"the data of event {name!r}")
+    what = f"the data of event {name!r} of workflow {attempt.function!r}"
+    data_bytes = attempt.converter.to_json(data, what)
     limit = attempt.max_payload_bytes
     if len(data_bytes) > limit:
         raise ValueError(f"event {name!r} data is {len(data_bytes)} bytes; the limit is {limit}")
