@@ -187,8 +187,9 @@ class Harness:
         return Command(start_child=StartChild(index=index, function=function, input=data))
 
     @staticmethod
-    def emit(name: str, data: bytes) -> Command:
-        return Command(emit=Emit(name=name, data=data))
+    def emit(name: str, data: bytes, index: int | None = None) -> Command:
+        """A custom event; journaled at ``index`` when given (as the SDK sends it)."""
+        return Command(emit=Emit(name=name, data=data, index=index))
 
     @staticmethod
     def finish(result: bytes = b'"done"') -> Command:

@@ -90,8 +90,9 @@ def step_failed(index: int, name: str, error: ErrorInfo, **fields: Any) -> Comma
     return Command(step_failed=failed)
 
 
-def emit(name: str, data: Any) -> Command:
-    return Command(emit=Emit(name=name, data=_json(data)))
+def emit(name: str, data: Any, index: int | None = None) -> Command:
+    """A custom event; journaled at ``index`` when given (as the SDK sends it)."""
+    return Command(emit=Emit(name=name, data=_json(data), index=index))
 
 
 def sleep(index: int, until_ms: int) -> Command:

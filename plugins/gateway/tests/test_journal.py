@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from conftest import Gateway, start
-from drive import cancel_observed, sleep, start_child, step_completed, step_failed, wait_signal
+from drive import (
+    cancel_observed,
+    emit,
+    sleep,
+    start_child,
+    step_completed,
+    step_failed,
+    wait_signal,
+)
 
 from trine_proto.trine.v1 import ErrorInfo
 
@@ -75,10 +83,12 @@ async def test_journal_names_every_entry_kind(gateway: Gateway) -> None:
     child_run_id = await drive.child_of(run_id, 3)
     await drive.complete(child_run_id, "ok")
     await gateway.http.post(f"/v1/runs/{run_id}/cancel", json={"reason": "by hand"})
-    await drive.report(run_id, cancel_observed(4))
+    await drive.report(run_id, cancel_observed(4), emit("progress", {"pct": 50}, index=5))
     entries = (await gateway.http.get(f"/v1/runs/{run_id}/journal")).json()["entries"]
-    assert [e["kind"] for e in entries] == ["step", "sleep", "signal", "child", "cancel"]
-    assert [e["output"] for e in entries] == [1, None, {"by": "ana"}, "ok", None]
+    kinds = ["step", "sleep", "signal", "child", "cancel", "emit"]
+    assert [e["kind"] for e in entries] == kinds
+    assert [e["output"] for e in entries] == [1, None, {"by": "ana"}, "ok", None, {"pct": 50}]
+    assert entries[5]["name"] == "progress"
     assert entries[1]["until"] == "2023-11-14T22:13:20.000Z"
     assert entries[3]["child_run_id"] == child_run_id
     assert entries[4]["error"]["type"] == "Cancelled"

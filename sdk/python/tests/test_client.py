@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -104,16 +105,22 @@ class FakeGateway:
 
 
 class _sse(httpx.AsyncByteStream):
-    EVENTS = [(1, "run.started", ""), (2, "custom", "progress"), (3, "run.completed", "")]
+    EVENTS = [
+        (1, "run.started", "order", {"function": "order"}),
+        (2, "custom", "progress", {"pct": 50}),
+        (3, "run.completed", "order", {"ok": True}),
+    ]
 
     def __init__(self, after: int) -> None:
         self.after = after
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         yield b": keep-alive\n\n"
-        for seq, kind, name in self.EVENTS:
+        for seq, kind, name, value in self.EVENTS:
             if seq > self.after:
-                data = json.dumps({"seq": seq, "type": kind, "name": name, "data": None})
+                at = f"2025-01-01T00:00:0{seq}.123Z"
+                event = {"seq": seq, "type": kind, "name": name, "data": value, "at": at}
+                data = json.dumps(event)
                 # Split across chunks on purpose: lines must be reassembled.
                 text = f"id: {seq}\nevent: {kind}\ndata: {data}\n\n".encode()
                 yield text[:7]
@@ -243,15 +250,17 @@ async def test_signal_name_is_quoted_and_errors_are_client_errors(client, gatewa
         await client.signal("r1", "approved", float("nan"))
 
 
-async def test_events_parse_sse_and_resume(client, gateway) -> None:
+async def test_events_yield_event_objects_and_start_after_an_id(client, gateway) -> None:
     events = [e async for e in client.events("r1")]
-    assert [(e["id"], e["event"]) for e in events] == [
-        ("1", "run.started"),
-        ("2", "custom"),
-        ("3", "run.completed"),
+    assert [(e.id, e.type, e.name, e.data) for e in events] == [
+        (1, "run.started", "order", {"function": "order"}),
+        (2, "custom", "progress", {"pct": 50}),
+        (3, "run.completed", "order", {"ok": True}),
     ]
-    assert events[1]["data"]["name"] == "progress"
-    rest = [e async for e in client.events("r1", last_event_id=events[0]["id"])]
+    assert all(isinstance(e, trine.Event) for e in events)
+    assert events[1].at == datetime(2025, 1, 1, 0, 0, 2, 123_000, tzinfo=UTC)
+    assert [e.final for e in events] == [False, False, True]
+    rest = [e async for e in client.events("r1", last_event_id=events[0].id)]
     assert rest == events[1:]
     assert gateway.requests[-1].headers["last-event-id"] == "1"
 

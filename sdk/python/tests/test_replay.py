@@ -137,22 +137,3 @@ async def test_journaled_values_replay_the_same(
         "12345678-1234-5678-1234-567812345678",
         0.25,
     ]
-
-
-async def test_emit_is_sent_once_and_skipped_while_replaying(
-    coordinator, make_worker, serve, item, entry
-) -> None:
-    worker = make_worker()
-
-    @worker.function
-    async def wf(ctx: trine.Context, _: None) -> None:
-        await ctx.emit("before", 1)  # sent by the attempt that journaled step 0
-        await ctx.step("one", lambda: 1)
-        await ctx.emit("after", {"n": 2})
-
-    serve(worker)
-    session = await coordinator.registered()
-    session.dispatch(item("r1", "wf", journal=[entry(0, "one", 1)]))
-    await coordinator.until(lambda: session.finished("r1"))
-    emits = [(v.name, json.loads(v.data)) for k, v in session.commands("r1") if k == "emit"]
-    assert emits == [("after", {"n": 2})]

@@ -81,20 +81,20 @@ async def test_register_then_a_three_step_run_reports_in_order(
     assert [(s.index, s.name, s.attempt) for s in started] == [
         (0, "validate", 1),
         (1, "charge", 1),
-        (2, "ship", 1),
+        (3, "ship", 1),  # the emit took position 2
     ]
     entries = [v.entry for k, v in commands if k == "step_completed"]
     assert [(e.index, e.name, e.attempt) for e in entries] == [
         (0, "validate", 1),
         (1, "charge", 1),
-        (2, "ship", 1),
+        (3, "ship", 1),
     ]
     for e in entries:
         assert len(e.input_digest) == 16
         assert 0 < e.started_at_ms <= e.ended_at_ms
     assert json.loads(entries[1].output)["charged"] == 19.99
     emit = next(v for k, v in commands if k == "emit")
-    assert (emit.name, json.loads(emit.data)) == ("progress", {"charged": True})
+    assert (emit.index, emit.name, json.loads(emit.data)) == (2, "progress", {"charged": True})
     result = json.loads(commands[-1][1].result)
     assert [s["step"] for s in result["steps"]] == list(STEPS)
 

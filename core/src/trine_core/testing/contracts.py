@@ -39,6 +39,8 @@ from trine_core.protocols import Backend, Dispatcher
 from trine_proto.trine.v1 import (
     CancelRunRequest,
     Command,
+    Emit,
+    EntryKind,
     ErrorInfo,
     Event,
     FunctionSpec,
@@ -344,6 +346,23 @@ class DispatcherContract(_Suite):
         assert [(e.index, e.name) for e in again.journal] == [(0, "a")]
         with pytest.raises(LeaseLost):
             await drive.report(first, _step(1, "b", "y"))
+
+    async def test_an_emit_is_journaled_and_published_once(self, drive: _Driver) -> None:
+        run = await drive.start()
+        item = await drive.take_one(run.id)
+        emit = Command(emit=Emit(name="progress", data=b'{"pct":50}', index=0))
+        assert (await drive.report(item, emit)).outcome == ReportOutcome.CONTINUE
+        # Sent again for the index that journals it: acknowledged, and nothing more published.
+        assert (await drive.report(item, emit)).outcome == ReportOutcome.CONTINUE
+        finished = await drive.report(item, Command(run_completed=RunCompleted(result=b"1")))
+        assert finished.outcome == ReportOutcome.FINISHED
+        journal = await drive.backend.get_journal(GetJournalRequest(run_id=run.id))
+        assert [(e.index, e.kind, e.name, json.loads(e.output)) for e in journal.entries] == [
+            (0, EntryKind.EMIT, "progress", {"pct": 50})
+        ]
+        events = await drive.events(run.id)
+        custom = [(e.name, json.loads(e.data)) for e in events if e.type == EventType.CUSTOM]
+        assert custom == [("progress", {"pct": 50})]
 
     async def test_renewal_names_the_leases_that_are_gone(self, drive: _Driver) -> None:
         run = await drive.start()

@@ -14,9 +14,10 @@ import msgspec
 RunStatusName = Literal["pending", "running", "suspended", "completed", "failed", "cancelled"]
 """A run's status as the API spells it: the proto enum's name, lower-cased."""
 
-EntryKindName = Literal["step", "sleep", "signal", "child", "cancel"]
+EntryKindName = Literal["step", "sleep", "signal", "child", "cancel", "emit"]
 """What a journal entry records: a step the worker ran, a wait the engine resolves (a timer, a
-signal, a child run), or the position where the workflow was told of its cancellation."""
+signal, a child run), the position where the workflow was told of its cancellation, or a custom
+event the workflow emitted (its data as ``output``)."""
 
 WaitKindName = Literal["sleep", "signal", "child"]
 """What a suspended run waits for."""
@@ -119,10 +120,11 @@ class JournalEntryOut(msgspec.Struct):
     index: int
     kind: EntryKindName
     name: str
-    """The step's name, the signal's name, the child's function, or ``sleep``."""
+    """The step's name, the signal's name, the child's function, ``sleep``, or the event's name."""
     input_digest: str
     output: Any
-    """A step's output, a signal's payload, a child's result; ``null`` while pending."""
+    """A step's output, a signal's payload, a child's result, an event's data; ``null`` while
+    pending."""
     error: ErrorInfoOut | None
     attempt: int
     started_at: str | None

@@ -61,6 +61,7 @@ _ENTRY_KIND_NAMES: dict[EntryKind, EntryKindName] = {
     EntryKind.STEP: "step",
     **_WAIT_KIND_NAMES,
     EntryKind.CANCEL: "cancel",
+    EntryKind.EMIT: "emit",
 }
 _json_encoder = msgspec.json.Encoder()
 

@@ -15,11 +15,13 @@ was recorded::
 
     worker.run()
 
-``trine.Client`` starts runs and awaits their results over HTTP.
+``trine.Client`` starts runs, awaits their results and follows their events (``trine.Event``)
+over HTTP.
 """
 
 from __future__ import annotations
 
+from ._events import Event
 from ._version import __version__
 from .client import Client
 from .context import Context
@@ -47,6 +49,7 @@ __all__ = [
     "Context",
     "ConversionError",
     "Converter",
+    "Event",
     "NonDeterminismError",
     "NonRetryableError",
     "PydanticConverter",

@@ -24,6 +24,7 @@ _KIND_WORDS = {
     EntryKind.SIGNAL: "signal wait",
     EntryKind.CHILD: "child run",
     EntryKind.CANCEL: "cancellation",
+    EntryKind.EMIT: "event",
 }
 
 

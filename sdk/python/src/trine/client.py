@@ -22,11 +22,14 @@ import httpx
 
 from trine_proto.trine.v1 import RunStatus
 from trine_proto.vocabulary import FINAL_STATUSES as _FINAL_RUN_STATUSES
-from trine_proto.vocabulary import STREAM_ERROR_EVENT, ErrorCode, status_name
+from trine_proto.vocabulary import status_name
 
+from . import _events
 from ._declared import return_type, workflow_name
+from ._events import Event
+from ._events import client_error as _client_error
 from .converter import Converter, PydanticConverter
-from .errors import ClientError, RunFailedError
+from .errors import RunFailedError
 
 T = TypeVar("T")
 InputT = TypeVar("InputT")
@@ -274,32 +277,35 @@ class Client:
         entries: list[dict[str, Any]] = answer["entries"]
         return entries
 
-    async def events(
-        self, run_id: str, last_event_id: str | int | None = None
-    ) -> AsyncIterator[dict[str, Any]]:
-        """The run's events as ``{"id", "event", "data"}`` dicts, live, until its final event.
+    def events(
+        self,
+        run_id: str,
+        last_event_id: int | str | None = None,
+        *,
+        reconnect_timeout: float | None = 60.0,
+    ) -> AsyncIterator[Event]:
+        """The run's events as :class:`~trine.Event` objects (``id``, ``type``, ``name``,
+        ``data``, ``at``), live, each once and in order, ending after the run's final event
+        (``run.completed``, ``run.failed`` or ``run.cancelled``)::
 
-        ``data`` is the event JSON (``seq``, ``type``, ``name``, ``data``, ``at``). Pass the last
-        ``id`` you saw as ``last_event_id`` to resume after it with no gap and no duplicate.
+            async for event in client.events(run_id):
+                print(event.id, event.type, event.name, event.data)
+
+        Pass the last ``id`` you saw as ``last_event_id`` to start after it. When the stream
+        breaks (a connection reset, a restart of the runtime, an HTTP 503, the stream's error
+        event), it resumes by itself after the last event it yielded, backing off between
+        tries, also when the first connection fails; an outage longer than
+        ``reconnect_timeout`` seconds (``None``: no limit) raises the last error. An unknown run
+        raises ``ClientError`` (``run_not_found``) at once.
         """
-        headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
-        timeout = httpx.Timeout(self.timeout, read=None)  # a live stream may be quiet for long
-        async with self._http.stream(
-            "GET", f"/v1/runs/{run_id}/events", headers=headers, timeout=timeout
-        ) as response:
-            if response.status_code >= 400:
-                await response.aread()
-                raise _client_error(response)
-            async for event in _parse_sse(response.aiter_lines()):
-                if event["event"] == STREAM_ERROR_EVENT:
-                    error = (event["data"] or {}).get("error", {})
-                    raise ClientError(
-                        503,
-                        str(error.get("code", ErrorCode.UNAVAILABLE)),
-                        str(error.get("message", "the event stream failed")),
-                        error.get("details"),
-                    )
-                yield event
+        after = int(last_event_id) if last_event_id is not None else None
+        return _events.follow(
+            self._http,
+            run_id,
+            after=after,
+            reconnect_timeout=reconnect_timeout,
+            connect_timeout=self.timeout,
+        )
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -366,46 +372,3 @@ class Client:
 
 def _compact(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-
-
-def _client_error(response: httpx.Response) -> ClientError:
-    """The gateway's ``{"error": {"code", "message", "details"}}``, or the HTTP status alone."""
-    try:
-        body = response.json()
-        error = body["error"]
-        return ClientError(
-            response.status_code,
-            str(error.get("code", "")),
-            str(error.get("message", "")),
-            error.get("details"),
-        )
-    except (ValueError, KeyError, TypeError, AttributeError):
-        text = response.text.strip()[:500]
-        return ClientError(response.status_code, f"http_{response.status_code}", text)
-
-
-async def _parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
-    """Server-sent events from text lines: ``id``/``event``/``data`` fields, blank-line ended.
-
-    ``data`` lines join with newlines and parse as JSON; comments (``:``) are keep-alives.
-    """
-    event_id: str | None = None
-    event_type = "message"
-    data: list[str] = []
-    async for line in lines:
-        if not line:
-            if data:
-                yield {"id": event_id, "event": event_type, "data": json.loads("\n".join(data))}
-            event_id, event_type, data = None, "message", []
-            continue
-        if line.startswith(":"):
-            continue
-        field, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if field == "data":
-            data.append(value)
-        elif field == "event":
-            event_type = value
-        elif field == "id":
-            event_id = value
-    # An event the stream ended in the middle of is incomplete: dropped, as the SSE spec says.

@@ -18,8 +18,9 @@ wait it is suspended in, the step it is running, or its next call), so a replay 
 same place and the clean-up code after it replays too.
 
 This module is the workflow's view only; the machinery is in ``_steps`` (steps), ``_waits``
-(durable waits), ``_journal`` (the replay cursor), ``_attempt`` (what the calls of an attempt
-share: report order, cancellation, acks) and ``_acks`` (what a refused report means).
+(durable waits), ``_emit`` (events), ``_journal`` (the replay cursor), ``_attempt`` (what the
+calls of an attempt share: report order, cancellation, acks) and ``_acks`` (what a refused report
+means).
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from concurrent.futures import Executor
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, TypeVarTuple, overload
 
-from trine_proto.trine.v1 import Command, Emit, ErrorInfo, JournalEntry
+from trine_proto.trine.v1 import ErrorInfo, JournalEntry
 
-from . import _codec, _steps, _waits
+from . import _codec, _emit, _steps, _waits
 from ._attempt import Attempt
 from ._journal import Journal
 from ._session import RunReporter
@@ -280,21 +281,11 @@ class Context:
     # -- events ----------------------------------------------------------------------------------
 
     async def emit(self, name: str, data: Any = None) -> None:
-        """Publish a custom event (``custom`` on the run's SSE stream) with JSON ``data``.
+        """Publish a custom event (``custom`` on the run's SSE stream) with JSON ``data``, once.
 
-        While the workflow replays calls the journal already holds, an emit is skipped: it was
-        sent by an earlier attempt. An emit after the last journaled call is sent again, so a
-        consumer should tolerate the rare duplicate after a crash.
+        The event is journaled at its position, like a step, and published in the same commit;
+        this returns once it is durable. It is published exactly once per run: a later attempt
+        (after a step's retry, a wait, a crash) re-walks the emit and skips it. An emit where the
+        journal recorded another call is a ``NonDeterminismError``, as for a step.
         """
-        if not name:
-            raise ValueError("an event needs a name")
-        data_bytes = self._state.converter.to_json(data, f"the data of event {name!r}")
-        if self.replaying:
-            return
-        limit = self._state.max_payload_bytes
-        if len(data_bytes) > limit:
-            raise ValueError(
-                f"event {name!r} data is {len(data_bytes)} bytes; the limit is {limit}"
-            )
-        future = self._state.reporter.send(Command(emit=Emit(name=name, data=data_bytes)))
-        await self._state.settle(future)
+        await _emit.emit(self._state, name, data)

@@ -145,8 +145,24 @@ def step_failed(report: Applying, command: pb.StepFailed) -> None:
 
 
 def emit(report: Applying, command: pb.Emit) -> None:
-    custom = report.check_size(command.data, f"event {command.name!r}")
-    report.event(_E.CUSTOM, command.name, custom)
+    """Journaled at its index and published once; sent again for an index that journals it, a
+    no-op. Without an index (an SDK from before journaled emits): published only."""
+    name, journal = command.name, report.state.journal
+    custom = report.check_size(command.data, f"event {name!r}")
+    if (index := command.index) is None:
+        report.event(_E.CUSTOM, name, custom)
+        return
+    if not name:
+        raise errors.InvalidArgument("an event needs a name")
+    if index < len(journal) and journal[index].kind == _K.EMIT and journal[index].name == name:
+        return
+    if index != len(journal):
+        what = f"event {index} ({name!r}) does not follow the {len(journal)} of run {report.run.id}"
+        raise errors.InvalidArgument(what, run_id=report.run.id, index=index)
+    entry = pb.JournalEntry(index=index, name=name, kind=_K.EMIT, output=custom)
+    entry.started_at_ms = entry.ended_at_ms = report.now
+    journal.append(entry)
+    report.event(_E.CUSTOM, name, custom)
 
 
 # -- the run's end ------------------------------------------------------------------------------

@@ -86,6 +86,11 @@ class Plan:
             journal_length=self.length,
         )
 
+    def entry(self, index: int) -> JournalEntry:
+        """The entry at ``index`` (below :attr:`length`): journaled, or planned by this report."""
+        journal = self.state.journal
+        return journal[index] if index < len(journal) else self.entries[index - len(journal)]
+
     def add_entry(self, entry: JournalEntry) -> None:
         self.entries.append(entry)
         self.length, self.last_name = self.length + 1, entry.name

@@ -1,5 +1,5 @@
 """Planning the commands of code a worker ran: steps starting, completing and failing (a retry, or
-a final failure the workflow sees), and the workflow's own events."""
+a final failure the workflow sees), and the workflow's own events (journaled, published once)."""
 
 from __future__ import annotations
 
@@ -79,5 +79,41 @@ def step_failed(plan: Plan, command: StepFailed) -> None:
 
 
 def emit(plan: Plan, command: Emit) -> None:
-    plan.machine.check_size(command.data, f"event {command.name!r}")
-    plan.events.custom(command.name, command.data)
+    """A custom event, journaled at its index (its data as the entry's output) and published in
+    the same commit, so a workflow that re-walks it (a retry, a replay) never publishes it again.
+    An Emit for an index that already journals this event (the worker sent it again) is a no-op:
+    acknowledged, nothing published. One without an index comes from an SDK that predates
+    journaled emits (or from an old log record): published only, as it was then."""
+    name = command.name
+    plan.machine.check_size(command.data, f"event {name!r}")
+    data = json_or_null(command.data)
+    index = command.index
+    if index is None:
+        plan.events.custom(name, data)
+        return
+    if not name:
+        raise InvalidArgument("an event needs a name")
+    if index < plan.length:
+        journaled = plan.entry(index)
+        if journaled.kind == EntryKind.EMIT and journaled.name == name:
+            return
+    elif index == plan.length:
+        plan.add_entry(
+            JournalEntry(
+                index=index,
+                name=name,
+                kind=EntryKind.EMIT,
+                output=data,
+                started_at_ms=plan.at,
+                ended_at_ms=plan.at,
+            )
+        )
+        plan.events.custom(name, data)
+        return
+    raise InvalidArgument(
+        f"event {index} ({name!r}) of run {plan.run.id} does not follow its journal, which "
+        f"has {plan.length} entries",
+        run_id=plan.run.id,
+        index=index,
+        journal_length=plan.length,
+    )

@@ -16,7 +16,14 @@ _LOG = struct.Struct(">IQ")
 
 FORMAT_KEY = b"format"
 FORMAT_VERSION = b"2"
-"""2 added ``attempts`` and ``signals``; a format-1 database is upgraded at open (``upgrade``)."""
+"""2 added ``attempts`` and ``signals``; a format-1 database is upgraded at open (``upgrade``).
+
+Journaled emits (``ENTRY_KIND_EMIT`` journal entries, ``Emit.index`` in the log's commands) needed
+no new format: both are additions to messages the format already stores (an enum value, an
+optional field), so a format-2 database written before them opens as it is, and the ``Emit``
+commands in its log (no index) still read as they were meant, events that were not journaled. An
+engine from before them would read an emit entry as an unknown kind: do not downgrade the engine
+while runs that emitted are in flight."""
 
 META = "meta"
 LOG = "log"

@@ -89,8 +89,9 @@ betterproto2.check_compiler_version(_COMPILER_VERSION)
 
 class EntryKind(betterproto2.Enum):
     """
-    What a journal entry records. A step is code the worker ran; the others are waits the engine
-    resolves (a timer, a signal, a child run) and a cancellation the workflow observed.
+    What a journal entry records. A step is code the worker ran; sleeps, signals and child runs are
+    waits the engine resolves; a cancel is where the workflow observed its cancellation; an emit is
+    a custom event the workflow published (``ctx.emit``), journaled so that it is published once.
     """
 
     STEP = 0
@@ -106,6 +107,11 @@ class EntryKind(betterproto2.Enum):
     the workflow was told of its cancellation at this position
     """
 
+    EMIT = 5
+    """
+    a custom event: name is the event's, output its data
+    """
+
     @classmethod
     def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
         return {
@@ -114,6 +120,7 @@ class EntryKind(betterproto2.Enum):
             2: "ENTRY_KIND_SIGNAL",
             3: "ENTRY_KIND_CHILD",
             4: "ENTRY_KIND_CANCEL",
+            5: "ENTRY_KIND_EMIT",
         }
 
     @classmethod
@@ -124,6 +131,7 @@ class EntryKind(betterproto2.Enum):
             "ENTRY_KIND_SIGNAL": 2,
             "ENTRY_KIND_CHILD": 3,
             "ENTRY_KIND_CANCEL": 4,
+            "ENTRY_KIND_EMIT": 5,
         }
 
 
@@ -363,9 +371,18 @@ default_message_pool.register_message("trine.v1", "Drain", Drain)
 
 @dataclass(eq=False, repr=False)
 class Emit(betterproto2.Message):
+    """
+    A custom event (``ctx.emit``). With an ``index``, the engine journals it there (an
+    ENTRY_KIND_EMIT entry, ``data`` as its output) and publishes the ``custom`` event in the same
+    commit; an Emit for an index that already journals this event is acknowledged and publishes
+    nothing. Without one (an SDK from before journaled emits), the event is only published.
+    """
+
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
     data: "bytes" = betterproto2.field(2, betterproto2.TYPE_BYTES)
+
+    index: "int | None" = betterproto2.field(3, betterproto2.TYPE_UINT32, optional=True)
 
 
 default_message_pool.register_message("trine.v1", "Emit", Emit)
@@ -479,7 +496,7 @@ class JournalEntry(betterproto2.Message):
 
     name: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
     """
-    the step's name, the signal's, the child's function, "sleep"
+    the step's, the signal's, the child's function, "sleep", the event's
     """
 
     input_digest: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
