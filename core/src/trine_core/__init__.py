@@ -23,7 +23,7 @@ from trine_core.logging import configure_logging, get_logger
 from trine_core.names import MAX_SIGNAL_NAME, check_signal_name
 from trine_core.plugins import PluginSet
 from trine_core.protocols import Backend, Dispatcher
-from trine_core.registry import RoleRegistry, TransportRegistry
+from trine_core.registry import Command, CommandRegistry, RoleRegistry, TransportRegistry
 from trine_core.roles import Role, RoleContext, Transport
 from trine_core.runtime import Runtime
 from trine_core.settings import (
@@ -46,6 +46,8 @@ __all__ = [
     "PLUGINS",
     "TARGET",
     "Backend",
+    "Command",
+    "CommandRegistry",
     "ConfigError",
     "Contracts",
     "Dispatcher",

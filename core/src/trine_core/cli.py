@@ -1,4 +1,6 @@
-"""``trine``: run one or more roles in this process until SIGTERM or SIGINT.
+"""``trine``: run one or more roles in this process until SIGTERM or SIGINT; or, when the first
+argument is a word (``trine runs list``), run the command a plugin registered under it
+(:func:`trine_core.hookspecs.trine_register_commands`; ``trine.commands`` entry points).
 
 The command line is read twice: first for what decides which plugins load (``--config`` and
 ``plugins``), then, once every plugin declared its settings, in full, with a flag per setting.
@@ -17,7 +19,7 @@ from typing import NoReturn
 
 from trine_core.errors import ConfigError, TrineError
 from trine_core.logging import configure_logging
-from trine_core.plugins import PluginSet
+from trine_core.plugins import PluginSet, command_names, load_command
 from trine_core.runtime import Runtime
 from trine_core.settings import (
     CONNECT,
@@ -48,7 +50,7 @@ class _Parser(argparse.ArgumentParser):
 
 def parser(registry: SettingsRegistry, failures: tuple[str, ...] = ()) -> argparse.ArgumentParser:
     """The full command line: core's flags, then one per setting, grouped by plugin."""
-    p = _Parser(prog="trine", description=DESCRIPTION)
+    p = _Parser(prog="trine", description=DESCRIPTION, epilog=_commands_epilog())
     p.failures = failures
     p.add_argument("--config", type=Path, help="a TOML config file (env: TRINE_CONFIG)")
     p.add_argument(
@@ -107,7 +109,18 @@ def _with_failures(message: str, failures: tuple[str, ...]) -> str:
     return "; ".join((message, *failures))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _commands_epilog() -> str | None:
+    names = command_names()
+    if not names:
+        return None
+    return f"commands: {', '.join(names)} (trine COMMAND --help; the command comes first)"
+
+
+def main(argv: Sequence[str] | None = None, extra_plugins: Iterable[object] = ()) -> int:
+    """The ``trine`` program; ``extra_plugins``: inline plugins, for commands (and tests)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and not argv[0].startswith("-"):
+        return _command(argv[0], argv[1:], extra_plugins)
     try:
         settings, plugins = load(argv)
         configure_logging(settings[LOG_LEVEL], settings[LOG_FORMAT])
@@ -119,6 +132,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _command(name: str, argv: list[str], extra_plugins: Iterable[object]) -> int:
+    """``trine <name> ...``: the registered command's exit code; 2 when there is none."""
+    try:
+        command = load_command(name, extra_plugins)
+        if command is None:
+            known = ", ".join(command_names()) or "none installed"
+            raise ConfigError(f"unknown command {name!r} (commands: {known}; roles: --target)")
+    except TrineError as exc:
+        print(f"trine: error: {exc.message}", file=sys.stderr)
+        return 2
+    try:
+        return command(f"trine {name}", argv)
+    except KeyboardInterrupt:
+        return 130
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

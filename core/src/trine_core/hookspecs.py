@@ -1,8 +1,9 @@
 """The hooks a trine plugin can implement.
 
 Plugins are modules (or objects) named by an entry point: ``trine.roles`` (the entry point's name
-is the role's), ``trine.transports`` (its name is the address scheme) and ``trine.plugins``
-(observers such as metrics or tracing, enabled by the ``plugins`` setting). Implement hooks with
+is the role's), ``trine.transports`` (its name is the address scheme), ``trine.plugins``
+(observers such as metrics or tracing, enabled by the ``plugins`` setting) and ``trine.commands``
+(its name is a command of the ``trine`` program, as in ``trine runs``). Implement hooks with
 :data:`hookimpl`::
 
     from trine_core import hookimpl
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from trine_core.registry import RoleRegistry, TransportRegistry
+    from trine_core.registry import CommandRegistry, RoleRegistry, TransportRegistry
     from trine_core.roles import Role, RoleContext
     from trine_core.settings import Settings, SettingsRegistry
 
@@ -76,6 +77,24 @@ def trine_register_transports(registry: TransportRegistry) -> None:
     :param registry: call ``registry.add_transport(scheme, factory)``; ``factory`` is called with
         the :class:`~trine_core.settings.Settings` and returns a
         :class:`~trine_core.roles.Transport` serving addresses ``<scheme>://…``.
+    :return: nothing.
+    """
+
+
+@hookspec
+def trine_register_commands(registry: CommandRegistry) -> None:
+    """Register the commands this plugin adds to the ``trine`` program (``trine runs list``…).
+
+    Called when ``trine`` runs with a first argument that is not a flag, never when roles boot:
+    on the inline plugins, then, unless one registered the command, on the plugin named by the
+    ``trine.commands`` entry point of that name (the entry point's name is the command's, as
+    ``trine <name>`` spells it; one plugin may be named by several). Nothing else is loaded, so
+    a command starts fast and works where no role is installed.
+
+    :param registry: call ``registry.add_command(name, command)``; ``command(prog, argv)`` gets
+        the program name for usage lines (``"trine runs"``) and the arguments after the
+        command's name, and returns the process's exit code. A name two plugins register is an
+        error naming both.
     :return: nothing.
     """
 

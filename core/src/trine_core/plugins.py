@@ -7,6 +7,8 @@ plugin answers where its contracts are served. A plugin that fails to import doe
 that does not use it: the failure is kept, and becomes one :class:`ConfigError` naming the
 distribution, its version and the cause only when the boot selects that role or scheme.
 Observer plugins (``trine.plugins``) are loaded only when enabled by the ``plugins`` setting.
+Command plugins (``trine.commands``) are never loaded at boot: :func:`load_command` loads the one
+``trine <command>`` names.
 
 Inline plugins (``extra``: tests, embedders) are registered first and take precedence: an
 installed plugin whose entry-point name an inline one already provides is not loaded.
@@ -21,12 +23,13 @@ import pluggy
 
 from trine_core import hookspecs
 from trine_core.errors import ConfigError
-from trine_core.registry import RoleRegistry, TransportRegistry
+from trine_core.registry import Command, CommandRegistry, RoleRegistry, TransportRegistry
 from trine_core.settings import CORE_SETTINGS, SettingsRegistry
 
 ROLES_GROUP = "trine.roles"
 TRANSPORTS_GROUP = "trine.transports"
 OBSERVERS_GROUP = "trine.plugins"
+COMMANDS_GROUP = "trine.commands"
 ALL = "all"
 NONE = "none"
 
@@ -117,7 +120,66 @@ class PluginSet:
             self.manager.subset_hook_caller(hook, remove_plugins=others)(registry=registry)
 
 
-_KINDS = {ROLES_GROUP: "role", TRANSPORTS_GROUP: "transport", OBSERVERS_GROUP: "observer"}
+_KINDS = {
+    ROLES_GROUP: "role",
+    TRANSPORTS_GROUP: "transport",
+    OBSERVERS_GROUP: "observer",
+    COMMANDS_GROUP: "command",
+}
+
+
+def load_command(name: str, extra: Iterable[object] = ()) -> Command | None:
+    """The command ``trine <name>`` runs, or None when nothing provides it.
+
+    Its registration hook is called on the inline plugins ``extra`` first; unless one of them
+    registered ``name``, the ``trine.commands`` entry point ``name`` is loaded and registered too.
+    No other plugin is loaded. A plugin that fails to import, or that is named for ``name`` and
+    does not register it, is a :class:`ConfigError` naming its distribution.
+    """
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    registry = CommandRegistry()
+
+    def register(plugin: object, key: str, owner: str) -> None:
+        try:
+            manager.register(plugin, name=key)
+            manager.check_pending()
+        except (pluggy.PluginValidationError, ValueError) as exc:
+            raise ConfigError(f"plugin {owner}: {exc}") from None
+        registry.current_plugin = owner
+        others = [p for p in manager.get_plugins() if p is not plugin]
+        manager.subset_hook_caller("trine_register_commands", remove_plugins=others)(
+            registry=registry
+        )
+
+    for index, plugin in enumerate(extra):
+        register(plugin, f"inline:{index}", _describe(plugin))
+    command = registry.get(name)
+    if command is not None:
+        return command
+    ep = available(COMMANDS_GROUP).get(name)
+    if ep is None:
+        return None
+    try:
+        plugin = ep.load()
+    except Exception as exc:  # any import failure is reported the same way, with its cause
+        raise ConfigError(
+            f"command plugin {name!r} from {_dist(ep)} failed to import: {type(exc).__name__}: "
+            f"{exc}"
+        ) from exc
+    register(plugin, f"{COMMANDS_GROUP}:{name}", _dist(ep))
+    command = registry.get(name)
+    if command is None:
+        raise ConfigError(
+            f"command plugin {name!r} from {_dist(ep)} did not register the command {name!r}"
+        )
+    return command
+
+
+def command_names() -> list[str]:
+    """The commands installed plugins provide (their ``trine.commands`` entry points), sorted,
+    without importing anything."""
+    return sorted({ep.name for ep in entry_points(group=COMMANDS_GROUP)})
 
 
 def available(group: str) -> dict[str, EntryPoint]:

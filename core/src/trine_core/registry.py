@@ -4,12 +4,17 @@ names both."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 from trine_core.errors import ConfigError
 from trine_core.roles import RoleFactory, TransportFactory
 
 F = TypeVar("F")
+
+Command = Callable[[str, Sequence[str]], int]
+"""A command of the ``trine`` program: called with the program name for usage lines
+(``"trine runs"``) and the arguments after the command's name; returns the exit code."""
 
 
 class _Registry(Generic[F]):
@@ -57,3 +62,14 @@ class TransportRegistry(_Registry[TransportFactory]):
     def add_transport(self, scheme: str, factory: TransportFactory) -> None:
         """Make a transport available for addresses ``<scheme>://…``."""
         self._add(scheme, factory)
+
+
+class CommandRegistry(_Registry[Command]):
+    """Handed to :func:`trine_core.hookspecs.trine_register_commands`."""
+
+    def __init__(self) -> None:
+        super().__init__("command")
+
+    def add_command(self, name: str, command: Command) -> None:
+        """Make ``trine <name> ...`` call ``command("trine <name>", [...])``."""
+        self._add(name, command)
