@@ -287,3 +287,24 @@ async def test_run_timeout_error_names_the_callers_timeout() -> None:
         with pytest.raises(TimeoutError) as info:
             await client.run("order", {}, timeout=0.3)
     assert str(info.value) == "run r-s is still suspended after 0.3 seconds"
+
+
+async def test_list_functions_and_workers_answer_the_documents() -> None:
+    functions = {"functions": [{"name": "order", "retry": None}]}
+    workers = {"workers": [{"worker_id": "w-1", "functions": ["order"], "free_slots": 3}]}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/functions":
+            return httpx.Response(200, json=functions)
+        return httpx.Response(404, json={"error": {"code": "not_found", "message": "no route"}})
+
+    async with trine.Client("http://gw", transport=httpx.MockTransport(answer)) as c:
+        assert await c.list_functions() == functions
+        with pytest.raises(trine.ClientError) as info:
+            await c.list_workers()
+        assert (info.value.status, info.value.code) == (404, "not_found")
+
+    async with trine.Client(
+        "http://gw", transport=httpx.MockTransport(lambda _: httpx.Response(200, json=workers))
+    ) as c:
+        assert await c.list_workers() == workers

@@ -271,6 +271,16 @@ class Client:
         }
         return await self._json("GET", "/v1/runs", params=params)
 
+    async def list_functions(self) -> dict[str, Any]:
+        """Every function a worker registered: ``{"functions": [{"name", "retry", ...}]}``."""
+        return await self._json("GET", "/v1/functions")
+
+    async def list_workers(self) -> dict[str, Any]:
+        """The workers connected to the coordinators: ``{"workers": [{"worker_id",
+        "functions", "max_concurrency", "in_flight", "free_slots", "last_heartbeat_at", ...}]}``
+        (``ClientError`` with code ``not_found`` from a gateway without ``GET /v1/workers``)."""
+        return await self._json("GET", "/v1/workers")
+
     async def journal(self, run_id: str) -> list[dict[str, Any]]:
         """The run's journaled steps (index, name, output, error, attempt, ...)."""
         answer = await self._json("GET", f"/v1/runs/{run_id}/journal")
