@@ -20,8 +20,8 @@ does not exist (a typo) fails at boot.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import pluggy
 
@@ -31,6 +31,15 @@ if TYPE_CHECKING:
     from trine_core.settings import Settings, SettingsRegistry
 
 PROJECT = "trine"
+ASGIApp: TypeAlias = Callable[
+    [
+        MutableMapping[str, Any],
+        Callable[[], Awaitable[MutableMapping[str, Any]]],
+        Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ],
+    Awaitable[None],
+]
+"""An ASGI application: ``await app(scope, receive, send)`` (what :func:`trine_http_apps` gives)."""
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
@@ -108,11 +117,12 @@ def trine_register_commands(registry: CommandRegistry) -> None:
 def trine_contract_address(contract: type, settings: Settings) -> str | None:
     """Where ``contract`` is served for roles in other processes.
 
-    Called at boot for a need that no role of this process serves and that ``[connect]`` does not
-    place (the answer is dialled), and for each contract a role of this process serves when the
-    process does not run every role (``--target`` other than ``all``: the contract is also served
-    at the answer). The plugin of the role that provides the contract answers, e.g. the engine's:
-    ``grpc://`` + its ``engine_addr`` for ``Backend`` and ``Dispatcher``. First answer wins.
+    Called at boot for a need (or a want: ``Role.wants``) that no role of this process serves
+    and that ``[connect]`` does not place (the answer is dialled; a want with no answer is left
+    unwired), and for each contract a role of this process serves when the process does not run
+    every role (``--target`` other than ``all``: the contract is also served at the answer).
+    The plugin of the role that provides the contract answers, e.g. the engine's: ``grpc://`` +
+    its ``engine_addr`` for ``Backend`` and ``Dispatcher``. First answer wins.
 
     :param contract: the contract class (``Backend``…).
     :param settings: the process's settings.
@@ -170,4 +180,26 @@ def trine_runtime_stopped(settings: Settings) -> None:
 
     :param settings: the settings the runtime ran with.
     :return: nothing.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP: for observers that serve something over the gateway's port (metrics)
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def trine_http_apps(settings: Settings) -> Mapping[str, ASGIApp] | None:
+    """ASGI applications to mount on the gateway's HTTP server, by path (``{"/metrics": app}``).
+
+    Called by a role that serves HTTP (the gateway) while it starts, through
+    :meth:`~trine_core.roles.RoleContext.http_apps`; not called in a process without one, so a
+    plugin that must be reachable everywhere also listens on an address of its own (as
+    ``trine-metrics`` does with ``[metrics] addr``). Each app gets every request whose path is
+    the given one or below it, and runs on the runtime's event loop. Core depends on no web
+    framework: the app is plain ASGI.
+
+    :param settings: the process's settings.
+    :return: apps by path (starting with ``/``), or None. A path two plugins mount is a boot
+        error naming it.
     """
