@@ -237,6 +237,32 @@ class BackendContract(_Suite):
         completed = await drive.backend.list_runs(ListRunsRequest(status=RunStatus.COMPLETED))
         assert not set(ids) & {run.id for run in completed.runs}
 
+    async def test_listing_newest_first_and_by_creation_time(self, drive: _Driver) -> None:
+        runs = [await drive.start(i) for i in range(5)]
+        ids = [run.id for run in runs]
+        await drive.start(function=OTHER)
+
+        async def listed(**fields: Any) -> list[str]:
+            seen: list[str] = []
+            token = ""
+            while True:
+                request = ListRunsRequest(function=FUNCTION, limit=2, page_token=token, **fields)
+                page = await drive.backend.list_runs(request)
+                seen += [run.id for run in page.runs]
+                token = page.next_page_token
+                if not token:
+                    return seen
+
+        assert await listed(newest_first=True) == ids[::-1]
+        assert await listed(newest_first=True, status=RunStatus.PENDING) == ids[::-1]
+        assert await listed(status=RunStatus.PENDING) == ids
+        first, last = runs[0].created_at_ms, runs[-1].created_at_ms
+        assert await listed(created_after_ms=first, created_before_ms=last + 1) == ids
+        assert await listed(newest_first=True, created_after_ms=first) == ids[::-1]
+        assert await listed(created_before_ms=first) == []  # before: strictly
+        assert await listed(created_after_ms=last + 1, newest_first=True) == []
+        assert await listed(created_after_ms=last + 1, status=RunStatus.PENDING) == []
+
     async def test_wait_run_answers_at_its_timeout_then_once_final(self, drive: _Driver) -> None:
         run = await drive.start()
         waited = await drive.backend.wait_run(WaitRunRequest(run_id=run.id, wait_ms=SHORT_MS))

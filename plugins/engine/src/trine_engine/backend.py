@@ -22,6 +22,7 @@ from trine_core import (
     UnknownFunction,
     check_signal_name,
 )
+from trine_engine import ulid
 from trine_engine.clock import Clock
 from trine_engine.machine import StateMachine
 from trine_engine.run_state import RunCache, RunState
@@ -155,9 +156,9 @@ class EngineBackend(Backend):
     async def list_runs(self, message: ListRunsRequest) -> ListRunsResponse:
         self._plog.ensure_open()
         limit = min(message.limit or DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)
-        status, function, after = message.status, message.function, message.page_token
+        status, function = message.status, message.function
         page: list[Run] = []
-        for run in self._runs_after(after, status):
+        for run in self._runs_listed(message):
             if status != RunStatus.UNSPECIFIED and run.status != status:
                 continue
             if function and run.function != function:
@@ -169,18 +170,36 @@ class EngineBackend(Backend):
         page = page[:limit]
         return ListRunsResponse(runs=page, next_page_token=page[-1].id if more else "")
 
-    def _runs_after(self, after: str, status: RunStatus) -> Iterator[Run]:
-        """Runs with ids after ``after`` in id order, as readers see them. Non-final statuses
-        live in memory; the rest is read from RocksDB, overlaid with the active runs."""
+    def _runs_listed(self, message: ListRunsRequest) -> Iterator[Run]:
+        """Runs past the page token, in id order (which is creation order) or its reverse, within
+        the creation-time bounds, as readers see them. The bounds are id ranges, since a ULID
+        starts with its creation time. Non-final statuses live in memory; the rest is read from
+        RocksDB, overlaid with the active runs."""
+        token, newest_first = message.page_token, message.newest_first
+        low = ulid.floor(message.created_after_ms)  # ids >= low
+        high = ulid.floor(message.created_before_ms) if message.created_before_ms else ""  # < high
+
+        def wanted(run_id: str) -> bool:
+            past = not token or (run_id < token if newest_first else run_id > token)
+            return past and run_id >= low and (not high or run_id < high)
+
+        status = message.status
         if status != RunStatus.UNSPECIFIED and status not in FINAL_STATUSES:
-            for run_id in sorted(self._cache.active):
+            for run_id in sorted(self._cache.active, reverse=newest_first):
                 state = self._cache.active.get(run_id)
-                if run_id > after and state is not None and state.durable_run is not None:
+                if wanted(run_id) and state is not None and state.durable_run is not None:
                     yield state.view()
             return
-        for key, value in self._store.scan(RUNS, start=after.encode()):
+        if newest_first:
+            upper = min(b for b in (token, high) if b) if token or high else ""
+            rows = self._store.scan_back(RUNS, start=upper.encode())
+        else:
+            rows = self._store.scan(RUNS, start=max(token, low).encode())
+        for key, value in rows:
             run_id = key.decode()
-            if run_id == after:
+            if not wanted(run_id):
+                if (run_id < low) if newest_first else (high and run_id >= high):
+                    return  # past the far bound: nothing further can match
                 continue
             state = self._cache.peek(run_id)
             yield state.view() if state is not None else decode(Run, value)

@@ -25,6 +25,12 @@ def encode(value: int) -> str:
     return "".join(reversed(chars))
 
 
+def floor(ms: int) -> str:
+    """The smallest id of millisecond ``ms``: the ids made at ``ms`` or later sort at or after it.
+    A time past what a ULID holds gives an id above every ULID."""
+    return encode(min(ms, _TIME_LIMIT) << _RANDOM_BITS)
+
+
 def timestamp_ms(ulid: str) -> int:
     """The millisecond part of ``ulid``."""
     value = 0

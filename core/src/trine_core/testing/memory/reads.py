@@ -52,7 +52,12 @@ class Reads(Runs):
     async def list_runs(self, message: pb.ListRunsRequest) -> pb.ListRunsResponse:
         self._record("list_runs", message)
         limit, status = min(message.limit or DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT), message.status
-        runs = [s.view() for run_id, s in self._runs.items() if run_id > message.page_token]
+        token, newest_first = message.page_token, message.newest_first
+        ids = sorted(self._runs, reverse=newest_first)
+        ids = [i for i in ids if not token or (i < token if newest_first else i > token)]
+        runs = [self._runs[run_id].view() for run_id in ids]
+        after, before = message.created_after_ms, message.created_before_ms
+        runs = [r for r in runs if after <= r.created_at_ms < (before or r.created_at_ms + 1)]
         runs = [r for r in runs if status in (_S.UNSPECIFIED, r.status)]
         runs = [r for r in runs if message.function in ("", r.function)]
         token = runs[limit - 1].id if len(runs) > limit else ""

@@ -140,6 +140,21 @@ class Store:
         finally:
             del it
 
+    def scan_back(self, family: str, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Rows of ``family`` with keys ``<= start`` (every row when ``start`` is empty), in
+        reverse key order. The iterator handle is dropped when the generator ends or is closed."""
+        it = self._families[family].iter()
+        try:
+            if start:
+                it.seek_for_prev(start)
+            else:
+                it.seek_to_last()
+            while it.valid():
+                yield bytes(it.key()), bytes(it.value())
+                it.prev()
+        finally:
+            del it
+
     def last_before(self, family: str, key: bytes) -> tuple[bytes, bytes] | None:
         """The row with the greatest key ``<= key``, if any."""
         it = self._families[family].iter()

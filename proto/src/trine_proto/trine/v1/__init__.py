@@ -594,6 +594,21 @@ class ListRunsRequest(betterproto2.Message):
     the last run id of the previous page
     """
 
+    newest_first: "bool" = betterproto2.field(5, betterproto2.TYPE_BOOL)
+    """
+    newest first; oldest (creation order) first when false
+    """
+
+    created_after_ms: "int" = betterproto2.field(6, betterproto2.TYPE_UINT64)
+    """
+    only runs created at or after this time (0: any)
+    """
+
+    created_before_ms: "int" = betterproto2.field(7, betterproto2.TYPE_UINT64)
+    """
+    only runs created before this time (0: any)
+    """
+
 
 default_message_pool.register_message("trine.v1", "ListRunsRequest", ListRunsRequest)
 
