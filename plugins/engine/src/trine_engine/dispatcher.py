@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import time
 
 import betterproto2
 import structlog
 
 from trine_core import Dispatcher, InvalidArgument, LeaseLost
+from trine_engine import metrics
 from trine_engine.clock import Clock
 from trine_engine.leases import Lease, LeaseTable
 from trine_engine.machine import Plan, StateMachine
@@ -121,6 +123,9 @@ class EngineDispatcher(Dispatcher):
 
     def _work_item(self, state: RunState, worker_id: str, ttl_ms: int, now: int) -> WorkItem:
         lease = self._leases.grant(state, worker_id, ttl_ms, now)
+        metrics.DISPATCH_LATENCY.labels(state.run.function).observe(
+            time.perf_counter() - state.ready_at
+        )
         return WorkItem(
             run=state.view(),
             lease=lease.message(),

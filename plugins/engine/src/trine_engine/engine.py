@@ -9,11 +9,12 @@ queues every non-final run and sets its timers again.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import structlog
 
 from trine_core import get_logger
+from trine_engine import metrics
 from trine_engine.backend import EngineBackend
 from trine_engine.clock import Clock, SystemClock
 from trine_engine.config import EngineConfig
@@ -61,6 +62,7 @@ class Engine:
             log,
         )
         self._machine.load_functions(store)
+        self._unwatch: Callable[[], None] = lambda: None
         ids = UlidGenerator()  # one per engine: its ids increase strictly
         self.backend = EngineBackend(
             self._plog, self._cache, self._machine, store, clock, ids, config.cancel_grace_ms
@@ -102,6 +104,7 @@ class Engine:
             store.close()
             raise
         engine._timers.start()
+        engine._unwatch = metrics.watch(engine._cache.active, engine._scheduler.queues)
         log.info(
             "engine opened",
             data_dir=str(config.data_dir),
@@ -122,6 +125,7 @@ class Engine:
         """Write what is gathered, wake every waiter, stop the timers, log the stats, close."""
         if self._plog.closed:
             return
+        self._unwatch()
         try:
             self._plog.close()
         finally:

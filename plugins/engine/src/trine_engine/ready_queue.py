@@ -8,6 +8,7 @@ A run given back (lease released or expired) goes to the front of its queue: it 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
@@ -23,6 +24,7 @@ class ReadyQueues:
         if state.queued:
             return
         state.queued = True
+        state.ready_at = time.perf_counter()
         function = state.run.function
         queue = self._queues.get(function)
         if queue is None:
@@ -82,3 +84,7 @@ class ReadyQueues:
 
     def __len__(self) -> int:
         return sum(len(queue) for queue in self._queues.values())
+
+    def depths(self) -> dict[str, int]:
+        """Entries per function (stale ones included)."""
+        return {function: len(queue) for function, queue in list(self._queues.items())}

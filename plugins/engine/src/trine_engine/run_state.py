@@ -59,6 +59,8 @@ class RunState:
     """The highest attempt handed out; the durable ``run.attempt`` only moves with reports."""
     queued: bool = False
     """In a ready queue (at most once: a stale entry is skipped when popped)."""
+    ready_at: float = 0.0
+    """``time.perf_counter()`` when last queued: the dispatch latency metric starts there."""
     signals: dict[str, deque[tuple[int, bytes]]] = dataclasses.field(default_factory=dict)
     """Signals received before the run waited for them, by name, oldest first: the seq of each
     one's ``signal.received`` event (its row's key in ``signals``) and its payload."""

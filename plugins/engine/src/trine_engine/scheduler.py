@@ -23,6 +23,10 @@ class Scheduler:
         self._timers = timers
         self._queues = ReadyQueues()
 
+    @property
+    def queues(self) -> ReadyQueues:
+        return self._queues
+
     def make_dispatchable(self, state: RunState, now: int | None = None) -> None:
         """Queue a pending, unleased run, or set a timer for the end of its retry backoff."""
         self._queue(state, now, front=False)

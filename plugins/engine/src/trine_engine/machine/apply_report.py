@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
+from trine_engine import metrics
 from trine_engine.machine import apply_start, timeouts
 from trine_engine.storage.keys import ATTEMPTS, JOURNAL, SIGNALS, encode_u32, run_row_key
 from trine_proto.codec import encode
@@ -69,3 +70,16 @@ def apply_plan(
     )
     machine.store_run(state, changed, batch)
     machine.publish(state, batch)
+    if plan.step_ends:
+        _count_steps(run.function, plan.step_ends)
+
+
+def _count_steps(function: str, ends: list[tuple[str, int]]) -> None:
+    for outcome, took_ms in ends:
+        metrics.STEP_ATTEMPTS.labels(function).inc()
+        if outcome == "retried":
+            metrics.STEP_RETRIES.labels(function).inc()
+        elif outcome == "failed":
+            metrics.STEP_FAILURES.labels(function).inc()
+        if took_ms >= 0:
+            metrics.STEP_DURATION.labels(function).observe(took_ms / 1000)

@@ -8,6 +8,7 @@ import functools
 from typing import TYPE_CHECKING
 
 from trine_core import StorageError
+from trine_engine import metrics
 from trine_engine.machine import timeouts
 from trine_engine.machine.events import NewEvents
 from trine_engine.run_state import RunState
@@ -54,3 +55,4 @@ def create(machine: StateMachine, accepted: Run, batch: AppendBatch) -> None:
         timeouts.arm_deadline(machine, state, run.deadline_ms)
     machine.publish(state, batch)
     batch.after_commit(functools.partial(machine.scheduler.make_dispatchable, state))
+    metrics.RUNS_STARTED.labels(run.function).inc()

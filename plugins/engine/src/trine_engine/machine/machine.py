@@ -24,6 +24,7 @@ import betterproto2
 import structlog
 
 from trine_core import InvalidArgument, PayloadTooLarge, StorageError
+from trine_engine import metrics
 from trine_engine.clock import Clock
 from trine_engine.leases import LeaseTable
 from trine_engine.machine import (
@@ -62,6 +63,7 @@ from trine_proto.trine.v1 import (
     Run,
     RunStatus,
 )
+from trine_proto.vocabulary import status_name
 
 CommandPlanner = Callable[[Plan, Any], None]
 """Plans one command; its second argument is the message the command's oneof field holds."""
@@ -209,6 +211,10 @@ class StateMachine:
                 batch.after_commit(functools.partial(self._log_failed, run))
             if run.parent_run_id:
                 apply_waits.child_finished(self, state, batch)
+            metrics.RUNS_FINISHED.labels(run.function, status_name(run.status)).inc()
+            metrics.RUN_DURATION.labels(run.function).observe(
+                max(0, run.updated_at_ms - run.created_at_ms) / 1000
+            )
 
     def _log_failed(self, run: Run) -> None:
         error = run.error or ErrorInfo()

@@ -42,6 +42,7 @@ class Plan:
         "run",
         "state",
         "step_attempts",
+        "step_ends",
     )
 
     def __init__(self, machine: StateMachine, state: RunState, at_ms: int) -> None:
@@ -67,6 +68,9 @@ class Plan:
         self.final_status: RunStatus | None = None
         self.result = b""
         self.error: ErrorInfo | None = None
+        self.step_ends: list[tuple[str, int]] = []
+        """Step attempts this report ends, for the metrics: (``completed``, ``retried`` or
+        ``failed``, the attempt's duration in ms, or -1 when the worker gave no start time)."""
         self.attempt_ended = False
         """The attempt ends with this command (a retry is scheduled, the run finished): the
         commands after it are not planned."""

@@ -44,6 +44,7 @@ def step_completed(plan: Plan, command: StepCompleted) -> None:
     )
     plan.add_entry(entry)
     plan.events.step_completed(entry.name, entry.index, entry.attempt, output)
+    plan.step_ends.append(("completed", _took(entry.started_at_ms, entry.ended_at_ms)))
 
 
 def step_failed(plan: Plan, command: StepFailed) -> None:
@@ -62,6 +63,7 @@ def step_failed(plan: Plan, command: StepFailed) -> None:
         plan.outcome = ReportOutcome.RETRY_SCHEDULED
         plan.attempt_ended = True
         plan.events.step_failed(command.name, index, attempt, command.error, plan.retry_at_ms)
+        plan.step_ends.append(("retried", _took(command.started_at_ms, plan.at)))
         return
     plan.add_entry(
         JournalEntry(
@@ -76,6 +78,11 @@ def step_failed(plan: Plan, command: StepFailed) -> None:
     )
     plan.outcome = ReportOutcome.STEP_FAILED
     plan.events.step_failed(command.name, index, attempt, command.error, None)
+    plan.step_ends.append(("failed", _took(command.started_at_ms, plan.at)))
+
+
+def _took(started_ms: int, ended_ms: int) -> int:
+    return ended_ms - started_ms if started_ms and ended_ms >= started_ms else -1
 
 
 def emit(plan: Plan, command: Emit) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 import structlog
 
 from trine_core import StorageError, Unavailable, get_logger
+from trine_engine import metrics
 from trine_engine.storage import framing
 from trine_engine.storage.keys import (
     LOG,
@@ -184,8 +185,12 @@ class PartitionLog:
             return
         done = time.perf_counter()
         self.commit_latency.add((done - begun) * 1000)
+        metrics.JOURNAL_COMMIT.observe(done - begun)
+        metrics.JOURNAL_BATCH.observe(len(batch.records))
+        observe_append = metrics.JOURNAL_APPEND.observe
         for started in batch.started:
             self.append_latency.add((done - started) * 1000)
+            observe_append(done - started)
         self.batches += 1
         self.records += len(batch.records)
         for callback in batch.callbacks:
