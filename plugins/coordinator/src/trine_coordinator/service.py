@@ -23,13 +23,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import grpclib
 import structlog
 from grpclib.const import Status
 
+from trine_coordinator import metrics
 from trine_coordinator.losses import Loss, Losses
 from trine_coordinator.session import WorkerSession
 from trine_coordinator.settings import HEARTBEAT_INTERVAL_MS, LEASE_TTL_MS, MAX_WORKER_LOSSES
@@ -85,16 +86,19 @@ class WorkerService(WorkerServiceBase):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._monitor: asyncio.Task[None] | None = None
         self._stopping = False
+        self._unwatch: Callable[[], None] = lambda: None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
         self._monitor = asyncio.create_task(self._watch())
+        self._unwatch = metrics.watch(self.sessions)
 
     async def stop(self) -> None:
         # Set first: the worker server still accepts streams until the role closes it after
         # this returns, and a session registered meanwhile would keep the wait below going.
         self._stopping = True
+        self._unwatch()
         for session in list(self.sessions.values()):
             self._end(session, "coordinator stopping")
         if self._monitor is not None:
@@ -184,6 +188,7 @@ class WorkerService(WorkerServiceBase):
         # started over because we told it the engine was unavailable (the SDK does that).
         lost = not self._stopping and not session.draining and not session.told_unavailable
         if lost:
+            metrics.WORKERS_LOST.inc()
             self._count_losses(session, reason)
         session.close(reason)
         current = asyncio.current_task()
