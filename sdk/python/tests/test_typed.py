@@ -233,3 +233,24 @@ def test_the_converter_keeps_plain_json_as_it_was_and_encodes_structured_values(
     assert converter.from_json(b"", None, "x") is None
     with pytest.raises(trine.ConversionError, match=r"the result is not a valid list\[int\]"):
         converter.from_json(b'["a"]', list[int], "the result")
+
+
+def test_step_closures_share_one_cached_return_type_and_are_not_kept_alive() -> None:
+    import gc
+    import weakref
+
+    from trine._declared import return_type
+
+    def make(payload: object) -> Any:
+        def body() -> Order:
+            return payload  # type: ignore[return-value]
+
+        return body
+
+    first, second = make(1), make(2)
+    assert return_type(first) is Order
+    assert return_type(second) is Order
+    gone = weakref.ref(first)
+    del first
+    gc.collect()
+    assert gone() is None  # the cache holds no closure

@@ -44,10 +44,18 @@ def digest(args: tuple[Any, ...]) -> str:
     """A short fingerprint of a step's arguments, for spotting a replay with different input.
 
     Arguments that are not JSON are fingerprinted by their ``repr`` rather than refused: the digest
-    is diagnostics, and a step may legitimately take an object it does not return.
+    is diagnostics, and a step may legitimately take an object it does not return. A pydantic
+    model counts as its fields (its ``repr`` is slow, and differs from the dict it came from).
     """
-    text = json.dumps(list(args), sort_keys=True, separators=(",", ":"), default=repr)
+    text = json.dumps(list(args), sort_keys=True, separators=(",", ":"), default=_fingerprint)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _fingerprint(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)
+    if dump is not None and not isinstance(value, type):
+        return dump(mode="json")
+    return repr(value)
 
 
 def error_info(exc: BaseException, *, retryable: bool | None = None) -> ErrorInfo:

@@ -45,16 +45,47 @@ def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
 def return_type(fn: Callable[..., Any]) -> Any:
     """The type ``fn``'s result converts to: its return annotation (``T`` of an ``async def``
     or of an ``Awaitable[T]``), or None when it declares none."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    key = _cache_key(fn)
+    if key is None:
+        return _resolve_return(fn)
+    found = _RETURN_TYPES.get(key, _MISSING)
+    if found is _MISSING:
+        if len(_RETURN_TYPES) >= _CACHE_SIZE:
+            _RETURN_TYPES.clear()
+        found = _RETURN_TYPES[key] = _resolve_return(fn)
+    return found
+
+
+# Resolving annotations takes tens of microseconds, and a step function is often a closure made
+# anew on every call. So the cache is keyed by what decides the answer (the code, its globals,
+# the annotations as written), not by the function object: every closure of one ``def`` shares
+# an entry, and no entry keeps a closure (or what it captured) alive.
+_RETURN_TYPES: dict[tuple[Any, ...], Any] = {}
+_CACHE_SIZE = 4096
+_MISSING = object()
+
+
+def _cache_key(fn: Callable[..., Any]) -> tuple[Any, ...] | None:
+    function = getattr(fn, "__func__", fn)  # a bound method's function
+    code = getattr(function, "__code__", None)
+    if code is None:  # a callable object or a builtin: by its type's __call__
+        call = getattr(type(fn), "__call__", None)  # noqa: B004
+        code = getattr(call, "__code__", None)
+        if code is None:
+            return None
+        function = call
     try:
-        return _return_type(fn)
-    except TypeError:  # an unhashable callable object
-        return _return_type.__wrapped__(fn)
+        annotations = tuple(getattr(function, "__annotations__", {}).items())
+        key = (code, id(getattr(function, "__globals__", None)), annotations)
+        hash(key)
+    except TypeError:  # an unhashable annotation
+        return None
+    return key
 
 
-# Resolving annotations takes tens of microseconds; a step function is usually the same object
-# on every call. Bounded, because a lambda is a new object each time.
-@functools.lru_cache(maxsize=4096)
-def _return_type(fn: Callable[..., Any]) -> Any:
+def _resolve_return(fn: Callable[..., Any]) -> Any:
     annotation = _hints(fn).get("return")
     origin = typing.get_origin(annotation)
     if origin is not None and origin.__name__ in ("Awaitable", "Coroutine"):

@@ -22,7 +22,7 @@ import math
 import uuid
 from typing import Any
 
-__all__ = ["CONVERT", "check_convertible"]
+__all__ = ["CONVERT", "check_convertible", "is_model"]
 
 FORGOT_AWAIT = (
     "did you forget `await`? A coroutine is what an async function or a ctx call returns until "
@@ -100,13 +100,16 @@ def _walk(value: Any, where: str, found: list[tuple[str, str, str]], path: set[i
         found.append((where, f"{_article(_name(value))} ({_short(value)})", CONVERT))
 
 
+def is_model(value: Any) -> bool:
+    """A pydantic model or a dataclass instance: a value whose type defines its JSON form."""
+    if isinstance(value, type):
+        return False
+    return hasattr(value, "__pydantic_serializer__") or dataclasses.is_dataclass(value)
+
+
 def _structured(value: Any) -> bool:
     """A value whose JSON form its type defines (what ``PydanticConverter`` encodes)."""
-    if hasattr(value, "__pydantic_serializer__") and not isinstance(value, type):
-        return True  # a pydantic model or a pydantic dataclass
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return True
-    return isinstance(value, _STRUCTURED_SCALARS)
+    return is_model(value) or isinstance(value, _STRUCTURED_SCALARS)
 
 
 _STRUCTURED_SCALARS = (

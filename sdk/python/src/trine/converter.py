@@ -60,25 +60,31 @@ _ANY: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(Any)  # encodes a value b
 
 
 class PydanticConverter:
-    """The default converter: stdlib ``json`` for plain values, pydantic for everything else.
+    """The default converter: stdlib ``json`` encodes plain values, pydantic the rest and decodes.
 
     Plain values (dicts, lists, strings, numbers, booleans, None) encode with ``json`` exactly
-    as before typed conversion, so journals stay byte-identical and untyped code pays nothing.
-    Anything else (a model, a dataclass, a datetime…) is encoded by pydantic; decoding into a
-    declared type validates with a cached ``pydantic.TypeAdapter`` (lax mode, as FastAPI does:
-    ``"3"`` is a valid ``int``).
+    as before typed conversion, so journals stay byte-identical. A model or a dataclass goes
+    straight to pydantic; anything else json refuses is checked by the guard rails first.
+    Decoding is pydantic's (its JSON parser is faster than ``json.loads``): into a declared type
+    with a cached ``pydantic.TypeAdapter`` (lax mode, as FastAPI does: ``"3"`` is a valid
+    ``int``), else into plain JSON values.
     """
 
     def __init__(self) -> None:
         self._adapters: dict[Any, pydantic.TypeAdapter[Any]] = {}
 
     def to_json(self, value: Any, what: str) -> bytes:
+        if _guards.is_model(value):  # json would only fail on it first
+            return self._dump(value, what)
         try:
             return _codec.encode(value)
         except (TypeError, ValueError) as plain_error:
             # Only structured values go on to pydantic: it would also turn a generator or a
             # set into a list and a tuple key into a string, hiding a mistake or losing data.
             _guards.check_convertible(value, what, plain_error)
+        return self._dump(value, what)
+
+    def _dump(self, value: Any, what: str) -> bytes:
         try:
             return _ANY.dump_json(value)
         except (TypeError, ValueError) as error:  # PydanticSerializationError is a ValueError
@@ -88,13 +94,13 @@ class PydanticConverter:
 
     def from_json(self, data: bytes, type_: Any, what: str) -> Any:
         if type_ in _UNTYPED:
-            return _codec.decode(data)
+            return _plain_decode(data)
         try:
             plain = _PLAIN.get(type_)
         except TypeError:  # an unhashable annotation
             plain = None
         if plain is not None:
-            value = _codec.decode(data)
+            value = _plain_decode(data)
             if isinstance(value, plain) and not (type_ is not bool and isinstance(value, bool)):
                 return value
         try:
@@ -110,6 +116,17 @@ class PydanticConverter:
         if adapter is None:
             adapter = self._adapters[type_] = _new_adapter(type_)
         return adapter
+
+
+def _plain_decode(data: bytes) -> Any:
+    """The plain JSON value in ``data`` (empty: None), by pydantic's parser; what it refuses
+    and ``json`` takes (a lone surrogate, ``NaN``) by ``json``, as before converters."""
+    if not data:
+        return None
+    try:
+        return _ANY.validate_json(data)
+    except pydantic.ValidationError:
+        return _codec.decode(data)
 
 
 def _new_adapter(type_: Any) -> pydantic.TypeAdapter[Any]:
