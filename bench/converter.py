@@ -24,8 +24,8 @@ with ``ORDER_TYPED=1`` (the other way round every other round, to spread the mac
 and of the runtime (measured over the timed runs only), one row per variant and round, then the
 medians, typed ÷ plain of the medians and the median of each round's typed ÷ plain (the two
 variants of a round ran back to back, under the same load). It checks that both variants give the
-same result and step outputs (their step input digests differ: a model argument is digested by
-its ``repr``).
+same result and step outputs, and says whether their step input digests differ (a model
+argument is digested by its fields, so the same JSON should give the same digest).
 """
 
 from __future__ import annotations
@@ -480,7 +480,7 @@ def e2e(args: argparse.Namespace) -> None:
         print(f"  plain: {seen['plain']}\n  typed: {seen['typed']}")
     if seen["plain"]["digests"] != seen["typed"]["digests"]:
         print(
-            "Step input digests differ (a model argument is digested by its repr): "
+            "Step input digests differ: "
             f"plain {seen['plain']['digests']}, typed {seen['typed']['digests']}"
         )
 
