@@ -22,7 +22,7 @@ from trine_core.hookspecs import hookimpl
 from trine_core.logging import configure_logging, get_logger
 from trine_core.names import MAX_SIGNAL_NAME, check_signal_name
 from trine_core.plugins import PluginSet
-from trine_core.protocols import Backend, Dispatcher
+from trine_core.protocols import Backend, Dispatcher, WorkerRegistry
 from trine_core.registry import Command, CommandRegistry, RoleRegistry, TransportRegistry
 from trine_core.roles import Role, RoleContext, Transport
 from trine_core.runtime import Runtime
@@ -70,6 +70,7 @@ __all__ = [
     "TrineError",
     "Unavailable",
     "UnknownFunction",
+    "WorkerRegistry",
     "cannot_listen",
     "check_signal_name",
     "configure_logging",

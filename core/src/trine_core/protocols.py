@@ -1,7 +1,7 @@
-"""The two contracts between roles: ``Backend`` (gateway → engine) and ``Dispatcher``
-(coordinator → engine).
+"""The contracts between roles: ``Backend`` (gateway → engine), ``Dispatcher``
+(coordinator → engine) and ``WorkerRegistry`` (gateway → coordinator).
 
-Both take and return the messages generated from ``proto/``. A role in the same process as the
+They take and return the messages generated from ``proto/``. A role in the same process as the
 engine gets the engine's own objects (nothing is serialized); across processes a transport serves
 them and gives the caller a client with these very methods. Method names and signatures match the
 generated gRPC stubs, so a remote client is the stub plus error mapping. Roles ask for them by
@@ -25,6 +25,8 @@ from trine_proto.trine.v1 import (
     ListFunctionsResponse,
     ListRunsRequest,
     ListRunsResponse,
+    ListWorkersRequest,
+    ListWorkersResponse,
     RegisterFunctionsRequest,
     RegisterFunctionsResponse,
     ReleaseLeasesRequest,
@@ -117,4 +119,17 @@ class Dispatcher(Protocol):
 
     async def release_leases(self, message: ReleaseLeasesRequest) -> ReleaseLeasesResponse:
         """Give leases back (worker gone or drained): their runs are dispatched again at once."""
+        ...
+
+
+@runtime_checkable
+class WorkerRegistry(Protocol):
+    """What the gateway asks a coordinator about the workers connected to it. The gateway only
+    *wants* it (``Role.wants``): it boots without a coordinator, and lists the workers of every
+    coordinator wired to it."""
+
+    async def list_workers(self, message: ListWorkersRequest) -> ListWorkersResponse:
+        """The workers connected now, in worker_id order, each with its functions, capacity and
+        runs in flight (oldest first, at most ``max_runs`` of them listed; ``in_flight`` counts
+        all), and the coordinator that answered."""
         ...

@@ -1,17 +1,18 @@
 """What a role and a transport are, as the runtime sees them.
 
 A role (gateway, engine, coordinator, or a third party's) declares the contracts it ``serves``
-and ``needs``, by class. The runtime starts providers before the roles that need them and hands
-each role a :class:`RoleContext` in which its needs are already wired; while starting, the role
-``provide``s an implementation of every contract it serves. A transport turns an address
-(``inproc://``, ``grpc://host:port``) into a client of a contract, and serves a local
-implementation at an address.
+and ``needs``, by class, and may declare ``wants``: contracts it uses when something provides
+them and does without otherwise. The runtime starts providers before the roles that need or want
+them and hands each role a :class:`RoleContext` in which its needs (and wants) are already wired;
+while starting, the role ``provide``s an implementation of every contract it serves. A
+transport turns an address (``inproc://``, ``grpc://host:port``) into a client of a contract, and
+serves a local implementation at an address.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import ClassVar, Protocol, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import ClassVar, Protocol, TypeVar, cast
 
 import structlog
 
@@ -22,13 +23,22 @@ T = TypeVar("T")
 
 
 class Role(Protocol):
-    """A part of the runtime that a process can run. Built with the settings, then started."""
+    """A part of the runtime that a process can run. Built with the settings, then started.
+
+    Optionally, a role also has ``wants: ClassVar[frozenset[type]]``: contracts it uses when one
+    can be wired and does without otherwise (the gateway wants ``WorkerRegistry``: it boots with
+    no coordinator). A want is wired as a need is (``[connect]``, a role of this process, the
+    providing plugin's ``trine_contract_address``), except that finding nothing is no error, and
+    that ``[connect]`` may name several addresses for it, comma-separated (or a TOML array): one
+    provider each. The role reads them with :meth:`RoleContext.wanted`. (Not a member of this
+    Protocol, so that roles without it still conform.)
+    """
 
     name: ClassVar[str]
     serves: ClassVar[frozenset[type]]
     """Contracts (``Backend``…) this role implements once started: it ``provide``s each."""
     needs: ClassVar[frozenset[type]]
-    """Contracts this role calls; each is wired before ``start``."""
+    """Contracts this role calls; each is wired before ``start`` (boot fails if one cannot be)."""
 
     async def start(self, context: RoleContext) -> None:
         """Open resources, listen, and provide what ``serves`` promises. Raise
@@ -78,10 +88,12 @@ class RoleContext:
         log: structlog.stdlib.BoundLogger,
         needs: Contracts | None = None,
         ready: Callable[[], bool] = lambda: True,
+        wanted: Mapping[type, Sequence[object]] | None = None,
     ) -> None:
         self.settings = settings
         self.log = log
         self._needs = needs if needs is not None else Contracts()
+        self._wanted = dict(wanted or {})
         self.provided = Contracts()
         self._ready = ready
 
@@ -92,6 +104,16 @@ class RoleContext:
         except KeyError:
             raise KeyError(
                 f"{contract_name(contract)} was not declared in this role's needs"
+            ) from None
+
+    def wanted(self, contract: type[T]) -> list[T]:
+        """The providers of a contract this role declared in ``wants``: none when nothing
+        provides it, one per address when ``[connect]`` names several."""
+        try:
+            return [cast(T, provider) for provider in self._wanted[contract]]
+        except KeyError:
+            raise KeyError(
+                f"{contract_name(contract)} was not declared in this role's wants"
             ) from None
 
     def provide(self, contract: type[T], implementation: T) -> None:

@@ -1,13 +1,18 @@
 """Boot: resolve the target into roles, order them, wire every need to a provider, start, stop.
 
 Core knows no role, no transport and no address. The order follows what roles serve and need: a
-role starts after every role of this process that serves a contract it needs (ties keep the
-target's order), and roles stop in reverse. A need is wired to the address ``[connect]`` names for
-its contract; else, when a role of this process serves it, to that role's own object (an
-in-process call, nothing serialized, no transport involved); else to where the plugin providing
-the contract says it is served (``trine_contract_address``). A contract served here is also served
-at its ``[connect]`` address, and — when this process does not run every role — where its plugin
-says other processes will look for it.
+role starts after every role of this process that serves a contract it needs or wants (ties keep
+the target's order), and roles stop in reverse. A need is wired to the address ``[connect]``
+names for its contract; else, when a role of this process serves it, to that role's own object
+(an in-process call, nothing serialized, no transport involved); else to where the plugin
+providing the contract says it is served (``trine_contract_address``). A contract served here is
+also served at its ``[connect]`` address, and — when this process does not run every role —
+where its plugin says other processes will look for it.
+
+A contract a role *wants* (``Role.wants``, optional) is wired the same way, except that finding
+no provider leaves it unwired rather than failing the boot, and that ``[connect]`` may name several
+addresses for it (comma-separated): the role gets one client per address. A contract is not
+served at a ``[connect]`` entry naming several addresses: those are other processes' addresses.
 """
 
 from __future__ import annotations
@@ -24,6 +29,21 @@ from trine_core.settings import PLUGINS, TARGET, Settings
 
 LOCAL = "local"
 """How the boot log shows a need wired to a role of the same process (no address)."""
+NONE = "none"
+"""How the boot log shows a want nothing provides."""
+
+
+def wants_of(role: Role) -> frozenset[type]:
+    """The contracts ``role`` wants (optional needs): its ``wants``, if it declares any."""
+    wants: frozenset[type] = getattr(role, "wants", frozenset())
+    return wants
+
+
+def connect_addresses(settings: Settings, contract: type) -> list[str]:
+    """The addresses ``[connect]`` names for ``contract``: none, one, or several
+    (comma-separated)."""
+    configured = settings.connect.get(contract_name(contract), "")
+    return list(dict.fromkeys(a.strip() for a in configured.split(",") if a.strip()))
 
 
 def role_names(target: str, known: Sequence[str]) -> list[str]:
@@ -46,7 +66,7 @@ def start_order(roles: dict[str, Role]) -> list[str]:
     error naming its roles."""
     providers = {contract: name for name, role in roles.items() for contract in role.serves}
     waiting = {
-        name: {providers[c] for c in role.needs if c in providers} - {name}
+        name: {providers[c] for c in role.needs | wants_of(role) if c in providers} - {name}
         for name, role in roles.items()
     }
     order: list[str] = []
@@ -107,18 +127,25 @@ class Runtime:
             for name, role in self.roles.items()
             for contract in role.needs
         }
+        wanted_at: dict[tuple[str, type], list[str | None]] = {
+            (name, contract): self._want_addresses(contract, served)
+            for name, role in self.roles.items()
+            for contract in wants_of(role)
+        }
         exposed = {contract: self._exposed(contract) for contract in served}
         provided = Contracts()
         for name, role in self.roles.items():
             needs = Contracts()
             for contract in sorted(role.needs, key=contract_name):
-                address = dialled[(name, contract)]
-                if address is None:
-                    needs.add(contract, provided.get(contract))
-                else:
-                    transport = await self._transport(address)
-                    needs.add(contract, await transport.connect(contract, address))
-            context = RoleContext(self.settings, get_logger(name), needs, self.ready)
+                needs.add(contract, await self._wire(contract, dialled[(name, contract)], provided))
+            wanted: dict[type, list[object]] = {
+                contract: [
+                    await self._wire(contract, address, provided)
+                    for address in wanted_at[(name, contract)]
+                ]
+                for contract in sorted(wants_of(role), key=contract_name)
+            }
+            context = RoleContext(self.settings, get_logger(name), needs, self.ready, wanted)
             await role.start(context)
             self._started.append(name)
             for contract in sorted(role.serves, key=contract_name):
@@ -133,19 +160,49 @@ class Runtime:
                     await transport.serve(contract, implementation, address)
             plugins.manager.hook.trine_role_started(name=name, role=role, context=context)
         plugins.manager.hook.trine_runtime_started(settings=self.settings, roles=list(self.roles))
+        wiring = {f"{r}.{contract_name(c)}": a or LOCAL for (r, c), a in dialled.items()}
+        for (r, c), addresses in wanted_at.items():
+            shown = ", ".join(a or LOCAL for a in addresses)
+            wiring[f"{r}.{contract_name(c)}"] = shown or NONE
         self.log.info(
             "trine started",
             roles=list(self.roles),
-            wiring={f"{r}.{contract_name(c)}": a or LOCAL for (r, c), a in dialled.items()},
+            wiring=wiring,
             serving={contract_name(c): a for c, a in exposed.items() if a},
         )
+
+    async def _wire(self, contract: type, address: str | None, provided: Contracts) -> object:
+        """The client of ``contract`` at ``address``; None: the local provider's own object."""
+        if address is None:
+            return provided.get(contract)
+        transport = await self._transport(address)
+        client: object = await transport.connect(contract, address)
+        return client
+
+    def _want_addresses(self, contract: type, served: set[type]) -> list[str | None]:
+        """Where a want is dialled (None: the local provider's own object); empty: nowhere."""
+        configured = connect_addresses(self.settings, contract)
+        if configured:
+            return list(configured)
+        if contract in served:
+            return [None]
+        assert self.plugins is not None
+        found = self.plugins.manager.hook.trine_contract_address(
+            contract=contract, settings=self.settings
+        )
+        return [str(found)] if found else []
 
     def _dial_address(self, contract: type, served: set[type]) -> str | None:
         """Where a need is dialled; None: the local provider's own object."""
         name = contract_name(contract)
-        address = self.settings.connect.get(name)
-        if address:
-            return address
+        configured = connect_addresses(self.settings, contract)
+        if len(configured) > 1:
+            raise ConfigError(
+                f"[connect] {name} names {len(configured)} addresses; a role needs one {name} "
+                f"(several are for a contract a role wants, such as worker_registry)"
+            )
+        if configured:
+            return configured[0]
         if contract in served:
             return None
         assert self.plugins is not None
@@ -161,9 +218,9 @@ class Runtime:
 
     def _exposed(self, contract: type) -> list[str]:
         addresses = []
-        configured = self.settings.connect.get(contract_name(contract))
-        if configured:
-            addresses.append(configured)
+        configured = connect_addresses(self.settings, contract)
+        if len(configured) == 1:  # several: other processes' addresses, not this one's
+            addresses += configured
         if not runs_all(self.settings[TARGET]):
             assert self.plugins is not None
             public = self.plugins.manager.hook.trine_contract_address(

@@ -13,7 +13,8 @@ settings exactly as for ours::
 
 A plugin reads its values with ``settings[CANCEL_GRACE_MS]``, typed by the declaration. The
 ``[connect]`` table (``--connect NAME=ADDRESS``, ``TRINE_CONNECT_<NAME>``) says where a role's
-need for a contract is dialled; see :mod:`trine_core.runtime`.
+need for a contract is dialled (several addresses, comma-separated or as a TOML array, for a
+contract a role wants); see :mod:`trine_core.runtime`.
 """
 
 from __future__ import annotations
@@ -189,8 +190,9 @@ def read_settings(
     connect: dict[str, str] = {}
     if config_file is not None:
         for origin, key, value in _file_entries(config_file):
-            if key.startswith(f"{CONNECT}."):
-                connect[key.split(".", 1)[1]] = str(value)
+            if key.startswith(f"{CONNECT}."):  # an array: several addresses (a role's want)
+                joined = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+                connect[key.split(".", 1)[1]] = joined
                 continue
             setting = registry.get(key)
             if setting is None:

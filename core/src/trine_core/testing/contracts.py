@@ -1,4 +1,5 @@
-"""The contract suites: what every ``Backend`` and every ``Dispatcher`` must do, as pytest tests.
+"""The contract suites: what every ``Backend``, ``Dispatcher`` and ``WorkerRegistry`` must do, as
+pytest tests.
 
 The engine, each transport (around the engine, or around any implementation), each fake that
 stands in for the engine in a plugin's own tests, and a third party's implementation run the same
@@ -15,6 +16,12 @@ tests. Subclass the suite in a test module and give it a ``subject`` fixture::
 The two contracts meet in one provider (a run started through ``Backend`` is taken through
 ``Dispatcher``), so each suite drives its runs through the other contract. The tests need no
 timers and no sleeps: every wait is on an answer or bounded by a short timeout.
+
+``WorkerRegistryContract`` (a coordinator, each transport around one, the in-memory one of
+:mod:`trine_core.testing.workers`) takes its subject from a ``worker_registry`` fixture, so one
+class can run it beside the other two: a :class:`WorkerRegistrySubject`, the registry as the
+gateway sees it and :class:`Workers` that make workers connect, take runs and leave at the
+coordinator behind it.
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import pytest
 import pytest_asyncio
@@ -35,7 +43,7 @@ from trine_core.errors import (
     RunNotFound,
     UnknownFunction,
 )
-from trine_core.protocols import Backend, Dispatcher
+from trine_core.protocols import Backend, Dispatcher, WorkerRegistry
 from trine_proto.trine.v1 import (
     CancelRunRequest,
     Command,
@@ -49,6 +57,8 @@ from trine_proto.trine.v1 import (
     JournalEntry,
     ListFunctionsRequest,
     ListRunsRequest,
+    ListWorkersRequest,
+    ListWorkersResponse,
     RegisterFunctionsRequest,
     ReleaseLeasesRequest,
     RenewLeasesRequest,
@@ -67,9 +77,10 @@ from trine_proto.trine.v1 import (
     TakeWorkRequest,
     WaitRunRequest,
     WaitSignal,
+    WorkerInfo,
     WorkItem,
 )
-from trine_proto.vocabulary import FINAL_STATUSES, EventType
+from trine_proto.vocabulary import FINAL_STATUSES, EventType, now_ms
 
 FUNCTION = "contract-fn"
 OTHER = "contract-other"
@@ -440,3 +451,144 @@ class DispatcherContract(_Suite):
         assert requested.status not in FINAL_STATUSES
         renewed = await drive.dispatcher.renew_leases(RenewLeasesRequest(lease_ids=[item.lease.id]))
         assert list(renewed.cancel_requested) == [item.lease.id]
+
+
+class Workers(Protocol):
+    """Workers coming and going at the coordinator behind a ``WorkerRegistry`` under test. Each
+    call returns once the registry shows its effect."""
+
+    async def connect(
+        self, worker_id: str, functions: Sequence[str], max_concurrency: int, sdk_version: str
+    ) -> None:
+        """The worker registers (again: a new session replaces its old one)."""
+        ...
+
+    async def dispatch(self, worker_id: str, function: str) -> str:
+        """A new run of ``function`` is dispatched to the worker; its id."""
+        ...
+
+    async def finish(self, worker_id: str, run_id: str) -> None:
+        """The worker completes the run: its slot is free."""
+        ...
+
+    async def drain(self, worker_id: str) -> None:
+        """The worker asks for no more work."""
+        ...
+
+    async def disconnect(self, worker_id: str) -> None:
+        """The worker's connection ends."""
+        ...
+
+
+@dataclasses.dataclass
+class WorkerRegistrySubject:
+    """The implementation under test: the registry as the gateway sees it, and the workers of
+    the coordinator behind it."""
+
+    registry: WorkerRegistry
+    workers: Workers
+
+
+class WorkerRegistryContract:
+    """What the gateway relies on when it lists a coordinator's workers, whatever carries it."""
+
+    pytestmark = pytest.mark.asyncio
+
+    @staticmethod
+    async def _list(subject: WorkerRegistrySubject, max_runs: int = 0) -> ListWorkersResponse:
+        return await subject.registry.list_workers(ListWorkersRequest(max_runs=max_runs))
+
+    async def _only(self, subject: WorkerRegistrySubject, max_runs: int = 0) -> WorkerInfo:
+        [worker] = (await self._list(subject, max_runs)).workers
+        return worker
+
+    async def test_no_worker_is_an_empty_list_naming_the_coordinator(
+        self, worker_registry: WorkerRegistrySubject
+    ) -> None:
+        answer = await self._list(worker_registry)
+        assert list(answer.workers) == []
+        assert answer.coordinator
+
+    async def test_a_connected_worker_is_listed_with_its_functions_and_capacity(
+        self, worker_registry: WorkerRegistrySubject
+    ) -> None:
+        before = now_ms()
+        await worker_registry.workers.connect("w-1", [FUNCTION, OTHER], 3, "9.9.9")
+        answer = await self._list(worker_registry)
+        [worker] = answer.workers
+        assert (worker.worker_id, worker.sdk_version, sorted(worker.functions)) == (
+            "w-1",
+            "9.9.9",
+            sorted([FUNCTION, OTHER]),
+        )
+        assert (worker.max_concurrency, worker.in_flight, worker.free_slots) == (3, 0, 3)
+        assert list(worker.runs) == []
+        assert worker.session_id
+        assert not worker.draining
+        assert worker.coordinator == answer.coordinator
+        assert before - 1 <= worker.connected_at_ms <= now_ms() + 1
+        assert worker.last_heartbeat_at_ms >= worker.connected_at_ms
+
+    async def test_workers_are_listed_in_worker_id_order(
+        self, worker_registry: WorkerRegistrySubject
+    ) -> None:
+        for worker_id in ("w-b", "w-c", "w-a"):
+            await worker_registry.workers.connect(worker_id, [FUNCTION], 1, "")
+        answer = await self._list(worker_registry)
+        assert [worker.worker_id for worker in answer.workers] == ["w-a", "w-b", "w-c"]
+
+    async def test_a_run_in_flight_takes_a_slot_until_it_finishes(
+        self, worker_registry: WorkerRegistrySubject
+    ) -> None:
+        workers = worker_registry.workers
+        await workers.connect("w-1", [FUNCTION, OTHER], 2, "")
+        before = now_ms()
+        run_id = await workers.dispatch("w-1", OTHER)
+        worker = await self._only(worker_registry)
+        assert (worker.in_flight, worker.free_slots) == (1, 1)
+        [run] = worker.runs
+        assert (run.run_id, run.function) == (run_id, OTHER)
+        assert before - 1 <= run.since_ms <= now_ms() + 1
+        assert run.attempt >= 1
+        await workers.finish("w-1", run_id)
+        worker = await self._only(worker_registry)
+        assert (worker.in_flight, worker.free_slots, list(worker.runs)) == (0, 2, [])
+
+    async def test_runs_are_listed_oldest_first_at_most_max_runs_of_them(
+        self, worker_registry: WorkerRegistrySubject
+    ) -> None:
+        workers = worker_registry.workers
+        await workers.connect("w-1", [FUNCTION], 5, "")
+        ids = [await workers.dispatch("w-1", FUNCTION) for _ in range(3)]
+        every = await self._only(worker_registry)
+        assert [run.run_id for run in every.runs] == ids
+        bounded = await self._only(worker_registry, max_runs=2)
+        assert [run.run_id for run in bounded.runs] == ids[:2]
+        assert (bounded.in_flight, bounded.free_slots) == (3, 2)  # the count is not bounded
+
+    async def test_a_draining_worker_has_no_free_slot(
+        self, worker_registry: WorkerRegistrySubject
+    ) -> None:
+        await worker_registry.workers.connect("w-1", [FUNCTION], 4, "")
+        await worker_registry.workers.drain("w-1")
+        worker = await self._only(worker_registry)
+        assert (worker.draining, worker.free_slots) == (True, 0)
+
+    async def test_a_worker_that_left_is_not_listed(
+        self, worker_registry: WorkerRegistrySubject
+    ) -> None:
+        await worker_registry.workers.connect("w-1", [FUNCTION], 1, "")
+        await worker_registry.workers.connect("w-2", [FUNCTION], 1, "")
+        await worker_registry.workers.disconnect("w-1")
+        answer = await self._list(worker_registry)
+        assert [worker.worker_id for worker in answer.workers] == ["w-2"]
+
+    async def test_a_worker_registering_again_is_listed_once_with_its_new_session(
+        self, worker_registry: WorkerRegistrySubject
+    ) -> None:
+        await worker_registry.workers.connect("w-1", [FUNCTION], 1, "")
+        first = await self._only(worker_registry)
+        await worker_registry.workers.connect("w-1", [FUNCTION, OTHER], 2, "")
+        again = await self._only(worker_registry)
+        assert again.session_id != first.session_id
+        assert (again.max_concurrency, sorted(again.functions)) == (2, sorted([FUNCTION, OTHER]))

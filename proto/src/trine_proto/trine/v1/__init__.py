@@ -29,6 +29,8 @@ __all__ = (
     "ListFunctionsResponse",
     "ListRunsRequest",
     "ListRunsResponse",
+    "ListWorkersRequest",
+    "ListWorkersResponse",
     "Register",
     "RegisterFunctionsRequest",
     "RegisterFunctionsResponse",
@@ -45,6 +47,7 @@ __all__ = (
     "Run",
     "RunCompleted",
     "RunFailed",
+    "RunInFlight",
     "RunStatus",
     "SignalRunRequest",
     "SignalRunResponse",
@@ -62,7 +65,10 @@ __all__ = (
     "WaitRunRequest",
     "WaitSignal",
     "WorkItem",
+    "WorkerInfo",
     "WorkerMessage",
+    "WorkerRegistryBase",
+    "WorkerRegistryStub",
     "WorkerReport",
     "WorkerServiceBase",
     "WorkerServiceStub",
@@ -624,6 +630,34 @@ default_message_pool.register_message("trine.v1", "ListRunsResponse", ListRunsRe
 
 
 @dataclass(eq=False, repr=False)
+class ListWorkersRequest(betterproto2.Message):
+    max_runs: "int" = betterproto2.field(1, betterproto2.TYPE_UINT32)
+    """
+    runs listed per worker: 0 means 100; more than 1000 means 1000
+    """
+
+
+default_message_pool.register_message("trine.v1", "ListWorkersRequest", ListWorkersRequest)
+
+
+@dataclass(eq=False, repr=False)
+class ListWorkersResponse(betterproto2.Message):
+    workers: "list[WorkerInfo]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    in worker_id order
+    """
+
+    coordinator: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Which coordinator answered: the address its workers connect to (worker_addr, a wildcard host
+    replaced by the host's name), so the workers of several coordinators can be told apart.
+    """
+
+
+default_message_pool.register_message("trine.v1", "ListWorkersResponse", ListWorkersResponse)
+
+
+@dataclass(eq=False, repr=False)
 class Register(betterproto2.Message):
     """
     ---------------------------------------------------------------------------------------------
@@ -900,6 +934,40 @@ default_message_pool.register_message("trine.v1", "RunFailed", RunFailed)
 
 
 @dataclass(eq=False, repr=False)
+class RunInFlight(betterproto2.Message):
+    """
+    ---------------------------------------------------------------------------------------------
+    Workers: the ``WorkerRegistry`` contract (gateway → coordinator)
+    ---------------------------------------------------------------------------------------------
+
+    A run a worker holds now: dispatched to it and not yet finished, suspended or waiting out a
+    retry (a suspended run holds no worker).
+    """
+
+    run_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    function: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    since_ms: "int" = betterproto2.field(3, betterproto2.TYPE_UINT64)
+    """
+    when the coordinator dispatched it to this worker
+    """
+
+    attempt: "int" = betterproto2.field(4, betterproto2.TYPE_UINT32)
+    """
+    the lease's attempt
+    """
+
+    step: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    the step it reported as started and has not finished ("" between steps)
+    """
+
+
+default_message_pool.register_message("trine.v1", "RunInFlight", RunInFlight)
+
+
+@dataclass(eq=False, repr=False)
 class SignalRunRequest(betterproto2.Message):
     run_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
@@ -1143,6 +1211,61 @@ class WaitSignal(betterproto2.Message):
 
 
 default_message_pool.register_message("trine.v1", "WaitSignal", WaitSignal)
+
+
+@dataclass(eq=False, repr=False)
+class WorkerInfo(betterproto2.Message):
+    """
+    One connected worker as its coordinator sees it.
+    """
+
+    worker_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    session_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    this connection; a worker registering again gets a new one
+    """
+
+    sdk_version: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+
+    functions: "list[str]" = betterproto2.field(4, betterproto2.TYPE_STRING, repeated=True)
+
+    max_concurrency: "int" = betterproto2.field(5, betterproto2.TYPE_UINT32)
+
+    in_flight: "int" = betterproto2.field(6, betterproto2.TYPE_UINT32)
+    """
+    runs it holds now: all of them, however many ``runs`` lists
+    """
+
+    free_slots: "int" = betterproto2.field(7, betterproto2.TYPE_UINT32)
+    """
+    runs the coordinator may still dispatch to it (0 draining)
+    """
+
+    runs: "list[RunInFlight]" = betterproto2.field(8, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    its runs in flight, oldest first, at most ``max_runs``
+    """
+
+    connected_at_ms: "int" = betterproto2.field(9, betterproto2.TYPE_UINT64)
+
+    last_heartbeat_at_ms: "int" = betterproto2.field(10, betterproto2.TYPE_UINT64)
+    """
+    the last message of any kind the coordinator read from it
+    """
+
+    draining: "bool" = betterproto2.field(11, betterproto2.TYPE_BOOL)
+    """
+    finishing what it has; nothing more is dispatched to it
+    """
+
+    coordinator: "str" = betterproto2.field(12, betterproto2.TYPE_STRING)
+    """
+    the coordinator holding it (ListWorkersResponse.coordinator)
+    """
+
+
+default_message_pool.register_message("trine.v1", "WorkerInfo", WorkerInfo)
 
 
 @dataclass(eq=False, repr=False)
@@ -1471,6 +1594,26 @@ class DispatcherStub(betterproto2_grpclib.ServiceStub):
         )
 
 
+class WorkerRegistryStub(betterproto2_grpclib.ServiceStub):
+    async def list_workers(
+        self,
+        message: "ListWorkersRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ListWorkersResponse":
+
+        return await self._unary_unary(
+            "/trine.v1.WorkerRegistry/ListWorkers",
+            message,
+            ListWorkersResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+
 class WorkerServiceStub(betterproto2_grpclib.ServiceStub):
     async def connect(
         self,
@@ -1755,6 +1898,30 @@ class DispatcherBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 ReleaseLeasesRequest,
                 ReleaseLeasesResponse,
+            ),
+        }
+
+
+class WorkerRegistryBase(betterproto2_grpclib.ServiceBase):
+    async def list_workers(self, message: "ListWorkersRequest") -> "ListWorkersResponse":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def __rpc_list_workers(
+        self, stream: "grpclib.server.Stream[ListWorkersRequest, ListWorkersResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.list_workers(request)
+        await stream.send_message(response)
+
+    def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
+        return {
+            "/trine.v1.WorkerRegistry/ListWorkers": grpclib.const.Handler(
+                self.__rpc_list_workers,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                ListWorkersRequest,
+                ListWorkersResponse,
             ),
         }
 
