@@ -8,11 +8,21 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from trine_core import Backend, ConfigError, Dispatcher, RunNotFound, Unavailable, UnknownFunction
+from trine_core import (
+    Backend,
+    ConfigError,
+    Dispatcher,
+    RunNotFound,
+    Unavailable,
+    UnknownFunction,
+    WorkerRegistry,
+)
 from trine_core.testing import free_port, occupied_port
+from trine_core.testing.workers import MemoryWorkerRegistry
 from trine_proto.trine.v1 import (
     Event,
     GetRunRequest,
+    ListWorkersRequest,
     RenewLeasesRequest,
     Run,
     RunStatus,
@@ -120,9 +130,35 @@ async def test_a_contract_not_served_answers_unimplemented(remote: Backend) -> N
         await server.close()
 
 
-async def test_only_the_two_contracts_are_carried() -> None:
+async def test_only_trines_contracts_are_carried() -> None:
     class Other:
         pass
 
-    with pytest.raises(ConfigError, match="carries backend and dispatcher, not other"):
+    with pytest.raises(ConfigError, match="carries backend, dispatcher and worker_registry, not"):
         await GrpcTransport().connect(Other, "grpc://127.0.0.1:1")
+
+
+async def test_a_worker_registry_served_alone_names_itself_when_its_port_is_taken() -> None:
+    with (
+        occupied_port() as port,
+        pytest.raises(ConfigError, match=f"127.0.0.1:{port} for worker_registry: address"),
+    ):
+        await GrpcTransport().serve(
+            WorkerRegistry, MemoryWorkerRegistry(), f"grpc://127.0.0.1:{port}"
+        )
+
+
+async def test_a_worker_registry_not_served_at_an_address_says_so() -> None:
+    address = f"grpc://127.0.0.1:{free_port()}"
+    server, client = GrpcTransport(), GrpcTransport()
+    await server.serve(Backend, TinyBackend(), address)  # type: ignore[arg-type]
+    try:
+        registry = await client.connect(WorkerRegistry, address)
+        with pytest.raises(Exception, match="worker_registry is not served here"):
+            await registry.list_workers(ListWorkersRequest())
+        unreachable = await client.connect(WorkerRegistry, f"grpc://127.0.0.1:{free_port()}")
+        with pytest.raises(Unavailable, match="cannot reach"):
+            await unreachable.list_workers(ListWorkersRequest())
+    finally:
+        await client.close()
+        await server.close()

@@ -1,4 +1,4 @@
-"""The contract suites through ``inproc://``, around core's reference implementation."""
+"""The contract suites through ``inproc://``, around core's reference implementations."""
 
 from __future__ import annotations
 
@@ -6,9 +6,16 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from trine_core import Backend, Dispatcher
-from trine_core.testing.contracts import BackendContract, ContractSubject, DispatcherContract
+from trine_core import Backend, Dispatcher, WorkerRegistry
+from trine_core.testing.contracts import (
+    BackendContract,
+    ContractSubject,
+    DispatcherContract,
+    WorkerRegistryContract,
+    WorkerRegistrySubject,
+)
 from trine_core.testing.memory import MemoryEngine
+from trine_core.testing.workers import MemoryWorkerRegistry
 from trine_transport_inproc import InprocTransport
 
 
@@ -23,5 +30,17 @@ class TestInprocTransport(BackendContract, DispatcherContract):
             await transport.connect(Backend, "inproc://contracts"),
             await transport.connect(Dispatcher, "inproc://contracts"),
             max_payload_bytes=4096,
+        )
+        await transport.close()
+
+
+class TestInprocWorkerRegistry(WorkerRegistryContract):
+    @pytest.fixture
+    async def worker_registry(self) -> AsyncIterator[WorkerRegistrySubject]:
+        memory = MemoryWorkerRegistry()
+        transport = InprocTransport()
+        await transport.serve(WorkerRegistry, memory, "inproc://workers")
+        yield WorkerRegistrySubject(
+            await transport.connect(WorkerRegistry, "inproc://workers"), memory
         )
         await transport.close()

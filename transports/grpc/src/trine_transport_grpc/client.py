@@ -1,6 +1,7 @@
-"""A ``Backend`` or ``Dispatcher`` on another process: each contract method calls the generated
-stub with a deadline and turns errors back into the TrineErrors the engine raised. The clients
-implement the contracts method by method, so mypy checks them against the Protocols.
+"""A ``Backend``, ``Dispatcher`` or ``WorkerRegistry`` on another process: each contract method
+calls the generated stub with a deadline and turns errors back into the TrineErrors the engine
+(or the coordinator) raised. The clients implement the contracts method by method, so mypy checks
+them against the Protocols.
 
 grpclib's channel connects lazily and reconnects on the next call after a failure, so a peer
 that restarts is picked up again; until then calls raise ``Unavailable`` and the caller decides
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 import grpclib
 from grpclib.client import Channel
 
-from trine_core import Backend, Dispatcher
+from trine_core import Backend, Dispatcher, WorkerRegistry
 from trine_proto.codec import GrpcCodec
 from trine_proto.trine.v1 import (
     BackendStub,
@@ -35,6 +36,8 @@ from trine_proto.trine.v1 import (
     ListFunctionsResponse,
     ListRunsRequest,
     ListRunsResponse,
+    ListWorkersRequest,
+    ListWorkersResponse,
     RegisterFunctionsRequest,
     RegisterFunctionsResponse,
     ReleaseLeasesRequest,
@@ -52,6 +55,7 @@ from trine_proto.trine.v1 import (
     TakeWorkRequest,
     TakeWorkResponse,
     WaitRunRequest,
+    WorkerRegistryStub,
 )
 from trine_transport_grpc.errors import from_grpc, unreachable
 
@@ -196,7 +200,19 @@ class RemoteDispatcher:
         )
 
 
+class RemoteWorkerRegistry:
+    """A :class:`~trine_core.WorkerRegistry` served by another process (a coordinator)."""
+
+    def __init__(self, peer: Peer) -> None:
+        self._peer = peer
+
+    async def list_workers(self, message: ListWorkersRequest) -> ListWorkersResponse:
+        return await self._peer.unary(
+            lambda ch, t: WorkerRegistryStub(ch).list_workers(message, timeout=t)
+        )
+
+
 if TYPE_CHECKING:  # mypy checks here that the clients satisfy the contracts
 
-    def _conforms(peer: Peer) -> tuple[Backend, Dispatcher]:
-        return RemoteBackend(peer), RemoteDispatcher(peer)
+    def _conforms(peer: Peer) -> tuple[Backend, Dispatcher, WorkerRegistry]:
+        return RemoteBackend(peer), RemoteDispatcher(peer), RemoteWorkerRegistry(peer)

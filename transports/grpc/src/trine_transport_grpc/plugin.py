@@ -1,4 +1,5 @@
-"""The ``grpc://host:port`` transport: ``Backend`` and ``Dispatcher`` across processes (grpclib)."""
+"""The ``grpc://host:port`` transport: ``Backend``, ``Dispatcher`` and ``WorkerRegistry`` across
+processes (grpclib)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,25 @@ from trine_core import (
     Dispatcher,
     Settings,
     TransportRegistry,
+    WorkerRegistry,
     contract_name,
     hookimpl,
     split_host_port,
 )
-from trine_transport_grpc.client import ChannelPool, Peer, RemoteBackend, RemoteDispatcher
+from trine_transport_grpc.client import (
+    ChannelPool,
+    Peer,
+    RemoteBackend,
+    RemoteDispatcher,
+    RemoteWorkerRegistry,
+)
 from trine_transport_grpc.server import ContractServer
 
 T = TypeVar("T")
-CLIENTS: dict[type, type[RemoteBackend] | type[RemoteDispatcher]] = {
+CLIENTS: dict[type, type[RemoteBackend] | type[RemoteDispatcher] | type[RemoteWorkerRegistry]] = {
     Backend: RemoteBackend,
     Dispatcher: RemoteDispatcher,
+    WorkerRegistry: RemoteWorkerRegistry,
 }
 
 
@@ -39,7 +48,8 @@ class GrpcTransport:
     def _carried(contract: type) -> None:
         if contract not in CLIENTS:
             raise ConfigError(
-                f"the grpc transport carries backend and dispatcher, not {contract_name(contract)}"
+                "the grpc transport carries backend, dispatcher and worker_registry, not "
+                f"{contract_name(contract)}"
             )
 
     async def connect(self, contract: type[T], address: str) -> T:
@@ -56,12 +66,18 @@ class GrpcTransport:
         server = self._servers.get((host, port))
         if server is None:
             server = ContractServer(host, port)
-            await server.start()
+            await server.start(
+                "backend/dispatcher"
+                if contract in (Backend, Dispatcher)
+                else contract_name(contract)
+            )
             self._servers[(host, port)] = server
         if contract is Backend:
             server.served.backend = cast(Backend, implementation)
-        else:
+        elif contract is Dispatcher:
             server.served.dispatcher = cast(Dispatcher, implementation)
+        else:
+            server.served.worker_registry = cast(WorkerRegistry, implementation)
 
     async def close(self) -> None:
         for server in self._servers.values():

@@ -1,9 +1,9 @@
-"""Serving local ``Backend`` and ``Dispatcher`` implementations over gRPC.
+"""Serving local ``Backend``, ``Dispatcher`` and ``WorkerRegistry`` implementations over gRPC.
 
-The generated service bases (``BackendBase``, ``DispatcherBase``) are subclassed once each, every
-contract method forwarding to the implementation served for that contract and turning its
-TrineError into a gRPC status; a contract not served (yet) answers UNIMPLEMENTED. One grpclib
-server per listen address carries both.
+The generated service bases (``BackendBase``, ``DispatcherBase``, ``WorkerRegistryBase``) are
+subclassed once each, every contract method forwarding to the implementation served for that
+contract and turning its TrineError into a gRPC status; a contract not served (yet) answers
+UNIMPLEMENTED. One grpclib server per listen address carries all three.
 """
 
 from __future__ import annotations
@@ -16,7 +16,14 @@ from grpclib.const import Status
 from grpclib.health.service import Health
 from grpclib.server import Server
 
-from trine_core import Backend, Dispatcher, TrineError, cannot_listen, contract_name
+from trine_core import (
+    Backend,
+    Dispatcher,
+    TrineError,
+    WorkerRegistry,
+    cannot_listen,
+    contract_name,
+)
 from trine_proto.codec import GrpcCodec
 from trine_proto.trine.v1 import (
     BackendBase,
@@ -30,6 +37,8 @@ from trine_proto.trine.v1 import (
     ListFunctionsResponse,
     ListRunsRequest,
     ListRunsResponse,
+    ListWorkersRequest,
+    ListWorkersResponse,
     RegisterFunctionsRequest,
     RegisterFunctionsResponse,
     ReleaseLeasesRequest,
@@ -47,6 +56,7 @@ from trine_proto.trine.v1 import (
     TakeWorkRequest,
     TakeWorkResponse,
     WaitRunRequest,
+    WorkerRegistryBase,
 )
 from trine_transport_grpc.errors import to_grpc
 
@@ -59,6 +69,7 @@ class Served:
     def __init__(self) -> None:
         self.backend: Backend | None = None
         self.dispatcher: Dispatcher | None = None
+        self.worker_registry: WorkerRegistry | None = None
 
 
 def _missing(contract: type) -> grpclib.GRPCError:
@@ -140,6 +151,19 @@ class ServedDispatcher(DispatcherBase):
         return await _answer(self._dispatcher().release_leases(message))
 
 
+class ServedWorkerRegistry(WorkerRegistryBase):
+    def __init__(self, served: Served) -> None:
+        self._served = served
+
+    def _registry(self) -> WorkerRegistry:
+        if self._served.worker_registry is None:
+            raise _missing(WorkerRegistry)
+        return self._served.worker_registry
+
+    async def list_workers(self, message: ListWorkersRequest) -> ListWorkersResponse:
+        return await _answer(self._registry().list_workers(message))
+
+
 class ContractServer:
     """A grpclib server on one address, serving whichever contracts are given to it."""
 
@@ -148,16 +172,22 @@ class ContractServer:
         self.served = Served()
         # The standard gRPC health service beside ours; messages through trine_proto's codec.
         self._server = Server(
-            [ServedBackend(self.served), ServedDispatcher(self.served), Health()],
+            [
+                ServedBackend(self.served),
+                ServedDispatcher(self.served),
+                ServedWorkerRegistry(self.served),
+                Health(),
+            ],
             codec=GrpcCodec(),
         )
         self._started = False
 
-    async def start(self) -> None:
+    async def start(self, what: str = "backend/dispatcher") -> None:
+        """Listen; ``what`` names what is served in the error when the address is taken."""
         try:
             await self._server.start(self.host, self.port)
         except OSError as exc:
-            where = f"{self.host}:{self.port} for backend/dispatcher"
+            where = f"{self.host}:{self.port} for {what}"
             raise cannot_listen("grpc", where, exc) from None
         self._started = True
 
