@@ -17,6 +17,7 @@ from typing import ClassVar, Protocol, TypeVar, cast
 import structlog
 
 from trine_core.contracts import Contracts, contract_name
+from trine_core.hookspecs import ASGIApp
 from trine_core.settings import Settings
 
 T = TypeVar("T")
@@ -89,6 +90,8 @@ class RoleContext:
         needs: Contracts | None = None,
         ready: Callable[[], bool] = lambda: True,
         wanted: Mapping[type, Sequence[object]] | None = None,
+        *,
+        http_apps: Callable[[], Mapping[str, ASGIApp]] | None = None,
     ) -> None:
         self.settings = settings
         self.log = log
@@ -96,6 +99,7 @@ class RoleContext:
         self._wanted = dict(wanted or {})
         self.provided = Contracts()
         self._ready = ready
+        self._http_apps = http_apps
 
     def need(self, contract: type[T]) -> T:
         """The client of a contract this role declared in ``needs``."""
@@ -123,3 +127,8 @@ class RoleContext:
     def process_ready(self) -> bool:
         """Whether every role of this process is ready (what ``/healthz`` reports)."""
         return self._ready()
+
+    def http_apps(self) -> dict[str, ASGIApp]:
+        """ASGI apps the observer plugins mount on this role's HTTP server, by path (their
+        ``trine_http_apps`` answers: ``/metrics``). Empty when no observer mounts anything."""
+        return dict(self._http_apps()) if self._http_apps is not None else {}

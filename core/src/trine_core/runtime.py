@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 
 from trine_core.contracts import Contracts, contract_name
 from trine_core.errors import ConfigError
+from trine_core.hookspecs import ASGIApp
 from trine_core.logging import get_logger
 from trine_core.plugins import ALL, ROLES_GROUP, TRANSPORTS_GROUP, PluginSet
 from trine_core.roles import Role, RoleContext, Transport
@@ -145,7 +146,14 @@ class Runtime:
                 ]
                 for contract in sorted(wants_of(role), key=contract_name)
             }
-            context = RoleContext(self.settings, get_logger(name), needs, self.ready, wanted)
+            context = RoleContext(
+                self.settings,
+                get_logger(name),
+                needs,
+                self.ready,
+                wanted,
+                http_apps=self._http_apps,
+            )
             await role.start(context)
             self._started.append(name)
             for contract in sorted(role.serves, key=contract_name):
@@ -244,6 +252,19 @@ class Runtime:
                 raise ConfigError(f"unknown transport {scheme!r} (known: {known})")
             transport = self._transports[scheme] = factory(self.settings)
         return transport
+
+    def _http_apps(self) -> dict[str, ASGIApp]:
+        """The observers' ``trine_http_apps`` answers, merged: what a role serving HTTP (the
+        gateway) mounts. A path mounted twice, or not starting with ``/``, is a boot error."""
+        assert self.plugins is not None
+        apps: dict[str, ASGIApp] = {}
+        for answer in self.plugins.manager.hook.trine_http_apps(settings=self.settings):
+            for path, app in (answer or {}).items():
+                if not path.startswith("/") or path in apps:
+                    problem = "is mounted twice" if path in apps else "does not start with /"
+                    raise ConfigError(f"trine_http_apps: HTTP path {path!r} {problem}")
+                apps[path] = app
+        return apps
 
     def ready(self) -> bool:
         return bool(self._started) and all(self.roles[name].ready() for name in self._started)
