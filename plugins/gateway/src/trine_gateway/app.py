@@ -7,14 +7,16 @@ since the engine checks the input bytes themselves against ``max_payload_bytes``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, asgi
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 
 from trine_core import MAX_PAYLOAD_BYTES, Backend, Settings
+from trine_core.hookspecs import ASGIApp
 from trine_gateway.errors import exception_handlers
 from trine_gateway.lifecycle import Lifecycle
 from trine_gateway.routes import HANDLERS, Gateway
@@ -32,6 +34,7 @@ def create_app(
     *,
     lifecycle: Lifecycle | None = None,
     keepalive_s: float = 15.0,
+    mounts: Mapping[str, ASGIApp] | None = None,
 ) -> Litestar:
     """The gateway's ASGI app. ``ready`` answers ``/healthz``; ``lifecycle`` (a new one by default)
     is what a server closes on shutdown to end long-polls and event streams."""
@@ -47,7 +50,7 @@ def create_app(
         return gateway
 
     return Litestar(
-        route_handlers=HANDLERS,
+        route_handlers=[*HANDLERS, *(_mount(path, app) for path, app in (mounts or {}).items())],
         dependencies={"gateway": Provide(provide_gateway, use_cache=True, sync_to_thread=False)},
         exception_handlers=exception_handlers(max_body),
         request_max_body_size=max_body,
@@ -62,3 +65,14 @@ def create_app(
         logging_config=None,
         debug=False,
     )
+
+
+def _mount(path: str, app: ASGIApp) -> Any:
+    """A route handing every request at ``path`` and below to ``app`` (an observer's, from
+    ``trine_http_apps``: ``/metrics``), outside the OpenAPI document."""
+
+    @asgi(path, is_mount=True, copy_scope=True, include_in_schema=False)
+    async def mounted(scope: Any, receive: Any, send: Any) -> None:
+        await app(scope, receive, send)
+
+    return mounted

@@ -33,7 +33,11 @@ class GatewayRole:
         lifecycle = Lifecycle()
         # /healthz: every role of this process (this one included) is ready.
         app = create_app(
-            context.need(Backend), self.settings, context.process_ready, lifecycle=lifecycle
+            context.need(Backend),
+            self.settings,
+            context.process_ready,
+            lifecycle=lifecycle,
+            mounts=context.http_apps(),  # the observers' apps: trine-metrics' /metrics
         )
         server = GatewayServer(app, self.settings[HTTP_ADDR], lifecycle)
         await server.start()
