@@ -110,6 +110,7 @@ class Cluster:
     http_port: int = field(default_factory=free_port)
     worker_port: int = field(default_factory=free_port)
     engine_port: int = field(default_factory=free_port)
+    coordinator_port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
     procs: list[Proc] = field(default_factory=list)
     runtime: list[Proc] = field(default_factory=list)
@@ -133,6 +134,7 @@ class Cluster:
             TRINE_HTTP_ADDR=f"127.0.0.1:{self.http_port}",
             TRINE_WORKER_ADDR=self.worker_addr,
             TRINE_ENGINE_ADDR=f"127.0.0.1:{self.engine_port}",
+            TRINE_COORDINATOR_ADDR=f"127.0.0.1:{self.coordinator_port}",
             TRINE_LOG_FORMAT="json",
             TRINE_HEARTBEAT_INTERVAL_MS="200",
             PYTHONUNBUFFERED="1",

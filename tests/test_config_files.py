@@ -8,6 +8,7 @@ from pathlib import Path
 
 from harness import EXAMPLES, Cluster, start_order, wait_run
 
+from trine_coordinator.settings import COORDINATOR_ADDR
 from trine_core import TARGET
 from trine_core.cli import load
 from trine_engine.settings import ENGINE_ADDR
@@ -27,6 +28,8 @@ def test_example_files_agree_on_the_engine_address() -> None:
     )
     # engine_addr alone wires the split: the engine plugin says its contracts are served there.
     assert engine[ENGINE_ADDR] == coordinator[ENGINE_ADDR] == gateway[ENGINE_ADDR]
+    # and [coordinator] addr wires the gateway to the coordinator's worker registry
+    assert coordinator[COORDINATOR_ADDR] == gateway[COORDINATOR_ADDR]
     assert (coordinator.connect, gateway.connect) == ({}, {})
 
 

@@ -29,7 +29,7 @@ from bench.common import (  # the harness's package, on its PYTHONPATH
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = str(REPO / ".venv" / "bin" / "python")
-HTTP_PORT, WORKER_PORT, ENGINE_PORT = 7480, 7481, 7482
+HTTP_PORT, WORKER_PORT, ENGINE_PORT, COORDINATOR_PORT = 7480, 7481, 7482, 7483
 TARGETS = {"all": ("all",), "split": ("engine", "coordinator", "gateway")}
 
 
@@ -54,12 +54,13 @@ def _env(ctx: Any) -> dict[str, str]:
         "TRINE_HTTP_ADDR": f"{HOST}:{HTTP_PORT}",
         "TRINE_WORKER_ADDR": f"{HOST}:{WORKER_PORT}",
         "TRINE_ENGINE_ADDR": f"{HOST}:{ENGINE_PORT}",
+        "TRINE_COORDINATOR_ADDR": f"{HOST}:{COORDINATOR_PORT}",
         "TRINE_LOG_FORMAT": "json",
     }
 
 
 def start(ctx: Any, topology: str) -> None:
-    require_free_ports([HTTP_PORT, WORKER_PORT, ENGINE_PORT])
+    require_free_ports([HTTP_PORT, WORKER_PORT, ENGINE_PORT, COORDINATOR_PORT])
     env = _env(ctx)
     for target in TARGETS[topology]:
         start_proc(

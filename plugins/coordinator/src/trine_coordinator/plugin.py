@@ -1,4 +1,5 @@
-"""The ``coordinator`` role: serves workers over gRPC on ``worker_addr``, needs ``Dispatcher``."""
+"""The ``coordinator`` role: serves workers over gRPC on ``worker_addr``, needs ``Dispatcher``,
+serves ``WorkerRegistry`` (in a split, at ``grpc://`` + ``[coordinator] addr``)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ from grpclib.health.check import ServiceCheck
 from grpclib.health.service import Health
 from grpclib.server import Server
 
+from trine_coordinator.registry import CoordinatorRegistry, coordinator_name
 from trine_coordinator.service import WorkerService
-from trine_coordinator.settings import SETTINGS, WORKER_ADDR
+from trine_coordinator.settings import COORDINATOR_ADDR, SETTINGS, WORKER_ADDR
 from trine_core import (
     Dispatcher,
     RoleContext,
     RoleRegistry,
     Settings,
     SettingsRegistry,
+    WorkerRegistry,
     cannot_listen,
     hookimpl,
     split_host_port,
@@ -25,12 +28,13 @@ from trine_proto.codec import GrpcCodec
 
 class CoordinatorRole:
     name: ClassVar[str] = "coordinator"
-    serves: ClassVar[frozenset[type]] = frozenset()
+    serves: ClassVar[frozenset[type]] = frozenset({WorkerRegistry})
     needs: ClassVar[frozenset[type]] = frozenset({Dispatcher})
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.service: WorkerService | None = None
+        self.registry: CoordinatorRegistry | None = None
         self._server: Server | None = None
 
     async def start(self, context: RoleContext) -> None:
@@ -45,6 +49,8 @@ class CoordinatorRole:
             raise cannot_listen("coordinator", f"{host}:{port} for workers", exc) from None
         service.start()
         self.service, self._server = service, server
+        self.registry = CoordinatorRegistry(service, coordinator_name(f"{host}:{port}"))
+        context.provide(WorkerRegistry, self.registry)
         context.log.info("coordinator listening for workers", address=f"{host}:{port}")
 
     async def stop(self) -> None:
@@ -71,3 +77,10 @@ def trine_add_settings(registry: SettingsRegistry) -> None:
 @hookimpl
 def trine_register_roles(registry: RoleRegistry) -> None:
     registry.add_role(CoordinatorRole.name, CoordinatorRole)
+
+
+@hookimpl
+def trine_contract_address(contract: type, settings: Settings) -> str | None:
+    if contract is WorkerRegistry:
+        return f"grpc://{settings[COORDINATOR_ADDR]}"
+    return None

@@ -53,7 +53,7 @@ from trine_proto.trine.v1 import (
     WorkerServiceBase,
     WorkItem,
 )
-from trine_proto.vocabulary import ErrorCode
+from trine_proto.vocabulary import ErrorCode, now_ms
 
 TAKE_WORK_WAIT_MS = 1_000
 MISSED_HEARTBEATS = 5
@@ -135,6 +135,7 @@ class WorkerService(WorkerServiceBase):
             session_id=secrets.token_hex(8),
             functions=[f.name for f in register.functions],
             max_concurrency=register.max_concurrency,
+            sdk_version=register.sdk_version,
         )
         try:
             await self.dispatcher.register_functions(
@@ -247,6 +248,7 @@ class WorkerService(WorkerServiceBase):
         try:
             async for message in messages:
                 session.last_seen = time.monotonic()
+                session.last_heard_ms = now_ms()
                 if message.report is not None:
                     self._spawn(self._forward(session, message.report))
                 elif message.drain is not None:
@@ -352,7 +354,13 @@ class WorkerService(WorkerServiceBase):
                 if loss is not None:
                     self._spawn(self._fail_lost_run(session, run_id, lease_id, loss))
                     continue
-                older = session.dispatched(run_id, lease_id, len(item.journal))
+                older = session.dispatched(
+                    run_id,
+                    lease_id,
+                    len(item.journal),
+                    function=item.run.function if item.run is not None else "",
+                    attempt=item.lease.attempt if item.lease is not None else 0,
+                )
                 if older is not None:
                     self.log.warning(
                         "run dispatched again to a worker that still runs an older attempt of "

@@ -8,6 +8,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trine_proto.trine.v1 import CancelNotice, CoordinatorMessage
+from trine_proto.vocabulary import now_ms
+
+
+@dataclass
+class Flight:
+    """What the worker registry shows of a run in flight besides its id (``in_flight`` holds the
+    lease): its function, when it was dispatched here, and the lease's attempt."""
+
+    function: str
+    since_ms: int
+    attempt: int
 
 
 @dataclass(eq=False)
@@ -30,8 +41,14 @@ class WorkerSession:
     dispatched again), the engine's doing rather than a lost worker."""
     closed: bool = False
     close_reason: str = ""
+    sdk_version: str = ""
     connected_at: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.monotonic)
+    last_heard_ms: int = field(default_factory=now_ms)
+    """The wall-clock time of the last message read from the worker (``last_seen`` is monotonic
+    and moved forward over the coordinator's own stalls, so it is not a time to show)."""
+    flights: dict[str, Flight] = field(default_factory=dict)
+    """Run id → what the worker registry shows of each run in ``in_flight``."""
     outbox: asyncio.Queue[CoordinatorMessage | None] = field(default_factory=asyncio.Queue)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when a slot frees or the session changes state, so the dispatch loop looks again."""
@@ -53,7 +70,7 @@ class WorkerSession:
     def free_slots(self) -> int:
         if self.draining or self.closed:
             return 0
-        return max(1, self.max_concurrency) - len(self.in_flight)
+        return max(0, max(1, self.max_concurrency) - len(self.in_flight))
 
     def send(self, message: CoordinatorMessage) -> None:
         if not self.closed:
@@ -65,6 +82,7 @@ class WorkerSession:
         self.cancel_notified.discard(lease_id)
         if self.in_flight.get(run_id) == lease_id:
             del self.in_flight[run_id]
+            self.flights.pop(run_id, None)
             self.journal_lengths.pop(run_id, None)
             self.steps.pop(run_id, None)
             self.wakeup.set()
@@ -78,7 +96,9 @@ class WorkerSession:
             self.cancel_notified.add(lease_id)
             self.send(CoordinatorMessage(cancel=CancelNotice(run_id=run_id, lease_id=lease_id)))
 
-    def dispatched(self, run_id: str, lease_id: str, journal_length: int) -> str | None:
+    def dispatched(
+        self, run_id: str, lease_id: str, journal_length: int, function: str = "", attempt: int = 0
+    ) -> str | None:
         """The run now holds a slot here, under ``lease_id``; the lease of an older attempt of
         it this worker still held, if any (the engine ended that lease, or it would not have
         given another)."""
@@ -86,6 +106,7 @@ class WorkerSession:
         if older is not None:
             self.cancel_notified.discard(older)
         self.in_flight[run_id] = lease_id
+        self.flights[run_id] = Flight(function, now_ms(), attempt)
         self.journal_lengths[run_id] = journal_length
         self.steps.pop(run_id, None)
         return older if older != lease_id else None

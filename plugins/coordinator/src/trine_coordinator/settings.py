@@ -26,4 +26,11 @@ MAX_WORKER_LOSSES = Setting(
     "dispatched again; 0: dispatch it again forever",
     section="coordinator",
 )
-SETTINGS = (WORKER_ADDR, LEASE_TTL_MS, HEARTBEAT_INTERVAL_MS, MAX_WORKER_LOSSES)
+COORDINATOR_ADDR = Setting(
+    "addr",
+    "127.0.0.1:7483",
+    "the coordinator's gRPC address in a split deployment: it serves the worker registry "
+    "(worker_registry: GET /v1/workers) there, and gateways dial it",
+    section="coordinator",
+)
+SETTINGS = (WORKER_ADDR, LEASE_TTL_MS, HEARTBEAT_INTERVAL_MS, MAX_WORKER_LOSSES, COORDINATOR_ADDR)
