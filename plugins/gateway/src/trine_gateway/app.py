@@ -20,6 +20,7 @@ from trine_core.hookspecs import ASGIApp
 from trine_gateway.errors import exception_handlers
 from trine_gateway.lifecycle import Lifecycle
 from trine_gateway.routes import HANDLERS, Gateway
+from trine_gateway.ui import UI, console
 
 VERSION = "0.1.0"
 BODY_SLACK_BYTES = 64 * 1024
@@ -54,6 +55,7 @@ def create_app(
         dependencies={"gateway": Provide(provide_gateway, use_cache=True, sync_to_thread=False)},
         exception_handlers=exception_handlers(max_body),
         request_max_body_size=max_body,
+        plugins=console(settings[UI]),  # the web console at /ui
         openapi_config=OpenAPIConfig(
             title="trine",
             version=VERSION,

@@ -1,4 +1,5 @@
-"""The ``gateway`` role: trine's HTTP API on ``http_addr``, over the ``Backend`` contract."""
+"""The ``gateway`` role: trine's HTTP API on ``http_addr``, over the ``Backend`` contract; it
+wants ``WorkerRegistry`` (every coordinator wired to it) for ``GET /v1/workers``."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from trine_core import (
     Setting,
     Settings,
     SettingsRegistry,
+    WorkerRegistry,
     hookimpl,
 )
 from trine_gateway.app import create_app
 from trine_gateway.lifecycle import Lifecycle
 from trine_gateway.server import GatewayServer
+from trine_gateway.ui import UI
 
 HTTP_ADDR = Setting("http_addr", "127.0.0.1:7480", "the gateway's HTTP listen address (host:port)")
 
@@ -24,6 +27,7 @@ class GatewayRole:
     name: ClassVar[str] = "gateway"
     serves: ClassVar[frozenset[type]] = frozenset()
     needs: ClassVar[frozenset[type]] = frozenset({Backend})
+    wants: ClassVar[frozenset[type]] = frozenset({WorkerRegistry})
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -38,11 +42,14 @@ class GatewayRole:
             context.process_ready,
             lifecycle=lifecycle,
             mounts=context.http_apps(),  # the observers' apps: trine-metrics' /metrics
+            registries=context.wanted(WorkerRegistry),
         )
         server = GatewayServer(app, self.settings[HTTP_ADDR], lifecycle)
         await server.start()
         self._server = server
         context.log.info("gateway listening", url=server.url, openapi=f"{server.url}/schema")
+        if not context.wanted(WorkerRegistry):
+            context.log.info("no coordinator is wired to this gateway: GET /v1/workers answers 503")
 
     @property
     def url(self) -> str:
@@ -60,7 +67,7 @@ class GatewayRole:
 
 @hookimpl
 def trine_add_settings(registry: SettingsRegistry) -> None:
-    registry.add(HTTP_ADDR)
+    registry.add(HTTP_ADDR, UI)
 
 
 @hookimpl
