@@ -7,7 +7,7 @@ since the engine checks the input bytes themselves against ``max_payload_bytes``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from litestar import Litestar, asgi
@@ -15,7 +15,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 
-from trine_core import MAX_PAYLOAD_BYTES, Backend, Settings
+from trine_core import MAX_PAYLOAD_BYTES, Backend, Settings, WorkerRegistry
 from trine_core.hookspecs import ASGIApp
 from trine_gateway.errors import exception_handlers
 from trine_gateway.lifecycle import Lifecycle
@@ -36,14 +36,17 @@ def create_app(
     lifecycle: Lifecycle | None = None,
     keepalive_s: float = 15.0,
     mounts: Mapping[str, ASGIApp] | None = None,
+    registries: Sequence[WorkerRegistry] = (),
 ) -> Litestar:
     """The gateway's ASGI app. ``ready`` answers ``/healthz``; ``lifecycle`` (a new one by default)
-    is what a server closes on shutdown to end long-polls and event streams."""
+    is what a server closes on shutdown to end long-polls and event streams; ``registries``: the
+    coordinators whose workers ``/v1/workers`` lists (none: it answers 503)."""
     gateway = Gateway(
         backend=backend,
         ready=ready,
         lifecycle=lifecycle if lifecycle is not None else Lifecycle(),
         keepalive_s=keepalive_s,
+        registries=tuple(registries),
     )
     max_body = settings[MAX_PAYLOAD_BYTES] + BODY_SLACK_BYTES
 

@@ -156,6 +156,52 @@ class FunctionListOut(msgspec.Struct):
     functions: list[FunctionOut]
 
 
+class RunInFlightOut(msgspec.Struct):
+    """A run a worker holds now (a suspended run holds none)."""
+
+    run_id: str
+    function: str
+    since: str | None
+    """When the coordinator dispatched it to this worker (ISO-8601 UTC)."""
+    attempt: int
+    step: str | None
+    """The step it reported as started and has not finished; ``null`` between steps."""
+
+
+class WorkerOut(msgspec.Struct):
+    """One worker process connected to a coordinator."""
+
+    worker_id: str
+    session_id: str
+    """Its connection: a worker that registers again gets a new one."""
+    sdk_version: str | None
+    functions: list[str]
+    max_concurrency: int
+    in_flight: int
+    """Runs it holds now (all of them, however many ``runs`` lists)."""
+    free_slots: int
+    """Runs the coordinator may still dispatch to it: 0 while it drains."""
+    runs: list[RunInFlightOut]
+    """Its runs in flight, oldest first, at most ``max_runs`` of them."""
+    connected_at: str
+    last_heartbeat_at: str
+    """The last message of any kind its coordinator read from it."""
+    draining: bool
+    """It finishes what it has and takes nothing more (it is stopping)."""
+    coordinator: str
+    """The coordinator holding it: the address its workers connect to."""
+
+
+class WorkerListOut(msgspec.Struct):
+    """``GET /v1/workers``: the workers of every coordinator that answered."""
+
+    workers: list[WorkerOut]
+    """By ``worker_id``."""
+    unavailable: list[ErrorDetail]
+    """The coordinators that did not answer, one error each (their workers are missing from
+    ``workers``); empty when every coordinator answered. If none answers: 503."""
+
+
 class EventOut(msgspec.Struct):
     """The ``data:`` of one server-sent event; its ``id:`` is ``seq`` and its ``event:`` is
     ``type``."""

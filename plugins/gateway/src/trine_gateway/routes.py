@@ -9,7 +9,8 @@ and annotations are resolved at runtime, so every name used in one is imported a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -31,13 +32,16 @@ from trine_core import (
     Backend,
     TrineError,
     Unavailable,
+    WorkerRegistry,
     check_signal_name,
+    error_from_code,
     get_logger,
 )
 from trine_gateway.lifecycle import Lifecycle
 from trine_gateway.models import (
     CancelBody,
     ErrorBody,
+    ErrorDetail,
     FunctionListOut,
     HealthOut,
     JournalOut,
@@ -46,6 +50,7 @@ from trine_gateway.models import (
     RunStatusName,
     SignalOut,
     StartRunBody,
+    WorkerListOut,
 )
 from trine_gateway.serialization import (
     STATUS_BY_NAME,
@@ -53,6 +58,7 @@ from trine_gateway.serialization import (
     function_out,
     journal_entry_out,
     run_out,
+    worker_out,
 )
 from trine_gateway.sse import event_stream
 from trine_proto.trine.v1 import (
@@ -61,6 +67,8 @@ from trine_proto.trine.v1 import (
     GetRunRequest,
     ListFunctionsRequest,
     ListRunsRequest,
+    ListWorkersRequest,
+    ListWorkersResponse,
     Run,
     RunStatus,
     SignalRunRequest,
@@ -83,6 +91,13 @@ WaitSeconds = Annotated[
     ),
 ]
 RunId = FromPath[str]
+DEFAULT_MAX_RUNS = 100
+NO_COORDINATOR = (
+    "no coordinator is wired to this gateway, so it cannot list workers: run the coordinator "
+    "role in this process (--target=all), install trine-coordinator beside the gateway (it is "
+    "then dialled at grpc:// + [coordinator] addr), or name it: [connect] worker_registry = "
+    '"grpc://host:port" (several coordinators: comma-separated)'
+)
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,8 @@ class Gateway:
     ready: Callable[[], bool]
     lifecycle: Lifecycle
     keepalive_s: float = 15.0
+    registries: Sequence[WorkerRegistry] = ()
+    """Every coordinator's worker registry wired to this gateway: none, one, or several."""
 
     async def wait(self, run: Run, wait_s: float) -> Run:
         """The run once final, or as it is after ``wait_s`` (or when shutdown begins)."""
@@ -102,6 +119,39 @@ class Gateway:
         return await self.lifecycle.until_stopping(
             self.backend.wait_run(WaitRunRequest(run_id=run.id, wait_ms=wait_ms)),
             lambda: self.backend.get_run(GetRunRequest(run_id=run.id)),
+        )
+
+    async def workers(self, max_runs: int = DEFAULT_MAX_RUNS) -> WorkerListOut:
+        """The workers of every coordinator, asked at once. A coordinator that does not answer
+        is named in ``unavailable``; when none answers (or none is wired) this raises, and the
+        API answers 503."""
+        if not self.registries:
+            raise Unavailable(NO_COORDINATOR)
+        request = ListWorkersRequest(max_runs=max_runs)
+        answers: list[ListWorkersResponse | BaseException] = await asyncio.gather(
+            *(registry.list_workers(request) for registry in self.registries),
+            return_exceptions=True,
+        )
+        listed: list[ListWorkersResponse] = []
+        failed: list[TrineError] = []
+        for answer in answers:
+            if isinstance(answer, TrineError):
+                failed.append(answer)
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
+                listed.append(answer)
+        if not listed:
+            first = failed[0]
+            message = f"no coordinator answered ({len(failed)} asked): {first.message}"
+            raise error_from_code(first.code, message, **first.details)
+        workers = sorted(
+            (worker for answer in listed for worker in answer.workers),
+            key=lambda worker: (worker.worker_id, worker.coordinator),
+        )
+        return WorkerListOut(
+            workers=[worker_out(worker) for worker in workers],
+            unavailable=[ErrorDetail(code=e.code, message=e.message) for e in failed],
         )
 
 
@@ -318,6 +368,28 @@ async def list_functions(gateway: NamedDependency[Gateway]) -> FunctionListOut:
 
 
 @get(
+    "/v1/workers",
+    summary="The workers connected to the coordinators",
+    description=(
+        "Every worker process of every coordinator wired to this gateway: its functions, "
+        "capacity (`max_concurrency`, `in_flight`, `free_slots`), runs in flight (oldest first, "
+        "at most `max_runs` per worker), connection and last heartbeat, whether it drains, and "
+        "its coordinator. A coordinator that does not answer is listed in `unavailable`. "
+        "503 unavailable: no coordinator answered, or none is wired to this gateway."
+    ),
+    tags=["workers"],
+    responses=_errors(400, 503),
+)
+async def list_workers(
+    gateway: NamedDependency[Gateway],
+    max_runs: Annotated[
+        int, QueryParameter(ge=0, le=1000, description="runs in flight listed per worker")
+    ] = DEFAULT_MAX_RUNS,
+) -> WorkerListOut:
+    return await gateway.workers(max_runs)
+
+
+@get(
     "/healthz",
     summary="200 when every role of this process is ready and the engine answers, else 503",
     tags=["health"],
@@ -348,5 +420,6 @@ HANDLERS: list[Any] = [
     signal_run,
     run_events,
     list_functions,
+    list_workers,
     healthz,
 ]

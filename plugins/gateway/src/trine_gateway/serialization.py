@@ -19,10 +19,12 @@ from trine_gateway.models import (
     FunctionOut,
     JournalEntryOut,
     RetryPolicyOut,
+    RunInFlightOut,
     RunOut,
     RunStatusName,
     WaitKindName,
     WaitOut,
+    WorkerOut,
 )
 from trine_proto.trine.v1 import (
     EntryKind,
@@ -32,8 +34,10 @@ from trine_proto.trine.v1 import (
     JournalEntry,
     RetryPolicy,
     Run,
+    RunInFlight,
     RunStatus,
     Wait,
+    WorkerInfo,
 )
 from trine_proto.vocabulary import status_name as vocabulary_status_name
 
@@ -167,6 +171,33 @@ def _retry_out(retry: RetryPolicy | None) -> RetryPolicyOut | None:
 
 def function_out(spec: FunctionSpec) -> FunctionOut:
     return FunctionOut(name=spec.name, retry=_retry_out(spec.retry))
+
+
+def run_in_flight_out(run: RunInFlight) -> RunInFlightOut:
+    return RunInFlightOut(
+        run_id=run.run_id,
+        function=run.function,
+        since=_iso_or_none(run.since_ms),
+        attempt=run.attempt,
+        step=run.step or None,
+    )
+
+
+def worker_out(worker: WorkerInfo) -> WorkerOut:
+    return WorkerOut(
+        worker_id=worker.worker_id,
+        session_id=worker.session_id,
+        sdk_version=worker.sdk_version or None,
+        functions=list(worker.functions),
+        max_concurrency=worker.max_concurrency,
+        in_flight=worker.in_flight,
+        free_slots=worker.free_slots,
+        runs=[run_in_flight_out(run) for run in worker.runs],
+        connected_at=iso_ms(worker.connected_at_ms),
+        last_heartbeat_at=iso_ms(worker.last_heartbeat_at_ms),
+        draining=worker.draining,
+        coordinator=worker.coordinator,
+    )
 
 
 def event_out(event: Event) -> EventOut:
