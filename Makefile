@@ -13,7 +13,7 @@ PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(MEMBERS)) constraints
 RUNTIME_STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: setup dev run test lint typecheck unit envs e2e dist proto bench bench-peers clean
+.PHONY: setup dev chromium run test lint typecheck unit envs e2e dist proto bench bench-peers clean
 
 # What running needs and nothing more (no test tools): a fresh .venv in about 35 s instead of 75 s.
 # The venv is made without ensurepip (10 s of the old bootstrap) and gets pip from $(PYTHON)'s own
@@ -32,12 +32,25 @@ $(RUNTIME_STAMP): $(PYPROJECTS)
 		$(addprefix -e ./,$(MEMBERS)) -e .
 	touch $@
 
-# The tools `make test` (lint, typecheck, e2e), `make proto` and the benchmarks use, on top of setup.
-dev: $(DEV_STAMP)
+# The tools `make test` (lint, typecheck, e2e), `make proto` and the benchmarks use, on top of setup,
+# and Debian's Chromium for the console's browser test (tests/test_console.py drives it through
+# Playwright, which never downloads a browser of its own).
+dev: $(DEV_STAMP) chromium
 
 $(DEV_STAMP): $(RUNTIME_STAMP) requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -r requirements-dev.txt
 	touch $@
+
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium for tests/test_console.py"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "make dev: $(CHROMIUM) is missing and this is not root: install Debian's chromium" \
+			"(sudo apt-get install chromium) or tests/test_console.py fails" >&2; \
+	fi
 
 run: setup
 	$(BIN)/trine --target=all
