@@ -17,6 +17,7 @@ from litestar import Litestar
 
 from trine_core import ConfigError, cannot_listen, split_host_port
 from trine_gateway.lifecycle import Lifecycle
+from trine_gateway.metrics import instrument
 
 BACKLOG = 2048
 GRACEFUL_SHUTDOWN_S = 5
@@ -99,7 +100,7 @@ class GatewayServer:
         sock = bind(self.address)
         self.host, self.port = sock.getsockname()[:2]
         config = uvicorn.Config(
-            self.app,
+            instrument(self.app),  # trine_http_request_duration_seconds
             log_config=None,
             access_log=False,
             lifespan="on",

@@ -30,6 +30,7 @@ from litestar.response import ServerSentEventMessage
 
 from trine_core import Backend, TrineError, get_logger
 from trine_gateway.lifecycle import Lifecycle
+from trine_gateway.metrics import SSE_STREAMS
 from trine_gateway.serialization import event_json
 from trine_proto.trine.v1 import Event, SubscribeRequest
 from trine_proto.vocabulary import STREAM_ERROR_EVENT, ErrorCode
@@ -84,6 +85,7 @@ async def event_stream(
     pump = lifecycle.spawn(_pump(backend, request, queue), name=f"trine-sse-{run_id}")
     # Also when the pump is cancelled before it ever ran: the stream must learn that it ended.
     pump.add_done_callback(lambda _: queue.put_nowait(None))
+    SSE_STREAMS.inc()
     try:
         while True:
             if queue.empty():
@@ -104,3 +106,4 @@ async def event_stream(
     finally:
         # No await here: after a disconnect, litestar's cancel scope cancels every await again.
         pump.cancel()
+        SSE_STREAMS.dec()
