@@ -14,6 +14,8 @@ import httpx
 import pytest
 from harness import DEFAULT_TIMEOUT, Cluster, Proc, start_order, wait_run
 
+from trine_core.testing import free_port
+
 Workers = dict[str, dict[str, Any]]
 
 
@@ -130,3 +132,48 @@ def test_a_split_gateway_whose_coordinator_is_down_answers_503_for_workers_only(
         # The rest of the API does not depend on the coordinator.
         assert http.get("/v1/runs").json() == {"runs": [], "next_page_token": None}
         assert http.get("/healthz").status_code == 200
+
+
+def test_a_gateway_lists_the_workers_of_several_coordinators(cluster: Cluster) -> None:
+    if cluster.topology != "split":
+        pytest.skip("coordinators in processes of their own: split topology only")
+    second_workers, second_registry = free_port(), free_port()
+    registries = [
+        f"grpc://127.0.0.1:{cluster.coordinator_port}",
+        f"grpc://127.0.0.1:{second_registry}",
+    ]
+    roles = [
+        ("engine", {}),
+        ("coordinator", {}),
+        (
+            "coordinator",
+            {
+                "TRINE_WORKER_ADDR": f"127.0.0.1:{second_workers}",
+                "TRINE_COORDINATOR_ADDR": f"127.0.0.1:{second_registry}",
+            },
+        ),
+        ("gateway", {"TRINE_CONNECT_WORKER_REGISTRY": ",".join(registries)}),
+    ]
+    for target, env in roles:
+        argv = [sys.executable, "-m", "trine_core.cli", f"--target={target}"]
+        proc = cluster.spawn(f"trine-{target}", argv, **env)
+        cluster.runtime.append(proc)
+        proc.log.wait_for(lambda line: "trine started" in line, proc.popen)
+    first = cluster.start_worker("order_worker.py")
+    second = cluster.start_worker(
+        "approval_worker.py", TRINE_WORKER_ADDR=f"127.0.0.1:{second_workers}"
+    )
+    with cluster.client() as http:
+        workers = listed(http)
+        assert {name: (w["coordinator"], w["functions"]) for name, w in workers.items()} == {
+            worker_id(first): (cluster.worker_addr, ["order"]),
+            worker_id(second): (f"127.0.0.1:{second_workers}", ["approval"]),
+        }
+        assert wait_run(http, start_order(http))["status"] == "completed"
+        # One coordinator stops: its workers are missing, and it is named.
+        cluster.runtime[2].terminate()
+        body = http.get("/v1/workers").json()
+        assert [w["worker_id"] for w in body["workers"]] == [worker_id(first)]
+        [down] = body["unavailable"]
+        assert down["code"] == "unavailable"
+        assert registries[1] in down["message"]
