@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from trine_metrics import TrineCollector, exposition_registry
 
 from trine_core.instruments import Registry
+from trine_metrics import TrineCollector, exposition_registry
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

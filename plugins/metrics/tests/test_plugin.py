@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 import pytest
-from trine_metrics.plugin import METRICS_ADDR, trine_http_apps
 
 from trine_core import (
     PLUGINS,
@@ -22,6 +21,7 @@ from trine_core import (
 )
 from trine_core.instruments import REGISTRY
 from trine_core.testing import free_port, occupied_port
+from trine_metrics.plugin import METRICS_ADDR, trine_http_apps
 
 PLUGIN_COUNTER = REGISTRY.counter("trine_plugin_test_total", "Counted by this test.")
 
