@@ -69,6 +69,7 @@ from trine_proto.trine.v1 import (
     RunCompleted,
     RunStatus,
     SignalRunRequest,
+    StartChild,
     StartRunRequest,
     StepCompleted,
     StepFailed,
@@ -208,6 +209,36 @@ class BackendContract(_Suite):
         assert first.run is not None
         assert again.run is not None
         assert again.run.id == first.run.id
+
+    async def test_a_runs_trace_context_is_stored_and_reaches_its_worker_and_children(
+        self, drive: _Driver
+    ) -> None:
+        parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        answer = await drive.backend.start_run(
+            StartRunRequest(function=FUNCTION, input=b"1", trace_context={"traceparent": parent})
+        )
+        assert answer.run is not None
+        run_id = answer.run.id
+        assert (await drive.run(run_id)).trace_context == {"traceparent": parent}
+        item = await drive.take_one(run_id)
+        assert item.run is not None
+        assert item.run.trace_context == {"traceparent": parent}
+        mine = "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01"
+        await drive.report(
+            item,
+            Command(start_child=StartChild(index=0, function=OTHER, input=b"1")),
+            Command(
+                start_child=StartChild(
+                    index=1, function=OTHER, input=b"2", trace_context={"traceparent": mine}
+                )
+            ),
+        )
+        journal = await drive.backend.get_journal(GetJournalRequest(run_id=run_id))
+        children = [await drive.run(entry.child_run_id) for entry in journal.entries]
+        assert [child.trace_context for child in children] == [
+            {"traceparent": parent},
+            {"traceparent": mine},
+        ]
 
     async def test_unknown_runs_are_not_found(self, drive: _Driver) -> None:
         missing = "01NOSUCHRUN000000000000000"

@@ -109,6 +109,7 @@ class EngineBackend(Backend):
             created_at_ms=now,
             updated_at_ms=now,
             deadline_ms=now + timeout if timeout else 0,
+            trace_context=message.trace_context,
         )
         batch = self._machine.append(LogRecord(run_started=RunStarted(run=run)))
         state = self._cache.active[run.id]

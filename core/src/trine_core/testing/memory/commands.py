@@ -56,9 +56,21 @@ class Applying:
     def check_size(self, payload: bytes, what: str) -> bytes:
         return self.engine._check_size(payload, what)
 
-    def start_child(self, spec: pb.FunctionSpec, payload: bytes, timeout: int, index: int) -> str:
-        """A child run of this one, waited for at ``index``: its id."""
-        fields = {"parent_run_id": self.run.id, "parent_index": index}
+    def start_child(
+        self,
+        spec: pb.FunctionSpec,
+        payload: bytes,
+        timeout: int,
+        index: int,
+        trace_context: dict[str, str] | None = None,
+    ) -> str:
+        """A child run of this one, waited for at ``index``: its id. It joins the trace
+        ``trace_context`` names, else its parent's."""
+        fields = {
+            "parent_run_id": self.run.id,
+            "parent_index": index,
+            "trace_context": dict(trace_context or self.run.trace_context),
+        }
         return self.engine._start(spec, payload, timeout, **fields).run.id
 
     def finish(self, status: pb.RunStatus, result: bytes, error: pb.ErrorInfo | None) -> None:
@@ -219,7 +231,9 @@ def start_child(report: Applying, command: pb.StartChild) -> None:
         error = pb.ErrorInfo(type=ErrorType.UNKNOWN_FUNCTION, message=unknown)
         report.wait(_K.CHILD, index, name, False, error=error)
         return
-    child_id = report.start_child(spec, child_input, command.timeout_ms, index)
+    child_id = report.start_child(
+        spec, child_input, command.timeout_ms, index, command.trace_context
+    )
     report.wait(_K.CHILD, index, name, True, child_run_id=child_id)
     data = {"index": index, "child_run_id": child_id, "function": name}
     report.event(_E.CHILD_STARTED, name, data)

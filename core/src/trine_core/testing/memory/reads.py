@@ -32,7 +32,13 @@ class Reads(Runs):
         payload = self._check_size(message.input, "the run's input")
         if key in self._keys:
             return pb.StartRunResponse(run=self._runs[self._keys[key]].view(), created=False)
-        state = self._start(spec, payload, message.timeout_ms, idempotency_key=key)
+        state = self._start(
+            spec,
+            payload,
+            message.timeout_ms,
+            idempotency_key=key,
+            trace_context=dict(message.trace_context),
+        )
         if key:
             self._keys[key] = state.run.id
         return pb.StartRunResponse(run=state.view(), created=True)

@@ -114,6 +114,7 @@ def start_child(plan: Plan, command: StartChild) -> None:
             parent_run_id=plan.run.id,
             parent_index=command.index,
             deadline_ms=at + timeout if timeout else 0,
+            trace_context=command.trace_context or plan.run.trace_context,
         )
     )
     plan.add_entry(

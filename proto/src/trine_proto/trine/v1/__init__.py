@@ -913,6 +913,16 @@ class Run(betterproto2.Message):
     while suspended: what it waits for (not stored; derived)
     """
 
+    trace_context: "dict[str, str]" = betterproto2.field(
+        21,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_STRING),
+    )
+    """
+    The run's OpenTelemetry trace context (W3C: "traceparent", maybe "tracestate"), stored with
+    the run so every dispatch, step and replay joins one trace; empty when nothing traced it.
+    """
+
 
 default_message_pool.register_message("trine.v1", "Run", Run)
 
@@ -1033,6 +1043,15 @@ class StartChild(betterproto2.Message):
     the child's id: assigned by the engine, kept in the log record
     """
 
+    trace_context: "dict[str, str]" = betterproto2.field(
+        6,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_STRING),
+    )
+    """
+    the child's trace parent (else the parent run's)
+    """
+
 
 default_message_pool.register_message("trine.v1", "StartChild", StartChild)
 
@@ -1054,6 +1073,15 @@ class StartRunRequest(betterproto2.Message):
     timeout_ms: "int" = betterproto2.field(4, betterproto2.TYPE_UINT64)
     """
     fail the run with RunTimeout if it has not finished by then
+    """
+
+    trace_context: "dict[str, str]" = betterproto2.field(
+        5,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_STRING),
+    )
+    """
+    the caller's trace (W3C traceparent/tracestate)
     """
 
 
@@ -1328,6 +1356,16 @@ class WorkItem(betterproto2.Message):
     )
     """
     failed attempts so far, by step index
+    """
+
+    trace_context: "dict[str, str]" = betterproto2.field(
+        5,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_STRING),
+    )
+    """
+    The dispatch's trace context (the coordinator's span), else empty: the worker's spans for
+    this attempt are its children (or the run's trace_context's).
     """
 
 
