@@ -44,28 +44,79 @@ async def test_workers_from_a_gateway_without_the_route_is_a_clear_error(
     )
 
 
+def worker(worker_id: str, coordinator: str, **fields: object) -> dict[str, object]:
+    """A worker as GET /v1/workers lists it."""
+    return {
+        "worker_id": worker_id,
+        "session_id": f"s-{worker_id}",
+        "sdk_version": "0.1.0",
+        "functions": ["order", "approval"],
+        "max_concurrency": 100,
+        "in_flight": 0,
+        "free_slots": 100,
+        "runs": [],
+        "connected_at": "2025-01-31T11:00:00.000Z",
+        "last_heartbeat_at": "2025-01-31T12:00:00.000Z",
+        "draining": False,
+        "coordinator": coordinator,
+        **fields,
+    }
+
+
 async def test_workers_table_and_json(capsys: pytest.CaptureFixture[str]) -> None:
-    document_time = "2025-01-31T12:00:00.000Z"
+    run = {
+        "run_id": "01JRUN",
+        "function": "order",
+        "since": "2025-01-31T11:59:59.000Z",
+        "attempt": 2,
+        "step": "charge",
+    }
     document = {
-        "workers": [
-            {
-                "worker_id": "w-1",
-                "functions": ["order", "approval"],
-                "max_concurrency": 100,
-                "in_flight": 3,
-                "free_slots": 97,
-                "last_heartbeat_at": document_time,
-            }
-        ]
+        "workers": [worker("w-1", "c:7481", in_flight=1, free_slots=99, runs=[run])],
+        "unavailable": [],
     }
     async with Canned(200, json.dumps(document).encode()) as gateway:
         table = await run_cli(capsys, "workers", url=gateway.url)
+        with_runs = await run_cli(capsys, "workers", "--runs", url=gateway.url)
         as_json = await run_cli(capsys, "workers", "--json", url=gateway.url)
     header, row = table.out.splitlines()
     assert header == "WORKER  FUNCTIONS       MAX  IN FLIGHT  FREE  LAST HEARTBEAT"
-    assert row.split()[:6] == ["w-1", "order,approval", "100", "3", "97", document_time]
+    assert row.split()[:6] == [
+        "w-1",
+        "order,approval",
+        "100",
+        "1",
+        "99",
+        "2025-01-31T12:00:00.000Z",
+    ]
     assert row.endswith(" ago)")
+    assert table.err == ""
     assert as_json.json() == document
+    assert with_runs.out.splitlines()[3:] == [
+        "RUN     FUNCTION  WORKER  ATTEMPT  SINCE                     STEP",
+        "01JRUN  order     w-1           2  2025-01-31T11:59:59.000Z  charge",
+    ]
+
+
+async def test_workers_of_several_coordinators_draining_and_one_missing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    missing = {"code": "unavailable", "message": "grpc://c3:7481: connection refused"}
+    document = {
+        "workers": [worker("w-1", "c1:7481"), worker("w-2", "c2:7481", draining=True)],
+        "unavailable": [missing],
+    }
+    async with Canned(200, json.dumps(document).encode()) as gateway:
+        result = await run_cli(capsys, "workers", url=gateway.url)
+    assert result.code == 0
+    header, first, second = result.out.splitlines()
+    assert header.split()[-2:] == ["STATE", "COORDINATOR"]
+    assert first.split()[-2:] == ["serving", "c1:7481"]
+    assert second.split()[-2:] == ["draining", "c2:7481"]
+    assert result.err == (
+        "warning: a coordinator did not answer, its workers are missing: unavailable: "
+        "grpc://c3:7481: connection refused\n"
+    )
 
 
 async def test_no_workers(capsys: pytest.CaptureFixture[str]) -> None:

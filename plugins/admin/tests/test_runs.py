@@ -70,11 +70,12 @@ async def test_input_from_a_file_and_from_stdin(
     monkeypatch.setattr("sys.stdin", io.StringIO('["from", "stdin"]'))
     from_stdin = await start(gateway, "order", "-")
     no_input = await start(gateway, "order")
+    after_an_option = await start(gateway, "order", "--idempotency-key", "k-2", '{"late": 1}')
     inputs = [
         (await gateway.run("runs", "show", run_id, "--json")).json()["input"]
-        for run_id in (from_file, from_stdin, no_input)
+        for run_id in (from_file, from_stdin, no_input, after_an_option)
     ]
-    assert inputs == [{"order_id": "from-file"}, ["from", "stdin"], None]
+    assert inputs == [{"order_id": "from-file"}, ["from", "stdin"], None, {"late": 1}]
 
 
 @pytest.mark.parametrize(

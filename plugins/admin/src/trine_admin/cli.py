@@ -73,6 +73,25 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
 
 
+class _Subcommand(argparse.ArgumentParser):
+    """A subcommand's parser: options and positionals in any order, so that ``trine runs start
+    order --wait '{...}'`` reads the input (plain argparse stops filling positionals once an
+    option came between them: python/cpython#59317)."""
+
+    _intermixing = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self._intermixing:  # parse_known_intermixed_args calls back here
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def _common() -> argparse.ArgumentParser:
     """``--url`` and ``--json``, accepted before and after a subcommand (``trine runs --json
     list`` and ``trine runs list --json``): SUPPRESS keeps the outer value when the inner one is
@@ -141,6 +160,9 @@ def parser(name: str, prog: str) -> argparse.ArgumentParser:
             "functions, capacity, runs in flight and last heartbeat.",
             epilog=EXIT_CODES,
         )
+        p.add_argument(
+            "--runs", action="store_true", help="also list the runs each worker holds now"
+        )
         p.set_defaults(handler=workers, parser=p)
         return p
     if name == "functions":
@@ -163,14 +185,17 @@ def parser(name: str, prog: str) -> argparse.ArgumentParser:
         description="List, read, follow, start, cancel and signal runs over the HTTP API.",
         epilog=EXIT_CODES,
     )
-    sub = p.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+    sub = p.add_subparsers(
+        dest="subcommand", metavar="SUBCOMMAND", required=True, parser_class=_Subcommand
+    )
 
     def add(
         name: str, handler: Callable[..., Awaitable[int]], text: str
     ) -> argparse.ArgumentParser:
+        parents: list[Any] = [common]  # typeshed wants the subparsers' own class here
         s = sub.add_parser(
             name,
-            parents=[common],
+            parents=parents,
             formatter_class=_Formatter,
             help=text,
             description=text,
@@ -321,9 +346,10 @@ def _error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
 
 
-def one_line(text: str, limit: int = 300) -> str:
+def one_line(text: str, limit: int | None = 300) -> str:
+    """``text`` on one line, cut at ``limit`` characters (None: whole)."""
     text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _client_error(exc: trine.ClientError, url: str) -> int:
@@ -331,7 +357,7 @@ def _client_error(exc: trine.ClientError, url: str) -> int:
         what = f"HTTP {exc.status}" + (f": {one_line(exc.message)}" if exc.message else "")
         _error(f"{url} does not answer as a trine gateway does ({what})")
         return UNREACHABLE
-    message = one_line(exc.message)
+    message = one_line(exc.message, None)  # the API's own message: whole
     known = exc.details.get("known") if isinstance(exc.details, Mapping) else None
     if isinstance(known, list) and "known" not in message:
         message += f" (known: {', '.join(map(str, known)) or 'none registered'})"
@@ -547,8 +573,16 @@ async def workers(client: trine.Client, args: argparse.Namespace) -> int:
     listed = document.get("workers") or []
     if args.json:
         _print_json(document)
-    elif listed:
-        _print(render.workers_table(listed))
-    else:
+        return OK
+    for missing in document.get("unavailable") or []:  # a coordinator that did not answer
+        code, message = missing.get("code", ""), one_line(str(missing.get("message", "")), None)
+        _note(f"warning: a coordinator did not answer, its workers are missing: {code}: {message}")
+    if not listed:
         _note("no workers connected")
+        return OK
+    _print(render.workers_table(listed))
+    if args.runs:
+        in_flight = render.runs_in_flight_table(listed)
+        _print("")
+        _print(in_flight) if in_flight else _note("no runs in flight")
     return OK

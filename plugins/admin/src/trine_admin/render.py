@@ -283,7 +283,14 @@ def functions_table(functions: Sequence[Mapping[str, Any]]) -> str:
 
 
 def workers_table(workers: Sequence[Mapping[str, Any]], now: datetime | None = None) -> str:
-    headers = ("WORKER", "FUNCTIONS", "MAX", "IN FLIGHT", "FREE", "LAST HEARTBEAT")
+    """A row per worker process; a STATE column when one drains, a COORDINATOR column when
+    the workers are several coordinators'."""
+    draining = any(worker.get("draining") for worker in workers)
+    coordinators = {worker.get("coordinator") for worker in workers}
+    several = len(coordinators) > 1
+    headers = ["WORKER", "FUNCTIONS", "MAX", "IN FLIGHT", "FREE", "LAST HEARTBEAT"]
+    headers += ["STATE"] if draining else []
+    headers += ["COORDINATOR"] if several else []
     rows = []
     for worker in workers:
         functions = worker.get("functions")
@@ -291,14 +298,34 @@ def workers_table(workers: Sequence[Mapping[str, Any]], now: datetime | None = N
             str(f.get("name") if isinstance(f, Mapping) else f)
             for f in (functions if isinstance(functions, list) else [])
         ]
-        rows.append(
-            (
-                cell(worker.get("worker_id"), 40),
-                cell(",".join(names)) if names else NONE,
-                cell(worker.get("max_concurrency")),
-                cell(worker.get("in_flight")),
-                cell(worker.get("free_slots")),
-                ago(worker.get("last_heartbeat_at"), now),
-            )
-        )
+        row = [
+            cell(worker.get("worker_id"), 40),
+            cell(",".join(names)) if names else NONE,
+            cell(worker.get("max_concurrency")),
+            cell(worker.get("in_flight")),
+            cell(worker.get("free_slots")),
+            ago(worker.get("last_heartbeat_at"), now),
+        ]
+        row += ["draining" if worker.get("draining") else "serving"] if draining else []
+        row += [cell(worker.get("coordinator"))] if several else []
+        rows.append(row)
     return table(headers, rows, right=(2, 3, 4))
+
+
+def runs_in_flight_table(workers: Sequence[Mapping[str, Any]]) -> str | None:
+    """The runs the workers hold now (``runs`` of each worker), a row each; None if none."""
+    headers = ("RUN", "FUNCTION", "WORKER", "ATTEMPT", "SINCE", "STEP")
+    rows = [
+        (
+            cell(run.get("run_id")),
+            cell(run.get("function")),
+            cell(worker.get("worker_id"), 40),
+            cell(run.get("attempt")),
+            cell(run.get("since")),
+            cell(run.get("step")),
+        )
+        for worker in workers
+        for run in (worker.get("runs") or [])
+        if isinstance(run, Mapping)
+    ]
+    return table(headers, rows, right=(3,)) if rows else None
