@@ -47,6 +47,7 @@ def test_third_party_transport_carries_a_run(tmp_path: Path) -> None:
         assert started["wiring"] == {
             "coordinator.dispatcher": "counting://main",
             "gateway.backend": "counting://main",
+            "gateway.worker_registry": "local",  # a want: the coordinator of this process
         }
         cluster.start_worker()
         with cluster.client() as http:
