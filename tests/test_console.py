@@ -196,6 +196,9 @@ def test_the_console_in_a_browser(cluster: Cluster, browser: Any, shots: Path) -
     expect(page.locator("#function-approval")).to_be_attached()
     shot("functions")
     page.goto("/ui/workers")
+    expect(page.locator("table.workers tr[data-worker]")).to_have_count(2)
+    functions = page.locator("table.workers tr[data-worker] td:nth-child(2)").all_inner_texts()
+    assert sorted(functions) == ["approval", "order"]
     shot("workers")
 
     # -- on a phone -----------------------------------------------------------------------------

@@ -3,6 +3,9 @@ functions and the workers; and the setting that turns the console off."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import httpx
 import pytest
 from conftest import Gateway, start
@@ -19,8 +22,9 @@ from drive import (
 )
 from html_page import Page
 
-from trine_core import MAX_PAYLOAD_BYTES, Settings, SettingsRegistry
+from trine_core import MAX_PAYLOAD_BYTES, Settings, SettingsRegistry, Unavailable, WorkerRegistry
 from trine_core.testing.memory import MemoryEngine
+from trine_core.testing.workers import MemoryWorkerRegistry
 from trine_gateway import GatewayServer, Lifecycle, create_app
 from trine_gateway.plugin import HTTP_ADDR, trine_add_settings
 from trine_gateway.ui import UI
@@ -238,8 +242,50 @@ async def test_the_start_page_offers_the_known_functions(gateway: Gateway) -> No
 
 
 async def test_workers_page_says_when_the_list_is_not_available(gateway: Gateway) -> None:
-    workers = await page(gateway, "/ui/workers")
-    assert "worker list not available" in workers.text
+    workers = await page(gateway, "/ui/workers")  # this gateway has no coordinator wired
+    shown = workers.by_id("workers-unavailable").text
+    assert shown.startswith("worker list not available: no coordinator is wired")
+
+
+@contextlib.asynccontextmanager
+async def console(*registries: WorkerRegistry) -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings({HTTP_ADDR: "127.0.0.1:0", MAX_PAYLOAD_BYTES: 1024})
+    lifecycle = Lifecycle()
+    app = create_app(
+        MemoryEngine(functions=[]).backend, settings, lambda: True, registries=registries
+    )
+    server = GatewayServer(app, settings[HTTP_ADDR], lifecycle)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            yield http
+    finally:
+        await server.stop()
+
+
+async def test_workers_page_lists_every_coordinators_workers() -> None:
+    first, second = (MemoryWorkerRegistry(name, clock=lambda: T0) for name in ("c-1", "c-2"))
+    await first.connect("w-1", ["order", "echo"], 4, "0.1.0")
+    run_id = await first.dispatch("w-1", "order", "01RUN")
+    await first.step("w-1", run_id, "charge")
+    await second.connect("w-2", ["approval"], 1)
+    await second.drain("w-2")
+    async with console(first, second) as http:
+        workers = Page((await http.get("/ui/workers")).text)
+        one = workers.by_id("worker-w-1").text
+        assert one.startswith("w-1sdk 0.1.0 order, echo 1 4 3 ")  # id, sdk (a line below)
+        assert " ago 2023-11-14 22:13:20.123 UTC c-1" in one
+        assert "draining" in workers.by_id("worker-w-2").text
+        in_flight = [e.text for e in workers.by_class("in-flight")]
+        assert len(in_flight) == 1
+        assert in_flight[0].startswith("Runs in flight: 01RUN (order, step charge, since")
+        assert "/ui/runs/01RUN" in workers.links
+        second.fail_with = Unavailable("coordinator c-2 is down")
+        partial = Page((await http.get("/ui/workers")).text)
+        assert partial.has_id("worker-w-1")
+        assert not partial.has_id("worker-w-2")
+        problems = [e.text for e in partial.by_class("error")]
+        assert problems == ["A coordinator did not answer: unavailable: coordinator c-2 is down"]
 
 
 async def test_pages_carry_a_strict_policy_and_no_inline_script(gateway: Gateway) -> None:

@@ -66,6 +66,8 @@ def environment() -> jinja2.Environment:
     env.filters["when"] = views.when
     env.filters["iso"] = views.iso
     env.filters["duration"] = views.duration
+    env.filters["iso_when"] = views.iso_when
+    env.filters["ago"] = views.ago
     return env
 
 

@@ -59,6 +59,8 @@ PAGE_SIZES = (20, 50, 100, 200)
 MAX_TIMELINE_EVENTS = 2000
 """A run page reads at most this many of the run's latest events (its attempts and waits)."""
 EVENTS_READ_TIMEOUT_S = 5.0
+MAX_WORKER_RUNS = 20
+"""The workers page lists at most this many runs in flight per worker."""
 COUNTED_RUNS = 10_000
 """The functions page counts the statuses of at most this many runs, the newest."""
 SINCE = {"15m": 15 * 60, "1h": 3600, "24h": 24 * 3600, "7d": 7 * 24 * 3600}
@@ -444,8 +446,20 @@ async def functions_page(gateway: NamedDependency[Gateway]) -> Template:
 
 
 @get("/workers", name="ui:workers")
-async def workers_page() -> Template:
-    return _page("workers.html", workers=None, reason="")
+async def workers_page(gateway: NamedDependency[Gateway]) -> Template:
+    """Through the same accessor as ``GET /v1/workers``: every coordinator wired to the gateway."""
+    try:
+        listed = await gateway.workers(MAX_WORKER_RUNS)
+    except TrineError as exc:
+        return _page("workers.html", workers=None, unavailable=[], reason=exc.message)
+    return _page(
+        "workers.html",
+        workers=listed.workers,
+        unavailable=listed.unavailable,
+        reason="",
+        several=len({worker.coordinator for worker in listed.workers}) > 1,
+        max_runs=MAX_WORKER_RUNS,
+    )
 
 
 # -- errors --------------------------------------------------------------------------------------

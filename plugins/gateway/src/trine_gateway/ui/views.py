@@ -10,6 +10,7 @@ journal, where it has an entry, has the last word.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -38,6 +39,26 @@ def iso(ms: int | None) -> str:
         return ""
     seconds, millis = divmod(ms, 1000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+def iso_when(text: str | None) -> str:
+    """An ISO-8601 time of the JSON API (``2025-01-31T12:00:00.123Z``) as :func:`when` shows
+    one; empty for none."""
+    if not text:
+        return ""
+    return text.replace("T", " ").removesuffix("Z") + " UTC"
+
+
+def ago(text: str | None) -> str:
+    """How long before now an ISO-8601 time of the JSON API was: ``1.2 s ago``."""
+    if not text:
+        return ""
+    try:
+        then = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return ""
+    past = int((dt.datetime.now(dt.UTC) - then).total_seconds() * 1000)
+    return f"{duration(max(0, past))} ago"
 
 
 def duration(ms: int | None) -> str:
