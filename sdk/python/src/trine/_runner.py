@@ -21,7 +21,7 @@ from trine_proto.trine.v1 import (
 )
 from trine_proto.vocabulary import ErrorCode, ErrorType
 
-from . import _codec
+from . import _codec, _tracing
 from ._acks import log_final_ack
 from ._session import RunReporter
 from .context import Context
@@ -81,9 +81,30 @@ async def execute(
     *,
     max_payload_bytes: int,
 ) -> None:
-    """Run one attempt of ``item``'s run and report its end, unless the attempt ended early."""
+    """Run one attempt of ``item``'s run and report its end, unless the attempt ended early,
+    in the attempt's span (the run's trace: see ``_tracing``)."""
     run = item.run
     assert run is not None  # a work item without a run is never started
+    carrier = item.trace_context or run.trace_context
+    with _tracing.attempt_span(run.id, definition.name, ctx.attempt, carrier) as span:
+        outcome, failure = await _execute(
+            definition, item, ctx, reporter, max_payload_bytes=max_payload_bytes
+        )
+        _tracing.outcome(span, outcome, failure)
+
+
+async def _execute(
+    definition: FunctionDef,
+    item: WorkItem,
+    ctx: Context,
+    reporter: RunReporter,
+    *,
+    max_payload_bytes: int,
+) -> tuple[str, str | None]:
+    """The attempt: how it ended (``completed``, ``failed`` or why it ended early) and the
+    run's error when it failed."""
+    run = item.run
+    assert run is not None
     error: ErrorInfo | None = None
     result = b""
     try:
@@ -96,7 +117,7 @@ async def execute(
         value = await definition.fn(ctx, payload)
     except AttemptEnded as ended:
         ctx.log.debug("attempt %d ended: %s", ctx.attempt, ended.reason)
-        return
+        return ended.reason, None
     except RunAborted as aborted:
         error = aborted.info
     except CancelledError as exc:
@@ -125,7 +146,7 @@ async def execute(
             error = ErrorInfo(type=ErrorType.PAYLOAD_TOO_LARGE, message=ack.error_message)
         else:
             log_final_ack(ack, ctx.log, reporter.session, "completed")
-            return
+            return "completed", None
     # One line per attempt that reports the run failed (a retried step ends its attempt above,
     # quietly); the adapter prefixes the function and run id.
     ctx.log.warning(
@@ -136,3 +157,4 @@ async def execute(
     )
     ack = await reporter.send(Command(run_failed=RunFailed(error=error)))
     log_final_ack(ack, ctx.log, reporter.session, f"failed ({error.type}: {error.message})")
+    return "failed", f"{error.type}: {error.message}"

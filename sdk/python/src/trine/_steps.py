@@ -27,7 +27,7 @@ from trine_proto.trine.v1 import (
 )
 from trine_proto.vocabulary import ErrorCode, ErrorType
 
-from . import _codec, _declared, _durations, _step_body
+from . import _codec, _declared, _durations, _step_body, _tracing
 from ._attempt import Attempt
 from .errors import AttemptEnded, CancelledError, StepError
 from .retry import RetryPolicy
@@ -59,6 +59,34 @@ async def step(
     await attempt.deliver_pending_cancel(index, name)
 
     number = attempt.journal.step_attempt(index)
+    with _tracing.step_span(attempt.run_id, attempt.function, name, index, number) as span:
+        try:
+            value = await _execute(attempt, index, number, name, fn, args, retry, seconds, inline)
+        except AttemptEnded as ended:
+            _tracing.outcome(span, ended.reason)
+            raise
+        except CancelledError as exc:
+            _tracing.outcome(span, "cancelled", exc)
+            raise
+        except StepError as exc:
+            _tracing.outcome(span, "failed", exc)
+            raise
+        _tracing.outcome(span, "completed")
+        return value
+
+
+async def _execute(
+    attempt: Attempt,
+    index: int,
+    number: int,
+    name: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    retry: RetryPolicy | None,
+    seconds: float | None,
+    inline: bool,
+) -> Any:
+    """Step attempt ``number`` of the step at ``index``: run it and report how it went."""
     input_digest = _codec.digest(args)
     turn = attempt.claim_turn()
     started_cmd = Command(step_started=StepStarted(index=index, name=name, attempt=number))

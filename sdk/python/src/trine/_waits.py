@@ -24,7 +24,7 @@ from trine_proto.trine.v1 import (
 )
 from trine_proto.vocabulary import ErrorType, seconds_to_ms, signal_name_problem, timeout_to_ms
 
-from . import _durations
+from . import _durations, _tracing
 from ._attempt import Attempt
 from ._declared import return_type, workflow_name
 from .errors import AttemptEnded, ChildRunError, RunAborted
@@ -103,6 +103,7 @@ async def run_many(
                 f"{len(data)} bytes; the limit is {attempt.max_payload_bytes}"
             )
     timeout_ms = _timeout_ms(limit, "a child's timeout")
+    trace_context = _tracing.current_context()  # the children join this run's trace, under here
     entries = await resolve(
         attempt,
         [(EntryKind.CHILD, function) for function, _ in pairs],
@@ -112,6 +113,7 @@ async def run_many(
                 function=pairs[position][0],
                 input=inputs[position],
                 timeout_ms=timeout_ms,
+                trace_context=trace_context,
             )
         ),
     )
@@ -154,6 +156,9 @@ async def resolve(
     try:
         await turn.wait()
         future = attempt.reporter.send(*(command(index, pos) for index, pos in missing))
+        for index, pos in missing:
+            kind, name = calls[pos]
+            _tracing.wait_event(kind.name.lower(), name, index)
         response = await attempt.settle(future)
     finally:
         turn.release()
