@@ -47,7 +47,7 @@ def test_functions_with_timeouts_and_counts_when_the_api_gives_them() -> None:
     assert header.split() == ["FUNCTION", "RETRY", "TIMEOUT", "SUSPENDED", "COMPLETED", "FAILED"]
     assert order.split() == ["order", "1", "attempt,", "1.00", "s", "to", "1m00s,", "x2", "1m30s",
                              "0", "7", "1"]  # fmt: skip
-    assert approval.split() == ["approval", "-", "-", "2", "0", "0"]
+    assert approval.split() == ["approval", "default", "-", "2", "0", "0"]
     # without them: name and retry only
     header, _ = render.functions_table([{"name": "echo", "retry": None}]).splitlines()
     assert header.split() == ["FUNCTION", "RETRY"]

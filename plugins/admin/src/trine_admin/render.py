@@ -196,7 +196,7 @@ def journal_table(entries: Sequence[Mapping[str, Any]]) -> str:
             cell(entry.get("index")),
             cell(entry.get("kind")),
             cell(entry.get("name"), 40),
-            cell(entry.get("attempt")),
+            cell(entry.get("attempt") or None),  # a wait has none: 0
             cell(entry.get("started_at")),
             duration(entry.get("started_at"), entry.get("ended_at")),
             outcome(entry),
@@ -225,7 +225,7 @@ def event_line(event: Mapping[str, Any]) -> str:
         cell(event.get("at")),
         str(event.get("seq", NONE)).rjust(4),
         str(event.get("type") or NONE).ljust(20),
-        cell(event.get("name"), 40),
+        cell(event.get("name"), 40).ljust(16),
     ]
     if data is not None:
         columns.append(cell(data, 2 * MAX_CELL))
@@ -236,9 +236,10 @@ def event_line(event: Mapping[str, Any]) -> str:
 
 
 def retry_text(retry: Mapping[str, Any] | None) -> str:
-    """``5 attempts, 100 ms to 10.00 s, x1.1`` (the backoff), or ``-``."""
+    """``5 attempts, 100 ms to 10.00 s, x1.1`` (the backoff), or ``default`` (the worker gave
+    none: the runtime's default policy applies)."""
     if not retry:
-        return NONE
+        return "default"
     attempts = retry.get("max_attempts")
     text = f"{attempts} attempt{'s' if attempts != 1 else ''}"
     initial, longest = retry.get("initial_interval_ms"), retry.get("max_interval_ms")
@@ -250,9 +251,10 @@ def retry_text(retry: Mapping[str, Any] | None) -> str:
 
 
 def _timeout(function: Mapping[str, Any]) -> str:
-    for key in ("timeout_s", "timeout"):
-        if isinstance(function.get(key), int | float):
-            return seconds(function[key])
+    for key, scale in (("timeout_s", 1), ("timeout", 1), ("timeout_ms", 1000)):
+        value = function.get(key)
+        if isinstance(value, int | float) and value > 0:
+            return seconds(value / scale)
     return NONE
 
 
