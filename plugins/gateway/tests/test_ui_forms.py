@@ -177,3 +177,9 @@ async def test_posts_from_another_site_are_refused(gateway: Gateway) -> None:
         headers={"origin": f"http://{host}", "sec-fetch-site": "same-origin"},
     )
     assert same.status_code == 303
+    proxied = await gateway.http.post(
+        f"/ui/runs/{run_id}/signal",
+        data={"name": "go"},
+        headers={"origin": "https://trine.example", "x-forwarded-host": "trine.example"},
+    )
+    assert proxied.status_code == 409  # past the guard: the run is cancelled

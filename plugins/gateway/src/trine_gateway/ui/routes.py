@@ -98,8 +98,10 @@ def same_origin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHand
         raise PermissionDeniedException("a form of the console was posted from another site")
     origin = connection.headers.get("origin")
     if origin is not None and origin != "null":
-        host = connection.headers.get("host", "")
-        if origin.split("://", 1)[-1] != host:
+        # Behind a proxy the browser's host may be the proxy's, which it passes on as
+        # X-Forwarded-Host. (A page of another site cannot set that header on a form post.)
+        hosts = {connection.headers.get("host", ""), connection.headers.get("x-forwarded-host")}
+        if origin.split("://", 1)[-1] not in hosts:
             raise PermissionDeniedException(f"a console form was posted from {origin}")
 
 
