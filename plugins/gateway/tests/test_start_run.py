@@ -138,3 +138,19 @@ async def test_null_timeout_s_is_no_deadline(gateway: Gateway) -> None:
     assert response.status_code == 201, response.text
     assert started(gateway)[-1].timeout_ms == 0
     assert response.json()["deadline"] is None
+
+
+async def test_a_traceparent_header_is_the_runs_trace_context(gateway: Gateway) -> None:
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    response = await gateway.http.post(
+        "/v1/runs",
+        json={"function": "order", "input": ORDER},
+        headers={"traceparent": parent, "tracestate": "vendor=1"},
+    )
+    assert response.status_code == 201, response.text
+    [request] = started(gateway)[-1:]
+    # No tracer provider in this process: the caller's context goes to the engine as it came.
+    assert request.trace_context == {"traceparent": parent, "tracestate": "vendor=1"}
+    plain = await gateway.http.post("/v1/runs", json={"function": "order", "input": ORDER})
+    assert plain.status_code == 201
+    assert started(gateway)[-1].trace_context == {}

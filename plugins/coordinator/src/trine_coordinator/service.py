@@ -34,7 +34,7 @@ from trine_coordinator import metrics
 from trine_coordinator.losses import Loss, Losses
 from trine_coordinator.session import WorkerSession
 from trine_coordinator.settings import HEARTBEAT_INTERVAL_MS, LEASE_TTL_MS, MAX_WORKER_LOSSES
-from trine_core import Dispatcher, Settings, TrineError, Unavailable
+from trine_core import Dispatcher, Settings, TrineError, Unavailable, tracing
 from trine_proto.trine.v1 import (
     Command,
     CoordinatorMessage,
@@ -46,6 +46,7 @@ from trine_proto.trine.v1 import (
     ReportAck,
     ReportOutcome,
     ReportRequest,
+    Run,
     RunFailed,
     TakeWorkRequest,
     WorkerMessage,
@@ -370,6 +371,8 @@ class WorkerService(WorkerServiceBase):
                         lease_id=lease_id,
                         fenced_lease_id=older,
                     )
+                if item.run is not None and tracing.enabled():
+                    _trace_dispatch(session, item, item.run)
                 session.send(CoordinatorMessage(dispatch=item))
 
     async def _still_leased(
@@ -550,3 +553,21 @@ def _note_steps(session: WorkerSession, report: ReportRequest) -> bool:
         elif command.emit is None:
             ending = True
     return ending
+
+
+def _trace_dispatch(session: WorkerSession, item: WorkItem, run: Run) -> None:
+    """The dispatch as a span in the run's trace (``trine.dispatch``); the worker's attempt
+    span is its child (``WorkItem.trace_context``)."""
+    lease = item.lease
+    with tracing.span(
+        f"trine.dispatch {run.function}",
+        run.trace_context,
+        kind=tracing.SpanKind.PRODUCER,
+        attributes={
+            "trine.run_id": run.id,
+            "trine.function": run.function,
+            "trine.attempt": lease.attempt if lease is not None else 0,
+            "trine.worker_id": session.worker_id,
+        },
+    ):
+        item.trace_context = tracing.inject()

@@ -21,6 +21,7 @@ from trine_core import (
     Unavailable,
     UnknownFunction,
     check_signal_name,
+    tracing,
 )
 from trine_engine import ulid
 from trine_engine.clock import Clock
@@ -98,6 +99,19 @@ class EngineBackend(Backend):
             if earlier is not None:
                 await self._durable_view(earlier)
                 return StartRunResponse(run=earlier.view(), created=False)
+        with tracing.span(f"trine.accept {function}", message.trace_context) as span:
+            return await self._start(message, function, payload, key, span)
+
+    async def _start(
+        self,
+        message: StartRunRequest,
+        function: str,
+        payload: bytes,
+        key: str,
+        span: tracing.Span | None,
+    ) -> StartRunResponse:
+        """A new run, durable before the answer; with a span, the run's trace is its."""
+        functions = self._machine.functions
         now = self._clock.now_ms()
         timeout = message.timeout_ms or functions[function].timeout_ms
         run = Run(
@@ -109,8 +123,10 @@ class EngineBackend(Backend):
             created_at_ms=now,
             updated_at_ms=now,
             deadline_ms=now + timeout if timeout else 0,
-            trace_context=message.trace_context,
+            trace_context=message.trace_context if span is None else tracing.inject(),
         )
+        if span is not None:
+            span.set_attributes({"trine.run_id": run.id, "trine.function": function})
         batch = self._machine.append(LogRecord(run_started=RunStarted(run=run)))
         state = self._cache.active[run.id]
         if key:

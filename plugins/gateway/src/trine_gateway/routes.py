@@ -36,6 +36,7 @@ from trine_core import (
     check_signal_name,
     error_from_code,
     get_logger,
+    tracing,
 )
 from trine_gateway.lifecycle import Lifecycle
 from trine_gateway.models import (
@@ -191,18 +192,44 @@ async def start_run(
         str | None,
         HeaderParameter(name="Idempotency-Key", description="start at most one run per key"),
     ] = None,
+    traceparent: Annotated[
+        str | None,
+        HeaderParameter(
+            name="traceparent",
+            description="W3C Trace Context: the run's spans join the caller's trace, under this",
+        ),
+    ] = None,
+    tracestate: Annotated[
+        str | None, HeaderParameter(name="tracestate", description="W3C Trace Context")
+    ] = None,
 ) -> Response[RunOut]:
-    started = await gateway.backend.start_run(
-        StartRunRequest(
-            function=data.function,
-            input=encode_input(data.input),
-            idempotency_key=idempotency_key or "",
-            timeout_ms=_timeout_ms(data.timeout_s),
+    caller = {"traceparent": traceparent} if traceparent else {}
+    if traceparent and tracestate:
+        caller["tracestate"] = tracestate
+    with tracing.span(
+        "POST /v1/runs",
+        caller,
+        kind=tracing.SpanKind.SERVER,
+        attributes={
+            "http.request.method": "POST",
+            "http.route": "/v1/runs",
+            "trine.function": data.function,
+        },
+    ) as span:
+        started = await gateway.backend.start_run(
+            StartRunRequest(
+                function=data.function,
+                input=encode_input(data.input),
+                idempotency_key=idempotency_key or "",
+                timeout_ms=_timeout_ms(data.timeout_s),
+                trace_context=caller if span is None else tracing.inject(),
+            )
         )
-    )
-    run = started.run
-    if run is None:
-        raise TrineError("the backend started a run but did not answer it")
+        run = started.run
+        if run is None:
+            raise TrineError("the backend started a run but did not answer it")
+        if span is not None:
+            span.set_attribute("trine.run_id", run.id)
     status = 201 if started.created else 200
     if wait is not None:
         run = await gateway.wait(run, wait)

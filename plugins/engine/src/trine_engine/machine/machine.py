@@ -23,7 +23,7 @@ from typing import Any, Final
 import betterproto2
 import structlog
 
-from trine_core import InvalidArgument, PayloadTooLarge, StorageError
+from trine_core import InvalidArgument, PayloadTooLarge, StorageError, tracing
 from trine_engine import metrics
 from trine_engine.clock import Clock
 from trine_engine.leases import LeaseTable
@@ -56,6 +56,7 @@ from trine_engine.timers import Timers
 from trine_proto.codec import decode, encode
 from trine_proto.trine.engine.v1 import LogRecord, RunCommands
 from trine_proto.trine.v1 import (
+    EntryKind,
     ErrorInfo,
     FunctionSpec,
     JournalEntry,
@@ -211,6 +212,8 @@ class StateMachine:
                 batch.after_commit(functools.partial(self._log_failed, run))
             if run.parent_run_id:
                 apply_waits.child_finished(self, state, batch)
+            if run.trace_context and tracing.enabled():
+                batch.after_commit(functools.partial(_trace_run, run))
             metrics.RUNS_FINISHED.labels(run.function, status_name(run.status)).inc()
             metrics.RUN_DURATION.labels(run.function).observe(
                 max(0, run.updated_at_ms - run.created_at_ms) / 1000
@@ -257,6 +260,8 @@ class StateMachine:
         resolved = dataclasses.replace(
             entry, pending=False, output=output, error=error, ended_at_ms=at
         )
+        if state.run.trace_context and tracing.enabled():
+            batch.after_commit(functools.partial(_trace_wait, state.run, resolved))
         state.journal[entry.index] = resolved
         batch.put(JOURNAL, run_row_key(state.id, entry.index), encode(resolved))
 
@@ -283,3 +288,40 @@ class StateMachine:
     def arm(self, state: RunState) -> None:
         """Set the timers of a run loaded at open: its waits' due times and its deadlines."""
         timeouts.arm(self, state)
+
+
+def _trace_run(run: Run) -> None:
+    """The run's end, durable: a span of its whole life in its trace (``trine.run``)."""
+    error = run.error
+    tracing.record(
+        f"trine.run {run.function}",
+        run.trace_context,
+        run.created_at_ms,
+        run.updated_at_ms,
+        attributes={
+            "trine.run_id": run.id,
+            "trine.function": run.function,
+            "trine.status": status_name(run.status),
+            "trine.attempts": run.attempt,
+        },
+        error=None if error is None else f"{error.type}: {error.message}",
+    )
+
+
+def _trace_wait(run: Run, entry: JournalEntry) -> None:
+    """A wait resolved (durably): a span from when it began to now (``trine.sleep``…)."""
+    kind = EntryKind(entry.kind).name.lower()
+    error = entry.error
+    tracing.record(
+        f"trine.{kind} {entry.name}",
+        run.trace_context,
+        entry.started_at_ms,
+        entry.ended_at_ms,
+        attributes={
+            "trine.run_id": run.id,
+            "trine.function": run.function,
+            "trine.wait.index": entry.index,
+            "trine.wait.name": entry.name,
+        },
+        error=None if error is None else f"{error.type}: {error.message}",
+    )

@@ -1,0 +1,93 @@
+"""Tracing: the OpenTelemetry spans trine's roles open, through the OpenTelemetry API (issue 11).
+
+As :mod:`trine_core.instruments` is for metrics: roles record, an observer exports. The roles
+use only the OpenTelemetry *API* (a dependency of core) and the process's global tracer
+provider; the ``tracing`` observer (``trine-tracing``: the OpenTelemetry SDK and the OTLP
+exporter, configured by the standard ``OTEL_*`` variables) installs one. Without a provider
+nothing is made at all: :func:`span` yields None after one ``isinstance`` and the call sites skip
+their attributes, so the hot path pays next to nothing.
+
+One trace per run. A run's trace context (a W3C ``traceparent``/``tracestate`` carrier) is
+stored with the run (``Run.trace_context``) when it starts: the context of the engine's accept
+span, whose parent is the gateway's ``POST /v1/runs`` span, whose parent is the caller's
+``traceparent`` header when it sent one. Every later span of the run (dispatches, the worker's
+attempts and steps, waits, the run's end) has that stored context as its parent, in whatever
+process and after whatever crash, so they all join one trace. Span names start with
+``trine.``; attributes are ``trine.run_id``, ``trine.function`` and the like.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.trace import ProxyTracerProvider, Span, SpanKind, Status, StatusCode
+
+__all__ = ["Span", "SpanKind", "enabled", "inject", "record", "span"]
+
+_VERSION = "0.1.0"
+
+
+def enabled() -> bool:
+    """True once a tracer provider is installed (the API's default proxy records nothing)."""
+    return not isinstance(trace.get_tracer_provider(), ProxyTracerProvider)
+
+
+def _parent(carrier: Mapping[str, str] | None) -> Context | None:
+    return propagate.extract(carrier) if carrier else None
+
+
+@contextmanager
+def span(
+    name: str,
+    carrier: Mapping[str, str] | None = None,
+    *,
+    attributes: Mapping[str, Any] | None = None,
+    kind: SpanKind = SpanKind.INTERNAL,
+    tracer: str = "trine",
+) -> Iterator[Span | None]:
+    """A span, current inside the block, child of ``carrier``'s context (a new trace when it is
+    empty); None, and nothing made, without a tracer provider. An exception out of the block
+    marks it as an error."""
+    if not enabled():
+        yield None
+        return
+    with trace.get_tracer(tracer, _VERSION).start_as_current_span(
+        name, context=_parent(carrier), kind=kind, attributes=attributes
+    ) as current:
+        yield current
+
+
+def inject() -> dict[str, str]:
+    """The current context as a W3C carrier (``{"traceparent": …}``), to store or send on."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
+
+
+def record(
+    name: str,
+    carrier: Mapping[str, str] | None,
+    start_ms: int,
+    end_ms: int,
+    *,
+    attributes: Mapping[str, Any] | None = None,
+    error: str | None = None,
+    tracer: str = "trine",
+) -> None:
+    """A span of something already over (a wait, a whole run), from its recorded times; nothing
+    without a tracer provider."""
+    if not enabled():
+        return
+    made = trace.get_tracer(tracer, _VERSION).start_span(
+        name,
+        context=_parent(carrier),
+        attributes=attributes,
+        start_time=start_ms * 1_000_000,
+    )
+    if error is not None:
+        made.set_status(Status(StatusCode.ERROR, error))
+    made.end(end_time=max(start_ms, end_ms) * 1_000_000)
