@@ -1,6 +1,7 @@
 """Commands of the ``trine`` program (``trine <word> ...``): registered by plugins through
 ``trine_register_commands``, found by their ``trine.commands`` entry point; everything else is
-the role-starting command line, unchanged."""
+the role-starting command line, unchanged (tests/test_cli.py runs it as a process: a boot
+configures logging to the process's stderr)."""
 
 from __future__ import annotations
 
@@ -104,8 +105,3 @@ def test_roles_never_load_command_plugins_and_help_lists_commands(install: Insta
     _, plugins = load([], env={})  # a boot's plugins: no command plugin imported
     help_text = parser(plugins.settings).format_help()
     assert "commands: hello (trine COMMAND --help" in help_text
-
-
-def test_flags_still_start_roles(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--target", "nosuchrole"]) == 2
-    assert capsys.readouterr().err.startswith("trine: error: unknown role 'nosuchrole'")
