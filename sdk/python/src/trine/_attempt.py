@@ -137,6 +137,7 @@ class Attempt:
                 "step %r runs in a thread, which cannot be interrupted: the workflow hears of "
                 "the cancellation at its next ctx call once the step returned",
                 name,
+                extra={"step": name},
             )
 
     async def deliver_pending_cancel(self, index: int, name: str) -> None:

@@ -89,7 +89,7 @@ class InFlight:
         """The coordinator says this attempt's run is being cancelled: tell its workflow."""
         ctx = self._contexts.get(lease_id)
         if ctx is not None:
-            ctx.log.info("the run is being cancelled")
+            ctx._runtime_log.info("the run is being cancelled")
             ctx.request_cancel()
 
     def _done(self, lease_id: str, run_id: str, task: asyncio.Task[None]) -> None:

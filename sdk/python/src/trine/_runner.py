@@ -116,7 +116,7 @@ async def _execute(
             raise RunAborted(_codec.error_info(exc, retryable=False)) from exc
         value = await definition.fn(ctx, payload)
     except AttemptEnded as ended:
-        ctx.log.debug("attempt %d ended: %s", ctx.attempt, ended.reason)
+        ctx._runtime_log.debug("attempt %d ended: %s", ctx.attempt, ended.reason)
         return ended.reason, None
     except RunAborted as aborted:
         error = aborted.info
@@ -145,16 +145,18 @@ async def _execute(
         if ack.error_code == ErrorCode.PAYLOAD_TOO_LARGE:
             error = ErrorInfo(type=ErrorType.PAYLOAD_TOO_LARGE, message=ack.error_message)
         else:
-            log_final_ack(ack, ctx.log, reporter.session, "completed")
+            log_final_ack(ack, ctx._runtime_log, reporter.session, "completed")
             return "completed", None
     # One line per attempt that reports the run failed (a retried step ends its attempt above,
     # quietly); the adapter prefixes the function and run id.
-    ctx.log.warning(
+    ctx._runtime_log.warning(
         "run failed: %s: %s",
         error.type,
         error.message,
         extra={"error_type": error.type, "error_message": error.message},
     )
     ack = await reporter.send(Command(run_failed=RunFailed(error=error)))
-    log_final_ack(ack, ctx.log, reporter.session, f"failed ({error.type}: {error.message})")
+    log_final_ack(
+        ack, ctx._runtime_log, reporter.session, f"failed ({error.type}: {error.message})"
+    )
     return "failed", f"{error.type}: {error.message}"

@@ -163,6 +163,7 @@ async def _execute(
                 number,
                 info.type,
                 info.message,
+                extra={"step": name, "step_attempt": number},
             )
             raise AttemptEnded("retry scheduled")
         if isinstance(failure, CancelledError):

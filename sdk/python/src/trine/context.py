@@ -49,20 +49,44 @@ Ts = TypeVarTuple("Ts")
 
 
 class _RunLogAdapter(logging.LoggerAdapter[logging.Logger]):
-    """Prefixes every line with the function and run id, so interleaved runs can be told apart."""
+    """Prefixes every line with the function and run id, so interleaved runs can be told apart,
+    and puts them (and the attempt) on the record as attributes too (``record.run_id``...), for
+    handlers that render key-values (structlog's ``ProcessorFormatter``, a JSON formatter).
+    A call's own ``extra=`` is kept, merged over them.
+
+    With ``replaying``, lines are dropped while it returns True: the workflow's own lines
+    (``ctx.log``) are not written again while a new attempt re-walks what an earlier one ran.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        extra: dict[str, Any],
+        replaying: Callable[[], bool] | None = None,
+    ) -> None:
+        super().__init__(logger, extra)
+        self._replaying = replaying
 
     def process(
         self, msg: Any, kwargs: MutableMapping[str, Any]
     ) -> tuple[Any, MutableMapping[str, Any]]:
-        extra = self.extra or {}
+        extra = dict(self.extra or {})
+        extra.update(kwargs.get("extra") or {})
+        kwargs["extra"] = extra
         return f"[{extra.get('function')} {extra.get('run_id')}] {msg}", kwargs
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if self._replaying is not None and self._replaying():
+            return
+        super().log(level, msg, *args, **kwargs)
 
 
 class Context:
     """The handle a workflow function receives as its first argument, one per attempt of a run.
 
     Attributes: ``run_id``, ``function`` (the registered name), ``attempt`` (this run's dispatch
-    number, from 1) and ``log`` (a stdlib logger adapter that tags lines with the run).
+    number, from 1) and ``log`` (a stdlib logger adapter that tags lines with the run, and writes
+    nothing while the workflow is ``replaying``: a line is not repeated by every later attempt).
     """
 
     def __init__(
@@ -83,17 +107,24 @@ class Context:
         self.run_id = run_id
         self.function = function
         self.attempt = attempt
+        tags = {"run_id": run_id, "function": function, "attempt": attempt}
+        # The SDK's own lines about the run (a step's retry, the run's end...): never dropped.
+        runtime_log: logging.LoggerAdapter[logging.Logger] = _RunLogAdapter(logger, tags)
+        self._runtime_log = runtime_log
+        journal_cursor = Journal(journal, step_attempts)
+        # The workflow's lines: dropped while replaying (they were written by the attempt that
+        # first ran that code).
         self.log: logging.LoggerAdapter[logging.Logger] = _RunLogAdapter(
-            logger, {"run_id": run_id, "function": function}
+            logger, tags, lambda: journal_cursor.replaying
         )
         # Everything the machinery of steps and waits shares for this attempt (``_attempt``).
         self._state = Attempt(
             run_id=run_id,
             function=function,
-            journal=Journal(journal, step_attempts),
+            journal=journal_cursor,
             reporter=reporter,
             max_payload_bytes=max_payload_bytes,
-            log=self.log,
+            log=runtime_log,
             cancel_requested=cancel_requested,
             executor=executor,
             converter=converter,
