@@ -8,7 +8,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 MEMBERS := proto core transports/inproc transports/grpc plugins/engine plugins/coordinator plugins/gateway sdk/python \
-	plugins/admin plugins/metrics
+	plugins/admin plugins/metrics plugins/tracing
 PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(MEMBERS)) constraints.txt
 RUNTIME_STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.dev-installed
@@ -61,7 +61,7 @@ lint: dev
 
 typecheck: dev
 	$(BIN)/mypy -p trine_proto -p trine_core -p trine_transport_inproc -p trine_transport_grpc -p trine_engine -p trine_coordinator \
-		-p trine_gateway -p trine -p trine_admin -p trine_metrics
+		-p trine_gateway -p trine -p trine_admin -p trine_metrics -p trine_tracing
 
 # Each member's tests run in an environment of its own, .venvs/<member path with - for />, holding
 # only that member, what it declares (transitively) and the test tools — as a contributor who works
