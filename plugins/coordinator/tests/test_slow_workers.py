@@ -136,6 +136,7 @@ async def test_a_run_whose_worker_is_lost_max_times_in_a_row_fails_with_worker_l
         assert lost[1]["event"].endswith("it fails with WorkerLost at its next dispatch")
         failed = [e for e in logs if e["event"].startswith("run failed: its worker was lost")]
         assert [(e["log_level"], e["run_id"]) for e in failed] == [("error", r1)]
+        assert all(e["function"] == FUNCTION for e in [*lost, *failed])  # issue 11: logs
 
 
 def step_completed(run_id: str, lease_id: str, index: int) -> WorkerReport:

@@ -226,6 +226,7 @@ class WorkerService(WorkerServiceBase):
                 worker_id=session.worker_id,
                 session_id=session.session_id,
                 run_id=run_id,
+                function=_function(session, run_id),
                 lease_id=lease_id,
                 reason=reason,
                 step=step or None,
@@ -290,7 +291,9 @@ class WorkerService(WorkerServiceBase):
             elif exc.code == ErrorCode.UNAVAILABLE:
                 session.told_unavailable = True
         except Exception as exc:
-            self.log.exception("report failed", run_id=report.run_id)
+            self.log.exception(
+                "report failed", run_id=report.run_id, function=_function(session, run_id)
+            )
             ack = ReportAck(
                 request_id=message.request_id, error_code=ErrorCode.INTERNAL, error_message=str(exc)
             )
@@ -351,15 +354,16 @@ class WorkerService(WorkerServiceBase):
                 continue
             for item in items:
                 run_id, lease_id = _ids(item)
+                function = item.run.function if item.run is not None else ""
                 loss = self.losses.exhausted(run_id, len(item.journal))
                 if loss is not None:
-                    self._spawn(self._fail_lost_run(session, run_id, lease_id, loss))
+                    self._spawn(self._fail_lost_run(session, run_id, function, lease_id, loss))
                     continue
                 older = session.dispatched(
                     run_id,
                     lease_id,
                     len(item.journal),
-                    function=item.run.function if item.run is not None else "",
+                    function=function,
                     attempt=item.lease.attempt if item.lease is not None else 0,
                 )
                 if older is not None:
@@ -368,6 +372,7 @@ class WorkerService(WorkerServiceBase):
                         "it; that attempt is fenced (its reports are refused)",
                         worker_id=session.worker_id,
                         run_id=run_id,
+                        function=function,
                         lease_id=lease_id,
                         fenced_lease_id=older,
                     )
@@ -396,13 +401,14 @@ class WorkerService(WorkerServiceBase):
                     "work item not dispatched: its lease expired before it reached us",
                     worker_id=session.worker_id,
                     run_id=run_id,
+                    function=item.run.function if item.run is not None else None,
                     lease_id=lease_id,
                     waited_s=round(waited, 2),
                 )
         return [item for item in items if _ids(item)[1] not in lost]
 
     async def _fail_lost_run(
-        self, session: WorkerSession, run_id: str, lease_id: str, loss: Loss
+        self, session: WorkerSession, run_id: str, function: str, lease_id: str, loss: Loss
     ) -> None:
         """Fail, under the lease it was just given, a run whose workers kept being lost, instead
         of sending it to a worker again."""
@@ -410,6 +416,7 @@ class WorkerService(WorkerServiceBase):
         self.log.error(
             "run failed: its worker was lost too many times in a row",
             run_id=run_id,
+            function=function,
             losses_in_a_row=loss.count,
             last_worker_id=loss.worker_id,
             last_reason=loss.reason,
@@ -424,7 +431,10 @@ class WorkerService(WorkerServiceBase):
             # Not failed yet (the engine is away, or the lease went): the run comes back and
             # this is tried again at its next dispatch. Give the lease back for that.
             self.log.warning(
-                "cannot fail the run; it is dispatched again", run_id=run_id, error=repr(exc)
+                "cannot fail the run; it is dispatched again",
+                run_id=run_id,
+                function=function,
+                error=repr(exc),
             )
             await self._give_back([lease_id], session, "could not fail the run (WorkerLost)")
         else:
@@ -525,6 +535,7 @@ class WorkerService(WorkerServiceBase):
                         "fenced",
                         worker_id=session.worker_id,
                         run_id=run_id,
+                        function=_function(session, run_id),
                         lease_id=lease_id,
                         reason="the engine ended the lease: the run ended, or the lease expired "
                         "before it was renewed",
@@ -533,6 +544,12 @@ class WorkerService(WorkerServiceBase):
         for lease in response.cancel_requested:
             if lease in held:
                 held[lease].notify_cancel(lease)
+
+
+def _function(session: WorkerSession, run_id: str) -> str | None:
+    """The function of a run in flight on ``session``, for its log lines (None: not in flight)."""
+    flight = session.flights.get(run_id)
+    return flight.function if flight is not None else None
 
 
 def _note_steps(session: WorkerSession, report: ReportRequest) -> bool:

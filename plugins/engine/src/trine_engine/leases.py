@@ -131,13 +131,18 @@ class LeaseTable:
             self._log.warning(
                 "lease expired; the run is dispatched again and its old attempt is fenced",
                 run_id=state.id,
+                function=state.run.function,
                 worker_id=lease.worker_id,
                 attempt=lease.attempt,
                 reason=f"not renewed for {lease.ttl_ms} ms (lease_ttl_ms)",
             )
         else:
             self._log.debug(
-                "lease ended", run_id=state.id, worker_id=lease.worker_id, reason=reason
+                "lease ended",
+                run_id=state.id,
+                function=state.run.function,
+                worker_id=lease.worker_id,
+                reason=reason,
             )
         state.wake()
         self._requeue(state)
@@ -170,9 +175,12 @@ class LeaseTable:
         if late <= STALLED_MS:
             self.release(lease, "expired")
             return False
+        # Rare (the engine stalled): a lookup for the run's function is fine here.
+        state = self._cache.active.get(lease.run_id)
         self._log.info(
             "lease expiry postponed: the engine did not run when it came due",
             run_id=lease.run_id,
+            function=state.run.function if state is not None else None,
             worker_id=lease.worker_id,
             late_ms=late,
         )

@@ -209,9 +209,19 @@ async def _events(gateway: Gateway, run: Run) -> list[Event]:
                 if event.seq >= last:
                     break
     except TimeoutError:
-        log.warning("reading a run's events timed out", run_id=run.id, read=len(events))
+        log.warning(
+            "reading a run's events timed out",
+            run_id=run.id,
+            function=run.function,
+            read=len(events),
+        )
     except TrineError as exc:
-        log.warning("reading a run's events failed", run_id=run.id, error=exc.message)
+        log.warning(
+            "reading a run's events failed",
+            run_id=run.id,
+            function=run.function,
+            error=exc.message,
+        )
     finally:
         aclose = getattr(subscription, "aclose", None)
         if aclose is not None:
