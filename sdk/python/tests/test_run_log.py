@@ -3,7 +3,11 @@ every line carries the run's keys as record attributes (for structured handlers)
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+
+import pytest
 
 import trine
 from trine_proto.trine.v1 import EntryKind
@@ -90,3 +94,48 @@ async def test_the_sdks_own_lines_about_a_run_are_kept_while_replaying(
     [failed] = [r for r in logs.records if "run failed" in r.getMessage()]
     assert (failed.run_id, failed.function, failed.attempt) == ("r1", "wf", 2)
     assert failed.error_type  # a call's own extra= is kept beside the run's keys
+
+
+async def test_structlog_renders_the_run_keys_of_the_sdks_lines(
+    coordinator, make_worker, serve, item
+) -> None:
+    structlog = pytest.importorskip("structlog")
+    # The set-up docs/operations.md (## Logs) shows, on the trine logger instead of the root.
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.ExtraAdder()],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    logger = logging.getLogger("trine")
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    worker = make_worker()
+
+    @worker.function
+    async def wf(ctx: trine.Context, _: None) -> str:
+        ctx.log.info("hello")
+        raise ValueError("boom")
+
+    try:
+        serve(worker)
+        session = await coordinator.registered()
+        session.dispatch(item("r1", "wf"))
+        await coordinator.until(lambda: session.finished("r1"))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    mine = [line for line in lines if line.get("run_id") == "r1"]
+    assert [(line["event"], line["level"]) for line in mine] == [
+        ("[wf r1] hello", "info"),
+        ("[wf r1] run failed: ValueError: boom", "warning"),
+    ]
+    assert all((line["function"], line["attempt"]) == ("wf", 1) for line in mine)
+    assert mine[1]["error_type"] == "ValueError"

@@ -59,12 +59,19 @@ class InFlight:
             return
         if self.draining or session.closed:
             # The coordinator sent it before it saw our Drain; its lease goes back with the stream.
-            log.debug("not starting run %s: draining", run.id)
+            log.debug(
+                "not starting run %s: draining",
+                run.id,
+                extra={"run_id": run.id, "function": run.function},
+            )
             return
         definition = functions.get(run.function)
         if definition is None:
             log.error(
-                "dispatched run %s of %r, which this worker does not serve", run.id, run.function
+                "dispatched run %s of %r, which this worker does not serve",
+                run.id,
+                run.function,
+                extra={"run_id": run.id, "function": run.function},
             )
             return
         reporter = RunReporter(session, run.id, lease.id)
@@ -83,7 +90,7 @@ class InFlight:
         _lag.label(task, f"workflow {definition.name!r} (run {run.id}), outside any step")
         self._tasks[lease.id] = task
         self._contexts[lease.id] = ctx
-        task.add_done_callback(lambda t: self._done(lease.id, run.id, t))
+        task.add_done_callback(lambda t: self._done(lease.id, run.id, run.function, t))
 
     def cancel_notice(self, lease_id: str) -> None:
         """The coordinator says this attempt's run is being cancelled: tell its workflow."""
@@ -92,10 +99,15 @@ class InFlight:
             ctx._runtime_log.info("the run is being cancelled")
             ctx.request_cancel()
 
-    def _done(self, lease_id: str, run_id: str, task: asyncio.Task[None]) -> None:
+    def _done(self, lease_id: str, run_id: str, function: str, task: asyncio.Task[None]) -> None:
         _lag.unlabel(task)
         if self._tasks.get(lease_id) is task:
             del self._tasks[lease_id]
             self._contexts.pop(lease_id, None)
         if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("run %s crashed in the SDK", run_id, exc_info=exc)
+            log.error(
+                "run %s crashed in the SDK",
+                run_id,
+                exc_info=exc,
+                extra={"run_id": run_id, "function": function},
+            )
