@@ -304,6 +304,10 @@ def main(name: str, prog: str, argv: Sequence[str]) -> int:
         return asyncio.run(execute(args))
     except KeyboardInterrupt:
         return INTERRUPTED
+    except BrokenPipeError:  # the reader left (`trine runs events ID | head -3`): done, quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the flush at exit does not fail again
+        return OK
 
 
 async def execute(args: argparse.Namespace) -> int:
