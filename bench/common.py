@@ -54,15 +54,16 @@ def running_cluster(
     keep_under: str | None = None,
     prefix: str = "trine-waits-",
     report: bool = True,
+    env: dict[str, str] | None = None,
 ) -> Iterator[BenchCluster]:
     """A started trine of ``topology`` on free loopback ports and a fresh data dir: a temporary
     dir (``prefix``), or ``keep_under/name`` (a new dir, kept with the processes' logs). The
     caller starts its workers and may stop the runtime (``cluster.stop_runtime()``). On leaving,
     every process still alive is killed; with ``report``, an exception prints the tail of each
     process's log, and the warnings and errors they logged (until the runtime's stop) go to
-    stderr."""
+    stderr. ``env``: more variables for every process (the runtime's and the workers')."""
     with workdir(keep_under, name, prefix) as path:
-        cluster = BenchCluster(topology=topology, workdir=path)
+        cluster = BenchCluster(topology=topology, workdir=path, extra_env=dict(env or {}))
         try:
             cluster.start()
             yield cluster

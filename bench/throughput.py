@@ -4,6 +4,7 @@
     .venv/bin/python bench/throughput.py --runs 500 --sequential 50 --rounds 3
     .venv/bin/python bench/throughput.py --topologies all,split --rounds 3   # side by side
     .venv/bin/python bench/throughput.py --topologies all,split --profile /tmp/prof
+    .venv/bin/python bench/throughput.py --topologies all,split --tracing off,on --rounds 3
 
 Starts trine (`--target=all`, or engine, coordinator and gateway processes for `split`) and one
 `examples/order_worker.py` process on free loopback ports and a fresh data dir, drives them over
@@ -19,6 +20,12 @@ marked `1p`, their figures include py-spy's overhead, and the medians leave them
 are other rounds) and prints the share of each process's busy samples per bucket
 (`bench/profile_buckets.py`). py-spy is not a project requirement:
 
+`--tracing off,on` runs every topology without and with OpenTelemetry traces in each round
+(rows `<topology>+tracing`): the runtime's processes and the worker (tests/workers/traced_worker.py,
+the same order worker with `trine_tracing.configure()`) export over OTLP/HTTP to a receiver in
+this process that counts and drops what it gets, sampled at `--trace-ratio` (default 0.1:
+`OTEL_TRACES_SAMPLER=parentbased_traceidratio`), and prints each figure's on ÷ off ratio.
+
     .venv/bin/pip install py-spy
 """
 
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import resource
 import shutil
 import signal
@@ -55,6 +63,8 @@ from common import (
     topology_list,
 )
 from profile_buckets import print_table as print_profiles
+
+from trine_tracing.testing import OtlpSink
 
 
 def order_input(i: int) -> dict[str, Any]:
@@ -158,11 +168,20 @@ class Round:
     profiled: bool
 
 
-def one_round(args: argparse.Namespace, topology: str, profile: Path | None) -> Round:
-    """Both phases on a fresh deployment of ``topology``."""
+def one_round(
+    args: argparse.Namespace,
+    topology: str,
+    profile: Path | None,
+    tracing: dict[str, str] | None = None,
+) -> Round:
+    """Both phases on a fresh deployment of ``topology`` (with ``tracing``: these ``OTEL_*``
+    variables for every process, and the worker that sets up OpenTelemetry from them)."""
     client_cpu = time.process_time()
-    with running_cluster(topology, topology, prefix="trine-bench-", report=False) as cluster:
-        worker = cluster.start_worker("order_worker.py", "--max-concurrency", "100")
+    with running_cluster(
+        topology, topology, prefix="trine-bench-", report=False, env=tracing
+    ) as cluster:
+        script = TRACED_WORKER if tracing else "order_worker.py"
+        worker = cluster.start_worker(script, "--max-concurrency", "100")
         seq = asyncio.run(sequential(cluster.url, args.sequential))
         spies = (
             start_profiles(profile, topology, [*cluster.runtime, worker], args.profile_seconds)
@@ -191,7 +210,7 @@ def one_round(args: argparse.Namespace, topology: str, profile: Path | None) -> 
             procs[name]["errors"] = sum(n for k, n in counts.items() if not k.startswith("warning"))
     runtime = [procs[target(proc)] for proc in cluster.runtime]
     shared = {
-        "topology": topology,
+        "topology": topology + ("+tracing" if tracing else ""),
         # Split: the three runtime processes summed (RSS of each is their peak).
         "runtime_rss_mb": sum(f["rss_mb"] for f in runtime),
         "worker_rss_mb": procs["worker"]["rss_mb"],
@@ -233,6 +252,7 @@ COLUMNS = [
     ("worker_cpu_s", "{:.1f}"),
 ]
 TEXT = ("topology", "phase")
+TRACED_WORKER = "tests/workers/traced_worker.py"
 
 
 def main() -> None:
@@ -245,6 +265,17 @@ def main() -> None:
         "--topologies",
         default="all",
         help="comma list of all,split: each round runs them in turn, so noise hits every one",
+    )
+    p.add_argument(
+        "--tracing",
+        default="off",
+        help="comma list of off,on: each round runs every topology without and with traces",
+    )
+    p.add_argument(
+        "--trace-ratio",
+        type=float,
+        default=0.1,
+        help="with --tracing on: the share of runs sampled (parentbased_traceidratio)",
     )
     p.add_argument(
         "--profile",
@@ -268,13 +299,50 @@ def main() -> None:
             args.profile = None
         else:
             args.profile.mkdir(parents=True, exist_ok=True)
+    variants = [v.strip() for v in args.tracing.split(",") if v.strip()]
+    if not variants or set(variants) - {"off", "on"}:
+        p.error(f"--tracing: a comma list of off,on; got {args.tracing!r}")
+    with contextlib.ExitStack() as stack:
+        sink = stack.enter_context(OtlpSink(keep=False)) if "on" in variants else None
+        traced = (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
+                "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                "OTEL_TRACES_SAMPLER_ARG": str(args.trace_ratio),
+            }
+            if sink is not None
+            else None
+        )
+        rounds = run_rounds(args, topologies, variants, traced)
+        if sink is not None:
+            print(
+                f"\nOTLP receiver: {sink.requests} export requests, {sink.bytes / 1e6:.1f} MB "
+                f"(sampled at {args.trace_ratio:g})"
+            )
+    report(args, rounds)
+
+
+def run_rounds(
+    args: argparse.Namespace,
+    topologies: list[str],
+    variants: list[str],
+    traced: dict[str, str] | None,
+) -> dict[str, list[Round]]:
+    """Every round runs each topology in each variant in turn, so noise hits them all."""
     print_header(COLUMNS)
-    rounds: dict[str, list[Round]] = {t: [] for t in topologies}
+    rounds: dict[str, list[Round]] = {}
     for r in range(args.rounds):
         for topology in topologies:
-            one = one_round(args, topology, args.profile if r == 0 else None)
-            rounds[topology].append(one)
-            print_rows(COLUMNS, f"{r + 1}{'p' if one.profiled else ''}", one.rows)
+            for variant in variants:
+                tracing = traced if variant == "on" else None
+                one = one_round(args, topology, args.profile if r == 0 else None, tracing)
+                rounds.setdefault(one.rows[0]["topology"], []).append(one)
+                print_rows(COLUMNS, f"{r + 1}{'p' if one.profiled else ''}", one.rows)
+    return rounds
+
+
+def report(args: argparse.Namespace, rounds: dict[str, list[Round]]) -> None:
+    """Medians, ratios, process figures, problems and profiles of every round."""
     # Medians leave the profiled round out when there are others.
     kept = {t: [x for x in rs if not x.profiled] or rs for t, rs in rounds.items()}
     medians = {
@@ -290,6 +358,22 @@ def main() -> None:
         for one_row, split in zip(medians["all"], medians["split"], strict=True):
             ratios = [split[key] / one_row[key] for key in ("runs_s", "p50_ms", "p99_ms")]
             print(f"| {one_row['phase']} | " + " | ".join(f"{x:.2f}" for x in ratios) + " |")
+    traced = [
+        t for t in medians if t.endswith("+tracing") and t.removesuffix("+tracing") in medians
+    ]
+    if traced:
+        print(
+            "\n| topology | phase | runs/s on ÷ off | p50 on ÷ off | p99 on ÷ off | "
+            "runtime CPU on ÷ off | worker CPU on ÷ off |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        keys = ("runs_s", "p50_ms", "p99_ms", "runtime_cpu_s", "worker_cpu_s")
+        for name in traced:
+            off_rows = medians[name.removesuffix("+tracing")]
+            for off, on in zip(off_rows, medians[name], strict=True):
+                ratios = [on[key] / off[key] for key in keys]
+                cells = " | ".join(f"{x:.2f}" for x in ratios)
+                print(f"| {name.removesuffix('+tracing')} | {off['phase']} | {cells} |")
     print_processes({t: [x.procs for x in rs] for t, rs in kept.items()}, args.rounds)
     print_problems(rounds)
     profiles = [path for rs in rounds.values() for x in rs for path in x.profiles]

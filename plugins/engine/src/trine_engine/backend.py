@@ -99,6 +99,8 @@ class EngineBackend(Backend):
             if earlier is not None:
                 await self._durable_view(earlier)
                 return StartRunResponse(run=earlier.view(), created=False)
+        if not tracing.enabled():
+            return await self._start(message, function, payload, key, None)
         with tracing.span(f"trine.accept {function}", message.trace_context) as span:
             return await self._start(message, function, payload, key, span)
 

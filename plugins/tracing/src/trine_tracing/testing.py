@@ -29,12 +29,15 @@ class ReceivedSpan:
 
 class OtlpSink:
     """``with OtlpSink() as sink:`` point ``OTEL_EXPORTER_OTLP_ENDPOINT`` at ``sink.endpoint``;
-    ``sink.spans`` holds what arrived (``keep=False``: only ``sink.count``)."""
+    ``sink.spans`` holds what arrived, ``sink.count`` how many (``keep=False``: nothing is
+    decoded or kept; ``sink.requests`` and ``sink.bytes`` count what arrived)."""
 
     def __init__(self, keep: bool = True) -> None:
         self.keep = keep
         self.spans: list[ReceivedSpan] = []
         self.count = 0
+        self.requests = 0
+        self.bytes = 0
         self._lock = threading.Lock()
         sink = self
 
@@ -66,6 +69,11 @@ class OtlpSink:
         self._server.server_close()
 
     def _receive(self, body: bytes) -> None:
+        with self._lock:
+            self.requests += 1
+            self.bytes += len(body)
+        if not self.keep:
+            return
         request = ExportTraceServiceRequest()
         request.ParseFromString(body)
         received: list[ReceivedSpan] = []
@@ -95,8 +103,7 @@ class OtlpSink:
                     )
         with self._lock:
             self.count += len(received)
-            if self.keep:
-                self.spans.extend(received)
+            self.spans.extend(received)
 
     def snapshot(self) -> list[ReceivedSpan]:
         with self._lock:

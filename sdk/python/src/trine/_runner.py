@@ -85,6 +85,9 @@ async def execute(
     in the attempt's span (the run's trace: see ``_tracing``)."""
     run = item.run
     assert run is not None  # a work item without a run is never started
+    if not _tracing.enabled():  # the common case: no generator, no span, no context switch
+        await _execute(definition, item, ctx, reporter, max_payload_bytes=max_payload_bytes)
+        return
     carrier = item.trace_context or run.trace_context
     with _tracing.attempt_span(run.id, definition.name, ctx.attempt, carrier) as span:
         outcome, failure = await _execute(

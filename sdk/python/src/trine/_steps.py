@@ -59,6 +59,8 @@ async def step(
     await attempt.deliver_pending_cancel(index, name)
 
     number = attempt.journal.step_attempt(index)
+    if not _tracing.enabled():  # the common case: no generator, no span, no context switch
+        return await _execute(attempt, index, number, name, fn, args, retry, seconds, inline)
     with _tracing.step_span(attempt.run_id, attempt.function, name, index, number) as span:
         try:
             value = await _execute(attempt, index, number, name, fn, args, retry, seconds, inline)

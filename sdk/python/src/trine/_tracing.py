@@ -27,9 +27,18 @@ TRACER_NAME = "trine.worker"
 _tracer = trace.get_tracer(TRACER_NAME, __version__)
 
 
+# The API's get_tracer_provider() reads os.environ on every call while none is set (2-3 µs):
+# the provider the API holds once one is set is read directly when this API version has it
+# (it has, since 1.0). Asking once here loads one that OTEL_PYTHON_TRACER_PROVIDER names.
+trace.get_tracer_provider()
+_DIRECT = hasattr(trace, "_TRACER_PROVIDER")
+
+
 def enabled() -> bool:
-    """True once the program installed a tracer provider (the API's default is a proxy whose
-    spans record nothing): only then are spans made."""
+    """True once a tracer provider is installed (the API's default proxy records nothing): only
+    then are spans made. A few dozen nanoseconds."""
+    if _DIRECT:
+        return trace._TRACER_PROVIDER is not None
     return not isinstance(trace.get_tracer_provider(), ProxyTracerProvider)
 
 
