@@ -15,6 +15,7 @@ from trine_proto.trine.v1 import (
     ReportOutcome,
     RetryPolicy,
     RunStatus,
+    StartRunRequest,
 )
 
 Harness = Any
@@ -89,3 +90,22 @@ async def test_retry_schedule_survives(h: Harness) -> None:
             "retry_at_ms": retry.retry_at_ms,
         }
     ]
+
+
+async def test_a_runs_trace_context_survives_a_restart(h: Harness) -> None:
+    """An added field of the run's record: no storage format change, kept across a restart, so
+    the attempts after it join the run's trace."""
+    await h.register("greet")
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    started = await h.backend.start_run(
+        StartRunRequest(function="greet", input=b"1", trace_context={"traceparent": parent})
+    )
+    item = await h.take_one()
+    await h.report(item, h.started(0, "a"), h.completed(0, "a", b'"A"'))
+
+    await h.reopen()
+
+    run = await h.backend.get_run(GetRunRequest(run_id=started.run.id))
+    assert run.trace_context == {"traceparent": parent}
+    again = await h.take_one()
+    assert again.run.trace_context == {"traceparent": parent}
