@@ -64,6 +64,15 @@ def test_one_trace_per_run_across_processes_a_worker_kill_and_the_callers_tracep
             slow.kill9()
             cluster.start_worker(WORKER, OTEL_SERVICE_NAME="w2")
             assert wait_run(http, run_id)["status"] == "completed"
+            # A caller's trace that is not sampled: nothing of the run is recorded anywhere.
+            unsampled = http.post(
+                "/v1/runs",
+                json={"function": "order", "input": ORDER},
+                headers={"traceparent": f"00-{'1' * 32}-{CALLER_SPAN}-00"},
+            )
+            assert unsampled.status_code == 201
+            unsampled_id = unsampled.json()["id"]
+            assert wait_run(http, unsampled_id)["status"] == "completed"
             # A run started with no traceparent is a trace of its own, rooted at the gateway.
             plain = http.post("/v1/runs", json={"function": "order", "input": ORDER})
             assert plain.status_code == 201
@@ -117,3 +126,5 @@ def test_one_trace_per_run_across_processes_a_worker_kill_and_the_callers_tracep
     [root] = named(plain_spans, "POST /v1/runs")
     assert root.parent_span_id == ""
     assert root.trace_id != CALLER_TRACE
+    assert of_run(spans, unsampled_id) == []  # its spans would have come before the plain run's
+    assert not [s for s in spans if s.trace_id == "1" * 32]

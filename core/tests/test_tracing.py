@@ -23,6 +23,7 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     monkeypatch.setattr(tracing, "_tracer", provider.get_tracer)
     monkeypatch.setattr(tracing, "enabled", lambda: True)
+    monkeypatch.setattr(tracing.trace, "get_tracer_provider", lambda: provider)
     yield exporter
     provider.shutdown()
 
@@ -59,3 +60,14 @@ def test_record_makes_a_finished_span_from_recorded_times(spans) -> None:
     assert (made.start_time, made.end_time) == (1_000_000_000, 3_500_000_000)
     assert made.parent is not None
     assert made.status.description == "SignalTimeout: late"
+
+
+def test_an_unsampled_trace_makes_no_span_under_a_parent_based_sampler(spans) -> None:
+    unsampled = {"traceparent": PARENT["traceparent"][:-2] + "00"}
+    assert tracing.dropped(unsampled)
+    assert not tracing.dropped(PARENT)
+    assert not tracing.dropped({})
+    with tracing.span("trine.accept order", unsampled) as span:
+        assert span is None
+    tracing.record("trine.run order", unsampled, 1, 2)
+    assert not spans.get_finished_spans()

@@ -30,6 +30,7 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     monkeypatch.setattr(_tracing, "_tracer", provider.get_tracer(_tracing.TRACER_NAME))
     monkeypatch.setattr(_tracing, "enabled", lambda: True)
+    monkeypatch.setattr(_tracing.trace, "get_tracer_provider", lambda: provider)
     user_tracer = provider.get_tracer("user")
     monkeypatch.setattr(trace, "get_tracer", lambda *_a, **_k: user_tracer)
     yield exporter
@@ -172,3 +173,19 @@ async def test_without_a_tracer_provider_nothing_is_traced(
     await coordinator.until(lambda: any(k == "start_child" for k, _ in session.commands("r1")))
     [start] = [value for k, value in session.commands("r1") if k == "start_child"]
     assert not start.trace_context
+
+
+async def test_an_unsampled_run_gets_no_spans(spans, coordinator, make_worker, serve, item) -> None:
+    worker = make_worker()
+
+    @worker.function
+    async def order(ctx: trine.Context, _: None) -> int:
+        return await ctx.step("charge", lambda: 1)
+
+    serve(worker)
+    session = await coordinator.registered()
+    work = item("r1", "order")
+    work.run.trace_context = {"traceparent": PARENT[:-2] + "00"}
+    session.dispatch(work)
+    await coordinator.until(lambda: session.finished("r1"))
+    assert not spans.get_finished_spans()

@@ -586,5 +586,6 @@ def _trace_dispatch(session: WorkerSession, item: WorkItem, run: Run) -> None:
             "trine.attempt": lease.attempt if lease is not None else 0,
             "trine.worker_id": session.worker_id,
         },
-    ):
-        item.trace_context = tracing.inject()
+    ) as span:
+        if span is not None:  # else the worker's spans follow the run's (unsampled) context
+            item.trace_context = tracing.inject()

@@ -42,6 +42,25 @@ def enabled() -> bool:
     return not isinstance(trace.get_tracer_provider(), ProxyTracerProvider)
 
 
+_follows_parent: tuple[object, bool] = (None, False)
+
+
+def dropped(carrier: Mapping[str, str]) -> bool:
+    """True when no span under ``carrier`` would record: its trace was not sampled and the
+    provider's sampler follows the parent's decision (``parentbased_*``, the default); such an
+    attempt gets no span, nor do its steps."""
+    global _follows_parent
+    traceparent = carrier.get("traceparent", "") if carrier else ""
+    if len(traceparent) < 2 or traceparent[-1] not in "02468ace":
+        return False
+    provider = trace.get_tracer_provider()
+    if _follows_parent[0] is not provider:
+        sampler = getattr(provider, "sampler", None)
+        description = sampler.get_description() if sampler is not None else ""
+        _follows_parent = (provider, description.startswith("ParentBased"))
+    return _follows_parent[1]
+
+
 @contextmanager
 def attempt_span(
     run_id: str,
@@ -50,8 +69,8 @@ def attempt_span(
     carrier: Mapping[str, str],
 ) -> Iterator[Span | None]:
     """The span of one dispatch attempt of a run, current while its workflow runs (None, and
-    nothing current, without a tracer provider)."""
-    if not enabled():
+    nothing current, without a tracer provider or when it would not record)."""
+    if not enabled() or dropped(carrier):
         yield None
         return
     parent = propagate.extract(carrier) if carrier else None
@@ -74,8 +93,9 @@ def attempt_span(
 def step_span(
     run_id: str, function: str, name: str, index: int, attempt: int
 ) -> Iterator[Span | None]:
-    """The span of one executed attempt of a step (not of a replayed one)."""
-    if not enabled():
+    """The span of one executed attempt of a step (not of a replayed one), under the attempt's:
+    none when the attempt has none (its trace is not sampled)."""
+    if not enabled() or not trace.get_current_span().get_span_context().is_valid:
         yield None
         return
     with _tracer.start_as_current_span(
