@@ -7,7 +7,8 @@ Each mode runs in a subprocess of its own (OpenTelemetry allows one global provi
 `off` is the runtime and the worker as installed without trine-tracing (or without OTEL_*);
 `unsampled` is a provider whose sampler drops the trace (what 90 % of runs cost at a 10 % ratio:
 `parentbased_traceidratio` of an unsampled parent); `sampled` records every span (exporter
-`none`, so the export is not counted). Prints the median µs per call of each operation:
+`none`, so the export is not counted). Prints the median µs per call of each operation (the
+sampled column is what one run in ten pays at a 10 % ratio):
 
 - `runtime span`: a role's span (gateway, accept, dispatch) under a stored carrier, plus
   ``inject`` of its context (what the gateway and the coordinator do per run or dispatch);
@@ -47,8 +48,9 @@ def measure(mode: str, number: int, rounds: int) -> dict[str, float]:
     def runtime_span() -> None:
         if not tracing.enabled():  # as the coordinator and the engine guard theirs
             return
-        with tracing.span("trine.dispatch order", carrier, attributes={"trine.run_id": "r"}):
-            tracing.inject()
+        with tracing.span("trine.dispatch order", carrier, attributes={"trine.run_id": "r"}) as s:
+            if s is not None:  # as the coordinator: an unsampled run's context is passed on
+                tracing.inject()
 
     def worker_attempt() -> None:
         if not worker.enabled():  # as _runner.execute and _steps.step guard theirs
