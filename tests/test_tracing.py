@@ -5,6 +5,7 @@ replay on another worker."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
@@ -128,3 +129,61 @@ def test_one_trace_per_run_across_processes_a_worker_kill_and_the_callers_tracep
     assert root.trace_id != CALLER_TRACE
     assert of_run(spans, unsampled_id) == []  # its spans would have come before the plain run's
     assert not [s for s in spans if s.trace_id == "1" * 32]
+
+
+def test_waits_are_spans_and_every_attempt_of_a_suspended_run_joins_its_trace(
+    cluster: Cluster,
+) -> None:
+    with OtlpSink() as sink:
+        cluster.extra_env.update(
+            OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint, OTEL_BSP_SCHEDULE_DELAY="50"
+        )
+        cluster.start()
+        cluster.start_worker(WORKER, TRACED_EXAMPLE="approval_worker.py", OTEL_SERVICE_NAME="w")
+        with cluster.client() as http:
+            answer = http.post(
+                "/v1/runs",
+                json={"function": "approval", "input": {"request": "r", "sleep_s": 0.2}},
+            )
+            assert answer.status_code == 201, answer.text
+            run_id = answer.json()["id"]
+            # Once suspended on the signal (the sleep over), send it: the wait is a span then.
+            deadline = time.monotonic() + 15
+            while "approve" not in json.dumps(http.get(f"/v1/runs/{run_id}").json()["waiting"]):
+                assert time.monotonic() < deadline, "the run never waited for its signal"
+                time.sleep(0.05)
+            sent = http.post(f"/v1/runs/{run_id}/signals/approve", json={"by": "ada"})
+            assert sent.status_code in (200, 202), sent.text
+            assert wait_run(http, run_id)["status"] == "completed"
+        spans = wait_spans(
+            sink,
+            lambda s: (
+                bool(named(of_run(s, run_id), "trine.run approval"))
+                and any(
+                    a.attributes.get("trine.outcome") == "completed"
+                    for a in named(of_run(s, run_id), "trine.attempt approval")
+                )
+            ),
+        )
+
+    run = of_run(spans, run_id)
+    assert len({s.trace_id for s in run}) == 1
+    [accept] = named(run, "trine.accept approval")
+    [sleep] = named(run, "trine.sleep sleep")
+    [signal] = named(run, "trine.signal approve")
+    assert sleep.parent_span_id == signal.parent_span_id == accept.span_id
+    assert sleep.end_ns - sleep.start_ns >= 150_000_000  # the 0.2 s it slept
+    assert sleep.attributes["trine.wait.index"] == 1
+    assert signal.attributes["trine.wait.name"] == "approve"
+    attempts = named(run, "trine.attempt approval")
+    outcomes = sorted(str(a.attributes["trine.outcome"]) for a in attempts)
+    assert outcomes == ["completed", "suspended", "suspended"]  # on the sleep, on the signal
+    events = [e for a in attempts for e in a.events]
+    assert {"trine.sleep", "trine.signal"} <= set(events)
+    [step] = named(run, "trine.step open_ticket")  # executed once; replayed after
+    assert by_name_parent(spans, step) == "trine.attempt approval"
+
+
+def by_name_parent(spans: list[ReceivedSpan], span: ReceivedSpan) -> str:
+    parents = [s for s in spans if s.span_id == span.parent_span_id]
+    return parents[0].name if parents else ""

@@ -25,6 +25,8 @@ class ReceivedSpan:
     start_ns: int
     end_ns: int
     error: bool
+    events: tuple[str, ...] = ()
+    """The names of its events, in order."""
 
 
 class OtlpSink:
@@ -99,6 +101,7 @@ class OtlpSink:
                             start_ns=span.start_time_unix_nano,
                             end_ns=span.end_time_unix_nano,
                             error=span.status.code == 2,
+                            events=tuple(event.name for event in span.events),
                         )
                     )
         with self._lock:
