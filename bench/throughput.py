@@ -20,11 +20,15 @@ marked `1p`, their figures include py-spy's overhead, and the medians leave them
 are other rounds) and prints the share of each process's busy samples per bucket
 (`bench/profile_buckets.py`). py-spy is not a project requirement:
 
-`--tracing off,on` runs every topology without and with OpenTelemetry traces in each round
-(rows `<topology>+tracing`): the runtime's processes and the worker (tests/workers/traced_worker.py,
-the same order worker with `trine_tracing.configure()`) export over OTLP/HTTP to a receiver in
-this process that counts and drops what it gets, sampled at `--trace-ratio` (default 0.1:
-`OTEL_TRACES_SAMPLER=parentbased_traceidratio`), and prints each figure's on ÷ off ratio.
+`--tracing off,on` runs every topology without and with the observers in each round. Off (when
+"on" runs too; `--tracing off` alone is the default install): every observer plugin disabled,
+`TRINE_PLUGINS=none`, so no metrics exporter and no tracing (the roles' instruments still count,
+as they always do). On (rows `<topology>+tracing`): the installed observers, so `/metrics` is
+served, and OpenTelemetry traces: the runtime's processes and the worker
+(tests/workers/traced_worker.py, the same order worker with `trine_tracing.configure()`) export
+over OTLP/HTTP to a receiver in this process that counts and drops what it gets, sampled at
+`--trace-ratio` (default 0.1: `OTEL_TRACES_SAMPLER=parentbased_traceidratio`). It prints each
+figure's on ÷ off ratio.
 
     .venv/bin/pip install py-spy
 """
@@ -180,7 +184,8 @@ def one_round(
     with running_cluster(
         topology, topology, prefix="trine-bench-", report=False, env=tracing
     ) as cluster:
-        script = TRACED_WORKER if tracing else "order_worker.py"
+        traced_run = tracing is not None and "OTEL_EXPORTER_OTLP_ENDPOINT" in tracing
+        script = TRACED_WORKER if traced_run else "order_worker.py"
         worker = cluster.start_worker(script, "--max-concurrency", "100")
         seq = asyncio.run(sequential(cluster.url, args.sequential))
         spies = (
@@ -210,7 +215,7 @@ def one_round(
             procs[name]["errors"] = sum(n for k, n in counts.items() if not k.startswith("warning"))
     runtime = [procs[target(proc)] for proc in cluster.runtime]
     shared = {
-        "topology": topology + ("+tracing" if tracing else ""),
+        "topology": topology + ("+tracing" if traced_run else ""),
         # Split: the three runtime processes summed (RSS of each is their peak).
         "runtime_rss_mb": sum(f["rss_mb"] for f in runtime),
         "worker_rss_mb": procs["worker"]["rss_mb"],
@@ -334,7 +339,9 @@ def run_rounds(
     for r in range(args.rounds):
         for topology in topologies:
             for variant in variants:
-                tracing = traced if variant == "on" else None
+                # Compared with "on", "off" is every observer off; alone, the default install.
+                off = {"TRINE_PLUGINS": "none"} if traced is not None else None
+                tracing = traced if variant == "on" else off
                 one = one_round(args, topology, args.profile if r == 0 else None, tracing)
                 rounds.setdefault(one.rows[0]["topology"], []).append(one)
                 print_rows(COLUMNS, f"{r + 1}{'p' if one.profiled else ''}", one.rows)
