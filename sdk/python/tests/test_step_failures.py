@@ -7,6 +7,7 @@ import asyncio
 import json
 
 import trine
+from trine import _steps
 from trine_proto.trine.v1 import ReportAck, ReportOutcome, ReportResponse
 
 
@@ -143,8 +144,12 @@ async def test_step_failed_raises_step_error_in_the_workflow(
 
 
 async def test_an_output_the_engine_finds_too_large_fails_the_step(
-    coordinator, make_worker, serve, item, default_ack
+    coordinator, make_worker, serve, item, default_ack, monkeypatch
 ) -> None:
+    # The start is held back until the step ends, however slow the machine: a start announced
+    # alone (after STEP_STARTED_DELAY_S) would be acknowledged and not travel again.
+    monkeypatch.setattr(_steps, "STEP_STARTED_DELAY_S", 60.0)
+
     def policy(report):
         commands = report.report.commands
         if any(c.step_completed is not None for c in commands):
