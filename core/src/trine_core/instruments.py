@@ -36,6 +36,7 @@ may touch: ``trine-metrics`` therefore collects on the event loop.
 
 from __future__ import annotations
 
+import abc
 import bisect
 import dataclasses
 import math
@@ -97,7 +98,7 @@ class Family:
 C = TypeVar("C")
 
 
-class Instrument(Generic[C]):
+class Instrument(abc.ABC, Generic[C]):
     """What every kind shares: a name, a help line, label names, and one child per label set."""
 
     kind: ClassVar[str]
@@ -134,11 +135,13 @@ class Instrument(Generic[C]):
             items.insert(0, ((), self._unlabelled))
         return items
 
+    @abc.abstractmethod
     def _new_child(self) -> C:
-        raise NotImplementedError
+        """A new series of this instrument (a counter's, a gauge's, a histogram's)."""
 
+    @abc.abstractmethod
     def collect(self) -> Family:
-        raise NotImplementedError
+        """Every series' current value, for an exporter."""
 
 
 class CounterChild:
