@@ -53,6 +53,18 @@ class RunFinished(TrineError):
     code = ErrorCode.RUN_FINISHED
 
 
+class RunNotRetryable(TrineError):
+    """A retry of a run that is neither failed (timed out included) nor blocked."""
+
+    code = ErrorCode.RUN_NOT_RETRYABLE
+
+
+class UnknownBuild(TrineError):
+    """A build no worker registered the function with (a move of a run to it)."""
+
+    code = ErrorCode.UNKNOWN_BUILD
+
+
 class LeaseLost(TrineError):
     """A report carried a lease that is no longer current; it changed nothing."""
 
@@ -86,6 +98,8 @@ ERRORS_BY_CODE: dict[str, type[TrineError]] = {
         PayloadTooLarge,
         RunNotFound,
         RunFinished,
+        RunNotRetryable,
+        UnknownBuild,
         LeaseLost,
         Unavailable,
         ConfigError,

@@ -21,12 +21,15 @@ from trine_proto.trine.v1 import (
     GetJournalRequest,
     GetJournalResponse,
     GetRunRequest,
+    ListBuildsRequest,
+    ListBuildsResponse,
     ListFunctionsRequest,
     ListFunctionsResponse,
     ListRunsRequest,
     ListRunsResponse,
     ListWorkersRequest,
     ListWorkersResponse,
+    MoveRunRequest,
     RegisterFunctionsRequest,
     RegisterFunctionsResponse,
     ReleaseLeasesRequest,
@@ -35,6 +38,7 @@ from trine_proto.trine.v1 import (
     RenewLeasesResponse,
     ReportRequest,
     ReportResponse,
+    RetryRunRequest,
     Run,
     SignalRunRequest,
     SignalRunResponse,
@@ -90,6 +94,23 @@ class Backend(Protocol):
 
     async def list_functions(self, message: ListFunctionsRequest) -> ListFunctionsResponse:
         """Every function a worker ever registered (this survives restarts)."""
+        ...
+
+    async def retry_run(self, message: RetryRunRequest) -> Run:
+        """Resume a failed (or timed out) or blocked run from its journal, cut at its first
+        failed entry so that the failed step runs again; the run is pending again with the same
+        id. Raises RunNotFound, and RunNotRetryable for a run in any other state."""
+        ...
+
+    async def move_run(self, message: MoveRunRequest) -> Run:
+        """Make a not-final run continue only on ``build_id`` (a pinned run's way off a build
+        that is gone). Raises RunNotFound, RunFinished, and UnknownBuild for a build no worker
+        registered the run's function with."""
+        ...
+
+    async def list_builds(self, message: ListBuildsRequest) -> ListBuildsResponse:
+        """Every build the engine knows of: the functions its workers registered, its open
+        runs, and whether a worker of it asks for work now."""
         ...
 
 

@@ -80,6 +80,8 @@ class ErrorCode(StrEnum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     RUN_NOT_FOUND = "run_not_found"
     RUN_FINISHED = "run_finished"
+    RUN_NOT_RETRYABLE = "run_not_retryable"
+    UNKNOWN_BUILD = "unknown_build"
     LEASE_LOST = "lease_lost"
     UNAVAILABLE = "unavailable"
     CONFIG_ERROR = "config_error"

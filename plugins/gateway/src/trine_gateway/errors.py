@@ -37,6 +37,8 @@ HTTP_STATUS: Mapping[str, int] = {
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.RUN_NOT_FOUND: 404,
     ErrorCode.RUN_FINISHED: 409,
+    ErrorCode.RUN_NOT_RETRYABLE: 409,
+    ErrorCode.UNKNOWN_BUILD: 409,
     ErrorCode.LEASE_LOST: 409,
     ErrorCode.UNAVAILABLE: 503,
 }

@@ -6,6 +6,7 @@
 __all__ = (
     "BackendBase",
     "BackendStub",
+    "BuildInfo",
     "CancelNotice",
     "CancelObserved",
     "CancelRunRequest",
@@ -25,12 +26,16 @@ __all__ = (
     "Heartbeat",
     "JournalEntry",
     "Lease",
+    "ListBuildsRequest",
+    "ListBuildsResponse",
     "ListFunctionsRequest",
     "ListFunctionsResponse",
     "ListRunsRequest",
     "ListRunsResponse",
     "ListWorkersRequest",
     "ListWorkersResponse",
+    "MoveRunRequest",
+    "Patched",
     "Register",
     "RegisterFunctionsRequest",
     "RegisterFunctionsResponse",
@@ -44,7 +49,9 @@ __all__ = (
     "ReportRequest",
     "ReportResponse",
     "RetryPolicy",
+    "RetryRunRequest",
     "Run",
+    "RunBlocked",
     "RunCompleted",
     "RunFailed",
     "RunInFlight",
@@ -61,6 +68,7 @@ __all__ = (
     "SubscribeRequest",
     "TakeWorkRequest",
     "TakeWorkResponse",
+    "VersioningMode",
     "Wait",
     "WaitRunRequest",
     "WaitSignal",
@@ -72,6 +80,7 @@ __all__ = (
     "WorkerReport",
     "WorkerServiceBase",
     "WorkerServiceStub",
+    "WorkflowErrorMode",
 )
 
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
@@ -118,6 +127,11 @@ class EntryKind(betterproto2.Enum):
     a custom event: name is the event's, output its data
     """
 
+    PATCH = 6
+    """
+    a patch marker (ctx.patched): name is the change id
+    """
+
     @classmethod
     def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
         return {
@@ -127,6 +141,7 @@ class EntryKind(betterproto2.Enum):
             3: "ENTRY_KIND_CHILD",
             4: "ENTRY_KIND_CANCEL",
             5: "ENTRY_KIND_EMIT",
+            6: "ENTRY_KIND_PATCH",
         }
 
     @classmethod
@@ -138,6 +153,7 @@ class EntryKind(betterproto2.Enum):
             "ENTRY_KIND_CHILD": 3,
             "ENTRY_KIND_CANCEL": 4,
             "ENTRY_KIND_EMIT": 5,
+            "ENTRY_KIND_PATCH": 6,
         }
 
 
@@ -222,6 +238,13 @@ class RunStatus(betterproto2.Enum):
 
     CANCELLED = 6
 
+    BLOCKED = 7
+    """
+    Held after a workflow error (a non-determinism, an exception raised outside any step) under
+    on_workflow_error = block: not final; resumes when retried (RetryRun, or by itself when a
+    worker of another build registers its function). Its error says why.
+    """
+
     @classmethod
     def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
         return {
@@ -232,6 +255,7 @@ class RunStatus(betterproto2.Enum):
             4: "RUN_STATUS_COMPLETED",
             5: "RUN_STATUS_FAILED",
             6: "RUN_STATUS_CANCELLED",
+            7: "RUN_STATUS_BLOCKED",
         }
 
     @classmethod
@@ -244,7 +268,114 @@ class RunStatus(betterproto2.Enum):
             "RUN_STATUS_COMPLETED": 4,
             "RUN_STATUS_FAILED": 5,
             "RUN_STATUS_CANCELLED": 6,
+            "RUN_STATUS_BLOCKED": 7,
         }
+
+
+class VersioningMode(betterproto2.Enum):
+    """
+    Which builds may continue a run of a function (FunctionSpec.versioning).
+    """
+
+    UNSPECIFIED = 0
+    """
+    as AUTO_UPGRADE
+    """
+
+    AUTO_UPGRADE = 1
+    """
+    any build continues a run; ctx.patched keeps it safe
+    """
+
+    PINNED = 2
+    """
+    a run continues only on the build that started it
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "VERSIONING_MODE_UNSPECIFIED",
+            1: "VERSIONING_MODE_AUTO_UPGRADE",
+            2: "VERSIONING_MODE_PINNED",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "VERSIONING_MODE_UNSPECIFIED": 0,
+            "VERSIONING_MODE_AUTO_UPGRADE": 1,
+            "VERSIONING_MODE_PINNED": 2,
+        }
+
+
+class WorkflowErrorMode(betterproto2.Enum):
+    """
+    What a workflow error (a non-determinism, an exception outside any step) does to the run.
+    """
+
+    UNSPECIFIED = 0
+    """
+    as BLOCK
+    """
+
+    BLOCK = 1
+    """
+    the run is held as blocked until retried on fixed code
+    """
+
+    FAIL = 2
+    """
+    the run fails for good
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "WORKFLOW_ERROR_MODE_UNSPECIFIED",
+            1: "WORKFLOW_ERROR_MODE_BLOCK",
+            2: "WORKFLOW_ERROR_MODE_FAIL",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "WORKFLOW_ERROR_MODE_UNSPECIFIED": 0,
+            "WORKFLOW_ERROR_MODE_BLOCK": 1,
+            "WORKFLOW_ERROR_MODE_FAIL": 2,
+        }
+
+
+@dataclass(eq=False, repr=False)
+class BuildInfo(betterproto2.Message):
+    """
+    One build as the engine knows it: from its workers' registrations, its runs, and its takers.
+    """
+
+    build_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    functions: "list[str]" = betterproto2.field(2, betterproto2.TYPE_STRING, repeated=True)
+    """
+    functions its workers registered
+    """
+
+    open_runs: "int" = betterproto2.field(3, betterproto2.TYPE_UINT32)
+    """
+    runs not final whose build_id is this build
+    """
+
+    connected: "bool" = betterproto2.field(4, betterproto2.TYPE_BOOL)
+    """
+    a worker of this build asked for work lately
+    """
+
+    last_seen_ms: "int" = betterproto2.field(5, betterproto2.TYPE_UINT64)
+    """
+    when a worker of this build last registered or asked for work
+    """
+
+
+default_message_pool.register_message("trine.v1", "BuildInfo", BuildInfo)
 
 
 @dataclass(eq=False, repr=False)
@@ -332,6 +463,14 @@ class Command(betterproto2.Message):
 
     cancel_observed: "CancelObserved | None" = betterproto2.field(
         10, betterproto2.TYPE_MESSAGE, optional=True, group="command"
+    )
+
+    patched: "Patched | None" = betterproto2.field(
+        11, betterproto2.TYPE_MESSAGE, optional=True, group="command"
+    )
+
+    run_blocked: "RunBlocked | None" = betterproto2.field(
+        12, betterproto2.TYPE_MESSAGE, optional=True, group="command"
     )
 
 
@@ -457,6 +596,19 @@ class FunctionSpec(betterproto2.Message):
     a run's deadline when its start does not set one (0: none)
     """
 
+    versioning: "VersioningMode" = betterproto2.field(
+        4, betterproto2.TYPE_ENUM, default_factory=lambda: VersioningMode(0)
+    )
+
+    on_workflow_error: "WorkflowErrorMode" = betterproto2.field(
+        5, betterproto2.TYPE_ENUM, default_factory=lambda: WorkflowErrorMode(0)
+    )
+
+    build_id: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
+    """
+    the build whose registration set these settings
+    """
+
 
 default_message_pool.register_message("trine.v1", "FunctionSpec", FunctionSpec)
 
@@ -562,6 +714,25 @@ default_message_pool.register_message("trine.v1", "Lease", Lease)
 
 
 @dataclass(eq=False, repr=False)
+class ListBuildsRequest(betterproto2.Message):
+    pass
+
+
+default_message_pool.register_message("trine.v1", "ListBuildsRequest", ListBuildsRequest)
+
+
+@dataclass(eq=False, repr=False)
+class ListBuildsResponse(betterproto2.Message):
+    builds: "list[BuildInfo]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    in build_id order
+    """
+
+
+default_message_pool.register_message("trine.v1", "ListBuildsResponse", ListBuildsResponse)
+
+
+@dataclass(eq=False, repr=False)
 class ListFunctionsRequest(betterproto2.Message):
     pass
 
@@ -658,6 +829,34 @@ default_message_pool.register_message("trine.v1", "ListWorkersResponse", ListWor
 
 
 @dataclass(eq=False, repr=False)
+class MoveRunRequest(betterproto2.Message):
+    run_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    build_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    a build a worker has registered the run's function with
+    """
+
+
+default_message_pool.register_message("trine.v1", "MoveRunRequest", MoveRunRequest)
+
+
+@dataclass(eq=False, repr=False)
+class Patched(betterproto2.Message):
+    """
+    The workflow took the new path of a change (ctx.patched): an ENTRY_KIND_PATCH entry at index,
+    so that its replays take it too.
+    """
+
+    index: "int" = betterproto2.field(1, betterproto2.TYPE_UINT32)
+
+    change_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("trine.v1", "Patched", Patched)
+
+
+@dataclass(eq=False, repr=False)
 class Register(betterproto2.Message):
     """
     ---------------------------------------------------------------------------------------------
@@ -674,6 +873,8 @@ class Register(betterproto2.Message):
     max_concurrency: "int" = betterproto2.field(3, betterproto2.TYPE_UINT32)
 
     sdk_version: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+
+    build_id: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
 
 
 default_message_pool.register_message("trine.v1", "Register", Register)
@@ -702,6 +903,8 @@ class RegisterFunctionsRequest(betterproto2.Message):
     functions: "list[FunctionSpec]" = betterproto2.field(
         2, betterproto2.TYPE_MESSAGE, repeated=True
     )
+
+    build_id: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
 
 
 default_message_pool.register_message(
@@ -834,6 +1037,16 @@ default_message_pool.register_message("trine.v1", "RetryPolicy", RetryPolicy)
 
 
 @dataclass(eq=False, repr=False)
+class RetryRunRequest(betterproto2.Message):
+    run_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    reason: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("trine.v1", "RetryRunRequest", RetryRunRequest)
+
+
+@dataclass(eq=False, repr=False)
 class Run(betterproto2.Message):
     id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
@@ -923,8 +1136,42 @@ class Run(betterproto2.Message):
     the run so every dispatch, step and replay joins one trace; empty when nothing traced it.
     """
 
+    build_id: "str" = betterproto2.field(22, betterproto2.TYPE_STRING)
+    """
+    The build of the worker that first took the run; a pinned run continues only on it (an
+    operator may move it: MoveRun). Empty until first dispatched.
+    """
+
+    blocked_build_id: "str" = betterproto2.field(23, betterproto2.TYPE_STRING)
+    """
+    while blocked: the build whose code raised the error
+    """
+
+    retries: "int" = betterproto2.field(24, betterproto2.TYPE_UINT32)
+    """
+    times the run was retried after failing or being blocked
+    """
+
+    waiting_for_build: "str" = betterproto2.field(25, betterproto2.TYPE_STRING)
+    """
+    Derived, not stored: a pending pinned run that no connected worker of its build can take
+    waits for this build.
+    """
+
 
 default_message_pool.register_message("trine.v1", "Run", Run)
+
+
+@dataclass(eq=False, repr=False)
+class RunBlocked(betterproto2.Message):
+    """
+    A workflow error under on_workflow_error = block: the run is held as RUN_STATUS_BLOCKED.
+    """
+
+    error: "ErrorInfo | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
+
+
+default_message_pool.register_message("trine.v1", "RunBlocked", RunBlocked)
 
 
 @dataclass(eq=False, repr=False)
@@ -1169,6 +1416,11 @@ class TakeWorkRequest(betterproto2.Message):
 
     lease_ttl_ms: "int" = betterproto2.field(5, betterproto2.TYPE_UINT32)
 
+    build_id: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
+    """
+    the taker's build: pinned runs of another build are not given
+    """
+
 
 default_message_pool.register_message("trine.v1", "TakeWorkRequest", TakeWorkRequest)
 
@@ -1290,6 +1542,11 @@ class WorkerInfo(betterproto2.Message):
     coordinator: "str" = betterproto2.field(12, betterproto2.TYPE_STRING)
     """
     the coordinator holding it (ListWorkersResponse.coordinator)
+    """
+
+    build_id: "str" = betterproto2.field(13, betterproto2.TYPE_STRING)
+    """
+    the build it registered with
     """
 
 
@@ -1539,6 +1796,69 @@ class BackendStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def retry_run(
+        self,
+        message: "RetryRunRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "Run":
+        """
+        Resume a failed (timed out) or blocked run from its journal: FAILED_PRECONDITION otherwise.
+        """
+
+        return await self._unary_unary(
+            "/trine.v1.Backend/RetryRun",
+            message,
+            Run,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def move_run(
+        self,
+        message: "MoveRunRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "Run":
+        """
+        Move a not-final run to another build (pinned runs): it continues only there.
+        """
+
+        return await self._unary_unary(
+            "/trine.v1.Backend/MoveRun",
+            message,
+            Run,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def list_builds(
+        self,
+        message: "ListBuildsRequest | None" = None,
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ListBuildsResponse":
+
+        if message is None:
+            message = ListBuildsRequest()
+
+        return await self._unary_unary(
+            "/trine.v1.Backend/ListBuilds",
+            message,
+            ListBuildsResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class DispatcherStub(betterproto2_grpclib.ServiceStub):
     async def register_functions(
@@ -1712,6 +2032,24 @@ class BackendBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def retry_run(self, message: "RetryRunRequest") -> "Run":
+        """
+        Resume a failed (timed out) or blocked run from its journal: FAILED_PRECONDITION otherwise.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def move_run(self, message: "MoveRunRequest") -> "Run":
+        """
+        Move a not-final run to another build (pinned runs): it continues only there.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def list_builds(self, message: "ListBuildsRequest") -> "ListBuildsResponse":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def __rpc_start_run(
         self, stream: "grpclib.server.Stream[StartRunRequest, StartRunResponse]"
     ) -> None:
@@ -1783,6 +2121,26 @@ class BackendBase(betterproto2_grpclib.ServiceBase):
         response = await self.list_functions(request)
         await stream.send_message(response)
 
+    async def __rpc_retry_run(self, stream: "grpclib.server.Stream[RetryRunRequest, Run]") -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.retry_run(request)
+        await stream.send_message(response)
+
+    async def __rpc_move_run(self, stream: "grpclib.server.Stream[MoveRunRequest, Run]") -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.move_run(request)
+        await stream.send_message(response)
+
+    async def __rpc_list_builds(
+        self, stream: "grpclib.server.Stream[ListBuildsRequest, ListBuildsResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.list_builds(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/trine.v1.Backend/StartRun": grpclib.const.Handler(
@@ -1838,6 +2196,24 @@ class BackendBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 ListFunctionsRequest,
                 ListFunctionsResponse,
+            ),
+            "/trine.v1.Backend/RetryRun": grpclib.const.Handler(
+                self.__rpc_retry_run,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                RetryRunRequest,
+                Run,
+            ),
+            "/trine.v1.Backend/MoveRun": grpclib.const.Handler(
+                self.__rpc_move_run,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                MoveRunRequest,
+                Run,
+            ),
+            "/trine.v1.Backend/ListBuilds": grpclib.const.Handler(
+                self.__rpc_list_builds,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                ListBuildsRequest,
+                ListBuildsResponse,
             ),
         }
 

@@ -10,6 +10,8 @@ __all__ = (
     "LogRecord",
     "RunCancelled",
     "RunCommands",
+    "RunMoved",
+    "RunRetried",
     "RunRetryScheduled",
     "RunStarted",
     "RunTimedOut",
@@ -129,6 +131,14 @@ class LogRecord(betterproto2.Message):
         9, betterproto2.TYPE_MESSAGE, optional=True, group="record"
     )
 
+    run_retried: "RunRetried | None" = betterproto2.field(
+        10, betterproto2.TYPE_MESSAGE, optional=True, group="record"
+    )
+
+    run_moved: "RunMoved | None" = betterproto2.field(
+        11, betterproto2.TYPE_MESSAGE, optional=True, group="record"
+    )
+
 
 default_message_pool.register_message("trine.engine.v1", "LogRecord", LogRecord)
 
@@ -159,6 +169,47 @@ class RunCommands(betterproto2.Message):
 
 
 default_message_pool.register_message("trine.engine.v1", "RunCommands", RunCommands)
+
+
+@dataclass(eq=False, repr=False)
+class RunMoved(betterproto2.Message):
+    """
+    An operator moved a run to another build (a pinned run continues only on its build).
+    """
+
+    run_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    build_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    at_ms: "int" = betterproto2.field(3, betterproto2.TYPE_UINT64)
+
+
+default_message_pool.register_message("trine.engine.v1", "RunMoved", RunMoved)
+
+
+@dataclass(eq=False, repr=False)
+class RunRetried(betterproto2.Message):
+    """
+    A failed or blocked run resumes from its journal (RetryRun, or a new build registering). The
+    journal is cut at from_index: the entries from there on (the failed step, and what the
+    workflow did after it failed) are dropped, so they run again on today's code.
+    """
+
+    run_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    reason: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    at_ms: "int" = betterproto2.field(3, betterproto2.TYPE_UINT64)
+
+    from_index: "int" = betterproto2.field(4, betterproto2.TYPE_UINT32)
+
+    automatic: "bool" = betterproto2.field(5, betterproto2.TYPE_BOOL)
+    """
+    a new build registered, not an operator
+    """
+
+
+default_message_pool.register_message("trine.engine.v1", "RunRetried", RunRetried)
 
 
 @dataclass(eq=False, repr=False)
