@@ -7,6 +7,9 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
+from grpclib.client import Channel
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
 
 from trine_core import (
     Backend,
@@ -17,13 +20,21 @@ from trine_core import (
     UnknownFunction,
     WorkerRegistry,
 )
+from trine_core.errors import RunNotRetryable, UnknownBuild
 from trine_core.testing import free_port, occupied_port
 from trine_core.testing.workers import MemoryWorkerRegistry
+from trine_proto.codec import GrpcCodec
 from trine_proto.trine.v1 import (
+    BackendStub,
+    BuildInfo,
     Event,
     GetRunRequest,
+    ListBuildsRequest,
+    ListBuildsResponse,
     ListWorkersRequest,
+    MoveRunRequest,
     RenewLeasesRequest,
+    RetryRunRequest,
     Run,
     RunStatus,
     StartRunRequest,
@@ -51,6 +62,17 @@ class TinyBackend:
         if message.run_id == "live":  # a run that goes on: the stream stays open
             await asyncio.Event().wait()
 
+    async def retry_run(self, message: RetryRunRequest) -> Run:
+        if message.run_id != "failed":
+            raise RunNotRetryable(f"run {message.run_id} is completed", status="completed")
+        return Run(id="failed", status=RunStatus.PENDING, retries=1)
+
+    async def move_run(self, message: MoveRunRequest) -> Run:
+        raise UnknownBuild(f"no worker registered f with build {message.build_id!r}", known=["a"])
+
+    async def list_builds(self, message: ListBuildsRequest) -> ListBuildsResponse:
+        return ListBuildsResponse(builds=[BuildInfo(build_id="a", functions=["f"], open_runs=2)])
+
 
 @pytest.fixture
 async def remote() -> AsyncIterator[Backend]:
@@ -75,6 +97,44 @@ async def test_errors_arrive_as_the_same_types_with_details(remote: Backend) -> 
     with pytest.raises(UnknownFunction) as caught:
         await remote.start_run(StartRunRequest(function="g"))
     assert caught.value.details == {"known": ["f"]}
+
+
+async def test_retry_move_and_builds_cross_the_wire(remote: Backend) -> None:
+    retried = await remote.retry_run(RetryRunRequest(run_id="failed", reason="fixed"))
+    assert (retried.id, retried.status, retried.retries) == ("failed", RunStatus.PENDING, 1)
+    builds = await remote.list_builds(ListBuildsRequest())
+    assert builds == ListBuildsResponse(
+        builds=[BuildInfo(build_id="a", functions=["f"], open_runs=2)]
+    )
+    with pytest.raises(RunNotRetryable, match="is completed") as not_retryable:
+        await remote.retry_run(RetryRunRequest(run_id="done"))
+    assert not_retryable.value.details == {"status": "completed"}
+    with pytest.raises(UnknownBuild, match="build 'b'") as unknown:
+        await remote.move_run(MoveRunRequest(run_id="r1", build_id="b"))
+    assert unknown.value.details == {"known": ["a"]}
+
+
+async def test_a_refused_retry_or_move_travels_as_failed_precondition() -> None:
+    """Generic gRPC tooling sees the status; our clients read the code from the body."""
+    port = free_port()
+    server = GrpcTransport()
+    await server.serve(Backend, TinyBackend(), f"grpc://127.0.0.1:{port}")  # type: ignore[arg-type]
+    channel = Channel("127.0.0.1", port, codec=GrpcCodec())
+    try:
+        stub = BackendStub(channel)
+        with pytest.raises(GRPCError) as retry:
+            await stub.retry_run(RetryRunRequest(run_id="done"))
+        with pytest.raises(GRPCError) as move:
+            await stub.move_run(MoveRunRequest(run_id="r1", build_id="b"))
+        assert (retry.value.status, move.value.status) == (
+            Status.FAILED_PRECONDITION,
+            Status.FAILED_PRECONDITION,
+        )
+        assert '"code": "run_not_retryable"' in (retry.value.message or "")
+        assert '"code": "unknown_build"' in (move.value.message or "")
+    finally:
+        channel.close()
+        await server.close()
 
 
 async def test_server_streams_arrive_in_order(remote: Backend) -> None:

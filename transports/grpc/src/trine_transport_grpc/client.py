@@ -32,12 +32,15 @@ from trine_proto.trine.v1 import (
     GetJournalRequest,
     GetJournalResponse,
     GetRunRequest,
+    ListBuildsRequest,
+    ListBuildsResponse,
     ListFunctionsRequest,
     ListFunctionsResponse,
     ListRunsRequest,
     ListRunsResponse,
     ListWorkersRequest,
     ListWorkersResponse,
+    MoveRunRequest,
     RegisterFunctionsRequest,
     RegisterFunctionsResponse,
     ReleaseLeasesRequest,
@@ -46,6 +49,7 @@ from trine_proto.trine.v1 import (
     RenewLeasesResponse,
     ReportRequest,
     ReportResponse,
+    RetryRunRequest,
     Run,
     SignalRunRequest,
     SignalRunResponse,
@@ -166,6 +170,15 @@ class RemoteBackend:
         return await self._peer.unary(
             lambda ch, t: BackendStub(ch).list_functions(message, timeout=t)
         )
+
+    async def retry_run(self, message: RetryRunRequest) -> Run:
+        return await self._peer.unary(lambda ch, t: BackendStub(ch).retry_run(message, timeout=t))
+
+    async def move_run(self, message: MoveRunRequest) -> Run:
+        return await self._peer.unary(lambda ch, t: BackendStub(ch).move_run(message, timeout=t))
+
+    async def list_builds(self, message: ListBuildsRequest) -> ListBuildsResponse:
+        return await self._peer.unary(lambda ch, t: BackendStub(ch).list_builds(message, timeout=t))
 
 
 class RemoteDispatcher:

@@ -33,12 +33,15 @@ from trine_proto.trine.v1 import (
     GetJournalRequest,
     GetJournalResponse,
     GetRunRequest,
+    ListBuildsRequest,
+    ListBuildsResponse,
     ListFunctionsRequest,
     ListFunctionsResponse,
     ListRunsRequest,
     ListRunsResponse,
     ListWorkersRequest,
     ListWorkersResponse,
+    MoveRunRequest,
     RegisterFunctionsRequest,
     RegisterFunctionsResponse,
     ReleaseLeasesRequest,
@@ -47,6 +50,7 @@ from trine_proto.trine.v1 import (
     RenewLeasesResponse,
     ReportRequest,
     ReportResponse,
+    RetryRunRequest,
     Run,
     SignalRunRequest,
     SignalRunResponse,
@@ -122,6 +126,15 @@ class ServedBackend(BackendBase):
 
     async def list_functions(self, message: ListFunctionsRequest) -> ListFunctionsResponse:
         return await _answer(self._backend().list_functions(message))
+
+    async def retry_run(self, message: RetryRunRequest) -> Run:
+        return await _answer(self._backend().retry_run(message))
+
+    async def move_run(self, message: MoveRunRequest) -> Run:
+        return await _answer(self._backend().move_run(message))
+
+    async def list_builds(self, message: ListBuildsRequest) -> ListBuildsResponse:
+        return await _answer(self._backend().list_builds(message))
 
 
 class ServedDispatcher(DispatcherBase):
