@@ -227,6 +227,43 @@ def start_order(client: httpx.Client, **input_overrides: Any) -> str:
     return run_id
 
 
+def start_run(http: httpx.Client, function: str, data: Any, **body: Any) -> dict[str, Any]:
+    """Start a run of ``function`` (``body``: more fields of the request) and return it: the
+    answer must be 201 Created."""
+    response = http.post("/v1/runs", json={"function": function, "input": data, **body})
+    assert response.status_code == 201, response.text
+    run: dict[str, Any] = response.json()
+    return run
+
+
+def wait_until(
+    http: httpx.Client, run_id: str, predicate: Any, timeout: float = 30.0
+) -> dict[str, Any]:
+    """The run once ``predicate(run)`` holds, long-polling its event stream between reads."""
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while True:
+        run: dict[str, Any] = http.get(f"/v1/runs/{run_id}").raise_for_status().json()
+        if predicate(run):
+            return run
+        assert time.monotonic() < deadline, f"run {run_id} never got there: {run}"
+        # Block until the run's next event (each state change is one), not on a timer.
+        events = sse_events(http, run_id, last_event_id=str(seen), limit=1)
+        if events:
+            seen = int(events[-1]["id"])
+
+
+def waiting_for(kind: str) -> Any:
+    """A ``wait_until`` predicate: the run is suspended on one wait of this kind."""
+    return lambda run: (
+        run["status"] == "suspended" and [w["kind"] for w in run["waiting"]] == [kind]
+    )
+
+
+def send_signal(http: httpx.Client, run_id: str, name: str, payload: Any) -> httpx.Response:
+    return http.post(f"/v1/runs/{run_id}/signals/{name}", json=payload)
+
+
 def wait_run(client: httpx.Client, run_id: str, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
     """The run once final (long-polls the gateway's ?wait)."""
     deadline = time.monotonic() + timeout

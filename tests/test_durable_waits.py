@@ -7,48 +7,23 @@ are observed through the API (a run's ``status`` and ``waiting``), never through
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
-from harness import Cluster, side_effects, sse_events, start_order, wait_run
+from harness import (
+    Cluster,
+    send_signal,
+    side_effects,
+    sse_events,
+    start_order,
+    start_run,
+    wait_run,
+    wait_until,
+    waiting_for,
+)
 
 APPROVAL = "approval_worker.py"
 FANOUT = "fanout_worker.py"
-
-
-def start(http: httpx.Client, function: str, data: Any, **body: Any) -> dict[str, Any]:
-    response = http.post("/v1/runs", json={"function": function, "input": data, **body})
-    assert response.status_code == 201, response.text
-    run: dict[str, Any] = response.json()
-    return run
-
-
-def wait_until(
-    http: httpx.Client, run_id: str, predicate: Any, timeout: float = 30.0
-) -> dict[str, Any]:
-    """The run once ``predicate(run)`` holds, long-polling its event stream between reads."""
-    deadline = time.monotonic() + timeout
-    seen = 0
-    while True:
-        run: dict[str, Any] = http.get(f"/v1/runs/{run_id}").raise_for_status().json()
-        if predicate(run):
-            return run
-        assert time.monotonic() < deadline, f"run {run_id} never got there: {run}"
-        # Block until the run's next event (each state change is one), not on a timer.
-        events = sse_events(http, run_id, last_event_id=str(seen), limit=1)
-        if events:
-            seen = int(events[-1]["id"])
-
-
-def waiting_for(kind: str) -> Any:
-    return lambda run: (
-        run["status"] == "suspended" and [w["kind"] for w in run["waiting"]] == [kind]
-    )
-
-
-def signal(http: httpx.Client, run_id: str, name: str, payload: Any) -> httpx.Response:
-    return http.post(f"/v1/runs/{run_id}/signals/{name}", json=payload)
 
 
 def journal(http: httpx.Client, run_id: str) -> list[dict[str, Any]]:
@@ -66,11 +41,11 @@ def test_a_sleep_survives_kill9_of_the_runtime_and_repeats_no_step(cluster: Clus
     cluster.start()
     cluster.start_worker(APPROVAL, EXAMPLE_SIDE_EFFECT_LOG=str(effects))
     with cluster.client() as http:
-        run = start(http, "approval", {"sleep_s": 4})
+        run = start_run(http, "approval", {"sleep_s": 4})
         sleeping = wait_until(http, run["id"], waiting_for("sleep"))
         due_ms = sleeping["waiting"][0]["until"]
         # The signal arrives during the sleep: kept, and taken when the run waits for it.
-        kept = signal(http, run["id"], "approve", {"by": "ada"})
+        kept = send_signal(http, run["id"], "approve", {"by": "ada"})
         assert kept.status_code == 202
         assert kept.json()["delivered"] is False
         cluster.kill9_runtime()
@@ -87,13 +62,13 @@ def test_a_suspended_run_holds_no_worker_slot(cluster: Cluster) -> None:
     cluster.start()
     cluster.start_worker(APPROVAL, "--max-concurrency", "1")  # three runs wait at once
     with cluster.client() as http:
-        runs = [start(http, "approval", {"sleep_s": 0}) for _ in range(3)]
+        runs = [start_run(http, "approval", {"sleep_s": 0}) for _ in range(3)]
         for run in runs:
             waiting = wait_until(http, run["id"], waiting_for("signal"))
             assert waiting["worker_id"] is None or waiting["worker_id"] == ""
             assert waiting["waiting"][0]["name"] == "approve"
         for run in runs:
-            answer = signal(http, run["id"], "approve", {"run": run["id"]})
+            answer = send_signal(http, run["id"], "approve", {"run": run["id"]})
             assert answer.status_code == 202
             assert answer.json()["delivered"] is True
         for run in runs:
@@ -108,7 +83,7 @@ def test_a_signal_wait_times_out(cluster: Cluster) -> None:
     cluster.start()
     cluster.start_worker(APPROVAL)
     with cluster.client() as http:
-        run = start(http, "approval", {"sleep_s": 0, "timeout_s": 0.3})
+        run = start_run(http, "approval", {"sleep_s": 0, "timeout_s": 0.3})
         final = wait_run(http, run["id"])
         assert final["status"] == "completed"
         assert final["result"]["approved"] is False
@@ -123,9 +98,9 @@ def test_signals_appear_in_the_journal_and_the_event_stream(cluster: Cluster) ->
     cluster.start()
     cluster.start_worker(APPROVAL)
     with cluster.client() as http:
-        run = start(http, "approval", {"sleep_s": 0})
+        run = start_run(http, "approval", {"sleep_s": 0})
         wait_until(http, run["id"], waiting_for("signal"))
-        assert signal(http, run["id"], "approve", {"ok": 1}).status_code == 202
+        assert send_signal(http, run["id"], "approve", {"ok": 1}).status_code == 202
         wait_run(http, run["id"])
         events = sse_events(http, run["id"])
         received = [e for e in events if e["event"] == "signal.received"]
@@ -141,7 +116,7 @@ def test_fan_out_of_50_children_with_a_failing_one_handled(cluster: Cluster) -> 
     cluster.start()
     cluster.start_worker(FANOUT)
     with cluster.client() as http:
-        run = start(http, "fanout", {"n": 50, "fail": [7]})
+        run = start_run(http, "fanout", {"n": 50, "fail": [7]})
         final = wait_run(http, run["id"], timeout=60)
         assert final["status"] == "completed", final
         assert final["result"]["sum"] == sum(i * i for i in range(50)) - 49
@@ -163,7 +138,7 @@ def test_cancel_a_pending_run_ends_it_at_once(cluster: Cluster) -> None:
     worker = cluster.start_worker(APPROVAL)
     worker.terminate()  # the function stays registered; nothing will take the run
     with cluster.client() as http:
-        run = start(http, "approval", {"sleep_s": 0})
+        run = start_run(http, "approval", {"sleep_s": 0})
         answer = http.post(f"/v1/runs/{run['id']}/cancel", json={"reason": "not needed"})
         assert answer.status_code == 200, answer.text
         assert answer.json()["status"] == "cancelled"
@@ -190,7 +165,7 @@ def test_cancel_a_sleeping_run_runs_its_cleanup(cluster: Cluster) -> None:
     cluster.start()
     cluster.start_worker(APPROVAL)
     with cluster.client() as http:
-        run = start(http, "approval", {"sleep_s": 600})
+        run = start_run(http, "approval", {"sleep_s": 600})
         wait_until(http, run["id"], waiting_for("sleep"))
         assert http.post(f"/v1/runs/{run['id']}/cancel", json={}).status_code == 202
         final = wait_run(http, run["id"])
@@ -203,7 +178,7 @@ def test_cancel_a_run_waiting_for_a_signal(cluster: Cluster) -> None:
     cluster.start()
     cluster.start_worker(APPROVAL)
     with cluster.client() as http:
-        run = start(http, "approval", {"sleep_s": 0})
+        run = start_run(http, "approval", {"sleep_s": 0})
         wait_until(http, run["id"], waiting_for("signal"))
         assert http.post(f"/v1/runs/{run['id']}/cancel", json={}).status_code == 202
         assert wait_run(http, run["id"])["status"] == "cancelled"
@@ -214,7 +189,7 @@ def test_cancel_a_parent_cancels_its_children(cluster: Cluster) -> None:
     cluster.start()
     cluster.start_worker(FANOUT)
     with cluster.client() as http:
-        run = start(http, "fanout", {"n": 5, "sleep_s": 600})
+        run = start_run(http, "fanout", {"n": 5, "sleep_s": 600})
         parent = wait_until(http, run["id"], lambda r: r["status"] == "suspended")
         children = [w["child_run_id"] for w in parent["waiting"]]
         assert len(children) == 5
@@ -229,35 +204,38 @@ def test_cancel_a_parent_cancels_its_children(cluster: Cluster) -> None:
 # -- determinism and bad input ---------------------------------------------------------------------
 
 
-def test_changed_code_under_a_waiting_run_is_a_non_determinism_error(cluster: Cluster) -> None:
+def test_changed_code_under_a_waiting_run_blocks_it_with_a_non_determinism_error(
+    cluster: Cluster,
+) -> None:
     cluster.start()
     first = cluster.start_worker("tests/workers/changing_worker.py", CHANGING_VERSION="1")
     with cluster.client() as http:
-        run = start(http, "changing", None)
+        run = start_run(http, "changing", None)
         wait_until(http, run["id"], waiting_for("signal"))
         first.terminate()
         cluster.start_worker("tests/workers/changing_worker.py", CHANGING_VERSION="2")
-        assert signal(http, run["id"], "go", None).status_code == 202
-        final = wait_run(http, run["id"])
-    assert final["status"] == "failed"
-    assert final["error"]["type"] == "NonDeterminismError"
-    assert "step 'b'" in final["error"]["message"]
-    assert "step 'a'" in final["error"]["message"]
+        assert send_signal(http, run["id"], "go", None).status_code == 202
+        # A workflow error holds the run (docs/versioning.md) rather than failing it for good.
+        blocked = wait_until(http, run["id"], lambda r: r["status"] == "blocked")
+    assert blocked["error"]["type"] == "NonDeterminismError"
+    assert "step 'b'" in blocked["error"]["message"]
+    assert "step 'a'" in blocked["error"]["message"]
+    assert "ctx.patched(" in blocked["error"]["message"]
 
 
 def test_bad_input_around_waits_gets_clear_errors(cluster: Cluster) -> None:
     cluster.start()
     cluster.start_worker(APPROVAL)
     with cluster.client() as http:
-        unknown = signal(http, "01NOSUCHRUN0000000000000000", "approve", {})
+        unknown = send_signal(http, "01NOSUCHRUN0000000000000000", "approve", {})
         assert unknown.status_code == 404
         assert unknown.json()["error"]["code"] == "run_not_found"
-        negative = start(http, "approval", {"sleep_s": -1})
+        negative = start_run(http, "approval", {"sleep_s": -1})
         failed = wait_run(http, negative["id"])
         assert failed["status"] == "failed"
         assert failed["error"]["type"] == "ValueError"
         assert "non-negative" in failed["error"]["message"]
-        finished = signal(http, negative["id"], "approve", {})
+        finished = send_signal(http, negative["id"], "approve", {})
         assert finished.status_code == 409
         assert finished.json()["error"]["code"] == "run_finished"
         again = http.post(f"/v1/runs/{negative['id']}/cancel", json={})
