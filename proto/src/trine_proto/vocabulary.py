@@ -36,6 +36,11 @@ class EventType(StrEnum):
     RUN_COMPLETED = "run.completed"
     RUN_FAILED = "run.failed"
     RUN_CANCELLED = "run.cancelled"
+    RUN_BLOCKED = "run.blocked"
+    """A workflow error held the run (``on_workflow_error = block``); not final."""
+    RUN_RETRIED = "run.retried"
+    """A failed or blocked run resumed from its journal: a stream goes on past its end."""
+    RUN_MOVED = "run.moved"
 
 
 FINAL_EVENT_TYPES = frozenset(
