@@ -154,6 +154,15 @@ class Engine:
             return None
         return RunSnapshot.of(state, active=state.id in self._cache.active)
 
+    def idle(self) -> bool:
+        """No run is leased (no step or workflow code runs, no report is on its way under a
+        lease) and none is ready to be dispatched: nothing moves until a timer fires or a
+        caller acts. Two lookups, for a time-skipping clock (``trine.testing``) that asks often.
+
+        A write still being gathered is not seen (what it makes ready is queued once it is
+        durable, one turn of the event loop later): ask again after letting the loop run."""
+        return not self._leases and not self._scheduler.queued
+
     def stats(self) -> EngineStats:
         plog = self._plog
         return EngineStats(
