@@ -126,10 +126,14 @@ class Driver:
 
     def __init__(self, memory: MemoryEngine) -> None:
         self.memory = memory
+        self.build_id = ""
+        """The build it registers and takes work as (none by default)."""
         self._held: dict[str, WorkItem] = {}
 
     async def register(self, *specs: FunctionSpec) -> None:
-        request = RegisterFunctionsRequest(worker_id=WORKER, functions=list(specs))
+        request = RegisterFunctionsRequest(
+            worker_id=WORKER, functions=list(specs), build_id=self.build_id
+        )
         await self.memory.dispatcher.register_functions(request)
 
     async def lease(self, run_id: str) -> WorkItem:
@@ -137,7 +141,9 @@ class Driver:
         if run_id in self._held:
             return self._held[run_id]
         functions = sorted(self.memory.functions)
-        take = TakeWorkRequest(worker_id=WORKER, functions=functions, max_items=100, wait_ms=1)
+        take = TakeWorkRequest(
+            worker_id=WORKER, functions=functions, max_items=100, wait_ms=1, build_id=self.build_id
+        )
         items = (await self.memory.dispatcher.take_work(take)).items
         mine = [item for item in items if item.run and item.run.id == run_id]
         others = [i.lease.id for i in items if i.lease and i.run and i.run.id != run_id]

@@ -5,6 +5,9 @@ from __future__ import annotations
 from conftest import Gateway
 
 from trine_core import Unavailable
+from trine_proto.trine.v1 import FunctionSpec, VersioningMode, WorkflowErrorMode
+
+DEFAULTS = {"versioning": "auto_upgrade", "on_workflow_error": "block", "build_id": None}
 
 
 async def test_functions_list_their_retry_policies(gateway: Gateway) -> None:
@@ -12,7 +15,7 @@ async def test_functions_list_their_retry_policies(gateway: Gateway) -> None:
     assert response.status_code == 200
     assert response.json() == {  # in name order, as the engine lists them
         "functions": [
-            {"name": "echo", "retry": None},
+            {"name": "echo", "retry": None, **DEFAULTS},
             {
                 "name": "order",
                 "retry": {
@@ -21,9 +24,27 @@ async def test_functions_list_their_retry_policies(gateway: Gateway) -> None:
                     "max_interval_ms": 10_000,
                     "backoff_coefficient": 1.1,
                 },
+                **DEFAULTS,
             },
         ]
     }
+
+
+async def test_functions_show_their_versioning_and_build(gateway: Gateway) -> None:
+    gateway.drive.build_id = "b-2"
+    await gateway.drive.register(
+        FunctionSpec(
+            name="approval",
+            versioning=VersioningMode.PINNED,
+            on_workflow_error=WorkflowErrorMode.FAIL,
+        ),
+        FunctionSpec(name="refund", versioning=VersioningMode.AUTO_UPGRADE),
+    )
+    listed = {f["name"]: f for f in (await gateway.http.get("/v1/functions")).json()["functions"]}
+    approval, refund = listed["approval"], listed["refund"]
+    assert (approval["versioning"], approval["on_workflow_error"]) == ("pinned", "fail")
+    assert (refund["versioning"], refund["on_workflow_error"]) == ("auto_upgrade", "block")
+    assert approval["build_id"] == refund["build_id"] == "b-2"
 
 
 async def test_healthz_follows_readiness(gateway: Gateway) -> None:

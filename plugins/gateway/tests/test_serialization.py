@@ -7,16 +7,30 @@ from typing import get_args
 import msgspec
 import pytest
 
-from trine_gateway.models import RunStatusName
+from trine_gateway.models import EntryKindName, RunStatusName
 from trine_gateway.serialization import (
     STATUS_BY_NAME,
+    build_out,
+    entry_kind_name,
     event_json,
+    history_out,
     iso_ms,
     journal_entry_out,
     payload,
     run_out,
+    worker_out,
 )
-from trine_proto.trine.v1 import EntryKind, ErrorInfo, Event, JournalEntry, Run, RunStatus, Wait
+from trine_proto.trine.v1 import (
+    BuildInfo,
+    EntryKind,
+    ErrorInfo,
+    Event,
+    JournalEntry,
+    Run,
+    RunStatus,
+    Wait,
+    WorkerInfo,
+)
 from trine_proto.vocabulary import seconds_to_ms
 
 
@@ -130,3 +144,65 @@ def test_pending_journal_entry() -> None:
     assert body["until"] == "2023-11-14T22:13:20.001Z"
     assert body["output"] is None
     assert body["child_run_id"] is None
+
+
+def test_every_entry_kind_has_its_own_name() -> None:
+    names = {entry_kind_name(kind) for kind in EntryKind}
+    assert names == set(get_args(EntryKindName))
+    assert entry_kind_name(EntryKind.PATCH) == "patch"
+
+
+def test_a_blocked_run_names_its_builds_and_retries() -> None:
+    run = Run(
+        id="r",
+        function="f",
+        status=RunStatus.BLOCKED,
+        error=ErrorInfo(type="NonDeterminismError", message="at 2: step 'a' vs step 'b'"),
+        build_id="b-1",
+        blocked_build_id="b-2",
+        retries=3,
+    )
+    body = msgspec.json.decode(msgspec.json.encode(run_out(run)))
+    assert body["status"] == "blocked"
+    assert body["error"]["type"] == "NonDeterminismError"
+    assert (body["build_id"], body["blocked_build_id"], body["retries"]) == ("b-1", "b-2", 3)
+    assert body["waiting_for_build"] is None
+    waiting = run_out(Run(id="r", function="f", build_id="b-1", waiting_for_build="b-1"))
+    assert (waiting.status, waiting.waiting_for_build) == ("pending", "b-1")
+
+
+def test_history_is_the_run_and_its_journal_as_the_api_reads_them() -> None:
+    run = Run(id="r", function="f", status=RunStatus.COMPLETED, result=b"7", build_id="b-1")
+    entries = [
+        JournalEntry(index=0, kind=EntryKind.STEP, name="charge", output=b"5", attempt=1),
+        JournalEntry(index=1, kind=EntryKind.PATCH, name="send-receipt"),
+    ]
+    body = msgspec.json.decode(msgspec.json.encode(history_out(run, entries, 1_700_000_000_007)))
+    assert list(body) == ["format", "exported_at", "run", "journal"]
+    assert body["format"] == "trine.history/1"
+    assert body["exported_at"] == "2023-11-14T22:13:20.007Z"
+    assert body["run"] == msgspec.json.decode(msgspec.json.encode(run_out(run)))
+    assert body["journal"] == [
+        msgspec.json.decode(msgspec.json.encode(journal_entry_out(entry))) for entry in entries
+    ]
+    assert [entry["kind"] for entry in body["journal"]] == ["step", "patch"]
+
+
+def test_build_and_worker_out() -> None:
+    build = BuildInfo(
+        build_id="b-1", functions=["a", "b"], open_runs=2, connected=True, last_seen_ms=T
+    )
+    assert msgspec.json.decode(msgspec.json.encode(build_out(build))) == {
+        "build_id": "b-1",
+        "functions": ["a", "b"],
+        "open_runs": 2,
+        "connected": True,
+        "last_seen": "2023-11-14T22:13:20.007Z",
+    }
+    assert build_out(BuildInfo(build_id="b-2")).last_seen is None
+    worker = WorkerInfo(worker_id="w", build_id="b-1", connected_at_ms=T, last_heartbeat_at_ms=T)
+    assert worker_out(worker).build_id == "b-1"
+    assert worker_out(WorkerInfo(worker_id="w")).build_id is None
+
+
+T = 1_700_000_000_007

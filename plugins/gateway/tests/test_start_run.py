@@ -40,6 +40,10 @@ async def test_start_run_answers_201_with_the_run(gateway: Gateway) -> None:
         "parent_run_id",
         "deadline",
         "waiting",
+        "build_id",
+        "blocked_build_id",
+        "retries",
+        "waiting_for_build",
     }
     assert run["function"] == "order"
     assert run["status"] == "pending"
@@ -56,6 +60,8 @@ async def test_start_run_answers_201_with_the_run(gateway: Gateway) -> None:
     assert run["parent_run_id"] is None
     assert run["deadline"] is None
     assert run["waiting"] == []
+    assert (run["build_id"], run["blocked_build_id"], run["waiting_for_build"]) == (None,) * 3
+    assert run["retries"] == 0
     (sent,) = started(gateway)
     assert sent.input == b'{"order_id":"o-1","items":[{"sku":"A1","qty":2}],"amount":19.99}'
     assert sent.idempotency_key == ""

@@ -95,6 +95,7 @@ async def test_a_worker_with_its_functions_capacity_and_runs_in_flight() -> None
                 "last_heartbeat_at": T0_ISO,
                 "draining": False,
                 "coordinator": "127.0.0.1:7481",
+                "build_id": None,
             }
         ],
         "unavailable": [],

@@ -7,17 +7,36 @@ own JSON documents, passed through as they were stored (see :mod:`trine_gateway.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
-RunStatusName = Literal["pending", "running", "suspended", "completed", "failed", "cancelled"]
-"""A run's status as the API spells it: the proto enum's name, lower-cased."""
+RunStatusName = Literal[
+    "pending", "running", "suspended", "completed", "failed", "cancelled", "blocked"
+]
+"""A run's status as the API spells it: the proto enum's name, lower-cased. ``blocked`` is not
+final: a workflow error holds the run until it is retried."""
 
-EntryKindName = Literal["step", "sleep", "signal", "child", "cancel", "emit"]
+EntryKindName = Literal["step", "sleep", "signal", "child", "cancel", "emit", "patch"]
 """What a journal entry records: a step the worker ran, a wait the engine resolves (a timer, a
-signal, a child run), the position where the workflow was told of its cancellation, or a custom
-event the workflow emitted (its data as ``output``)."""
+signal, a child run), the position where the workflow was told of its cancellation, a custom
+event the workflow emitted (its data as ``output``), or a patch marker (``ctx.patched``: its
+change id as ``name``)."""
+
+VersioningName = Literal["auto_upgrade", "pinned"]
+"""Which builds may continue a run of a function: any (``auto_upgrade``), or only the build that
+first took it (``pinned``)."""
+
+WorkflowErrorName = Literal["block", "fail"]
+"""What a workflow error does to a run of a function: hold it as ``blocked`` until retried, or
+fail it for good."""
+
+HISTORY_FORMAT: Final = "trine.history/1"
+"""The ``format`` of ``GET /v1/runs/{id}/history``: a change old readers cannot read gets a new
+one."""
+
+MAX_BUILD_ID = 200
+"""The longest build id a move accepts (a build id is a short label: a digest or a version)."""
 
 WaitKindName = Literal["sleep", "signal", "child"]
 """What a suspended run waits for."""
@@ -52,6 +71,26 @@ class CancelBody(msgspec.Struct):
     """``POST /v1/runs/{id}/cancel``: an optional reason, kept in the run's error message."""
 
     reason: str = ""
+
+
+class RetryBody(msgspec.Struct):
+    """``POST /v1/runs/{id}/retry``: an optional reason, carried by the ``run.retried`` event."""
+
+    reason: str = ""
+
+
+class MoveBody(msgspec.Struct):
+    """``POST /v1/runs/{id}/move``: the build the run continues on from now."""
+
+    build_id: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1,
+            max_length=MAX_BUILD_ID,
+            pattern=r"^\S+$",
+            description="a build a worker registered the run's function with",
+        ),
+    ]
 
 
 class ErrorInfoOut(msgspec.Struct):
@@ -97,6 +136,16 @@ class RunOut(msgspec.Struct):
     """When the run fails with ``RunTimeout`` if it has not finished; ``null`` if never."""
     waiting: list[WaitOut]
     """While ``suspended``: what the run waits for; empty otherwise."""
+    build_id: str | None
+    """The build of the worker that first took the run (a pinned run continues only on it);
+    ``null`` until first dispatched."""
+    blocked_build_id: str | None
+    """While ``blocked``: the build whose code raised the run's error; ``null`` otherwise."""
+    retries: int
+    """How many times the run was retried after failing or being blocked."""
+    waiting_for_build: str | None
+    """A ``pending`` pinned run no connected worker of its build can take waits for this build;
+    ``null`` otherwise."""
 
 
 class SignalOut(msgspec.Struct):
@@ -150,6 +199,12 @@ class RetryPolicyOut(msgspec.Struct):
 class FunctionOut(msgspec.Struct):
     name: str
     retry: RetryPolicyOut | None
+    versioning: VersioningName
+    """Which builds may continue a run of it (``auto_upgrade``: any)."""
+    on_workflow_error: WorkflowErrorName
+    """What a workflow error does to a run of it (``block``: held until retried)."""
+    build_id: str | None
+    """The build whose registration set these settings; ``null`` if the worker gave none."""
 
 
 class FunctionListOut(msgspec.Struct):
@@ -190,6 +245,8 @@ class WorkerOut(msgspec.Struct):
     """It finishes what it has and takes nothing more (it is stopping)."""
     coordinator: str
     """The coordinator holding it: the address its workers connect to."""
+    build_id: str | None
+    """The build it registered with; ``null`` if it gave none."""
 
 
 class WorkerListOut(msgspec.Struct):
@@ -200,6 +257,39 @@ class WorkerListOut(msgspec.Struct):
     unavailable: list[ErrorDetail]
     """The coordinators that did not answer, one error each (their workers are missing from
     ``workers``); empty when every coordinator answered. If none answers: 503."""
+
+
+class HistoryOut(msgspec.Struct):
+    """``GET /v1/runs/{id}/history``: a run and its journal, for ``trine.testing.replay``."""
+
+    format: Literal["trine.history/1"]
+    """:data:`HISTORY_FORMAT`: names this shape."""
+    exported_at: str
+    """When the gateway exported it (ISO-8601 UTC with milliseconds)."""
+    run: RunOut
+    """The run, exactly as ``GET /v1/runs/{id}`` returns it."""
+    journal: list[JournalEntryOut]
+    """Its entries, exactly as ``GET /v1/runs/{id}/journal`` returns them."""
+
+
+class BuildOut(msgspec.Struct):
+    """One build the engine knows from its workers' registrations."""
+
+    build_id: str
+    functions: list[str]
+    """The functions its workers registered."""
+    open_runs: int
+    """Runs not final whose ``build_id`` is this build."""
+    connected: bool
+    """A worker of this build asked for work within the last 10 s."""
+    last_seen: str | None
+    """When a worker of it last registered or asked for work (ISO-8601 UTC); ``null`` if
+    unknown."""
+
+
+class BuildListOut(msgspec.Struct):
+    builds: list[BuildOut]
+    """By ``build_id``."""
 
 
 class EventOut(msgspec.Struct):

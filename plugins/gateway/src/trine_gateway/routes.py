@@ -10,6 +10,7 @@ and annotations are resolved at runtime, so every name used in one is imported a
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -40,12 +41,16 @@ from trine_core import (
 )
 from trine_gateway.lifecycle import Lifecycle
 from trine_gateway.models import (
+    BuildListOut,
     CancelBody,
     ErrorBody,
     ErrorDetail,
     FunctionListOut,
     HealthOut,
+    HistoryOut,
     JournalOut,
+    MoveBody,
+    RetryBody,
     RunListOut,
     RunOut,
     RunStatusName,
@@ -55,8 +60,10 @@ from trine_gateway.models import (
 )
 from trine_gateway.serialization import (
     STATUS_BY_NAME,
+    build_out,
     encode_input,
     function_out,
+    history_out,
     journal_entry_out,
     run_out,
     worker_out,
@@ -66,10 +73,13 @@ from trine_proto.trine.v1 import (
     CancelRunRequest,
     GetJournalRequest,
     GetRunRequest,
+    ListBuildsRequest,
     ListFunctionsRequest,
     ListRunsRequest,
     ListWorkersRequest,
     ListWorkersResponse,
+    MoveRunRequest,
+    RetryRunRequest,
     Run,
     RunStatus,
     SignalRunRequest,
@@ -253,7 +263,16 @@ async def read_run(
     return run_out(run)
 
 
-@get("/v1/runs", summary="List runs in creation order", tags=["runs"], responses=_errors(400))
+@get(
+    "/v1/runs",
+    summary="List runs in creation order",
+    description=(
+        "Oldest first, a page at a time; `newest_first=true` lists the newest first (the next "
+        "pages go on towards older runs)."
+    ),
+    tags=["runs"],
+    responses=_errors(400),
+)
 async def list_runs(
     gateway: NamedDependency[Gateway],
     status: Annotated[RunStatusName | None, QueryParameter(description="only runs in it")] = None,
@@ -262,6 +281,10 @@ async def list_runs(
     page_token: Annotated[
         str | None, QueryParameter(description="the previous page's next_page_token")
     ] = None,
+    newest_first: Annotated[
+        bool,
+        QueryParameter(description="the newest runs first (pass the same on every page)"),
+    ] = False,
 ) -> RunListOut:
     page = await gateway.backend.list_runs(
         ListRunsRequest(
@@ -269,6 +292,7 @@ async def list_runs(
             function=function or "",
             limit=limit,
             page_token=page_token or "",
+            newest_first=newest_first,
         )
     )
     return RunListOut(
@@ -281,7 +305,8 @@ async def list_runs(
     summary="A run's journal: its steps, waits (sleeps, signals, child runs) and cancellation",
     description=(
         "One entry per completed or finally failed step, and one per wait: `kind` is step, "
-        "sleep, signal, child or cancel; a wait not resolved yet is `pending`."
+        "sleep, signal, child, cancel, emit (a custom event) or patch (a `ctx.patched` marker, "
+        "its change id as `name`); a wait not resolved yet is `pending`."
     ),
     tags=["runs"],
     responses=_errors(404),
@@ -289,6 +314,69 @@ async def list_runs(
 async def read_journal(gateway: NamedDependency[Gateway], run_id: RunId) -> JournalOut:
     journal = await gateway.backend.get_journal(GetJournalRequest(run_id=run_id))
     return JournalOut(entries=[journal_entry_out(entry) for entry in journal.entries])
+
+
+@get(
+    "/v1/runs/{run_id:str}/history",
+    summary="A run's history: the run and its journal, for replay checks",
+    description=(
+        "The `trine.history/1` format: `{format, exported_at, run, journal}`, where `run` is the "
+        "run exactly as `GET /v1/runs/{id}` returns it and `journal` its entries exactly as "
+        "`GET /v1/runs/{id}/journal` returns them. `trine.testing.replay(worker, history)` "
+        "replays it against a worker's code (`trine replay` does it for the latest runs). A "
+        "change that older readers cannot read gets a new `format`."
+    ),
+    tags=["runs"],
+    responses=_errors(404),
+)
+async def read_history(gateway: NamedDependency[Gateway], run_id: RunId) -> HistoryOut:
+    run = await gateway.backend.get_run(GetRunRequest(run_id=run_id))
+    journal = await gateway.backend.get_journal(GetJournalRequest(run_id=run_id))
+    return history_out(run, journal.entries, int(time.time() * 1000))
+
+
+@post(
+    "/v1/runs/{run_id:str}/retry",
+    status_code=200,
+    summary="Retry a failed or blocked run",
+    description=(
+        "Resumes a `failed` run (a step's final error, a workflow error, a timeout, lost "
+        "workers) or a `blocked` one from its journal, with the same id: the journal is cut at "
+        "its first entry holding an error, so the steps that succeeded before it replay and "
+        "the failed step runs again on the code the workers run today. The run is `pending` "
+        "again, its error cleared and `retries` one more; the `run.retried` event carries the "
+        "optional `reason`. 409 run_not_retryable: the run is neither failed nor blocked."
+    ),
+    tags=["runs"],
+    responses=_errors(400, 404, 409),
+)
+async def retry_run(
+    gateway: NamedDependency[Gateway],
+    run_id: RunId,
+    data: JSONBody[RetryBody | None] = None,
+) -> RunOut:
+    reason = data.reason if data is not None else ""
+    run = await gateway.backend.retry_run(RetryRunRequest(run_id=run_id, reason=reason))
+    return run_out(run)
+
+
+@post(
+    "/v1/runs/{run_id:str}/move",
+    status_code=200,
+    summary="Move a run to another build",
+    description=(
+        "From now on the run continues only on workers of `build_id` (the way off a build that "
+        "is gone for a pinned run). 409 unknown_build: no worker registered the run's function "
+        "with that build (`GET /v1/builds` lists them). 409 run_finished: the run has ended."
+    ),
+    tags=["runs"],
+    responses=_errors(400, 404, 409),
+)
+async def move_run(
+    gateway: NamedDependency[Gateway], run_id: RunId, data: JSONBody[MoveBody]
+) -> RunOut:
+    run = await gateway.backend.move_run(MoveRunRequest(run_id=run_id, build_id=data.build_id))
+    return run_out(run)
 
 
 @post(
@@ -395,6 +483,21 @@ async def list_functions(gateway: NamedDependency[Gateway]) -> FunctionListOut:
 
 
 @get(
+    "/v1/builds",
+    summary="Every build the engine knows of",
+    description=(
+        "Each build a worker registered with, by `build_id`: the functions its workers "
+        "registered, `open_runs` (runs not final that started on it), `connected` (a worker of "
+        "it asked for work within the last 10 s) and `last_seen`."
+    ),
+    tags=["builds"],
+)
+async def list_builds(gateway: NamedDependency[Gateway]) -> BuildListOut:
+    answer = await gateway.backend.list_builds(ListBuildsRequest())
+    return BuildListOut(builds=[build_out(build) for build in answer.builds])
+
+
+@get(
     "/v1/workers",
     summary="The workers connected to the coordinators",
     description=(
@@ -443,10 +546,14 @@ HANDLERS: list[Any] = [
     list_runs,
     read_run,
     read_journal,
+    read_history,
+    retry_run,
+    move_run,
     cancel_run,
     signal_run,
     run_events,
     list_functions,
+    list_builds,
     list_workers,
     healthz,
 ]

@@ -8,25 +8,32 @@ milliseconds since the epoch in the messages and ISO-8601 UTC with milliseconds 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any, TypeGuard, get_args
 
 import msgspec
 
 from trine_gateway.models import (
+    HISTORY_FORMAT,
+    BuildOut,
     EntryKindName,
     ErrorInfoOut,
     EventOut,
     FunctionOut,
+    HistoryOut,
     JournalEntryOut,
     RetryPolicyOut,
     RunInFlightOut,
     RunOut,
     RunStatusName,
+    VersioningName,
     WaitKindName,
     WaitOut,
     WorkerOut,
+    WorkflowErrorName,
 )
 from trine_proto.trine.v1 import (
+    BuildInfo,
     EntryKind,
     ErrorInfo,
     Event,
@@ -36,8 +43,10 @@ from trine_proto.trine.v1 import (
     Run,
     RunInFlight,
     RunStatus,
+    VersioningMode,
     Wait,
     WorkerInfo,
+    WorkflowErrorMode,
 )
 from trine_proto.vocabulary import status_name as vocabulary_status_name
 
@@ -66,6 +75,17 @@ _ENTRY_KIND_NAMES: dict[EntryKind, EntryKindName] = {
     **_WAIT_KIND_NAMES,
     EntryKind.CANCEL: "cancel",
     EntryKind.EMIT: "emit",
+    EntryKind.PATCH: "patch",
+}
+_VERSIONING_NAMES: dict[VersioningMode, VersioningName] = {
+    VersioningMode.UNSPECIFIED: "auto_upgrade",  # the proto's default
+    VersioningMode.AUTO_UPGRADE: "auto_upgrade",
+    VersioningMode.PINNED: "pinned",
+}
+_WORKFLOW_ERROR_NAMES: dict[WorkflowErrorMode, WorkflowErrorName] = {
+    WorkflowErrorMode.UNSPECIFIED: "block",  # the proto's default
+    WorkflowErrorMode.BLOCK: "block",
+    WorkflowErrorMode.FAIL: "fail",
 }
 _json_encoder = msgspec.json.Encoder()
 
@@ -137,6 +157,10 @@ def run_out(run: Run) -> RunOut:
         parent_run_id=run.parent_run_id or None,
         deadline=_iso_or_none(run.deadline_ms),
         waiting=[out for out in map(wait_out, run.waiting) if out is not None],
+        build_id=run.build_id or None,
+        blocked_build_id=run.blocked_build_id or None,
+        retries=run.retries,
+        waiting_for_build=run.waiting_for_build or None,
     )
 
 
@@ -170,7 +194,35 @@ def _retry_out(retry: RetryPolicy | None) -> RetryPolicyOut | None:
 
 
 def function_out(spec: FunctionSpec) -> FunctionOut:
-    return FunctionOut(name=spec.name, retry=_retry_out(spec.retry))
+    return FunctionOut(
+        name=spec.name,
+        retry=_retry_out(spec.retry),
+        # an unknown mode would come from a newer engine; call it the default
+        versioning=_VERSIONING_NAMES.get(spec.versioning, "auto_upgrade"),
+        on_workflow_error=_WORKFLOW_ERROR_NAMES.get(spec.on_workflow_error, "block"),
+        build_id=spec.build_id or None,
+    )
+
+
+def history_out(run: Run, entries: Iterable[JournalEntry], now_ms: int) -> HistoryOut:
+    """A run and its journal in the ``trine.history/1`` format, exported at ``now_ms``: the
+    same run and entry shapes as the API's own reads, so a history reads like them."""
+    return HistoryOut(
+        format=HISTORY_FORMAT,
+        exported_at=iso_ms(now_ms),
+        run=run_out(run),
+        journal=[journal_entry_out(entry) for entry in entries],
+    )
+
+
+def build_out(build: BuildInfo) -> BuildOut:
+    return BuildOut(
+        build_id=build.build_id,
+        functions=list(build.functions),
+        open_runs=build.open_runs,
+        connected=build.connected,
+        last_seen=_iso_or_none(build.last_seen_ms),
+    )
 
 
 def run_in_flight_out(run: RunInFlight) -> RunInFlightOut:
@@ -197,6 +249,7 @@ def worker_out(worker: WorkerInfo) -> WorkerOut:
         last_heartbeat_at=iso_ms(worker.last_heartbeat_at_ms),
         draining=worker.draining,
         coordinator=worker.coordinator,
+        build_id=worker.build_id or None,
     )
 
 
