@@ -22,12 +22,15 @@ from trine_proto.trine.v1 import (
     GetJournalRequest,
     GetRunRequest,
     JournalEntry,
+    ListBuildsRequest,
     RegisterFunctionsRequest,
     ReleaseLeasesRequest,
     ReportOutcome,
     ReportRequest,
     ReportResponse,
+    RetryRunRequest,
     Run,
+    RunBlocked,
     RunCompleted,
     RunFailed,
     RunStatus,
@@ -39,6 +42,7 @@ from trine_proto.trine.v1 import (
     StepFailed,
     SubscribeRequest,
     TakeWorkRequest,
+    VersioningMode,
     WaitSignal,
     WorkItem,
 )
@@ -286,3 +290,58 @@ async def test_fire_timers_fires_what_is_due_and_resumes_the_run(memory: MemoryE
         (EventType.TIMER_FIRED, "sleep"),
         (EventType.SIGNAL_TIMED_OUT, "go"),
     ]
+
+
+async def test_a_pinned_run_shows_the_build_it_waits_for_while_none_of_it_asks_for_work(
+    memory: MemoryEngine,
+) -> None:
+    now = [T0]
+    memory.clock = lambda: now[0]
+    pinned = [FunctionSpec(name="parent", versioning=VersioningMode.PINNED)]
+    for build_id in ("a", "b"):
+        request = RegisterFunctionsRequest(f"w-{build_id}", pinned, build_id=build_id)
+        await memory.dispatcher.register_functions(request)
+    run = await start(memory)
+    assert (await get(memory, run.id)).waiting_for_build == ""  # no build yet: anyone takes it
+    taken = await memory.dispatcher.take_work(
+        TakeWorkRequest(worker_id="w-a", functions=["parent"], max_items=1, build_id="a")
+    )
+    [item] = taken.items
+    assert item.lease is not None
+    assert (await get(memory, run.id)).waiting_for_build == ""  # running
+    await memory.dispatcher.release_leases(ReleaseLeasesRequest(lease_ids=[item.lease.id]))
+    assert (await get(memory, run.id)).waiting_for_build == ""  # a asked for work just now
+    now[0] = T0 + 10_001
+    await memory.dispatcher.take_work(
+        TakeWorkRequest(worker_id="w-b", functions=["parent"], max_items=1, build_id="b")
+    )
+    assert (await get(memory, run.id)).waiting_for_build == "a"
+    builds = (await memory.backend.list_builds(ListBuildsRequest())).builds
+    assert [(b.build_id, b.open_runs, b.connected, b.last_seen_ms) for b in builds] == [
+        ("a", 1, False, T0),
+        ("b", 0, True, T0 + 10_001),
+    ]
+
+
+async def test_a_retried_run_gets_a_new_deadline_of_its_timeout(memory: MemoryEngine) -> None:
+    now = [T0]
+    memory.clock = lambda: now[0]
+    run = await start(memory, "child")  # its function's timeout: 5 s
+    error = ErrorInfo(type="RunTimeout", message="too slow")
+    await report(memory, await take(memory, "child"), Command(run_failed=RunFailed(error=error)))
+    now[0] = T0 + 60_000
+    retried = await memory.backend.retry_run(RetryRunRequest(run_id=run.id))
+    assert (retried.status, retried.deadline_ms) == (RunStatus.PENDING, T0 + 65_000)
+
+
+async def test_a_blocked_report_sent_again_under_its_lease_is_acknowledged(
+    memory: MemoryEngine,
+) -> None:
+    run = await start(memory)
+    item = await take(memory)
+    blocked = Command(run_blocked=RunBlocked(error=ErrorInfo(type="TypeError", message="bug")))
+    assert (await report(memory, item, blocked)).outcome == ReportOutcome.FINISHED
+    first = await get(memory, run.id)
+    assert (await report(memory, item, blocked)).outcome == ReportOutcome.FINISHED
+    again = await get(memory, run.id)
+    assert (again.status, again.last_event_seq) == (RunStatus.BLOCKED, first.last_event_seq)

@@ -41,6 +41,8 @@ from trine_core.errors import (
     PayloadTooLarge,
     RunFinished,
     RunNotFound,
+    RunNotRetryable,
+    UnknownBuild,
     UnknownFunction,
 )
 from trine_core.protocols import Backend, Dispatcher, WorkerRegistry
@@ -55,18 +57,24 @@ from trine_proto.trine.v1 import (
     GetJournalRequest,
     GetRunRequest,
     JournalEntry,
+    ListBuildsRequest,
     ListFunctionsRequest,
     ListRunsRequest,
     ListWorkersRequest,
     ListWorkersResponse,
+    MoveRunRequest,
+    Patched,
     RegisterFunctionsRequest,
     ReleaseLeasesRequest,
     RenewLeasesRequest,
     ReportOutcome,
     ReportRequest,
     ReportResponse,
+    RetryRunRequest,
     Run,
+    RunBlocked,
     RunCompleted,
+    RunFailed,
     RunStatus,
     SignalRunRequest,
     StartChild,
@@ -76,6 +84,7 @@ from trine_proto.trine.v1 import (
     StepStarted,
     SubscribeRequest,
     TakeWorkRequest,
+    VersioningMode,
     WaitRunRequest,
     WaitSignal,
     WorkerInfo,
@@ -89,6 +98,9 @@ SHORT_MS = 50
 """A wait that must run out: short, since nothing will come."""
 LONG_MS = 5_000
 """A wait that must be answered well before it runs out."""
+BUILD_A, BUILD_B = "contract-build-a", "contract-build-b"
+RUN_RETRIED, RUN_MOVED, RUN_BLOCKED = "run.retried", "run.moved", "run.blocked"
+"""Event types of docs/versioning.md."""
 
 
 @dataclasses.dataclass
@@ -114,6 +126,20 @@ class _Driver:
             RegisterFunctionsRequest(worker_id="contract-worker", functions=specs)
         )
 
+    async def register_build(
+        self,
+        build_id: str,
+        *names: str,
+        versioning: VersioningMode = VersioningMode.UNSPECIFIED,
+    ) -> None:
+        """A worker of ``build_id`` registers ``names`` (``FUNCTION`` by default)."""
+        specs = [FunctionSpec(name=name, versioning=versioning) for name in names or (FUNCTION,)]
+        await self.dispatcher.register_functions(
+            RegisterFunctionsRequest(
+                worker_id=f"worker-{build_id}", functions=specs, build_id=build_id
+            )
+        )
+
     async def start(self, data: Any = None, key: str = "", function: str = FUNCTION) -> Run:
         answer = await self.backend.start_run(
             StartRunRequest(function=function, input=json.dumps(data).encode(), idempotency_key=key)
@@ -121,18 +147,67 @@ class _Driver:
         assert answer.run is not None
         return answer.run
 
-    async def take(self, wait_ms: int = LONG_MS, function: str = FUNCTION) -> list[WorkItem]:
+    async def take(
+        self, wait_ms: int = LONG_MS, function: str = FUNCTION, build_id: str = ""
+    ) -> list[WorkItem]:
+        worker_id = f"worker-{build_id}" if build_id else "contract-worker"
         answer = await self.dispatcher.take_work(
             TakeWorkRequest(
-                worker_id="contract-worker", functions=[function], max_items=10, wait_ms=wait_ms
+                worker_id=worker_id,
+                functions=[function],
+                max_items=10,
+                wait_ms=wait_ms,
+                build_id=build_id,
             )
         )
         return list(answer.items)
 
-    async def take_one(self, run_id: str) -> WorkItem:
-        items = await self.take()
+    async def take_one(self, run_id: str, build_id: str = "") -> WorkItem:
+        items = await self.take(build_id=build_id)
         assert [item.run.id for item in items if item.run is not None] == [run_id]
         return items[0]
+
+    async def release(self, item: WorkItem) -> None:
+        assert item.lease is not None
+        await self.dispatcher.release_leases(ReleaseLeasesRequest(lease_ids=[item.lease.id]))
+
+    async def fail_at_second_step(self, item: WorkItem) -> None:
+        """The first step completes, the second fails for good, and the workflow fails with it."""
+        error = ErrorInfo(type="ValueError", message="bad card", retryable=False)
+        failed = StepFailed(index=1, name="charge", attempt=1, error=error)
+        step = await self.report(item, _step(0, "greet", {"hi": 1}), Command(step_failed=failed))
+        assert step.outcome == ReportOutcome.STEP_FAILED
+        ended = await self.report(item, Command(run_failed=RunFailed(error=error)))
+        assert ended.outcome == ReportOutcome.FINISHED
+
+    async def block(self, item: WorkItem) -> ReportResponse:
+        """One step, then a workflow error under ``on_workflow_error = block``."""
+        error = ErrorInfo(type="NonDeterminismError", message="the code changed")
+        return await self.report(
+            item, _step(0, "greet", {"hi": 1}), Command(run_blocked=RunBlocked(error=error))
+        )
+
+    async def journal(self, run_id: str) -> list[tuple[int, EntryKind, str]]:
+        answer = await self.backend.get_journal(GetJournalRequest(run_id=run_id))
+        return [(entry.index, entry.kind, entry.name) for entry in answer.entries]
+
+    async def events_after(self, run_id: str, after_seq: int, count: int) -> list[Event]:
+        """The next ``count`` events after ``after_seq`` (a run retried after its final event
+        goes on: a subscription to it does not end by itself)."""
+        stream = self.backend.subscribe(SubscribeRequest(run_id=run_id, after_seq=after_seq))
+        async with asyncio.timeout(LONG_MS / 1000):
+            return [await anext(stream) for _ in range(count)]
+
+    async def unchanged(self, run: Run) -> None:
+        """Nothing happened to the run since ``run`` was read: a refusal changed nothing."""
+        now = await self.run(run.id)
+        assert (now.status, now.build_id, now.retries, now.last_event_seq, now.journal_length) == (
+            run.status,
+            run.build_id,
+            run.retries,
+            run.last_event_seq,
+            run.journal_length,
+        )
 
     async def report(self, item: WorkItem, *commands: Command) -> ReportResponse:
         assert item.run is not None
@@ -361,6 +436,103 @@ class BackendContract(_Suite):
         listed = await drive.backend.list_functions(ListFunctionsRequest())
         assert {FUNCTION, OTHER} <= {spec.name for spec in listed.functions}
 
+    async def test_a_failed_run_is_retried_from_its_failed_step(self, drive: _Driver) -> None:
+        run = await drive.start(key="k-retry")
+        await drive.fail_at_second_step(await drive.take_one(run.id))
+        failed = await drive.run(run.id)
+        assert failed.status == RunStatus.FAILED
+        retried = await drive.backend.retry_run(RetryRunRequest(run_id=run.id, reason="fixed"))
+        assert (retried.id, retried.status, retried.retries, retried.error) == (
+            run.id,
+            RunStatus.PENDING,
+            1,
+            None,
+        )
+        assert await drive.journal(run.id) == [(0, EntryKind.STEP, "greet")]
+        [event] = await drive.events_after(run.id, failed.last_event_seq, 1)
+        assert (event.type, json.loads(event.data)) == (
+            RUN_RETRIED,
+            {"from_index": 1, "reason": "fixed", "automatic": False, "retries": 1},
+        )
+        again = await drive.backend.start_run(
+            StartRunRequest(function=FUNCTION, input=b"null", idempotency_key="k-retry")
+        )
+        assert again.run is not None
+        assert (again.created, again.run.id) == (False, run.id)
+        item = await drive.take_one(run.id)
+        assert [(e.index, e.name) for e in item.journal] == [(0, "greet")]
+        assert 1 not in item.step_attempts  # counted afresh
+        done = await drive.report(
+            item, _step(1, "charge", "ok"), Command(run_completed=RunCompleted(result=b"1"))
+        )
+        assert done.outcome == ReportOutcome.FINISHED
+        assert (await drive.run(run.id)).status == RunStatus.COMPLETED
+
+    async def test_only_a_failed_or_blocked_run_is_retried(self, drive: _Driver) -> None:
+        with pytest.raises(RunNotFound):
+            await drive.backend.retry_run(RetryRunRequest(run_id="01NOSUCHRUN000000000000000"))
+        pending = await drive.run((await drive.start()).id)
+        with pytest.raises(RunNotRetryable):
+            await drive.backend.retry_run(RetryRunRequest(run_id=pending.id))
+        await drive.unchanged(pending)
+        item = await drive.take_one(pending.id)
+        await drive.report(item, _step(0, "a", 1))
+        running = await drive.run(pending.id)
+        assert running.status == RunStatus.RUNNING
+        with pytest.raises(RunNotRetryable):
+            await drive.backend.retry_run(RetryRunRequest(run_id=pending.id))
+        await drive.unchanged(running)
+        await drive.report(item, Command(run_completed=RunCompleted(result=b"1")))
+        completed = await drive.run(pending.id)
+        with pytest.raises(RunNotRetryable):
+            await drive.backend.retry_run(RetryRunRequest(run_id=pending.id))
+        await drive.unchanged(completed)
+        assert (await drive.run(pending.id)).status == RunStatus.COMPLETED
+
+    async def test_a_run_moves_only_to_a_build_that_registered_its_function(
+        self, drive: _Driver
+    ) -> None:
+        await drive.register_build(BUILD_A, FUNCTION)
+        await drive.register_build(BUILD_B, OTHER)
+        run = await drive.run((await drive.start()).id)
+        for build_id in ("contract-build-never", BUILD_B):  # B serves only OTHER
+            with pytest.raises(UnknownBuild):
+                await drive.backend.move_run(MoveRunRequest(run_id=run.id, build_id=build_id))
+            await drive.unchanged(run)
+        moved = await drive.backend.move_run(MoveRunRequest(run_id=run.id, build_id=BUILD_A))
+        assert (moved.id, moved.build_id) == (run.id, BUILD_A)
+        assert (await drive.run(run.id)).build_id == BUILD_A
+        [event] = await drive.events_after(run.id, run.last_event_seq, 1)
+        assert event.type == RUN_MOVED
+        with pytest.raises(RunNotFound):
+            await drive.backend.move_run(
+                MoveRunRequest(run_id="01NOSUCHRUN000000000000000", build_id=BUILD_A)
+            )
+        await drive.backend.cancel_run(CancelRunRequest(run_id=run.id))
+        with pytest.raises(RunFinished):
+            await drive.backend.move_run(MoveRunRequest(run_id=run.id, build_id=BUILD_A))
+
+    async def test_builds_are_listed_with_their_functions_and_open_runs(
+        self, drive: _Driver
+    ) -> None:
+        before = now_ms()
+        await drive.register_build(BUILD_A, FUNCTION)
+        await drive.register_build(BUILD_B, FUNCTION, OTHER)
+        run = await drive.start()
+        await drive.take_one(run.id, build_id=BUILD_A)
+        listed = (await drive.backend.list_builds(ListBuildsRequest())).builds
+        assert [b.build_id for b in listed] == sorted(b.build_id for b in listed)
+        builds = {b.build_id: b for b in listed if b.build_id in (BUILD_A, BUILD_B)}
+        assert sorted(builds) == [BUILD_A, BUILD_B]
+        a, b = builds[BUILD_A], builds[BUILD_B]
+        assert (sorted(a.functions), a.open_runs, a.connected) == ([FUNCTION], 1, True)
+        assert (sorted(b.functions), b.open_runs) == (sorted([FUNCTION, OTHER]), 0)
+        assert before - 1 <= a.last_seen_ms <= now_ms() + 1
+        assert before - 1 <= b.last_seen_ms <= now_ms() + 1
+        functions = await drive.backend.list_functions(ListFunctionsRequest())
+        by_name = {spec.name: spec for spec in functions.functions}
+        assert (by_name[FUNCTION].build_id, by_name[OTHER].build_id) == (BUILD_B, BUILD_B)
+
 
 class DispatcherContract(_Suite):
     """What the coordinator relies on, whatever carries it."""
@@ -482,6 +654,89 @@ class DispatcherContract(_Suite):
         assert requested.status not in FINAL_STATUSES
         renewed = await drive.dispatcher.renew_leases(RenewLeasesRequest(lease_ids=[item.lease.id]))
         assert list(renewed.cancel_requested) == [item.lease.id]
+
+    async def test_a_run_keeps_the_build_that_first_took_it(self, drive: _Driver) -> None:
+        await drive.register_build(BUILD_A)
+        await drive.register_build(BUILD_B)
+        run = await drive.start()
+        assert (await drive.run(run.id)).build_id == ""
+        await drive.release(await drive.take_one(run.id, build_id=BUILD_A))
+        assert (await drive.run(run.id)).build_id == BUILD_A
+        await drive.take_one(run.id, build_id=BUILD_B)  # auto-upgrade: any build takes it
+        assert (await drive.run(run.id)).build_id == BUILD_A
+
+    async def test_a_pinned_run_is_given_only_to_its_build_until_moved(
+        self, drive: _Driver
+    ) -> None:
+        await drive.register_build(BUILD_A, versioning=VersioningMode.PINNED)
+        await drive.register_build(BUILD_B, versioning=VersioningMode.PINNED)
+        run = await drive.start()
+        await drive.release(await drive.take_one(run.id, build_id=BUILD_A))
+        assert await drive.take(wait_ms=SHORT_MS, build_id=BUILD_B) == []
+        await drive.release(await drive.take_one(run.id, build_id=BUILD_A))
+        await drive.backend.move_run(MoveRunRequest(run_id=run.id, build_id=BUILD_B))
+        assert await drive.take(wait_ms=SHORT_MS, build_id=BUILD_A) == []
+        item = await drive.take_one(run.id, build_id=BUILD_B)
+        assert (await drive.complete(item)).outcome == ReportOutcome.FINISHED
+        assert (await drive.run(run.id)).build_id == BUILD_B
+
+    async def test_a_patch_marker_is_journaled_once(self, drive: _Driver) -> None:
+        run = await drive.start()
+        item = await drive.take_one(run.id)
+        patch = Command(patched=Patched(index=0, change_id="send-receipt"))
+        assert (await drive.report(item, patch)).outcome == ReportOutcome.CONTINUE
+        assert (await drive.report(item, patch)).outcome == ReportOutcome.CONTINUE  # a no-op
+        await drive.report(item, _step(1, "send_receipt", "sent"))
+        assert await drive.journal(run.id) == [
+            (0, EntryKind.PATCH, "send-receipt"),
+            (1, EntryKind.STEP, "send_receipt"),
+        ]
+        await drive.release(item)
+        again = await drive.take_one(run.id)
+        assert [(e.index, e.kind, e.name) for e in again.journal] == [
+            (0, EntryKind.PATCH, "send-receipt"),
+            (1, EntryKind.STEP, "send_receipt"),
+        ]
+
+    async def test_a_blocked_run_is_held_not_final_until_retried(self, drive: _Driver) -> None:
+        await drive.register_build(BUILD_A)
+        run = await drive.start()
+        item = await drive.take_one(run.id, build_id=BUILD_A)
+        ended = await drive.block(item)
+        assert ended.outcome in (ReportOutcome.FINISHED, ReportOutcome.SUSPENDED)  # it ends
+        blocked = await drive.backend.wait_run(WaitRunRequest(run_id=run.id, wait_ms=SHORT_MS))
+        assert blocked.status == RunStatus.BLOCKED
+        assert blocked.error is not None
+        assert (blocked.error.type, blocked.blocked_build_id) == ("NonDeterminismError", BUILD_A)
+        events = await drive.events_after(run.id, 0, blocked.last_event_seq)
+        assert events[-1].type == RUN_BLOCKED
+        assert await drive.take(wait_ms=SHORT_MS) == []
+        retried = await drive.backend.retry_run(RetryRunRequest(run_id=run.id))
+        assert (retried.status, retried.retries, retried.blocked_build_id) == (
+            RunStatus.PENDING,
+            1,
+            "",
+        )
+        [event] = await drive.events_after(run.id, blocked.last_event_seq, 1)
+        assert (event.type, json.loads(event.data)["from_index"]) == (RUN_RETRIED, 1)
+        again = await drive.take_one(run.id)
+        assert [(e.index, e.name) for e in again.journal] == [(0, "greet")]
+
+    async def test_a_blocked_run_resumes_when_another_build_registers(self, drive: _Driver) -> None:
+        await drive.register_build(BUILD_A)
+        run = await drive.start()
+        await drive.block(await drive.take_one(run.id, build_id=BUILD_A))
+        await drive.register_build(BUILD_A)  # the same code again: nothing to resume
+        blocked = await drive.run(run.id)
+        assert blocked.status == RunStatus.BLOCKED
+        await drive.register_build(BUILD_B)
+        resumed = await drive.run(run.id)
+        assert (resumed.status, resumed.retries) == (RunStatus.PENDING, 1)
+        [event] = await drive.events_after(run.id, blocked.last_event_seq, 1)
+        assert (event.type, json.loads(event.data)["automatic"]) == (RUN_RETRIED, True)
+        item = await drive.take_one(run.id, build_id=BUILD_B)
+        done = await drive.report(item, Command(run_completed=RunCompleted(result=b"1")))
+        assert done.outcome == ReportOutcome.FINISHED
 
 
 class Workers(Protocol):

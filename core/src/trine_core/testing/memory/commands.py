@@ -17,7 +17,13 @@ from typing import Any, Final
 import betterproto2
 
 from trine_core import errors
-from trine_core.testing.memory.runs import Runs, RunState, cancelled, error_json
+from trine_core.testing.memory.runs import (
+    RUN_BLOCKED,
+    Runs,
+    RunState,
+    cancelled,
+    error_json,
+)
 from trine_core.testing.memory.runs import json_bytes as _json
 from trine_proto import retry
 from trine_proto.trine import v1 as pb
@@ -50,7 +56,7 @@ class Applying:
         self.end: End | None = None
         """How the run ended, if a command ended it."""
 
-    def event(self, type_: _E, name: str, data: Any) -> None:
+    def event(self, type_: _E | str, name: str, data: Any) -> None:
         self.engine._event(self.state, type_, name, data)
 
     def check_size(self, payload: bytes, what: str) -> bytes:
@@ -177,6 +183,23 @@ def emit(report: Applying, command: pb.Emit) -> None:
     report.event(_E.CUSTOM, name, custom)
 
 
+def patched(report: Applying, command: pb.Patched) -> None:
+    """The workflow took a change's new path: a ``patch`` entry named by the change id, so its
+    replays take it too. Sent again for the index that journals it: a no-op."""
+    index, change_id, journal = command.index, command.change_id, report.state.journal
+    if not change_id:
+        raise errors.InvalidArgument("a patch marker needs its change id")
+    at = journal[index] if index < len(journal) else None
+    if at is not None and at.kind == _K.PATCH and at.name == change_id:
+        return
+    if index != len(journal):
+        what = f"patch {index} ({change_id!r}) does not follow the {len(journal)} of run"
+        raise errors.InvalidArgument(f"{what} {report.run.id}", run_id=report.run.id, index=index)
+    entry = pb.JournalEntry(index=index, name=change_id, kind=_K.PATCH, output=b"null")
+    entry.started_at_ms = entry.ended_at_ms = report.now
+    journal.append(entry)
+
+
 # -- the run's end ------------------------------------------------------------------------------
 
 
@@ -194,6 +217,15 @@ def run_failed(report: Applying, command: pb.RunFailed) -> None:
     kind = _E.RUN_CANCELLED if ended else _E.RUN_FAILED
     report.event(kind, report.run.function, error_json(error))
     report.finish(_S.CANCELLED if ended else _S.FAILED, b"", error)
+
+
+def run_blocked(report: Applying, command: pb.RunBlocked) -> None:
+    """A workflow error under ``on_workflow_error = block``: the run is held, not ended."""
+    error = command.error or pb.ErrorInfo(type=ErrorType.ERROR)
+    lease = report.state.lease
+    data = error_json(error) | {"build_id": lease[3] if lease is not None else ""}
+    report.event(RUN_BLOCKED, report.run.function, data)
+    report.finish(_S.BLOCKED, b"", error)
 
 
 # -- waits: a sleep, a signal, a child run, and the workflow seeing its cancellation -----------
@@ -253,8 +285,10 @@ HANDLERS: Final[Mapping[str, Handler]] = {
     "step_completed": step_completed,
     "step_failed": step_failed,
     "emit": emit,
+    "patched": patched,
     "run_completed": run_completed,
     "run_failed": run_failed,
+    "run_blocked": run_blocked,
     "sleep": sleep,
     "wait_signal": wait_signal,
     "start_child": start_child,

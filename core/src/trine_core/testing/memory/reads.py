@@ -1,19 +1,21 @@
 """The ``Backend`` side of :class:`~trine_core.testing.memory.MemoryEngine`: starting, reading,
-waiting for, following, cancelling and signalling runs, and listing the functions."""
+waiting for, following, cancelling, signalling, retrying and moving runs, and listing the
+functions and the builds."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator
 
 from trine_core import errors
 from trine_core.names import check_signal_name
-from trine_core.testing.memory.runs import Runs, json_bytes
+from trine_core.testing.memory.runs import RUN_MOVED, Runs, json_bytes
 from trine_proto.trine import v1 as pb
-from trine_proto.vocabulary import FINAL_EVENT_TYPES
+from trine_proto.vocabulary import FINAL_EVENT_TYPES, status_name
 from trine_proto.vocabulary import EventType as _E
 
 DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT = 50, 1000
@@ -31,7 +33,7 @@ class Reads(Runs):
             )
         payload = self._check_size(message.input, "the run's input")
         if key in self._keys:
-            return pb.StartRunResponse(run=self._runs[self._keys[key]].view(), created=False)
+            return pb.StartRunResponse(run=self._view(self._runs[self._keys[key]]), created=False)
         state = self._start(
             spec,
             payload,
@@ -41,11 +43,11 @@ class Reads(Runs):
         )
         if key:
             self._keys[key] = state.run.id
-        return pb.StartRunResponse(run=state.view(), created=True)
+        return pb.StartRunResponse(run=self._view(state), created=True)
 
     async def get_run(self, message: pb.GetRunRequest) -> pb.Run:
         self._record("get_run", message)
-        return self._require(message.run_id).view()
+        return self._view(self._require(message.run_id))
 
     async def wait_run(self, message: pb.WaitRunRequest) -> pb.Run:
         self._record("wait_run", message)
@@ -53,7 +55,7 @@ class Reads(Runs):
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(message.wait_ms / 1000):
                 await self._until(lambda: state.final)
-        return state.view()
+        return self._view(state)
 
     async def list_runs(self, message: pb.ListRunsRequest) -> pb.ListRunsResponse:
         self._record("list_runs", message)
@@ -61,7 +63,7 @@ class Reads(Runs):
         token, newest_first = message.page_token, message.newest_first
         ids = sorted(self._runs, reverse=newest_first)
         ids = [i for i in ids if not token or (i < token if newest_first else i > token)]
-        runs = [self._runs[run_id].view() for run_id in ids]
+        runs = [self._view(self._runs[run_id]) for run_id in ids]
         after, before = message.created_after_ms, message.created_before_ms
         runs = [r for r in runs if after <= r.created_at_ms < (before or r.created_at_ms + 1)]
         runs = [r for r in runs if status in (_S.UNSPECIFIED, r.status)]
@@ -98,7 +100,7 @@ class Reads(Runs):
         self._record("cancel_run", message)
         state = self._require(message.run_id, active=True)
         self._cancel(state, message.reason)
-        return state.view()
+        return self._view(state)
 
     async def signal_run(self, message: pb.SignalRunRequest) -> pb.SignalRunResponse:
         self._record("signal_run", message)
@@ -117,7 +119,7 @@ class Reads(Runs):
         else:
             self._resolve(state, wait, output=payload)
         self._settle(state)
-        return pb.SignalRunResponse(run=state.view(), delivered=wait is not None)
+        return pb.SignalRunResponse(run=self._view(state), delivered=wait is not None)
 
     async def get_journal(self, message: pb.GetJournalRequest) -> pb.GetJournalResponse:
         self._record("get_journal", message)
@@ -127,3 +129,35 @@ class Reads(Runs):
         self._record("list_functions", message)
         specs = [self.functions[name] for name in sorted(self.functions)]
         return pb.ListFunctionsResponse(functions=specs)
+
+    async def retry_run(self, message: pb.RetryRunRequest) -> pb.Run:
+        """A failed or blocked run resumes; RunNotRetryable (nothing changed) in any other
+        state."""
+        self._record("retry_run", message)
+        state = self._require(message.run_id)
+        if state.run.status not in (_S.FAILED, _S.BLOCKED):
+            status = status_name(self._view(state).status)
+            what = f"run {state.run.id} is {status}: only a failed or blocked run can be retried"
+            raise errors.RunNotRetryable(what, run_id=state.run.id, status=status)
+        self._retry(state, message.reason, automatic=False)
+        return self._view(state)
+
+    async def move_run(self, message: pb.MoveRunRequest) -> pb.Run:
+        """The run continues only on ``build_id``; UnknownBuild when no worker registered its
+        function with that build."""
+        self._record("move_run", message)
+        state = self._require(message.run_id, active=True)
+        run, build_id = state.run, message.build_id
+        if not self._builds.serves(build_id, run.function):
+            known = self._builds.known_for(run.function)
+            what = f"no worker has registered function {run.function!r} with build {build_id!r}"
+            raise errors.UnknownBuild(what, build_id=build_id, function=run.function, known=known)
+        state.run = dataclasses.replace(run, build_id=build_id)
+        self._event(state, RUN_MOVED, run.function, {"build_id": build_id, "from": run.build_id})
+        self._wake()
+        return self._view(state)
+
+    async def list_builds(self, message: pb.ListBuildsRequest) -> pb.ListBuildsResponse:
+        self._record("list_builds", message)
+        open_runs = Counter(s.run.build_id for s in self._runs.values() if not s.final)
+        return pb.ListBuildsResponse(builds=self._builds.infos(open_runs, self.clock()))

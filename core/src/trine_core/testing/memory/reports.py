@@ -1,6 +1,7 @@
 """The ``Dispatcher`` side of :class:`~trine_core.testing.memory.MemoryEngine`: registering
-functions, leasing runs out (``take_work``), renewing and releasing leases, and a worker's report
-(checked against its lease, applied whole or not at all, and what it leaves the run: finished,
+functions (and resuming the runs an older build blocked), leasing runs out (``take_work``: a
+pinned run only to its build), renewing and releasing leases, and a worker's report (checked
+against its lease, applied whole or not at all, and what it leaves the run: finished, blocked,
 retried, suspended or still running). Each command's effect is in :mod:`.commands`."""
 
 from __future__ import annotations
@@ -25,13 +26,23 @@ class Reports(Runs):
         self._record("register_functions", message)
         if any(not spec.name for spec in message.functions):
             raise errors.InvalidArgument("a function needs a name")
-        self.functions.update((spec.name, spec) for spec in message.functions)
+        build_id, names = message.build_id, {spec.name for spec in message.functions}
+        for spec in message.functions:
+            self.functions[spec.name] = dataclasses.replace(spec, build_id=build_id)
+        self._builds.registered(build_id, names, self.clock())
+        for state in list(self._runs.values()):  # a new build may have fixed what blocked them
+            run = state.run
+            blocked = run.status == _S.BLOCKED and run.function in names
+            if blocked and build_id and build_id != run.blocked_build_id:
+                self._retry(state, f"build {build_id} registered", automatic=True)
+        self._wake()
         return pb.RegisterFunctionsResponse()
 
     async def take_work(self, message: pb.TakeWorkRequest) -> pb.TakeWorkResponse:
         """Woken by any change (a start, a release, a resume). Leasing and answering have no await
         between them, so a call cancelled while it waits has taken nothing."""
         self._record("take_work", message)
+        self._builds.took(message.build_id, self.clock())
         items: list[pb.WorkItem] = []
 
         def take() -> bool:
@@ -49,8 +60,10 @@ class Reports(Runs):
         state, lease_id = self._require(message.run_id), message.lease_id
         commands = message.commands
         if state.lease is None or state.lease[0] != lease_id:
-            ends = any(c.run_completed is not None or c.run_failed is not None for c in commands)
-            if state.final and ends and lease_id and lease_id == state.finished_lease:
+            ending = ("run_completed", "run_failed", "run_blocked")
+            ends = any(getattr(c, kind) is not None for c in commands for kind in ending)
+            held = state.final or state.run.status == _S.BLOCKED
+            if held and ends and lease_id and lease_id == state.finished_lease:
                 return pb.ReportResponse(outcome=_O.FINISHED)  # a final report sent again
             what = f"lease {lease_id!r} is not the current lease of run {state.run.id}"
             raise errors.LeaseLost(what, run_id=state.run.id, lease_id=lease_id)
@@ -67,7 +80,10 @@ class Reports(Runs):
         run = state.run = dataclasses.replace(state.run, attempt=state.lease[2])
         if end is not None:
             answer.outcome, state.finished_lease = _O.FINISHED, lease_id
-            self._finish(state, *end)
+            if end[0] == _S.BLOCKED:
+                self._block(state, end[2])
+            else:
+                self._finish(state, *end)
         elif answer.outcome == _O.RETRY_SCHEDULED:
             state.run = dataclasses.replace(run, not_before_ms=answer.retry_at_ms)
             state.lease = None
@@ -97,7 +113,8 @@ class Reports(Runs):
         return pb.ReleaseLeasesResponse()
 
     def _take(self, message: pb.TakeWorkRequest) -> list[pb.WorkItem]:
-        """Lease the first runs in line of those functions."""
+        """Lease the first runs in line of those functions, but a pinned run only to a taker of
+        its build (it keeps its place in line). A run's first taker gives it its build."""
         items: list[pb.WorkItem] = []
         for run_id in list(self._ready):
             state = self._runs.get(run_id)
@@ -105,16 +122,22 @@ class Reports(Runs):
                 break
             if state is None or state.lease or state.run.status != _S.PENDING:
                 self._ready.remove(run_id)  # stale: cancelled while in line, say
-            elif state.run.function in message.functions:
+            elif state.run.function in message.functions and self._may_take(state, message):
                 self._ready.remove(run_id)
+                if not state.run.build_id:
+                    state.run = dataclasses.replace(state.run, build_id=message.build_id)
                 state.dispatches = attempt = max(state.dispatches, state.run.attempt) + 1
-                state.lease = (lease_id := f"lease-{next(self._ids)}", message.worker_id, attempt)
+                lease_id = f"lease-{next(self._ids)}"
+                state.lease = (lease_id, message.worker_id, attempt, message.build_id)
                 self._leases[lease_id] = run_id
                 expires = self.clock() + (message.lease_ttl_ms or LEASE_TTL_MS)
                 lease = pb.Lease(id=lease_id, attempt=attempt, expires_at_ms=expires)
-                item = pb.WorkItem(run=state.view(), lease=lease, journal=list(state.journal))
+                item = pb.WorkItem(run=self._view(state), lease=lease, journal=list(state.journal))
                 items.append(dataclasses.replace(item, step_attempts=dict(state.step_attempts)))
         return items
+
+    def _may_take(self, state: RunState, message: pb.TakeWorkRequest) -> bool:
+        return not self._pinned(state.run) or state.run.build_id == message.build_id
 
     def _leased(self, lease_id: str) -> RunState | None:
         """The run whose current lease this is."""

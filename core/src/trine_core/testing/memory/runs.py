@@ -1,6 +1,7 @@
 """What both sides of :class:`~trine_core.testing.memory.MemoryEngine` share: a run's state and how
-readers see it, the test hooks, and the changes that a start, a signal, a report, a cancellation or
-a timer make to a run (an event written, a wait resolved, a run settled, finished or cancelled)."""
+readers see it, the test hooks, and the changes that a start, a signal, a report, a cancellation,
+a timer or a retry make to a run (an event written, a wait resolved, a run settled, finished,
+cancelled, blocked or retried)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,15 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from trine_core import errors
+from trine_core.testing.memory.builds import Builds
 from trine_proto.trine import v1 as pb
 from trine_proto.vocabulary import FINAL_STATUSES, ErrorType, status_name
 from trine_proto.vocabulary import EventType as _E
 
 CANCEL_GRACE_MS = LEASE_TTL_MS = 30_000
 _S, _K = pb.RunStatus, pb.EntryKind
+RUN_RETRIED, RUN_MOVED, RUN_BLOCKED = "run.retried", "run.moved", "run.blocked"
+"""Event types of docs/versioning.md (to become ``EventType`` members in trine_proto)."""
 
 
 def json_bytes(value: Any, key: str = "", payload: bytes = b"") -> bytes:
@@ -44,7 +48,7 @@ class RunState:
     events: list[pb.Event] = dataclasses.field(default_factory=list)
     step_attempts: dict[int, int] = dataclasses.field(default_factory=dict)
     signals: dict[str, deque[bytes]] = dataclasses.field(default_factory=dict)
-    lease: tuple[str, str, int] | None = None  # id, worker id, attempt
+    lease: tuple[str, str, int, str] | None = None  # id, worker id, attempt, build id
     finished_lease: str = ""
     dispatches: int = 0
 
@@ -56,10 +60,12 @@ class RunState:
     def pending(self) -> list[pb.JournalEntry]:
         return [entry for entry in self.journal if entry.pending]
 
-    def view(self) -> pb.Run:
+    def view(self, waiting_for_build: str = "") -> pb.Run:
         """A fresh copy as readers see it: ``running`` with its worker while leased, ``suspended``
         with what it waits for (a caller may change the copy without changing the run)."""
         run = dataclasses.replace(self.run, waiting=[], journal_length=len(self.journal))
+        waits = run.status == _S.PENDING and self.lease is None
+        run.waiting_for_build = waiting_for_build if waits else ""
         run.last_event_seq, run.updated_at_ms = len(self.events), self.events[-1].at_ms
         if run.status == _S.SUSPENDED:
             for e in self.pending:
@@ -88,6 +94,7 @@ class Runs:
         self._leases: dict[str, str] = {}  # lease id -> run id (current while the run says so)
         self._ids = itertools.count(1)
         self._changed = asyncio.Event()
+        self._builds = Builds()
 
     # -- test hooks ------------------------------------------------------------------------------
 
@@ -167,6 +174,20 @@ class Runs:
             raise errors.RunFinished(what, run_id=run_id, status=status)
         return state
 
+    def _view(self, state: RunState) -> pb.Run:
+        """The run as readers see it, with the build a pending pinned run waits for while no
+        worker of it asks for work."""
+        run, waits_for = state.run, ""
+        if self._pinned(run) and not self._builds.connected(run.build_id, self.clock()):
+            waits_for = run.build_id
+        return state.view(waits_for)
+
+    def _pinned(self, run: pb.Run) -> bool:
+        """Whether only a taker of the run's build may continue it."""
+        spec = self.functions.get(run.function)
+        pinned = spec is not None and spec.versioning == pb.VersioningMode.PINNED
+        return pinned and bool(run.build_id)
+
     def _check_size(self, payload: bytes, what: str) -> bytes:
         """``payload`` (JSON ``null`` when empty); PayloadTooLarge over the limit."""
         size, limit = len(payload), self.max_payload_bytes
@@ -175,7 +196,7 @@ class Runs:
             raise errors.PayloadTooLarge(what, size=size, limit=limit)
         return payload or b"null"
 
-    def _event(self, state: RunState, type_: _E, name: str, data: Any) -> None:
+    def _event(self, state: RunState, type_: _E | str, name: str, data: Any) -> None:
         raw, seq = data if isinstance(data, bytes) else json_bytes(data), len(state.events) + 1
         event = pb.Event(run_id=state.run.id, seq=seq, type=type_, name=name, data=raw)
         event.at_ms = self.clock()
@@ -228,6 +249,41 @@ class Runs:
                 error = dataclasses.replace(error, type=ErrorType.CHILD_CANCELLED)
             self._resolve(parent, entry, error=error)
         self._settle(parent)
+
+    def _block(self, state: RunState, error: pb.ErrorInfo | None) -> None:
+        """Hold the run after a workflow error (its ``run.blocked`` event written): not final, its
+        lease ended, waiting for a retry on other code."""
+        build = state.lease[3] if state.lease is not None else ""
+        state.run = dataclasses.replace(
+            state.run, status=_S.BLOCKED, error=error, blocked_build_id=build
+        )
+        state.lease = None
+
+    def _retry(self, state: RunState, reason: str, *, automatic: bool) -> None:
+        """Resume a failed or blocked run: its journal cut at the first entry holding an error
+        (the failed step runs again, the steps before it replay), pending again last in line with
+        the same id, its error cleared, its step attempts counted afresh and a new deadline of
+        its original timeout from now."""
+        run, journal, now = state.run, state.journal, self.clock()
+        cut = next((e.index for e in journal if e.error is not None), len(journal))
+        del journal[cut:]
+        timeout = run.deadline_ms - run.created_at_ms if run.deadline_ms else 0
+        state.run = dataclasses.replace(
+            run,
+            status=_S.PENDING,
+            error=None,
+            result=b"",
+            blocked_build_id="",
+            retries=run.retries + 1,
+            not_before_ms=0,
+            deadline_ms=now + timeout if timeout else 0,
+        )
+        state.step_attempts.clear()
+        state.lease, state.finished_lease = None, ""
+        data = {"from_index": cut, "reason": reason, "automatic": automatic}
+        self._event(state, RUN_RETRIED, run.function, data | {"retries": state.run.retries})
+        self._ready.append(run.id)
+        self._wake()
 
     def _cancel(self, state: RunState, reason: str) -> None:
         """At once when there is nothing to clean up (no step, no lease); else requested: its
