@@ -48,11 +48,12 @@ def kind(command: Command) -> str:
 
 
 def continue_or_finish(report: WorkerReport) -> ReportAck:
-    """CONTINUE for steps and emits, FINISHED for a run's end: a coordinator with no surprises."""
+    """CONTINUE for steps and emits, FINISHED for a run's end (completed, failed or blocked): a
+    coordinator with no surprises."""
     kinds = {kind(c) for c in report.report.commands}
     outcome = (
         ReportOutcome.FINISHED
-        if kinds & {"run_completed", "run_failed"}
+        if kinds & {"run_completed", "run_failed", "run_blocked"}
         else ReportOutcome.CONTINUE
     )
     return ReportAck(request_id=report.request_id, response=ReportResponse(outcome=outcome))
@@ -93,7 +94,9 @@ class FakeSession:
         ]
 
     def finished(self, run_id: str) -> bool:
-        return any(k in ("run_completed", "run_failed") for k, _ in self.commands(run_id))
+        return any(
+            k in ("run_completed", "run_failed", "run_blocked") for k, _ in self.commands(run_id)
+        )
 
     def dispatch(self, item: WorkItem) -> None:
         self.outbox.put_nowait(CoordinatorMessage(dispatch=item))

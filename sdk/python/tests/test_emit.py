@@ -132,7 +132,7 @@ async def test_an_emit_where_the_journal_has_another_call_is_a_non_determinism(
     session.dispatch(item("r1", "wf", journal=[entry(0, "charge", 1)], attempt=2))
     await coordinator.until(lambda: session.finished("r1"))
     [(kind, failed)] = session.commands("r1")
-    assert kind == "run_failed"
+    assert kind == "run_blocked"
     assert failed.error.type == "NonDeterminismError"
     assert "event 'progress'" in failed.error.message
     assert "step 'charge'" in failed.error.message

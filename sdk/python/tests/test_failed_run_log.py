@@ -19,7 +19,7 @@ def failed_lines(logs) -> list[logging.LogRecord]:
 async def test_a_failed_run_is_logged_once(coordinator, make_worker, serve, item, logs) -> None:
     worker = make_worker()
 
-    @worker.function
+    @worker.function(on_workflow_error="fail")
     async def raises(ctx: trine.Context, _: None) -> None:
         raise RuntimeError("boom")
 

@@ -65,7 +65,7 @@ async def test_a_journaled_failure_is_raised_again_on_replay(
     assert json.loads(value.result) == {"type": "CardDeclined", "message": "no funds", "index": 0}
 
 
-async def test_a_different_step_at_a_journaled_position_fails_the_run(
+async def test_a_different_step_at_a_journaled_position_blocks_the_run(
     coordinator, make_worker, serve, item, entry, counting
 ) -> None:
     worker = make_worker()
@@ -83,7 +83,7 @@ async def test_a_different_step_at_a_journaled_position_fails_the_run(
     session.dispatch(item("r1", "changed", journal=[entry(0, "validate", {})]))
     await coordinator.until(lambda: session.finished("r1"))
     [(kind, value)] = session.commands("r1")
-    assert kind == "run_failed"
+    assert kind == "run_blocked"
     assert value.error.type == "NonDeterminismError"
     assert "'validate'" in value.error.message
     assert "'charge'" in value.error.message

@@ -91,9 +91,9 @@ async def test_the_sdks_own_lines_about_a_run_are_kept_while_replaying(
     session = await coordinator.registered()
     session.dispatch(item("r1", "wf", journal=[entry(0, "a", 1)], attempt=2))
     await coordinator.until(lambda: session.finished("r1"))
-    [failed] = [r for r in logs.records if "run failed" in r.getMessage()]
-    assert (failed.run_id, failed.function, failed.attempt) == ("r1", "wf", 2)
-    assert failed.error_type  # a call's own extra= is kept beside the run's keys
+    [blocked] = [r for r in logs.records if "run blocked" in r.getMessage()]
+    assert (blocked.run_id, blocked.function, blocked.attempt) == ("r1", "wf", 2)
+    assert blocked.error_type  # a call's own extra= is kept beside the run's keys
 
 
 async def test_structlog_renders_the_run_keys_of_the_sdks_lines(
@@ -118,7 +118,7 @@ async def test_structlog_renders_the_run_keys_of_the_sdks_lines(
     logger.setLevel(logging.INFO)
     worker = make_worker()
 
-    @worker.function
+    @worker.function(on_workflow_error="fail")
     async def wf(ctx: trine.Context, _: None) -> str:
         ctx.log.info("hello")
         raise ValueError("boom")

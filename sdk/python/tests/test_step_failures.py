@@ -219,7 +219,7 @@ async def test_a_step_timeout_fails_the_attempt_with_timeout_error(
     assert json.loads(session.commands("r1")[-1][1].result) == "TimeoutError"
 
 
-async def test_workflow_errors_and_bad_results_fail_the_run(
+async def test_workflow_errors_block_the_run_and_bad_results_fail_it(
     coordinator, make_worker, serve, item
 ) -> None:
     worker = make_worker()
@@ -244,7 +244,7 @@ async def test_workflow_errors_and_bad_results_fail_the_run(
     await coordinator.until(lambda: all(session.finished(r) for r in ("r1", "r2", "r3")))
 
     [(kind, value)] = session.commands("r1")
-    assert kind == "run_failed"
+    assert kind == "run_blocked"
     assert (value.error.type, value.error.message) == ("RuntimeError", "boom")
     assert "RuntimeError: boom" in value.error.traceback
     [(kind, value)] = session.commands("r2")

@@ -63,7 +63,7 @@ async def test_a_resolved_sleep_replays_and_the_run_goes_on(
 
 
 @pytest.mark.parametrize("duration", [-1, float("nan"), float("inf")])
-async def test_a_bad_sleep_fails_the_run_with_a_clear_error(
+async def test_a_bad_sleep_blocks_the_run_with_a_clear_error(
     coordinator, make_worker, serve, item, duration
 ) -> None:
     worker = make_worker()
@@ -77,7 +77,7 @@ async def test_a_bad_sleep_fails_the_run_with_a_clear_error(
     session.dispatch(item("r1", "napper"))
     await coordinator.until(lambda: session.finished("r1"))
     [(kind, value)] = session.commands("r1")
-    assert kind == "run_failed"
+    assert kind == "run_blocked"  # a bug in the workflow's code: fixed code resumes the run
     assert value.error.type == "ValueError"
     assert "non-negative number of seconds" in value.error.message
 
@@ -136,7 +136,7 @@ async def test_a_signal_timeout_raises_in_the_workflow(
 
 
 @pytest.mark.parametrize("name", ["", "needs approval", "x" * 201])
-async def test_a_bad_signal_name_fails_the_run_clearly(
+async def test_a_bad_signal_name_blocks_the_run_clearly(
     coordinator, make_worker, serve, item, name
 ) -> None:
     worker = make_worker()
@@ -150,5 +150,5 @@ async def test_a_bad_signal_name_fails_the_run_clearly(
     session.dispatch(item("r1", "approval"))
     await coordinator.until(lambda: session.finished("r1"))
     [(kind, value)] = session.commands("r1")
-    assert kind == "run_failed"
+    assert kind == "run_blocked"
     assert value.error.message == signal_name_problem(name)  # the rule every component shares

@@ -1,5 +1,6 @@
 """What every ``ctx`` call of one attempt shares: the journal cursor, the order its reports go
-out in, what the workflow has been told of a cancellation, and how an ack is settled.
+out in, the patch markers waiting to go out with them, what the workflow has been told of a
+cancellation, and how an ack is settled.
 
 Steps and waits are separate modules, but they interleave in one workflow (``asyncio.gather``
 of steps, a wait after a step) and must agree on all of this, so it lives in one object that
@@ -18,9 +19,11 @@ from trine_proto.trine.v1 import (
     EntryKind,
     ErrorInfo,
     JournalEntry,
+    Patched,
     ReportAck,
     ReportResponse,
 )
+from trine_proto.vocabulary import MAX_SIGNAL_NAME, SIGNAL_NAME
 
 from . import _codec
 from ._acks import RunLog, raise_refusal
@@ -75,6 +78,10 @@ class Attempt:
         self.log = log
         # Set once the run is known to be unrecoverable; it fails even if the workflow catches it.
         self.fatal: ErrorInfo | None = None
+        self.fatal_error: NonDeterminismError | None = None  # what set ``fatal``
+        # Patch markers (``ctx.patched``) by journal position, not sent yet: ``patched`` is sync,
+        # so its marker goes out with the next report in journal order (``send``).
+        self._held: list[tuple[int, Command]] = []
         self.cancel_requested = cancel_requested
         # Once the workflow got its CancelledError it may clean up with more steps: those must
         # not be interrupted, nor told again.
@@ -97,7 +104,22 @@ class Attempt:
             raise
         except NonDeterminismError as error:
             self.fatal = _codec.error_info(error, retryable=False)
+            self.fatal_error = error
             raise
+
+    def patched(self, change_id: str) -> bool:
+        """``ctx.patched``: whether the code takes the new path of ``change_id`` here; a first
+        pass holds a marker for the next report (see ``send``)."""
+        check_change_id(change_id)
+        index, new_path, journal_it = self.journal.patch(change_id)
+        if journal_it:
+            self._held.append((index, Command(patched=Patched(index=index, change_id=change_id))))
+        return new_path
+
+    def deprecate_patch(self, change_id: str) -> None:
+        """``ctx.deprecate_patch``: step over ``change_id``'s marker where the journal has it."""
+        check_change_id(change_id)
+        self.journal.deprecate_patch(change_id)
 
     def value(self, entry: JournalEntry, type_: Any = None, what: str = "") -> Any:
         """The entry's value as a ``type_`` (None: plain JSON; ``what`` names it for a
@@ -113,6 +135,19 @@ class Attempt:
             raise
 
     # -- report order ----------------------------------------------------------------------------
+
+    def send(self, *commands: Command, index: int | None) -> asyncio.Future[ReportAck]:
+        """Send a report in journal order (its call's turn came), the patch markers held for
+        positions before ``index`` first (all of them for a run's final report: ``None``).
+
+        The engine journals entries strictly in index order, so a marker must neither overtake
+        an earlier call still running concurrently nor fall behind a later one: only reports
+        sent in their turn carry markers (a step's early ``StepStarted`` announcement does not).
+        """
+        due = [c for i, c in self._held if index is None or i < index]
+        if due:
+            self._held = [(i, c) for i, c in self._held if index is not None and i >= index]
+        return self.reporter.send(*due, *commands)
 
     def claim_turn(self) -> Turn:
         """The next place in the order of reports, behind every call that claimed one before."""
@@ -151,7 +186,7 @@ class Attempt:
         try:
             await turn.wait()
             observed = CancelObserved(index=index, name=name)
-            await self.settle(self.reporter.send(Command(cancel_observed=observed)))
+            await self.settle(self.send(Command(cancel_observed=observed), index=index))
         finally:
             turn.release()
         raise CancelledError(f"run {self.run_id} is being cancelled")
@@ -170,3 +205,16 @@ class Attempt:
             raise_refusal(ack, self.log, self.reporter.session)
         if ack.response is not None and ack.response.cancel_requested:
             self.cancel_requested = True
+
+
+def check_change_id(change_id: str) -> None:
+    """A change id follows the signal-name rule (it is shown in URLs and the console alike)."""
+    if (
+        not isinstance(change_id, str)
+        or not 1 <= len(change_id) <= MAX_SIGNAL_NAME
+        or SIGNAL_NAME.fullmatch(change_id) is None
+    ):
+        raise ValueError(
+            f"{change_id!r} is not a valid change id: a change id is 1 to {MAX_SIGNAL_NAME} "
+            "characters of letters, digits and _ . : - (the signal-name rule)"
+        )

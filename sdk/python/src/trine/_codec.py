@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import traceback
 from typing import Any
 
@@ -22,6 +23,9 @@ from .errors import NonRetryableError
 # A traceback is diagnostics, not data: keep the tail (where the error is) within a bound so a
 # deep recursion cannot push a report over the payload limit.
 MAX_TRACEBACK_CHARS = 16_000
+# The SDK's own files: their frames are trimmed from the tracebacks a run reports, which show
+# the user's code (the SDK's frames are the same in every traceback and say nothing of the bug).
+_SDK_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def encode(value: Any) -> bytes:
@@ -59,11 +63,12 @@ def _fingerprint(value: Any) -> Any:
 
 
 def error_info(exc: BaseException, *, retryable: bool | None = None) -> ErrorInfo:
-    """Describe ``exc`` for the engine: class name, message, formatted traceback, retryability.
+    """Describe ``exc`` for the engine: class name, message, formatted traceback (the user's
+    frames: ``user_traceback``), retryability.
 
     By default an error is retryable unless it is a ``NonRetryableError``.
     """
-    text = "".join(traceback.format_exception(exc))
+    text = user_traceback(exc)
     if len(text) > MAX_TRACEBACK_CHARS:
         text = "…" + text[-MAX_TRACEBACK_CHARS:]
     return ErrorInfo(
@@ -72,3 +77,22 @@ def error_info(exc: BaseException, *, retryable: bool | None = None) -> ErrorInf
         traceback=text,
         retryable=not isinstance(exc, NonRetryableError) if retryable is None else retryable,
     )
+
+
+def user_traceback(exc: BaseException) -> str:
+    """``exc`` formatted as Python does, without the frames of the SDK's own files (in the
+    chained exceptions too): what is left is the user's code, from the workflow or step
+    function down to where it raised."""
+    summary = traceback.TracebackException.from_exception(exc)
+    seen: set[int] = set()
+    pending = [summary]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        frames = [frame for frame in current.stack if not frame.filename.startswith(_SDK_DIR)]
+        current.stack = traceback.StackSummary.from_list(frames)
+        pending.extend(c for c in (current.__cause__, current.__context__) if c is not None)
+        pending.extend(current.exceptions or ())
+    return "".join(summary.format())

@@ -155,6 +155,7 @@ class Connection:
             channel.close()
 
     def _register_message(self) -> Register:
+        build_id = self._worker.build_id
         return Register(
             worker_id=self._worker.worker_id,
             functions=[
@@ -162,11 +163,15 @@ class Connection:
                     name=d.name,
                     retry=d.retry.to_proto() if d.retry else None,
                     timeout_ms=d.timeout_ms,
+                    versioning=d.versioning,
+                    on_workflow_error=d.on_workflow_error,
+                    build_id=build_id,
                 )
                 for d in self._functions.values()
             ],
             max_concurrency=self._worker.max_concurrency,
             sdk_version=f"trine-python/{__version__}",
+            build_id=build_id,
         )
 
     def _on_registered(self, registered: Registered) -> None:
@@ -176,9 +181,10 @@ class Connection:
             outage = f" after {time.monotonic() - self._outage_since:.1f}s without a coordinator"
             self._outage_since = None
         log.info(
-            "registered with the coordinator at %s as %s (session %s; functions: %s)%s",
+            "registered with the coordinator at %s as %s (build %s, session %s; functions: %s)%s",
             self._worker.address,
             self._worker.worker_id,
+            self._worker.build_id,
             registered.session_id,
             ", ".join(self._functions),
             outage,

@@ -37,6 +37,7 @@ class InFlight:
         self.draining = False
         self.executor: Executor | None = None  # the step threads, set by ``Worker.serve``
         self.converter: Converter = PydanticConverter()  # the worker's, set by ``Worker``
+        self.build_id = ""  # the worker's build, set by ``Worker.serve``
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -84,7 +85,13 @@ class InFlight:
             converter=self.converter,
         )
         task = asyncio.create_task(
-            execute(definition, item, ctx, reporter, max_payload_bytes=max_payload_bytes),
+            execute(
+                definition,
+                item,
+                ctx,
+                max_payload_bytes=max_payload_bytes,
+                build_id=self.build_id,
+            ),
             name=f"trine-run-{run.id}",
         )
         _lag.label(task, f"workflow {definition.name!r} (run {run.id}), outside any step")

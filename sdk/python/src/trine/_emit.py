@@ -35,6 +35,6 @@ async def emit(attempt: Attempt, name: str, data: Any) -> None:
     try:
         await turn.wait()
         command = Command(emit=Emit(name=name, data=data_bytes, index=index))
-        await attempt.settle(attempt.reporter.send(command))
+        await attempt.settle(attempt.send(command, index=index))
     finally:
         turn.release()

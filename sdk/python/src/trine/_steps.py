@@ -115,7 +115,7 @@ async def _execute(
         await turn.wait()
 
         if info is None:
-            completed = attempt.reporter.send(
+            completed = attempt.send(
                 *unannounced,
                 Command(
                     step_completed=StepCompleted(
@@ -130,6 +130,7 @@ async def _execute(
                         )
                     )
                 ),
+                index=index,
             )
             for future in started:
                 await attempt.settle(future)
@@ -140,7 +141,7 @@ async def _execute(
             # The engine's limit is lower than ours: the same non-retryable failure.
             info = ErrorInfo(type=ErrorType.PAYLOAD_TOO_LARGE, message=ack.error_message)
 
-        failed = attempt.reporter.send(
+        failed = attempt.send(
             *unannounced,
             Command(
                 step_failed=StepFailed(
@@ -153,6 +154,7 @@ async def _execute(
                     input_digest=input_digest,
                 )
             ),
+            index=index,
         )
         for future in started:
             await attempt.settle(future)

@@ -155,7 +155,7 @@ async def resolve(
     turn = attempt.claim_turn()
     try:
         await turn.wait()
-        future = attempt.reporter.send(*(command(index, pos) for index, pos in missing))
+        future = attempt.send(*(command(index, pos) for index, pos in missing), index=missing[0][0])
         for index, pos in missing:
             kind, name = calls[pos]
             _tracing.wait_event(kind.name.lower(), name, index)

@@ -17,10 +17,13 @@ Cancellation reaches the workflow as :class:`~trine.CancelledError` at one journ
 wait it is suspended in, the step it is running, or its next call), so a replay raises it at the
 same place and the clean-up code after it replays too.
 
+Changing a workflow under runs in flight is safe behind ``ctx.patched("change-id")``, which
+journals which path each run took (docs/versioning.md).
+
 This module is the workflow's view only; the machinery is in ``_steps`` (steps), ``_waits``
-(durable waits), ``_emit`` (events), ``_journal`` (the replay cursor), ``_attempt`` (what the
-calls of an attempt share: report order, cancellation, acks) and ``_acks`` (what a refused report
-means).
+(durable waits), ``_emit`` (events), ``_journal`` (the replay cursor, patches included),
+``_attempt`` (what the calls of an attempt share: report order, patch markers, cancellation,
+acks) and ``_acks`` (what a refused report means).
 """
 
 from __future__ import annotations
@@ -95,7 +98,7 @@ class Context:
         run_id: str,
         function: str,
         attempt: int,
-        journal: list[JournalEntry],
+        journal: list[JournalEntry] | Journal,
         step_attempts: dict[int, int],
         reporter: RunReporter,
         max_payload_bytes: int,
@@ -111,7 +114,10 @@ class Context:
         # The SDK's own lines about the run (a step's retry, the run's end...): never dropped.
         runtime_log: logging.LoggerAdapter[logging.Logger] = _RunLogAdapter(logger, tags)
         self._runtime_log = runtime_log
-        journal_cursor = Journal(journal, step_attempts)
+        # A cursor given as is: a history's replay (``trine.testing.replay``) brings its own.
+        journal_cursor = (
+            journal if isinstance(journal, Journal) else Journal(journal, step_attempts)
+        )
         # The workflow's lines: dropped while replaying (they were written by the attempt that
         # first ran that code).
         self.log: logging.LoggerAdapter[logging.Logger] = _RunLogAdapter(
@@ -308,6 +314,33 @@ class Context:
         child raises ``ChildRunError``, unless ``return_exceptions``, which puts the error in
         its place."""
         return await _waits.run_many(self._state, calls, timeout, return_exceptions)
+
+    # -- changing the code under runs in flight ---------------------------------------------------
+
+    def patched(self, change_id: str) -> bool:
+        """Whether this run takes the new path of the change ``change_id`` (docs/versioning.md)::
+
+            if ctx.patched("send-receipt"):
+                await ctx.step("send_receipt", send_receipt, order)
+
+        A run reaching this point for the first time takes the new path (True) and journals a
+        marker here (sent with its next report), so its replays take it too. A run whose journal
+        already holds this position took the old path unless the marker is there: False, and
+        nothing of its journal is consumed, so the old code after it replays as it ran. A
+        finished run's history replayed (``trine.testing.replay``) takes the old path past its
+        journal.
+
+        ``change_id`` follows the signal-name rule (1 to 200 characters of letters, digits and
+        ``_ . : -``): anything else raises ``ValueError``.
+        """
+        return self._state.patched(change_id)
+
+    def deprecate_patch(self, change_id: str) -> None:
+        """The clean-up phase of a change, once no run takes its old path: replace
+        ``if ctx.patched(id):`` by ``ctx.deprecate_patch(id)`` and the new code unguarded. Runs
+        whose journal has the marker here step over it; nothing is journaled otherwise. Remove
+        the call once no open run holds the marker."""
+        self._state.deprecate_patch(change_id)
 
     # -- events ----------------------------------------------------------------------------------
 

@@ -70,20 +70,27 @@ class NonDeterminismError(TrineError):
     """The workflow asked for something other than what the journal recorded at that position.
 
     Replay relies on a workflow making the same ``ctx`` calls (steps, sleeps, signal waits, child
-    runs) in the same order every time; when it does not, the journal cannot be trusted for this
-    run, so the run fails with this error (the code changed under a run in flight, or the
-    workflow branches on something that is not journaled). ``expected`` and ``got`` describe the
-    two calls, e.g. ``step 'charge'`` and ``sleep``.
+    runs, events, patches) in the same order every time; when it does not, the journal cannot be
+    trusted for this run. The code changed under a run in flight (make such a change safe with
+    ``ctx.patched``: docs/versioning.md), or the workflow branches on something that is not
+    journaled. Under ``on_workflow_error="block"`` (the default) the run is blocked until fixed
+    code retries it; under ``"fail"`` it fails.
+
+    ``index`` is the journal position, ``expected`` the call the journal recorded there and
+    ``got`` the call the code made, e.g. ``step 'charge'`` and ``sleep``; ``hint`` says how to
+    make the change safe. The message says all of it.
     """
 
-    def __init__(self, index: int, expected: str, got: str) -> None:
-        super().__init__(
+    def __init__(self, index: int, expected: str, got: str, hint: str = "") -> None:
+        message = (
             f"non-deterministic workflow: at journal position {index} this execution calls "
             f"{got}, but the journal recorded {expected} there"
         )
+        super().__init__(f"{message}. {hint}" if hint else message)
         self.index = index
         self.expected = expected
         self.got = got
+        self.hint = hint
 
 
 class CancelledError(TrineError):

@@ -20,8 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, TypeVar, overload
 
+from trine_proto.trine.v1 import VersioningMode, WorkflowErrorMode
 from trine_proto.vocabulary import timeout_to_ms
 
+from ._build import code_digest
 from ._connection import Connection
 from ._declared import NAME_ATTRIBUTE, input_type
 from ._dispatch import InFlight
@@ -39,6 +41,15 @@ DEFAULT_MAX_PAYLOAD_BYTES = 1 << 20
 # Enough for a few dozen concurrent blocking calls (HTTP, a sync LLM client) per worker; threads
 # cost memory, not CPU, while they wait.
 DEFAULT_STEP_THREADS = 32
+# ``@worker.function(versioning=..., on_workflow_error=...)``: the words, and what goes on the wire.
+VERSIONING_MODES = {
+    "auto_upgrade": VersioningMode.AUTO_UPGRADE,
+    "pinned": VersioningMode.PINNED,
+}
+WORKFLOW_ERROR_MODES = {
+    "block": WorkflowErrorMode.BLOCK,
+    "fail": WorkflowErrorMode.FAIL,
+}
 # Well below the coordinator's limit (five heartbeat intervals, 5 s by default), yet well above
 # what a healthy loop ever sees.
 DEFAULT_LOOP_LAG_WARNING = 0.5
@@ -71,6 +82,12 @@ class Worker:
 
     ``converter`` turns payloads into JSON and back into the types the code declares (default:
     ``trine.PydanticConverter``: JSON values, pydantic models, dataclasses, TypedDicts...).
+
+    ``build_id`` names the code this worker serves (docs/versioning.md): a pinned run continues
+    only on its build, and a blocked run resumes when another build registers its function. By
+    default ``$TRINE_BUILD_ID``, else a digest of the source of the modules defining the
+    registered functions (12 hex digits: the same across restarts of the same code, different
+    after any edit of those modules), computed when the worker starts serving.
     """
 
     def __init__(
@@ -85,6 +102,7 @@ class Worker:
         step_threads: int = DEFAULT_STEP_THREADS,
         loop_lag_warning: float | None = DEFAULT_LOOP_LAG_WARNING,
         converter: Converter | None = None,
+        build_id: str | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -112,6 +130,10 @@ class Worker:
         self._stop: asyncio.Event | None = None
         self._signals = 0
         self._registered_event: asyncio.Event | None = None
+        if build_id is not None and not build_id.strip():
+            raise ValueError("build_id must not be blank (None: $TRINE_BUILD_ID or a digest)")
+        self._build_id = build_id or os.environ.get("TRINE_BUILD_ID") or None
+        self._code_digest: str | None = None  # of the functions registered so far, when asked
 
     # -- registration ----------------------------------------------------------------------------
 
@@ -125,6 +147,8 @@ class Worker:
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | timedelta | None = None,
+        versioning: str = "auto_upgrade",
+        on_workflow_error: str = "block",
     ) -> Callable[[F], F]: ...
 
     def function(
@@ -134,12 +158,25 @@ class Worker:
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | timedelta | None = None,
+        versioning: str = "auto_upgrade",
+        on_workflow_error: str = "block",
     ) -> Any:
         """Register an ``async def f(ctx, input)`` as a workflow, as ``@worker.function`` or
         ``@worker.function(name=..., retry=..., timeout=...)``. ``retry`` is the default policy
         of its steps (the runtime's default when omitted); ``timeout`` (seconds) the default run
         timeout of its runs (a run past it fails with ``RunTimeout``). Returns the function
-        unchanged."""
+        unchanged.
+
+        ``versioning`` (docs/versioning.md): ``"auto_upgrade"`` (any build continues any run;
+        keep changes safe with ``ctx.patched``) or ``"pinned"`` (a run continues only on the
+        build that first took it). ``on_workflow_error``: ``"block"`` (a workflow error, such as
+        a non-determinism or an exception the workflow's code raised outside any step, holds the
+        run as ``blocked`` until fixed code retries it) or ``"fail"`` (the run fails for good).
+        """
+        modes = (
+            _choice("versioning", versioning, VERSIONING_MODES),
+            _choice("on_workflow_error", on_workflow_error, WORKFLOW_ERROR_MODES),
+        )
         timeout_ms = 0
         if timeout is not None:
             seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
@@ -153,7 +190,8 @@ class Worker:
             key = name or f.__name__
             if key in self._functions:
                 raise ValueError(f"a function named {key!r} is already registered")
-            self._functions[key] = FunctionDef(key, f, retry, timeout_ms, input_type(f))
+            self._functions[key] = FunctionDef(key, f, retry, timeout_ms, input_type(f), *modes)
+            self._code_digest = None  # the code served changed
             # So ``ctx.run(f, ...)`` and ``client.run(f, ...)`` find the name it is served under.
             setattr(f, NAME_ATTRIBUTE, key)
             return f
@@ -164,6 +202,16 @@ class Worker:
     def functions(self) -> Mapping[str, FunctionDef]:
         """The registered workflows by name."""
         return dict(self._functions)
+
+    @property
+    def build_id(self) -> str:
+        """The build this worker registers with: ``Worker(build_id=...)``, else
+        ``$TRINE_BUILD_ID``, else a digest of the code of its functions (see ``Worker``)."""
+        if self._build_id is not None:
+            return self._build_id
+        if self._code_digest is None:
+            self._code_digest = code_digest(d.fn for d in self._functions.values())
+        return self._code_digest
 
     @property
     def in_flight(self) -> int:
@@ -204,6 +252,7 @@ class Worker:
             raise RuntimeError("no functions registered: decorate some with @worker.function")
         self._stop = asyncio.Event()
         self._runs.draining = False
+        self._runs.build_id = self.build_id  # computed once, before the first registration
         self._signals = 0
         if self._registered_event is None:
             self._registered_event = asyncio.Event()
@@ -250,6 +299,14 @@ class Worker:
             log.warning("%s: cancelling %d runs in flight", sig.name, len(self._runs))
             for task in self._runs.tasks():
                 task.cancel()
+
+
+def _choice(parameter: str, value: str, allowed: Mapping[str, Any]) -> Any:
+    """``allowed[value]``, or a ValueError naming the parameter and the values it takes."""
+    if value not in allowed:
+        words = " or ".join(repr(word) for word in allowed)
+        raise ValueError(f"{parameter} must be {words}, not {value!r}")
+    return allowed[value]
 
 
 def _uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
