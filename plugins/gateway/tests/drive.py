@@ -30,6 +30,7 @@ from trine_proto.trine.v1 import (
     ReportRequest,
     ReportResponse,
     RetryPolicy,
+    RunBlocked,
     RunCompleted,
     RunFailed,
     Sleep,
@@ -119,6 +120,10 @@ def run_failed(error: ErrorInfo) -> Command:
     return Command(run_failed=RunFailed(error=error))
 
 
+def run_blocked(error: ErrorInfo) -> Command:
+    return Command(run_blocked=RunBlocked(error=error))
+
+
 class Driver:
     """A worker, scripted by the test: it leases the run it is told to drive (runs taken with it
     go back), keeps the lease while the run goes on, and lets it go once the run suspends, ends or
@@ -163,6 +168,12 @@ class Driver:
             del self._held[run_id]  # finished, suspended, or to be retried later
         return answer
 
+    async def release(self, run_id: str) -> None:
+        """Give the run back, as a worker that stops does: it is pending again."""
+        item = self._held.pop(run_id)
+        assert item.lease is not None
+        await self.memory.dispatcher.release_leases(ReleaseLeasesRequest(lease_ids=[item.lease.id]))
+
     async def suspend_on(self, run_id: str, *waits: Command) -> None:
         answer = await self.report(run_id, *waits)
         assert answer.outcome == ReportOutcome.SUSPENDED, answer
@@ -172,6 +183,10 @@ class Driver:
 
     async def fail(self, run_id: str, error: ErrorInfo) -> None:
         await self.report(run_id, run_failed(error))
+
+    async def block(self, run_id: str, error: ErrorInfo) -> None:
+        """A workflow error under ``on_workflow_error = block``: the run is held."""
+        await self.report(run_id, run_blocked(error))
 
     async def cancelled(self, run_id: str) -> None:
         """The workflow is done cleaning up after the cancellation it was asked for."""
