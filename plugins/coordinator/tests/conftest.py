@@ -98,10 +98,20 @@ class WorkerStream:
     async def recv(self) -> CoordinatorMessage | None:
         return await asyncio.wait_for(self.stream.recv_message(), 5)
 
-    async def register(self, worker_id: str = "w1", slots: int = 10) -> CoordinatorMessage:
+    async def register(
+        self,
+        worker_id: str = "w1",
+        slots: int = 10,
+        spec: FunctionSpec | None = None,
+        build_id: str = "",
+    ) -> CoordinatorMessage:
+        """Register serving ``spec`` (``FUNCTION`` with its defaults if None) as of ``build_id``."""
         await self.send(
             register=Register(
-                worker_id=worker_id, functions=[FunctionSpec(name=FUNCTION)], max_concurrency=slots
+                worker_id=worker_id,
+                functions=[spec or FunctionSpec(name=FUNCTION)],
+                max_concurrency=slots,
+                build_id=build_id,
             )
         )
         reply = await self.recv()
@@ -170,12 +180,18 @@ class Harness:
         )
 
     @contextlib.asynccontextmanager
-    async def worker(self, worker_id: str = "w1", slots: int = 10) -> AsyncIterator[WorkerStream]:
+    async def worker(
+        self,
+        worker_id: str = "w1",
+        slots: int = 10,
+        spec: FunctionSpec | None = None,
+        build_id: str = "",
+    ) -> AsyncIterator[WorkerStream]:
         """A worker's stream, opened and registered (so the engine knows its function)."""
         async with self.open() as stream:
             await stream.send_request()
             worker = WorkerStream(stream)
-            await worker.register(worker_id, slots=slots)
+            await worker.register(worker_id, slots=slots, spec=spec, build_id=build_id)
             yield worker
 
     async def start(self, count: int = 1, payload: bytes = b"") -> list[str]:

@@ -57,7 +57,12 @@ class StreamWorkers:
         self.stack = contextlib.AsyncExitStack()
 
     async def connect(
-        self, worker_id: str, functions: Sequence[str], max_concurrency: int, sdk_version: str
+        self,
+        worker_id: str,
+        functions: Sequence[str],
+        max_concurrency: int,
+        sdk_version: str,
+        build_id: str = "",
     ) -> None:
         stream = await self.stack.enter_async_context(self.harness.open())
         self.stack.push_async_callback(self._cancel, stream)  # before the stream's own exit
@@ -69,6 +74,7 @@ class StreamWorkers:
                 functions=[FunctionSpec(name=name) for name in functions],
                 max_concurrency=max_concurrency,
                 sdk_version=sdk_version,
+                build_id=build_id,
             )
         )
         reply = await worker.recv()

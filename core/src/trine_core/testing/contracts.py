@@ -744,9 +744,15 @@ class Workers(Protocol):
     call returns once the registry shows its effect."""
 
     async def connect(
-        self, worker_id: str, functions: Sequence[str], max_concurrency: int, sdk_version: str
+        self,
+        worker_id: str,
+        functions: Sequence[str],
+        max_concurrency: int,
+        sdk_version: str,
+        build_id: str = "",
     ) -> None:
-        """The worker registers (again: a new session replaces its old one)."""
+        """The worker registers (again: a new session replaces its old one), of ``build_id``
+        (none: an SDK from before builds)."""
         ...
 
     async def dispatch(self, worker_id: str, function: str) -> str:
@@ -814,6 +820,14 @@ class WorkerRegistryContract:
         assert worker.coordinator == answer.coordinator
         assert before - 1 <= worker.connected_at_ms <= now_ms() + 1
         assert worker.last_heartbeat_at_ms >= worker.connected_at_ms
+
+    async def test_a_worker_is_listed_with_the_build_it_registered_with(
+        self, worker_registry: WorkerRegistrySubject
+    ) -> None:
+        await worker_registry.workers.connect("w-1", [FUNCTION], 1, "", build_id="b-1")
+        await worker_registry.workers.connect("w-2", [FUNCTION], 1, "")  # an SDK before builds
+        answer = await self._list(worker_registry)
+        assert [(w.worker_id, w.build_id) for w in answer.workers] == [("w-1", "b-1"), ("w-2", "")]
 
     async def test_workers_are_listed_in_worker_id_order(
         self, worker_registry: WorkerRegistrySubject

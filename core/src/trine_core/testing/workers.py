@@ -78,6 +78,7 @@ class MemoryWorkerRegistry:
         functions: Sequence[str],
         max_concurrency: int,
         sdk_version: str = "",
+        build_id: str = "",
     ) -> None:
         """The worker registers (again: a new session, its runs given back)."""
         now = self.clock()
@@ -91,6 +92,7 @@ class MemoryWorkerRegistry:
                 connected_at_ms=now,
                 last_heartbeat_at_ms=now,
                 coordinator=self.coordinator,
+                build_id=build_id,
             )
         )
 

@@ -72,4 +72,5 @@ class CoordinatorRegistry:
             last_heartbeat_at_ms=session.last_heard_ms,
             draining=session.draining,
             coordinator=self.name,
+            build_id=session.build_id,
         )

@@ -137,10 +137,15 @@ class WorkerService(WorkerServiceBase):
             functions=[f.name for f in register.functions],
             max_concurrency=register.max_concurrency,
             sdk_version=register.sdk_version,
+            build_id=register.build_id,
         )
         try:
             await self.dispatcher.register_functions(
-                RegisterFunctionsRequest(worker_id=register.worker_id, functions=register.functions)
+                RegisterFunctionsRequest(
+                    worker_id=register.worker_id,
+                    functions=register.functions,
+                    build_id=register.build_id,
+                )
             )
         except TrineError as exc:  # the engine is away: the worker retries with backoff
             raise grpclib.GRPCError(Status.UNAVAILABLE, exc.message) from None
@@ -157,7 +162,10 @@ class WorkerService(WorkerServiceBase):
         self.sessions[session.worker_id] = session
         try:  # from here on, however the generator ends, the session ends with it
             log.info(
-                "worker registered", functions=session.functions, slots=session.max_concurrency
+                "worker registered",
+                functions=session.functions,
+                slots=session.max_concurrency,
+                build_id=session.build_id or None,
             )
             yield CoordinatorMessage(
                 registered=Registered(
@@ -327,6 +335,7 @@ class WorkerService(WorkerServiceBase):
                         max_items=free,
                         wait_ms=TAKE_WORK_WAIT_MS,
                         lease_ttl_ms=self.settings[LEASE_TTL_MS],
+                        build_id=session.build_id,
                     )
                 )
             except Exception as exc:
@@ -555,7 +564,7 @@ def _function(session: WorkerSession, run_id: str) -> str | None:
 def _note_steps(session: WorkerSession, report: ReportRequest) -> bool:
     """Note which step the run is in, as its reports say, to name it if the worker is lost.
     Whether the report may end the attempt (and its lease): any command but a step's start or
-    completion and an emit may."""
+    completion, an emit and a patch marker may."""
     ending = False
     mine = session.in_flight.get(report.run_id) == report.lease_id
     for command in report.commands:
@@ -567,7 +576,7 @@ def _note_steps(session: WorkerSession, report: ReportRequest) -> bool:
         elif command.step_failed is not None:
             session.steps.pop(report.run_id, None)
             ending = True  # a retry scheduled ends it
-        elif command.emit is None:
+        elif command.emit is None and command.patched is None:
             ending = True
     return ending
 

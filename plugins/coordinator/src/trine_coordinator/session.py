@@ -42,6 +42,10 @@ class WorkerSession:
     closed: bool = False
     close_reason: str = ""
     sdk_version: str = ""
+    build_id: str = ""
+    """The build the worker registered with ("" from an SDK before builds: an unknown build). It
+    goes with every take_work of this session, so a pinned run reaches only a worker of its
+    build (each session takes work for itself, never pooled with another worker's)."""
     connected_at: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.monotonic)
     last_heard_ms: int = field(default_factory=now_ms)
@@ -128,6 +132,7 @@ class WorkerSession:
             "worker_id": self.worker_id,
             "functions": list(self.functions),
             "max_concurrency": self.max_concurrency,
+            "build_id": self.build_id,
             "in_flight": len(self.in_flight),
             "draining": self.draining,
             "connected_at": self.connected_at,
