@@ -1,5 +1,5 @@
 """The engine's ``Backend``: what the gateway asks of it (start, read, list, wait for, subscribe
-to, signal and cancel runs).
+to, signal, cancel, retry and move runs; list builds).
 
 A change is checked against the in-memory state and appended with no ``await`` in between, so two
 calls never both pass a check only one of them may pass; the answer waits for durability. Reads
@@ -10,6 +10,7 @@ events); a read of a run whose creation is still in flight waits for the log's b
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 from collections.abc import AsyncIterator, Iterator
@@ -23,15 +24,23 @@ from trine_core import (
     check_signal_name,
     tracing,
 )
+from trine_core.errors import RunNotRetryable, UnknownBuild
 from trine_engine import ulid
 from trine_engine.clock import Clock
-from trine_engine.machine import StateMachine
+from trine_engine.machine import StateMachine, apply_retry
 from trine_engine.run_state import RunCache, RunState
 from trine_engine.storage import PartitionLog, Store
 from trine_engine.storage.keys import IDEM, RUNS
 from trine_engine.ulid import UlidGenerator
 from trine_proto.codec import decode
-from trine_proto.trine.engine.v1 import CancelRequested, LogRecord, RunStarted, SignalReceived
+from trine_proto.trine.engine.v1 import (
+    CancelRequested,
+    LogRecord,
+    RunMoved,
+    RunRetried,
+    RunStarted,
+    SignalReceived,
+)
 from trine_proto.trine.v1 import (
     CancelRunRequest,
     EntryKind,
@@ -39,10 +48,14 @@ from trine_proto.trine.v1 import (
     GetJournalRequest,
     GetJournalResponse,
     GetRunRequest,
+    ListBuildsRequest,
+    ListBuildsResponse,
     ListFunctionsRequest,
     ListFunctionsResponse,
     ListRunsRequest,
     ListRunsResponse,
+    MoveRunRequest,
+    RetryRunRequest,
     Run,
     RunStatus,
     SignalRunRequest,
@@ -98,7 +111,7 @@ class EngineBackend(Backend):
             earlier = self._idempotent(key)
             if earlier is not None:
                 await self._durable_view(earlier)
-                return StartRunResponse(run=earlier.view(), created=False)
+                return StartRunResponse(run=self._view(earlier), created=False)
         if not tracing.enabled():
             return await self._start(message, function, payload, key, None)
         with tracing.span(f"trine.accept {function}", message.trace_context) as span:
@@ -135,7 +148,7 @@ class EngineBackend(Backend):
             self._recent_keys[key] = run.id
             batch.after_commit(functools.partial(self._forget_key, key))
         await batch.durable()
-        return StartRunResponse(run=state.view(), created=True)
+        return StartRunResponse(run=self._view(state), created=True)
 
     def _forget_key(self, key: str) -> None:
         """The key's record is durable: RocksDB answers for it from now on."""
@@ -153,7 +166,7 @@ class EngineBackend(Backend):
     async def get_run(self, message: GetRunRequest) -> Run:
         self._plog.ensure_open()
         state = await self._durable_view(self._cache.require(message.run_id))
-        return state.view()
+        return self._view(state)
 
     async def wait_run(self, message: WaitRunRequest) -> Run:
         self._plog.ensure_open()
@@ -170,7 +183,7 @@ class EngineBackend(Backend):
                 pass
             finally:
                 state.watchers.discard(woken)
-        return state.view()
+        return self._view(state)
 
     async def list_runs(self, message: ListRunsRequest) -> ListRunsResponse:
         self._plog.ensure_open()
@@ -207,7 +220,7 @@ class EngineBackend(Backend):
             for run_id in sorted(self._cache.active, reverse=newest_first):
                 state = self._cache.active.get(run_id)
                 if wanted(run_id) and state is not None and state.durable_run is not None:
-                    yield state.view()
+                    yield self._view(state)
             return
         if newest_first:
             upper = min(b for b in (token, high) if b) if token or high else ""
@@ -221,7 +234,7 @@ class EngineBackend(Backend):
                     return  # past the far bound: nothing further can match
                 continue
             state = self._cache.peek(run_id)
-            yield state.view() if state is not None else decode(Run, value)
+            yield self._view(state) if state is not None else decode(Run, value)
 
     async def subscribe(self, message: SubscribeRequest) -> AsyncIterator[Event]:
         self._plog.ensure_open()
@@ -235,7 +248,8 @@ class EngineBackend(Backend):
                     event = state.events[sent]
                     sent += 1
                     yield event
-                    if event.type in FINAL_EVENT_TYPES:
+                    # The last event of a final run; a failed run retried goes on past it.
+                    if event.type in FINAL_EVENT_TYPES and sent >= state.durable_seq:
                         return
                 if state.final_durable:
                     return  # after_seq was at or past the final event
@@ -252,7 +266,7 @@ class EngineBackend(Backend):
         await self._refuse_if_finished(state)
         if state.run.cancel_requested:
             await self._plog.barrier()  # the first request may still be in flight
-            return state.view()
+            return self._view(state)
         now = self._clock.now_ms()
         request = CancelRequested(
             run_id=state.id,
@@ -261,7 +275,7 @@ class EngineBackend(Backend):
             deadline_ms=now + self._cancel_grace_ms,
         )
         await self._machine.append(LogRecord(cancel_requested=request)).durable()
-        return state.view()
+        return self._view(state)
 
     async def signal_run(self, message: SignalRunRequest) -> SignalRunResponse:
         self._plog.ensure_open()
@@ -280,7 +294,7 @@ class EngineBackend(Backend):
             run_id=state.id, name=name, payload=payload, at_ms=self._clock.now_ms()
         )
         await self._machine.append(LogRecord(signal_received=received)).durable()
-        return SignalRunResponse(run=state.view(), delivered=delivered)
+        return SignalRunResponse(run=self._view(state), delivered=delivered)
 
     async def get_journal(self, message: GetJournalRequest) -> GetJournalResponse:
         self._plog.ensure_open()
@@ -291,6 +305,64 @@ class EngineBackend(Backend):
         self._plog.ensure_open()
         functions = self._machine.functions
         return ListFunctionsResponse(functions=[functions[name] for name in sorted(functions)])
+
+    async def retry_run(self, message: RetryRunRequest) -> Run:
+        """A ``RunRetried`` record cutting the journal at its first error (see
+        ``machine.apply_retry``): the run is pending again, its failed step runs again."""
+        self._plog.ensure_open()
+        state = await self._durable_view(self._cache.require(message.run_id))
+        if state.run.status not in apply_retry.RETRYABLE:
+            await self._plog.barrier()  # a failure or a block may still be in flight
+        status = state.run.status
+        if status not in apply_retry.RETRYABLE:
+            name = status_name(self._view(state).status)
+            raise RunNotRetryable(
+                f"run {state.id} is {name}; only a failed or blocked run can be retried",
+                run_id=state.id,
+                status=name,
+            )
+        retried = RunRetried(
+            run_id=state.id,
+            reason=message.reason,
+            at_ms=self._clock.now_ms(),
+            from_index=apply_retry.retry_from(state.journal),
+            automatic=False,
+        )
+        await self._machine.append(LogRecord(run_retried=retried)).durable()
+        return self._view(state)
+
+    async def move_run(self, message: MoveRunRequest) -> Run:
+        """A ``RunMoved`` record: the run continues only on ``build_id`` (if pinned)."""
+        self._plog.ensure_open()
+        state = self._cache.require(message.run_id)
+        await self._refuse_if_finished(state)
+        build, function = message.build_id, state.run.function
+        if not self._machine.builds.registered(build, function):
+            raise UnknownBuild(
+                f"no worker registered function {function!r} with build {build!r}",
+                run_id=state.id,
+                function=function,
+                build_id=build,
+            )
+        if state.run.build_id == build:
+            await self._plog.barrier()
+            return self._view(state)
+        moved = RunMoved(run_id=state.id, build_id=build, at_ms=self._clock.now_ms())
+        await self._machine.append(LogRecord(run_moved=moved)).durable()
+        return self._view(state)
+
+    async def list_builds(self, message: ListBuildsRequest) -> ListBuildsResponse:
+        self._plog.ensure_open()
+        runs = [s.run for s in list(self._cache.active.values()) if not s.final]
+        return ListBuildsResponse(builds=self._machine.builds.infos(runs, self._clock.now_ms()))
+
+    def _view(self, state: RunState) -> Run:
+        """The run as readers see it (``RunState.view``), with the build a pending pinned run
+        waits for while no worker of it asks for work (derived, never stored)."""
+        run = state.view()
+        machine = self._machine
+        waiting = machine.builds.waiting_for(machine.functions, run, self._clock.now_ms())
+        return dataclasses.replace(run, waiting_for_build=waiting) if waiting else run
 
     async def _durable_view(self, state: RunState) -> RunState:
         """Wait until the run's creation is durable (rarely needed: only right after it)."""

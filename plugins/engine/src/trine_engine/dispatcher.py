@@ -1,6 +1,11 @@
 """The engine's ``Dispatcher``: what the coordinator asks of it (register functions, take work,
 report a worker's commands under a lease, renew and release leases).
 
+Builds (docs/versioning.md): a registration records its build on the functions it sets, and
+resumes the runs a workflow error blocked on another build; a ``take_work`` notes its taker's
+build as connected, is given only the pinned runs of that build, and gives a run taken for the
+first time its build (a ``RunMoved`` record from no build: not awaited, like the lease itself).
+
 A report, top to bottom: the lease is checked; the commands are planned (a bad report is refused
 here, having changed nothing); the record is appended and the plan applied, with no ``await`` in
 between; the lease ends if the attempt did; the answer waits until the record is durable.
@@ -20,12 +25,17 @@ from trine_core import Dispatcher, InvalidArgument, LeaseLost
 from trine_engine import metrics
 from trine_engine.clock import Clock
 from trine_engine.leases import Lease, LeaseTable
-from trine_engine.machine import Plan, StateMachine
+from trine_engine.machine import Plan, StateMachine, apply_retry
 from trine_engine.run_state import RunCache, RunState
 from trine_engine.scheduler import Scheduler
 from trine_engine.storage import AppendBatch, PartitionLog
 from trine_engine.ulid import UlidGenerator
-from trine_proto.trine.engine.v1 import FunctionsRegistered, LogRecord, RunCommands
+from trine_proto.trine.engine.v1 import (
+    FunctionsRegistered,
+    LogRecord,
+    RunCommands,
+    RunRetried,
+)
 from trine_proto.trine.v1 import (
     Command,
     FunctionSpec,
@@ -38,12 +48,13 @@ from trine_proto.trine.v1 import (
     ReportOutcome,
     ReportRequest,
     ReportResponse,
+    RunStatus,
     TakeWorkRequest,
     TakeWorkResponse,
     WorkItem,
 )
 
-_FINAL_COMMANDS = ("run_completed", "run_failed")
+_FINAL_COMMANDS = ("run_completed", "run_failed", "run_blocked")
 _ENDS_ATTEMPT = (
     ReportOutcome.FINISHED,
     ReportOutcome.SUSPENDED,
@@ -77,31 +88,83 @@ class EngineDispatcher(Dispatcher):
     async def register_functions(
         self, message: RegisterFunctionsRequest
     ) -> RegisterFunctionsResponse:
+        """Record the settings that changed (a registration by another build changes
+        ``FunctionSpec.build_id``, so each build's first registration of a function is
+        recorded), then resume the blocked runs of these functions that another build's code
+        blocked."""
         self._plog.ensure_open()
+        build = message.build_id
         wanted: dict[str, FunctionSpec] = {}
         for spec in message.functions:
             if not spec.name:
                 raise InvalidArgument("a function needs a name")
-            wanted[spec.name] = spec
+            wanted[spec.name] = dataclasses.replace(spec, build_id=build or spec.build_id)
+        self._machine.builds.registering(build, self._clock.now_ms())
         known = self._machine.functions
         changed = [spec for name, spec in wanted.items() if known.get(name) != spec]
-        if not changed:
+        batch = None
+        if changed:
+            record = LogRecord(functions_registered=FunctionsRegistered(functions=changed))
+            batch = self._machine.append(record)
+            self._log.info(
+                "functions registered",
+                worker_id=message.worker_id,
+                build_id=build,
+                functions=[spec.name for spec in changed],
+            )
+        if build:
+            batch = self._resume_blocked(wanted, build) or batch
+        if batch is None:
             await self._plog.barrier()  # an identical registration may still be in flight
-            return RegisterFunctionsResponse()
-        record = LogRecord(functions_registered=FunctionsRegistered(functions=changed))
-        await self._machine.append(record).durable()
-        self._log.info(
-            "functions registered",
-            worker_id=message.worker_id,
-            functions=[spec.name for spec in changed],
-        )
+        else:
+            await batch.durable()
         return RegisterFunctionsResponse()
+
+    def _resume_blocked(self, functions: dict[str, FunctionSpec], build: str) -> AppendBatch | None:
+        """Retry (automatically) every blocked run of ``functions`` that a build other than
+        ``build`` blocked: the new code may not raise. Reads the cache's index of blocked runs,
+        so a registration costs nothing for functions without any."""
+        batch = None
+        now = self._clock.now_ms()
+        reason = f"build {build} registered"
+        for function in functions:
+            held = self._cache.blocked.get(function)
+            for state in list(held.values()) if held else ():
+                if state.run.status != RunStatus.BLOCKED or state.run.blocked_build_id == build:
+                    continue
+                retried = RunRetried(
+                    run_id=state.id,
+                    reason=reason,
+                    at_ms=now,
+                    from_index=apply_retry.retry_from(state.journal),
+                    automatic=True,
+                )
+                batch = self._machine.append(LogRecord(run_retried=retried))
+                self._log.info(
+                    "blocked run resumed",
+                    run_id=state.id,
+                    function=function,
+                    build_id=build,
+                    blocked_build_id=state.run.blocked_build_id,
+                )
+        return batch
 
     async def take_work(self, message: TakeWorkRequest) -> TakeWorkResponse:
         self._plog.ensure_open()
         limit = message.max_items or 1
         ttl = message.lease_ttl_ms or self._lease_ttl_ms
         functions = list(message.functions)
+        build = message.build_id
+        builds = self._machine.builds
+        builds.taking(build, self._clock.now_ms())
+        try:
+            return await self._take(message, functions, build, limit, ttl)
+        finally:
+            builds.took(build, self._clock.now_ms())
+
+    async def _take(
+        self, message: TakeWorkRequest, functions: list[str], build: str, limit: int, ttl: int
+    ) -> TakeWorkResponse:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + message.wait_ms / 1000
         while True:
@@ -111,18 +174,20 @@ class EngineDispatcher(Dispatcher):
             # Popping and leasing happen with no await in between: a caller cancelled while it
             # waits below has taken nothing, so no run is lost.
             now = self._clock.now_ms()
-            taken = self._scheduler.take(functions, limit, now)
+            taken = self._scheduler.take(functions, limit, now, build)
             if taken:
-                return TakeWorkResponse(
-                    items=[self._work_item(state, message.worker_id, ttl, now) for state in taken]
-                )
+                items = [self._work_item(s, message.worker_id, build, ttl, now) for s in taken]
+                await self._builds_durable(taken, build)
+                return TakeWorkResponse(items=items)
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return TakeWorkResponse()
-            await self._scheduler.wait(functions, remaining)
+            await self._scheduler.wait(functions, remaining, build)
 
-    def _work_item(self, state: RunState, worker_id: str, ttl_ms: int, now: int) -> WorkItem:
-        lease = self._leases.grant(state, worker_id, ttl_ms, now)
+    def _work_item(
+        self, state: RunState, worker_id: str, build: str, ttl_ms: int, now: int
+    ) -> WorkItem:
+        lease = self._leases.grant(state, worker_id, ttl_ms, now, build)
         metrics.DISPATCH_LATENCY.labels(state.run.function).observe(
             time.perf_counter() - state.ready_at
         )
@@ -132,6 +197,25 @@ class EngineDispatcher(Dispatcher):
             journal=list(state.journal),
             step_attempts=dict(state.step_attempts),
         )
+
+    async def _builds_durable(self, taken: list[RunState], build: str) -> None:
+        """Runs taken for the first time record their taker's build (a pinned run stays on it),
+        durable before the work is handed out, so the run shows its build from then on. A caller
+        cancelled meanwhile gets nothing: its leases are given back."""
+        batch = None
+        for state in taken:
+            if build and not state.run.build_id:
+                first = apply_retry.first_taker(state.id, build)
+                batch = self._machine.append(LogRecord(run_moved=first))
+        if batch is None:
+            return
+        try:
+            await batch.durable()
+        except asyncio.CancelledError:
+            for state in taken:
+                if state.lease is not None:
+                    self._leases.release(state.lease, "take_work cancelled")
+            raise
 
     async def report(self, message: ReportRequest) -> ReportResponse:
         self._plog.ensure_open()
@@ -150,7 +234,7 @@ class EngineDispatcher(Dispatcher):
             commands=[self._with_child_id(c, now) for c in message.commands],
             at_ms=now,
         )
-        plan = self._machine.plan(state, body)  # refuses a bad report, changing nothing
+        plan = self._machine.plan(state, body, lease.build_id)  # refuses a bad report, unchanged
         batch = self._machine.append_report(state, body, plan)
         self._end_attempt(state, lease, plan, batch)
         await batch.durable()
@@ -204,10 +288,11 @@ class EngineDispatcher(Dispatcher):
 
 
 def _repeats_final_report(state: RunState, message: ReportRequest) -> bool:
-    """A final report repeated under the lease that finished the run (a retry of a report whose
-    answer was lost): answered FINISHED again, changing nothing."""
+    """A final report (or the one that blocked the run) repeated under the lease that ended the
+    run (a retry of a report whose answer was lost): answered FINISHED again, changing
+    nothing."""
     return (
-        state.final
+        (state.final or state.run.status == RunStatus.BLOCKED)
         and bool(message.lease_id)
         and message.lease_id == state.finished_lease_id
         and any(

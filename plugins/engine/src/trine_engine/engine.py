@@ -16,6 +16,7 @@ import structlog
 from trine_core import get_logger
 from trine_engine import metrics
 from trine_engine.backend import EngineBackend
+from trine_engine.builds import BuildBook, pin_of
 from trine_engine.clock import Clock, SystemClock
 from trine_engine.config import EngineConfig
 from trine_engine.dispatcher import EngineDispatcher
@@ -29,6 +30,7 @@ from trine_engine.storage.keys import FORMAT_VERSION
 from trine_engine.timers import Timers
 from trine_engine.ulid import UlidGenerator
 from trine_proto.trine.engine.v1 import LogRecord
+from trine_proto.trine.v1 import FunctionSpec
 
 
 class Engine:
@@ -49,7 +51,10 @@ class Engine:
         self._plog = PartitionLog(store, 0, log)
         self._cache = RunCache(store, config.finished_cache_size)
         self._timers = Timers(clock, log)
-        self._scheduler = Scheduler(clock, self._timers)
+        functions: dict[str, FunctionSpec] = {}
+        builds = BuildBook()
+        builds.load(store)
+        self._scheduler = Scheduler(clock, self._timers, lambda state: pin_of(functions, state.run))
         self._leases = LeaseTable(self._cache, clock, self._timers, self._scheduler.requeue, log)
         self._machine = StateMachine(
             self._plog,
@@ -60,6 +65,8 @@ class Engine:
             clock,
             config.max_payload_bytes,
             log,
+            functions=functions,
+            builds=builds,
         )
         self._machine.load_functions(store)
         self._unwatch: Callable[[], None] = lambda: None
@@ -167,6 +174,7 @@ class Engine:
         plog = self._plog
         return EngineStats(
             active_runs=len(self._cache.active),
+            blocked_runs=sum(len(held) for held in self._cache.blocked.values()),
             finished_runs_cached=self._cache.finished_count,
             leases=len(self._leases),
             queued=self._scheduler.queued,

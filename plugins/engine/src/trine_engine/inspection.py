@@ -61,6 +61,8 @@ class RunSnapshot:
 @dataclasses.dataclass(frozen=True, slots=True)
 class EngineStats:
     active_runs: int
+    blocked_runs: int
+    """Runs held blocked by a workflow error (among the active ones)."""
     finished_runs_cached: int
     leases: int
     queued: int

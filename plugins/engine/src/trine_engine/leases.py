@@ -44,6 +44,8 @@ class Lease:
     attempt: int
     expires_at_ms: int
     ttl_ms: int
+    build_id: str = ""
+    """The taker's build: a run it blocks names it (``Run.blocked_build_id``)."""
 
     def message(self) -> LeaseMessage:
         return LeaseMessage(id=self.id, attempt=self.attempt, expires_at_ms=self.expires_at_ms)
@@ -68,8 +70,10 @@ class LeaseTable:
     def __len__(self) -> int:
         return len(self._leases)
 
-    def grant(self, state: RunState, worker_id: str, ttl_ms: int, now: int) -> Lease:
-        """A new lease on ``state`` for its next attempt."""
+    def grant(
+        self, state: RunState, worker_id: str, ttl_ms: int, now: int, build_id: str = ""
+    ) -> Lease:
+        """A new lease on ``state`` for its next attempt, to a worker of ``build_id``."""
         attempt = max(state.dispatches, state.run.attempt) + 1
         state.dispatches = attempt
         lease = Lease(
@@ -79,6 +83,7 @@ class LeaseTable:
             attempt=attempt,
             expires_at_ms=now + ttl_ms,
             ttl_ms=ttl_ms,
+            build_id=build_id,
         )
         state.lease = lease
         self._leases[lease.id] = lease

@@ -29,6 +29,12 @@ RUNS_FINISHED = REGISTRY.counter(
     "Runs that ended, by function and final status (completed, failed, cancelled).",
     ("function", "status"),
 )
+RUNS_RETRIED = REGISTRY.counter(
+    "trine_runs_retried_total",
+    "Failed or blocked runs resumed from their journal, by function and whether a new build "
+    "registering did it (automatic) or an operator.",
+    ("function", "automatic"),
+)
 RUN_DURATION = REGISTRY.histogram(
     "trine_run_duration_seconds",
     "From a run's creation to its end (sleeps and waits included), by function.",
@@ -97,12 +103,17 @@ TIMERS_PENDING = REGISTRY.gauge(
 )
 RUNS_ACTIVE = REGISTRY.gauge(
     "trine_runs_active",
-    "Runs not final (pending, running or suspended), by function.",
+    "Runs not final (pending, running, suspended or blocked), by function.",
     ("function",),
 )
 RUNS_SUSPENDED = REGISTRY.gauge(
     "trine_runs_suspended",
     "Runs suspended on a timer, a signal or children (holding no worker slot), by function.",
+    ("function",),
+)
+RUNS_BLOCKED = REGISTRY.gauge(
+    "trine_runs_blocked",
+    "Runs held blocked by a workflow error until retried on fixed code, by function.",
     ("function",),
 )
 
@@ -119,7 +130,10 @@ def watch(active: dict[str, RunState], queues: ReadyQueues) -> Callable[[], None
         return counts
 
     def suspended() -> list[RunState]:
-        return [s for s in list(active.values()) if s.run.status == RunStatus.SUSPENDED]
+        return with_status(RunStatus.SUSPENDED)
+
+    def with_status(status: RunStatus) -> list[RunState]:
+        return [s for s in list(active.values()) if s.run.status == status]
 
     def timers() -> float:
         return float(sum(1 for s in suspended() for e in s.journal if e.pending and e.until_ms))
@@ -129,6 +143,7 @@ def watch(active: dict[str, RunState], queues: ReadyQueues) -> Callable[[], None
         TIMERS_PENDING.add_callback(timers),
         RUNS_ACTIVE.add_callback(lambda: by_function(list(active.values()))),
         RUNS_SUSPENDED.add_callback(lambda: by_function(suspended())),
+        RUNS_BLOCKED.add_callback(lambda: by_function(with_status(RunStatus.BLOCKED))),
     ]
 
     def stop() -> None:

@@ -101,7 +101,11 @@ class RunState:
         if lease is None or run.status in FINAL_STATUSES:
             return run
         return dataclasses.replace(
-            run, status=RunStatus.RUNNING, worker_id=lease.worker_id, attempt=lease.attempt
+            run,
+            status=RunStatus.RUNNING,
+            worker_id=lease.worker_id,
+            attempt=lease.attempt,
+            build_id=run.build_id or lease.build_id,
         )
 
     def published(self, run: Run, journal_length: int) -> None:
@@ -132,6 +136,9 @@ class RunCache:
         self._store = store
         self._capacity = max(0, finished_capacity)
         self.active: dict[str, RunState] = {}
+        self.blocked: dict[str, dict[str, RunState]] = {}
+        """The blocked runs by function, then id: a build registering resumes those of its
+        functions without scanning every active run."""
         self._finished: OrderedDict[str, RunState] = OrderedDict()
 
     def require(self, run_id: str) -> RunState:
@@ -168,6 +175,22 @@ class RunCache:
 
     def add(self, state: RunState) -> None:
         self.active[state.id] = state
+
+    def reopen(self, state: RunState) -> None:
+        """A finished run is retried: active again (out of the LRU)."""
+        self._finished.pop(state.id, None)
+        self.active[state.id] = state
+
+    def track(self, state: RunState) -> None:
+        """Keep :attr:`blocked` up to date with ``state``'s status (every status change of a run
+        goes through ``StateMachine.store_run``, which calls this)."""
+        function = state.run.function
+        if state.run.status == RunStatus.BLOCKED:
+            self.blocked.setdefault(function, {})[state.id] = state
+            return
+        held = self.blocked.get(function)
+        if held is not None and held.pop(state.id, None) is not None and not held:
+            del self.blocked[function]
 
     def retire(self, state: RunState) -> None:
         """``state``'s final state is durable: move it from the active set to the LRU (not
@@ -218,4 +241,5 @@ class RunCache:
             if state is None or state.final:
                 continue  # an `active` row always has its run; skip rather than trust a bad row
             self.active[state.id] = state
+            self.track(state)
             yield state

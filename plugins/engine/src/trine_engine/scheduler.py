@@ -11,17 +11,17 @@ import functools
 from collections.abc import Sequence
 
 from trine_engine.clock import Clock
-from trine_engine.ready_queue import ReadyQueues
+from trine_engine.ready_queue import Pin, ReadyQueues
 from trine_engine.run_state import RunState
 from trine_engine.timers import Timers
 from trine_proto.trine.v1 import RunStatus
 
 
 class Scheduler:
-    def __init__(self, clock: Clock, timers: Timers) -> None:
+    def __init__(self, clock: Clock, timers: Timers, pin_of: Pin | None = None) -> None:
         self._clock = clock
         self._timers = timers
-        self._queues = ReadyQueues()
+        self._queues = ReadyQueues(pin_of)
 
     @property
     def queues(self) -> ReadyQueues:
@@ -35,13 +35,22 @@ class Scheduler:
         """Its lease ended without a record: the run was ready first, so it goes first."""
         self._queue(state, None, front=True)
 
-    def take(self, functions: Sequence[str], limit: int, now: int) -> list[RunState]:
-        """Up to ``limit`` dispatchable runs of ``functions``, out of their queues."""
-        return self._queues.pop(functions, limit, functools.partial(self._dispatchable_at, now=now))
+    def take(
+        self, functions: Sequence[str], limit: int, now: int, build: str = ""
+    ) -> list[RunState]:
+        """Up to ``limit`` dispatchable runs of ``functions`` that a taker of ``build`` may take,
+        out of their queues."""
+        dispatchable = functools.partial(self._dispatchable_at, now=now)
+        return self._queues.pop(functions, limit, dispatchable, build)
 
-    async def wait(self, functions: Sequence[str], timeout_s: float) -> None:
-        """Return when a run of ``functions`` may have been queued, or after ``timeout_s``."""
-        await self._queues.wait(functions, timeout_s)
+    async def wait(self, functions: Sequence[str], timeout_s: float, build: str = "") -> None:
+        """Return when a run of ``functions`` a taker of ``build`` may take may have been queued,
+        or after ``timeout_s``."""
+        await self._queues.wait(functions, timeout_s, build)
+
+    def repin(self, function: str) -> None:
+        """Which build may take a run of ``function`` may have changed: requeue them."""
+        self._queues.rekey(function)
 
     def wake_waiters(self) -> None:
         self._queues.wake_all()

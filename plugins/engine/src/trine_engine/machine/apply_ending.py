@@ -59,7 +59,9 @@ def cancel(
     to clean up (it never took a step) is cancelled at once."""
     if state.final:
         return
-    if not state.journal and state.lease is None:
+    if state.run.status == RunStatus.BLOCKED or (not state.journal and state.lease is None):
+        # Nothing to clean up: a run that never took a step, or one held blocked (its code
+        # raised; no worker runs it until it is retried).
         error = errors.cancelled(state.id, reason)
         terminate(machine, state, RunStatus.CANCELLED, error, at, batch)
         return

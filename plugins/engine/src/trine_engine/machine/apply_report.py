@@ -24,7 +24,10 @@ def run_commands(machine: StateMachine, record: RunCommands, batch: AppendBatch)
     """A report read from the log: planned again (the live path plans before appending, see
     :meth:`StateMachine.append_report`)."""
     state = machine.active(record.run_id)
-    apply_plan(machine, state, record, machine.plan(state, record), batch)
+    # The record does not carry the reporting worker's build (RunCommands has no field for it):
+    # a run blocked by this report names the run's own build when read back from the log.
+    plan = machine.plan(state, record, state.run.build_id)
+    apply_plan(machine, state, record, plan, batch)
 
 
 def apply_plan(
@@ -50,13 +53,15 @@ def apply_plan(
     for child in plan.children:
         apply_start.create(machine, child, batch)
     status, not_before_ms = run.status, run.not_before_ms
-    result, error = run.result, run.error
+    result, error, blocked_build = run.result, run.error, run.blocked_build_id
     if plan.outcome == ReportOutcome.RETRY_SCHEDULED:
         status, not_before_ms = RunStatus.PENDING, plan.retry_at_ms
     elif plan.outcome == ReportOutcome.SUSPENDED:
         status = RunStatus.SUSPENDED
     elif plan.final_status is not None:
         status, result, error = plan.final_status, plan.result, plan.error
+        if status == RunStatus.BLOCKED:
+            blocked_build = plan.build_id
     changed = dataclasses.replace(
         run,
         status=status,
@@ -67,6 +72,7 @@ def apply_plan(
         not_before_ms=not_before_ms,
         result=result,
         error=error,
+        blocked_build_id=blocked_build,
     )
     machine.store_run(state, changed, batch)
     machine.publish(state, batch)

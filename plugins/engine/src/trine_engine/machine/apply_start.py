@@ -12,7 +12,7 @@ from trine_engine import metrics
 from trine_engine.machine import timeouts
 from trine_engine.machine.events import NewEvents
 from trine_engine.run_state import RunState
-from trine_engine.storage.keys import ACTIVE, FUNCTIONS, IDEM, RUNS
+from trine_engine.storage.keys import ACTIVE, FUNCTIONS, IDEM, META, RUNS
 from trine_proto.codec import encode
 from trine_proto.trine.engine.v1 import FunctionsRegistered, RunStarted
 from trine_proto.trine.v1 import Run, RunStatus
@@ -25,9 +25,19 @@ if TYPE_CHECKING:
 def functions_registered(
     machine: StateMachine, record: FunctionsRegistered, batch: AppendBatch
 ) -> None:
+    """The registered settings replace the function's; a registration with a build also records
+    that the build serves the function (a move to it is allowed from then on). A change of a
+    function's versioning changes which build may take its queued runs."""
     for spec in record.functions:
+        before = machine.functions.get(spec.name)
         machine.functions[spec.name] = spec
-        batch.put(FUNCTIONS, spec.name.encode(), encode(spec))
+        value = encode(spec)
+        batch.put(FUNCTIONS, spec.name.encode(), value)
+        key = machine.builds.record(spec)
+        if key is not None:
+            batch.put(META, key, value)
+        if before is not None and before.versioning != spec.versioning:
+            machine.scheduler.repin(spec.name)
 
 
 def run_started(machine: StateMachine, record: RunStarted, batch: AppendBatch) -> None:

@@ -106,6 +106,25 @@ class NewEvents(list[Event]):
     def run_cancelled(self, function: str, error: ErrorInfo | None) -> None:
         self._add(EventType.RUN_CANCELLED, function, _dumps(_error(error)))
 
+    def run_blocked(self, function: str, error: ErrorInfo | None, build_id: str) -> None:
+        data = {**_error(error), "build_id": build_id}
+        self._add(EventType.RUN_BLOCKED, function, _dumps(data))
+
+    def run_retried(
+        self, function: str, from_index: int, reason: str, automatic: bool, retries: int
+    ) -> None:
+        data = {
+            "from_index": from_index,
+            "reason": reason,
+            "automatic": automatic,
+            "retries": retries,
+        }
+        self._add(EventType.RUN_RETRIED, function, _dumps(data))
+
+    def run_moved(self, function: str, from_build: str, to_build: str) -> None:
+        data = {"build_id": to_build, "from_build_id": from_build}
+        self._add(EventType.RUN_MOVED, function, _dumps(data))
+
 
 def _dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()

@@ -25,11 +25,13 @@ import structlog
 
 from trine_core import InvalidArgument, PayloadTooLarge, StorageError, tracing
 from trine_engine import metrics
+from trine_engine.builds import BuildBook
 from trine_engine.clock import Clock
 from trine_engine.leases import LeaseTable
 from trine_engine.machine import (
     apply_ending,
     apply_report,
+    apply_retry,
     apply_start,
     apply_waits,
     plan_ending,
@@ -76,12 +78,14 @@ PLANNERS: Final[Mapping[str, CommandPlanner]] = {
     "step_completed": plan_steps.step_completed,
     "step_failed": plan_steps.step_failed,
     "emit": plan_steps.emit,
+    "patched": plan_steps.patched,
     "sleep": plan_waits.sleep,
     "wait_signal": plan_waits.wait_signal,
     "start_child": plan_waits.start_child,
     "cancel_observed": plan_waits.cancel_observed,
     "run_completed": plan_ending.run_completed,
     "run_failed": plan_ending.run_failed,
+    "run_blocked": plan_ending.run_blocked,
 }
 APPLIERS: Final[Mapping[str, RecordApplier]] = {
     "functions_registered": apply_start.functions_registered,
@@ -93,6 +97,8 @@ APPLIERS: Final[Mapping[str, RecordApplier]] = {
     "signal_received": apply_waits.signal_received,
     "timer_fired": apply_waits.timer_fired,
     "run_timed_out": apply_ending.run_timed_out,
+    "run_retried": apply_retry.run_retried,
+    "run_moved": apply_retry.run_moved,
 }
 
 
@@ -107,6 +113,8 @@ class StateMachine:
         clock: Clock,
         max_payload_bytes: int,
         log: structlog.stdlib.BoundLogger,
+        functions: dict[str, FunctionSpec] | None = None,
+        builds: BuildBook | None = None,
     ) -> None:
         self.plog = plog
         self.cache = cache
@@ -116,8 +124,11 @@ class StateMachine:
         self.clock = clock
         self.max_payload_bytes = max_payload_bytes
         self.log = log
-        self.functions: dict[str, FunctionSpec] = {}
-        """Every function a worker registered, by name."""
+        self.functions: dict[str, FunctionSpec] = {} if functions is None else functions
+        """Every function a worker registered, by name (shared with the scheduler, which pins
+        runs by their function's versioning)."""
+        self.builds = builds or BuildBook()
+        """Which builds registered which functions, and which ask for work now."""
 
     def load_functions(self, store: Store) -> None:
         """The registered functions (the runs load through the cache)."""
@@ -141,10 +152,10 @@ class StateMachine:
 
     # -- changing state ----------------------------------------------------------------------------
 
-    def plan(self, state: RunState, body: RunCommands) -> Plan:
-        """Check a report's commands against ``state`` and work out their effect. Raises
-        InvalidArgument or PayloadTooLarge, having changed nothing."""
-        plan = Plan(self, state, body.at_ms)
+    def plan(self, state: RunState, body: RunCommands, build_id: str = "") -> Plan:
+        """Check a report's commands, sent by a worker of ``build_id``, against ``state`` and work
+        out their effect. Raises InvalidArgument or PayloadTooLarge, having changed nothing."""
+        plan = Plan(self, state, body.at_ms, build_id)
         for command in body.commands:
             kind, value = betterproto2.which_one_of(command, "command")
             planner = PLANNERS.get(kind)
@@ -199,9 +210,13 @@ class StateMachine:
             batch.put(EVENTS, run_row_key(event.run_id, event.seq), encode(event))
 
     def store_run(self, state: RunState, run: Run, batch: AppendBatch) -> None:
+        was_blocked = state.run.status == RunStatus.BLOCKED
         state.run = run
         key = run.id.encode()
         batch.put(RUNS, key, encode(run))
+        self.cache.track(state)
+        if run.status == RunStatus.BLOCKED and not was_blocked:
+            batch.after_commit(functools.partial(self._log_blocked, run))
         if state.final:
             batch.delete(ACTIVE, key)
             self._drop_active_rows(state, batch)
@@ -225,6 +240,17 @@ class StateMachine:
             "run failed",
             run_id=run.id,
             function=run.function,
+            error_type=error.type,
+            error_message=error.message,
+        )
+
+    def _log_blocked(self, run: Run) -> None:
+        error = run.error or ErrorInfo()
+        self.log.warning(
+            "run blocked by a workflow error; it resumes when retried on fixed code",
+            run_id=run.id,
+            function=run.function,
+            build_id=run.blocked_build_id,
             error_type=error.type,
             error_message=error.message,
         )

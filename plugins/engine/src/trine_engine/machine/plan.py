@@ -26,6 +26,7 @@ class Plan:
     __slots__ = (
         "at",
         "attempt_ended",
+        "build_id",
         "children",
         "consumed",
         "entries",
@@ -45,9 +46,13 @@ class Plan:
         "step_ends",
     )
 
-    def __init__(self, machine: StateMachine, state: RunState, at_ms: int) -> None:
+    def __init__(
+        self, machine: StateMachine, state: RunState, at_ms: int, build_id: str = ""
+    ) -> None:
         run = state.run
         self.machine = machine
+        self.build_id = build_id
+        """The build of the worker that reported (a run it blocks names it)."""
         self.state = state
         self.run: Run = run
         self.at = at_ms

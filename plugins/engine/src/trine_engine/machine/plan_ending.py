@@ -1,11 +1,19 @@
 """Planning the end a workflow reports: its result, or its error (``cancelled`` when the run was
-being cancelled: the workflow ended with the cancellation it was given)."""
+being cancelled: the workflow ended with the cancellation it was given), or a workflow error that
+holds the run ``blocked`` until it is retried on fixed code."""
 
 from __future__ import annotations
 
 from trine_engine.machine.events import json_or_null
 from trine_engine.machine.plan import Plan
-from trine_proto.trine.v1 import ErrorInfo, ReportOutcome, RunCompleted, RunFailed, RunStatus
+from trine_proto.trine.v1 import (
+    ErrorInfo,
+    ReportOutcome,
+    RunBlocked,
+    RunCompleted,
+    RunFailed,
+    RunStatus,
+)
 from trine_proto.vocabulary import ErrorType
 
 
@@ -28,3 +36,17 @@ def run_failed(plan: Plan, command: RunFailed) -> None:
     else:
         plan.final_status = RunStatus.FAILED
         plan.events.run_failed(plan.run.function, plan.error)
+
+
+def run_blocked(plan: Plan, command: RunBlocked) -> None:
+    """The attempt ends (outcome FINISHED: the worker is done with the run) and the run is held
+    ``blocked``, naming the reporting worker's build. A run being cancelled ends ``cancelled``
+    instead, as a failure would: holding it for a fix would defeat the cancellation."""
+    if plan.run.cancel_requested:
+        run_failed(plan, RunFailed(error=command.error))
+        return
+    plan.error = command.error or ErrorInfo(type=ErrorType.ERROR)
+    plan.outcome = ReportOutcome.FINISHED
+    plan.attempt_ended = True
+    plan.final_status = RunStatus.BLOCKED
+    plan.events.run_blocked(plan.run.function, plan.error, plan.build_id)

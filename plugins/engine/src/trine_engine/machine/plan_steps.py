@@ -14,11 +14,13 @@ from trine_proto.trine.v1 import (
     EntryKind,
     ErrorInfo,
     JournalEntry,
+    Patched,
     ReportOutcome,
     StepCompleted,
     StepFailed,
     StepStarted,
 )
+from trine_proto.vocabulary import signal_name_problem
 
 
 def step_started(plan: Plan, command: StepStarted) -> None:
@@ -123,4 +125,25 @@ def emit(plan: Plan, command: Emit) -> None:
         run_id=plan.run.id,
         index=index,
         journal_length=plan.length,
+    )
+
+
+def patched(plan: Plan, command: Patched) -> None:
+    """The workflow took the new path of a change (``ctx.patched``): a resolved ``patch`` entry
+    named after the change id, so its replays take that path too. Nothing is published. A
+    repeat of the last entry (the worker sent it again) is a no-op, as for every entry."""
+    change_id = command.change_id
+    problem = signal_name_problem(change_id)
+    if problem is not None:
+        raise InvalidArgument(f"patch {change_id!r}: {problem.replace('signal name', 'change id')}")
+    if not plan.follows(command.index, change_id):
+        return
+    plan.add_entry(
+        JournalEntry(
+            index=command.index,
+            name=change_id,
+            kind=EntryKind.PATCH,
+            started_at_ms=plan.at,
+            ended_at_ms=plan.at,
+        )
     )

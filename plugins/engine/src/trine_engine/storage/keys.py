@@ -38,6 +38,23 @@ FUNCTIONS = "functions"
 FAMILIES = (META, LOG, RUNS, ACTIVE, JOURNAL, EVENTS, ATTEMPTS, SIGNALS, IDEM, FUNCTIONS)
 
 
+BUILDS_PREFIX = b"build/"
+"""``meta`` rows ``build/<build id>\\0<function>`` → the ``FunctionSpec`` that build last
+registered: which builds registered which function (a move to a build checks it). Kept in
+``meta`` rather than a family of its own so that format 2 stays as it is: an engine from before
+builds never reads these keys."""
+
+
+def build_key(build: str, function: str) -> bytes:
+    return BUILDS_PREFIX + build.encode() + b"\0" + function.encode()
+
+
+def split_build_key(key: bytes) -> tuple[str, str]:
+    """(build, function) of a :func:`build_key`."""
+    build, _, function = key[len(BUILDS_PREFIX) :].partition(b"\0")
+    return build.decode(), function.decode()
+
+
 def applied_key(partition: int) -> bytes:
     """``meta`` key holding the last applied offset of ``partition``."""
     return b"applied/%d" % partition
