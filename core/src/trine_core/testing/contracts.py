@@ -99,8 +99,6 @@ SHORT_MS = 50
 LONG_MS = 5_000
 """A wait that must be answered well before it runs out."""
 BUILD_A, BUILD_B = "contract-build-a", "contract-build-b"
-RUN_RETRIED, RUN_MOVED, RUN_BLOCKED = "run.retried", "run.moved", "run.blocked"
-"""Event types of docs/versioning.md."""
 
 
 @dataclasses.dataclass
@@ -451,7 +449,7 @@ class BackendContract(_Suite):
         assert await drive.journal(run.id) == [(0, EntryKind.STEP, "greet")]
         [event] = await drive.events_after(run.id, failed.last_event_seq, 1)
         assert (event.type, json.loads(event.data)) == (
-            RUN_RETRIED,
+            EventType.RUN_RETRIED,
             {"from_index": 1, "reason": "fixed", "automatic": False, "retries": 1},
         )
         again = await drive.backend.start_run(
@@ -467,6 +465,9 @@ class BackendContract(_Suite):
         )
         assert done.outcome == ReportOutcome.FINISHED
         assert (await drive.run(run.id)).status == RunStatus.COMPLETED
+        types = [event.type for event in await drive.events(run.id)]  # past the failure
+        assert types.index(EventType.RUN_FAILED) < types.index(EventType.RUN_RETRIED)
+        assert types[-1] == EventType.RUN_COMPLETED
 
     async def test_only_a_failed_or_blocked_run_is_retried(self, drive: _Driver) -> None:
         with pytest.raises(RunNotFound):
@@ -503,7 +504,7 @@ class BackendContract(_Suite):
         assert (moved.id, moved.build_id) == (run.id, BUILD_A)
         assert (await drive.run(run.id)).build_id == BUILD_A
         [event] = await drive.events_after(run.id, run.last_event_seq, 1)
-        assert event.type == RUN_MOVED
+        assert event.type == EventType.RUN_MOVED
         with pytest.raises(RunNotFound):
             await drive.backend.move_run(
                 MoveRunRequest(run_id="01NOSUCHRUN000000000000000", build_id=BUILD_A)
@@ -709,7 +710,7 @@ class DispatcherContract(_Suite):
         assert blocked.error is not None
         assert (blocked.error.type, blocked.blocked_build_id) == ("NonDeterminismError", BUILD_A)
         events = await drive.events_after(run.id, 0, blocked.last_event_seq)
-        assert events[-1].type == RUN_BLOCKED
+        assert events[-1].type == EventType.RUN_BLOCKED
         assert await drive.take(wait_ms=SHORT_MS) == []
         retried = await drive.backend.retry_run(RetryRunRequest(run_id=run.id))
         assert (retried.status, retried.retries, retried.blocked_build_id) == (
@@ -718,7 +719,7 @@ class DispatcherContract(_Suite):
             "",
         )
         [event] = await drive.events_after(run.id, blocked.last_event_seq, 1)
-        assert (event.type, json.loads(event.data)["from_index"]) == (RUN_RETRIED, 1)
+        assert (event.type, json.loads(event.data)["from_index"]) == (EventType.RUN_RETRIED, 1)
         again = await drive.take_one(run.id)
         assert [(e.index, e.name) for e in again.journal] == [(0, "greet")]
 
@@ -733,7 +734,7 @@ class DispatcherContract(_Suite):
         resumed = await drive.run(run.id)
         assert (resumed.status, resumed.retries) == (RunStatus.PENDING, 1)
         [event] = await drive.events_after(run.id, blocked.last_event_seq, 1)
-        assert (event.type, json.loads(event.data)["automatic"]) == (RUN_RETRIED, True)
+        assert (event.type, json.loads(event.data)["automatic"]) == (EventType.RUN_RETRIED, True)
         item = await drive.take_one(run.id, build_id=BUILD_B)
         done = await drive.report(item, Command(run_completed=RunCompleted(result=b"1")))
         assert done.outcome == ReportOutcome.FINISHED

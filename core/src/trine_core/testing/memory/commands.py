@@ -17,13 +17,7 @@ from typing import Any, Final
 import betterproto2
 
 from trine_core import errors
-from trine_core.testing.memory.runs import (
-    RUN_BLOCKED,
-    Runs,
-    RunState,
-    cancelled,
-    error_json,
-)
+from trine_core.testing.memory.runs import Runs, RunState, cancelled, error_json
 from trine_core.testing.memory.runs import json_bytes as _json
 from trine_proto import retry
 from trine_proto.trine import v1 as pb
@@ -56,7 +50,7 @@ class Applying:
         self.end: End | None = None
         """How the run ended, if a command ended it."""
 
-    def event(self, type_: _E | str, name: str, data: Any) -> None:
+    def event(self, type_: _E, name: str, data: Any) -> None:
         self.engine._event(self.state, type_, name, data)
 
     def check_size(self, payload: bytes, what: str) -> bytes:
@@ -224,7 +218,7 @@ def run_blocked(report: Applying, command: pb.RunBlocked) -> None:
     error = command.error or pb.ErrorInfo(type=ErrorType.ERROR)
     lease = report.state.lease
     data = error_json(error) | {"build_id": lease[3] if lease is not None else ""}
-    report.event(RUN_BLOCKED, report.run.function, data)
+    report.event(_E.RUN_BLOCKED, report.run.function, data)
     report.finish(_S.BLOCKED, b"", error)
 
 

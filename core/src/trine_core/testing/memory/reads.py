@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 from trine_core import errors
 from trine_core.names import check_signal_name
-from trine_core.testing.memory.runs import RUN_MOVED, Runs, json_bytes
+from trine_core.testing.memory.runs import Runs, json_bytes
 from trine_proto.trine import v1 as pb
 from trine_proto.vocabulary import FINAL_EVENT_TYPES, status_name
 from trine_proto.vocabulary import EventType as _E
@@ -90,7 +90,8 @@ class Reads(Runs):
                     return  # final, and after_seq was past its last event
                 sent += 1
                 yield state.events[sent - 1]
-                if state.events[sent - 1].type in FINAL_EVENT_TYPES:
+                # The last event of a final run; a failed run retried goes on past it.
+                if state.events[sent - 1].type in FINAL_EVENT_TYPES and sent >= len(state.events):
                     return
         finally:
             self.open_subscriptions -= 1
@@ -153,7 +154,7 @@ class Reads(Runs):
             what = f"no worker has registered function {run.function!r} with build {build_id!r}"
             raise errors.UnknownBuild(what, build_id=build_id, function=run.function, known=known)
         state.run = dataclasses.replace(run, build_id=build_id)
-        self._event(state, RUN_MOVED, run.function, {"build_id": build_id, "from": run.build_id})
+        self._event(state, _E.RUN_MOVED, run.function, {"build_id": build_id, "from": run.build_id})
         self._wake()
         return self._view(state)
 

@@ -21,8 +21,6 @@ from trine_proto.vocabulary import EventType as _E
 
 CANCEL_GRACE_MS = LEASE_TTL_MS = 30_000
 _S, _K = pb.RunStatus, pb.EntryKind
-RUN_RETRIED, RUN_MOVED, RUN_BLOCKED = "run.retried", "run.moved", "run.blocked"
-"""Event types of docs/versioning.md (to become ``EventType`` members in trine_proto)."""
 
 
 def json_bytes(value: Any, key: str = "", payload: bytes = b"") -> bytes:
@@ -196,7 +194,7 @@ class Runs:
             raise errors.PayloadTooLarge(what, size=size, limit=limit)
         return payload or b"null"
 
-    def _event(self, state: RunState, type_: _E | str, name: str, data: Any) -> None:
+    def _event(self, state: RunState, type_: _E, name: str, data: Any) -> None:
         raw, seq = data if isinstance(data, bytes) else json_bytes(data), len(state.events) + 1
         event = pb.Event(run_id=state.run.id, seq=seq, type=type_, name=name, data=raw)
         event.at_ms = self.clock()
@@ -281,7 +279,7 @@ class Runs:
         state.step_attempts.clear()
         state.lease, state.finished_lease = None, ""
         data = {"from_index": cut, "reason": reason, "automatic": automatic}
-        self._event(state, RUN_RETRIED, run.function, data | {"retries": state.run.retries})
+        self._event(state, _E.RUN_RETRIED, run.function, data | {"retries": state.run.retries})
         self._ready.append(run.id)
         self._wake()
 
