@@ -1,6 +1,6 @@
-"""The web console's forms: start a run, cancel one, send a signal. Each posts to ``/ui``, answers
-303 to the run's page when it worked, and otherwise renders the form again with the API's error
-code and message next to the field, with the status the JSON API would answer."""
+"""The web console's forms: start a run, cancel one, send a signal, retry one. Each posts to
+``/ui``, answers 303 to the run's page when it worked, and otherwise renders the form again with
+the API's error code and message next to the field, with the status the JSON API would answer."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from conftest import Gateway, start
 from drive import requests, step_completed, wait_signal
 from html_page import Page
 
-from trine_proto.trine.v1 import GetRunRequest, RunStatus
+from trine_proto.trine.v1 import ErrorInfo, GetRunRequest, RunStatus
 
 
 async def post(gateway: Gateway, path: str, **form: str) -> httpx.Response:
@@ -114,6 +114,32 @@ async def test_cancel_of_a_finished_run_shows_run_finished(gateway: Gateway) -> 
     assert Page(response.text).by_id("actions").attrs.get("hidden") is None  # the error shows
 
 
+async def test_retry_redirects_and_the_run_resumes(gateway: Gateway) -> None:
+    run_id = await start(gateway)
+    await gateway.drive.fail(run_id, ErrorInfo(type="ValueError", message="bad card"))
+    response = await post(gateway, f"/ui/runs/{run_id}/retry", reason="card fixed")
+    assert response.status_code == 303, response.text
+    assert response.headers["location"] == f"/ui/runs/{run_id}?notice=retried"
+    (sent,) = requests(gateway.memory, "retry_run")
+    assert (sent.run_id, sent.reason) == (run_id, "card fixed")
+    run = await gateway.memory.backend.get_run(GetRunRequest(run_id=run_id))
+    assert (run.status, run.retries) == (RunStatus.PENDING, 1)
+    shown = Page((await gateway.http.get(response.headers["location"])).text)
+    assert "Run retried" in shown.text
+    assert shown.by_id("run-retries").text == "1"
+    assert not shown.has_id("retry-form")  # pending again: nothing to retry
+
+
+async def test_retry_of_a_run_that_is_not_failed_shows_run_not_retryable(
+    gateway: Gateway,
+) -> None:
+    run_id = await start(gateway)
+    response = await post(gateway, f"/ui/runs/{run_id}/retry", reason="why not")
+    assert response.status_code == 409
+    assert field_error(response, "retry-error").startswith("run_not_retryable:")
+    assert Page(response.text).by_id("retry-reason").attrs["value"] == "why not"
+
+
 async def test_signal_delivered_or_kept(gateway: Gateway) -> None:
     run_id = await start(gateway)
     kept = await post(gateway, f"/ui/runs/{run_id}/signal", name="early", payload="")
@@ -148,7 +174,7 @@ async def test_signal_errors_are_shown_at_their_field(gateway: Gateway) -> None:
 
 
 async def test_forms_of_an_unknown_run_are_a_404_page(gateway: Gateway) -> None:
-    for action in ("cancel", "signal"):
+    for action in ("cancel", "signal", "retry"):
         response = await post(gateway, f"/ui/runs/01NOSUCHRUN000000000000000/{action}", name="go")
         assert response.status_code == 404
         assert "run_not_found" in Page(response.text).text
@@ -161,6 +187,7 @@ async def test_posts_from_another_site_are_refused(gateway: Gateway) -> None:
         ("/ui/runs", {"function": "order"}),
         (f"/ui/runs/{run_id}/cancel", {}),
         (f"/ui/runs/{run_id}/signal", {"name": "go"}),
+        (f"/ui/runs/{run_id}/retry", {}),
     ):
         response = await gateway.http.post(path, data=form, headers=foreign)
         assert response.status_code == 403, path
@@ -171,6 +198,7 @@ async def test_posts_from_another_site_are_refused(gateway: Gateway) -> None:
     assert len(requests(gateway.memory, "start_run")) == 1  # the fixture's own
     assert not requests(gateway.memory, "cancel_run")
     assert not requests(gateway.memory, "signal_run")
+    assert not requests(gateway.memory, "retry_run")
     host = gateway.server.url.removeprefix("http://")
     same = await gateway.http.post(
         f"/ui/runs/{run_id}/cancel",

@@ -4,6 +4,7 @@ functions and the workers; and the setting that turns the console off."""
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 
 import httpx
@@ -28,7 +29,7 @@ from trine_core.testing.workers import MemoryWorkerRegistry
 from trine_gateway import GatewayServer, Lifecycle, create_app
 from trine_gateway.plugin import HTTP_ADDR, trine_add_settings
 from trine_gateway.ui import UI
-from trine_proto.trine.v1 import ErrorInfo
+from trine_proto.trine.v1 import ErrorInfo, FunctionSpec, VersioningMode
 
 
 async def page(gateway: Gateway, path: str, expect: int = 200, **params: str) -> Page:
@@ -159,6 +160,74 @@ async def test_a_failed_run_shows_its_error_and_traceback(gateway: Gateway) -> N
     shown = run.by_id("run-error").text
     assert "ValueError: bad order" in shown
     assert "File x, line 1 boom" in shown
+    retry = run.by_id("retry-form")  # a failed run can be retried
+    assert retry.attrs["action"] == f"/ui/runs/{run_id}/retry"
+    assert retry.attrs["method"] == "post"
+
+
+async def test_a_blocked_run_shows_why_its_builds_and_a_retry(gateway: Gateway) -> None:
+    gateway.drive.build_id = "b-1"
+    await gateway.drive.register(*gateway.memory.functions.values())
+    run_id = await start(gateway)
+    drift = ErrorInfo(
+        type="NonDeterminismError", message="at 1: step 'a' vs step 'b'", traceback="wf.py:3"
+    )
+    await gateway.drive.block(run_id, drift)
+    run = await page(gateway, f"/ui/runs/{run_id}")
+    assert run.by_id("run-status").text == "blocked"
+    assert "status-blocked" in run.by_id("run-status").classes
+    assert run.by_id("live").attrs["data-final"] == "false"  # it follows the run's events
+    assert "NonDeterminismError: at 1: step 'a' vs step 'b'" in run.by_id("run-error").text
+    assert run.by_id("run-build").text == "b-1"
+    assert run.by_id("run-blocked-build").text.startswith("b-1: its code raised the error")
+    assert run.by_id("retry-form").attrs["action"] == f"/ui/runs/{run_id}/retry"
+    assert not run.has_id("run-retries")
+    followed = json.loads(run.by_id("live").attrs["data-event-types"])
+    assert {"run.blocked", "run.retried", "run.moved"} <= set(followed)
+    live = await page(gateway, f"/ui/runs/{run_id}/live")  # what the page's script swaps in
+    assert live.by_id("retry-form").attrs["action"] == f"/ui/runs/{run_id}/retry"
+    listed = await page(gateway, "/ui/runs", status="blocked")
+    rows = [e for e in listed.elements if e.tag == "tr"][1:]
+    assert [row.text.split()[:3] for row in rows] == [[run_id, "order", "blocked"]]
+    assert rows[0].text.split()[-1] == "b-1"  # the build column
+
+
+async def test_a_run_that_is_not_failed_offers_no_retry(gateway: Gateway) -> None:
+    run_id = await start(gateway)
+    run = await page(gateway, f"/ui/runs/{run_id}")
+    assert not run.has_id("retry-form")
+    assert run.by_id("run-build").text == "none yet"
+    await gateway.drive.complete(run_id, 1)
+    assert not (await page(gateway, f"/ui/runs/{run_id}")).has_id("retry-form")
+
+
+async def test_a_pinned_run_whose_build_is_gone_says_it_waits_for_it(gateway: Gateway) -> None:
+    gateway.drive.build_id = "b-1"
+    await gateway.drive.register(FunctionSpec(name="order", versioning=VersioningMode.PINNED))
+    run_id = await start(gateway)
+    await gateway.drive.report(run_id, step_completed(0, "reserve", 1))
+    await gateway.drive.release(run_id)
+    gateway.clock.now_ms += 60_000
+    run = await page(gateway, f"/ui/runs/{run_id}")
+    assert run.by_id("run-waiting-for-build").text.startswith("b-1: no worker of it")
+    listed = await page(gateway, "/ui/runs")
+    assert "waiting for build b-1" in listed.by_class("runs")[0].text
+
+
+async def test_builds_page_lists_builds_with_their_runs_and_state(gateway: Gateway) -> None:
+    empty = await page(gateway, "/ui/builds")
+    assert "No build is known yet" in empty.text
+    gateway.drive.build_id = "b-1"
+    await gateway.drive.register(FunctionSpec(name="order", versioning=VersioningMode.PINNED))
+    run_id = await start(gateway)
+    await gateway.drive.report(run_id, step_completed(0, "reserve", 1))  # b-1 takes work now
+    gateway.drive.build_id = "b-2"
+    await gateway.drive.register(FunctionSpec(name="echo"))
+    builds = await page(gateway, "/ui/builds")
+    assert builds.by_id("build-b-1").text.split()[:4] == ["b-1", "connected", "1", "order"]
+    assert builds.by_id("build-b-2").text.split()[:4] == ["b-2", "gone", "0", "echo"]
+    assert "/ui/runs?function=order" in builds.links
+    assert "/ui/builds" in builds.links  # in the navigation
 
 
 async def test_waits_children_and_parents_are_shown(gateway: Gateway) -> None:
@@ -226,9 +295,10 @@ async def test_functions_are_counted_by_status(gateway: Gateway) -> None:
     await start(gateway, "echo")
     functions = await page(gateway, "/ui/functions")
     order = functions.by_id("function-order").text.split()
-    assert order[:8] == ["order", "2", "0", "0", "1", "0", "0", "3"]
-    assert functions.by_id("function-echo").text.split()[:8] == [
-        "echo", "1", "0", "0", "0", "0", "0", "1"
+    # pending, running, suspended, blocked, completed, failed, cancelled, total
+    assert order[:9] == ["order", "2", "0", "0", "0", "1", "0", "0", "3"]
+    assert functions.by_id("function-echo").text.split()[:9] == [
+        "echo", "1", "0", "0", "0", "0", "0", "0", "1"
     ]  # fmt: skip
     assert "/ui/start?function=order" in functions.links
     assert "/ui/runs?function=order&status=completed" in functions.links
@@ -290,7 +360,7 @@ async def test_workers_page_lists_every_coordinators_workers() -> None:
 
 async def test_pages_carry_a_strict_policy_and_no_inline_script(gateway: Gateway) -> None:
     run_id = await start(gateway)
-    for path in ("/ui/runs", f"/ui/runs/{run_id}", "/ui/start", "/ui/functions"):
+    for path in ("/ui/runs", f"/ui/runs/{run_id}", "/ui/start", "/ui/functions", "/ui/builds"):
         response = await gateway.http.get(path)
         policy = response.headers["content-security-policy"]
         assert "script-src 'self'" in policy

@@ -1,5 +1,5 @@
 """The web console, served by the gateway at ``/ui``: runs, a run's live timeline, functions,
-workers, and forms to start, cancel and signal runs.
+workers, builds, and forms to start, cancel, signal and retry runs.
 
 Server-rendered (Jinja2 templates through litestar's template engine) and readable without
 JavaScript; one small script (``static/console.js``) makes a run's page follow its event stream
@@ -37,7 +37,7 @@ UI = Setting(
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 TEMPLATES = HERE / "templates"
-ASSET_VERSION = "1"
+ASSET_VERSION = "2"
 """Bumped when a static file changes, so browsers fetch it again (``?v=``)."""
 
 SECURITY_HEADERS = [

@@ -42,9 +42,11 @@ from trine_proto.trine.v1 import (
     Event,
     GetJournalRequest,
     GetRunRequest,
+    ListBuildsRequest,
     ListFunctionsRequest,
     ListRunsRequest,
     ListRunsResponse,
+    RetryRunRequest,
     Run,
     RunStatus,
     SignalRunRequest,
@@ -70,8 +72,11 @@ NOTICES = {
     "cancel_requested": "Cancellation requested: the workflow is told and may clean up first.",
     "delivered": "Signal delivered: the run was waiting for it.",
     "kept": "Signal kept: the run takes it when it waits for a signal of that name.",
+    "retried": "Run retried: it resumes from its journal, the failed step runs again.",
 }
-EVENT_TYPES = [*(t.value for t in EventType)]
+VERSIONING_EVENT_TYPES = ("run.blocked", "run.retried", "run.moved")
+"""The events of docs/versioning.md a run's page follows too (its status changes with them)."""
+EVENT_TYPES = list(dict.fromkeys([*(t.value for t in EventType), *VERSIONING_EVENT_TYPES]))
 FINAL_TYPES = sorted(FINAL_EVENT_TYPES)
 
 RunId = FromPath[str]
@@ -266,7 +271,7 @@ async def run_page(
 @get("/runs/{run_id:str}/live", name="ui:run-live")
 async def run_live(gateway: NamedDependency[Gateway], run_id: RunId) -> Template:
     """The part of the run page that changes, for the page's script to swap in."""
-    return _page("_run_live.html", **await _run_context(gateway, run_id))
+    return _page("_run_live.html", errors={}, form={}, **await _run_context(gateway, run_id))
 
 
 async def _run_form_error(
@@ -295,6 +300,23 @@ async def cancel_form(
         return await _run_form_error(gateway, run_id, failed, {"reason": reason})
     notice = "cancelled" if run.status == RunStatus.CANCELLED else "cancel_requested"
     return Redirect(f"/ui/runs/{run_id}", query_params={"notice": notice}, status_code=303)
+
+
+@post("/runs/{run_id:str}/retry", name="ui:retry", guards=[same_origin], status_code=303)
+async def retry_form(
+    request: Request[Any, Any, Any], gateway: NamedDependency[Gateway], run_id: RunId
+) -> Response[Any]:
+    """A failed or blocked run resumes from its journal (``POST /v1/runs/{id}/retry``)."""
+    form = await request.form()
+    reason = str(form.get("reason") or "")
+    try:
+        await gateway.backend.retry_run(RetryRunRequest(run_id=run_id, reason=reason))
+    except TrineError as exc:
+        if exc.code == ErrorCode.RUN_NOT_FOUND:
+            raise
+        failed = FormError.of("retry", exc)
+        return await _run_form_error(gateway, run_id, failed, {"retry_reason": reason})
+    return Redirect(f"/ui/runs/{run_id}", query_params={"notice": "retried"}, status_code=303)
 
 
 @post("/runs/{run_id:str}/signal", name="ui:signal", guards=[same_origin], status_code=303)
@@ -474,6 +496,14 @@ async def workers_page(gateway: NamedDependency[Gateway]) -> Template:
     )
 
 
+@get("/builds", name="ui:builds")
+async def builds_page(gateway: NamedDependency[Gateway]) -> Template:
+    """The builds the engine knows from registrations: their functions, open runs, and whether
+    a worker of each asks for work now (``GET /v1/builds``)."""
+    answer = await gateway.backend.list_builds(ListBuildsRequest())
+    return _page("builds.html", builds=answer.builds)
+
+
 # -- errors --------------------------------------------------------------------------------------
 
 
@@ -500,9 +530,11 @@ HANDLERS: list[Any] = [
     run_page,
     run_live,
     cancel_form,
+    retry_form,
     signal_form,
     start_page,
     start_form,
     functions_page,
     workers_page,
+    builds_page,
 ]

@@ -136,7 +136,7 @@ class Item:
 
     index: int
     kind: str
-    """``step``, ``sleep``, ``signal``, ``child``, ``cancel`` or ``emit``."""
+    """``step``, ``sleep``, ``signal``, ``child``, ``cancel``, ``emit`` or ``patch``."""
     name: str
     state: str = "running"
     """How it stands: ``running``, ``retrying``, ``completed``, ``failed``, ``waiting``,
@@ -292,8 +292,8 @@ def _journaled(item: Item, entry: JournalEntry, kept: list[str]) -> None:
         attempt.error = item.error if entry.error is not None else None
         attempt.retry_at_ms = 0
         item.state = attempt.outcome
-    elif entry.kind in (EntryKind.CANCEL, EntryKind.EMIT):
-        item.state = "done"  # where the workflow was told of its cancellation; an event
+    elif entry.kind in (EntryKind.CANCEL, EntryKind.EMIT, EntryKind.PATCH):
+        item.state = "done"  # where the workflow was told of its cancellation; an event; a patch
     elif entry.pending:
         item.state = "waiting"
     elif cancelled:
@@ -331,6 +331,18 @@ class RunView:
     result: str | None
     error: ErrorView | None
     waiting: list[str]
+    build_id: str
+    """The build that first took it (empty until then)."""
+    blocked_build_id: str
+    """While blocked: the build whose code raised its error."""
+    waiting_for_build: str
+    """A pending pinned run no connected worker of its build can take waits for it."""
+    retries: int
+
+    @property
+    def retryable(self) -> bool:
+        """Failed or blocked: a retry resumes it (``POST /v1/runs/{id}/retry``)."""
+        return self.status in ("failed", "blocked")
 
     @property
     def age(self) -> str:
@@ -369,6 +381,10 @@ def run_view(run: Run) -> RunView:
         result=pretty(run.result) if run.status == RunStatus.COMPLETED else None,
         error=error_view(run.error),
         waiting=[wait_text(w.kind, w.name, w.until_ms, w.child_run_id) for w in run.waiting],
+        build_id=run.build_id,
+        blocked_build_id=run.blocked_build_id,
+        waiting_for_build=run.waiting_for_build,
+        retries=run.retries,
     )
 
 
@@ -383,7 +399,7 @@ class FunctionCounts:
         return sum(self.counts.values())
 
 
-STATUSES = ("pending", "running", "suspended", "completed", "failed", "cancelled")
+STATUSES = ("pending", "running", "suspended", "blocked", "completed", "failed", "cancelled")
 
 
 def count_by_function(names: Iterable[str], runs: Iterable[Run]) -> dict[str, dict[str, int]]:
