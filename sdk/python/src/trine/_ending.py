@@ -102,8 +102,11 @@ async def run_workflow(
 def _failed(ctx: Context, exc: BaseException | None, info: ErrorInfo) -> Ending:
     """The workflow raised ``exc`` (or returned after catching a non-determinism: None). A
     non-determinism the attempt met wins over whatever the workflow did with it."""
-    attempt = ctx._state
-    if attempt.fatal_error is not None and attempt.fatal is not None:
-        return Ending(error=attempt.fatal, workflow_error=True, exception=attempt.fatal_error)
+    fatal = ctx._state.fatal_error
+    if fatal is not None:
+        # Described now, not when it was raised: its traceback has grown up to the workflow's
+        # own frame (where it called, or caught it) since.
+        info = _codec.error_info(fatal, retryable=False)
+        return Ending(error=info, workflow_error=True, exception=fatal)
     assert exc is not None  # a workflow returning after a non-determinism set ``fatal_error``
     return Ending(error=info, workflow_error=is_workflow_error(exc), exception=exc)

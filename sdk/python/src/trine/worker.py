@@ -214,6 +214,11 @@ class Worker:
         return self._code_digest
 
     @property
+    def converter(self) -> Converter:
+        """How this worker's payloads become JSON and come back as their declared types."""
+        return self._runs.converter
+
+    @property
     def in_flight(self) -> int:
         """Runs executing right now."""
         return len(self._runs)
