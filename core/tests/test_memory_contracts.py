@@ -345,3 +345,12 @@ async def test_a_blocked_report_sent_again_under_its_lease_is_acknowledged(
     assert (await report(memory, item, blocked)).outcome == ReportOutcome.FINISHED
     again = await get(memory, run.id)
     assert (again.status, again.last_event_seq) == (RunStatus.BLOCKED, first.last_event_seq)
+
+
+async def test_a_run_being_cancelled_is_cancelled_not_blocked(memory: MemoryEngine) -> None:
+    run = await start(memory)
+    item = await take(memory)
+    await memory.backend.cancel_run(CancelRunRequest(run_id=run.id))
+    blocked = Command(run_blocked=RunBlocked(error=ErrorInfo(type="TypeError", message="bug")))
+    assert (await report(memory, item, blocked)).outcome == ReportOutcome.FINISHED
+    assert (await get(memory, run.id)).status == RunStatus.CANCELLED

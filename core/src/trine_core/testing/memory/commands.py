@@ -214,7 +214,11 @@ def run_failed(report: Applying, command: pb.RunFailed) -> None:
 
 
 def run_blocked(report: Applying, command: pb.RunBlocked) -> None:
-    """A workflow error under ``on_workflow_error = block``: the run is held, not ended."""
+    """A workflow error under ``on_workflow_error = block``: the run is held, not ended (the
+    attempt is: outcome FINISHED). A run being cancelled ends ``cancelled`` instead, as a failure
+    would: holding it for a fix would defeat the cancellation."""
+    if report.run.cancel_requested:
+        return run_failed(report, pb.RunFailed(error=command.error))
     error = command.error or pb.ErrorInfo(type=ErrorType.ERROR)
     lease = report.state.lease
     data = error_json(error) | {"build_id": lease[3] if lease is not None else ""}

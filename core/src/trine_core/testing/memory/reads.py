@@ -154,7 +154,9 @@ class Reads(Runs):
             what = f"no worker has registered function {run.function!r} with build {build_id!r}"
             raise errors.UnknownBuild(what, build_id=build_id, function=run.function, known=known)
         state.run = dataclasses.replace(run, build_id=build_id)
-        self._event(state, _E.RUN_MOVED, run.function, {"build_id": build_id, "from": run.build_id})
+        self._event(
+            state, _E.RUN_MOVED, run.function, {"build_id": build_id, "from_build_id": run.build_id}
+        )
         self._wake()
         return self._view(state)
 
