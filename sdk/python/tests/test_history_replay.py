@@ -251,3 +251,30 @@ async def test_replay_can_be_called_from_a_running_event_loop() -> None:
     trine.testing.replay(order_worker("patched"), WITHOUT_PATCH)
     with pytest.raises(trine.NonDeterminismError):
         trine.testing.replay(order_worker("unguarded"), WITHOUT_PATCH)
+
+
+async def test_a_journal_a_worker_wrote_replays_as_the_worker_would_replay_it(
+    coordinator, make_worker, serve, item
+) -> None:
+    worker = make_worker()
+    real = order_worker("patched")
+    worker.function(real.functions["order"].fn, name="order")
+    serve(worker)
+    session = await coordinator.registered()
+    session.dispatch(item("r-1", "order"))
+    await coordinator.until(lambda: session.finished("r-1"))
+    ran.clear()  # the real run ran its steps; the replays below must not
+
+    journal: list[dict[str, Any]] = []
+    for kind, value in session.commands("r-1"):
+        if kind == "step_completed":
+            output = json.loads(value.entry.output)
+            journal.append({"kind": "step", "name": value.entry.name, "output": output})
+        elif kind == "patched":
+            journal.append({"kind": "patch", "name": value.change_id})
+    assert [e["name"] for e in journal] == ["charge", "send-receipt", "send_receipt", "ship"]
+    written = history(journal)
+    trine.testing.replay(order_worker("patched"), written)
+    with pytest.raises(trine.NonDeterminismError) as caught:
+        trine.testing.replay(order_worker("original"), written)
+    assert (caught.value.index, caught.value.expected) == (1, "patch 'send-receipt'")

@@ -17,6 +17,11 @@ was recorded::
 
 ``trine.Client`` starts runs, awaits their results and follows their events (``trine.Event``)
 over HTTP.
+
+Changing a workflow under runs in flight (docs/versioning.md): guard new code with
+``if ctx.patched("change-id"):``, name the code a worker serves with ``Worker(build_id=...)``,
+choose per function ``versioning`` and ``on_workflow_error``, and check a change against
+exported run histories with ``trine.testing.replay(worker, history)`` before deploying it.
 """
 
 from __future__ import annotations
