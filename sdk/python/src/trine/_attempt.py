@@ -76,9 +76,9 @@ class Attempt:
         self.reporter = reporter
         self.max_payload_bytes = max_payload_bytes
         self.log = log
-        # Set once the run is known to be unrecoverable; it fails even if the workflow catches it.
-        self.fatal: ErrorInfo | None = None
-        self.fatal_error: NonDeterminismError | None = None  # what set ``fatal``
+        # Set once the run is known to be unrecoverable: it ends (blocked or failed) even if the
+        # workflow catches it.
+        self.fatal_error: NonDeterminismError | None = None
         # Patch markers (``ctx.patched``) by journal position, not sent yet: ``patched`` is sync,
         # so its marker goes out with the next report in journal order (``send``).
         self._held: list[tuple[int, Command]] = []
@@ -103,9 +103,15 @@ class Attempt:
             self.cancel_delivered = True
             raise
         except NonDeterminismError as error:
-            self.fatal = _codec.error_info(error, retryable=False)
             self.fatal_error = error
             raise
+
+    @property
+    def fatal(self) -> ErrorInfo | None:
+        """``fatal_error`` described for the engine (its traceback as far as it got)."""
+        if self.fatal_error is None:
+            return None
+        return _codec.error_info(self.fatal_error, retryable=False)
 
     def patched(self, change_id: str) -> bool:
         """``ctx.patched``: whether the code takes the new path of ``change_id`` here; a first

@@ -80,14 +80,10 @@ async def run_workflow(
         return Ending(ended=ended.reason, exception=ended)
     except RunAborted as aborted:
         return Ending(error=aborted.info, exception=aborted)
-    except CancelledError as exc:
-        # Not caught, or raised again after cleaning up: the run ends cancelled.
-        cancelled = ErrorInfo(type=ErrorType.CANCELLED, message=str(exc), retryable=False)
-        return _failed(ctx, exc, cancelled)
-    except Exception as exc:
-        return _failed(ctx, exc, _codec.error_info(exc))
-    if ctx.fatal is not None:  # the workflow caught a non-determinism and returned
-        return _failed(ctx, None, ctx.fatal)
+    except Exception as exc:  # trine.CancelledError included
+        return _raised(ctx, exc)
+    if ctx._state.fatal_error is not None:  # the workflow caught a non-determinism, returned
+        return _non_determinism(ctx._state.fatal_error)
     what = f"the result of workflow {definition.name!r}"
     try:
         result = ctx.converter.to_json(value, what)
@@ -99,14 +95,21 @@ async def run_workflow(
     return Ending(result=result, value=value)
 
 
-def _failed(ctx: Context, exc: BaseException | None, info: ErrorInfo) -> Ending:
-    """The workflow raised ``exc`` (or returned after catching a non-determinism: None). A
-    non-determinism the attempt met wins over whatever the workflow did with it."""
-    fatal = ctx._state.fatal_error
-    if fatal is not None:
-        # Described now, not when it was raised: its traceback has grown up to the workflow's
-        # own frame (where it called, or caught it) since.
-        info = _codec.error_info(fatal, retryable=False)
-        return Ending(error=info, workflow_error=True, exception=fatal)
-    assert exc is not None  # a workflow returning after a non-determinism set ``fatal_error``
+def _raised(ctx: Context, exc: Exception) -> Ending:
+    """The workflow raised ``exc``. A non-determinism the attempt met wins over whatever the
+    workflow did with it."""
+    if ctx._state.fatal_error is not None:
+        return _non_determinism(ctx._state.fatal_error)
+    if isinstance(exc, CancelledError):
+        # Not caught, or raised again after cleaning up: the run ends cancelled.
+        info = ErrorInfo(type=ErrorType.CANCELLED, message=str(exc), retryable=False)
+    else:
+        info = _codec.error_info(exc)
     return Ending(error=info, workflow_error=is_workflow_error(exc), exception=exc)
+
+
+def _non_determinism(error: NonDeterminismError) -> Ending:
+    # Described now, not when it was raised: its traceback has grown up to the workflow's own
+    # frame (where it made the call, or caught the error) since.
+    info = _codec.error_info(error, retryable=False)
+    return Ending(error=info, workflow_error=True, exception=error)
