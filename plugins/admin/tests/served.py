@@ -30,9 +30,11 @@ from trine_proto.trine.v1 import (
     ErrorInfo,
     FunctionSpec,
     JournalEntry,
+    RegisterFunctionsRequest,
     ReleaseLeasesRequest,
     ReportRequest,
     RetryPolicy,
+    RunBlocked,
     RunCompleted,
     RunFailed,
     StepCompleted,
@@ -75,13 +77,26 @@ class Served:
         self.server = server
         self.url = server.url
         self.capsys = capsys
+        self.build_id = ""
+        """The build the scripted worker registers and takes work as (none by default)."""
 
     async def run(self, *argv: str, url: str | None = None) -> Result:
         return await run_cli(self.capsys, *argv, url=url or self.url)
 
+    async def register(self, *specs: FunctionSpec) -> None:
+        """The scripted worker registers ``specs`` (default: every function) as ``build_id``."""
+        request = RegisterFunctionsRequest(
+            worker_id="w-1", functions=list(specs or FUNCTIONS), build_id=self.build_id
+        )
+        await self.memory.dispatcher.register_functions(request)
+
     async def lease(self, run_id: str) -> WorkItem:
         take = TakeWorkRequest(
-            worker_id="w-1", functions=[f.name for f in FUNCTIONS], max_items=100, wait_ms=1
+            worker_id="w-1",
+            functions=[f.name for f in FUNCTIONS],
+            max_items=100,
+            wait_ms=1,
+            build_id=self.build_id,
         )
         items = (await self.memory.dispatcher.take_work(take)).items
         mine = [i for i in items if i.run is not None and i.run.id == run_id]
@@ -113,6 +128,11 @@ class Served:
             Command(step_completed=StepCompleted(entry=entry)),
             end,
         )
+
+    async def block(self, run_id: str, error: ErrorInfo) -> None:
+        """Take the run and hold it as blocked by a workflow error."""
+        item = await self.lease(run_id)
+        await self.report(item, Command(run_blocked=RunBlocked(error=error)))
 
     async def suspend(self, run_id: str, signal: str = "approve") -> None:
         """Take the run, journal a step and a wait for ``signal``; it suspends."""

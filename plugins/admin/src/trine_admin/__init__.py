@@ -1,8 +1,10 @@
 """trine-admin: the admin commands of the ``trine`` program, over the HTTP API.
 
-- ``trine runs list|show|journal|events|start|cancel|signal``
+- ``trine runs list|show|journal|events|start|cancel|signal|retry|move|history``
 - ``trine workers``
 - ``trine functions``
+- ``trine builds``
+- ``trine replay --worker module:attr``: the latest finished runs, replayed against local code
 
 Each talks to the gateway at ``--url`` (default ``$TRINE_URL``, else ``http://127.0.0.1:7480``)
 through :class:`trine.Client`; tables by default, the API's JSON with ``--json``. Exit codes: see

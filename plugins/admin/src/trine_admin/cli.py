@@ -1,5 +1,5 @@
-"""``trine runs``, ``trine workers``, ``trine functions``: the admin commands, over the HTTP API
-through :class:`trine.Client`.
+"""``trine runs``, ``trine workers``, ``trine functions``, ``trine builds``, ``trine replay``: the
+admin commands, over the HTTP API through :class:`trine.Client`.
 
 Each command parses its arguments (argparse: a usage error exits 2), then runs one coroutine
 that calls the API and prints: a table or a ``key  value`` view by default, the API's JSON
@@ -25,7 +25,8 @@ import httpx
 
 import trine
 from trine.client import DEFAULT_URL, FINAL_STATUSES
-from trine_admin import render
+from trine_admin import api, render
+from trine_admin import replay as replays
 
 OK = 0
 API_ERROR = 1
@@ -47,7 +48,16 @@ exit codes:
   {INTERRUPTED}  interrupted (Ctrl-C): a run waited for or followed goes on
 """
 
-COMMANDS = ("runs", "workers", "functions")
+REPLAY_EXIT_CODES = f"""\
+exit codes:
+  {OK}    every run replayed (or there was none to replay)
+  {API_ERROR}    a run did not replay (a FAIL line), or the API refused a request
+  {USAGE}    a usage error: a bad flag, a --worker that cannot be imported or is not a
+       trine.Worker, a --function it does not serve
+  {UNREACHABLE}    no trine gateway answers at the URL
+"""
+
+COMMANDS = ("runs", "workers", "functions", "builds", "replay")
 MAX_WAIT_S = 300.0
 """The longest ``?wait`` the gateway takes (``runs cancel --wait``)."""
 
@@ -148,9 +158,76 @@ def _event_id(text: str) -> int:
     return value
 
 
+def _last(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 1 to 1000")
+    return value
+
+
+def _build_id(text: str) -> str:
+    if not text or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a build id (no spaces, not empty)")
+    return text
+
+
+def _replay_parser(prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        formatter_class=_Formatter,
+        description="Replay the latest finished (completed or failed) runs of each function a "
+        "worker serves, read from a live runtime, against the worker's local code: a change "
+        "those runs could not continue fails here, before it is deployed. One line per run: "
+        "`ok RUN FUNCTION` or `FAIL RUN FUNCTION: why`.",
+        epilog=REPLAY_EXIT_CODES,
+    )
+    p.add_argument(
+        "--url",
+        help=f"the gateway's HTTP API (default: $TRINE_URL, else {DEFAULT_URL})",
+    )
+    p.add_argument(
+        "--worker",
+        required=True,
+        metavar="MODULE:ATTR",
+        help="the trine.Worker to check, e.g. app.workers:worker (imported from the current "
+        "directory)",
+    )
+    p.add_argument(
+        "--last",
+        type=_last,
+        default=replays.DEFAULT_LAST,
+        metavar="N",
+        help=f"the newest N finished runs of each function (default: {replays.DEFAULT_LAST})",
+    )
+    p.add_argument(
+        "--function",
+        action="append",
+        metavar="F",
+        help="only this function (repeat for several; default: every one the worker serves)",
+    )
+    p.set_defaults(handler=replay, parser=p)
+    return p
+
+
 def parser(name: str, prog: str) -> argparse.ArgumentParser:
     """The parser of the command ``name`` (one of :data:`COMMANDS`)."""
     common = _common()
+    if name == "replay":
+        return _replay_parser(prog)
+    if name == "builds":
+        p = argparse.ArgumentParser(
+            prog=prog,
+            parents=[common],
+            formatter_class=_Formatter,
+            description="Every build the workers registered with (GET /v1/builds): whether a "
+            "worker of it asks for work now, its open runs and its functions.",
+            epilog=EXIT_CODES,
+        )
+        p.set_defaults(handler=builds, parser=p)
+        return p
     if name == "workers":
         p = argparse.ArgumentParser(
             prog=prog,
@@ -182,7 +259,8 @@ def parser(name: str, prog: str) -> argparse.ArgumentParser:
         prog=prog,
         parents=[common],
         formatter_class=_Formatter,
-        description="List, read, follow, start, cancel and signal runs over the HTTP API.",
+        description="List, read, follow, start, cancel, signal, retry and move runs over the "
+        "HTTP API.",
         epilog=EXIT_CODES,
     )
     sub = p.add_subparsers(
@@ -272,6 +350,37 @@ def parser(name: str, prog: str) -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="wait up to this long (at most 300) for the run to end (exit 4 if it has not)",
     )
+
+    s = add(
+        "retry",
+        runs_retry,
+        "resume a failed or blocked run from its journal: the steps that succeeded replay, the "
+        "failed step runs again on today's code",
+    )
+    s.add_argument("run_id", metavar="RUN_ID")
+    s.add_argument("--reason", default="", help="carried by the run's run.retried event")
+
+    s = add(
+        "move",
+        runs_move,
+        "make a run that has not ended continue only on workers of another build",
+    )
+    s.add_argument("run_id", metavar="RUN_ID")
+    s.add_argument(
+        "--build",
+        required=True,
+        type=_build_id,
+        metavar="BUILD",
+        help="a build a worker registered the run's function with (see: trine builds)",
+    )
+
+    s = add(
+        "history",
+        runs_history,
+        "a run and its journal as JSON (format trine.history/1), for trine.testing.replay: "
+        "trine runs history RUN_ID > run.json",
+    )
+    s.add_argument("run_id", metavar="RUN_ID")
 
     s = add("signal", runs_signal, "send the signal NAME to a run, with a JSON payload")
     s.add_argument("run_id", metavar="RUN_ID")
@@ -533,6 +642,30 @@ async def runs_cancel(client: trine.Client, args: argparse.Namespace) -> int:
     return OK
 
 
+async def runs_retry(client: trine.Client, args: argparse.Namespace) -> int:
+    run = await api.retry(client, args.run_id, args.reason)
+    if args.json:
+        _print_json(run)
+    else:
+        _print(f"run {run.get('id')}: retried ({run.get('status')}, retry {run.get('retries')})")
+    return OK
+
+
+async def runs_move(client: trine.Client, args: argparse.Namespace) -> int:
+    run = await api.move(client, args.run_id, args.build)
+    if args.json:
+        _print_json(run)
+    else:
+        _print(f"run {run.get('id')}: moved to build {run.get('build_id')} ({run.get('status')})")
+    return OK
+
+
+async def runs_history(client: trine.Client, args: argparse.Namespace) -> int:
+    """Always JSON: the document is the point (``> run.json`` keeps it for a replay)."""
+    _print_json(await api.history(client, args.run_id))
+    return OK
+
+
 async def runs_signal(client: trine.Client, args: argparse.Namespace) -> int:
     payload = read_json(args.payload, "PAYLOAD")
     answer = await client.signal(args.run_id, args.name, payload)
@@ -590,3 +723,39 @@ async def workers(client: trine.Client, args: argparse.Namespace) -> int:
         _print("")
         _print(in_flight) if in_flight else _note("no runs in flight")
     return OK
+
+
+async def builds(client: trine.Client, args: argparse.Namespace) -> int:
+    document = await api.list_builds(client)
+    listed = document.get("builds") or []
+    if args.json:
+        _print_json(document)
+    elif listed:
+        _print(render.builds_table(listed))
+    else:
+        _note("no builds known: no worker has registered with a build yet")
+    return OK
+
+
+# -- replay --------------------------------------------------------------------------------------
+
+
+async def replay(client: trine.Client, args: argparse.Namespace) -> int:
+    """The latest finished runs of the worker's functions, replayed against its code."""
+    try:
+        worker = replays.load_worker(args.worker)
+        functions = replays.functions_to_check(worker, args.function)
+    except replays.WorkerNotFound as exc:
+        raise UsageError(str(exc)) from None
+
+    def report(outcome: replays.Outcome) -> None:
+        for line in outcome.lines():
+            _print(line)
+
+    outcomes = await replays.replay_runs(client, worker, functions, args.last, report)
+    failed = sum(outcome.problem is not None for outcome in outcomes)
+    if not outcomes:
+        _note(f"no finished runs of {', '.join(functions)} to replay")
+    else:
+        _note(f"{len(outcomes)} runs replayed, {failed} failed")
+    return API_ERROR if failed else OK

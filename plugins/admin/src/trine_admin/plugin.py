@@ -1,5 +1,6 @@
-"""The ``trine.commands`` entry points ``runs``, ``workers`` and ``functions`` name this module:
-it registers the three commands (core loads it only when ``trine`` runs one of them)."""
+"""The ``trine.commands`` entry points (``runs``, ``workers``, ``functions``, ``builds``,
+``replay``) name this module: it registers the commands (core loads it only when ``trine`` runs
+one of them)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 MAX_CELL = 60
-STATUSES = ("pending", "running", "suspended", "completed", "failed", "cancelled")
+STATUSES = ("pending", "running", "suspended", "blocked", "completed", "failed", "cancelled")
 NONE = "-"
 
 
@@ -108,25 +108,33 @@ def ago(at: Any, now: datetime | None = None) -> str:
 
 
 def runs_table(runs: Sequence[Mapping[str, Any]]) -> str:
-    headers = ("ID", "FUNCTION", "STATUS", "ATTEMPT", "CREATED", "UPDATED")
-    rows = [
-        (
+    """A row per run; a BUILD column when a run has one (workers that register a build)."""
+    builds = any(run.get("build_id") for run in runs)
+    headers = ["ID", "FUNCTION", "STATUS", "ATTEMPT", "CREATED", "UPDATED"]
+    headers += ["BUILD"] if builds else []
+    rows = []
+    for run in runs:
+        row = [
             cell(run.get("id")),
             cell(run.get("function")),
             run_status(run),
             cell(run.get("attempt")),
             cell(run.get("created_at")),
             cell(run.get("updated_at")),
-        )
-        for run in runs
-    ]
+        ]
+        rows.append(row + ([cell(run.get("build_id"), 40)] if builds else []))
     return table(headers, rows, right=(3,))
 
 
 def run_status(run: Mapping[str, Any]) -> str:
-    """The status, with ``(cancelling)`` while a cancellation is requested."""
+    """The status, with ``(cancelling)`` while a cancellation is requested and ``(waiting for
+    build B)`` while a pinned run's build is gone."""
     status = str(run.get("status") or NONE)
-    return f"{status} (cancelling)" if run.get("cancel_requested") else status
+    if run.get("cancel_requested"):
+        status += " (cancelling)"
+    if run.get("waiting_for_build"):
+        status += f" (waiting for build {run['waiting_for_build']})"
+    return status
 
 
 def error_text(error: Mapping[str, Any] | None) -> str | None:
@@ -167,12 +175,22 @@ def run_view(run: Mapping[str, Any]) -> str:
         cancel = "requested"
         if run.get("cancel_deadline"):
             cancel += f", forced at {run['cancel_deadline']}"
+    waiting_for = None
+    if run.get("waiting_for_build"):
+        waiting_for = f"build {run['waiting_for_build']} (no worker of it is connected)"
+    blocked = None
+    if run.get("blocked_build_id"):
+        blocked = f"{run['blocked_build_id']} (its code raised the error; retry on fixed code)"
     return fields(
         [
             ("id", cell(run.get("id"), 200)),
             ("function", cell(run.get("function"), 200)),
             ("status", str(run.get("status") or NONE)),
             ("attempt", cell(run.get("attempt"))),
+            ("retries", cell(run.get("retries")) if run.get("retries") else None),
+            ("build", run.get("build_id")),
+            ("waiting for", waiting_for),
+            ("blocked build", blocked),
             ("created", cell(run.get("created_at"))),
             ("updated", cell(run.get("updated_at"))),
             ("deadline", run.get("deadline")),
@@ -312,6 +330,23 @@ def workers_table(workers: Sequence[Mapping[str, Any]], now: datetime | None = N
         row += [cell(worker.get("coordinator"))] if several else []
         rows.append(row)
     return table(headers, rows, right=(2, 3, 4))
+
+
+def builds_table(builds: Sequence[Mapping[str, Any]], now: datetime | None = None) -> str:
+    """``trine builds``: a row per build, with whether a worker of it asks for work now and the
+    runs not ended that started on it."""
+    headers = ("BUILD", "STATE", "OPEN RUNS", "FUNCTIONS", "LAST SEEN")
+    rows = [
+        (
+            cell(build.get("build_id"), 40),
+            "connected" if build.get("connected") else "gone",
+            cell(build.get("open_runs")),
+            cell(",".join(str(f) for f in build.get("functions") or [])) or NONE,
+            ago(build.get("last_seen"), now) if build.get("last_seen") else NONE,
+        )
+        for build in builds
+    ]
+    return table(headers, rows, right=(2,))
 
 
 def runs_in_flight_table(workers: Sequence[Mapping[str, Any]]) -> str | None:
