@@ -4,6 +4,8 @@ attempts, kept signals, children, its deadline); all of it durable across a rest
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from tests.versioning_kit import blocked, event_data, run_of
 
@@ -201,3 +203,16 @@ async def test_a_failed_run_resolves_a_child_that_ended_meanwhile(h: Harness) ->
     assert (resumed.run.id, resumed.journal[0].output) == (parent.id, b"7")
     finished = await event_data(h, parent.id, "child.finished")
     assert finished == [{"index": 0, "child_run_id": child.run.id, "status": "completed"}]
+
+
+async def test_a_retry_right_after_the_failure_finds_the_run_active(h: Harness) -> None:
+    await h.register()
+    run = await h.start()
+    failing = asyncio.create_task(h.report(await h.take_one(), h.fail()))
+    await asyncio.sleep(0)  # the failure is appended, not yet durable
+    assert h.inspect(run.id).run.status == RunStatus.FAILED
+    assert h.inspect(run.id).durable_run.status != RunStatus.FAILED
+    await retry(h, run.id)
+    await failing
+    assert h.inspect(run.id).active
+    assert (await h.take_one()).run.id == run.id

@@ -310,9 +310,11 @@ class EngineBackend(Backend):
         """A ``RunRetried`` record cutting the journal at its first error (see
         ``machine.apply_retry``): the run is pending again, its failed step runs again."""
         self._plog.ensure_open()
-        state = await self._durable_view(self._cache.require(message.run_id))
-        if state.run.status not in apply_retry.RETRYABLE:
-            await self._plog.barrier()  # a failure or a block may still be in flight
+        self._cache.require(message.run_id)
+        # Answer from durable state: a failure (or a block, or an end) may still be in flight.
+        # Looked up again after: a finished run may have left the LRU meanwhile.
+        await self._plog.barrier()
+        state = self._cache.require(message.run_id)
         status = state.run.status
         if status not in apply_retry.RETRYABLE:
             name = status_name(self._view(state).status)

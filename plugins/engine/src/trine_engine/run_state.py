@@ -194,7 +194,10 @@ class RunCache:
 
     def retire(self, state: RunState) -> None:
         """``state``'s final state is durable: move it from the active set to the LRU (not
-        before, or an eviction would let a lookup reload the run as it was before it finished)."""
+        before, or an eviction would let a lookup reload the run as it was before it finished).
+        A run retried before its end was durable is active again: it stays."""
+        if not state.final:
+            return
         self.active.pop(state.id, None)
         self._remember(state)
 
