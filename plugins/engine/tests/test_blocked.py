@@ -19,6 +19,7 @@ from tests.versioning_kit import (
 
 from tests.conftest import FUNCTION, Harness
 from trine_core import InvalidArgument, LeaseLost
+from trine_core.instruments import REGISTRY
 from trine_proto.trine.v1 import (
     CancelRunRequest,
     EntryKind,
@@ -138,3 +139,23 @@ async def test_a_patch_marker_is_journaled_resolved_and_published_nowhere(h: Har
         (0, EntryKind.PATCH, "send-receipt", False),
         (1, EntryKind.STEP, "step", False),
     ]
+
+
+async def test_blocked_runs_and_retries_are_metered(h: Harness) -> None:
+    function = "metered-blocked"  # the registry is the process's: a name no other test uses
+    await register_build(h, BUILD_A, function)
+    run = await h.start(function)
+    retried_before = value("trine_runs_retried_total", function, "true")
+    await h.report(await take_one(h, BUILD_A, function), blocked())
+    assert value("trine_runs_blocked", function) == 1
+    await register_build(h, BUILD_B, function)
+    assert (await run_of(h, run.id)).status == RunStatus.PENDING
+    assert value("trine_runs_blocked", function) == 0
+    assert value("trine_runs_retried_total", function, "true") == retried_before + 1
+
+
+def value(name: str, *labels: str) -> float:
+    instrument = REGISTRY.get(name)
+    assert instrument is not None, name
+    found = [s.value for s in instrument.collect().samples if s.labels == labels]
+    return found[0] if found else 0.0
