@@ -204,3 +204,18 @@ async def test_builds_are_listed(h: Harness) -> None:
         (BUILD_A, [FUNCTION, OTHER], 0),
         (BUILD_B, [FUNCTION], 0),
     ]
+
+
+async def test_a_take_cancelled_while_the_build_is_written_gives_its_runs_back(
+    h: Harness,
+) -> None:
+    await register_build(h, BUILD_A)
+    run = await h.start()
+    taking = asyncio.create_task(take(h, BUILD_A))
+    await asyncio.sleep(0)  # leased, its first build appended, not yet durable
+    assert h.inspect(run.id).lease is not None
+    taking.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await taking
+    assert h.inspect(run.id).lease is None
+    assert [i.run.id for i in await take(h, BUILD_A)] == [run.id]

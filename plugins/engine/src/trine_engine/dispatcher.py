@@ -4,7 +4,7 @@ report a worker's commands under a lease, renew and release leases).
 Builds (docs/versioning.md): a registration records its build on the functions it sets, and
 resumes the runs a workflow error blocked on another build; a ``take_work`` notes its taker's
 build as connected, is given only the pinned runs of that build, and gives a run taken for the
-first time its build (a ``RunMoved`` record from no build: not awaited, like the lease itself).
+first time its build (``apply_retry.first_taker``), durable before the work is handed out.
 
 A report, top to bottom: the lease is checked; the commands are planned (a bad report is refused
 here, having changed nothing); the record is appended and the plan applied, with no ``await`` in
@@ -172,7 +172,8 @@ class EngineDispatcher(Dispatcher):
             if self._plog.closed or self._plog.failure is not None:
                 return TakeWorkResponse()
             # Popping and leasing happen with no await in between: a caller cancelled while it
-            # waits below has taken nothing, so no run is lost.
+            # waits below has taken nothing, so no run is lost (one cancelled while its runs'
+            # first builds become durable gives their leases back).
             now = self._clock.now_ms()
             taken = self._scheduler.take(functions, limit, now, build)
             if taken:
