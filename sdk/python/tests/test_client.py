@@ -94,6 +94,26 @@ class FakeGateway:
                     "run": run_json("r1", "pending"),
                 },
             )
+        if request.method == "POST" and path == "/v1/runs/r-f/retry":
+            run = run_json("r-f", "pending")
+            run["retries"] = 1
+            return httpx.Response(200, json=run)
+        if request.method == "POST" and path == "/v1/runs/r1/retry":
+            message = "run r1 is running: only a failed or blocked run can be retried"
+            return httpx.Response(
+                409, json={"error": {"code": "run_not_retryable", "message": message}}
+            )
+        if request.method == "POST" and path == "/v1/runs/r1/move":
+            run = run_json("r1", "pending")
+            run["build_id"] = json.loads(request.content)["build_id"]
+            return httpx.Response(200, json=run)
+        if request.method == "GET" and path == "/v1/runs/r1/history":
+            history = {"format": "trine.history/1", "run": run_json("r1", "completed")}
+            return httpx.Response(200, json={**history, "journal": []})
+        if request.method == "GET" and path == "/v1/builds":
+            return httpx.Response(200, json={"builds": [{"build_id": "b1", "open_runs": 2}]})
+        if request.method == "GET" and path == "/v1/runs":
+            return httpx.Response(200, json={"runs": [], "next_page_token": None})
         if request.method == "GET" and path == "/v1/runs/r1/events":
             after = int(request.headers.get("last-event-id", "0"))
             return httpx.Response(
@@ -308,3 +328,24 @@ async def test_list_functions_and_workers_answer_the_documents() -> None:
         "http://gw", transport=httpx.MockTransport(lambda _: httpx.Response(200, json=workers))
     ) as c:
         assert await c.list_workers() == workers
+
+
+async def test_retry_move_history_and_builds(client, gateway) -> None:
+    retried = await client.retry("r-f", reason="fixed")
+    assert (retried["status"], retried["retries"]) == ("pending", 1)
+    assert json.loads(gateway.requests[-1].content) == {"reason": "fixed"}
+    with pytest.raises(trine.ClientError) as refused:
+        await client.retry("r1")
+    assert (refused.value.status, refused.value.code) == (409, "run_not_retryable")
+    assert gateway.requests[-1].content == b""
+    assert (await client.move("r1", "b2"))["build_id"] == "b2"
+    assert json.loads(gateway.requests[-1].content) == {"build_id": "b2"}
+    assert (await client.history("r1"))["format"] == "trine.history/1"
+    assert (await client.list_builds())["builds"][0]["build_id"] == "b1"
+
+
+async def test_list_runs_newest_first_only_when_asked(client, gateway) -> None:
+    await client.list_runs(function="order")
+    assert "newest_first" not in gateway.requests[-1].url.params
+    await client.list_runs(function="order", newest_first=True)
+    assert gateway.requests[-1].url.params["newest_first"] == "true"

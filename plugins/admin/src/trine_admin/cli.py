@@ -25,7 +25,7 @@ import httpx
 
 import trine
 from trine.client import DEFAULT_URL, FINAL_STATUSES
-from trine_admin import api, render
+from trine_admin import render
 from trine_admin import replay as replays
 
 OK = 0
@@ -643,7 +643,7 @@ async def runs_cancel(client: trine.Client, args: argparse.Namespace) -> int:
 
 
 async def runs_retry(client: trine.Client, args: argparse.Namespace) -> int:
-    run = await api.retry(client, args.run_id, args.reason)
+    run = await client.retry(args.run_id, args.reason)
     if args.json:
         _print_json(run)
     else:
@@ -652,7 +652,7 @@ async def runs_retry(client: trine.Client, args: argparse.Namespace) -> int:
 
 
 async def runs_move(client: trine.Client, args: argparse.Namespace) -> int:
-    run = await api.move(client, args.run_id, args.build)
+    run = await client.move(args.run_id, args.build)
     if args.json:
         _print_json(run)
     else:
@@ -662,7 +662,7 @@ async def runs_move(client: trine.Client, args: argparse.Namespace) -> int:
 
 async def runs_history(client: trine.Client, args: argparse.Namespace) -> int:
     """Always JSON: the document is the point (``> run.json`` keeps it for a replay)."""
-    _print_json(await api.history(client, args.run_id))
+    _print_json(await client.history(args.run_id))
     return OK
 
 
@@ -726,7 +726,7 @@ async def workers(client: trine.Client, args: argparse.Namespace) -> int:
 
 
 async def builds(client: trine.Client, args: argparse.Namespace) -> int:
-    document = await api.list_builds(client)
+    document = await client.list_builds()
     listed = document.get("builds") or []
     if args.json:
         _print_json(document)

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import trine
-from trine_admin import api
 
 FINISHED = ("completed", "failed")
 """The runs replayed: a run that has ended (a cancelled one may have stopped anywhere)."""
@@ -76,9 +75,12 @@ def functions_to_check(worker: trine.Worker, chosen: Sequence[str] | None) -> li
 async def latest_finished(client: trine.Client, function: str, last: int) -> list[dict[str, Any]]:
     """The newest ``last`` runs of ``function`` that completed or failed, newest first."""
     pages = await asyncio.gather(
-        *(api.latest_runs(client, function, status, last) for status in FINISHED)
+        *(
+            client.list_runs(function=function, status=status, limit=last, newest_first=True)
+            for status in FINISHED
+        )
     )
-    runs = [run for page in pages for run in page]
+    runs = [run for page in pages for run in page.get("runs") or []]
     runs.sort(key=lambda run: (str(run.get("created_at")), str(run.get("id"))), reverse=True)
     return runs[:last]
 
@@ -125,7 +127,7 @@ async def replay_runs(
     for function in functions:
         for run in await latest_finished(client, function, last):
             run_id = str(run.get("id"))
-            history = await api.history(client, run_id)
+            history = await client.history(run_id)
             # the replay runs workflow code, maybe slow: off the loop the client uses
             problem = await asyncio.to_thread(check, worker, history)
             outcome = Outcome(run_id, function, problem)

@@ -257,8 +257,10 @@ class Client:
         function: str | None = None,
         limit: int | None = None,
         page_token: str | None = None,
+        newest_first: bool = False,
     ) -> dict[str, Any]:
-        """One page of runs in creation order: ``{"runs": [...], "next_page_token": ...}``."""
+        """One page of runs in creation order (``newest_first``: the newest first):
+        ``{"runs": [...], "next_page_token": ...}``."""
         params = {
             key: value
             for key, value in (
@@ -266,10 +268,37 @@ class Client:
                 ("function", function),
                 ("limit", limit),
                 ("page_token", page_token),
+                ("newest_first", "true" if newest_first else None),
             )
             if value is not None
         }
         return await self._json("GET", "/v1/runs", params=params)
+
+    async def retry(self, run_id: str, reason: str = "") -> dict[str, Any]:
+        """Resume a ``failed`` (or timed out) or ``blocked`` run from its journal: the steps that
+        succeeded replay, the failed one runs again on the code the workers run now. The run
+        as it is now (``pending`` again, same id); ``ClientError`` ``run_not_retryable`` (409)
+        for a run in any other state. See docs/versioning.md."""
+        body = {"reason": reason} if reason else None
+        return await self._json("POST", f"/v1/runs/{quote(run_id, safe='')}/retry", json=body)
+
+    async def move(self, run_id: str, build_id: str) -> dict[str, Any]:
+        """Make a run that is not final continue only on ``build_id`` (a pinned run whose build
+        is gone); ``ClientError`` ``unknown_build`` (409) for a build no worker registered the
+        run's function with."""
+        return await self._json(
+            "POST", f"/v1/runs/{quote(run_id, safe='')}/move", json={"build_id": build_id}
+        )
+
+    async def history(self, run_id: str) -> dict[str, Any]:
+        """The run and its journal in the ``trine.history/1`` format, for
+        ``trine.testing.replay`` (docs/versioning.md)."""
+        return await self._json("GET", f"/v1/runs/{quote(run_id, safe='')}/history")
+
+    async def list_builds(self) -> dict[str, Any]:
+        """Every build a worker registered: ``{"builds": [{"build_id", "functions",
+        "open_runs", "connected", "last_seen"}]}``."""
+        return await self._json("GET", "/v1/builds")
 
     async def list_functions(self) -> dict[str, Any]:
         """Every function a worker registered: ``{"functions": [{"name", "retry", ...}]}``."""
