@@ -120,6 +120,72 @@ async def test_time_does_not_skip_while_nobody_awaits_a_result() -> None:
         assert (await env.client.result(run["id"], timeout=WAIT))["approval"] == "yes"
 
 
+async def test_time_stays_while_the_awaited_run_waits_only_for_a_signal() -> None:
+    """Nothing time brings can finish a run that waits for a signal without a timeout: time
+    does not jump (not even to the engine's stale lease timers) while its result is awaited."""
+    async with WorkflowEnvironment(time_skipping=True) as env:
+        env.start_worker(approval_worker())
+        before = env.now()
+        run = await env.client.start("approval", {"request": "r"})
+        await status_is(env, run["id"], "suspended")
+        with pytest.raises(TimeoutError):
+            await env.client.result(run["id"], timeout=0.3)
+        assert env.now() - before < timedelta(seconds=WAIT)
+        await env.client.signal(run["id"], "approve", "late")
+        assert (await env.client.result(run["id"], timeout=WAIT))["approval"] == "late"
+
+
+def flaky_worker() -> tuple[trine.Worker, list[int]]:
+    """``flaky``: a step that fails on its first try and is retried an hour later."""
+    worker = trine.Worker(worker_id="flaky")
+    tries: list[int] = []
+
+    def attempt() -> int:
+        tries.append(len(tries) + 1)
+        if len(tries) == 1:
+            raise RuntimeError("the first try fails")
+        return len(tries)
+
+    @worker.function
+    async def flaky(ctx: trine.Context, _: None) -> int:
+        hourly = trine.RetryPolicy(max_attempts=2, initial_interval=3600, max_interval=3600)
+        return await ctx.step("attempt", attempt, retry=hourly)
+
+    @worker.function
+    async def parent(ctx: trine.Context, days: int) -> str:
+        return await ctx.run(child, days)
+
+    @worker.function
+    async def child(ctx: trine.Context, days: int) -> str:
+        await ctx.sleep(timedelta(days=days))
+        return f"slept {days} days"
+
+    @worker.function
+    async def waits_forever(ctx: trine.Context, _: None) -> Any:
+        return await ctx.wait_for_signal("never")
+
+    return worker, tries
+
+
+async def test_a_retry_backoff_a_child_run_and_a_run_deadline_are_skipped() -> None:
+    worker, tries = flaky_worker()
+    async with WorkflowEnvironment(time_skipping=True) as env:
+        env.start_worker(worker)
+        before = env.now()
+        assert await env.client.run("flaky", None, timeout=WAIT) == 2
+        assert tries == [1, 2]
+        assert env.now() - before >= timedelta(hours=1)
+
+        before = env.now()
+        assert await env.client.run("parent", 3, timeout=WAIT) == "slept 3 days"
+        assert env.now() - before >= timedelta(days=3)
+
+        before = env.now()
+        with pytest.raises(trine.RunFailedError, match="RunTimeout"):
+            await env.client.run("waits_forever", None, timeout=WAIT, run_timeout=7 * 86400)
+        assert env.now() - before >= timedelta(days=7)
+
+
 async def test_advance_fires_a_due_timer() -> None:
     """Without time skipping, time moves only with real time and ``advance``."""
     async with WorkflowEnvironment() as env:

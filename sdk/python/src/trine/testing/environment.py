@@ -18,15 +18,17 @@ Time moves ahead of real time in two ways:
 - ``await env.advance(seconds)``, always;
 - with ``time_skipping=True``, by itself, to the next timer due (a sleep ending, a signal wait
   timing out, a retry backoff ending, a run's deadline), while a caller awaits a run's result
-  through ``env.client`` (``result``, ``wait``, ``run``) and the runtime is *idle*: no run is
-  leased (no step or workflow code runs, no report is on its way) and none is ready to be
-  dispatched, twice in a row with a turn of the event loop in between (a write being gathered
-  at the first look is durable at the second, and what it makes ready is queued). Skipping only
-  while a result is awaited means a test that starts a run and then signals it is never raced:
-  time stands still (at real time's pace) until the test says it waits.
+  through ``env.client`` (``result``, ``wait``, ``run``), that run (or a child run it awaits)
+  has such a timer ahead, and the runtime is *idle*: no run is leased (no step or workflow code
+  runs, no report is on its way) and none is ready to be dispatched, twice in a row with a turn
+  of the event loop in between (a write being gathered at the first look is durable at the
+  second, and what it makes ready is queued). Skipping only while a result is awaited means a
+  test that starts a run and then signals it is never raced: time stands still (at real time's
+  pace) until the test says it waits.
 
-The runtime's packages are imported when an environment is built, not with ``trine``: the SDK
-alone (``pip install trine-sdk``) does not have them; ``pip install 'trine[testing]'`` does.
+This module imports the runtime's packages; ``trine.testing`` imports it only when
+``WorkflowEnvironment`` is first used, so the SDK alone (``pip install trine-sdk``) still imports.
+``pip install 'trine[testing]'`` installs them.
 """
 
 from __future__ import annotations
@@ -335,10 +337,12 @@ class WorkflowEnvironment:
                 clock.skip()
 
     async def _quiet(self) -> bool:
-        """The runtime is idle, a timer is due later, and an awaited run is not finished, at
-        two looks a loop turn apart with no timer fired between them (see the module's
-        docstring). The awaited run is checked last, and only at the second look: once it
-        finished, the caller is about to have its result, and time has no reason to move."""
+        """The runtime is idle and a timer is due later, at two looks a loop turn apart with
+        no timer fired between them, and an awaited run waits for time (see the module's
+        docstring). That last check, made only at the second look, keeps time from running past
+        the engine's stale timers (a lease's expiry, set again at each renewal, stays in its heap
+        until due) when the run waits for nothing time brings: a signal without a timeout, or
+        nothing at all because it just finished and the caller is about to have its result."""
         engine, clock = self._engine, self._require_clock()
         if engine is None or not engine.idle():
             return False
@@ -348,7 +352,8 @@ class WorkflowEnvironment:
         await asyncio.sleep(0)  # a write gathered before the first look is flushed before this
         if not engine.idle() or clock.parks != parks or clock.next_due_ms() != due:
             return False
-        return any(_unfinished(engine, run_id) for run_id in self._awaited_runs)
+        now = clock.now_ms()
+        return any(_waits_for_time(engine, run_id, now) for run_id in self._awaited_runs)
 
     # -- checks ----------------------------------------------------------------------------------
 
@@ -438,10 +443,26 @@ def _engine_and_url(runtime: Runtime) -> tuple[Engine, str]:
     return engine_role.engine, gateway.url
 
 
-def _unfinished(engine: Engine, run_id: str) -> bool:
-    """Whether the engine holds ``run_id`` and it is not final (or its end not durable yet)."""
-    snapshot = engine.inspect(run_id)
-    return snapshot is not None and snapshot.active
+def _waits_for_time(engine: Engine, run_id: str, now_ms: int) -> bool:
+    """Whether the run (active, in the engine's memory) has a timer of its own ahead: a sleep or
+    a signal wait's timeout, its deadline, a cancellation's grace, a retry's backoff; or awaits a
+    child run that does (children of children too)."""
+    todo, seen = [run_id], set()
+    while todo:
+        current = todo.pop()
+        snapshot = engine.inspect(current) if current not in seen else None
+        seen.add(current)
+        if snapshot is None or not snapshot.active:
+            continue
+        run = snapshot.run
+        if run.deadline_ms or run.cancel_deadline_ms or run.not_before_ms > now_ms:
+            return True
+        for entry in snapshot.journal:
+            if entry.pending and entry.until_ms:
+                return True
+            if entry.pending and entry.child_run_id:
+                todo.append(entry.child_run_id)
+    return False
 
 
 def _point(worker: Worker, address: str) -> None:
