@@ -24,7 +24,9 @@ import pytest
 import trine
 from trine.testing import WorkflowEnvironment
 
-APPROVAL = Path(__file__).resolve().parents[3] / "examples" / "approval_worker.py"
+ROOT = Path(__file__).resolve().parents[3]
+APPROVAL = ROOT / "examples" / "approval_worker.py"
+TESTING_DOC = ROOT / "docs" / "testing.md"
 DAY = timedelta(days=1)
 WAIT = 10.0  # generous bound on any single wait; a passing test never reaches it
 
@@ -207,6 +209,35 @@ async def test_advance_fires_a_due_timer() -> None:
         assert env.now() - start >= timedelta(hours=1)
 
 
+async def test_advance_while_a_step_runs_keeps_its_lease() -> None:
+    """The engine measures leases on the clock ``advance`` moves: the step's attempt survives a
+    jump of 30 s (the usual lease TTL) and one of a day, and its run completes on that attempt."""
+    worker = trine.Worker(worker_id="holder")
+    entered, release = asyncio.Event(), asyncio.Event()
+    executions: list[str] = []
+
+    async def hold() -> str:
+        executions.append("hold")
+        entered.set()
+        await release.wait()
+        return "held"
+
+    @worker.function
+    async def holding(ctx: trine.Context, _: None) -> str:
+        return await ctx.step("hold", hold)
+
+    async with WorkflowEnvironment() as env:
+        env.start_worker(worker)
+        run = await env.client.start("holding", None)
+        await asyncio.wait_for(entered.wait(), WAIT)
+        await env.advance(30)
+        await env.advance(timedelta(days=1))
+        release.set()
+        assert await env.client.result(run["id"], timeout=WAIT) == "held"
+        assert executions == ["hold"]
+        assert (await env.client.get(run["id"]))["attempt"] == 1
+
+
 async def test_advance_refuses_to_go_back() -> None:
     async with WorkflowEnvironment() as env:
         with pytest.raises(ValueError, match="forward"):
@@ -318,3 +349,17 @@ def test_the_sdk_imports_without_the_runtime() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     ).stdout
     assert "pip install 'trine[testing]'" in out
+
+
+async def test_the_tests_in_docs_testing_md_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/testing.md's code, as a user would run it: its tests of ``approval_worker``, one
+    after the other, with the one worker they import."""
+    doc = await asyncio.to_thread(TESTING_DOC.read_text)
+    code = "\n".join(block.split("```", 1)[0] for block in doc.split("```python\n")[1:])
+    monkeypatch.setitem(sys.modules, "approval_worker", approval_module("approval_worker"))
+    namespace: dict[str, Any] = {}
+    exec(compile(code, str(TESTING_DOC), "exec"), namespace)
+    tests = {name: fn for name, fn in namespace.items() if name.startswith("test_")}
+    assert len(tests) == 3, sorted(tests)
+    for test in tests.values():
+        await test()
