@@ -148,6 +148,7 @@ class WorkflowEnvironment:
         between choosing and binding it, a broken plugin) is raised; nothing is left behind."""
         if self._runtime is not None:
             raise RuntimeError("this WorkflowEnvironment is already started")
+        self._closing = False
         self._clock = clock = SkippingClock(self._start_ms)
         if self._given_dir is not None:
             self._data_dir = self._given_dir
@@ -276,6 +277,8 @@ class WorkflowEnvironment:
         """Until every worker started so far registered once; a worker that stopped instead
         raises what stopped it."""
         for worker_id in list(self._unregistered):
+            if worker_id not in self._workers:  # a concurrent request found it failed
+                continue
             worker, task = self._workers[worker_id]
             registered = asyncio.ensure_future(worker.wait_registered())
             try:
@@ -289,7 +292,7 @@ class WorkflowEnvironment:
             finally:
                 registered.cancel()
             if task.done():  # it failed: raise why, here and only here (not again at close)
-                del self._workers[worker_id]
+                self._workers.pop(worker_id, None)
                 self._unregistered.discard(worker_id)
                 task.result()
                 raise RuntimeError(f"worker {worker_id!r} stopped before it registered")
