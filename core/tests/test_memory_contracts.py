@@ -309,6 +309,8 @@ async def test_a_pinned_run_shows_the_build_it_waits_for_while_none_of_it_asks_f
     [item] = taken.items
     assert item.lease is not None
     assert (await get(memory, run.id)).waiting_for_build == ""  # running
+    step = JournalEntry(index=0, name="s", output=b"1", attempt=1)
+    await report(memory, item, Command(step_completed=StepCompleted(step)))  # gives it build a
     await memory.dispatcher.release_leases(ReleaseLeasesRequest(lease_ids=[item.lease.id]))
     assert (await get(memory, run.id)).waiting_for_build == ""  # a asked for work just now
     now[0] = T0 + 10_001

@@ -1,11 +1,15 @@
-"""Builds (docs/versioning.md): a registration's build on the functions it sets, a run's first
-taker's build, pinned runs given only to their build (and waiting, visibly, for it), moves, and
-the list of builds; what is durable survives a restart."""
+"""Builds (docs/versioning.md): a registration's build on the functions it sets, a run's build
+(its first reporter's: taking writes nothing), pinned runs given only to their build (and
+waiting, visibly, for it), moves, and the list of builds; what is durable survives a restart and
+a replay of the log."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from pathlib import Path
 
+import betterproto2
 import pytest
 from tests.versioning_kit import (
     BUILD_A,
@@ -20,6 +24,7 @@ from tests.versioning_kit import (
 from tests.conftest import FUNCTION, Harness
 from trine_core import RunFinished, RunNotFound
 from trine_core.errors import UnknownBuild
+from trine_engine import Engine
 from trine_engine.builds import CONNECTED_MS
 from trine_proto.trine.v1 import (
     CancelRunRequest,
@@ -30,6 +35,7 @@ from trine_proto.trine.v1 import (
     RegisterFunctionsRequest,
     ReleaseLeasesRequest,
     RunStatus,
+    TakeWorkRequest,
     VersioningMode,
     WorkflowErrorMode,
     WorkItem,
@@ -40,6 +46,18 @@ OTHER = "other"
 
 async def release(h: Harness, item: WorkItem) -> None:
     await h.dispatcher.release_leases(ReleaseLeasesRequest(lease_ids=[item.lease.id]))
+
+
+async def give_build(h: Harness, build: str, index: int = 0) -> None:
+    """A worker of ``build`` takes the run first in line, reports a step (a run with no build
+    yet gets ``build``) and gives the run back."""
+    [item] = await take(h, build, max_items=1)
+    await h.report(item, h.completed(index))
+    await release(h, item)
+
+
+def records(h: Harness) -> int:
+    return h.engine.stats().next_offset
 
 
 async def test_a_registration_records_its_build_and_settings(h: Harness) -> None:
@@ -58,23 +76,73 @@ async def test_a_registration_records_its_build_and_settings(h: Harness) -> None
     assert functions[0].build_id == BUILD_B
 
 
-async def test_a_run_keeps_its_first_takers_build_across_a_restart(h: Harness) -> None:
+async def test_a_take_writes_nothing_and_a_run_given_back_unreported_has_no_build(
+    h: Harness,
+) -> None:
+    await register_build(h, BUILD_A, versioning=VersioningMode.PINNED)
+    await register_build(h, BUILD_B, versioning=VersioningMode.PINNED)
+    run = await h.start()
+    before = records(h)
+    item = await take_one(h, BUILD_A)
+    assert records(h) == before
+    assert item.run.build_id == BUILD_A  # shown as its worker's while it runs
+    assert (await run_of(h, run.id)).build_id == BUILD_A
+    await release(h, item)
+    assert (await run_of(h, run.id)).build_id == ""
+    assert h.inspect(run.id).run.build_id == ""
+    assert records(h) == before
+    again = await take_one(h, BUILD_B)  # pinned, yet any build may take it: it has no build
+    assert again.run.id == run.id
+    await h.report(again, h.completed(0))
+    assert (await run_of(h, run.id)).build_id == BUILD_B
+
+
+async def test_a_run_keeps_its_first_reporters_build_across_a_restart(h: Harness) -> None:
     await register_build(h, BUILD_A)
     await register_build(h, BUILD_B)
     run = await h.start()
     assert (await run_of(h, run.id)).build_id == ""
-    item = await take_one(h, BUILD_A)
-    assert item.run.build_id == BUILD_A
-    assert (await run_of(h, run.id)).build_id == BUILD_A  # durable before the work was handed out
-    await release(h, item)
+    await give_build(h, BUILD_A)
+    assert (await run_of(h, run.id)).build_id == BUILD_A
     again = await take_one(h, BUILD_B)  # auto-upgrade: any build continues it
     assert again.run.id == run.id
-    await h.report(again, h.completed(0))
+    await h.report(again, h.completed(1))
     assert (await run_of(h, run.id)).build_id == BUILD_A
-    assert await event_data(h, run.id, "run.moved") == []  # a first taker is no move
+    assert await event_data(h, run.id, "run.moved") == []  # a first reporter is no move
+    reported = [r.run_commands.build_id for _, r in h.engine.read_log(0) if r.run_commands]
+    assert reported == [BUILD_A, BUILD_B]  # each report names its worker's build
 
     await h.reopen()
     assert (await run_of(h, run.id)).build_id == BUILD_A
+
+
+async def test_a_replayed_log_gives_each_run_the_same_build(h: Harness, tmp_path: Path) -> None:
+    """Applying the log's records again (``RunCommands`` read back, not planned live) gives each
+    run its first reporter's build, whatever builds reported after it."""
+    await register_build(h, BUILD_A)
+    await register_build(h, BUILD_B)
+    first, second, never = await h.start(), await h.start(), await h.start()
+    [by_a, unreported] = await take(h, BUILD_A, max_items=2)
+    await h.report(by_a, h.completed(0))
+    await release(h, unreported)
+    await release(h, by_a)
+    taken = {item.run.id: item for item in await take(h, BUILD_B)}
+    assert sorted(taken) == sorted([first.id, second.id, never.id])
+    await h.report(taken[first.id], h.completed(1))
+    await h.report(taken[second.id], h.completed(0))  # never: taken twice, never reported
+    recorded = list(h.engine.read_log(0))
+
+    copy = dataclasses.replace(h.config, data_dir=tmp_path / "replayed")
+    replayed = await Engine.open(copy, clock=h.clock)
+    try:
+        for _, record in recorded:
+            assert betterproto2.which_one_of(record, "record")[0] != "run_moved"
+            await replayed._machine.append(record).durable()
+        builds = [replayed.inspect(r.id).run.build_id for r in (first, second, never)]
+    finally:
+        await replayed.close()
+    assert builds == [BUILD_A, BUILD_B, ""]
+    assert [h.inspect(r.id).run.build_id for r in (first, second, never)] == builds
 
 
 async def test_a_pinned_run_goes_only_to_its_build_and_does_not_hold_up_others(
@@ -83,7 +151,7 @@ async def test_a_pinned_run_goes_only_to_its_build_and_does_not_hold_up_others(
     await register_build(h, BUILD_A, versioning=VersioningMode.PINNED)
     await register_build(h, BUILD_B, versioning=VersioningMode.PINNED)
     pinned = await h.start()
-    await release(h, await take_one(h, BUILD_A))  # pinned to A, first in line again
+    await give_build(h, BUILD_A)  # pinned to A, first in line again
     fresh = await h.start()  # no build yet: any taker may take it
     items = await take(h, BUILD_B)
     assert [i.run.id for i in items] == [fresh.id]
@@ -95,6 +163,7 @@ async def test_a_waiting_take_of_the_build_gets_its_pinned_run(h: Harness) -> No
     await register_build(h, BUILD_A, versioning=VersioningMode.PINNED)
     run = await h.start()
     item = await take_one(h, BUILD_A)
+    await h.report(item, h.completed(0))
     waiter_b = asyncio.create_task(take(h, BUILD_B, wait_ms=200))
     waiter_a = asyncio.create_task(take(h, BUILD_A, wait_ms=5_000))
     await h.until(lambda: h.engine.stats().take_work_waiters == 2)
@@ -106,7 +175,7 @@ async def test_a_waiting_take_of_the_build_gets_its_pinned_run(h: Harness) -> No
 async def test_a_pinned_run_shows_the_build_it_waits_for(h: Harness) -> None:
     await register_build(h, BUILD_A, versioning=VersioningMode.PINNED)
     run = await h.start()
-    await release(h, await take_one(h, BUILD_A))
+    await give_build(h, BUILD_A)
     assert (await run_of(h, run.id)).waiting_for_build == ""  # A asked for work just now
     h.clock.advance(CONNECTED_MS + 1)
     shown = await run_of(h, run.id)
@@ -126,7 +195,7 @@ async def test_a_move_goes_only_to_a_build_that_registered_the_function(h: Harne
     await register_build(h, BUILD_A, versioning=VersioningMode.PINNED)
     await register_build(h, BUILD_B, OTHER)
     run = await h.start()
-    await release(h, await take_one(h, BUILD_A))
+    await give_build(h, BUILD_A)
     for build in ("never", BUILD_B, ""):
         with pytest.raises(UnknownBuild, match=build or "''"):
             await h.backend.move_run(MoveRunRequest(run_id=run.id, build_id=build))
@@ -159,7 +228,7 @@ async def test_a_queued_run_moved_is_taken_by_its_new_build(h: Harness) -> None:
     await register_build(h, BUILD_A, versioning=VersioningMode.PINNED)
     await register_build(h, BUILD_B, versioning=VersioningMode.PINNED)
     run = await h.start()
-    await release(h, await take_one(h, BUILD_A))
+    await give_build(h, BUILD_A)
     waiter = asyncio.create_task(take(h, BUILD_B, wait_ms=5_000))
     await h.until(lambda: h.engine.stats().take_work_waiters == 1)
     await h.backend.move_run(MoveRunRequest(run_id=run.id, build_id=BUILD_B))
@@ -169,7 +238,7 @@ async def test_a_queued_run_moved_is_taken_by_its_new_build(h: Harness) -> None:
 async def test_unpinning_a_function_frees_its_queued_runs(h: Harness) -> None:
     await register_build(h, BUILD_A, versioning=VersioningMode.PINNED)
     run = await h.start()
-    await release(h, await take_one(h, BUILD_A))
+    await give_build(h, BUILD_A)
     assert await take(h, BUILD_B) == []
     await register_build(h, BUILD_B, versioning=VersioningMode.AUTO_UPGRADE)
     assert [i.run.id for i in await take(h, BUILD_B)] == [run.id]
@@ -184,6 +253,7 @@ async def test_builds_are_listed(h: Harness) -> None:
     await h.start()  # no build yet
     [first, item] = await take(h, BUILD_A, max_items=2)
     assert (first.run.id, item.run.id) == (open_a.id, done.id)
+    await h.report(first, h.completed(0))  # its build from now on: A's
     await h.report(item, h.finish())
     now = h.clock.now_ms()
     builds = (await h.backend.list_builds(ListBuildsRequest())).builds
@@ -206,16 +276,18 @@ async def test_builds_are_listed(h: Harness) -> None:
     ]
 
 
-async def test_a_take_cancelled_while_the_build_is_written_gives_its_runs_back(
+async def test_a_pinned_run_whose_worker_died_before_reporting_goes_to_any_build(
     h: Harness,
 ) -> None:
-    await register_build(h, BUILD_A)
+    await register_build(h, BUILD_A, versioning=VersioningMode.PINNED)
+    await register_build(h, BUILD_B, versioning=VersioningMode.PINNED)
     run = await h.start()
-    taking = asyncio.create_task(take(h, BUILD_A))
-    await asyncio.sleep(0)  # leased, its first build appended, not yet durable
-    assert h.inspect(run.id).lease is not None
-    taking.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await taking
-    assert h.inspect(run.id).lease is None
-    assert [i.run.id for i in await take(h, BUILD_A)] == [run.id]
+    taken = await h.dispatcher.take_work(
+        TakeWorkRequest(worker_id="dies", functions=[FUNCTION], lease_ttl_ms=30, build_id=BUILD_A)
+    )
+    assert [i.run.id for i in taken.items] == [run.id]
+    h.clock.advance(30)
+    # Long-poll: the expiry puts the run back, with no build, and wakes this call of build B.
+    again = await take(h, BUILD_B, wait_ms=5_000)
+    assert [i.run.id for i in again] == [run.id]
+    assert again[0].lease.attempt == 2

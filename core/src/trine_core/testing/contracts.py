@@ -520,7 +520,7 @@ class BackendContract(_Suite):
         await drive.register_build(BUILD_A, FUNCTION)
         await drive.register_build(BUILD_B, FUNCTION, OTHER)
         run = await drive.start()
-        await drive.take_one(run.id, build_id=BUILD_A)
+        await drive.report(await drive.take_one(run.id, build_id=BUILD_A), _step(0, "a", 1))
         listed = (await drive.backend.list_builds(ListBuildsRequest())).builds
         assert [b.build_id for b in listed] == sorted(b.build_id for b in listed)
         builds = {b.build_id: b for b in listed if b.build_id in (BUILD_A, BUILD_B)}
@@ -656,14 +656,23 @@ class DispatcherContract(_Suite):
         renewed = await drive.dispatcher.renew_leases(RenewLeasesRequest(lease_ids=[item.lease.id]))
         assert list(renewed.cancel_requested) == [item.lease.id]
 
-    async def test_a_run_keeps_the_build_that_first_took_it(self, drive: _Driver) -> None:
+    async def test_a_run_keeps_the_build_that_first_reported_for_it(self, drive: _Driver) -> None:
+        """A run's build is its first reporter's: taking it records nothing (a take costs no
+        durable write), so a run given back before any report has no build yet."""
         await drive.register_build(BUILD_A)
         await drive.register_build(BUILD_B)
         run = await drive.start()
         assert (await drive.run(run.id)).build_id == ""
-        await drive.release(await drive.take_one(run.id, build_id=BUILD_A))
+        item = await drive.take_one(run.id, build_id=BUILD_A)
+        assert (await drive.run(run.id)).build_id == BUILD_A  # shown: its worker's, while running
+        await drive.release(item)
+        assert (await drive.run(run.id)).build_id == ""
+        item = await drive.take_one(run.id, build_id=BUILD_A)
+        await drive.report(item, _step(0, "a", 1))
+        await drive.release(item)
         assert (await drive.run(run.id)).build_id == BUILD_A
-        await drive.take_one(run.id, build_id=BUILD_B)  # auto-upgrade: any build takes it
+        item = await drive.take_one(run.id, build_id=BUILD_B)  # auto-upgrade: any build takes it
+        await drive.report(item, _step(1, "b", 2))
         assert (await drive.run(run.id)).build_id == BUILD_A
 
     async def test_a_pinned_run_is_given_only_to_its_build_until_moved(
@@ -672,14 +681,18 @@ class DispatcherContract(_Suite):
         await drive.register_build(BUILD_A, versioning=VersioningMode.PINNED)
         await drive.register_build(BUILD_B, versioning=VersioningMode.PINNED)
         run = await drive.start()
-        await drive.release(await drive.take_one(run.id, build_id=BUILD_A))
-        assert await drive.take(wait_ms=SHORT_MS, build_id=BUILD_B) == []
-        await drive.release(await drive.take_one(run.id, build_id=BUILD_A))
-        await drive.backend.move_run(MoveRunRequest(run_id=run.id, build_id=BUILD_B))
-        assert await drive.take(wait_ms=SHORT_MS, build_id=BUILD_A) == []
+        await drive.release(await drive.take_one(run.id, build_id=BUILD_A))  # no report: no build
         item = await drive.take_one(run.id, build_id=BUILD_B)
-        assert (await drive.complete(item)).outcome == ReportOutcome.FINISHED
-        assert (await drive.run(run.id)).build_id == BUILD_B
+        await drive.report(item, _step(0, "a", 1))  # B's first report gives the run build B
+        await drive.release(item)
+        assert await drive.take(wait_ms=SHORT_MS, build_id=BUILD_A) == []
+        await drive.release(await drive.take_one(run.id, build_id=BUILD_B))
+        await drive.backend.move_run(MoveRunRequest(run_id=run.id, build_id=BUILD_A))
+        assert await drive.take(wait_ms=SHORT_MS, build_id=BUILD_B) == []
+        item = await drive.take_one(run.id, build_id=BUILD_A)
+        done = await drive.report(item, Command(run_completed=RunCompleted(result=b"1")))
+        assert done.outcome == ReportOutcome.FINISHED
+        assert (await drive.run(run.id)).build_id == BUILD_A
 
     async def test_a_patch_marker_is_journaled_once(self, drive: _Driver) -> None:
         run = await drive.start()

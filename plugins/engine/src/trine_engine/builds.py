@@ -32,7 +32,7 @@ def pinned(spec: FunctionSpec | None) -> bool:
 
 def pin_of(functions: Mapping[str, FunctionSpec], run: Run) -> str:
     """The only build that may take ``run`` now, or "" when any may: a run of a pinned function
-    is given only to its own build once it has one (its first taker's, or a move's)."""
+    is given only to its own build once it has one (its first reporter's, or a move's)."""
     if run.build_id and pinned(functions.get(run.function)):
         return str(run.build_id)
     return ""

@@ -3,8 +3,10 @@ report a worker's commands under a lease, renew and release leases).
 
 Builds (docs/versioning.md): a registration records its build on the functions it sets, and
 resumes the runs a workflow error blocked on another build; a ``take_work`` notes its taker's
-build as connected, is given only the pinned runs of that build, and gives a run taken for the
-first time its build (``apply_retry.first_taker``), durable before the work is handed out.
+build as connected and is given no run pinned to another build. It writes nothing: a run's build
+is the build of the first worker that *reports* for it (the ``RunCommands`` record names the
+reporter's build, ``apply_report`` sets it), so dispatching costs no synced write, and a run taken
+and given back before any report has no build yet: any build may take it.
 
 A report, top to bottom: the lease is checked; the commands are planned (a bad report is refused
 here, having changed nothing); the record is appended and the plan applied, with no ``await`` in
@@ -171,14 +173,12 @@ class EngineDispatcher(Dispatcher):
             # Woken by close, or the log failed while waiting: lease nothing.
             if self._plog.closed or self._plog.failure is not None:
                 return TakeWorkResponse()
-            # Popping and leasing happen with no await in between: a caller cancelled while it
-            # waits below has taken nothing, so no run is lost (one cancelled while its runs'
-            # first builds become durable gives their leases back).
+            # Popping, leasing and answering happen with no await in between: a caller
+            # cancelled while it waits below has taken nothing, so no run is lost.
             now = self._clock.now_ms()
             taken = self._scheduler.take(functions, limit, now, build)
             if taken:
                 items = [self._work_item(s, message.worker_id, build, ttl, now) for s in taken]
-                await self._builds_durable(taken, build)
                 return TakeWorkResponse(items=items)
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -199,25 +199,6 @@ class EngineDispatcher(Dispatcher):
             step_attempts=dict(state.step_attempts),
         )
 
-    async def _builds_durable(self, taken: list[RunState], build: str) -> None:
-        """Runs taken for the first time record their taker's build (a pinned run stays on it),
-        durable before the work is handed out, so the run shows its build from then on. A caller
-        cancelled meanwhile gets nothing: its leases are given back."""
-        batch = None
-        for state in taken:
-            if build and not state.run.build_id:
-                first = apply_retry.first_taker(state.id, build)
-                batch = self._machine.append(LogRecord(run_moved=first))
-        if batch is None:
-            return
-        try:
-            await batch.durable()
-        except asyncio.CancelledError:
-            for state in taken:
-                if state.lease is not None:
-                    self._leases.release(state.lease, "take_work cancelled")
-            raise
-
     async def report(self, message: ReportRequest) -> ReportResponse:
         self._plog.ensure_open()
         state = self._cache.require(message.run_id)
@@ -234,6 +215,7 @@ class EngineDispatcher(Dispatcher):
             attempt=lease.attempt,
             commands=[self._with_child_id(c, now) for c in message.commands],
             at_ms=now,
+            build_id=lease.build_id,  # the run's build if it has none yet (its first report)
         )
         plan = self._machine.plan(state, body, lease.build_id)  # refuses a bad report, unchanged
         batch = self._machine.append_report(state, body, plan)

@@ -45,7 +45,8 @@ class Lease:
     expires_at_ms: int
     ttl_ms: int
     build_id: str = ""
-    """The taker's build: a run it blocks names it (``Run.blocked_build_id``)."""
+    """The taker's build: its reports name it (``RunCommands.build_id``), so a run with no build
+    yet gets it with the first, and a run it blocks names it (``Run.blocked_build_id``)."""
 
     def message(self) -> LeaseMessage:
         return LeaseMessage(id=self.id, attempt=self.attempt, expires_at_ms=self.expires_at_ms)

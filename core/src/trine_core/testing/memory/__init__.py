@@ -5,7 +5,7 @@ Plugin tests should meet the engine's behaviour as docs/internals.md ("Runs") de
 hand-written fake that drifts from it: this passes the contract suites the engine passes. It models
 runs, journals, events (the engine's types and data), idempotency keys, leases as fence tokens,
 step retries, sleeps, signals, child runs, cancellation, and what docs/versioning.md adds: builds
-(a run keeps its first taker's; a pinned run goes only to its build, or where it is moved), patch
+(a run keeps its first reporter's; a pinned run goes only to its build, or where it is moved), patch
 markers, blocked runs (resumed by a retry, or when another build registers their function) and
 retries of failed runs. No timers of its own and no persistence, to stay small and deterministic:
 pending sleeps and signal waits fire only when a test calls ``fire_timers()``, leases never

@@ -55,7 +55,8 @@ class Reports(Runs):
         return pb.TakeWorkResponse(items=items)
 
     async def report(self, message: pb.ReportRequest) -> pb.ReportResponse:
-        """Applied whole or, when a command is refused, not at all."""
+        """Applied whole or, when a command is refused, not at all. A run's build is the build
+        of the first worker whose report was applied: one with none yet gets the lease's."""
         self._record("report", message)
         state, lease_id = self._require(message.run_id), message.lease_id
         commands = message.commands
@@ -77,7 +78,10 @@ class Reports(Runs):
                 self._runs.pop(entry.child_run_id, None)
             del state.journal[journal:], state.events[events:]
             raise
-        run = state.run = dataclasses.replace(state.run, attempt=state.lease[2])
+        _lease_id, _worker, attempt, build_id = state.lease
+        run = state.run = dataclasses.replace(
+            state.run, attempt=attempt, build_id=state.run.build_id or build_id
+        )
         if end is not None:
             answer.outcome, state.finished_lease = _O.FINISHED, lease_id
             if end[0] == _S.BLOCKED:
@@ -114,7 +118,8 @@ class Reports(Runs):
 
     def _take(self, message: pb.TakeWorkRequest) -> list[pb.WorkItem]:
         """Lease the first runs in line of those functions, but a pinned run only to a taker of
-        its build (it keeps its place in line). A run's first taker gives it its build."""
+        its build (it keeps its place in line). Taking gives a run no build (its first report
+        does, see :meth:`report`)."""
         items: list[pb.WorkItem] = []
         for run_id in list(self._ready):
             state = self._runs.get(run_id)
@@ -124,8 +129,6 @@ class Reports(Runs):
                 self._ready.remove(run_id)  # stale: cancelled while in line, say
             elif state.run.function in message.functions and self._may_take(state, message):
                 self._ready.remove(run_id)
-                if not state.run.build_id:
-                    state.run = dataclasses.replace(state.run, build_id=message.build_id)
                 state.dispatches = attempt = max(state.dispatches, state.run.attempt) + 1
                 lease_id = f"lease-{next(self._ids)}"
                 state.lease = (lease_id, message.worker_id, attempt, message.build_id)

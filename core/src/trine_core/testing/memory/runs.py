@@ -59,8 +59,9 @@ class RunState:
         return [entry for entry in self.journal if entry.pending]
 
     def view(self, waiting_for_build: str = "") -> pb.Run:
-        """A fresh copy as readers see it: ``running`` with its worker while leased, ``suspended``
-        with what it waits for (a caller may change the copy without changing the run)."""
+        """A fresh copy as readers see it: ``running`` with its worker (and that worker's build,
+        if the run has none yet) while leased, ``suspended`` with what it waits for (a caller may
+        change the copy without changing the run)."""
         run = dataclasses.replace(self.run, waiting=[], journal_length=len(self.journal))
         waits = run.status == _S.PENDING and self.lease is None
         run.waiting_for_build = waiting_for_build if waits else ""
@@ -71,6 +72,7 @@ class RunState:
                 run.waiting.append(dataclasses.replace(wait, child_run_id=e.child_run_id))
         elif self.lease is not None and not self.final:
             run.status, run.worker_id, run.attempt = _S.RUNNING, self.lease[1], self.lease[2]
+            run.build_id = run.build_id or self.lease[3]  # its worker's, until a report sets it
         return run
 
 

@@ -1,5 +1,10 @@
 """Applying a worker's report: its planned journal entries, events, step attempts, kept signals
-taken, children started, and the run's next state."""
+taken, children started, and the run's next state.
+
+A run's build is the build of the first worker that reports for it: a ``RunCommands`` record
+naming a build gives it to a run that has none yet, live and read back from the log alike (the
+record carries it, so applying stays deterministic). Taking a run writes nothing, so a run taken
+and given back (or whose worker died) before any report still has none."""
 
 from __future__ import annotations
 
@@ -24,9 +29,8 @@ def run_commands(machine: StateMachine, record: RunCommands, batch: AppendBatch)
     """A report read from the log: planned again (the live path plans before appending, see
     :meth:`StateMachine.append_report`)."""
     state = machine.active(record.run_id)
-    # The record does not carry the reporting worker's build (RunCommands has no field for it):
-    # a run blocked by this report names the run's own build when read back from the log.
-    plan = machine.plan(state, record, state.run.build_id)
+    # A record from before RunCommands.build_id names no build: the run's own then.
+    plan = machine.plan(state, record, record.build_id or state.run.build_id)
     apply_plan(machine, state, record, plan, batch)
 
 
@@ -64,6 +68,7 @@ def apply_plan(
             blocked_build = plan.build_id
     changed = dataclasses.replace(
         run,
+        build_id=run.build_id or record.build_id,
         status=status,
         attempt=max(run.attempt, record.attempt),
         updated_at_ms=record.at_ms,

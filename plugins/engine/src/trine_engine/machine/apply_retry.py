@@ -1,5 +1,5 @@
 """Applying the records of docs/versioning.md: a failed or blocked run retried from its journal
-(``RunRetried``), and a run given a build (``RunMoved``).
+(``RunRetried``), and a run moved to another build (``RunMoved``).
 
 A retry cuts the journal at ``from_index`` (the first entry holding an error, chosen by
 :func:`retry_from` when the record is written) and makes the run pending again under its own id.
@@ -176,29 +176,21 @@ def _rejoin_waits(
             machine.resolve(state, entry, at, batch, error=errors.of_child(child.run))
 
 
-def first_taker(run_id: str, build_id: str) -> RunMoved:
-    """The record giving a run its first taker's build. ``RunMoved`` without a time: the log has
-    no record of its own for it (a proto change would add one, or ``RunCommands.build_id``),
-    and an operator's move always has a time."""
-    return RunMoved(run_id=run_id, build_id=build_id, at_ms=0)
-
-
 def run_moved(machine: StateMachine, record: RunMoved, batch: AppendBatch) -> None:
-    """The run continues only on ``record.build_id`` if its function is pinned: an operator's
-    move (event ``run.moved``), or, in a record without a time (:func:`first_taker`), the build
-    of the worker that took the run first, which publishes nothing."""
+    """An operator moved the run (event ``run.moved``): it continues only on ``record.build_id``
+    if its function is pinned. (``RunMoved.first_take`` is unused: a run's first build comes with
+    its first report, see :mod:`.apply_report`.)"""
     state = machine.active(record.run_id)
     run = state.run
     if run.build_id == record.build_id:
         return
     events = NewEvents(state.id, run.last_event_seq, record.at_ms)
-    if record.at_ms:
-        events.run_moved(run.function, run.build_id, record.build_id)
+    events.run_moved(run.function, run.build_id, record.build_id)
     machine.add_events(state, events, batch)
     moved = dataclasses.replace(
         run,
         build_id=record.build_id,
-        updated_at_ms=record.at_ms if events else run.updated_at_ms,
+        updated_at_ms=record.at_ms,
         last_event_seq=run.last_event_seq + len(events),
     )
     machine.store_run(state, moved, batch)

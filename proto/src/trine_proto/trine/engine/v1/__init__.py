@@ -167,6 +167,11 @@ class RunCommands(betterproto2.Message):
 
     at_ms: "int" = betterproto2.field(4, betterproto2.TYPE_UINT64)
 
+    build_id: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    the reporting worker's build (a run it blocks names it)
+    """
+
 
 default_message_pool.register_message("trine.engine.v1", "RunCommands", RunCommands)
 
@@ -174,7 +179,8 @@ default_message_pool.register_message("trine.engine.v1", "RunCommands", RunComma
 @dataclass(eq=False, repr=False)
 class RunMoved(betterproto2.Message):
     """
-    An operator moved a run to another build (a pinned run continues only on its build).
+    A run is given a build: an operator moved it (a pinned run continues only on its build), or,
+    with first_take, its first taker's build is recorded (no event).
     """
 
     run_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -182,6 +188,8 @@ class RunMoved(betterproto2.Message):
     build_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
 
     at_ms: "int" = betterproto2.field(3, betterproto2.TYPE_UINT64)
+
+    first_take: "bool" = betterproto2.field(4, betterproto2.TYPE_BOOL)
 
 
 default_message_pool.register_message("trine.engine.v1", "RunMoved", RunMoved)
