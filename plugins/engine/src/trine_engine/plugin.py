@@ -18,6 +18,7 @@ from trine_core import (
     SettingsRegistry,
     hookimpl,
 )
+from trine_engine.clock import Clock
 from trine_engine.engine import Engine
 from trine_engine.settings import ENGINE_ADDR, SETTINGS, engine_config
 
@@ -27,14 +28,19 @@ class EngineRole:
     serves: ClassVar[frozenset[type]] = frozenset({Backend, Dispatcher})
     needs: ClassVar[frozenset[type]] = frozenset()
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        """``clock``: the engine's time (the system clock by default; the test kit's
+        ``WorkflowEnvironment`` gives a skipping one)."""
         self.settings = settings
+        self.clock = clock
         self.engine: Engine | None = None
 
     async def start(self, context: RoleContext) -> None:
         """Open the database (a StorageError names the data dir's problem in one line) and
         start the timers."""
-        engine = self.engine = await Engine.open(engine_config(self.settings), context.log)
+        engine = self.engine = await Engine.open(
+            engine_config(self.settings), context.log, clock=self.clock
+        )
         context.provide(Backend, engine.backend)
         context.provide(Dispatcher, engine.dispatcher)
 

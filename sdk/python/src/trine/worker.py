@@ -116,7 +116,6 @@ class Worker:
             )
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.address = address or os.environ.get("TRINE_WORKER_ADDR") or DEFAULT_ADDRESS
-        self._host, self._port = parse_address(self.address)
         self.max_concurrency = max_concurrency
         self.drain_timeout = drain_timeout
         self.max_payload_bytes = max_payload_bytes
@@ -136,6 +135,16 @@ class Worker:
         self._code_digest: str | None = None  # of the functions registered so far, when asked
 
     # -- registration ----------------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        """The coordinator's ``host:port`` this worker connects to, from its next ``serve()``."""
+        return self._address
+
+    @address.setter
+    def address(self, address: str) -> None:
+        self._host, self._port = parse_address(address)  # a bad address fails here, not later
+        self._address = address
 
     @overload
     def function(self, fn: F, /) -> F: ...

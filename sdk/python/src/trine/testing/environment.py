@@ -50,7 +50,7 @@ import httpx
 
 from .._declared import return_type
 from ..client import Client
-from ..worker import Worker, parse_address
+from ..worker import Worker
 
 try:
     from trine_coordinator.settings import LEASE_TTL_MS as COORDINATOR_LEASE_TTL_MS
@@ -58,9 +58,6 @@ try:
     from trine_core import (
         PLUGINS,
         TARGET,
-        Backend,
-        Dispatcher,
-        RoleContext,
         RoleRegistry,
         Runtime,
         Settings,
@@ -71,7 +68,7 @@ try:
     from trine_engine import plugin as engine_plugin
     from trine_engine.clock import SkippingClock
     from trine_engine.engine import Engine
-    from trine_engine.settings import DATA_DIR, engine_config
+    from trine_engine.settings import DATA_DIR
     from trine_gateway.plugin import HTTP_ADDR, GatewayRole
 except ModuleNotFoundError as missing:  # the SDK alone: say what to install
     raise ModuleNotFoundError(
@@ -267,11 +264,11 @@ class WorkflowEnvironment:
     async def _serve(self, worker: Worker, previous: str) -> None:
         if self._closing:  # closed before this task first ran: shutdown() found nothing to stop
             return
-        _point(worker, self._worker_address)
+        worker.address = self._worker_address
         try:
             await worker.serve(handle_signals=False)
         finally:
-            _point(worker, previous)
+            worker.address = previous
 
     async def _workers_registered(self) -> None:
         """Until every worker started so far registered once; a worker that stopped instead
@@ -439,7 +436,7 @@ def _settings(data_dir: Path, worker_address: str) -> Settings:
 
 def _engine_and_url(runtime: Runtime) -> tuple[Engine, str]:
     engine_role, gateway = runtime.roles.get("engine"), runtime.roles.get("gateway")
-    if not isinstance(engine_role, _EngineRole) or engine_role.engine is None:
+    if not isinstance(engine_role, engine_plugin.EngineRole) or engine_role.engine is None:
         raise RuntimeError("the environment's runtime has no engine on its clock")
     if not isinstance(gateway, GatewayRole):
         raise RuntimeError("the environment's runtime has no gateway (is trine-gateway installed?)")
@@ -468,28 +465,6 @@ def _waits_for_time(engine: Engine, run_id: str, now_ms: int) -> bool:
     return False
 
 
-def _point(worker: Worker, address: str) -> None:
-    """Make ``worker`` connect to ``address`` from its next ``serve()``."""
-    worker.address = address
-    worker._host, worker._port = parse_address(address)
-
-
-class _EngineRole(engine_plugin.EngineRole):
-    """The ``engine`` role, its engine opened on the environment's clock."""
-
-    def __init__(self, settings: Settings, clock: SkippingClock) -> None:
-        super().__init__(settings)
-        self.clock = clock
-
-    async def start(self, context: RoleContext) -> None:
-        # EngineRole.start, with the clock: Engine.open's own parameter for it.
-        engine = self.engine = await Engine.open(
-            engine_config(self.settings), context.log, clock=self.clock
-        )
-        context.provide(Backend, engine.backend)
-        context.provide(Dispatcher, engine.dispatcher)
-
-
 class _ClockedEngine:
     """An inline plugin standing in for the installed ``engine`` role plugin (an inline plugin
     takes precedence: the installed one is then not loaded): the same settings and addresses,
@@ -505,7 +480,8 @@ class _ClockedEngine:
     @hookimpl
     def trine_register_roles(self, registry: RoleRegistry) -> None:
         registry.add_role(
-            engine_plugin.EngineRole.name, functools.partial(_EngineRole, clock=self.clock)
+            engine_plugin.EngineRole.name,
+            functools.partial(engine_plugin.EngineRole, clock=self.clock),
         )
 
     @hookimpl
