@@ -3,7 +3,7 @@ write records of their own (docs/internals.md, "Runs").
 
 ``machine`` holds :class:`StateMachine` and its two tables; ``plan`` and ``plan_*`` plan the
 commands of a report, one function per command kind; ``apply_*`` apply the records, one function
-per record kind (``apply_retry``: a failed or blocked run retried, a run given a build);
+per record kind (``apply_retry``: a failed or blocked run retried, a run moved to a build);
 ``events`` builds every event; ``errors`` every error the engine writes;
 ``timeouts`` sets and fires the runs' timers.
 """
