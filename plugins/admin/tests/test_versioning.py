@@ -11,11 +11,20 @@ from served import Served, run_cli
 
 from trine_core.cli import main as trine_main
 from trine_core.testing import free_port
-from trine_proto.trine.v1 import ErrorInfo, FunctionSpec, ReleaseLeasesRequest, VersioningMode
+from trine_proto.trine.v1 import (
+    Command,
+    ErrorInfo,
+    FunctionSpec,
+    Patched,
+    ReleaseLeasesRequest,
+    VersioningMode,
+)
 
 DRIFT = ErrorInfo(
     type="NonDeterminismError", message="at 0: journal has step 'a', code calls 'b'", traceback=""
 )
+MARKER = Command(patched=Patched(index=0, change_id="c"))
+"""A report that changes nothing but gives a run with no build yet the reporter's build."""
 
 
 async def start(gateway: Served, function: str = "order") -> str:
@@ -62,14 +71,15 @@ async def test_retry_a_blocked_run_with_json(gateway: Served) -> None:
 
 
 async def pinned_run(gateway: Served) -> str:
-    """A run of a pinned ``order`` taken by build b-1; b-2 serves ``order`` too."""
+    """A run of a pinned ``order`` taken by build b-1, whose first report gave it that build;
+    b-2 serves ``order`` too."""
     pinned = FunctionSpec(name="order", versioning=VersioningMode.PINNED)
     gateway.build_id = "b-2"
     await gateway.register(pinned)
     gateway.build_id = "b-1"
     await gateway.register(pinned)
     run_id = await start(gateway)
-    await gateway.lease(run_id)
+    await gateway.report(await gateway.lease(run_id), MARKER)
     return run_id
 
 
@@ -170,6 +180,7 @@ async def test_a_run_waiting_for_its_build_says_so(gateway: Served) -> None:
     run_id = await start(gateway)
     item = await gateway.lease(run_id)
     assert item.lease is not None
+    await gateway.report(item, MARKER)  # the run's build: b-1's from now on
     await gateway.memory.dispatcher.release_leases(ReleaseLeasesRequest(lease_ids=[item.lease.id]))
     later = gateway.memory.clock() + 60_000  # b-1 last asked for work a minute ago
     gateway.memory.clock = lambda: later

@@ -72,12 +72,18 @@ async def test_a_worker_without_a_build_id_is_of_the_unknown_build() -> None:
 
 
 async def test_a_pinned_run_reaches_only_a_worker_of_its_build() -> None:
-    """Each session takes work with its own build id: the run of build A that A's worker gave
-    back waits while only B's worker asks, and goes to the next worker of A."""
+    """Each session takes work with its own build id: the run of build A (its first report was
+    A's) that A's worker gave back waits while only B's worker asks, and goes to the next worker
+    of A."""
     async with running() as (_, harness):
         async with harness.worker("w-a", spec=PINNED, build_id="build-a") as first_a:
             [run_id] = await harness.start()
             assert await dispatched(first_a) == run_id
+            marker = Command(patched=Patched(index=0, change_id="c"))
+            lease_id = first_a.leases[run_id]
+            report = ReportRequest(run_id=run_id, lease_id=lease_id, commands=[marker])
+            await first_a.send(report=WorkerReport(request_id=1, report=report))
+            assert (await ack(first_a)).response is not None
             async with harness.worker("w-b", spec=PINNED, build_id="build-b") as b:
                 await first_a.stream.end()  # its lease is given back: the run is ready again
                 await harness.released(1)
