@@ -24,8 +24,8 @@ event the workflow emitted (its data as ``output``), or a patch marker (``ctx.pa
 change id as ``name``)."""
 
 VersioningName = Literal["auto_upgrade", "pinned"]
-"""Which builds may continue a run of a function: any (``auto_upgrade``), or only the build that
-first took it (``pinned``)."""
+"""Which builds may continue a run of a function: any (``auto_upgrade``), or only the build it
+started on (``pinned``)."""
 
 WorkflowErrorName = Literal["block", "fail"]
 """What a workflow error does to a run of a function: hold it as ``blocked`` until retried, or
@@ -137,8 +137,8 @@ class RunOut(msgspec.Struct):
     waiting: list[WaitOut]
     """While ``suspended``: what the run waits for; empty otherwise."""
     build_id: str | None
-    """The build of the worker that first took the run (a pinned run continues only on it);
-    ``null`` until first dispatched."""
+    """The build of the first worker that reported for the run (a pinned run continues only on
+    it); ``null`` until then."""
     blocked_build_id: str | None
     """While ``blocked``: the build whose code raised the run's error; ``null`` otherwise."""
     retries: int

@@ -332,7 +332,7 @@ class RunView:
     error: ErrorView | None
     waiting: list[str]
     build_id: str
-    """The build that first took it (empty until then)."""
+    """The build of the first worker that reported for it (empty until then)."""
     blocked_build_id: str
     """While blocked: the build whose code raised its error."""
     waiting_for_build: str

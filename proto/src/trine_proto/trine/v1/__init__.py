@@ -1138,8 +1138,8 @@ class Run(betterproto2.Message):
 
     build_id: "str" = betterproto2.field(22, betterproto2.TYPE_STRING)
     """
-    The build of the worker that first took the run; a pinned run continues only on it (an
-    operator may move it: MoveRun). Empty until first dispatched.
+    The build of the first worker that reported for the run (its first journaled progress); a
+    pinned run continues only on it (an operator may move it: MoveRun). Empty until then.
     """
 
     blocked_build_id: "str" = betterproto2.field(23, betterproto2.TYPE_STRING)

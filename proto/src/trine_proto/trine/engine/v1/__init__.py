@@ -179,8 +179,7 @@ default_message_pool.register_message("trine.engine.v1", "RunCommands", RunComma
 @dataclass(eq=False, repr=False)
 class RunMoved(betterproto2.Message):
     """
-    A run is given a build: an operator moved it (a pinned run continues only on its build), or,
-    with first_take, its first taker's build is recorded (no event).
+    An operator moved a run to another build (a pinned run continues only on its build).
     """
 
     run_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -188,8 +187,6 @@ class RunMoved(betterproto2.Message):
     build_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
 
     at_ms: "int" = betterproto2.field(3, betterproto2.TYPE_UINT64)
-
-    first_take: "bool" = betterproto2.field(4, betterproto2.TYPE_BOOL)
 
 
 default_message_pool.register_message("trine.engine.v1", "RunMoved", RunMoved)
