@@ -27,11 +27,16 @@ from trine_core.registry import Command, CommandRegistry, RoleRegistry, Transpor
 from trine_core.roles import Role, RoleContext, Transport
 from trine_core.runtime import Runtime
 from trine_core.settings import (
+    AUTH_TOKENS_FILE,
+    INSECURE,
     LOG_FORMAT,
     LOG_LEVEL,
     MAX_PAYLOAD_BYTES,
     PLUGINS,
     TARGET,
+    TLS_CA,
+    TLS_CERT,
+    TLS_KEY,
     Setting,
     Settings,
     SettingsRegistry,
@@ -39,12 +44,17 @@ from trine_core.settings import (
 )
 
 __all__ = [
+    "AUTH_TOKENS_FILE",
+    "INSECURE",
     "LOG_FORMAT",
     "LOG_LEVEL",
     "MAX_PAYLOAD_BYTES",
     "MAX_SIGNAL_NAME",
     "PLUGINS",
     "TARGET",
+    "TLS_CA",
+    "TLS_CERT",
+    "TLS_KEY",
     "Backend",
     "Command",
     "CommandRegistry",

@@ -296,4 +296,43 @@ LOG_FORMAT = Setting(
     "console, json, or auto (console on a terminal, JSON otherwise)",
     choices=("auto", "console", "json"),
 )
-CORE_SETTINGS = (TARGET, PLUGINS, MAX_PAYLOAD_BYTES, LOG_LEVEL, LOG_FORMAT)
+# Security (docs/security.md): every role reads them, so they are core's.
+AUTH_TOKENS_FILE = Setting(
+    "tokens_file",
+    "",
+    "a TOML file of API tokens (their SHA-256 and scopes): every HTTP request and every worker "
+    "then needs a token; re-read on SIGHUP",
+    section="auth",
+)
+TLS_CERT = Setting(
+    "cert",
+    "",
+    "PEM certificate (chain) this process serves HTTPS and gRPC with, and presents as a client",
+    section="tls",
+)
+TLS_KEY = Setting("key", "", "PEM private key of tls.cert", section="tls")
+TLS_CA = Setting(
+    "ca",
+    "",
+    "PEM CA bundle: peers' certificates are verified against it, and gRPC listeners require "
+    "client certificates it signed (mutual TLS)",
+    section="tls",
+)
+INSECURE = Setting(
+    "insecure",
+    False,
+    "allow listening on a non-loopback address without authentication (no tokens file, or no "
+    "mutual TLS on the engine's port)",
+)
+CORE_SETTINGS = (
+    TARGET,
+    PLUGINS,
+    MAX_PAYLOAD_BYTES,
+    LOG_LEVEL,
+    LOG_FORMAT,
+    AUTH_TOKENS_FILE,
+    TLS_CERT,
+    TLS_KEY,
+    TLS_CA,
+    INSECURE,
+)
