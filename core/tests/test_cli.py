@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import Install
 
-from trine_core import LOG_LEVEL, ConfigError, Setting, SettingsRegistry, hookimpl
+from trine_core import INSECURE, LOG_LEVEL, ConfigError, Setting, SettingsRegistry, hookimpl
 from trine_core.cli import load, parser
 
 COLOUR = Setting("colour", "blue", "the colour of things", section="paint")
@@ -86,3 +86,11 @@ def test_a_flag_of_a_plugin_that_failed_to_import_names_the_failure(install: Ins
 def test_log_level_is_case_insensitive() -> None:
     settings, _ = load([], env={"TRINE_LOG_LEVEL": "WARNING"})
     assert settings[LOG_LEVEL] == "warning"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"), [([], False), (["--insecure"], True), (["--insecure", "false"], False)]
+)
+def test_a_boolean_flag_alone_means_true(argv: list[str], expected: bool) -> None:
+    settings, _ = load(argv, env={})
+    assert settings[INSECURE] is expected

@@ -67,11 +67,14 @@ def parser(registry: SettingsRegistry, failures: tuple[str, ...] = ()) -> argpar
         default = (
             ",".join(setting.default) if isinstance(setting.default, tuple) else setting.default
         )
+        # A boolean flag alone means true (``--insecure``); ``--gateway-ui false`` still works.
+        bare = {"nargs": "?", "const": "true"} if isinstance(setting.default, bool) else {}
         group.add_argument(
             setting.flag,
             dest=setting.key,
             metavar=setting.name.upper(),
             help=f"{setting.help} (default: {default}; env: {setting.env})",
+            **bare,  # type: ignore[arg-type]
         )
     return p
 
