@@ -178,9 +178,10 @@ class Worker:
 
         ``versioning`` (docs/versioning.md): ``"auto_upgrade"`` (any build continues any run;
         keep changes safe with ``ctx.patched``) or ``"pinned"`` (a run continues only on the
-        build it started on: the build of the first worker that reported for it). ``on_workflow_error``: ``"block"`` (a workflow error, such as
-        a non-determinism or an exception the workflow's code raised outside any step, holds the
-        run as ``blocked`` until fixed code retries it) or ``"fail"`` (the run fails for good).
+        build it started on: the build of the first worker that reported for it).
+        ``on_workflow_error``: ``"block"`` (a workflow error, such as a non-determinism or an
+        exception the workflow's code raised outside any step, holds the run as ``blocked``
+        until fixed code retries it) or ``"fail"`` (the run fails for good).
         """
         modes = (
             _choice("versioning", versioning, VERSIONING_MODES),
