@@ -684,16 +684,28 @@ async def runs_signal(client: trine.Client, args: argparse.Namespace) -> int:
 # -- functions and workers -----------------------------------------------------------------------
 
 
-async def functions(client: trine.Client, args: argparse.Namespace) -> int:
-    document = await client.list_functions()
-    listed = document.get("functions") or []
+def _listing(
+    args: argparse.Namespace,
+    document: dict[str, Any],
+    key: str,
+    table: Callable[[list[dict[str, Any]]], str],
+    empty: str,
+) -> int:
+    """Print a listing document: as JSON, as ``table`` of its ``key`` list, or ``empty``."""
+    listed = document.get(key) or []
     if args.json:
         _print_json(document)
     elif listed:
-        _print(render.functions_table(listed))
+        _print(table(listed))
     else:
-        _note("no functions registered: no worker has connected yet")
+        _note(empty)
     return OK
+
+
+async def functions(client: trine.Client, args: argparse.Namespace) -> int:
+    document = await client.list_functions()
+    no_functions = "no functions registered: no worker has connected yet"
+    return _listing(args, document, "functions", render.functions_table, no_functions)
 
 
 async def workers(client: trine.Client, args: argparse.Namespace) -> int:
@@ -727,14 +739,8 @@ async def workers(client: trine.Client, args: argparse.Namespace) -> int:
 
 async def builds(client: trine.Client, args: argparse.Namespace) -> int:
     document = await client.list_builds()
-    listed = document.get("builds") or []
-    if args.json:
-        _print_json(document)
-    elif listed:
-        _print(render.builds_table(listed))
-    else:
-        _note("no builds known: no worker has registered with a build yet")
-    return OK
+    no_builds = "no builds known: no worker has registered with a build yet"
+    return _listing(args, document, "builds", render.builds_table, no_builds)
 
 
 # -- replay --------------------------------------------------------------------------------------
