@@ -69,6 +69,9 @@ from trine_proto.vocabulary import FINAL_EVENT_TYPES, FINAL_STATUSES, status_nam
 
 DEFAULT_LIST_LIMIT = 50
 MAX_LIST_LIMIT = 1000
+MAX_WAIT_RUN_MS = 300_000
+"""The longest a ``wait_run`` long-polls, whoever asks (the gateway's ``wait`` is at most 300 s):
+a longer ``wait_ms`` is clamped, so no caller holds a waiter for ever (issue 13)."""
 
 
 class EngineBackend(Backend):
@@ -175,7 +178,7 @@ class EngineBackend(Backend):
             woken = asyncio.Event()
             state.watchers.add(woken)
             try:
-                async with asyncio.timeout(message.wait_ms / 1000):
+                async with asyncio.timeout(min(message.wait_ms, MAX_WAIT_RUN_MS) / 1000):
                     while not state.final_durable and not self._plog.closed:
                         await woken.wait()
                         woken.clear()

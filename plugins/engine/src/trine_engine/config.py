@@ -15,6 +15,9 @@ class EngineConfig:
     """Largest run input, step output, result, event or signal payload accepted."""
     lease_ttl_ms: int = 30_000
     """A lease's time to live when ``take_work`` or ``renew_leases`` asks for none."""
+    max_lease_ttl_ms: int = 600_000
+    """The longest lease a ``take_work`` or ``renew_leases`` gets, whatever it asks: a caller
+    asking for more (a lease of 2^32-1 ms held a run hostage, issue 13) gets this."""
     finished_cache_size: int = 10_000
     """How many finished runs stay in memory (the non-final ones always do)."""
     cancel_grace_ms: int = 30_000

@@ -11,6 +11,11 @@ and given back before any report has no build yet: any build may take it.
 A report, top to bottom: the lease is checked; the commands are planned (a bad report is refused
 here, having changed nothing); the record is appended and the plan applied, with no ``await`` in
 between; the lease ends if the attempt did; the answer waits until the record is durable.
+
+Whoever the caller is (in a split deployment anything that reaches the engine's port may be),
+the durations and counts it chooses are clamped here, not refused (issue 13: a lease TTL of
+2^32-1 ms held a run hostage): a lease lasts at most ``[engine] max_lease_ttl_ms``, a
+``take_work`` waits at most ``MAX_TAKE_WAIT_MS`` and leases at most ``MAX_TAKE_ITEMS`` runs.
 """
 
 from __future__ import annotations
@@ -62,6 +67,11 @@ _ENDS_ATTEMPT = (
     ReportOutcome.SUSPENDED,
     ReportOutcome.RETRY_SCHEDULED,
 )
+MAX_TAKE_WAIT_MS = 60_000
+"""The longest a ``take_work`` long-polls (the coordinator asks for a second at a time)."""
+MAX_TAKE_ITEMS = 1_000
+"""The most runs one ``take_work`` leases (the coordinator asks for a worker's free slots; a
+worker with more slots than this fills them over several calls)."""
 
 
 class EngineDispatcher(Dispatcher):
@@ -76,6 +86,7 @@ class EngineDispatcher(Dispatcher):
         ids: UlidGenerator,
         lease_ttl_ms: int,
         log: structlog.stdlib.BoundLogger,
+        max_lease_ttl_ms: int = 600_000,
     ) -> None:
         self._plog = plog
         self._cache = cache
@@ -84,8 +95,10 @@ class EngineDispatcher(Dispatcher):
         self._leases = leases
         self._clock = clock
         self._ids = ids
-        self._lease_ttl_ms = lease_ttl_ms
+        self._max_lease_ttl_ms = max(1, max_lease_ttl_ms)
+        self._lease_ttl_ms = min(lease_ttl_ms, self._max_lease_ttl_ms)
         self._log = log
+        self._ttl_clamp_logged = False
 
     async def register_functions(
         self, message: RegisterFunctionsRequest
@@ -153,8 +166,8 @@ class EngineDispatcher(Dispatcher):
 
     async def take_work(self, message: TakeWorkRequest) -> TakeWorkResponse:
         self._plog.ensure_open()
-        limit = message.max_items or 1
-        ttl = message.lease_ttl_ms or self._lease_ttl_ms
+        limit = min(message.max_items or 1, MAX_TAKE_ITEMS)
+        ttl = self._ttl(message.lease_ttl_ms)
         functions = list(message.functions)
         build = message.build_id
         builds = self._machine.builds
@@ -168,7 +181,7 @@ class EngineDispatcher(Dispatcher):
         self, message: TakeWorkRequest, functions: list[str], build: str, limit: int, ttl: int
     ) -> TakeWorkResponse:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + message.wait_ms / 1000
+        deadline = loop.time() + min(message.wait_ms, MAX_TAKE_WAIT_MS) / 1000
         while True:
             # Woken by close, or the log failed while waiting: lease nothing.
             if self._plog.closed or self._plog.failure is not None:
@@ -249,7 +262,7 @@ class EngineDispatcher(Dispatcher):
 
     async def renew_leases(self, message: RenewLeasesRequest) -> RenewLeasesResponse:
         self._plog.ensure_open()
-        ttl = message.lease_ttl_ms or self._lease_ttl_ms
+        ttl = self._ttl(message.lease_ttl_ms)
         now = self._clock.now_ms()
         lost: list[str] = []
         cancelling: list[str] = []
@@ -262,6 +275,23 @@ class EngineDispatcher(Dispatcher):
             if state is not None and state.run.cancel_requested:
                 cancelling.append(lease_id)
         return RenewLeasesResponse(lost=lost, cancel_requested=cancelling)
+
+    def _ttl(self, asked_ms: int) -> int:
+        """The lease TTL a caller gets for asking ``asked_ms`` (0: the default), at most
+        ``max_lease_ttl_ms``; the first clamp is logged, as it is most likely a coordinator whose
+        ``lease_ttl_ms`` exceeds it (a caller asking for more each time is logged once)."""
+        if not asked_ms:
+            return self._lease_ttl_ms
+        if asked_ms <= self._max_lease_ttl_ms:
+            return asked_ms
+        if not self._ttl_clamp_logged:
+            self._ttl_clamp_logged = True
+            self._log.warning(
+                "a lease TTL over [engine] max_lease_ttl_ms was asked for; leases get the maximum",
+                asked_ms=asked_ms,
+                max_lease_ttl_ms=self._max_lease_ttl_ms,
+            )
+        return self._max_lease_ttl_ms
 
     async def release_leases(self, message: ReleaseLeasesRequest) -> ReleaseLeasesResponse:
         self._plog.ensure_open()

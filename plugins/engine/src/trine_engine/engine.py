@@ -84,6 +84,7 @@ class Engine:
             ids,
             config.lease_ttl_ms,
             log,
+            max_lease_ttl_ms=config.max_lease_ttl_ms,
         )
 
     @classmethod

@@ -26,7 +26,15 @@ CANCEL_GRACE_MS = Setting(
     "how long a cancelled run may clean up before it is forced to cancelled",
     section="engine",
 )
-SETTINGS = (DATA_DIR, ENGINE_ADDR, FINISHED_CACHE_SIZE, CANCEL_GRACE_MS)
+MAX_LEASE_TTL_MS = Setting(
+    "max_lease_ttl_ms",
+    EngineConfig.max_lease_ttl_ms,
+    "the longest lease the engine grants or renews, whoever asks: a longer lease_ttl_ms in a "
+    "take_work or renew_leases is clamped to it (not refused); keep it above the coordinator's "
+    "lease_ttl_ms",
+    section="engine",
+)
+SETTINGS = (DATA_DIR, ENGINE_ADDR, FINISHED_CACHE_SIZE, CANCEL_GRACE_MS, MAX_LEASE_TTL_MS)
 
 
 def engine_config(settings: Settings) -> EngineConfig:
@@ -35,4 +43,5 @@ def engine_config(settings: Settings) -> EngineConfig:
         max_payload_bytes=settings[MAX_PAYLOAD_BYTES],
         finished_cache_size=settings[FINISHED_CACHE_SIZE],
         cancel_grace_ms=settings[CANCEL_GRACE_MS],
+        max_lease_ttl_ms=settings[MAX_LEASE_TTL_MS],
     )

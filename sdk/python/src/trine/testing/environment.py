@@ -68,7 +68,7 @@ try:
     from trine_engine import plugin as engine_plugin
     from trine_engine.clock import SkippingClock
     from trine_engine.engine import Engine
-    from trine_engine.settings import DATA_DIR
+    from trine_engine.settings import DATA_DIR, MAX_LEASE_TTL_MS
     from trine_gateway.plugin import HTTP_ADDR, GatewayRole
 except ModuleNotFoundError as missing:  # the SDK alone: say what to install
     raise ModuleNotFoundError(
@@ -430,6 +430,7 @@ def _settings(data_dir: Path, worker_address: str) -> Settings:
             WORKER_ADDR: worker_address,
             HTTP_ADDR: "127.0.0.1:0",  # the gateway binds any free port and says which
             COORDINATOR_LEASE_TTL_MS: LEASE_TTL_MS,
+            MAX_LEASE_TTL_MS: LEASE_TTL_MS,  # the engine clamps leases to it: let them last
         }
     )
 
