@@ -3,16 +3,26 @@
 Plugin authors import from here and nothing else of trine's runtime.
 """
 
+from trine_core.auth import (
+    SCOPES,
+    Token,
+    TokenBook,
+    hash_token,
+    install_sighup_reload,
+    new_token,
+)
 from trine_core.contracts import Contracts, contract_name
 from trine_core.errors import (
     ConfigError,
     InvalidArgument,
     LeaseLost,
     PayloadTooLarge,
+    PermissionDenied,
     RunFinished,
     RunNotFound,
     StorageError,
     TrineError,
+    Unauthenticated,
     Unavailable,
     UnknownFunction,
     cannot_listen,
@@ -51,6 +61,7 @@ __all__ = [
     "MAX_PAYLOAD_BYTES",
     "MAX_SIGNAL_NAME",
     "PLUGINS",
+    "SCOPES",
     "TARGET",
     "TLS_CA",
     "TLS_CERT",
@@ -64,6 +75,7 @@ __all__ = [
     "InvalidArgument",
     "LeaseLost",
     "PayloadTooLarge",
+    "PermissionDenied",
     "PluginSet",
     "Role",
     "RoleContext",
@@ -75,9 +87,12 @@ __all__ = [
     "Settings",
     "SettingsRegistry",
     "StorageError",
+    "Token",
+    "TokenBook",
     "Transport",
     "TransportRegistry",
     "TrineError",
+    "Unauthenticated",
     "Unavailable",
     "UnknownFunction",
     "WorkerRegistry",
@@ -87,6 +102,9 @@ __all__ = [
     "contract_name",
     "error_from_code",
     "get_logger",
+    "hash_token",
     "hookimpl",
+    "install_sighup_reload",
+    "new_token",
     "split_host_port",
 ]

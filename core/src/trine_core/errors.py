@@ -89,6 +89,20 @@ class StorageError(TrineError):
     code = ErrorCode.STORAGE_ERROR
 
 
+class Unauthenticated(TrineError):
+    """No credential, or one no tokens file knows (HTTP 401, gRPC UNAUTHENTICATED): the caller
+    must present a valid token; the message never says which part was wrong."""
+
+    code = ErrorCode.UNAUTHENTICATED
+
+
+class PermissionDenied(TrineError):
+    """A known credential that lacks what the request needs (HTTP 403, gRPC PERMISSION_DENIED):
+    the message names the scope (or function) it would need."""
+
+    code = ErrorCode.PERMISSION_DENIED
+
+
 ERRORS_BY_CODE: dict[str, type[TrineError]] = {
     cls.code: cls
     for cls in (
@@ -104,6 +118,8 @@ ERRORS_BY_CODE: dict[str, type[TrineError]] = {
         Unavailable,
         ConfigError,
         StorageError,
+        Unauthenticated,
+        PermissionDenied,
     )
 }
 

@@ -91,6 +91,8 @@ class ErrorCode(StrEnum):
     UNAVAILABLE = "unavailable"
     CONFIG_ERROR = "config_error"
     STORAGE_ERROR = "storage_error"
+    UNAUTHENTICATED = "unauthenticated"
+    PERMISSION_DENIED = "permission_denied"
 
 
 FINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})

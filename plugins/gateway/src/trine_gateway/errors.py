@@ -41,14 +41,16 @@ HTTP_STATUS: Mapping[str, int] = {
     ErrorCode.UNKNOWN_BUILD: 409,
     ErrorCode.LEASE_LOST: 409,
     ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.UNAUTHENTICATED: 401,
+    ErrorCode.PERMISSION_DENIED: 403,
 }
 """The HTTP status of a :class:`~trine_core.errors.TrineError`, by its code; any other is 500.
 HTTP is the gateway's business: the errors themselves know only their code."""
 
 _CODES_BY_STATUS: Mapping[int, str] = {
     400: "invalid_request",
-    401: "unauthorized",
-    403: "forbidden",
+    401: ErrorCode.UNAUTHENTICATED,
+    403: ErrorCode.PERMISSION_DENIED,
     404: "not_found",
     405: "method_not_allowed",
     413: ErrorCode.PAYLOAD_TOO_LARGE,

@@ -11,7 +11,7 @@ import json
 import grpclib
 from grpclib.const import Status
 
-from trine_core import TrineError, Unavailable, error_from_code
+from trine_core import PermissionDenied, TrineError, Unauthenticated, Unavailable, error_from_code
 from trine_proto.vocabulary import ErrorCode
 
 STATUS_BY_CODE: dict[str, Status] = {
@@ -24,6 +24,8 @@ STATUS_BY_CODE: dict[str, Status] = {
     ErrorCode.UNKNOWN_BUILD: Status.FAILED_PRECONDITION,
     ErrorCode.LEASE_LOST: Status.FAILED_PRECONDITION,
     ErrorCode.UNAVAILABLE: Status.UNAVAILABLE,
+    ErrorCode.UNAUTHENTICATED: Status.UNAUTHENTICATED,
+    ErrorCode.PERMISSION_DENIED: Status.PERMISSION_DENIED,
 }
 """The gRPC status an error travels with, by its code; any other code travels as ``INTERNAL``."""
 
@@ -39,6 +41,12 @@ def from_grpc(exc: grpclib.GRPCError, address: str) -> TrineError:
         return error_from_code(body["code"], body["message"], **body.get("details", {}))
     except (ValueError, KeyError, TypeError):
         pass
+    # A peer that refuses a credential before our handlers run (an interceptor, a proxy) sends a
+    # bare status: it still means the same error to the caller.
+    if exc.status is Status.UNAUTHENTICATED:
+        return Unauthenticated(f"{address}: {exc.message or 'unauthenticated'}")
+    if exc.status is Status.PERMISSION_DENIED:
+        return PermissionDenied(f"{address}: {exc.message or 'permission denied'}")
     if exc.status in (Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED, Status.CANCELLED):
         return Unavailable(f"{address}: {exc.status.name.lower()}: {exc.message or ''}".strip())
     return TrineError(f"{address}: {exc.status.name}: {exc.message}")
