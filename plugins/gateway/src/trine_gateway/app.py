@@ -14,9 +14,11 @@ from litestar import Litestar, asgi
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityRequirement, SecurityScheme
 
 from trine_core import MAX_PAYLOAD_BYTES, Backend, Settings, WorkerRegistry
 from trine_core.hookspecs import ASGIApp
+from trine_gateway.auth import GatewayAuth
 from trine_gateway.errors import exception_handlers
 from trine_gateway.lifecycle import Lifecycle
 from trine_gateway.routes import HANDLERS, Gateway
@@ -49,27 +51,45 @@ def create_app(
         registries=tuple(registries),
     )
     max_body = settings[MAX_PAYLOAD_BYTES] + BODY_SLACK_BYTES
+    # [auth] tokens_file: every route but /healthz (and /ui, the console's) needs a token, read
+    # here so a bad file stops the boot; SIGHUP re-reads it while the app runs.
+    auth = GatewayAuth.from_settings(settings)
 
     def provide_gateway() -> Gateway:
         return gateway
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[*HANDLERS, *(_mount(path, app) for path, app in (mounts or {}).items())],
         dependencies={"gateway": Provide(provide_gateway, use_cache=True, sync_to_thread=False)},
         exception_handlers=exception_handlers(max_body),
+        middleware=[auth.middleware] if auth is not None else [],
         request_max_body_size=max_body,
         plugins=console(settings[UI]),  # the web console at /ui
+        on_startup=[auth.start_reloading] if auth is not None else [],
+        on_shutdown=[auth.stop_reloading] if auth is not None else [],
         openapi_config=OpenAPIConfig(
             title="trine",
             version=VERSION,
             description="Start durable runs, read them, follow their events.",
             path=SCHEMA_PATH,
             render_plugins=[SwaggerRenderPlugin(path=["/", "/swagger"]), JsonRenderPlugin()],
+            **_bearer_scheme(auth),
         ),
         # trine logs with structlog; litestar's default config would reconfigure stdlib logging
         logging_config=None,
         debug=False,
     )
+    app.state.auth = auth  # the console checks its cookie's token through it (None: open)
+    return app
+
+
+def _bearer_scheme(auth: GatewayAuth | None) -> dict[str, Any]:
+    """With tokens, the OpenAPI document says every operation takes a Bearer token."""
+    if auth is None:
+        return {}
+    scheme = SecurityScheme(type="http", scheme="bearer", description="an API token: trine_…")
+    security: list[SecurityRequirement] = [{"bearer": []}]
+    return {"components": Components(security_schemes={"bearer": scheme}), "security": security}
 
 
 def _mount(path: str, app: ASGIApp) -> Any:

@@ -30,6 +30,8 @@ from trine_core import TrineError, get_logger
 from trine_proto.vocabulary import ErrorCode
 
 log = get_logger("gateway")
+REALM = 'Bearer realm="trine"'
+"""The ``WWW-Authenticate`` of a 401: a Bearer token (an API token) is what the gateway takes."""
 
 HTTP_STATUS: Mapping[str, int] = {
     ErrorCode.INVALID_ARGUMENT: 400,
@@ -105,7 +107,9 @@ def exception_handlers(max_body_bytes: int) -> ExceptionHandlersMap:
             log.error(
                 "request failed", request=_describe(request), code=exc.code, error=exc.message
             )
-        return error_response(status, exc.code, exc.message, exc.details)
+        # RFC 6750: a 401 says which scheme would do
+        headers = {"WWW-Authenticate": REALM} if status == 401 else None
+        return error_response(status, exc.code, exc.message, exc.details, headers)
 
     def http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
         assert isinstance(exc, HTTPException)
