@@ -19,6 +19,7 @@ from litestar.openapi.spec import Components, SecurityRequirement, SecuritySchem
 from trine_core import MAX_PAYLOAD_BYTES, Backend, Settings, WorkerRegistry
 from trine_core.hookspecs import ASGIApp
 from trine_gateway.auth import GatewayAuth
+from trine_gateway.browser import browser_guard
 from trine_gateway.errors import exception_handlers
 from trine_gateway.lifecycle import Lifecycle
 from trine_gateway.routes import HANDLERS, Gateway
@@ -62,7 +63,8 @@ def create_app(
         route_handlers=[*HANDLERS, *(_mount(path, app) for path, app in (mounts or {}).items())],
         dependencies={"gateway": Provide(provide_gateway, use_cache=True, sync_to_thread=False)},
         exception_handlers=exception_handlers(max_body),
-        middleware=[auth.middleware] if auth is not None else [],
+        # Host, Content-Type, Origin, CORS first; then the token (when a tokens file is set)
+        middleware=[browser_guard(settings), *([auth.middleware] if auth is not None else [])],
         request_max_body_size=max_body,
         plugins=console(settings[UI]),  # the web console at /ui
         on_startup=[auth.start_reloading] if auth is not None else [],

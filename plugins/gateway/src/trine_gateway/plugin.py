@@ -6,21 +6,22 @@ from __future__ import annotations
 from typing import ClassVar
 
 from trine_core import (
+    AUTH_TOKENS_FILE,
+    INSECURE,
     Backend,
     RoleContext,
     RoleRegistry,
-    Setting,
     Settings,
     SettingsRegistry,
     WorkerRegistry,
     hookimpl,
 )
 from trine_gateway.app import create_app
+from trine_gateway.browser import check_listen_address
 from trine_gateway.lifecycle import Lifecycle
-from trine_gateway.server import GatewayServer
+from trine_gateway.server import HTTPS, GatewayServer, https_files
+from trine_gateway.settings import ALLOWED_HOSTS, CORS_ORIGINS, HTTP_ADDR
 from trine_gateway.ui import UI
-
-HTTP_ADDR = Setting("http_addr", "127.0.0.1:7480", "the gateway's HTTP listen address (host:port)")
 
 
 class GatewayRole:
@@ -34,6 +35,12 @@ class GatewayRole:
         self._server: GatewayServer | None = None
 
     async def start(self, context: RoleContext) -> None:
+        address = self.settings[HTTP_ADDR]
+        tokens = self.settings[AUTH_TOKENS_FILE]
+        if check_listen_address(address, tokens, self.settings[INSECURE]):
+            context.log.warning(
+                "the gateway serves the network without tokens (insecure)", http_addr=address
+            )
         lifecycle = Lifecycle()
         # /healthz: every role of this process (this one included) is ready.
         app = create_app(
@@ -44,7 +51,7 @@ class GatewayRole:
             mounts=context.http_apps(),  # the observers' apps: trine-metrics' /metrics
             registries=context.wanted(WorkerRegistry),
         )
-        server = GatewayServer(app, self.settings[HTTP_ADDR], lifecycle)
+        server = GatewayServer(app, address, lifecycle, tls=https_files(self.settings))
         await server.start()
         self._server = server
         context.log.info("gateway listening", url=server.url, openapi=f"{server.url}/schema")
@@ -67,9 +74,12 @@ class GatewayRole:
 
 @hookimpl
 def trine_add_settings(registry: SettingsRegistry) -> None:
-    registry.add(HTTP_ADDR, UI)
+    registry.add(HTTP_ADDR, UI, ALLOWED_HOSTS, CORS_ORIGINS, HTTPS)
 
 
 @hookimpl
 def trine_register_roles(registry: RoleRegistry) -> None:
     registry.add_role(GatewayRole.name, GatewayRole)
+
+
+__all__ = ["HTTP_ADDR", "GatewayRole", "trine_add_settings", "trine_register_roles"]
