@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +26,7 @@ from trine_coordinator.settings import (
     MAX_WORKER_LOSSES,
     WORKER_ADDR,
 )
-from trine_core import Dispatcher, RoleContext, Settings, get_logger
+from trine_core import AUTH_TOKENS_FILE, Dispatcher, RoleContext, Settings, get_logger
 from trine_core.contracts import Contracts
 from trine_core.testing import free_port
 from trine_core.testing.memory import MemoryEngine
@@ -169,7 +170,8 @@ class Harness:
         self.port = port
         self.channels: list[Channel] = []
 
-    def open(self) -> Any:
+    def open(self, metadata: dict[str, str] | None = None) -> Any:
+        """A ``Connect`` stream, sent with ``metadata`` (a token, an instance)."""
         channel = Channel("127.0.0.1", self.port)
         self.channels.append(channel)
         return channel.request(
@@ -177,6 +179,7 @@ class Harness:
             Cardinality.STREAM_STREAM,
             WorkerMessage,
             CoordinatorMessage,
+            metadata=metadata,
         )
 
     @contextlib.asynccontextmanager
@@ -186,9 +189,10 @@ class Harness:
         slots: int = 10,
         spec: FunctionSpec | None = None,
         build_id: str = "",
+        metadata: dict[str, str] | None = None,
     ) -> AsyncIterator[WorkerStream]:
         """A worker's stream, opened and registered (so the engine knows its function)."""
-        async with self.open() as stream:
+        async with self.open(metadata) as stream:
             await stream.send_request()
             worker = WorkerStream(stream)
             await worker.register(worker_id, slots=slots, spec=spec, build_id=build_id)
@@ -250,9 +254,11 @@ async def running(
     max_worker_losses: int = 3,
     memory: MemoryEngine | None = None,
     dispatcher: Delegating | None = None,
+    tokens_file: Path | None = None,
 ) -> AsyncIterator[tuple[CoordinatorRole, Harness]]:
     """A started coordinator role with its own timings, in front of ``memory`` (a new
-    ``MemoryEngine`` by default): its dispatcher, or ``dispatcher`` that scripts it."""
+    ``MemoryEngine`` by default): its dispatcher, or ``dispatcher`` that scripts it; workers need
+    a token of ``tokens_file`` when given."""
     memory = memory or MemoryEngine()
     if dispatcher is not None:
         assert dispatcher.inner is memory.dispatcher, "dispatcher must wrap memory's"
@@ -263,6 +269,7 @@ async def running(
             HEARTBEAT_INTERVAL_MS: heartbeat_ms,
             LEASE_TTL_MS: lease_ttl_ms,
             MAX_WORKER_LOSSES: max_worker_losses,
+            AUTH_TOKENS_FILE: str(tokens_file or ""),
         }
     )
     role = CoordinatorRole(settings)

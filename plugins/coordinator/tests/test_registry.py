@@ -15,6 +15,7 @@ from conftest import Harness, WorkerStream, ack, coordinator_context, dispatched
 
 from trine_coordinator import CoordinatorRole
 from trine_coordinator import plugin as coordinator_plugin
+from trine_coordinator.admission import INSTANCE
 from trine_coordinator.registry import coordinator_name
 from trine_coordinator.service import WorkerService
 from trine_coordinator.settings import COORDINATOR_ADDR, WORKER_ADDR
@@ -64,7 +65,10 @@ class StreamWorkers:
         sdk_version: str,
         build_id: str = "",
     ) -> None:
-        stream = await self.stack.enter_async_context(self.harness.open())
+        # One instance per id: connecting an id again is that worker reconnecting, which
+        # replaces its session (another process with a live id would be refused).
+        metadata = {INSTANCE: f"instance-of-{worker_id}"}
+        stream = await self.stack.enter_async_context(self.harness.open(metadata))
         self.stack.push_async_callback(self._cancel, stream)  # before the stream's own exit
         await stream.send_request()
         worker = WorkerStream(stream)

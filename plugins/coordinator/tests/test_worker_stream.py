@@ -78,19 +78,6 @@ async def test_closed_stream_releases_its_leases(coordinator: Harness) -> None:
     assert await coordinator.released(2) == sorted(worker.leases.values())
 
 
-async def test_registering_again_fences_the_old_session(coordinator: Harness) -> None:
-    async with coordinator.worker("same") as old:
-        [r1] = await coordinator.start()
-        assert await dispatched(old) == r1
-        async with coordinator.worker("same") as new:
-            assert await old.recv() is None  # the old stream was ended by the coordinator
-            assert await coordinator.released(1) == [old.leases[r1]]
-            assert await dispatched(new) == r1  # given back, so dispatched again at once
-            assert new.leases[r1] != old.leases[r1]
-            await new.stream.end()
-        await old.stream.end()
-
-
 @pytest.mark.parametrize("heartbeat_ms", [50])
 async def test_silent_worker_is_dropped_and_its_leases_released(coordinator: Harness) -> None:
     async with coordinator.worker() as worker:

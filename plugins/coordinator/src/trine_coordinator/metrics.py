@@ -32,6 +32,15 @@ WORKERS_LOST = REGISTRY.counter(
     "new session of the same worker): their runs were dispatched again. A drain is not a loss.",
 )
 
+WORKERS_REFUSED = REGISTRY.counter(
+    "trine_workers_refused_total",
+    "Worker streams refused before registering (issue 13), by reason: unauthenticated (no token, "
+    "or one the tokens file does not know), permission_denied (no 'worker' scope, or functions "
+    "the token may not serve), already_exists (a live worker holds the worker_id), revoked (a "
+    "session closed when a reload of the tokens file revoked its token).",
+    ("reason",),
+)
+
 
 def watch(sessions: dict[str, WorkerSession]) -> Callable[[], None]:
     """Read the gauges of one coordinator from its sessions at each collection; returns the

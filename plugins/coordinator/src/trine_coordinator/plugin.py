@@ -1,8 +1,12 @@
 """The ``coordinator`` role: serves workers over gRPC on ``worker_addr``, needs ``Dispatcher``,
-serves ``WorkerRegistry`` (in a split, at ``grpc://`` + ``[coordinator] addr``)."""
+serves ``WorkerRegistry`` (in a split, at ``grpc://`` + ``[coordinator] addr``).
+
+With ``[auth] tokens_file`` every worker needs a token with scope ``worker`` (``admission``); the
+file is re-read on SIGHUP, and sessions whose token it no longer admits are closed."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 from grpclib.health.check import ServiceCheck
@@ -13,6 +17,7 @@ from trine_coordinator.registry import CoordinatorRegistry, coordinator_name
 from trine_coordinator.service import WorkerService
 from trine_coordinator.settings import COORDINATOR_ADDR, SETTINGS, WORKER_ADDR
 from trine_core import (
+    AUTH_TOKENS_FILE,
     Dispatcher,
     RoleContext,
     RoleRegistry,
@@ -23,6 +28,7 @@ from trine_core import (
     hookimpl,
     split_host_port,
 )
+from trine_core.auth import TokenBook, install_sighup_reload
 from trine_proto.codec import GrpcCodec
 
 
@@ -36,10 +42,14 @@ class CoordinatorRole:
         self.service: WorkerService | None = None
         self.registry: CoordinatorRegistry | None = None
         self._server: Server | None = None
+        self._unhook: Callable[[], None] = lambda: None
 
     async def start(self, context: RoleContext) -> None:
         host, port = split_host_port(self.settings[WORKER_ADDR], "worker_addr")
-        service = WorkerService(context.need(Dispatcher), self.settings, context.log)
+        tokens = None
+        if path := self.settings[AUTH_TOKENS_FILE]:
+            tokens = TokenBook.load(path)  # a bad file: a ConfigError naming it, at boot
+        service = WorkerService(context.need(Dispatcher), self.settings, context.log, tokens)
         # The standard gRPC health service: SERVING only while the engine answers.
         engine_check = ServiceCheck(service.engine_answers, check_ttl=1.0, check_timeout=2.0)
         server = Server([service, Health({service: [engine_check]})], codec=GrpcCodec())
@@ -48,6 +58,9 @@ class CoordinatorRole:
         except OSError as exc:
             raise cannot_listen("coordinator", f"{host}:{port} for workers", exc) from None
         service.start()
+        if tokens is not None:
+            self._unhook = install_sighup_reload(tokens, context.log)
+            context.log.info("workers need a token with scope 'worker'", tokens_file=str(path))
         self.service, self._server = service, server
         self.registry = CoordinatorRegistry(service, coordinator_name(f"{host}:{port}"))
         context.provide(WorkerRegistry, self.registry)
@@ -56,6 +69,8 @@ class CoordinatorRole:
     async def stop(self) -> None:
         service, server = self.service, self._server
         self.service = self._server = None
+        self._unhook()
+        self._unhook = lambda: None
         if service is not None:
             await service.stop()
         if server is not None:

@@ -16,25 +16,32 @@ A run is dispatched again only when its worker is gone, never because it is slow
   run and why; its old attempt is fenced (the engine refuses reports under its lease). A run
   whose worker is lost ``max_worker_losses`` times in a row without progress fails with
   ``WorkerLost`` instead of being dispatched again forever (``losses``).
+
+Who may hold a session (a worker token, the functions it may serve, one live session per
+``worker_id``) is ``admission``'s: a refused stream ends before anything is registered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any
 
 import grpclib
+import grpclib.server
 import structlog
-from grpclib.const import Status
+from grpclib.const import Cardinality, Handler, Status
 
-from trine_coordinator import metrics
+from trine_coordinator import admission, metrics
+from trine_coordinator.admission import Credential
 from trine_coordinator.losses import Loss, Losses
 from trine_coordinator.session import WorkerSession
 from trine_coordinator.settings import HEARTBEAT_INTERVAL_MS, LEASE_TTL_MS, MAX_WORKER_LOSSES
 from trine_core import Dispatcher, Settings, TrineError, Unavailable, tracing
+from trine_core.auth import TokenBook
 from trine_proto.trine.v1 import (
     Command,
     CoordinatorMessage,
@@ -56,6 +63,7 @@ from trine_proto.trine.v1 import (
 )
 from trine_proto.vocabulary import ErrorCode, now_ms
 
+CONNECT = "/trine.v1.WorkerService/Connect"
 TAKE_WORK_WAIT_MS = 1_000
 MISSED_HEARTBEATS = 5
 REGISTER_TIMEOUT_S = 10.0
@@ -77,11 +85,18 @@ def _ids(item: WorkItem) -> tuple[str, str]:
 
 class WorkerService(WorkerServiceBase):
     def __init__(
-        self, dispatcher: Dispatcher, settings: Settings, log: structlog.stdlib.BoundLogger
+        self,
+        dispatcher: Dispatcher,
+        settings: Settings,
+        log: structlog.stdlib.BoundLogger,
+        tokens: TokenBook | None = None,
     ) -> None:
+        """``tokens``: the ``[auth] tokens_file`` every worker must present a token of (None:
+        workers connect without one)."""
         self.dispatcher = dispatcher
         self.settings = settings
         self.log = log
+        self.tokens = tokens
         self.sessions: dict[str, WorkerSession] = {}
         self.losses = Losses(settings[MAX_WORKER_LOSSES])
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -127,10 +142,49 @@ class WorkerService(WorkerServiceBase):
 
     # -- the stream ------------------------------------------------------------------------------
 
+    def __mapping__(self) -> dict[str, Handler]:
+        """``Connect`` goes through :meth:`_connect_stream`: the generated handler hands
+        ``connect`` the messages only, and admission needs the stream's metadata."""
+        return {
+            CONNECT: Handler(
+                self._connect_stream, Cardinality.STREAM_STREAM, WorkerMessage, CoordinatorMessage
+            )
+        }
+
+    async def _connect_stream(
+        self, stream: grpclib.server.Stream[WorkerMessage, CoordinatorMessage]
+    ) -> None:
+        """Admit the stream by its token (a refusal ends it before any message is read), then
+        serve :meth:`connect`; the generator is closed as soon as the stream ends, so the session
+        ends with it."""
+        metadata: Mapping[str, object] = stream.metadata or {}
+        try:
+            credential = admission.authenticate(self.tokens, metadata)
+        except grpclib.GRPCError as exc:
+            self._refused(exc, "", None, _peer(stream))
+            raise
+        instance = _text(metadata.get(admission.INSTANCE))
+        replies = self.connect(stream.__aiter__(), credential, instance)
+        async with contextlib.aclosing(replies):
+            async for message in replies:
+                await stream.send_message(message)
+
     async def connect(
-        self, messages: AsyncIterator[WorkerMessage]
-    ) -> AsyncIterator[CoordinatorMessage]:
+        self,
+        messages: AsyncIterator[WorkerMessage],
+        credential: Credential | None = None,
+        instance: str = "",
+    ) -> AsyncGenerator[CoordinatorMessage, None]:
+        """One worker's session, from its ``Register`` until the stream ends. ``credential``
+        is what :meth:`_connect_stream` admitted the stream with; ``instance`` the worker's
+        ``trine-worker-instance``."""
         register = await self._first_register(messages)
+        try:
+            admission.admit_functions(credential, (spec.name for spec in register.functions))
+            self._refuse_duplicate(register.worker_id, instance)
+        except grpclib.GRPCError as exc:
+            self._refused(exc, register.worker_id, credential)
+            raise
         session = WorkerSession(
             worker_id=register.worker_id,
             session_id=secrets.token_hex(8),
@@ -138,6 +192,8 @@ class WorkerService(WorkerServiceBase):
             max_concurrency=register.max_concurrency,
             sdk_version=register.sdk_version,
             build_id=register.build_id,
+            credential=credential,
+            instance=instance,
         )
         try:
             await self.dispatcher.register_functions(
@@ -151,11 +207,22 @@ class WorkerService(WorkerServiceBase):
             raise grpclib.GRPCError(Status.UNAVAILABLE, exc.message) from None
         if self._stopping:  # checked after the await above: stop() may have begun during it
             raise grpclib.GRPCError(Status.UNAVAILABLE, "the coordinator is stopping")
+        try:  # again: another registration of the id may have won while the engine answered
+            self._refuse_duplicate(session.worker_id, instance)
+        except grpclib.GRPCError as exc:
+            self._refused(exc, session.worker_id, credential)
+            raise
         log = self.log.bind(worker_id=session.worker_id, session_id=session.session_id)
         previous = self.sessions.get(session.worker_id)
-        if previous is not None:
-            log.warning("worker fenced", fenced_session_id=previous.session_id)
-            self._end(previous, "fenced: the worker registered again")
+        if previous is not None:  # it yields the id (``_holder``): replaced, once
+            why = (
+                "the worker reconnected"
+                if instance and previous.instance == instance
+                else f"silent for {time.monotonic() - previous.last_seen:.1f}s while a new "
+                "session registered its worker_id"
+            )
+            log.warning("worker fenced", fenced_session_id=previous.session_id, why=why)
+            self._end(previous, f"fenced: {why}")
         # Silence is counted from here: the engine may have taken its time to register the
         # functions, and the worker heartbeats only once it has our answer.
         session.last_seen = time.monotonic()
@@ -166,6 +233,7 @@ class WorkerService(WorkerServiceBase):
                 functions=session.functions,
                 slots=session.max_concurrency,
                 build_id=session.build_id or None,
+                token=session.token_name or None,
             )
             yield CoordinatorMessage(
                 registered=Registered(
@@ -180,23 +248,86 @@ class WorkerService(WorkerServiceBase):
                 ]
             while (message := await session.outbox.get()) is not None:
                 yield message
+            if session.refusal is not None:  # ended because its token no longer admits it
+                raise session.refusal
         finally:
             self._end(session, "stream ended")
 
-    def _end(self, session: WorkerSession, reason: str) -> None:
+    def _holder(self, worker_id: str, instance: str) -> WorkerSession | None:
+        """The live session that keeps ``worker_id`` from a new registration, or None: the id
+        is free, or its session yields it (the same worker reconnecting; silent for
+        ``SILENT_INTERVALS`` heartbeat intervals, so most likely gone)."""
+        previous = self.sessions.get(worker_id)
+        if previous is None or previous.closed:
+            return None
+        if instance and previous.instance == instance:
+            return None
+        interval = self.settings[HEARTBEAT_INTERVAL_MS] / 1000
+        if time.monotonic() - previous.last_seen > admission.SILENT_INTERVALS * interval:
+            return None
+        return previous
+
+    def _refuse_duplicate(self, worker_id: str, instance: str) -> None:
+        """Refuse (ALREADY_EXISTS) a second live worker with one id: fencing the first instead
+        made two such workers take turns a dozen times a second (issue 13)."""
+        holder = self._holder(worker_id, instance)
+        if holder is not None:
+            raise admission.duplicate(
+                worker_id, holder.session_id, time.time() - holder.connected_at
+            )
+
+    def _refused(
+        self,
+        error: grpclib.GRPCError,
+        worker_id: str,
+        credential: Credential | None,
+        peer: str | None = None,
+    ) -> None:
+        """Count and log a refused stream (one line; the worker backs off, so lines are few)."""
+        metrics.WORKERS_REFUSED.labels(error.status.name.lower()).inc()
+        self.log.warning(
+            "worker refused",
+            status=error.status.name,
+            reason=error.message,
+            worker_id=worker_id or None,
+            token=credential.name if credential is not None else None,
+            peer=peer,
+        )
+
+    def _close_revoked(self) -> None:
+        """Close each session whose token the tokens file, as last (re)loaded, no longer admits
+        (checked at every tick, so within a second of a SIGHUP). Its runs are given back and
+        dispatched again, not counted as lost."""
+        for session in list(self.sessions.values()):
+            refusal = admission.recheck(self.tokens, session.credential, session.functions)
+            if refusal is None:
+                continue
+            metrics.WORKERS_REFUSED.labels("revoked").inc()
+            self.log.warning(
+                "worker session closed: its token no longer admits it",
+                worker_id=session.worker_id,
+                session_id=session.session_id,
+                token=session.token_name,
+                reason=refusal.message,
+            )
+            session.refusal = refusal
+            self._end(session, f"its token no longer admits it: {refusal.message}", lost=False)
+
+    def _end(self, session: WorkerSession, reason: str, lost: bool | None = None) -> None:
         """End a session for any reason, once: stop its tasks, forget it, give its leases back.
 
         Synchronous and independent of the response generator: a worker that went silent
         without closing its connection may leave the generator blocked in ``send_message``
         (flow control) indefinitely, and its leases must not wait for (or be renewed until)
-        TCP gives up.
+        TCP gives up. ``lost=False``: we closed it on purpose (a revoked token), not a loss.
         """
         if session.closed:
             return
         # Lost: the worker did not ask to go and we are not stopping. Its runs go to the next
         # worker at once, each loss counted against the run (see ``losses``), unless the worker
         # started over because we told it the engine was unavailable (the SDK does that).
-        lost = not self._stopping and not session.draining and not session.told_unavailable
+        if lost is None:
+            lost = not self._stopping and not session.draining and not session.told_unavailable
         if lost:
             metrics.WORKERS_LOST.inc()
             self._count_losses(session, reason)
@@ -490,6 +621,8 @@ class WorkerService(WorkerServiceBase):
             for session in list(self.sessions.values()):
                 if now - session.last_seen > MISSED_HEARTBEATS * interval:
                     self._end(session, f"no heartbeat for {now - session.last_seen:.1f}s")
+            if self.tokens is not None:
+                self._close_revoked()
             if now - last_renewal >= renew_every:
                 last_renewal = now
                 await self._renew()
@@ -553,6 +686,22 @@ class WorkerService(WorkerServiceBase):
         for lease in response.cancel_requested:
             if lease in held:
                 held[lease].notify_cancel(lease)
+
+
+def _text(value: object) -> str:
+    """A metadata value as text ("" if absent)."""
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    return value if isinstance(value, str) else ""
+
+
+def _peer(stream: grpclib.server.Stream[WorkerMessage, CoordinatorMessage]) -> str | None:
+    """The remote ``host:port`` of a stream, for a refusal's log line."""
+    with contextlib.suppress(Exception):
+        address = stream.peer.addr()
+        if address:
+            return f"{address[0]}:{address[1]}"
+    return None
 
 
 def _function(session: WorkerSession, run_id: str) -> str | None:

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from trine_coordinator.admission import Credential
 from trine_proto.trine.v1 import CancelNotice, CoordinatorMessage
 from trine_proto.vocabulary import now_ms
 
@@ -41,11 +42,19 @@ class WorkerSession:
     dispatched again), the engine's doing rather than a lost worker."""
     closed: bool = False
     close_reason: str = ""
+    refusal: Exception | None = None
+    """What the stream ends with instead of OK (a GRPCError: its token was revoked)."""
     sdk_version: str = ""
     build_id: str = ""
     """The build the worker registered with ("" from an SDK before builds: an unknown build). It
     goes with every take_work of this session, so a pinned run reaches only a worker of its
     build (each session takes work for itself, never pooled with another worker's)."""
+    credential: Credential | None = None
+    """The token the stream was admitted with (None without a tokens file), checked again at
+    each reload of the file: a session whose token was revoked is closed."""
+    instance: str = ""
+    """The worker's ``trine-worker-instance`` ("" from an SDK that sends none): a registration
+    with the same one is this worker reconnecting, and replaces this session."""
     connected_at: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.monotonic)
     last_heard_ms: int = field(default_factory=now_ms)
@@ -69,6 +78,11 @@ class WorkerSession:
     steps: dict[str, str] = field(default_factory=dict)
     """Run id → the step a run in flight reported as started and has not finished, to name it
     when the worker is lost."""
+
+    @property
+    def token_name(self) -> str:
+        """The name of the token the worker presented ("" without a tokens file)."""
+        return self.credential.name if self.credential is not None else ""
 
     @property
     def free_slots(self) -> int:
@@ -133,6 +147,7 @@ class WorkerSession:
             "functions": list(self.functions),
             "max_concurrency": self.max_concurrency,
             "build_id": self.build_id,
+            "token": self.token_name,
             "in_flight": len(self.in_flight),
             "draining": self.draining,
             "connected_at": self.connected_at,
