@@ -3,6 +3,10 @@
 The listening socket is bound here first, so that a port in use is a one-line ``ConfigError``
 rather than uvicorn's ``sys.exit``. uvicorn's own signal handling is turned off: the trine CLI owns
 SIGTERM/SIGINT and stops the roles, and :meth:`GatewayServer.stop` stops this server.
+
+With ``[tls] cert``/``key`` it serves HTTPS (uvicorn loads the files; they are checked first, so a
+bad one is a one-line ``ConfigError`` too), unless ``[gateway] https = false``: plain HTTP behind
+a proxy that terminates TLS, while the gateway's own gRPC calls still use ``[tls]``.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from collections.abc import Generator
 import uvicorn
 from litestar import Litestar
 
-from trine_core import ConfigError, cannot_listen, split_host_port
+from trine_core import ConfigError, Setting, Settings, cannot_listen, split_host_port
+from trine_core.tls import TlsFiles, check_server_files
 from trine_gateway.lifecycle import Lifecycle
 from trine_gateway.metrics import instrument
 
@@ -23,6 +28,23 @@ BACKLOG = 2048
 GRACEFUL_SHUTDOWN_S = 5
 """How long a stop waits for responses in flight before uvicorn cancels them. Event streams and
 long-polls end at once on their own (``Lifecycle.close``), so this only bounds slow clients."""
+
+
+HTTPS = Setting(
+    "https",
+    True,
+    "serve HTTPS when [tls] cert and key are set; false: plain HTTP (behind a proxy that "
+    "terminates TLS), the gateway's gRPC calls still using [tls]",
+    section="gateway",
+)
+
+
+def https_files(settings: Settings) -> TlsFiles | None:
+    """The certificate and key the gateway serves HTTPS with (checked: a ConfigError names a
+    bad file); None for plain HTTP."""
+    if not settings[HTTPS] or not TlsFiles.from_settings(settings).serves_tls:
+        return None
+    return check_server_files(settings)
 
 
 class _Server(uvicorn.Server):
@@ -71,10 +93,14 @@ def bind(address: str, what: str = "gateway") -> socket.socket:
 class GatewayServer:
     """The app served on ``address`` until :meth:`stop`."""
 
-    def __init__(self, app: Litestar, address: str, lifecycle: Lifecycle) -> None:
+    def __init__(
+        self, app: Litestar, address: str, lifecycle: Lifecycle, tls: TlsFiles | None = None
+    ) -> None:
+        """``tls``: serve HTTPS with its certificate and key (:func:`https_files`)."""
         self.app = app
         self.address = address
         self.lifecycle = lifecycle
+        self.tls = tls
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
         self.host = ""
@@ -83,7 +109,8 @@ class GatewayServer:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def serving(self) -> bool:
@@ -106,6 +133,10 @@ class GatewayServer:
             lifespan="on",
             ws="none",
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            # No ssl_ca_certs: browsers and HTTP clients present no certificate; tokens are
+            # the gateway's authentication.
+            ssl_certfile=self.tls.cert if self.tls is not None else None,
+            ssl_keyfile=self.tls.key if self.tls is not None else None,
         )
         server = self._server = _Server(config)
         task = self._task = asyncio.create_task(server.serve(sockets=[sock]), name="trine-gateway")

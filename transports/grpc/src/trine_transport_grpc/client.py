@@ -16,6 +16,7 @@ default) and grpclib queues a call beyond that until one ends: a gateway holding
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar, cast
 
@@ -71,10 +72,19 @@ STREAMS_PER_CHANNEL = 64
 
 
 class ChannelPool:
-    """The connections to one peer; a call takes the first with a free stream."""
+    """The connections to one peer; a call takes the first with a free stream. ``tls``: TLS
+    (server verified, client certificate presented) from :func:`trine_core.tls.client_context`;
+    None dials plain."""
 
-    def __init__(self, host: str, port: int, streams_per_channel: int = STREAMS_PER_CHANNEL):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        streams_per_channel: int = STREAMS_PER_CHANNEL,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.host, self.port = host, port
+        self._ssl = tls
         self._limit = streams_per_channel
         self._channels: list[Channel] = []
         self._in_use: dict[Channel, int] = {}
@@ -83,7 +93,7 @@ class ChannelPool:
     def channel(self) -> Iterator[Channel]:
         channel = next((c for c in self._channels if self._in_use[c] < self._limit), None)
         if channel is None:
-            channel = Channel(self.host, self.port, codec=GrpcCodec())
+            channel = Channel(self.host, self.port, codec=GrpcCodec(), ssl=self._ssl)
             self._channels.append(channel)
             self._in_use[channel] = 0
         self._in_use[channel] += 1

@@ -1,8 +1,17 @@
 """The ``grpc://host:port`` transport: ``Backend``, ``Dispatcher`` and ``WorkerRegistry`` across
-processes (grpclib)."""
+processes (grpclib).
+
+With ``[tls] cert``/``key`` every port it serves speaks TLS, and with ``[tls] ca`` requires client
+certificates that CA signed (mutual TLS between roles); it dials with TLS whenever any ``[tls]``
+file is set, verifying the peer and presenting ``[tls] cert``. Whoever reaches one of its ports
+controls runs and workers' functions, so it refuses to serve on a non-loopback address without
+mutual TLS unless ``--insecure`` (:func:`trine_core.tls.refuse_open_listener`).
+"""
 
 from __future__ import annotations
 
+import functools
+import ssl
 from typing import ClassVar, TypeVar, cast
 
 from trine_core import (
@@ -16,6 +25,7 @@ from trine_core import (
     hookimpl,
     split_host_port,
 )
+from trine_core.tls import client_context, refuse_open_listener, server_context
 from trine_transport_grpc.client import (
     ChannelPool,
     Peer,
@@ -37,8 +47,19 @@ class GrpcTransport:
     scheme: ClassVar[str] = "grpc"
 
     def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings if settings is not None else Settings()
         self._servers: dict[tuple[str, int], ContractServer] = {}
         self._channels: dict[tuple[str, int], ChannelPool] = {}
+
+    @functools.cached_property
+    def client_tls(self) -> ssl.SSLContext | None:
+        """The context every channel dials with (built once: the files are read at boot)."""
+        return client_context(self.settings)
+
+    @functools.cached_property
+    def server_tls(self) -> ssl.SSLContext | None:
+        """The context every port serves with (client certificates required with a CA)."""
+        return server_context(self.settings)
 
     @staticmethod
     def _host_port(address: str) -> tuple[str, int]:
@@ -57,7 +78,7 @@ class GrpcTransport:
         host, port = self._host_port(address)
         pool = self._channels.get((host, port))
         if pool is None:
-            pool = self._channels[(host, port)] = ChannelPool(host, port)
+            pool = self._channels[(host, port)] = ChannelPool(host, port, tls=self.client_tls)
         return cast(T, CLIENTS[contract](Peer(pool, address)))
 
     async def serve(self, contract: type[T], implementation: T, address: str) -> None:
@@ -65,12 +86,11 @@ class GrpcTransport:
         host, port = self._host_port(address)
         server = self._servers.get((host, port))
         if server is None:
-            server = ContractServer(host, port)
-            await server.start(
-                "backend/dispatcher"
-                if contract in (Backend, Dispatcher)
-                else contract_name(contract)
-            )
+            served = contract in (Backend, Dispatcher)
+            what = "backend/dispatcher" if served else contract_name(contract)
+            refuse_open_listener(self.settings, host, f"{host}:{port}", f"grpc: {what}")
+            server = ContractServer(host, port, tls=self.server_tls)
+            await server.start(what)
             self._servers[(host, port)] = server
         if contract is Backend:
             server.served.backend = cast(Backend, implementation)

@@ -8,6 +8,7 @@ UNIMPLEMENTED. One grpclib server per listen address carries all three.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
@@ -178,10 +179,12 @@ class ServedWorkerRegistry(WorkerRegistryBase):
 
 
 class ContractServer:
-    """A grpclib server on one address, serving whichever contracts are given to it."""
+    """A grpclib server on one address, serving whichever contracts are given to it; over TLS
+    with ``tls`` (from :func:`trine_core.tls.server_context`: mutual with ``[tls] ca``)."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
         self.host, self.port = host, port
+        self._ssl = tls
         self.served = Served()
         # The standard gRPC health service beside ours; messages through trine_proto's codec.
         self._server = Server(
@@ -198,7 +201,7 @@ class ContractServer:
     async def start(self, what: str = "backend/dispatcher") -> None:
         """Listen; ``what`` names what is served in the error when the address is taken."""
         try:
-            await self._server.start(self.host, self.port)
+            await self._server.start(self.host, self.port, ssl=self._ssl)
         except OSError as exc:
             where = f"{self.host}:{self.port} for {what}"
             raise cannot_listen("grpc", where, exc) from None
