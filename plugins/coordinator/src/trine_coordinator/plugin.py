@@ -6,6 +6,7 @@ file is re-read on SIGHUP, and sessions whose token it no longer admits are clos
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -15,7 +16,12 @@ from grpclib.server import Server
 
 from trine_coordinator.registry import CoordinatorRegistry, coordinator_name
 from trine_coordinator.service import WorkerService
-from trine_coordinator.settings import COORDINATOR_ADDR, SETTINGS, WORKER_ADDR
+from trine_coordinator.settings import (
+    COORDINATOR_ADDR,
+    REQUIRE_WORKER_CERTS,
+    SETTINGS,
+    WORKER_ADDR,
+)
 from trine_core import (
     AUTH_TOKENS_FILE,
     Dispatcher,
@@ -29,7 +35,15 @@ from trine_core import (
     split_host_port,
 )
 from trine_core.auth import TokenBook, install_sighup_reload
+from trine_core.tls import server_context
 from trine_proto.codec import GrpcCodec
+
+
+def worker_tls(settings: Settings) -> ssl.SSLContext | None:
+    """The worker port's TLS ([tls] cert/key): a worker's client certificate is verified against
+    [tls] ca when presented, and required only with [coordinator] require_worker_certs."""
+    mode = ssl.CERT_REQUIRED if settings[REQUIRE_WORKER_CERTS] else ssl.CERT_OPTIONAL
+    return server_context(settings, client_certs=mode)
 
 
 class CoordinatorRole:
@@ -46,6 +60,7 @@ class CoordinatorRole:
 
     async def start(self, context: RoleContext) -> None:
         host, port = split_host_port(self.settings[WORKER_ADDR], "worker_addr")
+        tls = worker_tls(self.settings)  # a bad [tls] file: a ConfigError naming it, at boot
         tokens = None
         if path := self.settings[AUTH_TOKENS_FILE]:
             tokens = TokenBook.load(path)  # a bad file: a ConfigError naming it, at boot
@@ -54,7 +69,7 @@ class CoordinatorRole:
         engine_check = ServiceCheck(service.engine_answers, check_ttl=1.0, check_timeout=2.0)
         server = Server([service, Health({service: [engine_check]})], codec=GrpcCodec())
         try:
-            await server.start(host, port)
+            await server.start(host, port, ssl=tls)
         except OSError as exc:
             raise cannot_listen("coordinator", f"{host}:{port} for workers", exc) from None
         service.start()

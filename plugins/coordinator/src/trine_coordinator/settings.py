@@ -33,4 +33,18 @@ COORDINATOR_ADDR = Setting(
     "(worker_registry: GET /v1/workers) there, and gateways dial it",
     section="coordinator",
 )
-SETTINGS = (WORKER_ADDR, LEASE_TTL_MS, HEARTBEAT_INTERVAL_MS, MAX_WORKER_LOSSES, COORDINATOR_ADDR)
+REQUIRE_WORKER_CERTS = Setting(
+    "require_worker_certs",
+    False,
+    "with [tls] ca: workers must present a client certificate it signed (mutual TLS on the worker "
+    "port); false: a certificate a worker presents is verified, none is needed (tokens are)",
+    section="coordinator",
+)
+SETTINGS = (
+    WORKER_ADDR,
+    LEASE_TTL_MS,
+    HEARTBEAT_INTERVAL_MS,
+    MAX_WORKER_LOSSES,
+    COORDINATOR_ADDR,
+    REQUIRE_WORKER_CERTS,
+)

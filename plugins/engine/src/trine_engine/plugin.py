@@ -3,6 +3,10 @@
 Registered through the ``trine.roles`` entry point ``engine = "trine_engine.plugin"``. The plugin
 also says where those contracts are served for the other roles of a split deployment:
 ``grpc://`` + ``engine_addr``.
+
+Whoever reaches that port can take and forge work and rewrite functions' settings, so the role
+refuses, at boot and in one line, to be served on a non-loopback ``engine_addr`` without mutual
+TLS (``[tls] cert``, ``key`` and ``ca``) unless ``--insecure``.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from trine_core import (
+    TARGET,
     Backend,
     Dispatcher,
     RoleContext,
@@ -17,7 +22,10 @@ from trine_core import (
     Settings,
     SettingsRegistry,
     hookimpl,
+    split_host_port,
 )
+from trine_core.runtime import runs_all
+from trine_core.tls import refuse_open_listener, server_context
 from trine_engine.clock import Clock
 from trine_engine.engine import Engine
 from trine_engine.settings import ENGINE_ADDR, SETTINGS, engine_config
@@ -36,8 +44,13 @@ class EngineRole:
         self.engine: Engine | None = None
 
     async def start(self, context: RoleContext) -> None:
-        """Open the database (a StorageError names the data dir's problem in one line) and
-        start the timers."""
+        """Check where it will be served, open the database (a StorageError names the data
+        dir's problem in one line) and start the timers."""
+        if not runs_all(self.settings[TARGET]):  # served on engine_addr for the other processes
+            address = self.settings[ENGINE_ADDR]
+            host, _ = split_host_port(address, ENGINE_ADDR.key)
+            refuse_open_listener(self.settings, host, address, "engine")
+            server_context(self.settings)  # a bad [tls] file: one line now, not after the open
         engine = self.engine = await Engine.open(
             engine_config(self.settings), context.log, clock=self.clock
         )
