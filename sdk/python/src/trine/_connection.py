@@ -6,6 +6,12 @@ heartbeats, ``Drain``. When the coordinator is not there yet or goes away, the w
 with exponential backoff and jitter, and the runs it had in flight are cancelled: the coordinator
 releases their leases with the stream, so they are dispatched again and replay from their
 journal. An outage is logged once when it starts and once when it ends, not on every retry.
+
+A refusal (issue 13: no worker token, or one the coordinator does not accept, functions the token
+may not serve, a worker_id another live worker holds) is logged as one ERROR line saying what,
+why and what to do, once per distinct refusal, and retried slowly (1 s doubling to 30 s, with
+jitter) for as long as the worker runs: a token added to the coordinator's file and SIGHUP'd, or
+the other worker gone, lets it in without a restart.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import betterproto2
 from grpclib.client import Channel
-from grpclib.const import Cardinality
+from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 from trine_proto.codec import GrpcCodec
@@ -37,6 +43,7 @@ from trine_proto.trine.v1 import (
 from ._dispatch import InFlight
 from ._runner import FunctionDef
 from ._session import Session
+from ._tls import worker_context
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -47,6 +54,20 @@ log = logging.getLogger("trine.worker")
 CONNECT = "/trine.v1.WorkerService/Connect"
 INITIAL_BACKOFF = 0.1
 MAX_BACKOFF = 5.0
+REFUSED_BACKOFF = 1.0
+MAX_REFUSED_BACKOFF = 30.0
+"""After a refusal, the first and the longest pause before trying again (doubling, jittered)."""
+REFUSALS = {
+    Status.UNAUTHENTICATED: "set TRINE_TOKEN (or Worker(token=...)) to a token with scope "
+    "'worker' that is in the coordinator's tokens file",
+    Status.PERMISSION_DENIED: "use a token whose scopes include 'worker' and whose 'functions' "
+    "include every function this worker serves (or serve only those)",
+    Status.ALREADY_EXISTS: "give each worker process its own worker_id (or leave it unset: the "
+    "default is unique per process)",
+}
+"""The statuses a coordinator refuses a worker with, and what the worker's owner can do."""
+AUTHORIZATION = "authorization"
+INSTANCE = "trine-worker-instance"
 DEFAULT_HEARTBEAT_MS = 5_000
 # After we half-close the stream at the end of a drain, how long the coordinator has to close its
 # side, and how long cancelled runs have to unwind, before we stop waiting for them.
@@ -81,22 +102,39 @@ class Connection:
         self._registered = registered
         self._session_registered = False
         self._outage_since: float | None = None
+        self._refusal: tuple[Status, str] | None = None  # the last one logged
+        # TRINE_TLS_CA / _CERT / _KEY: TLS to the coordinator; a bad file fails serve() now.
+        self._tls = worker_context()
 
     async def run(self) -> None:
         """Hold a session until ``stop``, reconnecting whenever one ends."""
         delay = INITIAL_BACKOFF
+        refused_delay = REFUSED_BACKOFF
         while not self._stop.is_set():
             self._session_registered = False
             unexpected = False
+            refused: GRPCError | None = None
             try:
                 reason = await self._session()
-            except (OSError, GRPCError, StreamTerminatedError, ProtocolError, TimeoutError) as exc:
+            except GRPCError as exc:
+                reason = _describe(exc)
+                refused = exc if exc.status in REFUSALS else None
+            except (OSError, StreamTerminatedError, ProtocolError, TimeoutError) as exc:
                 reason = _describe(exc)
             except Exception as exc:
                 reason, unexpected = _describe(exc), True
             self._registered.clear()
             if self._stop.is_set():
                 break
+            if self._session_registered:
+                refused_delay = REFUSED_BACKOFF
+            if refused is not None:
+                self._log_refusal(refused)
+                pause = refused_delay * random.uniform(0.8, 1.2)
+                refused_delay = min(refused_delay * 2, MAX_REFUSED_BACKOFF)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), pause)
+                continue
             if self._session_registered:
                 delay = INITIAL_BACKOFF
                 self._outage_since = time.monotonic()
@@ -121,15 +159,46 @@ class Connection:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), pause)
 
+    def _log_refusal(self, error: GRPCError) -> None:
+        """One ERROR line per distinct refusal (what, why, what to do); a repeat at DEBUG."""
+        key = (error.status, error.message or "")
+        if key == self._refusal:
+            log.debug("still refused by the coordinator (%s)", _describe(error))
+            return
+        self._refusal = key
+        log.error(
+            "the coordinator at %s refused worker %s %s: %s (gRPC %s). To fix: %s. Retrying "
+            "with backoff (up to %.0fs) until it is admitted",
+            self._worker.address,
+            self._worker.worker_id,
+            "with a token" if self._worker.token else "without a token",
+            error.message or "no reason given",
+            error.status.name,
+            REFUSALS[error.status],
+            MAX_REFUSED_BACKOFF,
+        )
+
+    def _metadata(self) -> dict[str, str]:
+        """The stream's metadata: the worker's token, and the instance that tells the
+        coordinator a reconnection of this worker from another worker with its id."""
+        metadata = {INSTANCE: self._worker.instance}
+        if self._worker.token:
+            metadata[AUTHORIZATION] = f"Bearer {self._worker.token}"
+        return metadata
+
     # -- one session -----------------------------------------------------------------------------
 
     async def _session(self) -> str:
         """Connect, register, serve until the stream ends; why it ended. Raises when the
         connection or the stream fails."""
-        channel = Channel(self._host, self._port, codec=GrpcCodec())
+        channel = Channel(self._host, self._port, codec=GrpcCodec(), ssl=self._tls)
         try:
             async with channel.request(
-                CONNECT, Cardinality.STREAM_STREAM, WorkerMessage, CoordinatorMessage
+                CONNECT,
+                Cardinality.STREAM_STREAM,
+                WorkerMessage,
+                CoordinatorMessage,
+                metadata=self._metadata(),
             ) as stream:
                 # grpclib: open the HTTP/2 stream before reading, or the first read hangs.
                 await stream.send_request()
@@ -176,6 +245,9 @@ class Connection:
 
     def _on_registered(self, registered: Registered) -> None:
         self._session_registered = True
+        if self._refusal is not None:
+            log.info("the coordinator at %s admits this worker now", self._worker.address)
+            self._refusal = None
         outage = ""
         if self._outage_since is not None:
             outage = f" after {time.monotonic() - self._outage_since:.1f}s without a coordinator"

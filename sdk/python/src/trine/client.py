@@ -28,6 +28,7 @@ from . import _events
 from ._declared import return_type, workflow_name
 from ._events import Event
 from ._events import client_error as _client_error
+from ._tls import client_verify
 from .converter import Converter, PydanticConverter
 from .errors import RunFailedError
 
@@ -49,7 +50,10 @@ class Client:
     ``http://127.0.0.1:7480``). Use it as ``async with trine.Client() as client: ...`` or call
     ``aclose()``. ``timeout`` bounds each request (long polls get their wait on top).
     ``converter`` turns inputs and signal payloads into JSON and results back into declared
-    types (default: ``trine.PydanticConverter``)."""
+    types (default: ``trine.PydanticConverter``). ``token`` (default ``$TRINE_TOKEN``) is the
+    API token a gateway with a tokens file asks for: sent as ``Authorization: Bearer`` on every
+    request, event streams included; a gateway that refuses it raises ``ClientError`` with code
+    ``unauthenticated`` (401) or ``permission_denied`` (403, the token lacks the scope)."""
 
     def __init__(
         self,
@@ -59,12 +63,20 @@ class Client:
         transport: httpx.AsyncBaseTransport | None = None,
         headers: dict[str, str] | None = None,
         converter: Converter | None = None,
+        token: str | None = None,
     ) -> None:
         self.converter: Converter = converter or PydanticConverter()
         self.base_url = base_url or os.environ.get("TRINE_URL") or DEFAULT_URL
         self.timeout = timeout
+        token = token or os.environ.get("TRINE_TOKEN", "").strip()
+        if token and not any(name.lower() == "authorization" for name in headers or {}):
+            headers = {**(headers or {}), "authorization": f"Bearer {token}"}
         self._http = httpx.AsyncClient(
-            base_url=self.base_url, timeout=timeout, transport=transport, headers=headers
+            base_url=self.base_url,
+            timeout=timeout,
+            transport=transport,
+            headers=headers,
+            verify=client_verify(),  # TRINE_TLS_CA: the CA of an https:// gateway
         )
 
     async def __aenter__(self) -> Client:
