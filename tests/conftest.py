@@ -5,8 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import harness
 import pytest
 from harness import TOPOLOGIES, Cluster
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _certs_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The split topology's certificates (harness.dev_certs) go in the session's temp dir."""
+    harness.CERTS_DIR = tmp_path_factory.mktemp("tls")
 
 
 @pytest.fixture(params=TOPOLOGIES)

@@ -3,15 +3,22 @@
 Every process is started with ``sys.executable`` (the test's virtualenv), listens on free loopback
 ports, logs JSON lines to a file, and is killed at teardown. Waiting is done on log lines (events),
 never on sleeps.
+
+The split topology runs secured as a production split would (issue 13): its runtime processes talk
+mutual TLS to each other (``TRINE_TLS_CERT``/``KEY``/``CA``: the server certificate of
+``trine certs dev``) and workers dial the coordinator over TLS with the client certificate. The
+gateway keeps plain HTTP (``TRINE_GATEWAY_HTTPS=false``) so that tests reach it as in ``all``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from trine_admin.certs import DevCerts, write_dev_certs
 from trine_core.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +38,20 @@ DEFAULT_TIMEOUT = 30.0
 # `all` is one process; `split` is engine, coordinator and gateway in three processes over gRPC.
 TOPOLOGIES = ("all", "split")
 TARGETS = {"all": ("all",), "split": ("engine", "coordinator", "gateway")}
+CERTS_DIR: Path | None = None
+"""Where :func:`dev_certs` writes (tests/conftest.py sets a session directory); None: a temp dir."""
+
+
+@functools.cache
+def dev_certs() -> DevCerts:
+    """One development CA and its certificates for the whole test session."""
+    directory = CERTS_DIR or Path(tempfile.mkdtemp(prefix="trine-certs-"))
+    return write_dev_certs(directory / "certs", force=True)
+
+
+def is_runtime(argv: list[str]) -> bool:
+    """Whether ``argv`` runs the trine program (a role, or a command), not a worker."""
+    return argv[1:3] == ["-m", "trine_core.cli"] or Path(argv[0]).name == "trine"
 
 
 class LogFile:
@@ -127,8 +149,25 @@ class Cluster:
     def worker_addr(self) -> str:
         return f"127.0.0.1:{self.worker_port}"
 
-    def env(self, **extra: str) -> dict[str, str]:
+    def tls_env(self, worker: bool = False) -> dict[str, str]:
+        """In ``split``: the runtime's mutual TLS (the server certificate, both as server and as
+        client) and plain HTTP on the gateway; a worker's TLS with the client certificate."""
+        if self.topology != "split":
+            return {}
+        certs = dev_certs()
+        cert, key = (certs.client, certs.client_key) if worker else (certs.server, certs.server_key)
+        env = {
+            "TRINE_TLS_CA": str(certs.ca),
+            "TRINE_TLS_CERT": str(cert),
+            "TRINE_TLS_KEY": str(key),
+        }
+        if not worker:
+            env["TRINE_GATEWAY_HTTPS"] = "false"
+        return env
+
+    def env(self, *, worker: bool = False, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRINE_")}
+        env.update(self.tls_env(worker))
         env.update(
             TRINE_DATA_DIR=str(self.data_dir),
             TRINE_HTTP_ADDR=f"127.0.0.1:{self.http_port}",
@@ -148,7 +187,11 @@ class Cluster:
         path = self.workdir / f"{self._serial:02d}-{name}.log"
         with path.open("wb") as out:
             popen = subprocess.Popen(
-                argv, cwd=ROOT, env=self.env(**env), stdout=out, stderr=subprocess.STDOUT
+                argv,
+                cwd=ROOT,
+                env=self.env(worker=not is_runtime(argv), **env),
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         proc = Proc(name, popen, LogFile(path))
         self.procs.append(proc)
