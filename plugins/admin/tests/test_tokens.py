@@ -6,10 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from served import FUNCTIONS, run_cli
 
-from trine_admin.tokens import main
-from trine_core import TokenBook
+from trine_admin.tokens import entry, main
+from trine_core import AUTH_TOKENS_FILE, Settings, TokenBook, new_token
 from trine_core.cli import main as trine_main
+from trine_core.testing.memory import MemoryEngine
+from trine_gateway import GatewayServer, Lifecycle, create_app
+from trine_gateway.plugin import HTTP_ADDR
 
 
 def new(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -84,3 +88,39 @@ def test_the_trine_program_runs_it(capsys: pytest.CaptureFixture[str]) -> None:
     code = trine_main(["tokens", "new", "--name", "ops", "--scopes", "admin"])
     assert code == 0
     assert 'scopes = ["admin"]' in capsys.readouterr().out
+
+
+async def test_the_cli_sends_trine_token(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``trine runs list`` against a gateway with a tokens file: TRINE_TOKEN is what it sends;
+    a refusal is the API error's one line and exit code 1."""
+    tokens = {name: new_token() for name in ("reader", "worker")}
+    path = tmp_path / "tokens.toml"
+    path.write_text(
+        entry("reader", tokens["reader"], ["read"]) + entry("worker", tokens["worker"], ["worker"])
+    )
+    memory = MemoryEngine(functions=FUNCTIONS)
+    settings = Settings({HTTP_ADDR: "127.0.0.1:0", AUTH_TOKENS_FILE: str(path)})
+    lifecycle = Lifecycle()
+    app = create_app(memory.backend, settings, lambda: True, lifecycle=lifecycle)
+    server = GatewayServer(app, settings[HTTP_ADDR], lifecycle)
+    await server.start()
+    try:
+        monkeypatch.delenv("TRINE_TOKEN", raising=False)
+        refused = await run_cli(capsys, "runs", "list", url=server.url)
+        assert refused.code == 1
+        assert refused.err.startswith("error: unauthenticated: ")
+        assert "TRINE_TOKEN" in refused.err
+        assert len(refused.err.splitlines()) == 1
+
+        monkeypatch.setenv("TRINE_TOKEN", tokens["worker"])
+        denied = await run_cli(capsys, "runs", "list", url=server.url)
+        assert denied.code == 1
+        assert denied.err == "error: permission_denied: token 'worker' lacks scope 'read'\n"
+
+        monkeypatch.setenv("TRINE_TOKEN", tokens["reader"])
+        listed = await run_cli(capsys, "runs", "list", url=server.url)
+        assert (listed.code, listed.err) == (0, "no runs\n")
+    finally:
+        await server.stop()

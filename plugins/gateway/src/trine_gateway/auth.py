@@ -116,7 +116,10 @@ class GatewayAuth:
         unknown token, :class:`PermissionDenied` naming the scope otherwise."""
         found = self.book.check(token)
         if found is None:
-            message = "a valid API token is required (Authorization: Bearer <token>)"
+            message = (
+                "an API token is required: Authorization: Bearer <token> "
+                "(trine.Client and the trine CLI send $TRINE_TOKEN)"
+            )
             raise Unauthenticated(message if token is None else "the API token is not valid")
         if not found.allows(scope):
             raise PermissionDenied(
