@@ -12,10 +12,12 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from trine_core import (
+    INSECURE,
     Backend,
     ConfigError,
     Dispatcher,
     RunNotFound,
+    Settings,
     Unavailable,
     UnknownFunction,
     WorkerRegistry,
@@ -222,3 +224,27 @@ async def test_a_worker_registry_not_served_at_an_address_says_so() -> None:
     finally:
         await client.close()
         await server.close()
+
+
+async def test_a_port_on_the_network_needs_mutual_tls_or_insecure() -> None:
+    """Whoever reaches a served port controls runs: not on a non-loopback address in clear."""
+    address = f"grpc://0.0.0.0:{free_port()}"
+    transport = GrpcTransport(Settings())
+    try:
+        with pytest.raises(ConfigError, match=r"refusing to listen on 0\.0\.0\.0:\d+ \(not loop"):
+            await transport.serve(Backend, TinyBackend(), address)  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match="worker_registry: refusing"):
+            await transport.serve(WorkerRegistry, MemoryWorkerRegistry(), address)
+    finally:
+        await transport.close()
+    insecure = GrpcTransport(Settings({INSECURE: True}))
+    try:
+        await insecure.serve(Backend, TinyBackend(), address)  # type: ignore[arg-type]
+    finally:
+        await insecure.close()
+
+
+async def test_without_tls_settings_it_serves_and_dials_plain() -> None:
+    transport = GrpcTransport(Settings())
+    assert transport.server_tls is None
+    assert transport.client_tls is None
