@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import structlog
 
-from trine_core import get_logger
+from trine_core import StorageError, get_logger
 from trine_engine import metrics
 from trine_engine.backend import EngineBackend
 from trine_engine.builds import BuildBook, pin_of
@@ -108,6 +108,15 @@ class Engine:
         try:
             engine = cls(config, store, clock or SystemClock(), log)
             engine._resume_runs()
+        except StorageError as exc:
+            store.close()
+            if store.damage is None:
+                raise
+            # a read at open met damage: the boot line names it (clients never see this one)
+            raise StorageError(
+                f"data dir {config.data_dir} is damaged: {store.damage}; refusing to open it "
+                f"(trine check --data-dir {config.data_dir})"
+            ) from exc
         except BaseException:
             store.close()
             raise

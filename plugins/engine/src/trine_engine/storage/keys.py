@@ -55,9 +55,12 @@ def split_build_key(key: bytes) -> tuple[str, str]:
     return build.decode(), function.decode()
 
 
+APPLIED_PREFIX = b"applied/"
+
+
 def applied_key(partition: int) -> bytes:
     """``meta`` key holding the last applied offset of ``partition``."""
-    return b"applied/%d" % partition
+    return APPLIED_PREFIX + b"%d" % partition
 
 
 def encode_u32(value: int) -> bytes:

@@ -16,6 +16,10 @@ the loop while one batch is written joins the next.
 
 A failed write is fatal: the batch's callers get StorageError, the failure is logged, and every
 later append is refused. Nothing that was not durable is ever acknowledged.
+
+After each synced write, before anyone is answered, the batch's end is recorded in the
+acknowledged marker (``marker``: one ``pwrite``, synced at most once a second), so a database
+whose WAL later loses acknowledged writes is refused at open instead of opening rolled back.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ from trine_engine.storage.keys import (
     partition_prefix,
 )
 from trine_engine.storage.latency import LatencyRing
-from trine_engine.storage.store import Store
+from trine_engine.storage.marker import AckMarker
+from trine_engine.storage.store import Store, check_marker
 from trine_proto.codec import decode, encode
 from trine_proto.trine.engine.v1 import LogRecord
 
@@ -92,6 +97,7 @@ class PartitionLog:
         self._store = store
         self._log = log or get_logger("engine")
         self._next_offset = self._recover()
+        self._marker: AckMarker | None = None  # opened by the first commit
         self._pending: AppendBatch | None = None
         self._failure: StorageError | None = None
         self._closed = False
@@ -105,6 +111,7 @@ class PartitionLog:
         offset (both are written in one batch, so anything else is corruption)."""
         raw = self._store.get(META, applied_key(self.partition))
         applied = None if raw is None else decode_u64(raw)
+        check_marker(self._store.path, self.partition, applied)
         last = self._store.last_before(LOG, log_key(self.partition, _LAST_OFFSET))
         if last is not None and not last[0].startswith(partition_prefix(self.partition)):
             last = None
@@ -180,6 +187,9 @@ class PartitionLog:
                 batch.write_batch, META, applied_key(self.partition), encode_u64(batch.last_offset)
             )
             self._store.write(batch.write_batch)
+            if self._marker is None:
+                self._marker = AckMarker(self._store.path, self.partition)
+            self._marker.record(batch.last_offset + 1)
         except Exception as exc:
             self._fail(batch, exc)
             return
@@ -238,9 +248,13 @@ class PartitionLog:
             await self._pending.durable()
 
     def close(self) -> None:
-        """Write what is gathered, then refuse appends."""
-        self.flush()
-        self._closed = True
+        """Write what is gathered, sync the acknowledged marker, then refuse appends."""
+        try:
+            self.flush()
+        finally:
+            self._closed = True
+            if self._marker is not None:
+                self._marker.close()
 
     # -- reading ---------------------------------------------------------------------------------
 

@@ -5,30 +5,58 @@ corrupt data or fail obscurely later: a directory holding something else, a Rock
 is not trine's, a trine database of a storage format it does not know (before writing anything to
 it), and a database another engine process has open. A database of an older format it knows is
 upgraded (``upgrade``). Everything above this module speaks in column-family names and bytes.
+
+Damage is refused, never read around (docs/internals.md, "Damaged storage"). RocksDB replays its
+write-ahead log in ``tolerate_corrupted_tail_records`` mode: a record that fails its checksum in
+the middle of the WAL makes the open fail (measured with rocksdict 0.3.29: its default,
+``point_in_time``, silently stops the replay there and opens a rolled-back database), while an
+incomplete record at the very end, a write torn by a crash, is dropped. A WAL cut short looks
+like a torn tail to RocksDB: the acknowledged marker (``marker``) tells the two apart. Both are
+checked by a read-only open before the read-write one, which would otherwise flush the recovered
+state and delete the damaged WAL. A read that meets damage (a block that fails its checksum, an
+iterator that stops on an error) raises StorageError with a generic message (the RocksDB error,
+which names files, goes to the log only): a listing is never cut short silently.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from rocksdict import AccessType, Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import AccessType, DBRecoveryMode, Options, Rdict, WriteBatch, WriteOptions
 
-from trine_core import StorageError
+from trine_core import StorageError, get_logger
 from trine_engine.storage import upgrade
-from trine_engine.storage.keys import FAMILIES, FORMAT_KEY, FORMAT_VERSION, LOG, META
+from trine_engine.storage.keys import (
+    APPLIED_PREFIX,
+    FAMILIES,
+    FORMAT_KEY,
+    FORMAT_VERSION,
+    LOG,
+    META,
+    decode_u64,
+)
+from trine_engine.storage.marker import marker_path, read_marker
 
 UPGRADES = {b"1": upgrade.from_format_1}
 """How to bring a database of an older format to the current one, by its format."""
 
 
-def _options() -> Any:
+READ_FAILED = "the engine's storage could not be read: its data is damaged (see the engine's log)"
+"""The message of a read that met damage: generic, the details (file names) go to the log."""
+
+log = get_logger("engine")
+
+
+def _options(create: bool = True) -> Any:
     # A database created in raw mode must always be reopened in raw mode (rocksdict stores values
     # pickled otherwise), and so must each column family.
     options = Options(raw_mode=True)
-    options.create_if_missing(True)
-    options.create_missing_column_families(True)
+    options.create_if_missing(create)
+    options.create_missing_column_families(create)
+    options.set_wal_recovery_mode(DBRecoveryMode.tolerate_corrupted_tail_records())
+    options.set_paranoid_checks(True)
     return options
 
 
@@ -46,6 +74,8 @@ class Store:
         self._sync.sync = True  # WriteOptions.set_sync() does not exist in rocksdict
         self.upgraded_from: str | None = None
         """The storage format this open upgraded the database from, if any."""
+        self.damage: str | None = None
+        """What the last read that met damage failed on (RocksDB's words: they name files)."""
 
     # -- opening ---------------------------------------------------------------------------------
 
@@ -54,7 +84,7 @@ class Store:
         """Open or create the database at ``path``; raise StorageError naming the problem."""
         path = Path(path)
         families = _inspect(path)
-        found = None if families is None else _stored_format(path, families)
+        found = None if families is None else _probe(path, families)
         if found is not None and found != FORMAT_VERSION and found not in UPGRADES:
             raise StorageError(
                 f"data dir {path} has storage format {found.decode(errors='replace')}; this "
@@ -73,6 +103,7 @@ class Store:
                     f"data dir {path} is in use by another trine engine (its RocksDB lock is "
                     f"held); stop that process or choose another --data-dir"
                 ) from None
+            _refuse_damage(path, exc)
             raise StorageError(f"cannot open data dir {path}: {exc}") from exc
         store = cls(path, db)
         try:
@@ -117,8 +148,27 @@ class Store:
     # -- reading ---------------------------------------------------------------------------------
 
     def get(self, family: str, key: bytes) -> bytes | None:
-        value = self._families[family].get(key)
+        try:
+            value = self._families[family].get(key)
+        except Exception as exc:  # a RocksDB status: a block failing its checksum, an I/O error
+            self._read_failed(family, exc)
         return None if value is None else bytes(value)
+
+    def _read_failed(self, family: str, exc: Exception) -> NoReturn:
+        """Raise the generic StorageError of a read that met damage; log what RocksDB said."""
+        if self._db is None:
+            raise StorageError("the engine's storage is closed") from None
+        self.damage = f"reading its {family!r} rows failed: {exc}"
+        log.error("storage read failed", family=family, error=str(exc))
+        raise StorageError(READ_FAILED, family=family) from None
+
+    def _check(self, it: Any, family: str) -> None:
+        """Raise if iterator ``it`` stopped on an error rather than at the end of its rows:
+        RocksDB's iterators end (``valid()`` false) on an error as they do at the end."""
+        try:
+            it.status()
+        except Exception as exc:
+            self._read_failed(family, exc)
 
     def is_empty(self, family: str) -> bool:
         return next(self.scan(family), None) is None
@@ -134,9 +184,10 @@ class Store:
             while it.valid():
                 key = bytes(it.key())
                 if not key.startswith(prefix):
-                    break
+                    return
                 yield key, bytes(it.value())
                 it.next()
+            self._check(it, family)
         finally:
             del it
 
@@ -152,6 +203,7 @@ class Store:
             while it.valid():
                 yield bytes(it.key()), bytes(it.value())
                 it.prev()
+            self._check(it, family)
         finally:
             del it
 
@@ -160,7 +212,10 @@ class Store:
         it = self._families[family].iter()
         try:
             it.seek_for_prev(key)
-            return (bytes(it.key()), bytes(it.value())) if it.valid() else None
+            if it.valid():
+                return bytes(it.key()), bytes(it.value())
+            self._check(it, family)
+            return None
         finally:
             del it
 
@@ -206,22 +261,70 @@ def _inspect(path: Path) -> list[str] | None:
     return list(families)
 
 
-def _stored_format(path: Path, families: list[str]) -> bytes | None:
+def _probe(path: Path, families: list[str]) -> bytes | None:
     """The storage format recorded in the database, read without writing anything (a read-only
-    open takes no lock and creates no column family)."""
+    open takes no lock, creates no column family, and leaves the WAL as it is). Refuses a WAL
+    damaged mid-file (RocksDB's replay fails) and one cut short behind the acknowledged marker
+    (the replay ends before it)."""
     try:
         db = Rdict(
             str(path),
-            Options(raw_mode=True),
+            _options(create=False),
             column_families={name: Options(raw_mode=True) for name in families},
             access_type=AccessType.read_only(),
         )
     except Exception as exc:
+        _refuse_damage(path, exc)
         raise StorageError(f"cannot open data dir {path}: {exc}") from exc
     try:
-        meta = db.get_column_family(META)
+        meta: Any = db.get_column_family(META)
         value = meta.get(FORMAT_KEY)
+        applied: dict[int, int] = {}
+        for key, raw in meta.items(from_key=APPLIED_PREFIX):
+            if not bytes(key).startswith(APPLIED_PREFIX):
+                break
+            applied[int(bytes(key)[len(APPLIED_PREFIX) :])] = decode_u64(bytes(raw))
         del meta  # a column family keeps the database open
-        return None if value is None else bytes(value)
+    except Exception as exc:
+        raise StorageError(
+            f"data dir {path} is damaged: its meta rows cannot be read: {exc}"
+        ) from None
     finally:
         db.close()
+    for partition in sorted({0, *applied}):  # partition 0 is written from the first commit
+        check_marker(path, partition, applied.get(partition))
+    return None if value is None else bytes(value)
+
+
+def check_marker(path: Path, partition: int, applied: int | None) -> None:
+    """Refuse a database whose log for ``partition`` ends (last applied offset ``applied``)
+    before what its acknowledged marker says was acknowledged."""
+    acked = read_marker(path, partition)
+    held = -1 if applied is None else applied
+    if acked is not None and acked > held + 1:
+        cause = f"its RocksDB write-ahead log ({wal_files(path)}) was damaged or cut short"
+        raise StorageError(
+            f"data dir {path} is damaged: partition {partition}'s log ends at offset {held} "
+            f"but offsets up to {acked - 1} were acknowledged "
+            f"({marker_path(path, partition).name}); {cause}: acknowledged writes are lost, "
+            f"refusing to open it (trine check --data-dir {path})"
+        )
+
+
+def wal_files(path: Path) -> str:
+    """The write-ahead log files RocksDB replays at open: ``000004.log`` (or ``000004.log,
+    000009.log``); RocksDB's error does not say which one failed."""
+    names = sorted(p.name for p in path.glob("*.log"))
+    return ", ".join(names) if names else "none left"
+
+
+def _refuse_damage(path: Path, exc: Exception) -> None:
+    """Raise the one-line StorageError of an open that RocksDB refused as corrupt."""
+    message = str(exc)
+    if "Corruption" not in message:
+        return
+    raise StorageError(
+        f"data dir {path} is damaged: RocksDB refuses its write-ahead log ({wal_files(path)}): "
+        f"{message}; records behind the damage cannot be recovered, refusing to open it "
+        f"(trine check --data-dir {path})"
+    ) from None
