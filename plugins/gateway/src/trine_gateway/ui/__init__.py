@@ -3,11 +3,14 @@ workers, builds, and forms to start, cancel, signal and retry runs.
 
 Server-rendered (Jinja2 templates through litestar's template engine) and readable without
 JavaScript; one small script (``static/console.js``) makes a run's page follow its event stream
-(``/v1/runs/{id}/events``). Every asset ships in this package: no build step, no CDN. On by
-default; ``[gateway] ui = false`` (``--gateway-ui false``, ``TRINE_GATEWAY_UI=false``) turns it off.
+(``/ui/runs/{id}/events``, the API's stream under the console's cookie). Every asset ships in
+this package: no build step, no CDN. On by default; ``[gateway] ui = false`` (``--gateway-ui
+false``, ``TRINE_GATEWAY_UI=false``) turns it off.
 
 Pages answer with a strict ``Content-Security-Policy`` (scripts, styles and connections from the
-gateway only, no inline script), and the forms refuse posts from another site.
+gateway only, no inline script), and the forms refuse posts from another site. With
+``[auth] tokens_file`` the console asks for a token and keeps it in an HTTP-only, same-site
+cookie, and every form carries a CSRF token (:mod:`trine_gateway.ui.session`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import jinja2
 from litestar import Router
 from litestar.config.app import AppConfig
 from litestar.datastructures import CacheControlHeader, ResponseHeader
+from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.plugins import InitPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
@@ -25,8 +29,9 @@ from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 
 from trine_core import Setting, TrineError
-from trine_gateway.ui import views
+from trine_gateway.ui import login, views
 from trine_gateway.ui.routes import HANDLERS, html_error
+from trine_gateway.ui.session import Sessions, viewer
 
 UI = Setting(
     "ui",
@@ -37,7 +42,7 @@ UI = Setting(
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 TEMPLATES = HERE / "templates"
-ASSET_VERSION = "2"
+ASSET_VERSION = "3"
 """Bumped when a static file changes, so browsers fetch it again (``?v=``)."""
 
 SECURITY_HEADERS = [
@@ -68,6 +73,7 @@ def environment() -> jinja2.Environment:
     env.filters["duration"] = views.duration
     env.filters["iso_when"] = views.iso_when
     env.filters["ago"] = views.ago
+    env.globals["viewer"] = viewer  # who the page is for: viewer(request).can_write, .csrf
     return env
 
 
@@ -75,12 +81,19 @@ class ConsolePlugin(InitPlugin):
     """Adds the console's routes, its static files and the template engine to the app."""
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        sessions = Sessions()  # a CSRF secret of this app's own
+
+        def provide_sessions() -> Sessions:
+            return sessions
+
         pages = Router(
             "/ui",
-            route_handlers=HANDLERS,
+            route_handlers=[*HANDLERS, *login.HANDLERS],
             include_in_schema=False,
             response_headers=SECURITY_HEADERS,
             exception_handlers={TrineError: html_error, HTTPException: html_error},
+            before_request=sessions.before_request,  # the session, its CSRF token, its scopes
+            dependencies={"sessions": Provide(provide_sessions, sync_to_thread=False)},
         )
         static = create_static_files_router(
             "/ui/static",

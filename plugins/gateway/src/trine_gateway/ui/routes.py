@@ -22,14 +22,15 @@ from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
-from litestar.params import FromPath, QueryParameter
-from litestar.response import Redirect, Template
+from litestar.params import FromPath, HeaderParameter, QueryParameter
+from litestar.response import Redirect, ServerSentEvent, Template
 
-from trine_core import TrineError, check_signal_name, get_logger
+from trine_core import TrineError, Unavailable, check_signal_name, get_logger
 from trine_gateway.errors import http_status
 from trine_gateway.models import MAX_TIMEOUT_S
-from trine_gateway.routes import Gateway
+from trine_gateway.routes import MAX_SEQ, Gateway
 from trine_gateway.serialization import STATUS_BY_NAME, encode_input
+from trine_gateway.sse import event_stream
 from trine_gateway.ui.views import (
     STATUSES,
     FunctionCounts,
@@ -272,6 +273,28 @@ async def run_page(
 async def run_live(gateway: NamedDependency[Gateway], run_id: RunId) -> Template:
     """The part of the run page that changes, for the page's script to swap in."""
     return _page("_run_live.html", errors={}, form={}, **await _run_context(gateway, run_id))
+
+
+@get("/runs/{run_id:str}/events", name="ui:run-events", media_type="text/event-stream")
+async def run_events(
+    gateway: NamedDependency[Gateway],
+    run_id: RunId,
+    after: Annotated[int | None, QueryParameter(ge=0, le=MAX_SEQ)] = None,
+    last_event_id: Annotated[
+        int | None, HeaderParameter(name="Last-Event-ID", ge=0, le=MAX_SEQ)
+    ] = None,
+) -> ServerSentEvent:
+    """The run's event stream, as ``GET /v1/runs/{id}/events`` gives it, for the page's script:
+    under ``/ui`` the browser sends the console's cookie (``Path=/ui``), so a signed-in page
+    follows its run without holding the token itself."""
+    await gateway.backend.get_run(GetRunRequest(run_id=run_id))  # 404 before the stream starts
+    if gateway.lifecycle.closing:
+        raise Unavailable("the gateway is shutting down")
+    after_seq = last_event_id if last_event_id is not None else (after or 0)
+    stream = event_stream(
+        gateway.backend, gateway.lifecycle, run_id, after_seq, keepalive_s=gateway.keepalive_s
+    )
+    return ServerSentEvent(stream)
 
 
 async def _run_form_error(
@@ -529,6 +552,7 @@ HANDLERS: list[Any] = [
     runs_page,
     run_page,
     run_live,
+    run_events,
     cancel_form,
     retry_form,
     signal_form,
