@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 from collections.abc import Callable
-from http.cookies import SimpleCookie
 from pathlib import Path
 
 from litestar.enums import ScopeType
@@ -98,10 +97,6 @@ class GatewayAuth:
 
     def __init__(self, book: TokenBook) -> None:
         self.book = book
-        self.cookie: str | None = None
-        """A cookie the console keeps a token in: when set, a read (GET, HEAD) without an
-        ``Authorization`` header may present its token there (the console's event stream and
-        fragments, which the browser fetches with the cookie). Writes always need the header."""
         self._remove_reload: Callable[[], None] | None = None
 
     @classmethod
@@ -134,21 +129,20 @@ class GatewayAuth:
             if scope["type"] == ScopeType.HTTP:
                 needed = scope_needed(scope["method"], scope["path"])
                 if needed not in (OPEN, CONSOLE):
-                    token = self._token(scope, read=needed == READ)
+                    token = self._token(scope)
                     # who called, for the handlers (the console, logs) to read
                     scope.setdefault("state", {})["trine_token"] = self.authorize(token, needed)
             await app(scope, receive, send)
 
         return checked
 
-    def _token(self, scope: Scope, *, read: bool) -> str | None:
-        headers = {k.lower(): v for k, v in scope["headers"] if k.lower() in _WANTED}
-        authorization = headers.get(b"authorization")
-        token = bearer(authorization.decode("latin-1")) if authorization is not None else None
-        if token is None and read and self.cookie and b"cookie" in headers:
-            morsel = SimpleCookie(headers[b"cookie"].decode("latin-1")).get(self.cookie)
-            token = morsel.value if morsel is not None else None
-        return token
+    def _token(self, scope: Scope) -> str | None:
+        """The Bearer token of the request's ``Authorization`` header; never a cookie (the
+        console's is checked by the console, with its CSRF protection, under ``/ui``)."""
+        authorization = next(
+            (value for name, value in scope["headers"] if name.lower() == b"authorization"), None
+        )
+        return bearer(authorization.decode("latin-1")) if authorization is not None else None
 
     def start_reloading(self) -> None:
         """Re-read the file on SIGHUP (the app's startup: it needs the running loop)."""
@@ -158,6 +152,3 @@ class GatewayAuth:
         remove, self._remove_reload = self._remove_reload, None
         if remove is not None:
             remove()
-
-
-_WANTED = frozenset({b"authorization", b"cookie"})
