@@ -14,12 +14,12 @@ from drive import FUNCTIONS
 
 from trine_core import MAX_PAYLOAD_BYTES, ConfigError, Settings
 from trine_core.testing.memory import MemoryEngine
+from trine_core.tls import is_loopback
 from trine_gateway import GatewayServer, Lifecycle, create_app
 from trine_gateway.browser import (
     BrowserPolicy,
     check_listen_address,
     is_json,
-    is_loopback,
 )
 from trine_gateway.settings import ALLOWED_HOSTS, CORS_ORIGINS, HTTP_ADDR
 from trine_proto.trine.v1 import ListRunsRequest

@@ -30,9 +30,7 @@ network without tokens is refused at boot unless ``insecure`` says that is meant
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import json
-import socket
 from collections.abc import Iterable
 from typing import Any
 
@@ -49,6 +47,7 @@ from litestar.types import (
 )
 
 from trine_core import ConfigError, Settings, split_host_port
+from trine_core.tls import is_loopback
 from trine_gateway.settings import ALLOWED_HOSTS, CORS_ORIGINS, HTTP_ADDR
 
 INVALID_HOST = "invalid_host"
@@ -288,26 +287,6 @@ def browser_guard(settings: Settings) -> DefineMiddleware:
 # -- listening -----------------------------------------------------------------------------------
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (an IP or a name) reaches only this machine. A wildcard (``0.0.0.0``,
-    ``::``) is every interface, so not loopback; a name counts when every address it resolves to
-    is loopback (a name that does not resolve counts too: binding it fails, with its own error)."""
-    host = host.strip("[]").lower()
-    if host in WILDCARD_HOSTS:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except socket.gaierror:
-        return True
-    return all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
-
-
 def check_listen_address(http_addr: str, tokens_file: Any, insecure: bool) -> bool:
     """Refuse, in one line, to serve the API to the network with no token required: anyone who
     reached it could read every run's input and start or cancel runs. ``insecure`` accepts it
@@ -333,5 +312,4 @@ __all__ = [
     "browser_guard",
     "check_listen_address",
     "is_json",
-    "is_loopback",
 ]
