@@ -168,7 +168,7 @@ class Connection:
         self._refusal = key
         log.error(
             "the coordinator at %s refused worker %s %s: %s (gRPC %s). To fix: %s. Retrying "
-            "with backoff (up to %.0fs) until it is admitted",
+            "with backoff (up to %gs) until it is admitted",
             self._worker.address,
             self._worker.worker_id,
             "with a token" if self._worker.token else "without a token",

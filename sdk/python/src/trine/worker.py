@@ -12,6 +12,7 @@ import inspect
 import logging
 import math
 import os
+import secrets
 import signal
 import socket
 import threading
@@ -67,8 +68,15 @@ def parse_address(address: str) -> tuple[str, int]:
 class Worker:
     """A process that serves workflow functions to a trine coordinator.
 
-    ``worker_id`` defaults to ``hostname-pid`` (unique per process: a second session with the
-    same id fences the first), ``address`` to ``$TRINE_WORKER_ADDR`` or ``127.0.0.1:7481``.
+    ``worker_id`` defaults to ``$TRINE_WORKER_ID``, else ``hostname-pid-`` and 6 random hex
+    digits, unique per process (two containers with the same hostname and PID 1 differ); while a
+    worker holds an id, the coordinator refuses another worker registering it, so give each
+    process its own.
+    ``address`` defaults to ``$TRINE_WORKER_ADDR`` or ``127.0.0.1:7481``.
+
+    ``token`` (default ``$TRINE_TOKEN``) is the worker token the coordinator asks for when it has
+    a tokens file (scope ``worker``; docs/security.md); it goes as ``authorization: Bearer`` on
+    the stream. A refused worker logs one ERROR line saying why and keeps retrying slowly.
     ``max_concurrency`` bounds the runs in flight at once; ``drain_timeout`` (seconds) bounds how
     long a graceful stop waits for them. ``max_payload_bytes`` should match the runtime's limit:
     a step output over it fails the step at once instead of being sent only to be refused.
@@ -103,6 +111,7 @@ class Worker:
         loop_lag_warning: float | None = DEFAULT_LOOP_LAG_WARNING,
         converter: Converter | None = None,
         build_id: str | None = None,
+        token: str | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -114,7 +123,11 @@ class Worker:
             raise ValueError(
                 f"loop_lag_warning must be positive seconds or None, not {loop_lag_warning!r}"
             )
-        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.worker_id = worker_id or os.environ.get("TRINE_WORKER_ID") or default_worker_id()
+        self._token = _checked_token(token if token is not None else os.environ.get("TRINE_TOKEN"))
+        # Tells the coordinator that a registration is this worker reconnecting (it replaces its
+        # own old session) rather than another worker with the same id (refused).
+        self._instance = secrets.token_hex(8)
         self.address = address or os.environ.get("TRINE_WORKER_ADDR") or DEFAULT_ADDRESS
         self.max_concurrency = max_concurrency
         self.drain_timeout = drain_timeout
@@ -135,6 +148,17 @@ class Worker:
         self._code_digest: str | None = None  # of the functions registered so far, when asked
 
     # -- registration ----------------------------------------------------------------------------
+
+    @property
+    def token(self) -> str | None:
+        """The worker token sent to the coordinator (``Worker(token=...)``, else
+        ``$TRINE_TOKEN``; None: none)."""
+        return self._token
+
+    @property
+    def instance(self) -> str:
+        """This ``Worker``'s random instance id, sent with each stream (never shown)."""
+        return self._instance
 
     @property
     def address(self) -> str:
@@ -314,6 +338,25 @@ class Worker:
             log.warning("%s: cancelling %d runs in flight", sig.name, len(self._runs))
             for task in self._runs.tasks():
                 task.cancel()
+
+
+def default_worker_id() -> str:
+    """``hostname-pid-`` and 6 random hex digits: unique per process, even for containers that
+    share a hostname and PID 1 (issue 13), still telling where the worker runs."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def _checked_token(token: str | None) -> str | None:
+    """``token`` stripped (None if blank); a ValueError now, rather than a refused stream
+    later, if it cannot go in a header."""
+    token = (token or "").strip()
+    if not token:
+        return None
+    if not token.isascii() or not token.isprintable() or " " in token:
+        raise ValueError(
+            "a worker token (Worker(token=...) or TRINE_TOKEN) is printable ASCII without spaces"
+        )
+    return token
 
 
 def _choice(parameter: str, value: str, allowed: Mapping[str, Any]) -> Any:
