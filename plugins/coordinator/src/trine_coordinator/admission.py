@@ -103,13 +103,13 @@ def recheck(
     return None
 
 
-def duplicate(worker_id: str, session_id: str, connected_s: float) -> grpclib.GRPCError:
-    """The refusal of a second live worker with one id."""
+def duplicate(worker_id: str, session_id: str) -> grpclib.GRPCError:
+    """The refusal of a second live worker with one id (the same words at each retry while the
+    same session holds it, so the worker logs it once)."""
     return grpclib.GRPCError(
         Status.ALREADY_EXISTS,
-        f"worker_id {worker_id!r} is held by another live worker (session {session_id}, "
-        f"connected {connected_s:.0f}s ago): give each worker its own worker_id, or leave it "
-        "unset (the default is unique per process)",
+        f"worker_id {worker_id!r} is held by another live worker (session {session_id}): give "
+        "each worker its own worker_id, or leave it unset (the default is unique per process)",
     )
 
 
@@ -139,6 +139,6 @@ def may_not_serve(token: Token, functions: list[str]) -> str:
     allowed = ", ".join(sorted(token.functions or ())) or "none"
     return (
         f"token {token.name!r} may not serve {', '.join(functions)} (it may serve: {allowed}); "
-        "nothing was registered: give this worker a token whose 'functions' include them, or "
-        "register only those"
+        "the whole registration is refused: give this worker a token whose 'functions' include "
+        "them, or register only those"
     )

@@ -272,9 +272,7 @@ class WorkerService(WorkerServiceBase):
         made two such workers take turns a dozen times a second (issue 13)."""
         holder = self._holder(worker_id, instance)
         if holder is not None:
-            raise admission.duplicate(
-                worker_id, holder.session_id, time.time() - holder.connected_at
-            )
+            raise admission.duplicate(worker_id, holder.session_id)
 
     def _refused(
         self,
