@@ -40,8 +40,12 @@ def until(http: httpx.Client, what: str, check: Callable[[Workers], bool]) -> Wo
 
 
 def worker_id(proc: Proc) -> str:
-    """The SDK's default worker id: ``hostname-pid``."""
-    return f"{socket.gethostname()}-{proc.popen.pid}"
+    """The SDK's default worker id (``hostname-pid-`` and a random suffix), as the worker logged
+    it when it registered."""
+    line = proc.log.wait_for(lambda text: "registered with the coordinator" in text, proc.popen)
+    registered_as = line.split(" as ", 1)[1].split(" ", 1)[0]
+    assert registered_as.startswith(f"{socket.gethostname()}-{proc.popen.pid}-")
+    return registered_as
 
 
 def iso(text: str) -> datetime:
