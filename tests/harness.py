@@ -49,6 +49,28 @@ def dev_certs() -> DevCerts:
     return write_dev_certs(directory / "certs", force=True)
 
 
+def runtime_tls() -> dict[str, str]:
+    """A runtime process's TLS: the server certificate, served and presented to the other roles,
+    the roles' CA, and the workers' CA the coordinator checks workers' certificates with."""
+    certs = dev_certs()
+    return {
+        "TRINE_TLS_CERT": str(certs.server),
+        "TRINE_TLS_KEY": str(certs.server_key),
+        "TRINE_TLS_CA": str(certs.ca),
+        "TRINE_COORDINATOR_WORKER_CA": str(certs.workers_ca),
+    }
+
+
+def worker_tls() -> dict[str, str]:
+    """A worker's TLS: the roles' CA to verify the coordinator, and its client certificate."""
+    certs = dev_certs()
+    return {
+        "TRINE_TLS_CA": str(certs.ca),
+        "TRINE_TLS_CERT": str(certs.client),
+        "TRINE_TLS_KEY": str(certs.client_key),
+    }
+
+
 def is_runtime(argv: list[str]) -> bool:
     """Whether ``argv`` runs the trine program (a role, or a command), not a worker."""
     return argv[1:3] == ["-m", "trine_core.cli"] or Path(argv[0]).name == "trine"
@@ -150,20 +172,11 @@ class Cluster:
         return f"127.0.0.1:{self.worker_port}"
 
     def tls_env(self, worker: bool = False) -> dict[str, str]:
-        """In ``split``: the runtime's mutual TLS (the server certificate, both as server and as
-        client) and plain HTTP on the gateway; a worker's TLS with the client certificate."""
+        """In ``split``: the runtime's mutual TLS with plain HTTP on the gateway, or a worker's
+        TLS with its client certificate (:func:`runtime_tls`, :func:`worker_tls`)."""
         if self.topology != "split":
             return {}
-        certs = dev_certs()
-        cert, key = (certs.client, certs.client_key) if worker else (certs.server, certs.server_key)
-        env = {
-            "TRINE_TLS_CA": str(certs.ca),
-            "TRINE_TLS_CERT": str(cert),
-            "TRINE_TLS_KEY": str(key),
-        }
-        if not worker:
-            env["TRINE_GATEWAY_HTTPS"] = "false"
-        return env
+        return worker_tls() if worker else {**runtime_tls(), "TRINE_GATEWAY_HTTPS": "false"}
 
     def env(self, *, worker: bool = False, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRINE_")}

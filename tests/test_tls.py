@@ -20,7 +20,7 @@ import httpx
 import pytest
 from grpclib.client import Channel
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
-from harness import ORDER, Cluster, dev_certs, start_order, wait_run
+from harness import ORDER, Cluster, dev_certs, runtime_tls, start_order, wait_run, worker_tls
 
 import trine
 from trine_admin.certs import DevCerts, write_dev_certs
@@ -104,6 +104,7 @@ def test_a_role_port_refuses_clients_without_a_certificate_of_its_ca(
         "TLS, no client certificate": context(certs.ca),
         "a certificate of another CA": context(certs.ca, other_ca.server, other_ca.server_key),
         "another CA's client certificate": context(None, other_ca.client, other_ca.client_key),
+        "a worker's client certificate": context(certs.ca, certs.client, certs.client_key),
     }
     for what, tls in attempts.items():
         assert refused(port, tls, registry), f"the {port_of} port answered a client with {what}"
@@ -146,18 +147,8 @@ def test_https_gateway_with_trine_client_and_tls_ca(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     certs = dev_certs()
-    tls = dict(
-        TRINE_TLS_CERT=str(certs.server),
-        TRINE_TLS_KEY=str(certs.server_key),
-        TRINE_TLS_CA=str(certs.ca),
-        TRINE_GATEWAY_HTTPS="true",
-    )
-    cluster.start(**tls)
-    cluster.start_worker(
-        TRINE_TLS_CA=str(certs.ca),
-        TRINE_TLS_CERT=str(certs.client),
-        TRINE_TLS_KEY=str(certs.client_key),
-    )
+    cluster.start(**runtime_tls(), TRINE_GATEWAY_HTTPS="true")
+    cluster.start_worker(**worker_tls())
     url = f"https://127.0.0.1:{cluster.http_port}"
     gateway = cluster.runtime_proc("gateway" if cluster.topology == "split" else "all")
     assert any(url in line for line in gateway.log.lines())  # "gateway listening" says https
@@ -203,7 +194,7 @@ def test_a_role_port_on_the_network_needs_mutual_tls_or_insecure(
         # --insecure is the explicit way out; so is mutual TLS.
         for extra, env in (
             (["--insecure"], {}),
-            ([], _runtime_tls()),
+            ([], runtime_tls()),
         ):
             proc = cluster.spawn(f"trine-{target}", [*argv, *extra], **{variable: address}, **env)
             proc.log.wait_for(lambda line: "trine started" in line, proc.popen)
@@ -221,15 +212,6 @@ def one_line_error(out: subprocess.CompletedProcess[str]) -> str:
     return last
 
 
-def _runtime_tls() -> dict[str, str]:
-    certs = dev_certs()
-    return dict(
-        TRINE_TLS_CERT=str(certs.server),
-        TRINE_TLS_KEY=str(certs.server_key),
-        TRINE_TLS_CA=str(certs.ca),
-    )
-
-
 def test_a_bad_certificate_file_is_one_line_at_boot(tmp_path: Path) -> None:
     certs = dev_certs()
     cluster = Cluster(topology="all", workdir=tmp_path)
@@ -240,7 +222,7 @@ def test_a_bad_certificate_file_is_one_line_at_boot(tmp_path: Path) -> None:
         "not a CA": (dict(TRINE_TLS_CA=str(certs.server_key)), "holds no PEM certificate"),
     }
     for name, (override, needle) in cases.items():
-        env = cluster.env(**{**_runtime_tls(), **override})
+        env = cluster.env(**{**runtime_tls(), **override})
         out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
         assert needle in one_line_error(out), name
         assert not (cluster.data_dir / "CURRENT").exists(), f"{name}: the database was opened"

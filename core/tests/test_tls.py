@@ -143,3 +143,21 @@ def test_a_network_listener_needs_mutual_tls_or_insecure(pki: dict[str, Path]) -
     refuse_open_listener(Settings(), "127.0.0.1", "127.0.0.1:7482", "engine")
     refuse_open_listener(tls(insecure=True), "0.0.0.0", "0.0.0.0:1", "engine")
     refuse_open_listener(tls(pki["cert"], pki["key"], pki["ca"]), "0.0.0.0", "0.0.0.0:1", "x")
+
+
+def test_the_worker_port_checks_workers_against_their_own_ca(
+    pki: dict[str, Path], tmp_path: Path
+) -> None:
+    settings = tls(pki["cert"], pki["key"])
+    optional = server_context(settings, ssl.CERT_OPTIONAL)
+    assert optional is not None
+    assert optional.verify_mode == ssl.CERT_NONE  # no CA: nothing to verify a certificate with
+    with pytest.raises(ConfigError, match=r"required, but coordinator\.worker_ca .* is not set"):
+        server_context(settings, ssl.CERT_REQUIRED, ca_setting="coordinator.worker_ca")
+    own = server_context(settings, ssl.CERT_REQUIRED, pki["ca"], "coordinator.worker_ca")
+    assert own is not None
+    assert own.verify_mode == ssl.CERT_REQUIRED
+    assert len(own.get_ca_certs()) == 1
+    missing = tmp_path / "workers-ca.pem"
+    with pytest.raises(ConfigError, match=f"coordinator.worker_ca {missing} does not exist"):
+        server_context(settings, ssl.CERT_OPTIONAL, missing, "coordinator.worker_ca")

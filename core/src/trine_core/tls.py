@@ -68,31 +68,44 @@ class TlsFiles:
 
 
 def server_context(
-    settings: Settings, client_certs: ssl.VerifyMode | None = None
+    settings: Settings,
+    client_certs: ssl.VerifyMode | None = None,
+    ca: Path | None = None,
+    ca_setting: str = TLS_CA.key,
 ) -> ssl.SSLContext | None:
     """The context a gRPC listener serves with; None when ``[tls] cert`` is not set (plain).
 
-    ``client_certs``: whether a client must present a certificate signed by ``[tls] ca``. By
-    default ``CERT_REQUIRED`` when a CA is configured (mutual TLS between roles); the coordinator
-    asks for ``CERT_OPTIONAL`` on its worker port (a certificate a worker presents is verified,
-    but none is needed) unless it requires worker certificates.
+    ``client_certs``: whether a client must present a certificate signed by ``ca`` (default
+    ``[tls] ca``). By default ``CERT_REQUIRED`` when there is a CA (mutual TLS between roles).
+    The coordinator's worker port asks for ``CERT_OPTIONAL`` (a certificate a worker presents
+    is verified, none is needed; no CA: nothing to verify) or ``CERT_REQUIRED``, and checks
+    workers against a CA of their own so that a worker's certificate opens no role's port.
+    ``ca_setting`` names where ``ca`` came from, in errors.
     """
     files = TlsFiles.from_settings(settings)
+    ca = ca or files.ca
+    mode = client_certs
+    if mode is None:
+        mode = ssl.CERT_REQUIRED if ca is not None else ssl.CERT_NONE
+    elif mode == ssl.CERT_OPTIONAL and ca is None:
+        mode = ssl.CERT_NONE
+    if mode == ssl.CERT_REQUIRED and ca is None:
+        raise ConfigError(
+            f"client certificates are required, but {ca_setting} (the CA to check them) is not set"
+        )
     if files.cert is None or files.key is None:
-        if files.ca is not None and client_certs != ssl.CERT_NONE:
+        if mode != ssl.CERT_NONE:
             raise ConfigError(
-                f"{TLS_CA.key} is set but {TLS_CERT.key} and {TLS_KEY.key} are not: a listener "
+                f"{ca_setting} is set but {TLS_CERT.key} and {TLS_KEY.key} are not: a listener "
                 "that checks client certificates must serve TLS itself"
             )
         return None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _harden(context)
     _load_chain(context, files.cert, files.key)
-    if files.ca is not None:
-        mode = ssl.CERT_REQUIRED if client_certs is None else client_certs
-        if mode != ssl.CERT_NONE:
-            _load_ca(context, files.ca)
-        context.verify_mode = mode
+    if mode != ssl.CERT_NONE and ca is not None:
+        _load_ca(context, ca, ca_setting)
+    context.verify_mode = mode
     return context
 
 
@@ -189,10 +202,10 @@ def _load_chain(context: ssl.SSLContext, cert: Path, key: Path) -> None:
         ) from None
 
 
-def _load_ca(context: ssl.SSLContext, ca: Path) -> None:
-    if "-----BEGIN CERTIFICATE-----" not in _read(ca, TLS_CA.key):
-        raise ConfigError(f"{TLS_CA.key} {ca} holds no PEM certificate")
+def _load_ca(context: ssl.SSLContext, ca: Path, setting: str = TLS_CA.key) -> None:
+    if "-----BEGIN CERTIFICATE-----" not in _read(ca, setting):
+        raise ConfigError(f"{setting} {ca} holds no PEM certificate")
     try:
         context.load_verify_locations(cafile=ca)
     except ssl.SSLError as exc:
-        raise ConfigError(f"{TLS_CA.key} {ca} cannot be loaded: {exc.reason or exc}") from None
+        raise ConfigError(f"{setting} {ca} cannot be loaded: {exc.reason or exc}") from None

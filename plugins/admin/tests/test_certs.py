@@ -18,6 +18,9 @@ from trine_core import TLS_CA, TLS_CERT, TLS_KEY, Settings
 from trine_core.cli import main as trine_main
 from trine_core.tls import client_context, server_context
 
+REFUSED = (ssl.SSLError, ConnectionError, asyncio.IncompleteReadError, TimeoutError)
+"""A client refused after its handshake (TLS 1.3 sends the verdict on its certificate later)."""
+
 
 def tls_settings(cert: Path, key: Path, ca: Path) -> Settings:
     return Settings({TLS_CERT: str(cert), TLS_KEY: str(key), TLS_CA: str(ca)})
@@ -96,13 +99,20 @@ async def test_roles_and_workers_talk_mutual_tls_with_them(tmp_path: Path) -> No
     certs = write_dev_certs(tmp_path / "ours")
     role = tls_settings(certs.server, certs.server_key, certs.ca)
     worker = tls_settings(certs.client, certs.client_key, certs.ca)
-    listener = server_context(role)
-    assert listener is not None
-    for peer in (role, worker):
-        dialer = client_context(peer)
-        assert dialer is not None
-        for host in ("localhost", "127.0.0.1"):
-            assert await handshake(listener, dialer, host) == "h2"
+    role_port = server_context(role)
+    # The coordinator's worker port ([coordinator] worker_ca = workers-ca.pem).
+    worker_port = server_context(role, ssl.CERT_REQUIRED, certs.workers_ca)
+    role_dialing, worker_dialing = client_context(role), client_context(worker)
+    assert role_port is not None
+    assert worker_port is not None
+    assert role_dialing is not None
+    assert worker_dialing is not None
+    for host in ("localhost", "127.0.0.1"):
+        assert await handshake(role_port, role_dialing, host) == "h2"
+        assert await handshake(worker_port, worker_dialing, host) == "h2"
+    # A worker's certificate opens no role's port (its CA is not the roles').
+    with pytest.raises(REFUSED):
+        await handshake(role_port, worker_dialing, "localhost")
 
 
 async def test_another_ca_is_refused_both_ways(tmp_path: Path) -> None:
@@ -112,7 +122,7 @@ async def test_another_ca_is_refused_both_ways(tmp_path: Path) -> None:
     # A client whose certificate another CA signed (it trusts our CA: only its own cert is bad).
     stranger = client_context(tls_settings(theirs.client, theirs.client_key, ours.ca))
     assert stranger is not None
-    with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError, TimeoutError)):
+    with pytest.raises(REFUSED):
         await handshake(listener, stranger, "localhost")
     # A server whose certificate another CA signed is not trusted by our clients.
     impostor = server_context(tls_settings(theirs.server, theirs.server_key, theirs.ca))

@@ -2,9 +2,11 @@
 
 One server certificate serves every role (gateway HTTPS, the engine's and the coordinator's gRPC
 ports) and is also each role's client certificate when it dials another (mutual TLS), so it
-carries both the server and the client purpose and the names this host is reached by. A second,
-client-only certificate is for workers. Development only: the CA's key sits next to what it
-signed, and anyone holding it can mint certificates every role trusts (docs/security.md).
+carries both the server and the client purpose and the names this host is reached by. The
+workers' client certificate is signed by a CA of its own, which only the coordinator's worker port
+trusts (``[coordinator] worker_ca``): a worker's certificate opens no role's port. Development
+only: the CAs' keys sit next to what they signed, and anyone holding one can mint certificates
+that are trusted (docs/security.md).
 
 The trine.commands entry point ``certs`` names this module; it registers the command alone.
 """
@@ -32,7 +34,16 @@ CA_DAYS = 3650
 LEAF_DAYS = 825
 """Leaf lifetimes at most 825 days: what Apple's and browsers' TLS stacks still accept."""
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
-FILES = ("ca.pem", "ca-key.pem", "server.pem", "server-key.pem", "client.pem", "client-key.pem")
+FILES = (
+    "ca.pem",
+    "ca-key.pem",
+    "server.pem",
+    "server-key.pem",
+    "workers-ca.pem",
+    "workers-ca-key.pem",
+    "client.pem",
+    "client-key.pem",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +69,14 @@ class DevCerts:
         return self.directory / "server-key.pem"
 
     @property
+    def workers_ca(self) -> Path:
+        return self.directory / "workers-ca.pem"
+
+    @property
+    def workers_ca_key(self) -> Path:
+        return self.directory / "workers-ca-key.pem"
+
+    @property
     def client(self) -> Path:
         return self.directory / "client.pem"
 
@@ -79,9 +98,9 @@ def host_names() -> list[str]:
 def write_dev_certs(
     directory: Path, hosts: Iterable[str] = (), *, force: bool = False, days: int = LEAF_DAYS
 ) -> DevCerts:
-    """Write the CA, the server and the client certificate and keys into ``directory`` (created
-    if missing); keys are 0600. ``hosts``: more names or addresses for the server certificate.
-    Existing files are a FileExistsError naming them, unless ``force``."""
+    """Write the CAs, the server and the client certificate and keys into ``directory``
+    (created if missing); keys are 0600. ``hosts``: more names or addresses for the server
+    certificate. Existing files are a FileExistsError naming them, unless ``force``."""
     directory.mkdir(parents=True, exist_ok=True)
     taken = [directory / f for f in FILES if (directory / f).exists()]
     if taken and not force:
@@ -89,23 +108,18 @@ def write_dev_certs(
             f"{', '.join(map(str, taken))} already exist{'s' if len(taken) == 1 else ''}"
         )
     now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)  # clock skew
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "trine development CA")])
-    ca = (
-        _builder(ca_name, ca_name, ca_key.public_key(), ca_key.public_key(), now, CA_DAYS)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_usage(cert_sign=True), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
+    ca_key, ca = _ca("trine development CA", now)
+    workers_ca_key, workers_ca = _ca("trine development workers CA", now)
     names = list(dict.fromkeys([*host_names(), *hosts]))
     purposes = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
     server_key, server = _leaf(ca, ca_key, "trine", names, purposes, now, days)
     client_key, client = _leaf(
-        ca, ca_key, "trine-worker", [], [ExtendedKeyUsageOID.CLIENT_AUTH], now, days
+        workers_ca, workers_ca_key, "trine-worker", [], [ExtendedKeyUsageOID.CLIENT_AUTH], now, days
     )
     for name, cert, key in (
         ("ca", ca, ca_key),
         ("server", server, server_key),
+        ("workers-ca", workers_ca, workers_ca_key),
         ("client", client, client_key),
     ):
         _write(directory / f"{name}.pem", cert.public_bytes(serialization.Encoding.PEM), 0o644)
@@ -116,6 +130,20 @@ def write_dev_certs(
         )
         _write(directory / f"{name}-key.pem", pem, 0o600)
     return DevCerts(directory.resolve())  # absolute: the paths printed work from anywhere
+
+
+def _ca(
+    common_name: str, now: datetime.datetime
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    cert = (
+        _builder(name, name, key.public_key(), key.public_key(), now, CA_DAYS)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_usage(cert_sign=True), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
 
 
 def _builder(
@@ -205,9 +233,11 @@ def usage(certs: DevCerts) -> str:
             "",
             "every role (engine, coordinator, gateway), as flags:",
             f"  --tls-cert {certs.server} --tls-key {certs.server_key} --tls-ca {certs.ca}",
+            f"  --coordinator-worker-ca {certs.workers_ca}",
             "or in the environment:",
             f"  TRINE_TLS_CERT={certs.server} TRINE_TLS_KEY={certs.server_key} "
             f"TRINE_TLS_CA={certs.ca}",
+            f"  TRINE_COORDINATOR_WORKER_CA={certs.workers_ca}",
             "workers (TLS to the coordinator, with a client certificate):",
             f"  TRINE_TLS_CA={certs.ca} TRINE_TLS_CERT={certs.client} "
             f"TRINE_TLS_KEY={certs.client_key}",
@@ -225,8 +255,9 @@ def main(prog: str, argv: Sequence[str]) -> int:
         "dev",
         help="write a development CA, a server and a client certificate into DIR",
         description="Write a development CA (ca.pem, ca-key.pem), a server certificate for "
-        "this host's names that every role serves and dials with (server.pem, server-key.pem) "
-        "and a client certificate for workers (client.pem, client-key.pem).",
+        "this host's names that every role serves and dials with (server.pem, server-key.pem), "
+        "and a CA for workers (workers-ca.pem, workers-ca-key.pem) with a client certificate it "
+        "signed (client.pem, client-key.pem).",
     )
     dev.add_argument("dir", type=Path, metavar="DIR")
     dev.add_argument(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable
+from pathlib import Path
 from typing import ClassVar
 
 from grpclib.health.check import ServiceCheck
@@ -21,6 +22,7 @@ from trine_coordinator.settings import (
     REQUIRE_WORKER_CERTS,
     SETTINGS,
     WORKER_ADDR,
+    WORKER_CA,
 )
 from trine_core import (
     AUTH_TOKENS_FILE,
@@ -41,9 +43,12 @@ from trine_proto.codec import GrpcCodec
 
 def worker_tls(settings: Settings) -> ssl.SSLContext | None:
     """The worker port's TLS ([tls] cert/key): a worker's client certificate is verified against
-    [tls] ca when presented, and required only with [coordinator] require_worker_certs."""
+    [coordinator] worker_ca (else [tls] ca) when presented, and required only with
+    [coordinator] require_worker_certs."""
     mode = ssl.CERT_REQUIRED if settings[REQUIRE_WORKER_CERTS] else ssl.CERT_OPTIONAL
-    return server_context(settings, client_certs=mode)
+    if settings[WORKER_CA]:
+        return server_context(settings, mode, Path(settings[WORKER_CA]), WORKER_CA.key)
+    return server_context(settings, mode)
 
 
 class CoordinatorRole:

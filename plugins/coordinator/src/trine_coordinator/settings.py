@@ -36,8 +36,16 @@ COORDINATOR_ADDR = Setting(
 REQUIRE_WORKER_CERTS = Setting(
     "require_worker_certs",
     False,
-    "with [tls] ca: workers must present a client certificate it signed (mutual TLS on the worker "
-    "port); false: a certificate a worker presents is verified, none is needed (tokens are)",
+    "workers must present a client certificate signed by [coordinator] worker_ca (else [tls] ca): "
+    "mutual TLS on the worker port; false: a certificate a worker presents is verified, none is "
+    "needed (tokens are)",
+    section="coordinator",
+)
+WORKER_CA = Setting(
+    "worker_ca",
+    "",
+    "PEM CA bundle workers' client certificates are checked against on the worker port (default: "
+    "[tls] ca); a CA of their own keeps a worker's certificate from opening the roles' ports",
     section="coordinator",
 )
 SETTINGS = (
@@ -47,4 +55,5 @@ SETTINGS = (
     MAX_WORKER_LOSSES,
     COORDINATOR_ADDR,
     REQUIRE_WORKER_CERTS,
+    WORKER_CA,
 )
