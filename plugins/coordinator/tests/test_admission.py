@@ -20,6 +20,7 @@ from structlog.testing import capture_logs
 from trine_coordinator import CoordinatorRole
 from trine_coordinator.admission import INSTANCE, bearer
 from trine_core.auth import hash_token, new_token
+from trine_core.instruments import REGISTRY
 from trine_proto.trine.v1 import FunctionSpec, Register, WorkerMessage
 
 WORKER_TOKEN = new_token()
@@ -118,9 +119,19 @@ async def test_an_unknown_token_is_unauthenticated(tmp_path: Path) -> None:
         assert error.status == Status.UNAUTHENTICATED
 
 
+def refused_count(reason: str) -> float:
+    """``trine_workers_refused_total{reason}`` so far (the registry is the process's)."""
+    instrument = REGISTRY.get("trine_workers_refused_total")
+    assert instrument is not None
+    samples = instrument.collect().samples
+    return sum(s.value for s in samples if s.labels == (reason,))
+
+
 async def test_a_token_without_the_worker_scope_is_permission_denied(tmp_path: Path) -> None:
     async with guarded(tmp_path) as (_, harness):
+        before = refused_count("permission_denied")
         error = await refusal(harness, auth(READ_TOKEN))
+        assert refused_count("permission_denied") == before + 1
         assert error.status == Status.PERMISSION_DENIED
         assert "token 'ci' lacks scope 'worker'" in (error.message or "")
         assert registrations(harness) == 0
