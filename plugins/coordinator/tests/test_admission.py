@@ -241,10 +241,10 @@ async def test_the_same_worker_reconnecting_replaces_its_old_session(coordinator
         await old.stream.end()
 
 
-@pytest.mark.parametrize("heartbeat_ms", [200])
+@pytest.mark.parametrize("heartbeat_ms", [400])
 async def test_a_silent_session_yields_its_id(coordinator: Harness) -> None:
     async with coordinator.worker("same") as old:
-        await asyncio.sleep(0.5)  # silent past two intervals (400 ms), not yet dropped (1 s)
+        await asyncio.sleep(1.5)  # silent past three intervals (1.2 s), not yet dropped (2 s)
         async with coordinator.worker("same") as new:
             assert await old.recv() is None
             await new.stream.end()

@@ -10,7 +10,7 @@ registration allowed to serve it. Without a tokens file every worker is admitted
 A ``worker_id`` is one live session: a second process registering an id a live session holds is
 refused (``ALREADY_EXISTS``) rather than fencing it, so two processes never take turns. The same
 process reconnecting (the SDK sends a random ``trine-worker-instance`` per ``Worker``) replaces its
-old session at once; so does anyone when the old session has been silent for two heartbeat
+old session at once; so does anyone when the old session has been silent for three heartbeat
 intervals (a crashed host whose TCP connection has not closed yet: the new one need not wait for
 the five intervals that drop it).
 """
@@ -29,7 +29,7 @@ AUTHORIZATION = "authorization"
 INSTANCE = "trine-worker-instance"
 """Metadata naming one ``Worker`` object of one process (random; never shown): a registration
 with the instance of a live session is that worker reconnecting, not another worker."""
-SILENT_INTERVALS = 2
+SILENT_INTERVALS = 3
 """A session silent this many heartbeat intervals yields its ``worker_id`` to a new registration
 (it is dropped after five anyway)."""
 NEEDS_TOKEN = (
