@@ -276,6 +276,8 @@ async def test_console_forms_are_not_refused_for_their_form_type(gateway: Gatewa
     foreign = await gateway.http.post("/ui/runs", data=form, headers={"origin": PAGE})
     assert foreign.status_code == 403
     assert foreign.headers["content-type"].startswith("text/html")
+    opaque = await gateway.http.post("/ui/runs", data=form, headers={"origin": "null"})
+    assert opaque.status_code == 403  # a sandboxed frame's or a data: page's form
 
 
 # -- listening on the network ----------------------------------------------------------------------

@@ -103,6 +103,9 @@ def same_origin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHand
     if site is not None and site not in ("same-origin", "none"):
         raise PermissionDeniedException("a form of the console was posted from another site")
     origin = connection.headers.get("origin")
+    if origin == "null" and site != "same-origin":
+        # an opaque origin: a sandboxed frame, a data: page, a post redirected across sites
+        raise PermissionDeniedException("a console form was posted from an opaque origin (null)")
     if origin is not None and origin != "null":
         # Behind a proxy the browser's host may be the proxy's, which it passes on as
         # X-Forwarded-Host. (A page of another site cannot set that header on a form post.)
