@@ -6,6 +6,7 @@ tokens unless ``--insecure`` says so."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -42,7 +43,7 @@ def test_what_a_web_page_could_send_is_refused(running: Cluster) -> None:
         # a page posts text/plain to skip the CORS preflight
         text = http.post(
             "/v1/runs",
-            content=httpx.Request("POST", "/", json=body).content,
+            content=json.dumps(body),
             headers={"content-type": "text/plain"},
         )
         assert text.status_code == 415, text.text
@@ -57,7 +58,7 @@ def test_what_a_web_page_could_send_is_refused(running: Cluster) -> None:
             assert foreign.status_code in (400, 421), foreign.text
             assert error_code(foreign) == "invalid_host"
 
-        # a page of another origin posts (no preflight for a simple request... or with one)
+        # a page of another origin posts (a form, or fetch after a preflight it would fail)
         refused = http.post("/v1/runs", json=body, headers={"origin": EVIL})
         assert refused.status_code == 403, refused.text
         assert error_code(refused) == "forbidden_origin"
@@ -101,15 +102,13 @@ def test_cors_answers_the_configured_origins_only(cluster: Cluster) -> None:
         assert post.status_code == 403
 
 
-def boot(
-    cluster: Cluster, target: str, *flags: str, **env: str
-) -> subprocess.CompletedProcess[str]:
-    """One runtime process that is expected to refuse to start (it exits within the timeout)."""
+def boot(cluster: Cluster, target: str, http_addr: str) -> subprocess.CompletedProcess[str]:
+    """One runtime process listening on ``http_addr``, expected to refuse to start."""
     return subprocess.run(
-        [sys.executable, "-m", "trine_core.cli", f"--target={target}", *flags],
+        [sys.executable, "-m", "trine_core.cli", f"--target={target}"],
         capture_output=True,
         text=True,
-        env=cluster.env(**env),
+        env=cluster.env(TRINE_HTTP_ADDR=http_addr),
         timeout=60,
     )
 
@@ -121,7 +120,7 @@ def test_the_network_needs_tokens_or_insecure(cluster: Cluster) -> None:
     cluster.runtime_proc(target).kill9()
     wildcard = f"0.0.0.0:{cluster.http_port}"
 
-    refused = boot(cluster, target, TRINE_HTTP_ADDR=wildcard)
+    refused = boot(cluster, target, wildcard)
     assert refused.returncode == 2, refused.stderr
     assert "Traceback" not in refused.stderr
     last = refused.stderr.strip().splitlines()[-1]
