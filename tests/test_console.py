@@ -26,6 +26,9 @@ import httpx
 import pytest
 from harness import ORDER, ROOT, Cluster
 
+from trine_core import hash_token, new_token
+from trine_gateway.ui.session import COOKIE
+
 CHROMIUM = Path(os.environ.get("TRINE_CHROMIUM", "/usr/bin/chromium"))
 FLAGS = [
     "--headless",
@@ -216,5 +219,93 @@ def test_the_console_in_a_browser(cluster: Cluster, browser: Any, shots: Path) -
     assert overflow <= 1, f"the run page is {overflow}px wider than a phone's screen"
     small.screenshot(path=str(shots / "console-phone.png"))
     phone.close()
+    context.close()
+    assert problems == []
+
+
+def write_tokens(path: Path, tokens: dict[str, tuple[str, list[str]]]) -> None:
+    """A tokens file: ``name → (token, scopes)``."""
+    path.write_text(
+        "".join(
+            f'[[tokens]]\nname = "{name}"\nsha256 = "{hash_token(token)}"\n'
+            f"scopes = {json.dumps(scopes)}\n\n"
+            for name, (token, scopes) in tokens.items()
+        )
+    )
+
+
+def sign_in(page: Any, token: str) -> None:
+    page.fill("#login-token", token)
+    page.click("#login-form button[type=submit]")
+
+
+def test_the_console_signs_in_with_a_token(cluster: Cluster, browser: Any) -> None:
+    """With a tokens file: the login form, a read token's pages without actions (a post is
+    refused), a write token's cancel, and a post without the form's CSRF token refused."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    tokens = {
+        "reader": (new_token(), ["read"]),
+        "writer": (new_token(), ["read", "write"]),
+        "workers": (new_token(), ["worker"]),
+    }
+    path = cluster.workdir / "tokens.toml"
+    write_tokens(path, tokens)
+    cluster.start(TRINE_AUTH_TOKENS_FILE=str(path))
+    cluster.start_worker("approval_worker.py", TRINE_TOKEN=tokens["workers"][0])
+    writer = {"authorization": f"Bearer {tokens['writer'][0]}"}
+    with httpx.Client(base_url=cluster.url, timeout=10, headers=writer) as http:
+        response = http.post("/v1/runs", json={"function": "approval", "input": {"sleep_s": 3600}})
+        assert response.status_code == 201, response.text
+        sleeping: str = response.json()["id"]
+    context = browser.new_context(viewport={"width": 1280, "height": 860}, base_url=cluster.url)
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+
+    # -- without a session: the login form, which refuses a wrong token ------------------------
+    page.goto(f"/ui/runs/{sleeping}")
+    page.wait_for_url(re.compile(r"/ui/login\?next="))
+    expect(page.locator("#login-form")).to_be_visible()
+    sign_in(page, "trine_not-a-token")
+    expect(page.locator("#login-error")).to_contain_text("not a valid API token")
+
+    # -- a read token: pages, no actions, and a post is refused --------------------------------
+    sign_in(page, tokens["reader"][0])
+    page.wait_for_url(re.compile(r"/ui/runs"))
+    cookie = next(c for c in context.cookies() if c["name"] == COOKIE)
+    assert (cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (True, "Strict", "/ui")
+    page.goto(f"/ui/runs/{sleeping}")
+    expect(page.locator("#run-status")).to_have_text("suspended")
+    expect(page.locator("#live-state")).to_contain_text("live")  # its event stream, by cookie
+    expect(page.locator("#signed-in-as")).to_contain_text("reader · read-only")
+    expect(page.locator("#read-only")).to_be_visible()
+    assert page.locator("#cancel-form").count() == 0
+    assert page.evaluate("() => document.cookie") == ""  # HttpOnly: no script reads it
+    csrf = page.locator("#signout-form input[name=csrf]").get_attribute("value")
+    status = page.evaluate(
+        """([url, csrf]) => fetch(url, {method: "POST", body: new URLSearchParams({csrf})})
+                .then(r => r.status)""",
+        [f"/ui/runs/{sleeping}/cancel", csrf],
+    )
+    assert status == 403
+    page.click("#signout-form button[type=submit]")
+    page.wait_for_url(re.compile(r"/ui/login"))
+    assert not [c for c in context.cookies() if c["name"] == COOKIE]
+
+    # -- a write token: a post without the form's CSRF token is refused; the form cancels ------
+    page.goto(f"/ui/login?next=/ui/runs/{sleeping}")
+    sign_in(page, tokens["writer"][0])
+    page.wait_for_url(re.compile(rf"/ui/runs/{sleeping}$"))
+    forged = page.request.post(f"/ui/runs/{sleeping}/cancel", form={"reason": "forged"})
+    assert forged.status == 403
+    assert "CSRF" in forged.text()
+    expect(page.locator("#run-status")).to_have_text("suspended")
+    page.fill("#cancel-reason", "not needed any more")
+    page.click("#cancel-form button[type=submit]")
+    page.wait_for_url(re.compile(rf"/ui/runs/{sleeping}\?notice=cancel"))
+    expect(page.locator("#run-status")).to_have_text("cancelled")
+    expect(page.locator("#run-error")).to_contain_text("not needed any more")
     context.close()
     assert problems == []
