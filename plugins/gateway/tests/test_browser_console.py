@@ -18,7 +18,7 @@ from trine_core.auth import hash_token, new_token
 from trine_core.testing.memory import MemoryEngine
 from trine_gateway import GatewayServer, Lifecycle, create_app
 from trine_gateway.auth import GatewayAuth
-from trine_gateway.settings import HTTP_ADDR
+from trine_gateway.settings import CORS_ORIGINS, HTTP_ADDR
 from trine_gateway.ui.session import COOKIE
 from trine_proto.trine.v1 import GetRunRequest, RunStatus, StartRunRequest
 
@@ -222,3 +222,33 @@ async def test_the_api_still_needs_a_bearer_token(console: Console) -> None:
     cookie = f"{COOKIE}={console.tokens['writer']}"
     response = await console.http.get("/v1/runs", headers={"cookie": cookie})
     assert response.status_code == 401
+
+
+async def test_a_cors_page_can_read_the_token_checks_refusal(tmp_path: Path) -> None:
+    """A page of a ``cors_origins`` origin sees the 401 (and its WWW-Authenticate) it must act
+    on, not a CORS failure: the token check answers inside the CORS headers."""
+    path = tmp_path / "tokens.toml"
+    write_tokens(path, {"reader": new_token()})
+    page = "https://app.example.com"
+    settings = Settings(
+        {AUTH_TOKENS_FILE: str(path), CORS_ORIGINS: (page,), MAX_PAYLOAD_BYTES: MAX_PAYLOAD}
+    )
+    memory = MemoryEngine(MAX_PAYLOAD, functions=FUNCTIONS)
+    lifecycle = Lifecycle()
+    app = create_app(memory.backend, settings, Readiness(), lifecycle=lifecycle)
+    server = GatewayServer(app, "127.0.0.1:0", lifecycle)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            answer = await http.get("/v1/runs", headers={"origin": page})
+            assert answer.status_code == 401
+            assert answer.json()["error"]["code"] == "unauthenticated"
+            assert answer.headers["access-control-allow-origin"] == page
+            assert answer.headers["www-authenticate"].startswith("Bearer")
+            preflight = await http.options(
+                "/v1/runs",
+                headers={"origin": page, "access-control-request-method": "POST"},
+            )
+            assert preflight.status_code == 204  # no token on a preflight, and none needed
+    finally:
+        await server.stop()

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from litestar.enums import ScopeType
@@ -46,8 +46,9 @@ from litestar.types import (
     Send,
 )
 
-from trine_core import ConfigError, Settings, split_host_port
+from trine_core import ConfigError, Settings, TrineError, split_host_port
 from trine_core.tls import is_loopback
+from trine_gateway.errors import REALM, http_status
 from trine_gateway.settings import ALLOWED_HOSTS, CORS_ORIGINS, HTTP_ADDR
 
 INVALID_HOST = "invalid_host"
@@ -200,12 +201,24 @@ class BrowserGuard:
             await self.app(scope, receive, send)
             return
 
+        started = False
+
         async def send_with_cors(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message["headers"] = [*message.get("headers", ()), *_cors_headers(origin)]
             await send(message)
 
-        await self.app(scope, receive, send_with_cors)
+        try:
+            await self.app(scope, receive, send_with_cors)
+        except TrineError as exc:
+            # The token check's 401 or 403 is raised by a middleware after this one, outside
+            # the routes' own error handling: answered here, the page can read it (CORS).
+            if started:
+                raise
+            extra = [(b"www-authenticate", REALM.encode())] if http_status(exc) == 401 else []
+            await _error(send_with_cors, http_status(exc), exc.code, exc.message, extra)
 
     def _refusal(
         self, method: str, headers: dict[str, str], origin: str | None
@@ -264,10 +277,13 @@ def _cors_headers(origin: str) -> list[tuple[bytes, bytes]]:
     ]
 
 
-async def _error(send: Send, status: int, code: str, message: str) -> None:
+async def _error(
+    send: Send, status: int, code: str, message: str, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
     """The API's usual JSON error, answered before any route runs."""
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += list(extra)
     await _respond(send, status, headers, body)
 
 
