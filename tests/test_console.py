@@ -6,7 +6,9 @@ It starts a run of ``examples/order_worker.py``'s ``order`` through the console'
 its steps appear on the run's page while the page follows the run's event stream (no reload),
 shows the API's errors next to the start form's fields, cancels a sleeping
 ``examples/approval_worker.py`` run and signals another, and looks at the runs, functions and
-workers pages, and at a run on a phone's screen.
+workers pages, and at a run on a phone's screen. With a tokens file (issue 13) it signs in
+through the login form: a read token's pages have no actions and its posts are refused, a post
+without the form's CSRF token is refused, and a write token's cancel works.
 
 Screenshots: with ``TRINE_SCREENSHOTS=docs/images`` (a folder, relative to the repository), the
 ``all`` topology writes ``console-*.png`` there for docs/operations.md; otherwise they go to the
