@@ -25,7 +25,7 @@ from tests.damage_kit import (
 
 from trine_core import StorageError
 from trine_engine import Engine, EngineConfig
-from trine_engine.storage.marker import marker_path, read_marker
+from trine_engine.storage.marker import AckMarker, marker_path, read_marker
 from trine_proto.trine.v1 import GetRunRequest, ListRunsRequest, RunStatus
 from trine_proto.vocabulary import ErrorCode
 
@@ -184,3 +184,22 @@ async def test_a_damaged_sst_block_read_at_open_refuses_to_open(tmp_path: Path) 
         f"checksum mismatch"
     )
     assert sst.name in message
+
+
+def test_the_marker_survives_a_torn_slot(tmp_path: Path) -> None:
+    """Two slots written in turn: a store torn by a power loss leaves the other one, at most one
+    batch behind (never ahead); both damaged is a damaged marker."""
+    marker = AckMarker(tmp_path, 0, 5)
+    marker.record(9)  # slot 0
+    marker.record(12)  # slot 1
+    marker.close()
+    path = marker_path(tmp_path, 0)
+    raw = bytearray(path.read_bytes())
+    assert read_marker(tmp_path, 0) == 12
+    raw[20] ^= 0xFF  # slot 1 torn
+    path.write_bytes(bytes(raw))
+    assert read_marker(tmp_path, 0) == 9
+    raw[4] ^= 0xFF  # slot 0 too
+    path.write_bytes(bytes(raw))
+    with pytest.raises(StorageError, match="trine-acked-0 is damaged: it fails its checksums"):
+        read_marker(tmp_path, 0)

@@ -18,8 +18,8 @@ A failed write is fatal: the batch's callers get StorageError, the failure is lo
 later append is refused. Nothing that was not durable is ever acknowledged.
 
 After each synced write, before anyone is answered, the batch's end is recorded in the
-acknowledged marker (``marker``: one ``pwrite``, synced at most once a second), so a database
-whose WAL later loses acknowledged writes is refused at open instead of opening rolled back.
+acknowledged marker (``marker``: a store into a mapped page, synced at most once a second), so
+a database whose WAL later loses acknowledged writes is refused at open, not opened rolled back.
 """
 
 from __future__ import annotations
@@ -187,9 +187,10 @@ class PartitionLog:
                 batch.write_batch, META, applied_key(self.partition), encode_u64(batch.last_offset)
             )
             self._store.write(batch.write_batch)
-            if self._marker is None:
-                self._marker = AckMarker(self._store.path, self.partition)
-            self._marker.record(batch.last_offset + 1)
+            if self._marker is None:  # created with the first commit's end
+                self._marker = AckMarker(self._store.path, self.partition, batch.last_offset + 1)
+            else:
+                self._marker.record(batch.last_offset + 1)
         except Exception as exc:
             self._fail(batch, exc)
             return
