@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from tests.damage_kit import (
+    RUNS,
     crash_after_acknowledged_runs,
     newest_wal,
     overwrite_middle,
@@ -60,8 +61,10 @@ def test_a_wal_overwritten_mid_file(crashed: Path) -> None:
     code, output = check(crashed)
     assert code == 1
     lines = damaged_lines(output)
-    assert lines[0].startswith(
-        f"damaged: RocksDB refuses the write-ahead log ({wal.name}): Corruption: checksum mismatch"
+    assert lines[0] == (
+        f"damaged: RocksDB refuses its write-ahead log ({wal.name}): Corruption: checksum "
+        f"mismatch; the records behind the damage cannot be recovered (the rest is checked as "
+        f"recovered up to it)"
     )
     # what RocksDB recovers before the damage ends before what was acknowledged
     assert any("were acknowledged (trine-acked-0)" in line for line in lines)
@@ -178,3 +181,20 @@ def test_usage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main("trine check", ["--data-dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"trine check: error: {tmp_path} holds no trine database\n"
     assert main("trine check", ["--help"]) == 0
+
+
+async def test_a_damaged_table_footer(tmp_path: Path) -> None:
+    """A table RocksDB cannot even open: reported, nothing else can be checked."""
+    data_dir = tmp_path / "data"
+    crash_after_acknowledged_runs(data_dir, runs=RUNS)
+    engine = await Engine.open(EngineConfig(data_dir=data_dir))
+    await engine.close()
+    sst = runs_table(data_dir)
+    with sst.open("r+b") as f:
+        f.seek(sst.stat().st_size - 40)
+        f.write(b"\0" * 40)
+    code, output = check(data_dir)
+    assert code == 1
+    (line,) = damaged_lines(output)
+    assert line.startswith("damaged: RocksDB refuses to open it: Corruption: Bad table magic ")
+    assert sst.name in line

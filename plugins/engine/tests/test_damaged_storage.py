@@ -68,9 +68,10 @@ async def test_a_wal_overwritten_mid_file_refuses_to_open(
 
     message = await refused(data_dir)
 
-    assert message.startswith(
+    assert message == (
         f"data dir {data_dir} is damaged: RocksDB refuses its write-ahead log ({wal.name}): "
-        f"Corruption: checksum mismatch; "
+        f"Corruption: checksum mismatch; the records behind the damage cannot be recovered; "
+        f"refusing to open it (trine check --data-dir {data_dir})"
     )
     assert snapshot(data_dir) == before  # nothing written: the damaged WAL is still there
     assert await refused(data_dir) == message  # and stays refused
@@ -166,6 +167,26 @@ async def test_a_damaged_sst_block_fails_reads_and_listings(tmp_path: Path) -> N
         assert len(codes) < len(ids)
     finally:
         await engine.close()
+
+
+async def test_a_damaged_table_footer_refuses_to_open(tmp_path: Path) -> None:
+    """RocksDB itself refuses a table it cannot open: the line names it, not the WAL."""
+    data_dir = tmp_path / "data"
+    crash_after_acknowledged_runs(data_dir)
+    engine = await Engine.open(EngineConfig(data_dir=data_dir))
+    await engine.close()
+    sst = runs_table(data_dir)
+    with sst.open("r+b") as f:
+        f.seek(sst.stat().st_size - 40)
+        f.write(b"\0" * 40)
+
+    message = await refused(data_dir)
+
+    assert message.startswith(
+        f"data dir {data_dir} is damaged: RocksDB refuses to open it: Corruption: Bad table magic "
+    )
+    assert sst.name in message
+    assert "write-ahead log" not in message
 
 
 async def test_a_damaged_sst_block_read_at_open_refuses_to_open(tmp_path: Path) -> None:

@@ -54,7 +54,7 @@ from trine_engine.storage.keys import (
     row_number,
 )
 from trine_engine.storage.marker import marker_path, read_marker
-from trine_engine.storage.store import wal_files
+from trine_engine.storage.store import damage
 from trine_proto.codec import decode
 from trine_proto.trine.engine.v1 import LogRecord
 from trine_proto.trine.v1 import Run
@@ -69,6 +69,10 @@ CLEAN, DAMAGED, USAGE = 0, 1, 2
 
 class CannotCheck(Exception):
     """The check could not run at all (exit 2)."""
+
+
+class Unreadable(Exception):
+    """The database is too damaged to open even read-only (reported; exit 1)."""
 
 
 @dataclass
@@ -116,11 +120,15 @@ def check(data_dir: Path, out: TextIO) -> int:
     report = Report(out)
     with _locked(path):
         families = _families(path)
-        db = _open(path, families, report)
         try:
-            _check_database(path, db, families, report)
-        finally:
-            db.close()
+            db = _open(path, families, report)
+        except Unreadable:
+            db = None
+        if db is not None:
+            try:
+                _check_database(path, db, families, report)
+            finally:
+                db.close()
     if report.problems:
         print(f"trine check: {path}: DAMAGED, {report.problems} problem(s)", file=out)
         return DAMAGED
@@ -179,13 +187,13 @@ def _open(path: Path, families: list[str], report: Report) -> Any:
                 access_type=AccessType.read_only(),
             )
         except Exception as exc:
-            if "Corruption" not in str(exc) or mode is DBRecoveryMode.point_in_time:
+            what = damage(path, exc)
+            if what is None:
                 raise CannotCheck(f"cannot open {path}: {exc}") from None
-            report.damaged(
-                "wal",
-                f"RocksDB refuses the write-ahead log ({wal_files(path)}): {exc}; records "
-                f"behind the damage are lost (the rest is checked as recovered up to it)",
-            )
+            if mode is DBRecoveryMode.point_in_time or "write-ahead log" not in what:
+                report.damaged("open", what)
+                raise Unreadable from None
+            report.damaged("wal", f"{what} (the rest is checked as recovered up to it)")
     raise AssertionError("unreachable")
 
 
@@ -217,8 +225,10 @@ def _check_database(path: Path, db: Any, families: list[str], report: Report) ->
     meta = dict(_rows(db, META, report))
     found = meta.get(FORMAT_KEY)
     if found is not None and found != FORMAT_VERSION:
-        report.damaged("format", f"storage format {found!r}; this trine checks format 2")
-        return
+        raise CannotCheck(
+            f"{path} has storage format {found.decode(errors='replace')}; this trine checks "
+            f"format {FORMAT_VERSION.decode()} (an engine upgrades format 1 when it opens it)"
+        )
     applied = {
         int(key[len(APPLIED_PREFIX) :]): decode_u64(value)
         for key, value in meta.items()

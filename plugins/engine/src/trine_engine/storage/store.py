@@ -320,11 +320,23 @@ def wal_files(path: Path) -> str:
 
 def _refuse_damage(path: Path, exc: Exception) -> None:
     """Raise the one-line StorageError of an open that RocksDB refused as corrupt."""
-    message = str(exc)
-    if "Corruption" not in message:
+    what = damage(path, exc)
+    if what is None:
         return
     raise StorageError(
-        f"data dir {path} is damaged: RocksDB refuses its write-ahead log ({wal_files(path)}): "
-        f"{message}; records behind the damage cannot be recovered, refusing to open it "
-        f"(trine check --data-dir {path})"
+        f"data dir {path} is damaged: {what}; refusing to open it (trine check --data-dir {path})"
     ) from None
+
+
+def damage(path: Path, exc: Exception) -> str | None:
+    """What an open that RocksDB refused as corrupt says is damaged (None: not corruption). Its
+    replay of the WAL names no file; a damaged table or MANIFEST is named in the message."""
+    message = str(exc)
+    if "Corruption" not in message:
+        return None
+    if any(name in message for name in (".sst", "MANIFEST", "CURRENT", "OPTIONS")):
+        return f"RocksDB refuses to open it: {message}"
+    return (
+        f"RocksDB refuses its write-ahead log ({wal_files(path)}): {message}; the records behind "
+        f"the damage cannot be recovered"
+    )
