@@ -25,7 +25,10 @@ from tests.damage_kit import (
 
 from trine_core import StorageError
 from trine_engine import Engine, EngineConfig
+from trine_engine.storage.framing import frame
+from trine_engine.storage.keys import LOG, log_key
 from trine_engine.storage.marker import AckMarker, marker_path, read_marker
+from trine_engine.storage.store import Store
 from trine_proto.trine.v1 import GetRunRequest, ListRunsRequest, RunStatus
 from trine_proto.vocabulary import ErrorCode
 
@@ -224,3 +227,26 @@ def test_the_marker_survives_a_torn_slot(tmp_path: Path) -> None:
     path.write_bytes(bytes(raw))
     with pytest.raises(StorageError, match="trine-acked-0 is damaged: it fails its checksums"):
         read_marker(tmp_path, 0)
+
+
+async def test_a_log_record_failing_its_crc_mid_log_refuses_to_open(tmp_path: Path) -> None:
+    """The engine's own framing: opening checks every record of the partition log."""
+    data_dir = tmp_path / "data"
+    next_offset, _ = crash_after_acknowledged_runs(data_dir, runs=5)
+    store = Store.open(data_dir)
+    try:
+        segment = bytearray(frame([b"\x12\x04abcd"]))
+        segment[-1] ^= 0xFF
+        batch = store.new_batch()
+        store.put(batch, LOG, log_key(0, 2), bytes(segment))  # offset 2 of 0..next_offset-1
+        store.write(batch)
+    finally:
+        store.close()
+    assert next_offset > 3
+
+    message = await refused(data_dir)
+
+    assert message == (
+        f"data dir {data_dir} is damaged: log record at partition 0 offset 2 is corrupt: it "
+        f"fails its CRC32 check; refusing to open it (trine check --data-dir {data_dir})"
+    )

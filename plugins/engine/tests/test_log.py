@@ -15,6 +15,7 @@ from trine_engine import Engine, EngineConfig, Store
 from trine_engine.machine import StateMachine
 from trine_engine.storage import framing
 from trine_engine.storage.keys import LOG, log_key
+from trine_engine.storage.partition_log import read_log
 from trine_proto.trine.v1 import GetRunRequest, ListRunsRequest, ReportOutcome, StartRunRequest
 
 Harness = Any
@@ -75,10 +76,18 @@ async def test_a_corrupt_record_is_reported_with_partition_and_offset(h: Harness
     await h.start()  # offset 1
     await h.close()
     _corrupt_segment(h.config, 0)
-    engine = await h.open()  # the last segment is intact, so the engine opens
+    # opening checks every record, not only the last segment's (issue 14): a damaged record
+    # mid-log refuses the open, naming it
     with pytest.raises(StorageError, match="log record at partition 0 offset 0 is corrupt"):
-        list(engine.read_log(0))
-    assert [o for o, _ in engine.read_log(1)] == [1]  # records after it are still readable
+        await h.open()
+    # reading the log names it too, and reads the records after it
+    store = Store.open(h.config.data_dir)
+    try:
+        with pytest.raises(StorageError, match="log record at partition 0 offset 0 is corrupt"):
+            list(read_log(store, 0, 0))
+        assert [o for o, _ in read_log(store, 0, 1)] == [1]
+    finally:
+        store.close()
 
 
 async def test_a_corrupt_last_segment_stops_the_open(h: Harness) -> None:
