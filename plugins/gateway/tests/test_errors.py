@@ -186,7 +186,7 @@ async def test_backend_errors_keep_their_code_and_status(gateway: Gateway) -> No
         (LeaseLost, 409),
         (Unavailable, 503),
         (ConfigError, 500),
-        (StorageError, 500),
+        (StorageError, 503),
         (TrineError, 500),
     ],
 )
@@ -194,3 +194,9 @@ def test_the_gateway_maps_every_error_code_to_its_http_status(
     error_type: type[TrineError], status: int
 ) -> None:
     assert http_status(error_type("x")) == status
+
+
+async def test_damaged_storage_is_a_503_with_a_generic_message(gateway: Gateway) -> None:
+    gateway.memory.fail_with = StorageError("the database is damaged: reads failed")
+    problem = error(await gateway.http.get("/v1/runs"), 503, "storage_error")
+    assert problem["message"] == "the database is damaged: reads failed"

@@ -43,6 +43,7 @@ HTTP_STATUS: Mapping[str, int] = {
     ErrorCode.UNKNOWN_BUILD: 409,
     ErrorCode.LEASE_LOST: 409,
     ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.STORAGE_ERROR: 503,  # damaged or failing storage: the message is generic
     ErrorCode.UNAUTHENTICATED: 401,
     ErrorCode.PERMISSION_DENIED: 403,
 }
