@@ -234,7 +234,9 @@ def start_worker(cluster: Cluster, project: Path, script: str) -> Proc:
             cwd=project,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=clean_env(**{k: v for k, v in cluster.env().items() if k.startswith("TRINE_")}),
+            env=clean_env(
+                **{k: v for k, v in cluster.env(worker=True).items() if k.startswith("TRINE_")}
+            ),
         )
     proc = Proc(script, popen, LogFile(log))
     cluster.procs.append(proc)  # killed at teardown
