@@ -7,7 +7,12 @@ from conftest import Gateway
 from trine_core import Unavailable
 from trine_proto.trine.v1 import FunctionSpec, VersioningMode, WorkflowErrorMode
 
-DEFAULTS = {"versioning": "auto_upgrade", "on_workflow_error": "block", "build_id": None}
+DEFAULTS = {
+    "timeout_s": None,
+    "versioning": "auto_upgrade",
+    "on_workflow_error": "block",
+    "build_id": None,
+}
 
 
 async def test_functions_list_their_retry_policies(gateway: Gateway) -> None:
@@ -35,6 +40,7 @@ async def test_functions_show_their_versioning_and_build(gateway: Gateway) -> No
     await gateway.drive.register(
         FunctionSpec(
             name="approval",
+            timeout_ms=90_000,
             versioning=VersioningMode.PINNED,
             on_workflow_error=WorkflowErrorMode.FAIL,
         ),
@@ -45,6 +51,7 @@ async def test_functions_show_their_versioning_and_build(gateway: Gateway) -> No
     assert (approval["versioning"], approval["on_workflow_error"]) == ("pinned", "fail")
     assert (refund["versioning"], refund["on_workflow_error"]) == ("auto_upgrade", "block")
     assert approval["build_id"] == refund["build_id"] == "b-2"
+    assert (approval["timeout_s"], refund["timeout_s"]) == (90.0, None)  # the settings in force
 
 
 async def test_healthz_follows_readiness(gateway: Gateway) -> None:

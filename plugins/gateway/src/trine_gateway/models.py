@@ -199,6 +199,8 @@ class RetryPolicyOut(msgspec.Struct):
 class FunctionOut(msgspec.Struct):
     name: str
     retry: RetryPolicyOut | None
+    timeout_s: float | None
+    """The run timeout its runs get when their start sets none; ``null``: none."""
     versioning: VersioningName
     """Which builds may continue a run of it (``auto_upgrade``: any)."""
     on_workflow_error: WorkflowErrorName

@@ -197,6 +197,7 @@ def function_out(spec: FunctionSpec) -> FunctionOut:
     return FunctionOut(
         name=spec.name,
         retry=_retry_out(spec.retry),
+        timeout_s=spec.timeout_ms / 1000 if spec.timeout_ms else None,
         # an unknown mode would come from a newer engine; call it the default
         versioning=_VERSIONING_NAMES.get(spec.versioning, "auto_upgrade"),
         on_workflow_error=_WORKFLOW_ERROR_NAMES.get(spec.on_workflow_error, "block"),
