@@ -3,6 +3,9 @@ the file when the worker starts (not a handshake failing on every reconnection).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import ssl
 from pathlib import Path
 
@@ -71,3 +74,39 @@ async def test_a_worker_with_a_bad_ca_fails_at_serve(
 
     with pytest.raises(ValueError, match=r"TRINE_TLS_CA=.*missing\.pem: no such file"):
         await worker.serve(handle_signals=False)
+
+
+async def test_a_plain_worker_dropped_by_a_tls_listener_is_told_to_set_the_ca() -> None:
+    async def tls_listener(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(10)  # the worker's plain HTTP/2 preface
+        writer.write(b"\x15\x03\x01\x00\x02\x02\x46")  # a TLS alert, then the door closes
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(tls_listener, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    worker = trine.Worker(address=f"127.0.0.1:{port}")
+
+    @worker.function()
+    async def hello(ctx: trine.Context) -> str:
+        return "hi"
+
+    hinted = asyncio.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "set TRINE_TLS_CA" in record.getMessage():
+                hinted.set()
+
+    watch = Watch()
+    logging.getLogger("trine.worker").addHandler(watch)
+    serving = asyncio.create_task(worker.serve(handle_signals=False))
+    try:
+        await asyncio.wait_for(hinted.wait(), 10)
+    finally:
+        logging.getLogger("trine.worker").removeHandler(watch)
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+        server.close()
+        await server.wait_closed()

@@ -121,6 +121,9 @@ class Connection:
                 refused = exc if exc.status in REFUSALS else None
             except (OSError, StreamTerminatedError, ProtocolError, TimeoutError) as exc:
                 reason = _describe(exc)
+                if self._tls is None and isinstance(exc, StreamTerminatedError | ProtocolError):
+                    # A TLS listener drops a plain-text HTTP/2 preface without a word.
+                    reason += "; if the coordinator serves TLS, set TRINE_TLS_CA"
             except Exception as exc:
                 reason, unexpected = _describe(exc), True
             self._registered.clear()
