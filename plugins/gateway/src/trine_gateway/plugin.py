@@ -18,9 +18,18 @@ from trine_core import (
 )
 from trine_gateway.app import create_app
 from trine_gateway.browser import check_listen_address
+from trine_gateway.connections import HttpLimits
 from trine_gateway.lifecycle import Lifecycle
 from trine_gateway.server import HTTPS, GatewayServer, https_files
-from trine_gateway.settings import ALLOWED_HOSTS, CORS_ORIGINS, HTTP_ADDR
+from trine_gateway.settings import (
+    ALLOWED_HOSTS,
+    CORS_ORIGINS,
+    HTTP_ADDR,
+    IDLE_TIMEOUT_S,
+    MAX_CONNECTIONS,
+    MAX_HEADER_BYTES,
+    READ_TIMEOUT_S,
+)
 from trine_gateway.ui import UI
 
 
@@ -51,7 +60,10 @@ class GatewayRole:
             mounts=context.http_apps(),  # the observers' apps: trine-metrics' /metrics
             registries=context.wanted(WorkerRegistry),
         )
-        server = GatewayServer(app, address, lifecycle, tls=https_files(self.settings))
+        limits = HttpLimits.from_settings(self.settings)
+        server = GatewayServer(
+            app, address, lifecycle, tls=https_files(self.settings), limits=limits
+        )
         await server.start()
         self._server = server
         context.log.info("gateway listening", url=server.url, openapi=f"{server.url}/schema")
@@ -75,6 +87,7 @@ class GatewayRole:
 @hookimpl
 def trine_add_settings(registry: SettingsRegistry) -> None:
     registry.add(HTTP_ADDR, UI, ALLOWED_HOSTS, CORS_ORIGINS, HTTPS)
+    registry.add(MAX_HEADER_BYTES, READ_TIMEOUT_S, IDLE_TIMEOUT_S, MAX_CONNECTIONS)
 
 
 @hookimpl

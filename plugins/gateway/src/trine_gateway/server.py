@@ -21,6 +21,7 @@ from litestar import Litestar
 
 from trine_core import ConfigError, Setting, Settings, cannot_listen, split_host_port
 from trine_core.tls import TlsFiles, check_server_files
+from trine_gateway.connections import HttpLimits
 from trine_gateway.lifecycle import Lifecycle
 from trine_gateway.metrics import instrument
 
@@ -94,13 +95,20 @@ class GatewayServer:
     """The app served on ``address`` until :meth:`stop`."""
 
     def __init__(
-        self, app: Litestar, address: str, lifecycle: Lifecycle, tls: TlsFiles | None = None
+        self,
+        app: Litestar,
+        address: str,
+        lifecycle: Lifecycle,
+        tls: TlsFiles | None = None,
+        limits: HttpLimits | None = None,
     ) -> None:
-        """``tls``: serve HTTPS with its certificate and key (:func:`https_files`)."""
+        """``tls``: serve HTTPS with its certificate and key (:func:`https_files`); ``limits``:
+        what one connection may cost (:class:`HttpLimits`, its defaults if None)."""
         self.app = app
         self.address = address
         self.lifecycle = lifecycle
         self.tls = tls
+        self.limits = limits or HttpLimits()
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
         self.host = ""
@@ -133,6 +141,9 @@ class GatewayServer:
             lifespan="on",
             ws="none",
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            # httptools with a head cap, a read deadline and a connection cap (see connections)
+            http=self.limits.protocol(),
+            timeout_keep_alive=self.limits.idle_timeout_s,  # type: ignore[arg-type]  # a float works
             # No ssl_ca_certs: browsers and HTTP clients present no certificate; tokens are
             # the gateway's authentication.
             ssl_certfile=self.tls.cert if self.tls is not None else None,

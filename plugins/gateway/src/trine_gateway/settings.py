@@ -23,3 +23,33 @@ CORS_ORIGINS: Setting[tuple[str, ...]] = Setting(
     "none by default: no CORS headers, and a state-changing request from another origin gets 403",
     section="gateway",
 )
+
+# Connection limits (enforced in trine_gateway.connections, below the app).
+MAX_HEADER_BYTES = Setting(
+    "max_header_bytes",
+    64 * 1024,
+    "largest request line and headers accepted, in bytes: a larger head gets 431 "
+    "header_too_large and the connection is closed (memory held: this plus one read)",
+    section="gateway",
+)
+READ_TIMEOUT_S = Setting(
+    "read_timeout_s",
+    30.0,
+    "seconds a request's headers and body may take to arrive, from its first byte (or from the "
+    "connection's opening): a slower one gets 408 request_timeout and is closed",
+    section="gateway",
+)
+IDLE_TIMEOUT_S = Setting(
+    "idle_timeout_s",
+    5.0,
+    "seconds a kept-alive connection may sit idle between requests before it is closed",
+    section="gateway",
+)
+MAX_CONNECTIONS = Setting(
+    "max_connections",
+    10_000,
+    "open HTTP connections served at once (event streams included): one more gets 503 "
+    "too_many_connections and is closed; file descriptors are shared with storage and the "
+    "coordinator",
+    section="gateway",
+)
