@@ -19,6 +19,7 @@ from trine_coordinator.registry import CoordinatorRegistry, coordinator_name
 from trine_coordinator.service import WorkerService
 from trine_coordinator.settings import (
     COORDINATOR_ADDR,
+    MAX_MESSAGE_BYTES,
     REQUIRE_WORKER_CERTS,
     SETTINGS,
     WORKER_ADDR,
@@ -26,6 +27,7 @@ from trine_coordinator.settings import (
 )
 from trine_core import (
     AUTH_TOKENS_FILE,
+    MAX_PAYLOAD_BYTES,
     Dispatcher,
     RoleContext,
     RoleRegistry,
@@ -38,7 +40,7 @@ from trine_core import (
 )
 from trine_core.auth import TokenBook, install_sighup_reload
 from trine_core.tls import server_context
-from trine_proto.codec import GrpcCodec
+from trine_proto.limits import BoundedCodec, derived_limit
 
 
 def worker_tls(settings: Settings) -> ssl.SSLContext | None:
@@ -72,7 +74,10 @@ class CoordinatorRole:
         service = WorkerService(context.need(Dispatcher), self.settings, context.log, tokens)
         # The standard gRPC health service: SERVING only while the engine answers.
         engine_check = ServiceCheck(service.engine_answers, check_ttl=1.0, check_timeout=2.0)
-        server = Server([service, Health({service: [engine_check]})], codec=GrpcCodec())
+        # A message over the limit is refused from its length prefix (grpclib has no option).
+        limit = derived_limit(self.settings[MAX_PAYLOAD_BYTES], self.settings[MAX_MESSAGE_BYTES])
+        codec = BoundedCodec(limit, "coordinator.max_message_bytes")
+        server = Server([service, Health({service: [engine_check]})], codec=codec)
         try:
             await server.start(host, port, ssl=tls)
         except OSError as exc:

@@ -48,6 +48,14 @@ WORKER_CA = Setting(
     "[tls] ca); a CA of their own keeps a worker's certificate from opening the roles' ports",
     section="coordinator",
 )
+MAX_MESSAGE_BYTES = Setting(
+    "max_message_bytes",
+    0,
+    "largest gRPC message the worker port accepts, in bytes (refused from its length prefix, "
+    "RESOURCE_EXHAUSTED, before its body is read); 0: 64 x max_payload_bytes (a report may batch "
+    "several results), at least 4 MiB",
+    section="coordinator",
+)
 SETTINGS = (
     WORKER_ADDR,
     LEASE_TTL_MS,
@@ -56,4 +64,5 @@ SETTINGS = (
     COORDINATOR_ADDR,
     REQUIRE_WORKER_CERTS,
     WORKER_CA,
+    MAX_MESSAGE_BYTES,
 )

@@ -29,7 +29,7 @@ from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
-from trine_proto.codec import GrpcCodec
+from trine_proto.limits import BoundedCodec, derived_limit
 from trine_proto.trine.v1 import (
     CoordinatorMessage,
     Drain,
@@ -194,7 +194,11 @@ class Connection:
     async def _session(self) -> str:
         """Connect, register, serve until the stream ends; why it ended. Raises when the
         connection or the stream fails."""
-        channel = Channel(self._host, self._port, codec=GrpcCodec(), ssl=self._tls)
+        # A work item over the limit is refused from its length prefix: it holds the run's
+        # journal, so the limit is many payloads (trine_proto.limits), as on the coordinator.
+        limit = derived_limit(self._worker.max_payload_bytes)
+        codec = BoundedCodec(limit, "derived from the worker's max_payload_bytes")
+        channel = Channel(self._host, self._port, codec=codec, ssl=self._tls)
         try:
             async with channel.request(
                 CONNECT,

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, TypeVar, cast
 import grpclib
 from grpclib.client import Channel
 
-from trine_core import Backend, Dispatcher, WorkerRegistry
-from trine_proto.codec import GrpcCodec
+from trine_core import MAX_PAYLOAD_BYTES, Backend, Dispatcher, WorkerRegistry
+from trine_proto.limits import BoundedCodec, derived_limit
 from trine_proto.trine.v1 import (
     BackendStub,
     CancelRunRequest,
@@ -82,9 +82,13 @@ class ChannelPool:
         port: int,
         streams_per_channel: int = STREAMS_PER_CHANNEL,
         tls: ssl.SSLContext | None = None,
+        max_message_bytes: int = derived_limit(MAX_PAYLOAD_BYTES.default),
     ) -> None:
+        """``max_message_bytes``: a larger reply is refused (``RESOURCE_EXHAUSTED``) from its
+        length prefix, before its body is read (:mod:`trine_proto.limits`)."""
         self.host, self.port = host, port
         self._ssl = tls
+        self._max_message_bytes = max_message_bytes
         self._limit = streams_per_channel
         self._channels: list[Channel] = []
         self._in_use: dict[Channel, int] = {}
@@ -93,7 +97,8 @@ class ChannelPool:
     def channel(self) -> Iterator[Channel]:
         channel = next((c for c in self._channels if self._in_use[c] < self._limit), None)
         if channel is None:
-            channel = Channel(self.host, self.port, codec=GrpcCodec(), ssl=self._ssl)
+            codec = BoundedCodec(self._max_message_bytes)
+            channel = Channel(self.host, self.port, codec=codec, ssl=self._ssl)
             self._channels.append(channel)
             self._in_use[channel] = 0
         self._in_use[channel] += 1

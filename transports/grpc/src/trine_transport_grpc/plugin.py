@@ -15,10 +15,13 @@ import ssl
 from typing import ClassVar, TypeVar, cast
 
 from trine_core import (
+    MAX_PAYLOAD_BYTES,
     Backend,
     ConfigError,
     Dispatcher,
+    Setting,
     Settings,
+    SettingsRegistry,
     TransportRegistry,
     WorkerRegistry,
     contract_name,
@@ -26,6 +29,7 @@ from trine_core import (
     split_host_port,
 )
 from trine_core.tls import client_context, refuse_open_listener, server_context
+from trine_proto.limits import derived_limit
 from trine_transport_grpc.client import (
     ChannelPool,
     Peer,
@@ -36,6 +40,14 @@ from trine_transport_grpc.client import (
 from trine_transport_grpc.server import ContractServer
 
 T = TypeVar("T")
+MAX_MESSAGE_BYTES = Setting(
+    "max_message_bytes",
+    0,
+    "largest gRPC message a role's port or channel accepts, in bytes (refused from its length "
+    "prefix, RESOURCE_EXHAUSTED); 0: 64 x max_payload_bytes (a work item carries a run's whole "
+    "journal), at least 4 MiB",
+    section="grpc",
+)
 CLIENTS: dict[type, type[RemoteBackend] | type[RemoteDispatcher] | type[RemoteWorkerRegistry]] = {
     Backend: RemoteBackend,
     Dispatcher: RemoteDispatcher,
@@ -61,6 +73,14 @@ class GrpcTransport:
         """The context every port serves with (client certificates required with a CA)."""
         return server_context(self.settings)
 
+    @functools.cached_property
+    def max_message_bytes(self) -> int:
+        """The limit on every message this transport's ports and channels receive."""
+        explicit = self.settings[MAX_MESSAGE_BYTES]
+        if explicit < 0:
+            raise ConfigError(f"grpc.max_message_bytes: must be 0 or positive, got {explicit}")
+        return derived_limit(self.settings[MAX_PAYLOAD_BYTES], explicit)
+
     @staticmethod
     def _host_port(address: str) -> tuple[str, int]:
         return split_host_port(address.removeprefix("grpc://"), address)
@@ -78,7 +98,9 @@ class GrpcTransport:
         host, port = self._host_port(address)
         pool = self._channels.get((host, port))
         if pool is None:
-            pool = self._channels[(host, port)] = ChannelPool(host, port, tls=self.client_tls)
+            pool = self._channels[(host, port)] = ChannelPool(
+                host, port, tls=self.client_tls, max_message_bytes=self.max_message_bytes
+            )
         return cast(T, CLIENTS[contract](Peer(pool, address)))
 
     async def serve(self, contract: type[T], implementation: T, address: str) -> None:
@@ -89,7 +111,9 @@ class GrpcTransport:
             served = contract in (Backend, Dispatcher)
             what = "backend/dispatcher" if served else contract_name(contract)
             refuse_open_listener(self.settings, host, f"{host}:{port}", f"grpc: {what}")
-            server = ContractServer(host, port, tls=self.server_tls)
+            server = ContractServer(
+                host, port, tls=self.server_tls, max_message_bytes=self.max_message_bytes
+            )
             await server.start(what)
             self._servers[(host, port)] = server
         if contract is Backend:
@@ -106,6 +130,11 @@ class GrpcTransport:
             pool.close()
         self._servers.clear()
         self._channels.clear()
+
+
+@hookimpl
+def trine_add_settings(registry: SettingsRegistry) -> None:
+    registry.add(MAX_MESSAGE_BYTES)
 
 
 @hookimpl

@@ -18,6 +18,7 @@ from grpclib.health.service import Health
 from grpclib.server import Server
 
 from trine_core import (
+    MAX_PAYLOAD_BYTES,
     Backend,
     Dispatcher,
     TrineError,
@@ -25,7 +26,7 @@ from trine_core import (
     cannot_listen,
     contract_name,
 )
-from trine_proto.codec import GrpcCodec
+from trine_proto.limits import BoundedCodec, derived_limit
 from trine_proto.trine.v1 import (
     BackendBase,
     CancelRunRequest,
@@ -182,7 +183,15 @@ class ContractServer:
     """A grpclib server on one address, serving whichever contracts are given to it; over TLS
     with ``tls`` (from :func:`trine_core.tls.server_context`: mutual with ``[tls] ca``)."""
 
-    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        tls: ssl.SSLContext | None = None,
+        max_message_bytes: int = derived_limit(MAX_PAYLOAD_BYTES.default),
+    ) -> None:
+        """``max_message_bytes``: a larger request is refused (``RESOURCE_EXHAUSTED``) from its
+        length prefix, before its body is read (:mod:`trine_proto.limits`)."""
         self.host, self.port = host, port
         self._ssl = tls
         self.served = Served()
@@ -194,7 +203,7 @@ class ContractServer:
                 ServedWorkerRegistry(self.served),
                 Health(),
             ],
-            codec=GrpcCodec(),
+            codec=BoundedCodec(max_message_bytes),
         )
         self._started = False
 

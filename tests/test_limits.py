@@ -1,0 +1,195 @@
+"""A limit at every edge (issue 14), in both topologies, against real processes:
+
+- a 300 MB HTTP header is refused early (431, or the socket closed under the sender): the
+  gateway's memory grows by a few MB, not hundreds, and a run started meanwhile completes (the
+  worker kept its heartbeat);
+- idle and half-sent connections are closed by ``[gateway] read_timeout_s``: every one of them,
+  within the timeout and a margin;
+- a 400 MB ``Register`` on the coordinator's worker port is refused (``RESOURCE_EXHAUSTED``)
+  from its length prefix: the coordinator's memory stays bounded and the registered worker
+  still serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import selectors
+import socket
+import ssl
+import struct
+import time
+
+from grpclib.client import Channel
+from grpclib.const import Cardinality, Status
+from grpclib.exceptions import GRPCError, StreamTerminatedError
+from harness import Cluster, dev_certs, start_order, wait_run
+
+from trine_proto.codec import GrpcCodec
+from trine_proto.trine.v1 import CoordinatorMessage, WorkerMessage
+
+MB = 1 << 20
+RSS_GROWTH_BOUND = 64 * MB
+"""What one refused huge message may cost a process (measured: a few MB)."""
+
+
+def rss(pid: int) -> int:
+    """The process's resident set size, in bytes (Linux)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def http_pid(cluster: Cluster) -> int:
+    target = "all" if cluster.topology == "all" else "gateway"
+    return cluster.runtime_proc(target).popen.pid
+
+
+def worker_port_pid(cluster: Cluster) -> int:
+    target = "all" if cluster.topology == "all" else "coordinator"
+    return cluster.runtime_proc(target).popen.pid
+
+
+def test_a_huge_header_is_refused_early_and_workers_keep_their_heartbeat(cluster: Cluster) -> None:
+    cluster.start()
+    cluster.start_worker()
+    pid = http_pid(cluster)
+    with cluster.client() as http:
+        run_id = start_order(http)  # runs while the header is refused
+        before = rss(pid)
+        sent = 0
+        with socket.create_connection(("127.0.0.1", cluster.http_port)) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ")
+            chunk = b"a" * MB
+            with contextlib.suppress(ConnectionError):
+                while sent < 300 * MB:
+                    sock.sendall(chunk)
+                    sent += len(chunk)
+            answer = b""
+            with contextlib.suppress(ConnectionError):
+                sock.settimeout(10)
+                answer = sock.recv(4096)
+        grown = rss(pid) - before
+        assert sent < 300 * MB, "the gateway read the whole 300 MB header"
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+        assert grown < RSS_GROWTH_BOUND, f"the gateway grew by {grown / MB:.0f} MB"
+        assert wait_run(http, run_id)["status"] == "completed"
+        assert http.get("/healthz").status_code == 200
+        workers = http.get("/v1/workers").json()["workers"]
+        assert len(workers) == 1
+    log = "\n".join(cluster.procs[-1].log.lines())
+    assert "reconnect" not in log.lower(), "the worker lost its connection"
+
+
+IDLE = 1_000
+READ_TIMEOUT_S = 1.0
+
+
+def test_idle_and_half_sent_connections_are_closed_by_the_read_timeout(cluster: Cluster) -> None:
+    cluster.start(TRINE_GATEWAY_READ_TIMEOUT_S=str(READ_TIMEOUT_S))
+    selector = selectors.DefaultSelector()
+    socks: list[socket.socket] = []
+    try:
+        began = time.monotonic()
+        for index in range(IDLE):
+            sock = socket.create_connection(("127.0.0.1", cluster.http_port))
+            if index % 2:  # half of them send half a request head
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Ha")
+            sock.setblocking(False)
+            selector.register(sock, selectors.EVENT_READ)
+            socks.append(sock)
+        opened = time.monotonic() - began
+        closed = answered = 0
+        deadline = time.monotonic() + READ_TIMEOUT_S + opened + 15
+        while closed < IDLE and time.monotonic() < deadline:
+            for key, _ in selector.select(timeout=1):
+                sock = key.fileobj  # type: ignore[assignment]
+                try:
+                    data = sock.recv(65536)
+                except ConnectionError:
+                    data = b""
+                if data.startswith(b"HTTP/1.1 408 "):
+                    answered += 1
+                if not data:  # closed by the gateway
+                    selector.unregister(sock)
+                    closed += 1
+        took = time.monotonic() - began
+        assert closed == IDLE, (
+            f"{IDLE - closed} of {IDLE} connections still open after {took:.1f} s"
+        )
+        assert took >= READ_TIMEOUT_S
+        assert answered == IDLE  # each was told 408 request_timeout before the close
+    finally:
+        for sock in socks:
+            sock.close()
+        selector.close()
+    with cluster.client() as http:
+        assert http.get("/healthz").status_code == 200
+
+
+def _worker_ssl(cluster: Cluster) -> ssl.SSLContext | None:
+    if cluster.topology != "split":
+        return None
+    certs = dev_certs()
+    context = ssl.create_default_context(cafile=str(certs.ca))
+    context.load_cert_chain(str(certs.client), str(certs.client_key))
+    context.set_alpn_protocols(["h2"])
+    return context
+
+
+async def _send_huge_register(cluster: Cluster, size: int) -> tuple[int, GRPCError | None]:
+    """Announce a ``size``-byte WorkerMessage and stream its body in 1 MB chunks; how much was
+    sent before the coordinator answered, and its answer."""
+    channel = Channel("127.0.0.1", cluster.worker_port, codec=GrpcCodec(), ssl=_worker_ssl(cluster))
+    sent = 0
+    try:
+        async with channel.request(
+            "/trine.v1.WorkerService/Connect",
+            Cardinality.STREAM_STREAM,
+            WorkerMessage,
+            CoordinatorMessage,
+        ) as stream:
+            await stream.send_request()
+            raw = stream._stream  # grpclib's HTTP/2 stream: the message is framed by hand
+
+            async def body() -> None:
+                nonlocal sent
+                await raw.send_data(struct.pack(">?I", False, size))
+                chunk = b"\0" * MB
+                while sent < size:
+                    await raw.send_data(chunk)
+                    sent += len(chunk)
+
+            sending = asyncio.create_task(body())
+            try:
+                await asyncio.wait_for(stream.recv_message(), 30)
+            finally:
+                sending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await sending
+    except GRPCError as exc:  # from the read, or from the stream's end
+        return sent, exc
+    except StreamTerminatedError:
+        return sent, None
+    finally:
+        channel.close()
+    return sent, None
+
+
+def test_a_huge_grpc_message_on_the_worker_port_is_refused_early(cluster: Cluster) -> None:
+    cluster.start()
+    worker = cluster.start_worker()
+    pid = worker_port_pid(cluster)
+    before = rss(pid)
+    sent, error = asyncio.run(_send_huge_register(cluster, 400 * MB))
+    grown = rss(pid) - before
+    assert error is not None
+    assert error.status is Status.RESOURCE_EXHAUSTED, error
+    assert "coordinator.max_message_bytes" in (error.message or "")
+    assert sent < 400 * MB
+    assert grown < RSS_GROWTH_BOUND, f"the coordinator grew by {grown / MB:.0f} MB"
+    with cluster.client() as http:
+        assert wait_run(http, start_order(http))["status"] == "completed"
+    assert worker.alive
