@@ -38,6 +38,11 @@ one."""
 MAX_BUILD_ID = 200
 """The longest build id a move accepts (a build id is a short label: a digest or a version)."""
 
+NO_SPACE = r"^[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]+$"
+r"""No white space by Python's definition nor by ECMAScript's: ``\S`` differs between the two
+(``\x1c``-``\x1f``, ``\x85``, ``\ufeff``), and clients read the OpenAPI pattern with ECMAScript's
+rules (a fuzzer sent ``\x1d``, which the schema allowed and the server refused)."""
+
 WaitKindName = Literal["sleep", "signal", "child"]
 """What a suspended run waits for."""
 
@@ -61,6 +66,8 @@ class StartRunBody(msgspec.Struct, forbid_unknown_fields=False):
                     "seconds, more than 0: fail the run (RunTimeout) if it has not finished by "
                     "then; rounded up to milliseconds"
                 ),
+                # litestar drops a 0 bound from the OpenAPI schema; "extra" restores it
+                extra_json_schema={"extra": {"exclusiveMinimum": 0}},
             ),
         ]
         | None
@@ -87,7 +94,7 @@ class MoveBody(msgspec.Struct):
         msgspec.Meta(
             min_length=1,
             max_length=MAX_BUILD_ID,
-            pattern=r"^\S+$",
+            pattern=NO_SPACE,
             description="a build a worker registered the run's function with",
         ),
     ]

@@ -10,12 +10,13 @@ and annotations are resolved at runtime, so every name used in one is imported a
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from litestar import Response, get, post
+from litestar import Response, get, post, route
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import (
@@ -31,6 +32,7 @@ from litestar.response import ServerSentEvent
 from trine_core import (
     MAX_SIGNAL_NAME,
     Backend,
+    InvalidArgument,
     TrineError,
     Unavailable,
     WorkerRegistry,
@@ -39,6 +41,7 @@ from trine_core import (
     get_logger,
     tracing,
 )
+from trine_gateway.body import JsonRequest
 from trine_gateway.lifecycle import Lifecycle
 from trine_gateway.models import (
     BuildListOut,
@@ -86,19 +89,29 @@ from trine_proto.trine.v1 import (
     StartRunRequest,
     WaitRunRequest,
 )
-from trine_proto.vocabulary import is_final, timeout_to_ms
+from trine_proto.vocabulary import SIGNAL_NAME, is_final, timeout_to_ms
 
 log = get_logger("gateway")
 
 MAX_WAIT_S = 300.0
 MAX_SEQ = (1 << 32) - 1
 
+MAX_IDEMPOTENCY_KEY = 255
+IDEMPOTENCY_KEY = re.compile(rf"[ -~]{{1,{MAX_IDEMPOTENCY_KEY}}}")
+"""An Idempotency-Key: 1 to 255 printable ASCII characters (as the IETF draft's header is). A
+header is read as latin-1, so a UTF-8 key would be stored garbled; a long one costs storage."""
+PAGE_TOKEN = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
+"""A page token is the previous page's last run id: a 26-character ULID (docs/internals.md)."""
+
+# litestar leaves ``gt``/``ge`` out of the OpenAPI schema of an optional parameter (and a 0
+# bound altogether): ``schema_extra`` states each bound the server enforces (issue 14).
 WaitSeconds = Annotated[
     float | None,
     QueryParameter(
         gt=0,
         le=MAX_WAIT_S,
         description="long-poll: wait up to this many seconds for the run to reach a final state",
+        schema_extra={"exclusiveMinimum": 0, "maximum": MAX_WAIT_S},
     ),
 ]
 RunId = FromPath[str]
@@ -193,6 +206,7 @@ def _timeout_ms(timeout_s: float | None) -> int:
         202: ResponseSpec(RunOut, generate_examples=False, description="not final yet"),
         **_errors(400, 404, 413),
     },
+    request_class=JsonRequest,
 )
 async def start_run(
     gateway: NamedDependency[Gateway],
@@ -200,7 +214,18 @@ async def start_run(
     wait: WaitSeconds = None,
     idempotency_key: Annotated[
         str | None,
-        HeaderParameter(name="Idempotency-Key", description="start at most one run per key"),
+        HeaderParameter(
+            name="Idempotency-Key",
+            description=(
+                f"start at most one run per key: 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII "
+                "characters"
+            ),
+            schema_extra={
+                "minLength": 1,
+                "maxLength": MAX_IDEMPOTENCY_KEY,
+                "pattern": f"^{IDEMPOTENCY_KEY.pattern}$",
+            },
+        ),
     ] = None,
     traceparent: Annotated[
         str | None,
@@ -213,6 +238,8 @@ async def start_run(
         str | None, HeaderParameter(name="tracestate", description="W3C Trace Context")
     ] = None,
 ) -> Response[RunOut]:
+    if idempotency_key is not None:
+        check_idempotency_key(idempotency_key)
     caller = {"traceparent": traceparent} if traceparent else {}
     if traceparent and tracestate:
         caller["tracestate"] = tracestate
@@ -279,13 +306,23 @@ async def list_runs(
     function: Annotated[str | None, QueryParameter(description="only runs of it")] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=1000, description="page size")] = 50,
     page_token: Annotated[
-        str | None, QueryParameter(description="the previous page's next_page_token")
+        str | None,
+        QueryParameter(
+            description="the previous page's next_page_token",
+            schema_extra={"pattern": f"^{PAGE_TOKEN.pattern}$"},
+        ),
     ] = None,
     newest_first: Annotated[
         bool,
         QueryParameter(description="the newest runs first (pass the same on every page)"),
     ] = False,
 ) -> RunListOut:
+    if page_token and PAGE_TOKEN.fullmatch(page_token) is None:
+        raise InvalidArgument(
+            f"page_token {page_token[:40]!r} is not a page token: pass back a next_page_token "
+            "(the last run id of the previous page, 26 characters)",
+            page_token=page_token[:40],
+        )
     page = await gateway.backend.list_runs(
         ListRunsRequest(
             status=STATUS_BY_NAME[status] if status else RunStatus.UNSPECIFIED,
@@ -349,6 +386,7 @@ async def read_history(gateway: NamedDependency[Gateway], run_id: RunId) -> Hist
     ),
     tags=["runs"],
     responses=_errors(400, 404, 409),
+    request_class=JsonRequest,
 )
 async def retry_run(
     gateway: NamedDependency[Gateway],
@@ -371,6 +409,7 @@ async def retry_run(
     ),
     tags=["runs"],
     responses=_errors(400, 404, 409),
+    request_class=JsonRequest,
 )
 async def move_run(
     gateway: NamedDependency[Gateway], run_id: RunId, data: JSONBody[MoveBody]
@@ -394,6 +433,7 @@ async def move_run(
         202: ResponseSpec(RunOut, generate_examples=False, description="cancelling, not final"),
         **_errors(400, 404, 409),
     },
+    request_class=JsonRequest,
 )
 async def cancel_run(
     gateway: NamedDependency[Gateway],
@@ -422,11 +462,18 @@ async def cancel_run(
     ),
     tags=["runs"],
     responses=_errors(400, 404, 409, 413),
+    request_class=JsonRequest,
 )
 async def signal_run(
     gateway: NamedDependency[Gateway],
     run_id: RunId,
-    name: Annotated[str, PathParameter(description="the signal's name")],
+    name: Annotated[
+        str,
+        PathParameter(
+            description=f"the signal's name: 1 to {MAX_SIGNAL_NAME} of letters, digits, _ . : -",
+            schema_extra={"pattern": f"^{SIGNAL_NAME.pattern}$", "maxLength": MAX_SIGNAL_NAME},
+        ),
+    ],
     data: Annotated[
         Any, Body(description="the signal's payload: any JSON document (empty body: null)")
     ] = None,
@@ -458,11 +505,23 @@ async def run_events(
     gateway: NamedDependency[Gateway],
     run_id: RunId,
     after: Annotated[
-        int | None, QueryParameter(ge=0, le=MAX_SEQ, description="resume after this seq")
+        int | None,
+        QueryParameter(
+            ge=0,
+            le=MAX_SEQ,
+            description="resume after this seq",
+            schema_extra={"minimum": 0, "maximum": MAX_SEQ},
+        ),
     ] = None,
     last_event_id: Annotated[
         int | None,
-        HeaderParameter(name="Last-Event-ID", ge=0, le=MAX_SEQ, description="wins over ?after"),
+        HeaderParameter(
+            name="Last-Event-ID",
+            ge=0,
+            le=MAX_SEQ,
+            description="wins over ?after",
+            schema_extra={"minimum": 0, "maximum": MAX_SEQ},
+        ),
     ] = None,
 ) -> ServerSentEvent:
     await gateway.backend.get_run(GetRunRequest(run_id=run_id))  # 404 before the stream starts
@@ -541,7 +600,36 @@ async def healthz(gateway: NamedDependency[Gateway]) -> Response[HealthOut]:
     return Response(HealthOut(status="ok"), status_code=200)
 
 
+def check_idempotency_key(key: str) -> None:
+    """Refuse an Idempotency-Key that breaks :data:`IDEMPOTENCY_KEY`, naming the rule."""
+    if IDEMPOTENCY_KEY.fullmatch(key) is None:
+        problem = (
+            f"{len(key)} characters"
+            if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY
+            else "a character outside printable ASCII"
+        )
+        raise InvalidArgument(
+            f"Idempotency-Key is 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters "
+            f"(0x20-0x7e); this one has {problem}",
+            header="Idempotency-Key",
+        )
+
+
+@route(
+    "/v1/runs",
+    http_method=["OPTIONS"],
+    include_in_schema=False,
+    status_code=204,
+    sync_to_thread=False,
+)
+def runs_options() -> Response[None]:
+    """``/v1/runs`` has two handlers, and litestar's own OPTIONS answer lists only the first's
+    method: this one lists both."""
+    return Response(None, status_code=204, headers={"Allow": "GET, OPTIONS, POST"})
+
+
 HANDLERS: list[Any] = [
+    runs_options,
     start_run,
     list_runs,
     read_run,

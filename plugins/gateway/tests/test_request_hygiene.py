@@ -1,0 +1,182 @@
+"""Request hygiene (issue 14): bad input is a 400 with its code, never a 500 nor a silent 200,
+and the OpenAPI document states each rule the server enforces."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import Gateway, start
+from drive import requests
+from test_errors import JSON, error
+
+from trine_gateway.body import MAX_JSON_DEPTH, too_deep
+from trine_gateway.routes import MAX_IDEMPOTENCY_KEY
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 1000, 20_000])
+async def test_deep_input_is_malformed_json(gateway: Gateway, depth: int) -> None:
+    body = b'{"function": "order", "input": ' + nested(depth) + b"}"
+    problem = error(
+        await gateway.http.post("/v1/runs", content=body, headers=JSON), 400, "malformed_json"
+    )
+    assert str(MAX_JSON_DEPTH) in problem["message"]
+    assert requests(gateway.memory, "start_run") == []
+
+
+async def test_input_at_the_depth_limit_is_accepted(gateway: Gateway) -> None:
+    # the body's own object is one level: the input may use the rest
+    body = b'{"function": "order", "input": ' + nested(MAX_JSON_DEPTH - 1) + b"}"
+    response = await gateway.http.post("/v1/runs", content=body, headers=JSON)
+    assert response.status_code == 201, response.text
+
+
+async def test_deep_signal_payload_is_malformed_json(gateway: Gateway) -> None:
+    run_id = await start(gateway)
+    response = await gateway.http.post(
+        f"/v1/runs/{run_id}/signals/go", content=nested(1000), headers=JSON
+    )
+    error(response, 400, "malformed_json")
+    assert requests(gateway.memory, "signal_run") == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"function": "order", "input": "\xff\xfe"}',
+        b'{"function": "order", "input": "\xed\xa0\x80"}',  # an encoded surrogate
+        b'{"function": "ord\xc3"}',
+    ],
+)
+async def test_invalid_utf8_is_malformed_json(gateway: Gateway, body: bytes) -> None:
+    problem = error(
+        await gateway.http.post("/v1/runs", content=body, headers=JSON), 400, "malformed_json"
+    )
+    assert "UTF-8" in problem["message"]
+    run_id = await start(gateway)
+    signal = await gateway.http.post(f"/v1/runs/{run_id}/signals/go", content=body, headers=JSON)
+    error(signal, 400, "malformed_json")
+
+
+def test_brackets_inside_strings_do_not_count() -> None:
+    assert not too_deep(b'{"a": "' + b"[" * 1000 + b'"}')
+    assert not too_deep(b'["\\"' + b"{" * 1000 + b'"]')  # an escaped quote keeps the string open
+    assert not too_deep(b"[" + b"[]," * 1000 + b"[]]")  # wide, not deep
+    assert too_deep(nested(MAX_JSON_DEPTH + 1))
+    assert not too_deep(nested(MAX_JSON_DEPTH))
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"function": "order", "timeout_s": "5"}, "timeout_s"),
+        ({"function": "order", "timeout_s": "5.5"}, "timeout_s"),
+        ({"function": 7}, "function"),
+    ],
+)
+async def test_a_string_is_not_a_number(gateway: Gateway, body: Any, field: str) -> None:
+    problem = error(await gateway.http.post("/v1/runs", json=body), 400, "invalid_request")
+    assert field in problem["message"]
+    assert problem["details"]["errors"][0]["key"] == field
+    assert requests(gateway.memory, "start_run") == []
+
+
+async def test_a_number_is_still_a_number(gateway: Gateway) -> None:
+    response = await gateway.http.post("/v1/runs", json={"function": "order", "timeout_s": 5})
+    assert response.status_code == 201, response.text
+    assert requests(gateway.memory, "start_run")[0].timeout_ms == 5000
+
+
+async def test_strict_bodies_of_the_other_routes(gateway: Gateway) -> None:
+    run_id = await start(gateway)
+    moved = await gateway.http.post(f"/v1/runs/{run_id}/move", json={"build_id": 5})
+    assert "build_id" in error(moved, 400, "invalid_request")["message"]
+    cancelled = await gateway.http.post(f"/v1/runs/{run_id}/cancel", json={"reason": 5})
+    assert "reason" in error(cancelled, 400, "invalid_request")["message"]
+    retried = await gateway.http.post(f"/v1/runs/{run_id}/retry", json=[1])
+    error(retried, 400, "invalid_request")
+    # no body, or null, is still no reason
+    assert (await gateway.http.post(f"/v1/runs/{run_id}/cancel")).status_code in (200, 202)
+
+
+@pytest.mark.parametrize(
+    "token", ["bogus", "01" * 13 + "0", "01ABCDEFGHJKMNPQRSTVWXYZ0I", "x" * 5000]
+)
+async def test_a_bogus_page_token_is_refused(gateway: Gateway, token: str) -> None:
+    await start(gateway)
+    response = await gateway.http.get("/v1/runs", params={"page_token": token})
+    problem = error(response, 400, "invalid_argument")
+    assert "page_token" in problem["message"]
+    assert len(response.content) < 1000  # the token is not echoed whole
+
+
+async def test_a_real_page_token_pages(gateway: Gateway) -> None:
+    ids = [await start(gateway) for _ in range(3)]
+    page = (await gateway.http.get("/v1/runs", params={"limit": 2})).json()
+    assert [run["id"] for run in page["runs"]] == ids[:2]
+    token = page["next_page_token"]
+    rest = (await gateway.http.get("/v1/runs", params={"page_token": token})).json()
+    assert [run["id"] for run in rest["runs"]] == ids[2:]
+
+
+@pytest.mark.parametrize(
+    ("key", "rule"),
+    [
+        ("k" * (MAX_IDEMPOTENCY_KEY + 1), f"{MAX_IDEMPOTENCY_KEY + 1} characters"),
+        ("caf\xe9", "outside printable ASCII"),  # latin-1 on the wire
+        ("tab\there", "outside printable ASCII"),
+    ],
+)
+async def test_idempotency_key_rules(gateway: Gateway, key: str, rule: str) -> None:
+    headers = {"Idempotency-Key": key.encode("latin-1")}
+    response = await gateway.http.post("/v1/runs", json={"function": "order"}, headers=headers)
+    problem = error(response, 400, "invalid_argument")
+    assert "Idempotency-Key" in problem["message"]
+    assert f"1 to {MAX_IDEMPOTENCY_KEY} printable ASCII" in problem["message"]
+    assert rule in problem["message"]
+    assert requests(gateway.memory, "start_run") == []
+
+
+async def test_a_utf8_idempotency_key_is_refused(gateway: Gateway) -> None:
+    headers = {"Idempotency-Key": "clé".encode()}
+    response = await gateway.http.post("/v1/runs", json={"function": "order"}, headers=headers)
+    error(response, 400, "invalid_argument")
+
+
+async def test_the_longest_idempotency_key_is_accepted(gateway: Gateway) -> None:
+    key = "~ " + "k" * (MAX_IDEMPOTENCY_KEY - 2)
+    first = await gateway.http.post(
+        "/v1/runs", json={"function": "order"}, headers={"Idempotency-Key": key}
+    )
+    assert first.status_code == 201, first.text
+    assert first.json()["idempotency_key"] == key
+
+
+async def test_options_on_runs_lists_get_and_post(gateway: Gateway) -> None:
+    response = await gateway.http.options("/v1/runs")
+    assert response.status_code == 204
+    assert set(response.headers["allow"].replace(" ", "").split(",")) == {"GET", "POST", "OPTIONS"}
+
+
+async def test_the_openapi_states_what_the_server_enforces(gateway: Gateway) -> None:
+    schema = (await gateway.http.get("/schema/openapi.json")).json()
+
+    def parameter(path: str, method: str, name: str) -> dict[str, Any]:
+        found = [p for p in schema["paths"][path][method]["parameters"] if p["name"] == name]
+        return found[0]["schema"]  # type: ignore[no-any-return]
+
+    for path, method in [("/v1/runs", "post"), ("/v1/runs/{run_id}", "get")]:
+        assert parameter(path, method, "wait")["exclusiveMinimum"] == 0
+    key = parameter("/v1/runs", "post", "Idempotency-Key")
+    assert (key["minLength"], key["maxLength"]) == (1, MAX_IDEMPOTENCY_KEY)
+    assert key["pattern"]
+    assert parameter("/v1/runs/{run_id}/events", "get", "Last-Event-ID")["minimum"] == 0
+    assert parameter("/v1/runs/{run_id}/events", "get", "after")["minimum"] == 0
+    assert parameter("/v1/runs/{run_id}/signals/{name}", "post", "name")["pattern"]
+    assert parameter("/v1/runs", "get", "page_token")["pattern"]
+    timeout = schema["components"]["schemas"]["StartRunBody"]["properties"]["timeout_s"]
+    assert timeout["exclusiveMinimum"] == 0
