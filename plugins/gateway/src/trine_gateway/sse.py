@@ -17,6 +17,13 @@ queue with a timeout, which a keep-alive needs and which cancelling an iterator'
 could not give without closing it. When the client disconnects, litestar cancels the response and
 its ``finally`` cancels the pump, which closes the subscription; :meth:`Lifecycle.close` cancels
 every pump at shutdown, which ends every stream.
+
+The queue holds at most :data:`BUFFER_EVENTS` events: the pump reads the subscription only as
+fast as the client consumes (a client that stops reading fills its socket, then uvicorn stops
+the response, then the queue fills and the pump waits). In ``split`` the subscription is a gRPC
+stream, whose unread bytes stay within its HTTP/2 window (``trine_transport_grpc.client``), and
+the engine's sender waits too. Before this, a client that did not read had the gateway buffer
+the run's whole history (~95 MB each).
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ log = get_logger("gateway")
 KEEPALIVE = ServerSentEventMessage(data=None, comment="keep-alive")
 _Item: TypeAlias = Event | BaseException | None
 """What the pump hands over: an event, the error that ended the subscription, or ``None`` (end)."""
+BUFFER_EVENTS = 32
+"""Events read ahead of the client per stream (each at most ``max_payload_bytes``)."""
 
 
 async def _close(iterator: AsyncIterator[Any]) -> None:
@@ -52,12 +61,12 @@ async def _pump(backend: Backend, request: SubscribeRequest, queue: asyncio.Queu
     subscription = backend.subscribe(request)
     try:
         async for event in subscription:
-            queue.put_nowait(event)
+            await queue.put(event)  # waits while the client has BUFFER_EVENTS unread
     except TrineError as exc:
-        queue.put_nowait(exc)
+        await queue.put(exc)
     except Exception as exc:
         log.error("event subscription failed", run_id=request.run_id, exc_info=exc)
-        queue.put_nowait(exc)
+        await queue.put(exc)
     finally:
         await _close(subscription)
 
@@ -80,14 +89,17 @@ async def event_stream(
     keepalive_s: float,
 ) -> AsyncGenerator[ServerSentEventMessage, None]:
     """The SSE messages of a run's events with ``seq > after_seq``, live until the final one."""
-    queue: asyncio.Queue[_Item] = asyncio.Queue()
+    queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=BUFFER_EVENTS)
     request = SubscribeRequest(run_id=run_id, after_seq=after_seq)
     pump = lifecycle.spawn(_pump(backend, request, queue), name=f"trine-sse-{run_id}")
     # Also when the pump is cancelled before it ever ran: the stream must learn that it ended.
-    pump.add_done_callback(lambda _: queue.put_nowait(None))
+    # A full queue has no room for the mark: the loop then ends once it drained the queue.
+    pump.add_done_callback(lambda _: None if queue.full() else queue.put_nowait(None))
     SSE_STREAMS.inc()
     try:
         while True:
+            if queue.empty() and pump.done():
+                return  # ended with a full queue (no end mark), now drained
             if queue.empty():
                 try:
                     async with asyncio.timeout(keepalive_s):

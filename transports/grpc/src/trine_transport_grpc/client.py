@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 import grpclib
 from grpclib.client import Channel
+from grpclib.config import Configuration
 
 from trine_core import MAX_PAYLOAD_BYTES, Backend, Dispatcher, WorkerRegistry
 from trine_proto.limits import BoundedCodec, derived_limit
@@ -69,6 +70,13 @@ DEFAULT_DEADLINE_S = 10.0
 UNREACHABLE = (ConnectionError, OSError, grpclib.exceptions.StreamTerminatedError)
 STREAMS_PER_CHANNEL = 64
 """Calls in flight on one connection before the pool opens another (below the server's 100)."""
+STREAM_WINDOW_BYTES = 1 << 20
+"""What a stream may receive ahead of its reader (HTTP/2 flow control): a stream read slowly
+(an SSE client's ``subscribe``) holds at most this much here, and its sender waits."""
+CONNECTION_WINDOW_BYTES = (STREAMS_PER_CHANNEL + 1) * STREAM_WINDOW_BYTES
+"""Room for every stream's window at once: unread data counts against the connection's window
+too (grpclib acknowledges both on reading), so with grpclib's defaults (4 MiB each) one stalled
+stream would stop every call on its connection."""
 
 
 class ChannelPool:
@@ -98,7 +106,11 @@ class ChannelPool:
         channel = next((c for c in self._channels if self._in_use[c] < self._limit), None)
         if channel is None:
             codec = BoundedCodec(self._max_message_bytes)
-            channel = Channel(self.host, self.port, codec=codec, ssl=self._ssl)
+            config = Configuration(
+                http2_stream_window_size=STREAM_WINDOW_BYTES,
+                http2_connection_window_size=CONNECTION_WINDOW_BYTES,
+            )
+            channel = Channel(self.host, self.port, codec=codec, ssl=self._ssl, config=config)
             self._channels.append(channel)
             self._in_use[channel] = 0
         self._in_use[channel] += 1
