@@ -47,6 +47,13 @@ class RunNotFound(TrineError):
     code = ErrorCode.RUN_NOT_FOUND
 
 
+class RunExpired(TrineError):
+    """The run existed but retention deleted it, that long after it ended (HTTP 404; an event
+    stream's cursor on it, 410): distinct from an id that never was a run."""
+
+    code = ErrorCode.RUN_EXPIRED
+
+
 class RunFinished(TrineError):
     """The run already reached a final state, so it cannot be changed (cancelled, signalled)."""
 
@@ -111,6 +118,7 @@ ERRORS_BY_CODE: dict[str, type[TrineError]] = {
         UnknownFunction,
         PayloadTooLarge,
         RunNotFound,
+        RunExpired,
         RunFinished,
         RunNotRetryable,
         UnknownBuild,

@@ -46,15 +46,18 @@ from trine_engine.storage.keys import (
     FORMAT_VERSION,
     JOURNAL,
     LOG,
+    LOG_START_PREFIX,
     META,
     RUNS,
     SIGNALS,
+    SWEPT_PREFIX,
     decode_log_key,
     decode_u64,
     row_number,
 )
 from trine_engine.storage.marker import marker_path, read_marker
 from trine_engine.storage.store import damage
+from trine_engine.ulid import timestamp_ms
 from trine_proto.codec import decode
 from trine_proto.trine.engine.v1 import LogRecord
 from trine_proto.trine.v1 import Run
@@ -234,17 +237,26 @@ def _check_database(path: Path, db: Any, families: list[str], report: Report) ->
         for key, value in meta.items()
         if key.startswith(APPLIED_PREFIX)
     }
-    created = _check_log(path, db, applied, report)
-    _check_state(db, created, report)
+    starts = {  # where retention trimmed each partition's log to
+        int(key[len(LOG_START_PREFIX) :]): decode_u64(value)
+        for key, value in meta.items()
+        if key.startswith(LOG_START_PREFIX)
+    }
+    created = _check_log(path, db, applied, report, starts)
+    swept = max((decode_u64(v) for k, v in meta.items() if k.startswith(SWEPT_PREFIX)), default=-1)
+    _check_state(db, created, report, trimmed=any(starts.values()), swept_ms=swept)
     for family in families:
         if family not in _STATE_FAMILIES:
             for _ in _rows(db, family, report):  # every block read, its checksum verified
                 pass
 
 
-def _check_log(path: Path, db: Any, applied: dict[int, int], report: Report) -> Created:
-    """Every record's CRC and decoding, offsets contiguous from 0 and ending at the applied
-    offset, the marker not ahead: the run ids the log created."""
+def _check_log(
+    path: Path, db: Any, applied: dict[int, int], report: Report, starts: dict[int, int]
+) -> Created:
+    """Every record's CRC and decoding, offsets contiguous from 0 (or from where retention
+    trimmed the log) and ending at the applied offset, the marker not ahead: the run ids the
+    log created."""
     created = Created()
     ends: dict[int, int] = {}
     for key, segment in _rows(db, LOG, report):
@@ -253,7 +265,7 @@ def _check_log(path: Path, db: Any, applied: dict[int, int], report: Report) -> 
         except Exception:
             report.damaged("log", f"a log key of {len(key)} bytes is not a segment key")
             continue
-        expected = ends.get(partition, -1) + 1
+        expected = ends.get(partition, starts.get(partition, 0) - 1) + 1
         if first != expected:
             report.damaged(
                 "log", f"partition {partition}: offsets {expected}..{first - 1} are missing"
@@ -316,7 +328,12 @@ class Created:
                     self.children.add(child.run_id)
 
 
-def _check_state(db: Any, created: Created, report: Report) -> None:
+def _check_state(
+    db: Any, created: Created, report: Report, trimmed: bool = False, swept_ms: int = -1
+) -> None:
+    """``trimmed``: retention trimmed the log, so a run may have a row and no record left;
+    ``swept_ms``: retention deleted runs that ended up to then, so a run created by then may
+    have its record and no row."""
     runs: dict[str, bool] = {}  # run id → final
     for key, value in _rows(db, RUNS, report):
         run_id = key.decode(errors="replace")
@@ -326,9 +343,11 @@ def _check_state(db: Any, created: Created, report: Report) -> None:
             report.damaged("runs", f"run {run_id}: its row cannot be decoded: {exc}")
             continue
         runs[run_id] = is_final(run.status)
-        if run_id not in created.started and run_id not in created.children:
+        if not trimmed and run_id not in created.started and run_id not in created.children:
             report.damaged("runs", f"run {run_id} has a row but no log record created it")
     for run_id in sorted(created.started - runs.keys()):
+        if _created_ms(run_id) <= swept_ms:
+            continue  # retention deleted it
         report.damaged("runs", f"run {run_id} was started in the log but has no row")
     active = {key.decode(errors="replace") for key, _ in _rows(db, ACTIVE, report)}
     for run_id in sorted(active - runs.keys()):
@@ -348,6 +367,14 @@ def _check_state(db: Any, created: Created, report: Report) -> None:
                 report.damaged(family, f"{family} rows of run {run_id}, which has no row")
             elif first is not None and found != list(range(first, first + len(found))):
                 report.damaged(family, f"run {run_id}: its {family} rows have gaps")
+
+
+def _created_ms(run_id: str) -> int:
+    """When a run id (a ULID) was made; -1 if it is not one."""
+    try:
+        return timestamp_ms(run_id)
+    except ValueError:
+        return -1
 
 
 @hookimpl

@@ -22,3 +22,5 @@ class EngineConfig:
     """How many finished runs stay in memory (the non-final ones always do)."""
     cancel_grace_ms: int = 30_000
     """How long a cancelled run may clean up before it is forced to ``cancelled``."""
+    retention_ms: int = 7 * 86_400_000
+    """How long after it ended a finished run is deleted (0: never); see ``retention``."""

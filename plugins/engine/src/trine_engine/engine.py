@@ -23,6 +23,7 @@ from trine_engine.dispatcher import EngineDispatcher
 from trine_engine.inspection import EngineStats, RunSnapshot
 from trine_engine.leases import LeaseTable
 from trine_engine.machine import StateMachine
+from trine_engine.retention import Retention
 from trine_engine.run_state import RunCache
 from trine_engine.scheduler import Scheduler
 from trine_engine.storage import PartitionLog, Store
@@ -70,6 +71,11 @@ class Engine:
         )
         self._machine.load_functions(store)
         self._unwatch: Callable[[], None] = lambda: None
+        self.retention = (
+            Retention(store, self._cache, clock, config.retention_ms, log)
+            if config.retention_ms > 0
+            else None
+        )
         ids = UlidGenerator()  # one per engine: its ids increase strictly
         self.backend = EngineBackend(
             self._plog, self._cache, self._machine, store, clock, ids, config.cancel_grace_ms
@@ -121,6 +127,8 @@ class Engine:
             store.close()
             raise
         engine._timers.start()
+        if engine.retention is not None:
+            engine.retention.start()
         engine._unwatch = metrics.watch(engine._cache.active, engine._scheduler.queues)
         log.info(
             "engine opened",
@@ -143,6 +151,8 @@ class Engine:
         if self._plog.closed:
             return
         self._unwatch()
+        if self.retention is not None:  # first, with no await: it writes to the store directly
+            self.retention.cancel()
         try:
             self._plog.close()
         finally:
@@ -150,6 +160,8 @@ class Engine:
             for state in list(self._cache.active.values()):
                 state.wake()
             await self._timers.stop()
+            if self.retention is not None:
+                await self.retention.stop()
             self._log.info("engine stats", **self.stats().as_dict())
             self._store.close()
 

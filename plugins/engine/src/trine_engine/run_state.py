@@ -16,7 +16,7 @@ from collections import OrderedDict, deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from trine_core import RunNotFound
+from trine_engine import retention
 from trine_engine.storage import Store
 from trine_engine.storage.keys import (
     ACTIVE,
@@ -145,7 +145,7 @@ class RunCache:
         """:meth:`lookup`, raising RunNotFound for an unknown id."""
         state = self.lookup(run_id) if run_id else None
         if state is None:
-            raise RunNotFound(f"no run {run_id!r}", run_id=run_id)
+            raise retention.missing(self._store, run_id)  # run_expired if retention deleted it
         return state
 
     def _get(self, run_id: str) -> RunState | None:
@@ -172,6 +172,10 @@ class RunCache:
                 else:  # cannot happen while the cache holds every active run; stay consistent
                     self.active[run_id] = state
         return state
+
+    def forget(self, run_id: str) -> None:
+        """Retention deleted the finished run: out of the LRU too."""
+        self._finished.pop(run_id, None)
 
     def add(self, state: RunState) -> None:
         self.active[state.id] = state

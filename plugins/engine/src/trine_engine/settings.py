@@ -6,6 +6,7 @@ from pathlib import Path
 
 from trine_core import MAX_PAYLOAD_BYTES, Setting, Settings
 from trine_engine.config import EngineConfig
+from trine_engine.retention import DEFAULT_RETENTION, parse_retention
 
 DATA_DIR = Setting("data_dir", Path(".trine/data"), "where the engine keeps its RocksDB database")
 ENGINE_ADDR = Setting(
@@ -34,7 +35,21 @@ MAX_LEASE_TTL_MS = Setting(
     "lease_ttl_ms",
     section="engine",
 )
-SETTINGS = (DATA_DIR, ENGINE_ADDR, FINISHED_CACHE_SIZE, CANCEL_GRACE_MS, MAX_LEASE_TTL_MS)
+RETENTION = Setting(
+    "retention",
+    DEFAULT_RETENTION,
+    "how long after it ended a finished run is deleted, with its journal, events, kept signals "
+    "and idempotency key (90s, 12h, 7d; 0 or off: never); the log is trimmed to about as much "
+    "history",
+)
+SETTINGS = (
+    DATA_DIR,
+    ENGINE_ADDR,
+    FINISHED_CACHE_SIZE,
+    CANCEL_GRACE_MS,
+    MAX_LEASE_TTL_MS,
+    RETENTION,
+)
 
 
 def engine_config(settings: Settings) -> EngineConfig:
@@ -44,4 +59,5 @@ def engine_config(settings: Settings) -> EngineConfig:
         finished_cache_size=settings[FINISHED_CACHE_SIZE],
         cancel_grace_ms=settings[CANCEL_GRACE_MS],
         max_lease_ttl_ms=settings[MAX_LEASE_TTL_MS],
+        retention_ms=parse_retention(settings[RETENTION], f"{RETENTION.key} ({RETENTION.env})"),
     )

@@ -38,6 +38,7 @@ HTTP_STATUS: Mapping[str, int] = {
     ErrorCode.UNKNOWN_FUNCTION: 404,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.RUN_NOT_FOUND: 404,
+    ErrorCode.RUN_EXPIRED: 404,  # retention deleted it; 410 for an event stream (trine_error)
     ErrorCode.RUN_FINISHED: 409,
     ErrorCode.RUN_NOT_RETRYABLE: 409,
     ErrorCode.UNKNOWN_BUILD: 409,
@@ -104,6 +105,8 @@ def exception_handlers(max_body_bytes: int) -> ExceptionHandlersMap:
     def trine_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
         assert isinstance(exc, TrineError)
         status = http_status(exc)
+        if exc.code == ErrorCode.RUN_EXPIRED and request.url.path.endswith("/events"):
+            status = 410  # ARCHITECTURE §5: a cursor older than what is retained is Gone
         if status >= 500:
             log.error(
                 "request failed", request=_describe(request), code=exc.code, error=exc.message

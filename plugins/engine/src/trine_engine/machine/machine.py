@@ -50,8 +50,10 @@ from trine_engine.storage.keys import (
     EVENTS,
     FUNCTIONS,
     JOURNAL,
+    META,
     RUNS,
     SIGNALS,
+    ended_key,
     run_row_key,
 )
 from trine_engine.timers import Timers
@@ -219,6 +221,7 @@ class StateMachine:
             batch.after_commit(functools.partial(self._log_blocked, run))
         if state.final:
             batch.delete(ACTIVE, key)
+            batch.put(META, ended_key(run.updated_at_ms, run.id), b"")  # retention's index
             self._drop_active_rows(state, batch)
             # Only once durable: evicted earlier, a lookup would reload the stale running run.
             batch.after_commit(functools.partial(self.cache.retire, state))

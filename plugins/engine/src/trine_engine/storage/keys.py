@@ -111,3 +111,75 @@ def row_number(key: bytes) -> int:
     """The number a :func:`run_row_key` ends with."""
     value: int = _U32.unpack_from(key, len(key) - _U32.size)[0]
     return value
+
+
+# -- retention (docs/internals.md, "Retention") ------------------------------------------------
+# Kept in ``meta`` under prefixes of their own, like builds, so that format 2 stays as it is.
+
+ENDED_PREFIX = b"ended/"
+"""``ended/<ended_at_ms u64><run id>`` → empty: the finished runs by end time, written in the batch
+that ends a run, swept in order by retention. A row whose run was retried (active again, or
+ended later) is dropped by the sweep."""
+
+EXPIRED_PREFIX = b"expired/"
+"""``expired/<run id>`` → ``<ended_at_ms u64><retention_ms u64>``: the tombstone of a run
+retention deleted, so that it answers ``run_expired`` rather than ``run_not_found``."""
+
+FORGET_PREFIX = b"forget/"
+"""``forget/<at_ms u64><run id>`` → empty: when a tombstone goes (one more retention period
+after its run was deleted), so tombstones do not grow forever either."""
+
+LOG_START_PREFIX = b"logstart/"
+"""``logstart/<partition>`` → the first offset the trimmed log still holds (absent: 0)."""
+
+LOG_MARK_PREFIX = b"logmark/"
+"""``logmark/<partition>/<at_ms u64>`` → the applied offset + 1 at that time: the log is trimmed
+up to the newest mark older than the retention, so it keeps about that much history."""
+
+SWEPT_PREFIX = b"swept/"
+"""``swept/<partition>`` → the newest end-time cutoff retention deleted runs up to: ``trine
+check`` does not expect rows of runs created before it."""
+
+_ENDED = struct.Struct(">Q")
+
+
+def ended_key(ended_at_ms: int, run_id: str) -> bytes:
+    return ENDED_PREFIX + _ENDED.pack(max(0, ended_at_ms)) + run_id.encode()
+
+
+def split_timed_key(prefix: bytes, key: bytes) -> tuple[int, str]:
+    """(time, run id) of an :func:`ended_key` or :func:`forget_key` (``prefix`` says which)."""
+    at: int = _ENDED.unpack_from(key, len(prefix))[0]
+    return at, key[len(prefix) + _ENDED.size :].decode()
+
+
+def expired_key(run_id: str) -> bytes:
+    return EXPIRED_PREFIX + run_id.encode()
+
+
+def forget_key(at_ms: int, run_id: str) -> bytes:
+    return FORGET_PREFIX + _ENDED.pack(max(0, at_ms)) + run_id.encode()
+
+
+def log_start_key(partition: int) -> bytes:
+    return LOG_START_PREFIX + b"%d" % partition
+
+
+def log_mark_prefix(partition: int) -> bytes:
+    return LOG_MARK_PREFIX + b"%d/" % partition
+
+
+def log_mark_key(partition: int, at_ms: int) -> bytes:
+    return log_mark_prefix(partition) + _ENDED.pack(max(0, at_ms))
+
+
+def swept_key(partition: int) -> bytes:
+    return SWEPT_PREFIX + b"%d" % partition
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The first key after every key starting with ``prefix`` (the end of a range delete)."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        raise ValueError("a prefix of 0xff bytes has no end")
+    return trimmed[:-1] + bytes([trimmed[-1] + 1])

@@ -42,6 +42,7 @@ from trine_engine.storage.keys import (
     decode_u64,
     encode_u64,
     log_key,
+    log_start_key,
     partition_prefix,
 )
 from trine_engine.storage.latency import LatencyRing
@@ -137,10 +138,19 @@ class PartitionLog:
     def _verify(self) -> int | None:
         """The log's last offset (None: empty), every segment read (RocksDB verifies its blocks)
         and every record's CRC32 checked: about 2.7 µs a record (0.53 s for 200,000), once per
-        open, until retention trims the log."""
+        open: retention keeps it to about the retention's span of history."""
         end: int | None = None
+        raw = self._store.get(META, log_start_key(self.partition))
+        start = 0 if raw is None else decode_u64(raw)  # retention trimmed what is before it
         for key, segment in self._store.scan(LOG, prefix=partition_prefix(self.partition)):
             first = decode_log_key(key)[1]
+            if end is None and first != start:
+                raise StorageError(
+                    f"partition {self.partition}'s log starts at offset {first}, not at "
+                    f"{start} where retention left it",
+                    partition=self.partition,
+                    offset=start,
+                )
             if end is not None and first != end + 1:
                 raise StorageError(
                     f"partition {self.partition}'s log lacks offsets {end + 1}..{first - 1}",

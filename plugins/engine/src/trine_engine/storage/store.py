@@ -140,6 +140,11 @@ class Store:
     def delete(self, batch: Any, family: str, key: bytes) -> None:
         batch.delete(key, self._handles[family])
 
+    def delete_range(self, batch: Any, family: str, begin: bytes, end: bytes) -> None:
+        """Delete every row of ``family`` in ``[begin, end)``: one range tombstone, whatever the
+        number of rows (retention deletes a run's journal and events, and the log, so)."""
+        batch.delete_range(begin, end, self._handles[family])
+
     def write(self, batch: Any) -> None:
         """Write ``batch`` atomically and fsync the WAL before returning. Holds the GIL: rocksdict
         does not release it around the write (measured; see ``partition_log``)."""
