@@ -7,7 +7,11 @@
   within the timeout and a margin;
 - a 400 MB ``Register`` on the coordinator's worker port is refused (``RESOURCE_EXHAUSTED``)
   from its length prefix: the coordinator's memory stays bounded and the registered worker
-  still serves.
+  still serves;
+- signals to a run that does not wait stop at ``[engine] max_kept_signals`` with a 413 naming
+  the setting, and every accepted one is in the run's events;
+- an SSE client that stops reading a run with a long history leaves the gateway's memory
+  bounded (in ``split`` the gateway reads the engine's stream only as the client consumes).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import time
 from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
-from harness import Cluster, dev_certs, start_order, wait_run
+from harness import Cluster, dev_certs, send_signal, sse_events, start_order, wait_run
 
 from trine_proto.codec import GrpcCodec
 from trine_proto.trine.v1 import CoordinatorMessage, WorkerMessage
@@ -193,3 +197,30 @@ def test_a_huge_grpc_message_on_the_worker_port_is_refused_early(cluster: Cluste
     with cluster.client() as http:
         assert wait_run(http, start_order(http))["status"] == "completed"
     assert worker.alive
+
+
+KEPT = 5
+
+
+def test_kept_signals_stop_at_the_cap_with_a_413_and_nothing_lost(cluster: Cluster) -> None:
+    cluster.start(TRINE_ENGINE_MAX_KEPT_SIGNALS=str(KEPT))
+    cluster.start_worker().kill9()  # `order` is known; with no worker its run waits for nothing
+    with cluster.client() as http:
+        run_id = start_order(http)
+        payload = {"blob": "x" * 1000}
+        for n in range(KEPT):
+            response = send_signal(http, run_id, "tick", {**payload, "n": n})
+            assert response.status_code == 202, response.text  # kept, not delivered
+            assert response.json()["delivered"] is False
+        refused = send_signal(http, run_id, "tick", {**payload, "n": KEPT})
+        assert refused.status_code == 413, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "payload_too_large"
+        assert error["details"]["limit"] == "engine.max_kept_signals"
+        assert error["details"]["kept"] == KEPT
+        received = [
+            e["data"]["data"]["payload"]["n"]
+            for e in sse_events(http, run_id, limit=1 + KEPT)
+            if e["event"] == "signal.received"
+        ]
+        assert received == list(range(KEPT))

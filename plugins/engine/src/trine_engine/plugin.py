@@ -28,6 +28,8 @@ from trine_core.runtime import runs_all
 from trine_core.tls import refuse_open_listener, server_context
 from trine_engine.clock import Clock
 from trine_engine.engine import Engine
+from trine_engine.kept_signals import SETTINGS as KEPT_SIGNAL_SETTINGS
+from trine_engine.kept_signals import KeptSignalLimits
 from trine_engine.settings import ENGINE_ADDR, SETTINGS, engine_config
 
 
@@ -54,6 +56,7 @@ class EngineRole:
         engine = self.engine = await Engine.open(
             engine_config(self.settings), context.log, clock=self.clock
         )
+        engine.backend.kept_limits = KeptSignalLimits.from_settings(self.settings)
         context.provide(Backend, engine.backend)
         context.provide(Dispatcher, engine.dispatcher)
 
@@ -70,7 +73,7 @@ class EngineRole:
 
 @hookimpl
 def trine_add_settings(registry: SettingsRegistry) -> None:
-    registry.add(*SETTINGS)
+    registry.add(*SETTINGS, *KEPT_SIGNAL_SETTINGS)
 
 
 @hookimpl

@@ -1,0 +1,82 @@
+"""A cap on the signals a run keeps (sent while no wait takes them), in count and in bytes.
+
+A run that never waits for a signal keeps every one sent to it: in memory while it is active
+(``RunState.signals``), in RocksDB until it ends. Unbounded, 200 signals of 1 MB cost the engine
++665 MB. :func:`check` refuses, before anything is appended, a signal that no wait takes when the
+run already keeps ``max_kept_signals`` of them or the payload would take it past
+``max_kept_signal_bytes``; a signal a pending wait takes is never refused (it is not kept).
+
+The refusal is ``payload_too_large`` (HTTP 413) with ``details.limit`` naming the setting, and
+the run's kept count and bytes: nothing is appended, the sender may retry once the run took some.
+(A code of its own, e.g. 429 ``too_many_kept_signals``, needs a new ``ErrorCode``.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from trine_core import PayloadTooLarge, Setting, Settings
+
+if TYPE_CHECKING:
+    from trine_engine.run_state import RunState
+
+MAX_KEPT_SIGNALS = Setting(
+    "max_kept_signals",
+    1_000,
+    "signals a run may keep while no wait takes them: one more is refused (413 "
+    "payload_too_large, details.limit = engine.max_kept_signals)",
+    section="engine",
+)
+MAX_KEPT_SIGNAL_BYTES = Setting(
+    "max_kept_signal_bytes",
+    64 << 20,
+    "bytes of payload a run may keep in signals no wait took: a signal past it is refused (413 "
+    "payload_too_large, details.limit = engine.max_kept_signal_bytes)",
+    section="engine",
+)
+SETTINGS = (MAX_KEPT_SIGNALS, MAX_KEPT_SIGNAL_BYTES)
+
+
+@dataclass(frozen=True)
+class KeptSignalLimits:
+    count: int = MAX_KEPT_SIGNALS.default
+    bytes: int = MAX_KEPT_SIGNAL_BYTES.default
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KeptSignalLimits:
+        return cls(settings[MAX_KEPT_SIGNALS], settings[MAX_KEPT_SIGNAL_BYTES])
+
+
+def kept(state: RunState) -> tuple[int, int]:
+    """How many signals ``state`` keeps, and their payloads' bytes."""
+    count = size = 0
+    for signals in state.signals.values():
+        count += len(signals)
+        size += sum(len(payload) for _seq, payload in signals)
+    return count, size
+
+
+def check(state: RunState, name: str, payload: bytes, limits: KeptSignalLimits) -> None:
+    """Raise PayloadTooLarge if keeping signal ``name`` would pass a cap (the caller knows that
+    no wait takes it)."""
+    count, size = kept(state)
+    if count + 1 > limits.count:
+        setting, limit = MAX_KEPT_SIGNALS.key, limits.count
+        why = f"it keeps {count} signals no wait took (the limit, {setting})"
+    elif size + len(payload) > limits.bytes:
+        setting, limit = MAX_KEPT_SIGNAL_BYTES.key, limits.bytes
+        why = (
+            f"its {count} kept signals hold {size} bytes and {len(payload)} more would pass "
+            f"{limits.bytes} ({setting})"
+        )
+    else:
+        return
+    raise PayloadTooLarge(
+        f"run {state.id} does not wait for signal {name!r} and {why}: not sent",
+        run_id=state.id,
+        limit=setting,
+        limit_value=limit,
+        kept=count,
+        kept_bytes=size,
+    )
