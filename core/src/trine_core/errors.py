@@ -54,6 +54,13 @@ class RunExpired(TrineError):
     code = ErrorCode.RUN_EXPIRED
 
 
+class IdempotencyConflict(TrineError):
+    """The idempotency key started a run with a different request (function, input or timeout):
+    the client reused a key for a new request (HTTP 422)."""
+
+    code = ErrorCode.IDEMPOTENCY_CONFLICT
+
+
 class RunFinished(TrineError):
     """The run already reached a final state, so it cannot be changed (cancelled, signalled)."""
 
@@ -119,6 +126,7 @@ ERRORS_BY_CODE: dict[str, type[TrineError]] = {
         PayloadTooLarge,
         RunNotFound,
         RunExpired,
+        IdempotencyConflict,
         RunFinished,
         RunNotRetryable,
         UnknownBuild,

@@ -15,7 +15,10 @@ from trine_core import (
     RunNotFound,
     UnknownFunction,
 )
+from trine_core.errors import IdempotencyConflict
 from trine_engine import ulid
+from trine_engine.storage import Store
+from trine_engine.storage.keys import IDEM
 from trine_proto.trine.v1 import (
     CancelRunRequest,
     GetJournalRequest,
@@ -24,6 +27,7 @@ from trine_proto.trine.v1 import (
     ListRunsRequest,
     RunStatus,
     StartRunRequest,
+    StartRunResponse,
     SubscribeRequest,
     WaitRunRequest,
 )
@@ -112,6 +116,46 @@ async def test_idempotency_key_returns_the_earlier_run(h: Harness) -> None:
     after = await h.backend.start_run(request)
     assert not after.created
     assert after.run.id == first.run.id
+
+
+async def test_an_idempotency_key_remembers_its_request(h: Harness) -> None:
+    """The key's row keeps the request's digest, durably: after a reopen (the row read from
+    RocksDB) another request with the key is still a conflict; concurrent conflicting starts
+    make one run."""
+    await h.register()
+    request = StartRunRequest(function="greet", input=b"1", idempotency_key="order-9")
+    other = StartRunRequest(function="greet", input=b"2", idempotency_key="order-9")
+    first, second = await asyncio.gather(
+        h.backend.start_run(request), h.backend.start_run(other), return_exceptions=True
+    )
+    assert isinstance(first, StartRunResponse)
+    assert first.created
+    assert isinstance(second, IdempotencyConflict)
+    await h.reopen()
+    with pytest.raises(IdempotencyConflict, match="another input"):
+        await h.backend.start_run(other)
+    assert len((await h.backend.list_runs(ListRunsRequest())).runs) == 1
+
+
+async def test_an_idempotency_key_kept_before_digests_matches_any_request(h: Harness) -> None:
+    """A row of an older engine holds the run id alone: the key returns its run, whatever the
+    request (no storage-format break)."""
+    await h.register()
+    request = StartRunRequest(function="greet", input=b"1", idempotency_key="old-key")
+    first = await h.backend.start_run(request)
+    await h.close()
+    store = Store.open(h.config.data_dir)
+    try:
+        batch = store.new_batch()
+        store.put(batch, IDEM, b"old-key", first.run.id.encode())  # as written before
+        store.write(batch)
+    finally:
+        store.close()
+    await h.open()
+    other = StartRunRequest(function="greet", input=b"2", idempotency_key="old-key")
+    again = await h.backend.start_run(other)
+    assert not again.created
+    assert again.run.id == first.run.id
 
 
 async def test_ids_sort_by_creation(h: Harness) -> None:

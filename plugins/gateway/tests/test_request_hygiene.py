@@ -180,3 +180,21 @@ async def test_the_openapi_states_what_the_server_enforces(gateway: Gateway) -> 
     assert parameter("/v1/runs", "get", "page_token")["pattern"]
     timeout = schema["components"]["schemas"]["StartRunBody"]["properties"]["timeout_s"]
     assert timeout["exclusiveMinimum"] == 0
+
+
+async def test_one_key_with_another_request_is_an_idempotency_conflict(gateway: Gateway) -> None:
+    key = {"Idempotency-Key": "order-42"}
+    body = {"function": "order", "input": {"n": 1}, "timeout_s": 60}
+    first = await gateway.http.post("/v1/runs", json=body, headers=key)
+    assert first.status_code == 201, first.text
+    same = await gateway.http.post("/v1/runs", json=body, headers=key)
+    assert (same.status_code, same.json()["id"]) == (200, first.json()["id"])
+    for change, what in [
+        ({"input": {"n": 2}}, "another input"),
+        ({"timeout_s": 61}, "another timeout"),
+        ({"function": "echo"}, "function 'order', not 'echo'"),
+    ]:
+        response = await gateway.http.post("/v1/runs", json={**body, **change}, headers=key)
+        problem = error(response, 422, "idempotency_conflict")
+        assert what in problem["message"]
+        assert problem["details"] == {"key": "order-42", "run_id": first.json()["id"]}

@@ -84,6 +84,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_FUNCTION = "unknown_function"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     RUN_NOT_FOUND = "run_not_found"
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     RUN_EXPIRED = "run_expired"
     RUN_FINISHED = "run_finished"
     RUN_NOT_RETRYABLE = "run_not_retryable"

@@ -36,6 +36,7 @@ import pytest
 import pytest_asyncio
 
 from trine_core.errors import (
+    IdempotencyConflict,
     InvalidArgument,
     LeaseLost,
     PayloadTooLarge,
@@ -280,6 +281,36 @@ class BackendContract(_Suite):
         assert first.created
         assert not again.created
         assert first.run is not None
+        assert again.run is not None
+        assert again.run.id == first.run.id
+
+    async def test_an_idempotency_key_with_another_request_is_a_conflict(
+        self, drive: _Driver
+    ) -> None:
+        """The same key with another input, timeout or function is ``idempotency_conflict``
+        naming what differs and the run the key started; the same request again is that run."""
+        first = await drive.backend.start_run(
+            StartRunRequest(function=FUNCTION, input=b"1", idempotency_key="k-2", timeout_ms=5000)
+        )
+        assert first.run is not None
+        others = {
+            "another input": StartRunRequest(
+                function=FUNCTION, input=b"2", idempotency_key="k-2", timeout_ms=5000
+            ),
+            "another timeout": StartRunRequest(
+                function=FUNCTION, input=b"1", idempotency_key="k-2", timeout_ms=6000
+            ),
+        }
+        for what, request in others.items():
+            with pytest.raises(IdempotencyConflict) as raised:
+                await drive.backend.start_run(request)
+            assert what in raised.value.message
+            assert first.run.id in raised.value.message
+            assert raised.value.details == {"key": "k-2", "run_id": first.run.id}
+        again = await drive.backend.start_run(
+            StartRunRequest(function=FUNCTION, input=b"1", idempotency_key="k-2", timeout_ms=5000)
+        )
+        assert not again.created
         assert again.run is not None
         assert again.run.id == first.run.id
 

@@ -25,8 +25,10 @@ from trine_core import (
     tracing,
 )
 from trine_core.errors import RunNotRetryable, UnknownBuild
+from trine_core.idempotency import check_same_request, request_digest
 from trine_engine import kept_signals, ulid
 from trine_engine.clock import Clock
+from trine_engine.idem import split_idem_row
 from trine_engine.kept_signals import KeptSignalLimits
 from trine_engine.machine import StateMachine, apply_retry
 from trine_engine.run_state import RunCache, RunState
@@ -96,8 +98,9 @@ class EngineBackend(Backend):
         self._clock = clock
         self._ids = ids
         self._cancel_grace_ms = cancel_grace_ms
-        self._recent_keys: dict[str, str] = {}
-        """Idempotency keys accepted but maybe not durable yet (RocksDB has the others)."""
+        self._recent_keys: dict[str, tuple[str, bytes]] = {}
+        """Idempotency keys accepted but maybe not durable yet (RocksDB has the others): the run
+        id and request digest of each."""
 
     async def start_run(self, message: StartRunRequest) -> StartRunResponse:
         self._plog.ensure_open()
@@ -114,15 +117,18 @@ class EngineBackend(Backend):
         payload = message.input or b"null"
         self._machine.check_size(payload, "the run's input")
         key = message.idempotency_key
+        digest = request_digest(function, payload, message.timeout_ms) if key else b""
         if key:
-            earlier = self._idempotent(key)
-            if earlier is not None:
+            found = self._idempotent(key)
+            if found is not None:
+                earlier, stored = found
+                check_same_request(key, stored, digest, earlier.run, function, payload)
                 await self._durable_view(earlier)
                 return StartRunResponse(run=self._view(earlier), created=False)
         if not tracing.enabled():
-            return await self._start(message, function, payload, key, None)
+            return await self._start(message, function, payload, key, digest, None)
         with tracing.span(f"trine.accept {function}", message.trace_context) as span:
-            return await self._start(message, function, payload, key, span)
+            return await self._start(message, function, payload, key, digest, span)
 
     async def _start(
         self,
@@ -130,6 +136,7 @@ class EngineBackend(Backend):
         function: str,
         payload: bytes,
         key: str,
+        digest: bytes,
         span: tracing.Span | None,
     ) -> StartRunResponse:
         """A new run, durable before the answer; with a span, the run's trace is its."""
@@ -149,10 +156,11 @@ class EngineBackend(Backend):
         )
         if span is not None:
             span.set_attributes({"trine.run_id": run.id, "trine.function": function})
-        batch = self._machine.append(LogRecord(run_started=RunStarted(run=run)))
+        record = RunStarted(run=run, request_digest=digest)
+        batch = self._machine.append(LogRecord(run_started=record))
         state = self._cache.active[run.id]
         if key:
-            self._recent_keys[key] = run.id
+            self._recent_keys[key] = (run.id, digest)
             batch.after_commit(functools.partial(self._forget_key, key))
         await batch.durable()
         return StartRunResponse(run=self._view(state), created=True)
@@ -161,14 +169,18 @@ class EngineBackend(Backend):
         """The key's record is durable: RocksDB answers for it from now on."""
         self._recent_keys.pop(key, None)
 
-    def _idempotent(self, key: str) -> RunState | None:
-        run_id = self._recent_keys.get(key)
-        if run_id is None:
+    def _idempotent(self, key: str) -> tuple[RunState, bytes] | None:
+        """The run ``key`` started and the digest of its request (empty in a row older than
+        digests); None for a key never used."""
+        found = self._recent_keys.get(key)
+        if found is None:
             raw = self._store.get(IDEM, key.encode())
             if raw is None:
                 return None
-            run_id = raw.decode()
-        return self._cache.lookup(run_id)
+            found = split_idem_row(raw)
+        run_id, digest = found
+        state = self._cache.lookup(run_id)
+        return None if state is None else (state, digest)
 
     async def get_run(self, message: GetRunRequest) -> Run:
         self._plog.ensure_open()

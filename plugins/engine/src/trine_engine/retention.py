@@ -36,6 +36,7 @@ import structlog
 
 from trine_core import ConfigError, RunExpired, RunNotFound, TrineError
 from trine_engine.clock import Clock
+from trine_engine.idem import split_idem_row
 from trine_engine.storage import Store
 from trine_engine.storage.keys import (
     ACTIVE,
@@ -247,7 +248,9 @@ class Retention:
             store.delete_range(batch, family, prefix, prefix_end(prefix))
         if run.idempotency_key:
             idem = run.idempotency_key.encode()
-            if store.get(IDEM, idem) == key:  # the key names this run, not a later one
+            row = store.get(IDEM, idem)
+            # the key names this run, not a later one (the row also holds a request digest)
+            if row is not None and split_idem_row(row)[0] == run_id:
                 store.delete(batch, IDEM, idem)
         store.put(
             batch, META, expired_key(run_id), encode_u64(ended_at) + encode_u64(self.retention_ms)

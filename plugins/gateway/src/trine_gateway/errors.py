@@ -38,6 +38,7 @@ HTTP_STATUS: Mapping[str, int] = {
     ErrorCode.UNKNOWN_FUNCTION: 404,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.RUN_NOT_FOUND: 404,
+    ErrorCode.IDEMPOTENCY_CONFLICT: 422,  # the key started a run with another request
     ErrorCode.RUN_EXPIRED: 404,  # retention deleted it; 410 for an event stream (trine_error)
     ErrorCode.RUN_FINISHED: 409,
     ErrorCode.RUN_NOT_RETRYABLE: 409,

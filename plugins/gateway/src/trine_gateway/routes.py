@@ -309,7 +309,8 @@ async def list_runs(
         str | None,
         QueryParameter(
             description="the previous page's next_page_token",
-            schema_extra={"pattern": f"^{PAGE_TOKEN.pattern}$"},
+            # empty: the first page, as when it is left out
+            schema_extra={"pattern": f"^(?:{PAGE_TOKEN.pattern})?$"},
         ),
     ] = None,
     newest_first: Annotated[

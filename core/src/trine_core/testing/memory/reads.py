@@ -12,6 +12,7 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator
 
 from trine_core import errors
+from trine_core.idempotency import check_same_request, request_digest
 from trine_core.names import check_signal_name
 from trine_core.testing.memory.runs import Runs, json_bytes
 from trine_proto.trine import v1 as pb
@@ -32,8 +33,12 @@ class Reads(Runs):
                 what, function=message.function, known=sorted(self.functions)
             )
         payload = self._check_size(message.input, "the run's input")
+        digest = request_digest(spec.name, payload, message.timeout_ms)
         if key in self._keys:
-            return pb.StartRunResponse(run=self._view(self._runs[self._keys[key]]), created=False)
+            run_id, stored = self._keys[key]
+            earlier = self._runs[run_id]
+            check_same_request(key, stored, digest, earlier.run, spec.name, payload)
+            return pb.StartRunResponse(run=self._view(earlier), created=False)
         state = self._start(
             spec,
             payload,
@@ -42,7 +47,7 @@ class Reads(Runs):
             trace_context=dict(message.trace_context),
         )
         if key:
-            self._keys[key] = state.run.id
+            self._keys[key] = (state.run.id, digest)
         return pb.StartRunResponse(run=self._view(state), created=True)
 
     async def get_run(self, message: pb.GetRunRequest) -> pb.Run:

@@ -89,7 +89,7 @@ class Runs:
         self.open_subscriptions = 0
         self._fail_with: Exception | None = None
         self._runs: dict[str, RunState] = {}  # in creation order, which is id order
-        self._keys: dict[str, str] = {}  # idempotency key -> run id
+        self._keys: dict[str, tuple[str, bytes]] = {}  # idempotency key -> run id, digest
         self._ready: list[str] = []  # run ids, first in line first
         self._leases: dict[str, str] = {}  # lease id -> run id (current while the run says so)
         self._ids = itertools.count(1)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from trine_core import StorageError
 from trine_engine import metrics
+from trine_engine.idem import idem_row
 from trine_engine.machine import timeouts
 from trine_engine.machine.events import NewEvents
 from trine_engine.run_state import RunState
@@ -43,11 +44,14 @@ def functions_registered(
 def run_started(machine: StateMachine, record: RunStarted, batch: AppendBatch) -> None:
     if record.run is None:
         raise StorageError("RunStarted record without a run")
-    create(machine, record.run, batch)
+    create(machine, record.run, batch, record.request_digest)
 
 
-def create(machine: StateMachine, accepted: Run, batch: AppendBatch) -> None:
-    """A new run, pending, with its ``run.started`` event; dispatchable once durable."""
+def create(
+    machine: StateMachine, accepted: Run, batch: AppendBatch, request_digest: bytes = b""
+) -> None:
+    """A new run, pending, with its ``run.started`` event; dispatchable once durable. A run
+    with an idempotency key keeps ``request_digest`` in the key's row."""
     events = NewEvents(accepted.id, 0, accepted.created_at_ms)
     events.run_started(accepted.function)
     run = dataclasses.replace(
@@ -60,7 +64,7 @@ def create(machine: StateMachine, accepted: Run, batch: AppendBatch) -> None:
     batch.put(ACTIVE, key, b"")
     machine.add_events(state, events, batch)
     if run.idempotency_key:
-        batch.put(IDEM, run.idempotency_key.encode(), key)
+        batch.put(IDEM, run.idempotency_key.encode(), idem_row(run.id, request_digest))
     if run.deadline_ms:
         timeouts.arm_deadline(machine, state, run.deadline_ms)
     machine.publish(state, batch)

@@ -231,6 +231,13 @@ default_message_pool.register_message("trine.engine.v1", "RunRetryScheduled", Ru
 class RunStarted(betterproto2.Message):
     run: "__v1__.Run | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
 
+    request_digest: "bytes" = betterproto2.field(2, betterproto2.TYPE_BYTES)
+    """
+    With an idempotency key: the digest of the request (function, input, timeout) that started
+    the run, kept with the key so the same key with another request is refused. Empty in records
+    written before it existed: such a key matches any request.
+    """
+
 
 default_message_pool.register_message("trine.engine.v1", "RunStarted", RunStarted)
 

@@ -26,7 +26,7 @@ from trine_proto._upb.trine.v1 import api_pb2 as trine_dot_v1_dot_api__pb2
 from trine_proto._upb.trine.v1 import worker_pb2 as trine_dot_v1_dot_worker__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtrine/engine/v1/records.proto\x12\x0ftrine.engine.v1\x1a\x12trine/v1/api.proto\x1a\x15trine/v1/worker.proto\"@\n\x13\x46unctionsRegistered\x12)\n\tfunctions\x18\x01 \x03(\x0b\x32\x16.trine.v1.FunctionSpec\"(\n\nRunStarted\x12\x1a\n\x03run\x18\x01 \x01(\x0b\x32\r.trine.v1.Run\"t\n\x0bRunCommands\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12#\n\x08\x63ommands\x18\x03 \x03(\x0b\x32\x11.trine.v1.Command\x12\r\n\x05\x61t_ms\x18\x04 \x01(\x04\x12\x10\n\x08\x62uild_id\x18\x05 \x01(\t\"8\n\x11RunRetryScheduled\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0bretry_at_ms\x18\x02 \x01(\x04\"=\n\x0cRunCancelled\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x04\"U\n\x0f\x43\x61ncelRequested\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x04\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x04 \x01(\x04\"N\n\x0eSignalReceived\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\r\n\x05\x61t_ms\x18\x04 \x01(\x04\":\n\nTimerFired\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x04\",\n\x0bRunTimedOut\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05\x61t_ms\x18\x02 \x01(\x04\"b\n\nRunRetried\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x04\x12\x12\n\nfrom_index\x18\x04 \x01(\r\x12\x11\n\tautomatic\x18\x05 \x01(\x08\";\n\x08RunMoved\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08\x62uild_id\x18\x02 \x01(\t\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x04\"+\n\nKeptSignal\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\"\x89\x05\n\tLogRecord\x12\x44\n\x14\x66unctions_registered\x18\x01 \x01(\x0b\x32$.trine.engine.v1.FunctionsRegisteredH\x00\x12\x32\n\x0brun_started\x18\x02 \x01(\x0b\x32\x1b.trine.engine.v1.RunStartedH\x00\x12\x34\n\x0crun_commands\x18\x03 \x01(\x0b\x32\x1c.trine.engine.v1.RunCommandsH\x00\x12\x41\n\x13run_retry_scheduled\x18\x04 \x01(\x0b\x32\".trine.engine.v1.RunRetryScheduledH\x00\x12\x36\n\rrun_cancelled\x18\x05 \x01(\x0b\x32\x1d.trine.engine.v1.RunCancelledH\x00\x12<\n\x10\x63\x61ncel_requested\x18\x06 \x01(\x0b\x32 .trine.engine.v1.CancelRequestedH\x00\x12:\n\x0fsignal_received\x18\x07 \x01(\x0b\x32\x1f.trine.engine.v1.SignalReceivedH\x00\x12\x32\n\x0btimer_fired\x18\x08 \x01(\x0b\x32\x1b.trine.engine.v1.TimerFiredH\x00\x12\x35\n\rrun_timed_out\x18\t \x01(\x0b\x32\x1c.trine.engine.v1.RunTimedOutH\x00\x12\x32\n\x0brun_retried\x18\n \x01(\x0b\x32\x1b.trine.engine.v1.RunRetriedH\x00\x12.\n\trun_moved\x18\x0b \x01(\x0b\x32\x19.trine.engine.v1.RunMovedH\x00\x42\x08\n\x06recordb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtrine/engine/v1/records.proto\x12\x0ftrine.engine.v1\x1a\x12trine/v1/api.proto\x1a\x15trine/v1/worker.proto\"@\n\x13\x46unctionsRegistered\x12)\n\tfunctions\x18\x01 \x03(\x0b\x32\x16.trine.v1.FunctionSpec\"@\n\nRunStarted\x12\x1a\n\x03run\x18\x01 \x01(\x0b\x32\r.trine.v1.Run\x12\x16\n\x0erequest_digest\x18\x02 \x01(\x0c\"t\n\x0bRunCommands\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12#\n\x08\x63ommands\x18\x03 \x03(\x0b\x32\x11.trine.v1.Command\x12\r\n\x05\x61t_ms\x18\x04 \x01(\x04\x12\x10\n\x08\x62uild_id\x18\x05 \x01(\t\"8\n\x11RunRetryScheduled\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0bretry_at_ms\x18\x02 \x01(\x04\"=\n\x0cRunCancelled\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x04\"U\n\x0f\x43\x61ncelRequested\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x04\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x04 \x01(\x04\"N\n\x0eSignalReceived\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\r\n\x05\x61t_ms\x18\x04 \x01(\x04\":\n\nTimerFired\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x04\",\n\x0bRunTimedOut\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05\x61t_ms\x18\x02 \x01(\x04\"b\n\nRunRetried\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x04\x12\x12\n\nfrom_index\x18\x04 \x01(\r\x12\x11\n\tautomatic\x18\x05 \x01(\x08\";\n\x08RunMoved\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08\x62uild_id\x18\x02 \x01(\t\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x04\"+\n\nKeptSignal\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\"\x89\x05\n\tLogRecord\x12\x44\n\x14\x66unctions_registered\x18\x01 \x01(\x0b\x32$.trine.engine.v1.FunctionsRegisteredH\x00\x12\x32\n\x0brun_started\x18\x02 \x01(\x0b\x32\x1b.trine.engine.v1.RunStartedH\x00\x12\x34\n\x0crun_commands\x18\x03 \x01(\x0b\x32\x1c.trine.engine.v1.RunCommandsH\x00\x12\x41\n\x13run_retry_scheduled\x18\x04 \x01(\x0b\x32\".trine.engine.v1.RunRetryScheduledH\x00\x12\x36\n\rrun_cancelled\x18\x05 \x01(\x0b\x32\x1d.trine.engine.v1.RunCancelledH\x00\x12<\n\x10\x63\x61ncel_requested\x18\x06 \x01(\x0b\x32 .trine.engine.v1.CancelRequestedH\x00\x12:\n\x0fsignal_received\x18\x07 \x01(\x0b\x32\x1f.trine.engine.v1.SignalReceivedH\x00\x12\x32\n\x0btimer_fired\x18\x08 \x01(\x0b\x32\x1b.trine.engine.v1.TimerFiredH\x00\x12\x35\n\rrun_timed_out\x18\t \x01(\x0b\x32\x1c.trine.engine.v1.RunTimedOutH\x00\x12\x32\n\x0brun_retried\x18\n \x01(\x0b\x32\x1b.trine.engine.v1.RunRetriedH\x00\x12.\n\trun_moved\x18\x0b \x01(\x0b\x32\x19.trine.engine.v1.RunMovedH\x00\x42\x08\n\x06recordb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,27 +36,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FUNCTIONSREGISTERED']._serialized_start=93
   _globals['_FUNCTIONSREGISTERED']._serialized_end=157
   _globals['_RUNSTARTED']._serialized_start=159
-  _globals['_RUNSTARTED']._serialized_end=199
-  _globals['_RUNCOMMANDS']._serialized_start=201
-  _globals['_RUNCOMMANDS']._serialized_end=317
-  _globals['_RUNRETRYSCHEDULED']._serialized_start=319
-  _globals['_RUNRETRYSCHEDULED']._serialized_end=375
-  _globals['_RUNCANCELLED']._serialized_start=377
-  _globals['_RUNCANCELLED']._serialized_end=438
-  _globals['_CANCELREQUESTED']._serialized_start=440
-  _globals['_CANCELREQUESTED']._serialized_end=525
-  _globals['_SIGNALRECEIVED']._serialized_start=527
-  _globals['_SIGNALRECEIVED']._serialized_end=605
-  _globals['_TIMERFIRED']._serialized_start=607
-  _globals['_TIMERFIRED']._serialized_end=665
-  _globals['_RUNTIMEDOUT']._serialized_start=667
-  _globals['_RUNTIMEDOUT']._serialized_end=711
-  _globals['_RUNRETRIED']._serialized_start=713
-  _globals['_RUNRETRIED']._serialized_end=811
-  _globals['_RUNMOVED']._serialized_start=813
-  _globals['_RUNMOVED']._serialized_end=872
-  _globals['_KEPTSIGNAL']._serialized_start=874
-  _globals['_KEPTSIGNAL']._serialized_end=917
-  _globals['_LOGRECORD']._serialized_start=920
-  _globals['_LOGRECORD']._serialized_end=1569
+  _globals['_RUNSTARTED']._serialized_end=223
+  _globals['_RUNCOMMANDS']._serialized_start=225
+  _globals['_RUNCOMMANDS']._serialized_end=341
+  _globals['_RUNRETRYSCHEDULED']._serialized_start=343
+  _globals['_RUNRETRYSCHEDULED']._serialized_end=399
+  _globals['_RUNCANCELLED']._serialized_start=401
+  _globals['_RUNCANCELLED']._serialized_end=462
+  _globals['_CANCELREQUESTED']._serialized_start=464
+  _globals['_CANCELREQUESTED']._serialized_end=549
+  _globals['_SIGNALRECEIVED']._serialized_start=551
+  _globals['_SIGNALRECEIVED']._serialized_end=629
+  _globals['_TIMERFIRED']._serialized_start=631
+  _globals['_TIMERFIRED']._serialized_end=689
+  _globals['_RUNTIMEDOUT']._serialized_start=691
+  _globals['_RUNTIMEDOUT']._serialized_end=735
+  _globals['_RUNRETRIED']._serialized_start=737
+  _globals['_RUNRETRIED']._serialized_end=835
+  _globals['_RUNMOVED']._serialized_start=837
+  _globals['_RUNMOVED']._serialized_end=896
+  _globals['_KEPTSIGNAL']._serialized_start=898
+  _globals['_KEPTSIGNAL']._serialized_end=941
+  _globals['_LOGRECORD']._serialized_start=944
+  _globals['_LOGRECORD']._serialized_end=1593
 # @@protoc_insertion_point(module_scope)
