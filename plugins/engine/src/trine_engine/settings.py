@@ -59,5 +59,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         finished_cache_size=settings[FINISHED_CACHE_SIZE],
         cancel_grace_ms=settings[CANCEL_GRACE_MS],
         max_lease_ttl_ms=settings[MAX_LEASE_TTL_MS],
-        retention_ms=parse_retention(settings[RETENTION], f"{RETENTION.key} ({RETENTION.env})"),
+        retention_ms=parse_retention(
+            settings[RETENTION], f"{RETENTION.key} ({RETENTION.flag}, {RETENTION.env})"
+        ),
     )

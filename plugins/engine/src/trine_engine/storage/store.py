@@ -43,6 +43,12 @@ UPGRADES = {b"1": upgrade.from_format_1}
 """How to bring a database of an older format to the current one, by its format."""
 
 
+MAX_TOTAL_WAL_BYTES = 64 << 20
+"""RocksDB flushes the column families that hold the oldest WAL file once the WAL files add up
+to this. Without it a family written rarely (``functions``) keeps every WAL file since its last
+write alive (RocksDB's default bound is 4x the sum of the write buffers, gigabytes here): with
+retention deleting rows, disk use under steady load then only stays flat with it."""
+
 READ_FAILED = "the engine's storage could not be read: its data is damaged (see the engine's log)"
 """The message of a read that met damage: generic, the details (file names) go to the log."""
 
@@ -57,6 +63,7 @@ def _options(create: bool = True) -> Any:
     options.create_missing_column_families(create)
     options.set_wal_recovery_mode(DBRecoveryMode.tolerate_corrupted_tail_records())
     options.set_paranoid_checks(True)
+    options.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES)
     return options
 
 
