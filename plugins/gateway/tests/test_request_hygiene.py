@@ -3,6 +3,8 @@ and the OpenAPI document states each rule the server enforces."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -198,3 +200,29 @@ async def test_one_key_with_another_request_is_an_idempotency_conflict(gateway: 
         problem = error(response, 422, "idempotency_conflict")
         assert what in problem["message"]
         assert problem["details"] == {"key": "order-42", "run_id": first.json()["id"]}
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nno colon here\r\n\r\n",
+        b"GET /v1/runs HTTP/9.9\r\nHost: 127.0.0.1\r\n\r\n",
+        b"\x00\x01\x02 nonsense\r\n\r\n",
+    ],
+)
+async def test_a_request_that_is_not_http_gets_a_json_400(gateway: Gateway, head: bytes) -> None:
+    """uvicorn answers these before the app: in the API's error shape too."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.server.port)
+    try:
+        writer.write(head)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 400"), answer
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in headers.lower()
+    problem = json.loads(body)["error"]
+    assert problem["code"] == "malformed_request"
+    assert problem["message"]

@@ -160,6 +160,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm_deadline()
         super().on_message_complete()
 
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request line or headers httptools cannot parse, in the API's
+        JSON error shape (issue 14) instead of plain text; the connection is closed as before."""
+        message = f"the request is not valid HTTP/1.1: {msg}"
+        self.transport.write(_error(400, "malformed_request", message))
+        self.transport.close()
+
     def _arm_deadline(self) -> None:
         self._disarm_deadline()
         self._deadline = self.loop.call_later(self.limits.read_timeout_s, self._read_timed_out)
