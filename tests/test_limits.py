@@ -224,3 +224,48 @@ def test_kept_signals_stop_at_the_cap_with_a_413_and_nothing_lost(cluster: Clust
             if e["event"] == "signal.received"
         ]
         assert received == list(range(KEPT))
+
+
+HISTORY_EVENTS = 300
+CLIENTS = 3
+
+
+def test_sse_clients_that_do_not_read_leave_the_gateway_bounded(cluster: Cluster) -> None:
+    """A run with ~90 MB of history (kept signals of 300 KB, each a signal.received event) and
+    three SSE clients that read nothing: before, each cost the gateway the whole history."""
+    cluster.start(
+        TRINE_ENGINE_MAX_KEPT_SIGNALS=str(HISTORY_EVENTS),
+        TRINE_ENGINE_MAX_KEPT_SIGNAL_BYTES=str(1 << 30),
+    )
+    cluster.start_worker().kill9()
+    pid = http_pid(cluster)
+    with cluster.client() as http:
+        run_id = start_order(http)
+        blob = "x" * 300_000
+        for n in range(HISTORY_EVENTS):
+            assert send_signal(http, run_id, "tick", {"n": n, "blob": blob}).status_code == 202
+        before = rss(pid)
+        socks = []
+        try:
+            for _ in range(CLIENTS):
+                sock = socket.create_connection(("127.0.0.1", cluster.http_port))
+                request = f"GET /v1/runs/{run_id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                sock.sendall(request.encode())
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+                socks.append(sock)
+            # The gateway fills what it may, then waits: poll its memory until it settles.
+            settled, previous = 0, -1
+            while settled < 3:
+                time.sleep(0.5)  # polling memory: no event says "nothing more is read"
+                now = rss(pid)
+                settled = settled + 1 if abs(now - previous) < MB else 0
+                previous = now
+            grown = rss(pid) - before
+            assert http.get("/healthz").status_code == 200  # still serving meanwhile
+        finally:
+            for sock in socks:
+                sock.close()
+    history = HISTORY_EVENTS * 300_000
+    assert grown < history // 2, (
+        f"{CLIENTS} non-reading clients grew the gateway {grown / MB:.0f} MB"
+    )
