@@ -54,3 +54,30 @@ async def test_a_finish_is_not_evicted_from_the_cache_before_it_is_durable(h: Ha
     assert [e.type for e in await h.events(run.id)] == ["run.started", "run.completed"]
     assert engine.stats().active_runs == 0  # no stale copy left behind as a pending run
     assert (await h.backend.list_runs(ListRunsRequest(status=RunStatus.PENDING))).runs == []
+
+
+async def test_the_finished_runs_in_memory_are_bounded_in_bytes(h: Harness) -> None:
+    """Sized in runs only, 150 finished runs of 0.93 MB inputs kept +325 MB."""
+    budget = 30_000
+    engine = await h.reopen(run_cache_bytes=budget)
+    await h.register()
+    big = b'"' + b"x" * 4000 + b'"'
+    runs = []
+    for _ in range(10):
+        run = await h.start(data=big)
+        await h.report(await h.take_one(), h.finish())
+        runs.append(run)
+    await h.until(lambda: engine.inspect(runs[-1].id) is not None)
+    cached = [run.id for run in runs if engine.inspect(run.id) is not None]
+    assert 1 <= len(cached) < len(runs)
+    assert cached == [run.id for run in runs[-len(cached) :]]  # the newest
+    assert 0 < engine._cache.finished_bytes <= budget
+    # The others are read back from RocksDB, whole.
+    first = await h.backend.get_run(GetRunRequest(run_id=runs[0].id))
+    assert (first.status, first.input) == (RunStatus.COMPLETED, big)
+    assert engine._cache.finished_bytes <= budget
+    # A run larger than the whole budget is not kept at all.
+    small = await h.reopen(run_cache_bytes=1_000)
+    await h.backend.get_run(GetRunRequest(run_id=runs[0].id))
+    assert small.inspect(runs[0].id) is None
+    assert small._cache.finished_bytes == 0

@@ -20,6 +20,8 @@ class EngineConfig:
     asking for more (a lease of 2^32-1 ms held a run hostage, issue 13) gets this."""
     finished_cache_size: int = 10_000
     """How many finished runs stay in memory (the non-final ones always do)."""
+    run_cache_bytes: int = 256 << 20
+    """About how many bytes of payloads the finished runs in memory may hold (``footprint``)."""
     cancel_grace_ms: int = 30_000
     """How long a cancelled run may clean up before it is forced to ``cancelled``."""
     retention_ms: int = 7 * 86_400_000

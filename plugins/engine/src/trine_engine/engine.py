@@ -50,7 +50,7 @@ class Engine:
         self._clock = clock
         self._log = log
         self._plog = PartitionLog(store, 0, log)
-        self._cache = RunCache(store, config.finished_cache_size)
+        self._cache = RunCache(store, config.finished_cache_size, config.run_cache_bytes)
         self._timers = Timers(clock, log)
         functions: dict[str, FunctionSpec] = {}
         builds = BuildBook()

@@ -38,6 +38,28 @@ if TYPE_CHECKING:
     from trine_engine.leases import Lease
 
 
+STATE_OVERHEAD_BYTES = 2048
+"""What a finished run costs in memory besides its payloads (objects, ids, timestamps): a
+rough figure, so that many small runs count too."""
+
+
+def footprint(state: RunState) -> int:
+    """About what ``state`` holds in memory: its payloads (input, result, error, journal entries'
+    outputs and errors, events' data) plus :data:`STATE_OVERHEAD_BYTES` per run, journal entry
+    and event. Computed once, when a finished run enters the LRU (it does not change there)."""
+    run = state.run
+    size = STATE_OVERHEAD_BYTES + len(run.input) + len(run.result)
+    if run.error is not None:
+        size += len(run.error.message) + len(run.error.traceback)
+    for entry in state.journal:
+        size += STATE_OVERHEAD_BYTES // 8 + len(entry.output)
+        if entry.error is not None:
+            size += len(entry.error.message) + len(entry.error.traceback)
+    for event in state.events:
+        size += STATE_OVERHEAD_BYTES // 8 + len(event.data)
+    return size
+
+
 @dataclasses.dataclass(eq=False)
 class RunState:
     run: Run
@@ -132,9 +154,18 @@ def wait_of(entry: JournalEntry) -> Wait:
 
 
 class RunCache:
-    def __init__(self, store: Store, finished_capacity: int = 10_000) -> None:
+    def __init__(
+        self, store: Store, finished_capacity: int = 10_000, finished_bytes: int = 256 << 20
+    ) -> None:
+        """The LRU of finished runs holds at most ``finished_capacity`` runs and about
+        ``finished_bytes`` of their payloads (:func:`footprint`): 150 runs of 0.93 MB inputs kept
+        +325 MB when it was sized in runs only."""
         self._store = store
         self._capacity = max(0, finished_capacity)
+        self._byte_capacity = max(0, finished_bytes)
+        self._sizes: dict[str, int] = {}
+        self.finished_bytes = 0
+        """The payload bytes of the runs in the LRU (their :func:`footprint`)."""
         self.active: dict[str, RunState] = {}
         self.blocked: dict[str, dict[str, RunState]] = {}
         """The blocked runs by function, then id: a build registering resumes those of its
@@ -175,14 +206,19 @@ class RunCache:
 
     def forget(self, run_id: str) -> None:
         """Retention deleted the finished run: out of the LRU too."""
-        self._finished.pop(run_id, None)
+        self._drop(run_id)
+
+    def _drop(self, run_id: str) -> None:
+        """Out of the LRU, its bytes with it."""
+        if self._finished.pop(run_id, None) is not None:
+            self.finished_bytes -= self._sizes.pop(run_id, 0)
 
     def add(self, state: RunState) -> None:
         self.active[state.id] = state
 
     def reopen(self, state: RunState) -> None:
         """A finished run is retried: active again (out of the LRU)."""
-        self._finished.pop(state.id, None)
+        self._drop(state.id)
         self.active[state.id] = state
 
     def track(self, state: RunState) -> None:
@@ -206,10 +242,18 @@ class RunCache:
         self._remember(state)
 
     def _remember(self, state: RunState) -> None:
+        """Into the LRU, evicting the least recently used past either capacity (a run larger
+        than the byte capacity alone is not kept: it is read from RocksDB when asked for)."""
+        self._drop(state.id)
+        size = footprint(state)
         self._finished[state.id] = state
-        self._finished.move_to_end(state.id)
-        while len(self._finished) > self._capacity:
-            self._finished.popitem(last=False)
+        self._sizes[state.id] = size
+        self.finished_bytes += size
+        while self._finished and (
+            len(self._finished) > self._capacity or self.finished_bytes > self._byte_capacity
+        ):
+            run_id, _ = self._finished.popitem(last=False)
+            self.finished_bytes -= self._sizes.pop(run_id, 0)
 
     @property
     def finished_count(self) -> int:

@@ -21,6 +21,14 @@ FINISHED_CACHE_SIZE = Setting(
     "how many finished runs the engine keeps in memory",
     section="engine",
 )
+RUN_CACHE_BYTES = Setting(
+    "run_cache_bytes",
+    EngineConfig.run_cache_bytes,
+    "about how many bytes of payloads (inputs, results, step outputs, event data) the finished "
+    "runs kept in memory may hold; the least recently read go first (finished_cache_size also "
+    "applies)",
+    section="engine",
+)
 CANCEL_GRACE_MS = Setting(
     "cancel_grace_ms",
     EngineConfig.cancel_grace_ms,
@@ -46,6 +54,7 @@ SETTINGS = (
     DATA_DIR,
     ENGINE_ADDR,
     FINISHED_CACHE_SIZE,
+    RUN_CACHE_BYTES,
     CANCEL_GRACE_MS,
     MAX_LEASE_TTL_MS,
     RETENTION,
@@ -57,6 +66,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         data_dir=settings[DATA_DIR],
         max_payload_bytes=settings[MAX_PAYLOAD_BYTES],
         finished_cache_size=settings[FINISHED_CACHE_SIZE],
+        run_cache_bytes=settings[RUN_CACHE_BYTES],
         cancel_grace_ms=settings[CANCEL_GRACE_MS],
         max_lease_ttl_ms=settings[MAX_LEASE_TTL_MS],
         retention_ms=parse_retention(
