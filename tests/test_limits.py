@@ -255,7 +255,8 @@ def test_sse_clients_that_do_not_read_leave_the_gateway_bounded(cluster: Cluster
                 socks.append(sock)
             # The gateway fills what it may, then waits: poll its memory until it settles.
             settled, previous = 0, -1
-            while settled < 3:
+            deadline = time.monotonic() + 60
+            while settled < 3 and time.monotonic() < deadline:
                 time.sleep(0.5)  # polling memory: no event says "nothing more is read"
                 now = rss(pid)
                 settled = settled + 1 if abs(now - previous) < MB else 0
