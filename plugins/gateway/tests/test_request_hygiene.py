@@ -68,6 +68,7 @@ def test_brackets_inside_strings_do_not_count() -> None:
     assert not too_deep(b'{"a": "' + b"[" * 1000 + b'"}')
     assert not too_deep(b'["\\"' + b"{" * 1000 + b'"]')  # an escaped quote keeps the string open
     assert not too_deep(b"[" + b"[]," * 1000 + b"[]]")  # wide, not deep
+    assert too_deep(b'["\\\\", ' + nested(MAX_JSON_DEPTH) + b"]")  # an escaped backslash ends
     assert too_deep(nested(MAX_JSON_DEPTH + 1))
     assert not too_deep(nested(MAX_JSON_DEPTH))
 

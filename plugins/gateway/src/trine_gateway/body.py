@@ -34,23 +34,53 @@ MAX_JSON_DEPTH = 64
 are rare in practice; the cap keeps every reader (the gateway, the engine, a worker's ``json``)
 far from Python's recursion limit."""
 
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_INNERMOST = re.compile(rb"\[\]|\{\}")
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_KEEP = b'[]{}"'
+_OPENING = b"[{"
+_RUNS = re.compile(rb"[\[{]+|[\]}]+")
+_LEAF_SHARE = 20
+"""Leaf passes go on while each deletes at least 1/20 of what is left: a C-speed pass costs
+about as much per byte as a Python step per run divided by 100, and that share balances the two
+at their worst (about 15 ms each for 1 MB)."""
+_NOT_KEPT = bytes(b for b in range(256) if b not in _KEEP)
 
 
 def too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     """Whether the JSON text ``body`` nests arrays and objects deeper than ``limit``. Brackets
     inside strings do not count; a body that is not JSON may answer either way (the decoder
-    refuses it next)."""
+    refuses it next).
+
+    C-speed passes over bytes first: escaped backslashes and then escaped quotes are dropped
+    (JSON escapes pair left to right, so what remains of ``\\"`` is a real quote), all but
+    brackets and quotes are deleted, and the strings (now quote, brackets, quote) are cut out.
+    Passes then delete the innermost ``[]``/``{}`` pairs, one level each (the leaves, most of a
+    document's brackets) while they delete enough (:data:`_LEAF_SHARE`); the depth of what is
+    left is summed run by run. About 1 ms for 100 KB of 4,000 small objects (decoding them:
+    4-7 ms); at most a few tens of ms for a 1 MB body built to be slow."""
     if body.count(b"[") + body.count(b"{") <= limit:
         return False
-    brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
-    for _ in range(limit):
-        brackets, removed = _INNERMOST.subn(b"", brackets)
-        if not brackets or not removed:
-            return False
-    return bool(brackets)
+    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # most strings hold no bracket and are now "": dropping adjacent quotes keeps the pairing
+    kept = unescaped.translate(None, _NOT_KEPT).replace(b'""', b"")
+    brackets = b"".join(kept.split(b'"')[0::2])
+    levels = 0
+    while brackets and levels <= limit:
+        # one level per pass: a pair marked "x" cannot make its neighbours a pair in this pass
+        before = len(brackets)
+        brackets = brackets.replace(b"[]", b"x").replace(b"{}", b"x").replace(b"x", b"")
+        if len(brackets) == before:
+            break
+        levels += 1
+        if (before - len(brackets)) * _LEAF_SHARE < before:
+            break  # few leaves left, so few runs: counting them is now the cheaper way
+    depth = levels
+    for run in _RUNS.finditer(brackets):
+        if run[0][0] in _OPENING:
+            depth += len(run[0])
+            if depth > limit:
+                return True
+        else:
+            depth -= len(run[0])
+    return False
 
 
 def decode(body: bytes, target: Any = Any) -> Any:
