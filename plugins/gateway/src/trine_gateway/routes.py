@@ -198,13 +198,14 @@ def _timeout_ms(timeout_s: float | None) -> int:
     summary="Start a run",
     description=(
         "201: a new run. 200: the Idempotency-Key was used before; this is that run. "
-        "202: with ?wait, the run is not final yet."
+        "202: with ?wait, the run is not final yet. 422 idempotency_conflict: the key started a "
+        "run with another function, input or timeout."
     ),
     tags=["runs"],
     responses={
         200: ResponseSpec(RunOut, generate_examples=False, description="an earlier run"),
         202: ResponseSpec(RunOut, generate_examples=False, description="not final yet"),
-        **_errors(400, 404, 413),
+        **_errors(400, 404, 413, 422),
     },
     request_class=JsonRequest,
 )
