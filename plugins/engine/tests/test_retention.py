@@ -219,3 +219,25 @@ async def test_trine_check_finds_a_trimmed_and_swept_database_sound(r: Harness) 
     await r.close()
     out = io.StringIO()
     assert check.check(r.config.data_dir, out) == check.CLEAN, out.getvalue()
+
+
+async def test_runs_finished_before_retention_existed_are_indexed(r: Harness) -> None:
+    """A database of an earlier trine has no ``ended/`` rows: the sweep writes them first."""
+    from trine_engine.storage.keys import ENDED_BACKFILL_KEY, ENDED_PREFIX
+
+    old = await finish(r)
+    store = r.engine._store
+    batch = store.new_batch()
+    for key, _ in store.scan(META, prefix=ENDED_PREFIX):
+        store.delete(batch, META, key)
+    store.delete(batch, META, ENDED_BACKFILL_KEY)
+    store.write(batch)
+    await r.reopen()
+    await r.engine.retention.stop()
+    r.clock.advance(RETENTION_MS + 1)
+    assert r.engine.retention.sweep(r.clock.now_ms()) == 0  # writes the index
+    assert store is not r.engine._store
+    assert r.engine._store.get(META, ENDED_BACKFILL_KEY) == b"done"
+    assert r.engine.retention.sweep(r.clock.now_ms()) == 1
+    with pytest.raises(RunExpired):
+        await r.backend.get_run(GetRunRequest(run_id=old))

@@ -41,6 +41,7 @@ from trine_engine.storage import Store
 from trine_engine.storage.keys import (
     ACTIVE,
     ATTEMPTS,
+    ENDED_BACKFILL_KEY,
     ENDED_PREFIX,
     EVENTS,
     FORGET_PREFIX,
@@ -54,6 +55,7 @@ from trine_engine.storage.keys import (
     decode_log_key,
     decode_u64,
     encode_u64,
+    ended_key,
     expired_key,
     forget_key,
     log_key,
@@ -144,6 +146,7 @@ class Retention:
         self.partition = partition
         self.interval_ms = max(SWEEP_INTERVAL_MIN_MS, min(SWEEP_INTERVAL_MAX_MS, retention_ms // 4))
         self._task: asyncio.Task[None] | None = None
+        self._backfilled = False
         self.runs_deleted = 0
         self.sweeps = 0
 
@@ -190,6 +193,7 @@ class Retention:
         begun = time.perf_counter()
         store, batch = self._store, self._store.new_batch()
         cutoff = now_ms - self.retention_ms
+        backfilled = self._backfill(batch)
         deleted: list[str] = []
         newest = -1
         scanned = 0
@@ -208,7 +212,7 @@ class Retention:
             store.delete(batch, META, key)
         forgotten = self._forget(batch, now_ms)
         marked, trimmed = self._trim_log(batch, now_ms, cutoff)
-        if not deleted and not forgotten and not marked and trimmed is None:
+        if not deleted and not forgotten and not marked and trimmed is None and not backfilled:
             return 0
         if newest >= 0:
             store.put(batch, META, swept_key(self.partition), encode_u64(newest))
@@ -225,6 +229,29 @@ class Retention:
             took_ms=round((time.perf_counter() - begun) * 1000, 2),
         )
         return len(deleted)
+
+    def _backfill(self, batch: object) -> bool:
+        """Write the ``ended/`` rows of runs that finished before retention existed (a database
+        of an earlier trine), :data:`SCAN_LIMIT` runs a sweep, resuming where the last left off;
+        True if it wrote anything. Once done, a flag read once per process."""
+        if self._backfilled:
+            return False
+        store = self._store
+        raw = store.get(META, ENDED_BACKFILL_KEY)
+        if raw == b"done":
+            self._backfilled = True
+            return False
+        start = raw + b"\0" if raw else b""  # just after the last run written
+        last, scanned = b"", 0
+        for key, value in store.scan(RUNS, start=start):
+            run = decode(Run, value)
+            if is_final(run.status):
+                store.put(batch, META, ended_key(run.updated_at_ms, run.id), b"")
+            last, scanned = key, scanned + 1
+            if scanned >= SCAN_LIMIT:
+                break
+        store.put(batch, META, ENDED_BACKFILL_KEY, last if scanned >= SCAN_LIMIT else b"done")
+        return True
 
     def _expirable(self, run_id: str, ended_at: int) -> Run | None:
         """The finished run an index row names; None when the row is stale (drop it)."""

@@ -121,6 +121,10 @@ ENDED_PREFIX = b"ended/"
 that ends a run, swept in order by retention. A row whose run was retried (active again, or
 ended later) is dropped by the sweep."""
 
+ENDED_BACKFILL_KEY = b"ended_backfill"
+"""``meta`` key: ``done`` once every run finished before retention existed has its ``ended/`` row
+(the sweep writes them, a bounded batch at a time), else the last run id written so far."""
+
 EXPIRED_PREFIX = b"expired/"
 """``expired/<run id>`` → ``<ended_at_ms u64><retention_ms u64>``: the tombstone of a run
 retention deleted, so that it answers ``run_expired`` rather than ``run_not_found``."""
