@@ -216,10 +216,15 @@ def test_events_follow_live_and_ctrl_c_ends_them_cleanly(cluster: Cluster) -> No
 
     sleeping = ok(trine(cluster, "runs", "start", "approval", '{"sleep_s": 600}')).strip()
     follow = follower(cluster, sleeping)
-    assert follow.stdout is not None
-    assert json.loads(follow.stdout.readline())["type"] == "run.started"
-    follow.send_signal(signal.SIGINT)
-    out, err = follow.communicate(timeout=TIMEOUT)
+    try:
+        assert follow.stdout is not None
+        assert json.loads(follow.stdout.readline())["type"] == "run.started"
+        follow.send_signal(signal.SIGINT)
+        out, err = follow.communicate(timeout=TIMEOUT)
+    finally:
+        if follow.poll() is None:  # a failed test leaves no follower behind
+            follow.kill()
+            follow.communicate()
     assert follow.returncode == 130
     assert err == ""  # no traceback, no message
 

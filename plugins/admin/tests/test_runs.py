@@ -36,8 +36,12 @@ async def test_start_prints_the_id_and_show_the_run(gateway: Served) -> None:
     again = await gateway.run("runs", "show", run_id, "--json")
     run = again.json()
     assert (run["id"], run["input"], run["status"]) == (run_id, {"order_id": "o-1"}, "pending")
-    # the same key gives the same run
-    assert await start(gateway, "order", "{}", "--idempotency-key", "k-1") == run_id
+    # the same key and request give the same run; the key with another request is refused
+    again_id = await start(gateway, "order", '{"order_id": "o-1"}', "--idempotency-key", "k-1")
+    assert again_id == run_id
+    other = await gateway.run("runs", "start", "order", "{}", "--idempotency-key", "k-1")
+    assert other.code == 1
+    assert other.err.startswith("error: idempotency_conflict: ")
 
 
 async def test_show_of_a_finished_run_has_its_result_or_its_error_and_traceback(
