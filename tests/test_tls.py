@@ -9,11 +9,13 @@ its workers (tests/harness.py), so the whole suite is the positive half; these a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import ssl
 import subprocess
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -64,17 +66,26 @@ async def call(port: int, tls: ssl.SSLContext | None, registry: bool = False) ->
         channel.close()
 
 
-def refused(port: int, tls: ssl.SSLContext | None, registry: bool) -> bool:
-    """Whether the call fails. grpclib leaves the socket of a connection the server dropped
-    for the garbage collector: collected here, its ResourceWarning is not the test's failure."""
+@contextlib.contextmanager
+def dropped_sockets_collected() -> Iterator[None]:
+    """grpclib leaves the socket of a connection that failed its handshake for the garbage
+    collector: collected on leaving, so its ResourceWarning is neither this test's failure nor,
+    collected later, the next test's."""
     try:
-        asyncio.run(call(port, tls, registry))
-    except REFUSED:
-        return True
+        yield
     finally:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ResourceWarning)
             gc.collect()
+
+
+def refused(port: int, tls: ssl.SSLContext | None, registry: bool) -> bool:
+    """Whether the call fails."""
+    with dropped_sockets_collected():
+        try:
+            asyncio.run(call(port, tls, registry))
+        except REFUSED:
+            return True
     return False
 
 
@@ -115,10 +126,9 @@ def test_a_role_port_refuses_clients_without_a_certificate_of_its_ca(
 def test_the_engine_port_serves_a_certificate_clients_verify(split: Cluster) -> None:
     """A client that trusts only another CA refuses the engine: the server is authenticated."""
     elsewhere = write_dev_certs(split.workdir / "elsewhere")
-    with pytest.raises(ssl.SSLCertVerificationError):
-        asyncio.run(
-            call(split.engine_port, context(elsewhere.ca, elsewhere.client, elsewhere.client_key))
-        )
+    tls = context(elsewhere.ca, elsewhere.client, elsewhere.client_key)
+    with dropped_sockets_collected(), pytest.raises(ssl.SSLCertVerificationError):
+        asyncio.run(call(split.engine_port, tls))
 
 
 def test_workers_need_a_client_certificate_when_the_coordinator_requires_one(
