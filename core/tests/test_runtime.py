@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 from conftest import Install
 from roles import Consumer, Greeter, Hello, InlineRoles, Provider, events
 
-from trine_core import TARGET, ConfigError, RoleContext, RoleRegistry, Runtime, Settings, hookimpl
+from trine_core import (
+    TARGET,
+    ConfigError,
+    RoleContext,
+    RoleFailed,
+    RoleRegistry,
+    Runtime,
+    Settings,
+    hookimpl,
+)
 from trine_core.runtime import role_names, runs_all, start_order
 
 
@@ -190,3 +203,59 @@ def test_runs_all() -> None:
     assert runs_all("all")
     assert runs_all("all, myrole")
     assert not runs_all("engine,coordinator,gateway")
+
+
+class Fragile:
+    """A role that finds, once started, that it cannot go on (as the engine after a failed
+    write): it asks the runtime to stop the process."""
+
+    name: ClassVar[str] = "fragile"
+    serves: ClassVar[frozenset[type]] = frozenset()
+    needs: ClassVar[frozenset[type]] = frozenset()
+
+    def __init__(self, settings: Settings) -> None:
+        pass
+
+    async def start(self, context: RoleContext) -> None:
+        events.append("start fragile")
+        asyncio.get_running_loop().call_soon(context.fail, "the disk is gone")
+
+    async def stop(self) -> None:
+        events.append("stop fragile")
+
+    def ready(self) -> bool:
+        return True
+
+
+class FragileRoles(InlineRoles):
+    @hookimpl
+    def trine_register_roles(self, registry: RoleRegistry) -> None:
+        super().trine_register_roles(registry)
+        registry.add_role(Fragile.name, Fragile)
+
+
+async def test_a_role_that_fails_stops_every_role_and_run_until_raises_its_reason() -> None:
+    events.clear()
+    runtime = Runtime(target("provider,fragile"), extra_plugins=(FragileRoles(),))
+    with pytest.raises(RoleFailed, match="^the disk is gone$") as caught:
+        await asyncio.wait_for(runtime.run_until(asyncio.Event()), timeout=10)
+    assert caught.value.details == {"role": "fragile"}
+    assert events == ["start provider", "start fragile", "stop fragile", "stop provider"]
+
+
+def test_trine_exits_with_1_and_one_line_when_a_role_fails() -> None:
+    program = (
+        "import sys; from test_runtime import FragileRoles; from trine_core.cli import main; "
+        "sys.exit(main(['--target', 'fragile', '--log-level', 'error'], (FragileRoles(),)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=Path(__file__).parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    last = out.stderr.strip().splitlines()[-1]
+    assert last == "trine: error: the disk is gone"
+    assert "Traceback" not in out.stderr

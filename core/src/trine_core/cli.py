@@ -4,6 +4,9 @@ argument is a word (``trine runs list``), run the command a plugin registered un
 
 The command line is read twice: first for what decides which plugins load (``--config`` and
 ``plugins``), then, once every plugin declared its settings, in full, with a flag per setting.
+
+Exit status of the runtime: 0 when stopped by a signal, 2 when it cannot boot (one line says
+why), 1 when a role stopped it after boot (``RoleContext.fail``: the engine after a failed write).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from trine_core.errors import ConfigError, TrineError
+from trine_core.errors import ConfigError, RoleFailed, TrineError
 from trine_core.logging import configure_logging
 from trine_core.plugins import PluginSet, command_names, load_command
 from trine_core.runtime import Runtime
@@ -125,10 +128,13 @@ def main(argv: Sequence[str] | None = None, extra_plugins: Iterable[object] = ()
     if argv and not argv[0].startswith("-"):
         return _command(argv[0], argv[1:], extra_plugins)
     try:
-        settings, plugins = load(argv)
+        settings, plugins = load(argv, extra_plugins=extra_plugins)
         configure_logging(settings[LOG_LEVEL], settings[LOG_FORMAT])
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             runner.run(_serve(Runtime(settings, plugins=plugins)))
+    except RoleFailed as exc:  # it ran, then a role could not go on: a supervisor restarts it
+        print(f"trine: error: {exc.message}", file=sys.stderr)
+        return 1
     except TrineError as exc:
         print(f"trine: error: {exc.message}", file=sys.stderr)
         return 2

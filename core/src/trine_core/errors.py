@@ -103,6 +103,14 @@ class StorageError(TrineError):
     code = ErrorCode.STORAGE_ERROR
 
 
+class RoleFailed(TrineError):
+    """A role stopped its process because it cannot go on (the engine after a failed write):
+    ``trine`` prints the message as one line and exits with status 1, for a supervisor to
+    restart it."""
+
+    code = ErrorCode.UNAVAILABLE
+
+
 class Unauthenticated(TrineError):
     """No credential, or one no tokens file knows (HTTP 401, gRPC UNAUTHENTICATED): the caller
     must present a valid token; the message never says which part was wrong."""

@@ -92,6 +92,7 @@ class RoleContext:
         wanted: Mapping[type, Sequence[object]] | None = None,
         *,
         http_apps: Callable[[], Mapping[str, ASGIApp]] | None = None,
+        fail: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.log = log
@@ -100,6 +101,7 @@ class RoleContext:
         self.provided = Contracts()
         self._ready = ready
         self._http_apps = http_apps
+        self._fail = fail
 
     def need(self, contract: type[T]) -> T:
         """The client of a contract this role declared in ``needs``."""
@@ -119,6 +121,16 @@ class RoleContext:
     def provide(self, contract: type[T], implementation: T) -> None:
         """Offer ``implementation`` of a contract this role declared in ``serves``."""
         self.provided.add(contract, implementation)
+
+    def fail(self, reason: str) -> None:
+        """Stop this process: the role cannot go on (the engine after a failed write). Every
+        role is stopped in order and ``trine`` exits with status 1, printing ``trine: error:``
+        and ``reason`` (one line, for the operator and the supervisor that restarts it). In a
+        context built without a runtime (a plugin's own tests) the reason is only logged."""
+        if self._fail is not None:
+            self._fail(reason)
+        else:
+            self.log.critical("role failed", reason=reason)
 
     def process_ready(self) -> bool:
         """Whether every role of this process is ready (what ``/healthz`` reports)."""

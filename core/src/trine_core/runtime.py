@@ -18,10 +18,11 @@ served at a ``[connect]`` entry naming several addresses: those are other proces
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterable, Sequence
 
 from trine_core.contracts import Contracts, contract_name
-from trine_core.errors import ConfigError
+from trine_core.errors import ConfigError, RoleFailed
 from trine_core.hookspecs import ASGIApp
 from trine_core.logging import get_logger
 from trine_core.plugins import ALL, ROLES_GROUP, TRANSPORTS_GROUP, PluginSet
@@ -98,6 +99,9 @@ class Runtime:
         self.roles: dict[str, Role] = {}
         self._started: list[str] = []
         self._transports: dict[str, Transport] = {}
+        self.failure: RoleFailed | None = None
+        """Why a role stopped the process (``RoleContext.fail``); None while none has."""
+        self._failed = asyncio.Event()
 
     async def start(self) -> None:
         try:
@@ -153,6 +157,7 @@ class Runtime:
                 self.ready,
                 wanted,
                 http_apps=self._http_apps,
+                fail=functools.partial(self.fail, name),
             )
             await role.start(context)
             self._started.append(name)
@@ -296,10 +301,27 @@ class Runtime:
         except Exception:
             self.log.exception("an observer failed", hook=hook)
 
+    def fail(self, role: str, reason: str) -> None:
+        """A role cannot go on (``RoleContext.fail``): ``run_until`` stops every role and raises
+        :class:`RoleFailed`. The first reason wins."""
+        self.log.critical("role failed; stopping the process", role=role, reason=reason)
+        if self.failure is None:
+            self.failure = RoleFailed(reason, role=role)
+        self._failed.set()
+
     async def run_until(self, stop: asyncio.Event) -> None:
-        """Start, wait for ``stop``, stop."""
+        """Start, wait for ``stop`` or a role's failure, stop; raise :class:`RoleFailed` after a
+        role's failure."""
         await self.start()
         try:
-            await stop.wait()
+            stopping = asyncio.ensure_future(stop.wait())
+            failing = asyncio.ensure_future(self._failed.wait())
+            try:
+                await asyncio.wait((stopping, failing), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+                failing.cancel()
         finally:
             await self.stop()
+        if self.failure is not None:
+            raise self.failure

@@ -6,11 +6,8 @@ import pytest
 
 from tests.conftest import Harness
 from trine_core import PayloadTooLarge, Settings
-from trine_engine.kept_signals import (
-    MAX_KEPT_SIGNAL_BYTES,
-    MAX_KEPT_SIGNALS,
-    KeptSignalLimits,
-)
+from trine_engine.kept_signals import KeptSignalLimits
+from trine_engine.settings import MAX_KEPT_SIGNAL_BYTES, MAX_KEPT_SIGNALS, engine_config
 from trine_proto.trine.v1 import ReportOutcome, SignalRunRequest
 
 
@@ -60,8 +57,7 @@ async def test_kept_signal_bytes_are_capped(h: Harness) -> None:
 
 
 def test_limits_from_settings() -> None:
-    limits = KeptSignalLimits.from_settings(
-        Settings({MAX_KEPT_SIGNALS: 5, MAX_KEPT_SIGNAL_BYTES: 100})
-    )
-    assert limits == KeptSignalLimits(count=5, bytes=100)
-    assert KeptSignalLimits.from_settings(Settings()) == KeptSignalLimits(1_000, 64 << 20)
+    config = engine_config(Settings({MAX_KEPT_SIGNALS: 5, MAX_KEPT_SIGNAL_BYTES: 100}))
+    assert KeptSignalLimits.of(config) == KeptSignalLimits(count=5, bytes=100)
+    default = KeptSignalLimits.of(engine_config(Settings()))
+    assert default == KeptSignalLimits(1_000, 64 << 20)

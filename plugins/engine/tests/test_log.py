@@ -15,8 +15,14 @@ from trine_engine import Engine, EngineConfig, Store
 from trine_engine.machine import StateMachine
 from trine_engine.storage import framing
 from trine_engine.storage.keys import LOG, log_key
-from trine_engine.storage.partition_log import read_log
-from trine_proto.trine.v1 import GetRunRequest, ListRunsRequest, ReportOutcome, StartRunRequest
+from trine_engine.storage.partition_log import WRITE_FAILED, read_log
+from trine_proto.trine.v1 import (
+    GetRunRequest,
+    ListRunsRequest,
+    ReportOutcome,
+    StartRunRequest,
+    TakeWorkRequest,
+)
 
 Harness = Any
 
@@ -126,19 +132,26 @@ async def test_a_failed_write_is_never_acknowledged(
     def broken(store: Store, batch: Any) -> None:
         raise OSError("No space left on device")
 
+    failures: list[str] = []
+    h.engine.on_failure(lambda error: failures.append(error.message))
     monkeypatch.setattr(Store, "write", broken)  # the disk fills up
     with capture_logs() as logs:
         results = await asyncio.gather(h.start(), h.start(), h.start(), return_exceptions=True)
     assert all(isinstance(r, StorageError) for r in results)
-    assert "No space left on device" in str(results[0])
-    assert [e["event"] for e in logs if e["log_level"] == "error"] == [
-        "log write failed; refusing every further change"
-    ]
-    # It stops accepting: later changes and reads fail loudly too.
+    # The callers get a generic message; what failed (paths, offsets) is in the log only.
+    assert str(results[0]) == WRITE_FAILED
+    failed = [e for e in logs if e["log_level"] == "error"]
+    assert [e["event"] for e in failed] == ["log write failed; refusing every further change"]
+    assert failed[0]["error"] == "No space left on device"
+    assert failures == [WRITE_FAILED]  # the role's callback, once
+    # It stops accepting changes; reads of durable state are still served.
     with pytest.raises(StorageError):
         await h.backend.start_run(StartRunRequest(function="greet"))
     with pytest.raises(StorageError):
-        await h.backend.get_run(GetRunRequest(run_id=kept.id))
+        await h.dispatcher.take_work(TakeWorkRequest(worker_id="w", functions=["greet"]))
+    assert (await h.backend.get_run(GetRunRequest(run_id=kept.id))).id == kept.id
+    listed = await h.backend.list_runs(ListRunsRequest())
+    assert [r.id for r in listed.runs] == [kept.id]  # the refused starts are not there
     assert h.engine.failed
     await h.close()
     monkeypatch.undo()
@@ -178,8 +191,8 @@ async def test_a_record_that_fails_to_apply_is_never_written(
         first, second = await asyncio.gather(h.start(), h.start(), return_exceptions=True)
     assert isinstance(second, RuntimeError)
     assert isinstance(first, StorageError)  # it shared the poisoned batch: not acknowledged
-    assert "offset 2" in str(first)
-    assert any(e["event"].startswith("applying a record failed") for e in logs)
+    assert str(first) == WRITE_FAILED  # generic; the log line names the offset
+    assert [e["offset"] for e in logs if e["event"].startswith("applying a record failed")] == [2]
     assert h.engine.failed
     records_before = h.engine.stats().records
     await h.close()

@@ -78,9 +78,6 @@ a longer ``wait_ms`` is clamped, so no caller holds a waiter for ever (issue 13)
 
 
 class EngineBackend(Backend):
-    kept_limits: KeptSignalLimits = KeptSignalLimits()
-    """The caps on a run's kept signals (the role sets ``[engine]``'s; see kept_signals)."""
-
     def __init__(
         self,
         plog: PartitionLog,
@@ -90,7 +87,10 @@ class EngineBackend(Backend):
         clock: Clock,
         ids: UlidGenerator,
         cancel_grace_ms: int,
+        kept_limits: KeptSignalLimits,
     ) -> None:
+        self.kept_limits = kept_limits
+        """The caps on a run's kept signals (see kept_signals)."""
         self._plog = plog
         self._cache = cache
         self._machine = machine
@@ -103,7 +103,7 @@ class EngineBackend(Backend):
         id and request digest of each."""
 
     async def start_run(self, message: StartRunRequest) -> StartRunResponse:
-        self._plog.ensure_open()
+        self._plog.ensure_writable()
         function = message.function
         functions = self._machine.functions
         if function not in functions:
@@ -183,12 +183,12 @@ class EngineBackend(Backend):
         return None if state is None else (state, digest)
 
     async def get_run(self, message: GetRunRequest) -> Run:
-        self._plog.ensure_open()
+        self._plog.ensure_readable()
         state = await self._durable_view(self._cache.require(message.run_id))
         return self._view(state)
 
     async def wait_run(self, message: WaitRunRequest) -> Run:
-        self._plog.ensure_open()
+        self._plog.ensure_readable()
         state = await self._durable_view(self._cache.require(message.run_id))
         if not state.final_durable and message.wait_ms > 0:
             woken = asyncio.Event()
@@ -205,7 +205,7 @@ class EngineBackend(Backend):
         return self._view(state)
 
     async def list_runs(self, message: ListRunsRequest) -> ListRunsResponse:
-        self._plog.ensure_open()
+        self._plog.ensure_readable()
         limit = min(message.limit or DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)
         status, function = message.status, message.function
         page: list[Run] = []
@@ -256,7 +256,7 @@ class EngineBackend(Backend):
             yield self._view(state) if state is not None else decode(Run, value)
 
     async def subscribe(self, message: SubscribeRequest) -> AsyncIterator[Event]:
-        self._plog.ensure_open()
+        self._plog.ensure_readable()
         state = await self._durable_view(self._cache.require(message.run_id))
         sent = message.after_seq
         woken = asyncio.Event()
@@ -280,7 +280,7 @@ class EngineBackend(Backend):
             state.watchers.discard(woken)
 
     async def cancel_run(self, message: CancelRunRequest) -> Run:
-        self._plog.ensure_open()
+        self._plog.ensure_writable()
         state = self._cache.require(message.run_id)
         await self._refuse_if_finished(state)
         if state.run.cancel_requested:
@@ -297,7 +297,7 @@ class EngineBackend(Backend):
         return self._view(state)
 
     async def signal_run(self, message: SignalRunRequest) -> SignalRunResponse:
-        self._plog.ensure_open()
+        self._plog.ensure_writable()
         name = message.name
         check_signal_name(name)
         payload = message.payload or b"null"
@@ -318,19 +318,19 @@ class EngineBackend(Backend):
         return SignalRunResponse(run=self._view(state), delivered=delivered)
 
     async def get_journal(self, message: GetJournalRequest) -> GetJournalResponse:
-        self._plog.ensure_open()
+        self._plog.ensure_readable()
         state = await self._durable_view(self._cache.require(message.run_id))
         return GetJournalResponse(entries=state.journal[: state.durable_journal])
 
     async def list_functions(self, message: ListFunctionsRequest) -> ListFunctionsResponse:
-        self._plog.ensure_open()
+        self._plog.ensure_readable()
         functions = self._machine.functions
         return ListFunctionsResponse(functions=[functions[name] for name in sorted(functions)])
 
     async def retry_run(self, message: RetryRunRequest) -> Run:
         """A ``RunRetried`` record cutting the journal at its first error (see
         ``machine.apply_retry``): the run is pending again, its failed step runs again."""
-        self._plog.ensure_open()
+        self._plog.ensure_writable()
         self._cache.require(message.run_id)
         # Answer from durable state: a failure (or a block, or an end) may still be in flight.
         # Looked up again after: a finished run may have left the LRU meanwhile.
@@ -356,7 +356,7 @@ class EngineBackend(Backend):
 
     async def move_run(self, message: MoveRunRequest) -> Run:
         """A ``RunMoved`` record: the run continues only on ``build_id`` (if pinned)."""
-        self._plog.ensure_open()
+        self._plog.ensure_writable()
         state = self._cache.require(message.run_id)
         await self._refuse_if_finished(state)
         build, function = message.build_id, state.run.function
@@ -375,7 +375,7 @@ class EngineBackend(Backend):
         return self._view(state)
 
     async def list_builds(self, message: ListBuildsRequest) -> ListBuildsResponse:
-        self._plog.ensure_open()
+        self._plog.ensure_readable()
         runs = [s.run for s in list(self._cache.active.values()) if not s.final]
         return ListBuildsResponse(builds=self._machine.builds.infos(runs, self._clock.now_ms()))
 

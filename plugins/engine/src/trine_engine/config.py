@@ -26,3 +26,10 @@ class EngineConfig:
     """How long a cancelled run may clean up before it is forced to ``cancelled``."""
     retention_ms: int = 7 * 86_400_000
     """How long after it ended a finished run is deleted (0: never); see ``retention``."""
+    max_kept_signals: int = 1_000
+    """Signals a run may keep while no wait takes them (``kept_signals``)."""
+    max_kept_signal_bytes: int = 64 << 20
+    """Bytes of payload a run may keep in signals no wait took (``kept_signals``)."""
+    write_failure_exit_s: float = 10.0
+    """After a failed write, how long the engine role serves reads before it stops its process
+    (``RoleContext.fail``) for a supervisor to restart it; the engine itself never exits."""

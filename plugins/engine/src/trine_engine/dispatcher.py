@@ -107,7 +107,7 @@ class EngineDispatcher(Dispatcher):
         ``FunctionSpec.build_id``, so each build's first registration of a function is
         recorded), then resume the blocked runs of these functions that another build's code
         blocked."""
-        self._plog.ensure_open()
+        self._plog.ensure_writable()
         build = message.build_id
         wanted: dict[str, FunctionSpec] = {}
         for spec in message.functions:
@@ -165,7 +165,7 @@ class EngineDispatcher(Dispatcher):
         return batch
 
     async def take_work(self, message: TakeWorkRequest) -> TakeWorkResponse:
-        self._plog.ensure_open()
+        self._plog.ensure_writable()
         limit = min(message.max_items or 1, MAX_TAKE_ITEMS)
         ttl = self._ttl(message.lease_ttl_ms)
         functions = list(message.functions)
@@ -213,7 +213,7 @@ class EngineDispatcher(Dispatcher):
         )
 
     async def report(self, message: ReportRequest) -> ReportResponse:
-        self._plog.ensure_open()
+        self._plog.ensure_writable()
         state = self._cache.require(message.run_id)
         now = self._clock.now_ms()
         try:
@@ -261,7 +261,7 @@ class EngineDispatcher(Dispatcher):
             batch.after_commit(functools.partial(self._scheduler.make_dispatchable, state))
 
     async def renew_leases(self, message: RenewLeasesRequest) -> RenewLeasesResponse:
-        self._plog.ensure_open()
+        self._plog.ensure_writable()
         ttl = self._ttl(message.lease_ttl_ms)
         now = self._clock.now_ms()
         lost: list[str] = []
@@ -294,7 +294,7 @@ class EngineDispatcher(Dispatcher):
         return self._max_lease_ttl_ms
 
     async def release_leases(self, message: ReleaseLeasesRequest) -> ReleaseLeasesResponse:
-        self._plog.ensure_open()
+        self._plog.ensure_writable()
         for lease_id in message.lease_ids:
             self._leases.release_id(lease_id, message.reason or "released")
         return ReleaseLeasesResponse()

@@ -21,6 +21,7 @@ from trine_engine.clock import Clock, SystemClock
 from trine_engine.config import EngineConfig
 from trine_engine.dispatcher import EngineDispatcher
 from trine_engine.inspection import EngineStats, RunSnapshot
+from trine_engine.kept_signals import KeptSignalLimits
 from trine_engine.leases import LeaseTable
 from trine_engine.machine import StateMachine
 from trine_engine.retention import Retention
@@ -78,7 +79,14 @@ class Engine:
         )
         ids = UlidGenerator()  # one per engine: its ids increase strictly
         self.backend = EngineBackend(
-            self._plog, self._cache, self._machine, store, clock, ids, config.cancel_grace_ms
+            self._plog,
+            self._cache,
+            self._machine,
+            store,
+            clock,
+            ids,
+            config.cancel_grace_ms,
+            KeptSignalLimits.of(config),
         )
         self.dispatcher = EngineDispatcher(
             self._plog,
@@ -169,6 +177,11 @@ class Engine:
     def failed(self) -> bool:
         """A write failed: the engine accepts no more changes (reopen it)."""
         return self._plog.failure is not None
+
+    def on_failure(self, callback: Callable[[StorageError], None]) -> None:
+        """Call ``callback`` once when a write fails (or applying a record does) and the engine
+        stops accepting changes; reads go on being served."""
+        self._plog.on_failure(callback)
 
     def read_log(self, from_offset: int = 0) -> Iterator[tuple[int, LogRecord]]:
         """Partition 0's records from ``from_offset`` on, each CRC-checked: a corrupt record

@@ -16,36 +16,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from trine_core import PayloadTooLarge, Setting, Settings
+from trine_core import PayloadTooLarge
+from trine_engine.config import EngineConfig
+from trine_engine.settings import MAX_KEPT_SIGNAL_BYTES, MAX_KEPT_SIGNALS
 
 if TYPE_CHECKING:
     from trine_engine.run_state import RunState
 
-MAX_KEPT_SIGNALS = Setting(
-    "max_kept_signals",
-    1_000,
-    "signals a run may keep while no wait takes them: one more is refused (413 "
-    "payload_too_large, details.limit = engine.max_kept_signals)",
-    section="engine",
-)
-MAX_KEPT_SIGNAL_BYTES = Setting(
-    "max_kept_signal_bytes",
-    64 << 20,
-    "bytes of payload a run may keep in signals no wait took: a signal past it is refused (413 "
-    "payload_too_large, details.limit = engine.max_kept_signal_bytes)",
-    section="engine",
-)
-SETTINGS = (MAX_KEPT_SIGNALS, MAX_KEPT_SIGNAL_BYTES)
-
 
 @dataclass(frozen=True)
 class KeptSignalLimits:
-    count: int = MAX_KEPT_SIGNALS.default
-    bytes: int = MAX_KEPT_SIGNAL_BYTES.default
+    count: int = EngineConfig.max_kept_signals
+    bytes: int = EngineConfig.max_kept_signal_bytes
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> KeptSignalLimits:
-        return cls(settings[MAX_KEPT_SIGNALS], settings[MAX_KEPT_SIGNAL_BYTES])
+    def of(cls, config: EngineConfig) -> KeptSignalLimits:
+        return cls(config.max_kept_signals, config.max_kept_signal_bytes)
 
 
 def kept(state: RunState) -> tuple[int, int]:

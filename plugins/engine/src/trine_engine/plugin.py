@@ -11,6 +11,8 @@ TLS (``[tls] cert``, ``key`` and ``ca``) unless ``--insecure``.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from typing import ClassVar
 
 from trine_core import (
@@ -21,15 +23,15 @@ from trine_core import (
     RoleRegistry,
     Settings,
     SettingsRegistry,
+    StorageError,
     hookimpl,
     split_host_port,
 )
 from trine_core.runtime import runs_all
 from trine_core.tls import refuse_open_listener, server_context
 from trine_engine.clock import Clock
+from trine_engine.config import EngineConfig
 from trine_engine.engine import Engine
-from trine_engine.kept_signals import SETTINGS as KEPT_SIGNAL_SETTINGS
-from trine_engine.kept_signals import KeptSignalLimits
 from trine_engine.settings import ENGINE_ADDR, SETTINGS, engine_config
 
 
@@ -44,6 +46,7 @@ class EngineRole:
         self.settings = settings
         self.clock = clock
         self.engine: Engine | None = None
+        self._exit_timer: asyncio.TimerHandle | None = None
 
     async def start(self, context: RoleContext) -> None:
         """Check where it will be served, open the database (a StorageError names the data
@@ -53,15 +56,29 @@ class EngineRole:
             host, _ = split_host_port(address, ENGINE_ADDR.key)
             refuse_open_listener(self.settings, host, address, "engine")
             server_context(self.settings)  # a bad [tls] file: one line now, not after the open
-        engine = self.engine = await Engine.open(
-            engine_config(self.settings), context.log, clock=self.clock
-        )
-        engine.backend.kept_limits = KeptSignalLimits.from_settings(self.settings)
+        config = engine_config(self.settings)
+        engine = self.engine = await Engine.open(config, context.log, clock=self.clock)
+        engine.on_failure(functools.partial(self._exit_later, context, config))
         context.provide(Backend, engine.backend)
         context.provide(Dispatcher, engine.dispatcher)
 
+    def _exit_later(self, context: RoleContext, config: EngineConfig, _: StorageError) -> None:
+        """A write failed: serve reads for ``write_failure_exit_s``, then stop the process, so
+        that a supervisor restarts it (after a full disk is freed, the restart is what brings
+        writes back: RocksDB does not resume by itself)."""
+        delay = config.write_failure_exit_s
+        reason = (
+            f"the engine stopped after a failed write to its data dir {config.data_dir} (the "
+            "error is logged above); everything acknowledged is on disk: fix the disk and "
+            "restart trine"
+        )
+        context.log.error("the engine will stop its process", after_s=delay)
+        self._exit_timer = asyncio.get_running_loop().call_later(delay, context.fail, reason)
+
     async def stop(self) -> None:
         """Flush, log the stats, close the database; the data dir can be reopened at once."""
+        if self._exit_timer is not None:
+            self._exit_timer.cancel()
         engine, self.engine = self.engine, None
         if engine is not None:
             await engine.close()
@@ -73,7 +90,7 @@ class EngineRole:
 
 @hookimpl
 def trine_add_settings(registry: SettingsRegistry) -> None:
-    registry.add(*SETTINGS, *KEPT_SIGNAL_SETTINGS)
+    registry.add(*SETTINGS)
 
 
 @hookimpl

@@ -50,6 +50,28 @@ RETENTION = Setting(
     "and idempotency key (90s, 12h, 7d; 0 or off: never); the log is trimmed to about as much "
     "history",
 )
+MAX_KEPT_SIGNALS = Setting(
+    "max_kept_signals",
+    EngineConfig.max_kept_signals,
+    "signals a run may keep while no wait takes them: one more is refused (413 "
+    "payload_too_large, details.limit = engine.max_kept_signals)",
+    section="engine",
+)
+MAX_KEPT_SIGNAL_BYTES = Setting(
+    "max_kept_signal_bytes",
+    EngineConfig.max_kept_signal_bytes,
+    "bytes of payload a run may keep in signals no wait took: a signal past it is refused (413 "
+    "payload_too_large, details.limit = engine.max_kept_signal_bytes)",
+    section="engine",
+)
+WRITE_FAILURE_EXIT_S = Setting(
+    "write_failure_exit_s",
+    EngineConfig.write_failure_exit_s,
+    "after a write to the data dir failed (a full disk, an I/O error), how long the engine keeps "
+    "serving reads (changes get 503 storage_error) before its process exits with status 1 for "
+    "a supervisor to restart it",
+    section="engine",
+)
 SETTINGS = (
     DATA_DIR,
     ENGINE_ADDR,
@@ -58,6 +80,9 @@ SETTINGS = (
     CANCEL_GRACE_MS,
     MAX_LEASE_TTL_MS,
     RETENTION,
+    MAX_KEPT_SIGNALS,
+    MAX_KEPT_SIGNAL_BYTES,
+    WRITE_FAILURE_EXIT_S,
 )
 
 
@@ -72,4 +97,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         retention_ms=parse_retention(
             settings[RETENTION], f"{RETENTION.key} ({RETENTION.flag}, {RETENTION.env})"
         ),
+        max_kept_signals=settings[MAX_KEPT_SIGNALS],
+        max_kept_signal_bytes=settings[MAX_KEPT_SIGNAL_BYTES],
+        write_failure_exit_s=settings[WRITE_FAILURE_EXIT_S],
     )

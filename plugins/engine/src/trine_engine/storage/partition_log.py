@@ -15,7 +15,9 @@ hand-off (p50 0.18 → 0.44 ms for a 1-entry batch). Appends still batch: everyt
 the loop while one batch is written joins the next.
 
 A failed write is fatal: the batch's callers get StorageError, the failure is logged, and every
-later append is refused. Nothing that was not durable is ever acknowledged.
+later append is refused. Nothing that was not durable is ever acknowledged. The error callers get
+is generic (``WRITE_FAILED``: an HTTP client sees no path); the log line says what failed. Reads
+go on (``ensure_readable``): they answer durable state only, which the failed write did not touch.
 
 After each synced write, before anyone is answered, the batch's end is recorded in the
 acknowledged marker (``marker``: a store into a mapped page, synced at most once a second), so
@@ -52,6 +54,10 @@ from trine_proto.codec import decode, encode
 from trine_proto.trine.engine.v1 import LogRecord
 
 _LAST_OFFSET = (1 << 64) - 1
+WRITE_FAILED = (
+    "the engine's storage failed a write and it accepts no more changes until it is "
+    "restarted; reads are still served"
+)
 
 
 class AppendBatch:
@@ -101,6 +107,7 @@ class PartitionLog:
         self._marker: AckMarker | None = None  # opened by the first commit
         self._pending: AppendBatch | None = None
         self._failure: StorageError | None = None
+        self._failure_callbacks: list[Callable[[StorageError], None]] = []
         self._closed = False
         self.append_latency = LatencyRing()
         self.commit_latency = LatencyRing()
@@ -174,17 +181,28 @@ class PartitionLog:
     def closed(self) -> bool:
         return self._closed
 
-    def ensure_open(self) -> None:
+    def ensure_writable(self) -> None:
         """Raise the write failure that stopped the log, or Unavailable once it is closed: every
-        call into the engine starts here, so none acts on state the log can no longer extend."""
+        call into the engine that may change state starts here, so none acts on state the log
+        can no longer extend."""
         if self._failure is not None:
             raise self._failure
+        self.ensure_readable()
+
+    def ensure_readable(self) -> None:
+        """Raise Unavailable once the log is closed. A write failure does not stop reads: what
+        readers see is durable state only, which a failed write did not touch."""
         if self._closed:
             raise Unavailable("the engine is stopped")
 
+    def on_failure(self, callback: Callable[[StorageError], None]) -> None:
+        """Call ``callback`` once, with the generic error, when a write or an apply fails (the
+        engine role then stops its process after a grace period, for a supervisor to restart)."""
+        self._failure_callbacks.append(callback)
+
     def append(self, record: LogRecord) -> AppendBatch:
         """Give ``record`` the next offset in the batch being gathered and return that batch."""
-        self.ensure_open()
+        self.ensure_writable()
         batch = self._pending
         if batch is None:
             loop = asyncio.get_running_loop()
@@ -241,10 +259,6 @@ class PartitionLog:
         batch.future.set_result(None)
 
     def _fail(self, batch: AppendBatch, exc: Exception) -> None:
-        self._failure = StorageError(
-            f"writing partition {self.partition} offsets {batch.first_offset}..{batch.last_offset} "
-            f"failed, the engine accepts no more changes: {exc}"
-        )
         self._log.error(
             "log write failed; refusing every further change",
             partition=self.partition,
@@ -252,22 +266,32 @@ class PartitionLog:
             last_offset=batch.last_offset,
             error=str(exc),
         )
-        batch.future.set_exception(self._failure)
+        batch.future.set_exception(self._stop_changes())
         batch.future.exception()  # retrieved: callers may all have gone
 
     def poison(self, offset: int, exc: BaseException) -> None:
         """Applying the record at ``offset`` failed after it joined a batch: that batch must not
         be written (its derived state would be partial), and nothing after it either."""
-        self._failure = StorageError(
-            f"applying the record at partition {self.partition} offset {offset} failed, the "
-            f"engine accepts no more changes: {exc!r}"
-        )
         self._log.error(
             "applying a record failed; refusing every further change",
             partition=self.partition,
             offset=offset,
             error=repr(exc),
         )
+        self._stop_changes()
+
+    def _stop_changes(self) -> StorageError:
+        """Refuse every later change with one generic StorageError, returned (what failed, with
+        paths and offsets, is in the log line just written: callers and HTTP clients get none)."""
+        if self._failure is not None:
+            return self._failure
+        failure = self._failure = StorageError(WRITE_FAILED)
+        for callback in self._failure_callbacks:
+            try:
+                callback(failure)
+            except Exception:
+                self._log.exception("a write-failure callback failed")
+        return failure
 
     async def barrier(self) -> None:
         """Return once everything appended so far is durable (reads use it so they never answer
