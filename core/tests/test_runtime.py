@@ -237,7 +237,7 @@ class FragileRoles(InlineRoles):
 async def test_a_role_that_fails_stops_every_role_and_run_until_raises_its_reason() -> None:
     events.clear()
     runtime = Runtime(target("provider,fragile"), extra_plugins=(FragileRoles(),))
-    with pytest.raises(RoleFailed, match="^the disk is gone$") as caught:
+    with pytest.raises(RoleFailed, match=r"^the disk is gone$") as caught:
         await asyncio.wait_for(runtime.run_until(asyncio.Event()), timeout=10)
     assert caught.value.details == {"role": "fragile"}
     assert events == ["start provider", "start fragile", "stop fragile", "stop provider"]
