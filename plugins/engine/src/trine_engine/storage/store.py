@@ -241,7 +241,10 @@ class Store:
         self._handles.clear()
         self._families.clear()
         db, self._db = self._db, None
-        db.close()
+        try:
+            db.close()
+        except Exception as exc:  # a full disk: the flush at close fails, the WAL has it all
+            log.error("closing the database failed", data_dir=str(self.path), error=str(exc))
         del db
 
 
