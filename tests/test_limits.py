@@ -8,8 +8,9 @@
 - a 400 MB ``Register`` on the coordinator's worker port is refused (``RESOURCE_EXHAUSTED``)
   from its length prefix: the coordinator's memory stays bounded and the registered worker
   still serves;
-- signals to a run that does not wait stop at ``[engine] max_kept_signals`` with a 413 naming
-  the setting, and every accepted one is in the run's events;
+- signals to a run that does not wait stop at ``[engine] max_kept_signals`` with a 409
+  ``kept_signals_full`` naming the setting, the run's view lists what it keeps (count and bytes),
+  and every accepted one is in the run's events;
 - an SSE client that stops reading a run with a long history leaves the gateway's memory
   bounded (in ``split`` the gateway reads the engine's stream only as the client consumes).
 """
@@ -202,22 +203,27 @@ def test_a_huge_grpc_message_on_the_worker_port_is_refused_early(cluster: Cluste
 KEPT = 5
 
 
-def test_kept_signals_stop_at_the_cap_with_a_413_and_nothing_lost(cluster: Cluster) -> None:
+def test_kept_signals_stop_at_the_cap_with_a_409_and_nothing_lost(cluster: Cluster) -> None:
     cluster.start(TRINE_ENGINE_MAX_KEPT_SIGNALS=str(KEPT))
     cluster.start_worker().kill9()  # `order` is known; with no worker its run waits for nothing
     with cluster.client() as http:
         run_id = start_order(http)
         payload = {"blob": "x" * 1000}
         for n in range(KEPT):
-            response = send_signal(http, run_id, "tick", {**payload, "n": n})
+            response = send_signal(http, run_id, "tick" if n else "first", {**payload, "n": n})
             assert response.status_code == 202, response.text  # kept, not delivered
             assert response.json()["delivered"] is False
         refused = send_signal(http, run_id, "tick", {**payload, "n": KEPT})
-        assert refused.status_code == 413, refused.text
+        assert refused.status_code == 409, refused.text
         error = refused.json()["error"]
-        assert error["code"] == "payload_too_large"
+        assert error["code"] == "kept_signals_full"
         assert error["details"]["limit"] == "engine.max_kept_signals"
         assert error["details"]["kept"] == KEPT
+        kept = http.get(f"/v1/runs/{run_id}").json()["kept_signals"]  # the run's view
+        assert [(k["name"], k["count"]) for k in kept] == [("first", 1), ("tick", KEPT - 1)]
+        assert kept[0]["bytes"] > 1000
+        assert kept[1]["bytes"] > 1000 * (KEPT - 1)
+        assert error["details"]["kept_bytes"] == kept[0]["bytes"] + kept[1]["bytes"]
         received = [
             e["data"]["data"]["payload"]["n"]
             for e in sse_events(http, run_id, limit=1 + KEPT)

@@ -15,6 +15,7 @@ from trine_core.contracts import Contracts, contract_name
 from trine_core.errors import (
     ConfigError,
     InvalidArgument,
+    KeptSignalsFull,
     LeaseLost,
     PayloadTooLarge,
     PermissionDenied,
@@ -75,6 +76,7 @@ __all__ = [
     "Contracts",
     "Dispatcher",
     "InvalidArgument",
+    "KeptSignalsFull",
     "LeaseLost",
     "PayloadTooLarge",
     "PermissionDenied",

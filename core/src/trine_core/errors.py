@@ -73,6 +73,15 @@ class RunNotRetryable(TrineError):
     code = ErrorCode.RUN_NOT_RETRYABLE
 
 
+class KeptSignalsFull(TrineError):
+    """A signal no wait takes, to a run that already keeps as many signals (or bytes of them)
+    as ``[engine] max_kept_signals`` (``max_kept_signal_bytes``) allow (HTTP 409): the request
+    is fine, the run's state refuses it until a wait takes some. ``details.limit`` names the
+    setting."""
+
+    code = ErrorCode.KEPT_SIGNALS_FULL
+
+
 class UnknownBuild(TrineError):
     """A build no worker registered the function with (a move of a run to it)."""
 
@@ -137,6 +146,7 @@ ERRORS_BY_CODE: dict[str, type[TrineError]] = {
         IdempotencyConflict,
         RunFinished,
         RunNotRetryable,
+        KeptSignalsFull,
         UnknownBuild,
         LeaseLost,
         Unavailable,

@@ -82,6 +82,7 @@ def test_a_run_view_lines_up_and_leaves_out_what_is_absent() -> None:
         "result": None,
         "error": None,
         "waiting": [],
+        "kept_signals": [],
     }
     assert render.run_view(run).splitlines() == [
         "id               01J",
@@ -94,4 +95,14 @@ def test_a_run_view_lines_up_and_leaves_out_what_is_absent() -> None:
         "input            {",
         '                   "a": 1',
         "                 }",
+    ]
+
+
+def test_a_run_view_lists_the_signals_the_run_keeps() -> None:
+    kept = [{"name": "go", "count": 2, "bytes": 14}, {"name": "stop", "count": 1, "bytes": 4}]
+    lines = render.run_view({"id": "01J", "status": "pending", "kept_signals": kept}).splitlines()
+    at = lines.index("kept signals     go: 2 (14 bytes)")
+    assert lines[at : at + 2] == [
+        "kept signals     go: 2 (14 bytes)",
+        "                 stop: 1 (4 bytes)",
     ]

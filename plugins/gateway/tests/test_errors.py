@@ -12,6 +12,7 @@ from drive import requests
 from trine_core import (
     ConfigError,
     InvalidArgument,
+    KeptSignalsFull,
     LeaseLost,
     PayloadTooLarge,
     RunFinished,
@@ -183,6 +184,7 @@ async def test_backend_errors_keep_their_code_and_status(gateway: Gateway) -> No
         (PayloadTooLarge, 413),
         (RunNotFound, 404),
         (RunFinished, 409),
+        (KeptSignalsFull, 409),
         (LeaseLost, 409),
         (Unavailable, 503),
         (ConfigError, 500),

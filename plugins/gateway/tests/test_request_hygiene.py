@@ -183,6 +183,14 @@ async def test_the_openapi_states_what_the_server_enforces(gateway: Gateway) -> 
     assert parameter("/v1/runs", "get", "page_token")["pattern"]
     timeout = schema["components"]["schemas"]["StartRunBody"]["properties"]["timeout_s"]
     assert timeout["exclusiveMinimum"] == 0
+    events = schema["paths"]["/v1/runs/{run_id}/events"]["get"]
+    assert {"400", "404", "410"} <= set(events["responses"])  # 410: retention deleted the run
+    assert "run_expired" in events["description"]
+    signal = schema["paths"]["/v1/runs/{run_id}/signals/{name}"]["post"]
+    assert "409" in signal["responses"]
+    assert "kept_signals_full" in signal["description"]
+    run = schema["components"]["schemas"]["RunOut"]["properties"]
+    assert run["kept_signals"]["type"] == "array"
 
 
 async def test_one_key_with_another_request_is_an_idempotency_conflict(gateway: Gateway) -> None:

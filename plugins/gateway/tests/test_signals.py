@@ -10,6 +10,7 @@ from drive import requests, wait_signal
 from sse_client import SseReader, read_sse
 from test_errors import JSON, RUN, error
 
+from trine_core import KeptSignalsFull
 from trine_gateway.app import BODY_SLACK_BYTES
 from trine_proto.trine.v1 import SignalRunRequest
 
@@ -62,6 +63,41 @@ async def test_signal_before_the_run_waits_is_kept(gateway: Gateway) -> None:
     body = response.json()
     assert body["delivered"] is False
     assert body["run"]["status"] == "pending"
+    assert body["run"]["kept_signals"] == [{"name": "later", "count": 1, "bytes": 5}]
+    await gateway.http.post(f"/v1/runs/{run_id}/signals/later", json={"a": 1})
+    await gateway.http.post(f"/v1/runs/{run_id}/signals/early", json=None)
+    run = (await gateway.http.get(f"/v1/runs/{run_id}")).json()
+    assert run["kept_signals"] == [
+        {"name": "early", "count": 1, "bytes": 4},
+        {"name": "later", "count": 2, "bytes": 12},
+    ]
+    listed = (await gateway.http.get("/v1/runs")).json()["runs"]
+    assert listed[0]["kept_signals"] == run["kept_signals"]
+    await gateway.drive.report(run_id, wait_signal(0, "later"))  # takes the oldest
+    taken = (await gateway.http.get(f"/v1/runs/{run_id}")).json()["kept_signals"]
+    assert taken == [
+        {"name": "early", "count": 1, "bytes": 4},
+        {"name": "later", "count": 1, "bytes": 7},
+    ]
+
+
+async def test_a_run_that_keeps_all_it_may_refuses_with_kept_signals_full(
+    gateway: Gateway,
+) -> None:
+    run_id = await start(gateway)
+    gateway.memory.fail_with = KeptSignalsFull(
+        f"run {run_id} does not wait for signal 'go' and it keeps 5 signals no wait took",
+        run_id=run_id,
+        limit="engine.max_kept_signals",
+        limit_value=5,
+        kept=5,
+        kept_bytes=20,
+    )
+    problem = error(
+        await gateway.http.post(f"/v1/runs/{run_id}/signals/go"), 409, "kept_signals_full"
+    )
+    assert problem["details"]["limit"] == "engine.max_kept_signals"
+    assert (problem["details"]["kept"], problem["details"]["kept_bytes"]) == (5, 20)
 
 
 async def test_signal_name_may_use_letters_digits_and_some_punctuation(gateway: Gateway) -> None:

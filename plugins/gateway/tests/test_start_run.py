@@ -44,6 +44,7 @@ async def test_start_run_answers_201_with_the_run(gateway: Gateway) -> None:
         "blocked_build_id",
         "retries",
         "waiting_for_build",
+        "kept_signals",
     }
     assert run["function"] == "order"
     assert run["status"] == "pending"
@@ -62,6 +63,7 @@ async def test_start_run_answers_201_with_the_run(gateway: Gateway) -> None:
     assert run["waiting"] == []
     assert (run["build_id"], run["blocked_build_id"], run["waiting_for_build"]) == (None,) * 3
     assert run["retries"] == 0
+    assert run["kept_signals"] == []
     (sent,) = started(gateway)
     assert sent.input == b'{"order_id":"o-1","items":[{"sku":"A1","qty":2}],"amount":19.99}'
     assert sent.idempotency_key == ""

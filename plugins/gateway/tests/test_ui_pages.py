@@ -252,7 +252,10 @@ async def test_waits_children_and_parents_are_shown(gateway: Gateway) -> None:
     assert signal.attrs["data-name"] == "approve"
     assert "for signal approve, until 2023-11-14 23:13:20.123 UTC" in signal.text
     assert f"/ui/runs/{child}" in run.links
-    assert "early" in run.text  # the kept signal
+    kept = run.by_id("kept-signals")  # the run's kept_signals: name, count, bytes
+    rows = [e for e in run.elements if e.tag == "tr" and e.attrs.get("data-name")]
+    assert [[cell.text for cell in row.children] for row in rows] == [["early", "1", "1"]]
+    assert "Signals kept" in kept.text
     assert "Waiting for" in run.text
     assert run.has_id("signal-form")
     assert run.has_id("cancel-form")

@@ -88,6 +88,7 @@ class ErrorCode(StrEnum):
     RUN_EXPIRED = "run_expired"
     RUN_FINISHED = "run_finished"
     RUN_NOT_RETRYABLE = "run_not_retryable"
+    KEPT_SIGNALS_FULL = "kept_signals_full"
     UNKNOWN_BUILD = "unknown_build"
     LEASE_LOST = "lease_lost"
     UNAVAILABLE = "unavailable"

@@ -58,6 +58,7 @@ from trine_proto.trine.v1 import (
     GetJournalRequest,
     GetRunRequest,
     JournalEntry,
+    KeptSignals,
     ListBuildsRequest,
     ListFunctionsRequest,
     ListRunsRequest,
@@ -458,8 +459,16 @@ class BackendContract(_Suite):
             SignalRunRequest(run_id=run.id, name="go", payload=b'{"n":1}')
         )
         assert not answer.delivered
+        kept = [KeptSignals(name="go", count=1, bytes=7)]  # derived: per name, count and bytes
+        assert answer.run is not None
+        assert answer.run.kept_signals == kept
+        assert (await drive.run(run.id)).kept_signals == kept
         with pytest.raises(InvalidArgument):
             await drive.backend.signal_run(SignalRunRequest(run_id=run.id, name="bad name!"))
+        item = await drive.take_one(run.id)
+        taken = await drive.report(item, Command(wait_signal=WaitSignal(index=0, name="go")))
+        assert taken.outcome == ReportOutcome.CONTINUE
+        assert (await drive.run(run.id)).kept_signals == []  # the wait took it
 
     async def test_registered_functions_are_listed(self, drive: _Driver) -> None:
         listed = await drive.backend.list_functions(ListFunctionsRequest())

@@ -166,6 +166,13 @@ def wait_text(wait: Mapping[str, Any]) -> str:
     return f"{text} [journal {wait.get('index')}]"
 
 
+def kept_text(kept: Sequence[Mapping[str, Any]]) -> str | None:
+    """A run's kept signals, one name a line: ``go: 2 (14 bytes)``."""
+    if not kept:
+        return None
+    return "\n".join(f"{k.get('name')}: {k.get('count')} ({k.get('bytes')} bytes)" for k in kept)
+
+
 def run_view(run: Mapping[str, Any]) -> str:
     """``trine runs show``: every field a person looks at, the payloads as indented JSON."""
     error = run.get("error") or None
@@ -199,6 +206,7 @@ def run_view(run: Mapping[str, Any]) -> str:
             ("idempotency key", run.get("idempotency_key")),
             ("parent", run.get("parent_run_id")),
             ("waiting", waits_text(run.get("waiting") or [])),
+            ("kept signals", kept_text(run.get("kept_signals") or [])),
             ("input", pretty(run.get("input"))),
             ("result", pretty(run.get("result")) if run.get("status") == "completed" else None),
             ("error", error_text(error)),

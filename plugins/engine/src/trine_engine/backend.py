@@ -381,11 +381,15 @@ class EngineBackend(Backend):
 
     def _view(self, state: RunState) -> Run:
         """The run as readers see it (``RunState.view``), with the build a pending pinned run
-        waits for while no worker of it asks for work (derived, never stored)."""
+        waits for while no worker of it asks for work, and the signals it keeps (both derived,
+        never stored)."""
         run = state.view()
         machine = self._machine
         waiting = machine.builds.waiting_for(machine.functions, run, self._clock.now_ms())
-        return dataclasses.replace(run, waiting_for_build=waiting) if waiting else run
+        kept = kept_signals.summary(state) if state.signals else []
+        if waiting or kept:
+            return dataclasses.replace(run, waiting_for_build=waiting, kept_signals=kept)
+        return run
 
     async def _durable_view(self, state: RunState) -> RunState:
         """Wait until the run's creation is durable (rarely needed: only right after it)."""

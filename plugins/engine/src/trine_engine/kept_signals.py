@@ -6,9 +6,11 @@ A run that never waits for a signal keeps every one sent to it: in memory while 
 run already keeps ``max_kept_signals`` of them or the payload would take it past
 ``max_kept_signal_bytes``; a signal a pending wait takes is never refused (it is not kept).
 
-The refusal is ``payload_too_large`` (HTTP 413) with ``details.limit`` naming the setting, and
-the run's kept count and bytes: nothing is appended, the sender may retry once the run took some.
-(A code of its own, e.g. 429 ``too_many_kept_signals``, needs a new ``ErrorCode``.)
+The refusal is ``kept_signals_full`` (HTTP 409: the request is fine, the run's state refuses
+it) with ``details.limit`` naming the setting, and the run's kept count and bytes: nothing is
+appended, the sender may retry once the run took some. :func:`summary` is what the run's view
+shows of them (``Run.kept_signals``, derived, never stored), so that a run filling up is seen
+before it refuses.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from trine_core import PayloadTooLarge
+from trine_core import KeptSignalsFull
 from trine_engine.config import EngineConfig
 from trine_engine.settings import MAX_KEPT_SIGNAL_BYTES, MAX_KEPT_SIGNALS
+from trine_proto.trine.v1 import KeptSignals
 
 if TYPE_CHECKING:
     from trine_engine.run_state import RunState
@@ -43,8 +46,17 @@ def kept(state: RunState) -> tuple[int, int]:
     return count, size
 
 
+def summary(state: RunState) -> list[KeptSignals]:
+    """Per signal name (sorted), how many signals ``state`` keeps and their payloads' bytes."""
+    return [
+        KeptSignals(name=name, count=len(signals), bytes=sum(len(p) for _seq, p in signals))
+        for name, signals in sorted(state.signals.items())
+        if signals
+    ]
+
+
 def check(state: RunState, name: str, payload: bytes, limits: KeptSignalLimits) -> None:
-    """Raise PayloadTooLarge if keeping signal ``name`` would pass a cap (the caller knows that
+    """Raise KeptSignalsFull if keeping signal ``name`` would pass a cap (the caller knows that
     no wait takes it)."""
     count, size = kept(state)
     if count + 1 > limits.count:
@@ -58,7 +70,7 @@ def check(state: RunState, name: str, payload: bytes, limits: KeptSignalLimits) 
         )
     else:
         return
-    raise PayloadTooLarge(
+    raise KeptSignalsFull(
         f"run {state.id} does not wait for signal {name!r} and {why}: not sent",
         run_id=state.id,
         limit=setting,

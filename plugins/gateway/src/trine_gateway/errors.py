@@ -42,6 +42,7 @@ HTTP_STATUS: Mapping[str, int] = {
     ErrorCode.RUN_EXPIRED: 404,  # retention deleted it; 410 for an event stream (trine_error)
     ErrorCode.RUN_FINISHED: 409,
     ErrorCode.RUN_NOT_RETRYABLE: 409,
+    ErrorCode.KEPT_SIGNALS_FULL: 409,  # the run keeps as many signals as it may
     ErrorCode.UNKNOWN_BUILD: 409,
     ErrorCode.LEASE_LOST: 409,
     ErrorCode.UNAVAILABLE: 503,

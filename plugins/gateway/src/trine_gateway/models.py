@@ -119,6 +119,16 @@ class WaitOut(msgspec.Struct):
     child_run_id: str | None
 
 
+class KeptSignalsOut(msgspec.Struct):
+    """The signals of one name a run keeps: sent while no wait took them, taken oldest first by
+    the run's next waits for that name."""
+
+    name: str
+    count: int
+    bytes: int
+    """Their payloads' bytes (JSON), which count toward ``[engine] max_kept_signal_bytes``."""
+
+
 class RunOut(msgspec.Struct):
     id: str
     function: str
@@ -153,6 +163,10 @@ class RunOut(msgspec.Struct):
     waiting_for_build: str | None
     """A ``pending`` pinned run no connected worker of its build can take waits for this build;
     ``null`` otherwise."""
+    kept_signals: list[KeptSignalsOut]
+    """The signals the run keeps because no wait took them yet, per name (sorted by name);
+    empty once it has ended. At ``[engine] max_kept_signals`` (or ``max_kept_signal_bytes``) a
+    further one is refused with 409 ``kept_signals_full``."""
 
 
 class SignalOut(msgspec.Struct):

@@ -460,7 +460,10 @@ async def cancel_run(
         "a signal of this name resumes with it (`delivered`: true); otherwise the signal is kept "
         "until the run waits for one of this name (`delivered`: false). Signal names are 1 to "
         f"{MAX_SIGNAL_NAME} characters of letters, digits and `_ . : -`. "
-        "409 run_finished: the run has already ended."
+        "409 run_finished: the run has already ended. 409 kept_signals_full: no wait takes it and "
+        "the run already keeps as many signals (or bytes of them) as `[engine] max_kept_signals` "
+        "(`max_kept_signal_bytes`) allow; `details.limit` names the setting, `details.kept` and "
+        "`details.kept_bytes` what it keeps (the run's `kept_signals`)."
     ),
     tags=["runs"],
     responses=_errors(400, 404, 409, 413),
@@ -497,11 +500,12 @@ async def signal_run(
     summary="A run's events as server-sent events, live until its final event",
     description=(
         "Each event: `id: <seq>`, `event: <type>`, `data: {seq, type, name, data, at}`. "
-        "Resume with the Last-Event-ID header (or ?after=N): events with a greater seq follow."
+        "Resume with the Last-Event-ID header (or ?after=N): events with a greater seq follow. "
+        "410 run_expired: retention deleted the run (and its events) since it ended."
     ),
     tags=["runs"],
     media_type="text/event-stream",
-    responses=_errors(400, 404),
+    responses=_errors(400, 404, 410),
 )
 async def run_events(
     gateway: NamedDependency[Gateway],

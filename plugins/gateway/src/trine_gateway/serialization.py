@@ -22,6 +22,7 @@ from trine_gateway.models import (
     FunctionOut,
     HistoryOut,
     JournalEntryOut,
+    KeptSignalsOut,
     RetryPolicyOut,
     RunInFlightOut,
     RunOut,
@@ -161,6 +162,7 @@ def run_out(run: Run) -> RunOut:
         blocked_build_id=run.blocked_build_id or None,
         retries=run.retries,
         waiting_for_build=run.waiting_for_build or None,
+        kept_signals=[KeptSignalsOut(k.name, k.count, k.bytes) for k in run.kept_signals],
     )
 
 

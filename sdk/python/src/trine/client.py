@@ -250,9 +250,11 @@ class Client:
 
         The answer is ``{"run_id", "signal", "delivered", "run"}``: ``delivered`` is true when
         the run was waiting for this signal (it resumes with ``payload``), false when the signal
-        is kept until the run waits for one of this name. ``ClientError`` with code
-        ``run_not_found``, ``run_finished`` (409) or ``invalid_argument`` (a name that is not 1
-        to 200 characters of letters, digits and ``_ . : -``).
+        is kept until the run waits for one of this name (the run's ``kept_signals`` counts
+        them). ``ClientError`` with code ``run_not_found``, ``run_finished`` (409),
+        ``kept_signals_full`` (409: the run keeps as many as ``[engine] max_kept_signals`` or
+        ``max_kept_signal_bytes`` allow; ``details.limit`` names it) or ``invalid_argument`` (a
+        name that is not 1 to 200 characters of letters, digits and ``_ . : -``).
         """
         return await self._json(
             "POST",

@@ -66,6 +66,11 @@ class RunState:
         waits = run.status == _S.PENDING and self.lease is None
         run.waiting_for_build = waiting_for_build if waits else ""
         run.last_event_seq, run.updated_at_ms = len(self.events), self.events[-1].at_ms
+        run.kept_signals = [
+            pb.KeptSignals(name=name, count=len(kept), bytes=sum(map(len, kept)))
+            for name, kept in sorted(self.signals.items())
+            if kept and not self.final
+        ]
         if run.status == _S.SUSPENDED:
             for e in self.pending:
                 wait = pb.Wait(index=e.index, kind=e.kind, name=e.name, until_ms=e.until_ms)

@@ -18,7 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trine_gateway.serialization import entry_kind_name, status_name
-from trine_proto.trine.v1 import EntryKind, ErrorInfo, Event, JournalEntry, Run, RunStatus
+from trine_proto.trine.v1 import (
+    EntryKind,
+    ErrorInfo,
+    Event,
+    JournalEntry,
+    KeptSignals,
+    Run,
+    RunStatus,
+)
 from trine_proto.vocabulary import ErrorType, EventType, is_final
 
 MAX_SHOWN_BYTES = 64 * 1024
@@ -178,8 +186,6 @@ class EventView:
 class Timeline:
     items: list[Item]
     events: list[EventView]
-    kept_signals: list[str]
-    """Signals received while the run did not wait for them: kept until it does."""
     first_seq: int
     """The first event read: events before it are not shown (a long run's oldest)."""
 
@@ -206,7 +212,6 @@ def timeline(entries: Sequence[JournalEntry], events: Sequence[Event]) -> Timeli
             found = items[index] = Item(index=index, kind=kind, name=name)
         return found
 
-    kept: list[str] = []
     for event in events:
         data = _data(event)
         index = _int(data, "index")
@@ -253,8 +258,6 @@ def timeline(entries: Sequence[JournalEntry], events: Sequence[Event]) -> Timeli
             if isinstance(to, int) and not isinstance(to, bool):
                 wait = item(to, "signal", event.name)
                 wait.ended_ms, wait.state = event.at_ms, "received"
-            else:
-                kept.append(event.name)
         elif kind == EventType.CHILD_STARTED:
             child = item(index, "child", event.name)
             child.child_run_id = str(data.get("child_run_id", "")) if isinstance(data, dict) else ""
@@ -264,16 +267,16 @@ def timeline(entries: Sequence[JournalEntry], events: Sequence[Event]) -> Timeli
             child.child_status = str(data.get("status", "")) if isinstance(data, dict) else ""
             child.ended_ms, child.state = event.at_ms, child.child_status or "done"
     for entry in entries:
-        _journaled(item(entry.index, entry_kind_name(entry.kind), entry.name), entry, kept)
+        _journaled(item(entry.index, entry_kind_name(entry.kind), entry.name), entry)
     shown = [
         EventView(e.seq, e.type, e.name, e.at_ms, compact(_data(e)) if e.data else "")
         for e in events
     ]
     first = events[0].seq if events else 0
-    return Timeline([items[i] for i in sorted(items)], shown, kept, first)
+    return Timeline([items[i] for i in sorted(items)], shown, first)
 
 
-def _journaled(item: Item, entry: JournalEntry, kept: list[str]) -> None:
+def _journaled(item: Item, entry: JournalEntry) -> None:
     """What the journal says of a position, over what its events said."""
     item.kind, item.name, item.journaled = entry_kind_name(entry.kind), entry.name, True
     item.started_ms = entry.started_at_ms or item.started_ms
@@ -303,8 +306,6 @@ def _journaled(item: Item, entry: JournalEntry, kept: list[str]) -> None:
     elif entry.kind == EntryKind.SIGNAL:
         timed_out = entry.error is not None and entry.error.type == ErrorType.SIGNAL_TIMEOUT
         item.state = "timed_out" if timed_out else "received"
-        if item.state == "received" and entry.name in kept:
-            kept.remove(entry.name)  # a kept signal this wait took
     elif entry.kind == EntryKind.CHILD:
         item.state = "failed" if entry.error is not None else "completed"
 
@@ -338,6 +339,8 @@ class RunView:
     waiting_for_build: str
     """A pending pinned run no connected worker of its build can take waits for it."""
     retries: int
+    kept_signals: list[KeptSignals]
+    """Signals sent while no wait took them, per name: count and bytes (``Run.kept_signals``)."""
 
     @property
     def retryable(self) -> bool:
@@ -385,6 +388,7 @@ def run_view(run: Run) -> RunView:
         blocked_build_id=run.blocked_build_id,
         waiting_for_build=run.waiting_for_build,
         retries=run.retries,
+        kept_signals=list(run.kept_signals),
     )
 
 

@@ -25,6 +25,7 @@ __all__ = (
     "GetRunRequest",
     "Heartbeat",
     "JournalEntry",
+    "KeptSignals",
     "Lease",
     "ListBuildsRequest",
     "ListBuildsResponse",
@@ -699,6 +700,23 @@ default_message_pool.register_message("trine.v1", "JournalEntry", JournalEntry)
 
 
 @dataclass(eq=False, repr=False)
+class KeptSignals(betterproto2.Message):
+    """
+    The signals of one name a run keeps (sent while no wait took them): how many, and the bytes of
+    their payloads. A wait for the name takes the oldest.
+    """
+
+    name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    count: "int" = betterproto2.field(2, betterproto2.TYPE_UINT32)
+
+    bytes: "int" = betterproto2.field(3, betterproto2.TYPE_UINT64)
+
+
+default_message_pool.register_message("trine.v1", "KeptSignals", KeptSignals)
+
+
+@dataclass(eq=False, repr=False)
 class Lease(betterproto2.Message):
     id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
     """
@@ -1156,6 +1174,15 @@ class Run(betterproto2.Message):
     """
     Derived, not stored: a pending pinned run that no connected worker of its build can take
     waits for this build.
+    """
+
+    kept_signals: "list[KeptSignals]" = betterproto2.field(
+        26, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    Derived, not stored: the signals the run keeps because no wait took them yet, per name
+    (sorted by name); empty once it has ended. Capped by [engine] max_kept_signals and
+    max_kept_signal_bytes.
     """
 
 
