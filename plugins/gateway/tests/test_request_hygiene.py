@@ -7,34 +7,79 @@ import asyncio
 import json
 from typing import Any
 
+import httpx
 import pytest
-from conftest import Gateway, start
-from drive import requests
+from conftest import MAX_PAYLOAD, Gateway, start
+from drive import FUNCTIONS, requests
 from test_errors import JSON, error
 
-from trine_gateway.body import MAX_JSON_DEPTH, too_deep
+from trine_core import MAX_PAYLOAD_BYTES, ConfigError, Settings
+from trine_core.testing.memory import MemoryEngine
+from trine_gateway import GatewayServer, Lifecycle, create_app
+from trine_gateway.body import DEFAULT_DEPTH, too_deep
 from trine_gateway.routes import MAX_IDEMPOTENCY_KEY
+from trine_gateway.settings import HTTP_ADDR, MAX_JSON_DEPTH
 
 
 def nested(depth: int) -> bytes:
     return b"[" * depth + b"]" * depth
 
 
-@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 1000, 20_000])
+@pytest.mark.parametrize("depth", [DEFAULT_DEPTH + 1, 1000, 20_000])
 async def test_deep_input_is_malformed_json(gateway: Gateway, depth: int) -> None:
     body = b'{"function": "order", "input": ' + nested(depth) + b"}"
     problem = error(
         await gateway.http.post("/v1/runs", content=body, headers=JSON), 400, "malformed_json"
     )
-    assert str(MAX_JSON_DEPTH) in problem["message"]
+    assert f"{DEFAULT_DEPTH} arrays and objects (gateway.max_json_depth)" in problem["message"]
     assert requests(gateway.memory, "start_run") == []
 
 
 async def test_input_at_the_depth_limit_is_accepted(gateway: Gateway) -> None:
     # the body's own object is one level: the input may use the rest
-    body = b'{"function": "order", "input": ' + nested(MAX_JSON_DEPTH - 1) + b"}"
+    body = b'{"function": "order", "input": ' + nested(DEFAULT_DEPTH - 1) + b"}"
     response = await gateway.http.post("/v1/runs", content=body, headers=JSON)
     assert response.status_code == 201, response.text
+
+
+async def test_a_lower_max_json_depth_refuses_a_shallower_body() -> None:
+    """``[gateway] max_json_depth`` = 8: a body 9 deep (input and signal payload alike) is 400
+    malformed_json naming the setting; 8 deep is taken; the default would take both."""
+    settings = Settings(
+        {HTTP_ADDR: "127.0.0.1:0", MAX_PAYLOAD_BYTES: MAX_PAYLOAD, MAX_JSON_DEPTH: 8}
+    )
+    memory = MemoryEngine(MAX_PAYLOAD, functions=FUNCTIONS)
+    lifecycle = Lifecycle()
+    server = GatewayServer(
+        create_app(memory.backend, settings, lambda: True), "127.0.0.1:0", lifecycle
+    )
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            body = b'{"function": "order", "input": ' + nested(8) + b"}"  # 9 deep
+            problem = error(
+                await http.post("/v1/runs", content=body, headers=JSON), 400, "malformed_json"
+            )
+            assert (
+                "nested deeper than 8 arrays and objects (gateway.max_json_depth)"
+                in problem["message"]
+            )
+            assert requests(memory, "start_run") == []
+            body = b'{"function": "order", "input": ' + nested(7) + b"}"  # 8 deep
+            started = await http.post("/v1/runs", content=body, headers=JSON)
+            assert started.status_code == 201, started.text
+            run_id = started.json()["id"]
+            signal = f"/v1/runs/{run_id}/signals/go"
+            error(await http.post(signal, content=nested(9), headers=JSON), 400, "malformed_json")
+            assert (await http.post(signal, content=nested(8), headers=JSON)).status_code == 202
+    finally:
+        await server.stop()
+    assert not too_deep(nested(9))  # the default takes it
+
+
+def test_max_json_depth_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match=r"gateway\.max_json_depth: must be positive, got 0"):
+        create_app(MemoryEngine().backend, Settings({MAX_JSON_DEPTH: 0}), lambda: True)
 
 
 async def test_deep_signal_payload_is_malformed_json(gateway: Gateway) -> None:
@@ -68,9 +113,15 @@ def test_brackets_inside_strings_do_not_count() -> None:
     assert not too_deep(b'{"a": "' + b"[" * 1000 + b'"}')
     assert not too_deep(b'["\\"' + b"{" * 1000 + b'"]')  # an escaped quote keeps the string open
     assert not too_deep(b"[" + b"[]," * 1000 + b"[]]")  # wide, not deep
-    assert too_deep(b'["\\\\", ' + nested(MAX_JSON_DEPTH) + b"]")  # an escaped backslash ends
-    assert too_deep(nested(MAX_JSON_DEPTH + 1))
-    assert not too_deep(nested(MAX_JSON_DEPTH))
+    assert too_deep(b'["\\\\", ' + nested(DEFAULT_DEPTH) + b"]")  # an escaped backslash ends
+    assert too_deep(nested(DEFAULT_DEPTH + 1))
+    for limit in (1, 2, 8, 20):  # small enough for the leaf passes to take every level
+        assert too_deep(b'{"a": ' + nested(limit) + b"}", limit)
+        assert too_deep(nested(limit + 1), limit)
+        assert not too_deep(nested(limit), limit)
+        wide = b"[" + b"[]," * 100 + nested(limit - 1) + b"]"  # limit deep, 2 for limit 1
+        assert too_deep(wide, limit) is (limit == 1)
+    assert not too_deep(nested(DEFAULT_DEPTH))
 
 
 @pytest.mark.parametrize(

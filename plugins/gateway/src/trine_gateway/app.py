@@ -16,13 +16,14 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityRequirement, SecurityScheme
 
-from trine_core import MAX_PAYLOAD_BYTES, Backend, Settings, WorkerRegistry
+from trine_core import MAX_PAYLOAD_BYTES, Backend, ConfigError, Settings, WorkerRegistry
 from trine_core.hookspecs import ASGIApp
 from trine_gateway.auth import GatewayAuth
 from trine_gateway.browser import browser_guard
 from trine_gateway.errors import exception_handlers
 from trine_gateway.lifecycle import Lifecycle
 from trine_gateway.routes import HANDLERS, Gateway
+from trine_gateway.settings import MAX_JSON_DEPTH
 from trine_gateway.ui import UI, console
 
 VERSION = "0.1.0"
@@ -52,6 +53,9 @@ def create_app(
         registries=tuple(registries),
     )
     max_body = settings[MAX_PAYLOAD_BYTES] + BODY_SLACK_BYTES
+    max_json_depth = settings[MAX_JSON_DEPTH]
+    if max_json_depth <= 0:
+        raise ConfigError(f"{MAX_JSON_DEPTH.key}: must be positive, got {max_json_depth}")
     # [auth] tokens_file: every route but /healthz (and /ui, the console's) needs a token, read
     # here so a bad file stops the boot; SIGHUP re-reads it while the app runs.
     auth = GatewayAuth.from_settings(settings)
@@ -82,6 +86,7 @@ def create_app(
         debug=False,
     )
     app.state.auth = auth  # the console checks its cookie's token through it (None: open)
+    app.state.max_json_depth = max_json_depth  # what JsonRequest refuses a body beyond
     return app
 
 

@@ -5,8 +5,9 @@ litestar decodes a body with msgspec and then converts it to the handler's type 
 And msgspec recurses once per nesting level: ~1,000 levels raised ``RecursionError`` (a 500),
 as did invalid UTF-8 (``UnicodeDecodeError``). :class:`JsonRequest` replaces the decoding step:
 
-- a body nested deeper than :data:`MAX_JSON_DEPTH` arrays and objects, or not valid UTF-8, or
-  not JSON is 400 ``malformed_json`` (raised as ``SerializationException``, which litestar wraps
+- a body nested deeper than ``[gateway] max_json_depth`` arrays and objects (64 by default;
+  the app keeps the setting in ``app.state.max_json_depth``), or not valid UTF-8, or not JSON is
+  400 ``malformed_json`` (raised as ``SerializationException``, which litestar wraps
   in the 400 that :mod:`trine_gateway.errors` recognises);
 - a body whose route declares a struct (``JSONBody[StartRunBody]``) is decoded straight into it
   with msgspec's strict rules, so a string where a number is declared is 400
@@ -15,7 +16,7 @@ as did invalid UTF-8 (``UnicodeDecodeError``). :class:`JsonRequest` replaces the
 
 The depth check costs two ``bytes.count`` calls on an ordinary body: only a body holding more
 brackets than the limit is measured, by deleting innermost empty pairs level by level (C-speed
-passes, at most :data:`MAX_JSON_DEPTH` of them) once strings are cut out.
+passes, at most ``max_json_depth`` of them) once strings are cut out.
 """
 
 from __future__ import annotations
@@ -29,10 +30,9 @@ from litestar import Request
 from litestar.exceptions import SerializationException, ValidationException
 from litestar.types import Empty
 
-MAX_JSON_DEPTH = 64
-"""The deepest nesting of arrays and objects a request body may have. JSON documents this deep
-are rare in practice; the cap keeps every reader (the gateway, the engine, a worker's ``json``)
-far from Python's recursion limit."""
+from trine_gateway.settings import MAX_JSON_DEPTH
+
+DEFAULT_DEPTH: int = MAX_JSON_DEPTH.default
 
 _KEEP = b'[]{}"'
 _OPENING = b"[{"
@@ -44,7 +44,7 @@ at their worst (about 15 ms each for 1 MB)."""
 _NOT_KEPT = bytes(b for b in range(256) if b not in _KEEP)
 
 
-def too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+def too_deep(body: bytes, limit: int = DEFAULT_DEPTH) -> bool:
     """Whether the JSON text ``body`` nests arrays and objects deeper than ``limit``. Brackets
     inside strings do not count; a body that is not JSON may answer either way (the decoder
     refuses it next).
@@ -72,6 +72,8 @@ def too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
         levels += 1
         if (before - len(brackets)) * _LEAF_SHARE < before:
             break  # few leaves left, so few runs: counting them is now the cheaper way
+    if levels > limit:
+        return True  # a pair was still there to delete after `limit` levels of them
     depth = levels
     for run in _RUNS.finditer(brackets):
         if run[0][0] in _OPENING:
@@ -83,14 +85,16 @@ def too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     return False
 
 
-def decode(body: bytes, target: Any = Any) -> Any:
+def decode(body: bytes, target: Any = Any, max_depth: int = DEFAULT_DEPTH) -> Any:
     """``body`` decoded as ``target`` (any JSON value by default), strictly.
 
     Raises ``SerializationException`` (400 ``malformed_json``) for text that is not JSON, not
-    UTF-8 or nested too deep, and ``ValidationException`` (400 ``invalid_request``, the field
-    named) for JSON of the wrong shape."""
-    if too_deep(body):
-        raise SerializationException(f"nested deeper than {MAX_JSON_DEPTH} arrays and objects")
+    UTF-8 or nested deeper than ``max_depth``, and ``ValidationException`` (400
+    ``invalid_request``, the field named) for JSON of the wrong shape."""
+    if too_deep(body, max_depth):
+        raise SerializationException(
+            f"nested deeper than {max_depth} arrays and objects ({MAX_JSON_DEPTH.key})"
+        )
     try:
         return msgspec.json.decode(body, type=target)
     except msgspec.ValidationError as exc:
@@ -132,8 +136,9 @@ class JsonRequest(Request[Any, Any, Any]):
                 field = self.route_handler.parsed_data_field
                 target = _declared_struct(field.annotation) if field is not None else Any
                 body = await self.body()
-                self._json = self._connection_state.json = decode(body or b"null", target)
+                depth = self.app.state.get("max_json_depth", DEFAULT_DEPTH)
+                self._json = self._connection_state.json = decode(body or b"null", target, depth)
         return self._json
 
 
-__all__ = ["MAX_JSON_DEPTH", "JsonRequest", "decode", "too_deep"]
+__all__ = ["DEFAULT_DEPTH", "JsonRequest", "decode", "too_deep"]

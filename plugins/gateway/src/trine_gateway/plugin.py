@@ -28,6 +28,7 @@ from trine_gateway.settings import (
     IDLE_TIMEOUT_S,
     MAX_CONNECTIONS,
     MAX_HEADER_BYTES,
+    MAX_JSON_DEPTH,
     READ_TIMEOUT_S,
 )
 from trine_gateway.ui import UI
@@ -87,7 +88,7 @@ class GatewayRole:
 @hookimpl
 def trine_add_settings(registry: SettingsRegistry) -> None:
     registry.add(HTTP_ADDR, UI, ALLOWED_HOSTS, CORS_ORIGINS, HTTPS)
-    registry.add(MAX_HEADER_BYTES, READ_TIMEOUT_S, IDLE_TIMEOUT_S, MAX_CONNECTIONS)
+    registry.add(MAX_HEADER_BYTES, READ_TIMEOUT_S, IDLE_TIMEOUT_S, MAX_CONNECTIONS, MAX_JSON_DEPTH)
 
 
 @hookimpl

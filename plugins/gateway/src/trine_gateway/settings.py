@@ -53,3 +53,13 @@ MAX_CONNECTIONS = Setting(
     "coordinator",
     section="gateway",
 )
+
+# What a request body may be (enforced in trine_gateway.body, as the app decodes it).
+MAX_JSON_DEPTH = Setting(
+    "max_json_depth",
+    64,
+    "deepest nesting of arrays and objects a JSON request body may have (input, signal payload): "
+    "a deeper one gets 400 malformed_json; keeps every reader (gateway, engine, a worker's json) "
+    "far from Python's recursion limit",
+    section="gateway",
+)
