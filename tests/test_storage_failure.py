@@ -15,7 +15,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from harness import ORDER, Cluster, start_order, wait_run
+from harness import (
+    ORDER,
+    Cluster,
+    send_signal,
+    start_order,
+    start_run,
+    wait_run,
+    wait_until,
+    waiting_for,
+)
 
 EXIT_AFTER_S = "2"
 ENV = {"TRINE_ENGINE_WRITE_FAILURE_EXIT_S": EXIT_AFTER_S}
@@ -73,12 +82,14 @@ def test_a_full_disk_refuses_changes_serves_reads_exits_and_loses_nothing(
 ) -> None:
     cluster.data_dir = small_disk / "data"
     cluster.start(**ENV)
-    cluster.start_worker()
+    workers = [cluster.start_worker(), cluster.start_worker("approval_worker.py")]
     engine = cluster.runtime_proc("all" if cluster.topology == "all" else "engine")
     with cluster.client() as http:
         done = [start_order(http, order_id=f"o-{n}") for n in range(5)]
         for run_id in done:
             assert wait_run(http, run_id)["status"] == "completed"
+        approval = start_run(http, "approval", {"request": "r-1", "sleep_s": 0})["id"]
+        wait_until(http, approval, waiting_for("signal"))
 
         filler = fill(small_disk)
         acknowledged, refused = start_until_refused(http)
@@ -88,6 +99,16 @@ def test_a_full_disk_refuses_changes_serves_reads_exits_and_loses_nothing(
         assert "accepts no more changes" in error["message"]
         assert str(small_disk) not in refused.text  # paths go to the log only
         assert "No space left" not in refused.text
+
+        # A signal is refused too, and the run still waits for it: reads show what is durable,
+        # not what the failed write would have changed.
+        refused_signal = send_signal(http, approval, "approve", {"by": "lost"})
+        assert refused_signal.status_code == 503, refused_signal.text
+        assert [w["name"] for w in http.get(f"/v1/runs/{approval}").json()["waiting"]] == [
+            "approve"
+        ]
+        journal = http.get(f"/v1/runs/{approval}/journal").raise_for_status().json()
+        assert "lost" not in str(journal)
 
         # Reads are served while the engine waits to exit.
         for run_id in done:
@@ -104,6 +125,9 @@ def test_a_full_disk_refuses_changes_serves_reads_exits_and_loses_nothing(
     assert not any("Traceback" in line for line in lines)
     assert any('"log write failed' in line and "No space left" in line for line in lines)
 
+    for worker in workers:  # the engine's failure is no run's failure
+        assert not [line for line in worker.log.lines() if "run failed" in line]
+
     filler.unlink()
     cluster.restart(engine.name.removeprefix("trine-"), **ENV)
     with cluster.client() as http:
@@ -111,3 +135,8 @@ def test_a_full_disk_refuses_changes_serves_reads_exits_and_loses_nothing(
             assert wait_run(http, run_id)["status"] == "completed"
         for run_id in acknowledged:  # acknowledged before the refusal: run to their end
             assert wait_run(http, run_id)["status"] == "completed"
+        wait_until(http, approval, waiting_for("signal"))
+        assert send_signal(http, approval, "approve", {"by": "ada"}).status_code == 202
+        assert wait_run(http, approval)["result"]["approval"] == {"by": "ada"}
+        listed = http.get("/v1/runs", params={"limit": 1000}).raise_for_status().json()["runs"]
+        assert len(listed) == len(done) + len(acknowledged) + 1  # no refused start is there

@@ -259,3 +259,18 @@ def test_trine_exits_with_1_and_one_line_when_a_role_fails() -> None:
     last = out.stderr.strip().splitlines()[-1]
     assert last == "trine: error: the disk is gone"
     assert "Traceback" not in out.stderr
+
+
+async def test_a_failure_counts_at_once_even_when_a_signal_stops_the_process_first() -> None:
+    """A role that fails with a grace period (the engine serving reads before it exits) and a
+    SIGTERM meanwhile: the process still ends as failed, for ``Restart=on-failure``."""
+    runtime = Runtime(target("provider"), extra_plugins=(InlineRoles(),))
+    stop = asyncio.Event()
+    running = asyncio.ensure_future(runtime.run_until(stop))
+    while not runtime.ready():
+        await asyncio.sleep(0)  # run_until has no "started" event; the loop turns until it is
+    runtime.fail("provider", "it broke", after_s=3600)
+    assert runtime.failure is not None
+    stop.set()
+    with pytest.raises(RoleFailed, match="it broke"):
+        await asyncio.wait_for(running, timeout=10)

@@ -31,5 +31,7 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    logger: structlog.stdlib.BoundLogger = structlog.get_logger(name).bind(component=name)
+    # Bound lazily: a module-level logger made at import, before configure_logging, must
+    # still follow --log-format and --log-level (``.bind`` here would fix structlog's defaults).
+    logger: structlog.stdlib.BoundLogger = structlog.get_logger(name, component=name)
     return logger

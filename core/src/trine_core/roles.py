@@ -92,7 +92,7 @@ class RoleContext:
         wanted: Mapping[type, Sequence[object]] | None = None,
         *,
         http_apps: Callable[[], Mapping[str, ASGIApp]] | None = None,
-        fail: Callable[[str], None] | None = None,
+        fail: Callable[[str, float], None] | None = None,
     ) -> None:
         self.settings = settings
         self.log = log
@@ -122,13 +122,15 @@ class RoleContext:
         """Offer ``implementation`` of a contract this role declared in ``serves``."""
         self.provided.add(contract, implementation)
 
-    def fail(self, reason: str) -> None:
-        """Stop this process: the role cannot go on (the engine after a failed write). Every
-        role is stopped in order and ``trine`` exits with status 1, printing ``trine: error:``
-        and ``reason`` (one line, for the operator and the supervisor that restarts it). In a
-        context built without a runtime (a plugin's own tests) the reason is only logged."""
+    def fail(self, reason: str, after_s: float = 0.0) -> None:
+        """Stop this process: the role cannot go on (the engine after a failed write). The
+        failure counts at once; ``after_s`` later (meanwhile the role may still serve what it
+        can: the engine answers reads) every role is stopped in order, and ``trine`` exits with
+        status 1 printing ``trine: error:`` and ``reason`` (one line, for the operator and the
+        supervisor that restarts it), also if a signal stopped it first. In a context built
+        without a runtime (a plugin's own tests) the reason is only logged."""
         if self._fail is not None:
-            self._fail(reason)
+            self._fail(reason, after_s)
         else:
             self.log.critical("role failed", reason=reason)
 

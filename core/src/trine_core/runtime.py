@@ -102,6 +102,7 @@ class Runtime:
         self.failure: RoleFailed | None = None
         """Why a role stopped the process (``RoleContext.fail``); None while none has."""
         self._failed = asyncio.Event()
+        self._stop_timer: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         try:
@@ -279,6 +280,8 @@ class Runtime:
         observer that fails here is logged and the rest still stop (the engine's database lock
         must be released whatever an observer does)."""
         had_roles = bool(self._started)
+        if self._stop_timer is not None:
+            self._stop_timer.cancel()
         while self._started:
             name = self._started.pop()
             role = self.roles[name]
@@ -301,13 +304,17 @@ class Runtime:
         except Exception:
             self.log.exception("an observer failed", hook=hook)
 
-    def fail(self, role: str, reason: str) -> None:
-        """A role cannot go on (``RoleContext.fail``): ``run_until`` stops every role and raises
-        :class:`RoleFailed`. The first reason wins."""
+    def fail(self, role: str, reason: str, after_s: float = 0.0) -> None:
+        """A role cannot go on (``RoleContext.fail``): the failure is recorded now (the first
+        reason wins) and, ``after_s`` later, ``run_until`` stops every role and raises
+        :class:`RoleFailed`. An embedder that drives ``start``/``stop`` itself reads
+        :attr:`failure`."""
         self.log.critical("role failed; stopping the process", role=role, reason=reason)
         if self.failure is None:
             self.failure = RoleFailed(reason, role=role)
-        self._failed.set()
+        if self._stop_timer is None and self._started:
+            loop = asyncio.get_running_loop()
+            self._stop_timer = loop.call_later(max(0.0, after_s), self._failed.set)
 
     async def run_until(self, stop: asyncio.Event) -> None:
         """Start, wait for ``stop`` or a role's failure, stop; raise :class:`RoleFailed` after a

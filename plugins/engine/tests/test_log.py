@@ -17,9 +17,12 @@ from trine_engine.storage import framing
 from trine_engine.storage.keys import LOG, log_key
 from trine_engine.storage.partition_log import WRITE_FAILED, read_log
 from trine_proto.trine.v1 import (
+    GetJournalRequest,
     GetRunRequest,
     ListRunsRequest,
     ReportOutcome,
+    RunStatus,
+    SignalRunRequest,
     StartRunRequest,
     TakeWorkRequest,
 )
@@ -200,3 +203,32 @@ async def test_a_record_that_fails_to_apply_is_never_written(
     await h.open()
     assert h.engine.stats().records == 0 < records_before
     assert [o for o, _ in h.engine.read_log(0)] == [0]  # only the registration
+
+
+async def test_after_a_failed_write_reads_show_only_what_is_durable(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The failed batch's records were applied to memory before the write: a signal that
+    resolved a wait, a signal kept by a run that waits for nothing. Reads must not show them."""
+    await h.register()
+    waiting = await h.start()
+    idle = await h.start()
+    item = next(i for i in await h.take(max_items=2) if i.run.id == waiting.id)
+    assert (await h.report(item, h.wait_signal(0, "go"))).outcome == ReportOutcome.SUSPENDED
+
+    def broken(store: Store, batch: Any) -> None:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(Store, "write", broken)
+    sent = await asyncio.gather(
+        h.backend.signal_run(SignalRunRequest(run_id=waiting.id, name="go", payload=b'"x"')),
+        h.backend.signal_run(SignalRunRequest(run_id=idle.id, name="later", payload=b"1")),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, StorageError) for r in sent)
+    run = await h.backend.get_run(GetRunRequest(run_id=waiting.id))
+    assert run.status == RunStatus.SUSPENDED
+    assert [w.name for w in run.waiting] == ["go"]
+    journal = await h.backend.get_journal(GetJournalRequest(run_id=waiting.id))
+    assert [(e.name, e.pending, e.output) for e in journal.entries] == [("go", True, b"")]
+    assert not (await h.backend.get_run(GetRunRequest(run_id=idle.id))).kept_signals

@@ -420,12 +420,15 @@ class WorkerService(WorkerServiceBase):
         try:
             response = await self.dispatcher.report(report)
         except TrineError as exc:
+            # A failed engine write is, for a worker, an engine that cannot take its report
+            # now: unavailable (it reconnects later), not a refusal that fails the run.
+            code = ErrorCode.UNAVAILABLE if exc.code == ErrorCode.STORAGE_ERROR else exc.code
             ack = ReportAck(
-                request_id=message.request_id, error_code=exc.code, error_message=exc.message
+                request_id=message.request_id, error_code=code, error_message=exc.message
             )
-            if exc.code == ErrorCode.LEASE_LOST:
+            if code == ErrorCode.LEASE_LOST:
                 session.finish(report.run_id, report.lease_id)
-            elif exc.code == ErrorCode.UNAVAILABLE:
+            elif code == ErrorCode.UNAVAILABLE:
                 session.told_unavailable = True
         except Exception as exc:
             self.log.exception(

@@ -9,6 +9,7 @@ queues every non-final run and sets its timers again.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 
 import structlog
@@ -100,6 +101,18 @@ class Engine:
             log,
             max_lease_ttl_ms=config.max_lease_ttl_ms,
         )
+        # Registered first: before the role's callback runs, and before the failed batch's
+        # callers are answered, memory is back to what is durable and retention has stopped.
+        self._plog.on_failure(self._stop_changes)
+
+    def _stop_changes(self, _: StorageError) -> None:
+        """A write failed: reads answer what is durable (the failed batch's changes were applied
+        to memory already), and retention, which writes on its own, stops."""
+        if self.retention is not None:
+            self.retention.cancel()
+        # A read failing here is logged by the store; reads meeting it answer 503 too.
+        with contextlib.suppress(StorageError):
+            self._cache.revert_to_durable()
 
     @classmethod
     async def open(

@@ -11,7 +11,6 @@ TLS (``[tls] cert``, ``key`` and ``ca``) unless ``--insecure``.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from typing import ClassVar
 
@@ -46,7 +45,6 @@ class EngineRole:
         self.settings = settings
         self.clock = clock
         self.engine: Engine | None = None
-        self._exit_timer: asyncio.TimerHandle | None = None
 
     async def start(self, context: RoleContext) -> None:
         """Check where it will be served, open the database (a StorageError names the data
@@ -66,19 +64,15 @@ class EngineRole:
         """A write failed: serve reads for ``write_failure_exit_s``, then stop the process, so
         that a supervisor restarts it (after a full disk is freed, the restart is what brings
         writes back: RocksDB does not resume by itself)."""
-        delay = config.write_failure_exit_s
-        reason = (
+        context.fail(
             f"the engine stopped after a failed write to its data dir {config.data_dir} (the "
             "error is logged above); everything acknowledged is on disk: fix the disk and "
-            "restart trine"
+            "restart trine",
+            after_s=config.write_failure_exit_s,
         )
-        context.log.error("the engine will stop its process", after_s=delay)
-        self._exit_timer = asyncio.get_running_loop().call_later(delay, context.fail, reason)
 
     async def stop(self) -> None:
         """Flush, log the stats, close the database; the data dir can be reopened at once."""
-        if self._exit_timer is not None:
-            self._exit_timer.cancel()
         engine, self.engine = self.engine, None
         if engine is not None:
             await engine.close()

@@ -143,6 +143,18 @@ class RunState:
             watcher.set()
 
 
+_DURABLE_FIELDS = (
+    "run",
+    "journal",
+    "events",
+    "step_attempts",
+    "signals",
+    "durable_run",
+    "durable_journal",
+)
+"""What :meth:`RunCache.revert_to_durable` reloads from RocksDB (the rest is not stored)."""
+
+
 def wait_of(entry: JournalEntry) -> Wait:
     return Wait(
         index=entry.index,
@@ -284,6 +296,29 @@ class RunCache:
                 kept = decode(KeptSignal, value)
                 state.signals.setdefault(kept.name, deque()).append((row_number(key), kept.payload))
         return state
+
+    def revert_to_durable(self) -> None:
+        """A write failed: memory may hold changes of the failed batch that RocksDB never got (a
+        wait resolved in place, a kept signal, a journal a retry cut). RocksDB holds exactly what
+        is durable: reload every active run from it, into the same ``RunState`` objects (waiters
+        and subscribers hold them), so that reads answer durable state only. Once, at the
+        failure; the finished runs are read again from RocksDB when asked for."""
+        self._finished.clear()
+        self._sizes.clear()
+        self.finished_bytes = 0
+        self.blocked.clear()
+        for run_id, state in list(self.active.items()):
+            durable = self._load(run_id)
+            if durable is None:  # created by the failed batch
+                del self.active[run_id]
+                continue
+            for name in _DURABLE_FIELDS:
+                setattr(state, name, getattr(durable, name))
+            if state.final:
+                self.retire(state)
+            else:
+                self.track(state)
+            state.wake()
 
     def load_active(self) -> Iterator[RunState]:
         """Every non-final run, in id order, into the active set (at open)."""

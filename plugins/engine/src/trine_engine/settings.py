@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
-from trine_core import MAX_PAYLOAD_BYTES, Setting, Settings
+from trine_core import MAX_PAYLOAD_BYTES, ConfigError, Setting, Settings
 from trine_engine.config import EngineConfig
 from trine_engine.retention import DEFAULT_RETENTION, parse_retention
 
@@ -99,5 +100,14 @@ def engine_config(settings: Settings) -> EngineConfig:
         ),
         max_kept_signals=settings[MAX_KEPT_SIGNALS],
         max_kept_signal_bytes=settings[MAX_KEPT_SIGNAL_BYTES],
-        write_failure_exit_s=settings[WRITE_FAILURE_EXIT_S],
+        write_failure_exit_s=_seconds(settings[WRITE_FAILURE_EXIT_S], WRITE_FAILURE_EXIT_S),
     )
+
+
+def _seconds(value: float, setting: Setting[float]) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(
+            f"{setting.key} ({setting.flag}, {setting.env}) must be a number of seconds >= 0, "
+            f"not {value!r}"
+        )
+    return value
