@@ -261,16 +261,27 @@ def test_trine_exits_with_1_and_one_line_when_a_role_fails() -> None:
     assert "Traceback" not in out.stderr
 
 
+class SlowToFail(Fragile):
+    """Fails as it starts, with a long grace period (the engine serving reads before it exits)."""
+
+    name: ClassVar[str] = "slow"
+
+    async def start(self, context: RoleContext) -> None:
+        context.fail("it broke", after_s=3600)
+
+
+class SlowRoles(InlineRoles):
+    @hookimpl
+    def trine_register_roles(self, registry: RoleRegistry) -> None:
+        super().trine_register_roles(registry)
+        registry.add_role(SlowToFail.name, SlowToFail)
+
+
 async def test_a_failure_counts_at_once_even_when_a_signal_stops_the_process_first() -> None:
-    """A role that fails with a grace period (the engine serving reads before it exits) and a
-    SIGTERM meanwhile: the process still ends as failed, for ``Restart=on-failure``."""
-    runtime = Runtime(target("provider"), extra_plugins=(InlineRoles(),))
+    """A SIGTERM during the grace period: the process still ends as failed, for systemd's
+    ``Restart=on-failure``."""
+    runtime = Runtime(target("provider,slow"), extra_plugins=(SlowRoles(),))
     stop = asyncio.Event()
-    running = asyncio.ensure_future(runtime.run_until(stop))
-    while not runtime.ready():
-        await asyncio.sleep(0)  # run_until has no "started" event; the loop turns until it is
-    runtime.fail("provider", "it broke", after_s=3600)
-    assert runtime.failure is not None
-    stop.set()
+    stop.set()  # the signal came in before the grace period ran out
     with pytest.raises(RoleFailed, match="it broke"):
-        await asyncio.wait_for(running, timeout=10)
+        await asyncio.wait_for(runtime.run_until(stop), timeout=10)

@@ -61,8 +61,8 @@ MAX_KEPT_SIGNALS = Setting(
 MAX_KEPT_SIGNAL_BYTES = Setting(
     "max_kept_signal_bytes",
     EngineConfig.max_kept_signal_bytes,
-    "bytes of payload a run may keep in signals no wait took: a signal past it is refused (413 "
-    "payload_too_large, details.limit = engine.max_kept_signal_bytes)",
+    "bytes of payload a run may keep in signals no wait took: a signal past it is refused (409 "
+    "kept_signals_full, details.limit = engine.max_kept_signal_bytes)",
     section="engine",
 )
 WRITE_FAILURE_EXIT_S = Setting(
