@@ -54,8 +54,8 @@ RETENTION = Setting(
 MAX_KEPT_SIGNALS = Setting(
     "max_kept_signals",
     EngineConfig.max_kept_signals,
-    "signals a run may keep while no wait takes them: one more is refused (413 "
-    "payload_too_large, details.limit = engine.max_kept_signals)",
+    "signals a run may keep while no wait takes them: one more is refused (409 "
+    "kept_signals_full, details.limit = engine.max_kept_signals)",
     section="engine",
 )
 MAX_KEPT_SIGNAL_BYTES = Setting(
