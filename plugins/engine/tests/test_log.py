@@ -199,6 +199,21 @@ async def test_a_caller_is_answered_only_once_the_fsync_returned(
     assert h.engine.stats().batches == 3
 
 
+async def test_a_run_written_but_not_fsynced_is_not_listed(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await h.register()
+    gate = GatedSync(monkeypatch)
+    started = asyncio.create_task(h.start())
+    await gate.running()  # its `runs` row is in RocksDB, its fsync not returned
+    listed = await h.backend.list_runs(ListRunsRequest())
+    assert listed.runs == []
+    gate.release.set()
+    run = await started
+    listed = await h.backend.list_runs(ListRunsRequest())
+    assert [r.id for r in listed.runs] == [run.id]
+
+
 async def test_a_failed_fsync_is_never_acknowledged(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
