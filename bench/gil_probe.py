@@ -1,10 +1,15 @@
-"""Does rocksdict's synced ``Rdict.write`` release the GIL? (Decides whether the partition log
-writes inline or in a thread; see ``trine_engine.storage.partition_log``.)
+"""Does rocksdict's synced ``Rdict.write`` release the GIL? And ``Rdict.flush_wal``? (Decides how
+the partition log makes a commit durable; see ``trine_engine.storage.partition_log``.)
 
-Runs the write in a worker thread while an asyncio task ticks on the event loop, and counts the
-ticks that happen *inside* the write. A write that releases the GIL lets the loop tick hundreds of
-times per millisecond; one that holds it lets it tick zero times. Also prints the synced write's
-latency inline and through ``asyncio.to_thread``.
+Runs the call in a worker thread while an asyncio task ticks on the event loop, and counts the
+ticks that happen *inside* the call. A call that releases the GIL lets the loop tick hundreds of
+times per millisecond; one that holds it lets it tick zero times. Per batch size:
+
+- ``synced write``: ``Rdict.write`` with ``sync=True`` in the thread (what the engine did
+  inline), and its latency inline and through ``asyncio.to_thread``;
+- ``unsynced write + flush_wal``: what the engine does now: ``Rdict.write`` with ``sync=False``
+  inline (the loop stalls for it), then ``Rdict.flush_wal(True)`` (RocksDB's ``SyncWAL``) in the
+  thread, its ticks counted.
 
     .venv/bin/python bench/gil_probe.py [rounds]
 """
@@ -66,9 +71,48 @@ async def _probe(db: Any, sync: Any, entries: int, rounds: int) -> str:
     ]
     written = statistics.median((end - start) * 1000 for start, end in spans)
     return (
-        f"{entries:5} entries: write p50 {written:.3f} ms, loop ticks inside the write "
-        f"p50 {statistics.median(inside):.0f} max {max(inside)}; inline p50 "
+        f"{entries:5} entries, synced write: write p50 {written:.3f} ms, loop ticks inside the "
+        f"write p50 {statistics.median(inside):.0f} max {max(inside)}; inline p50 "
         f"{statistics.median(inline):.3f} ms, to_thread p50 {statistics.median(hops):.3f} ms"
+    )
+
+
+async def _probe_flush_wal(db: Any, entries: int, rounds: int) -> str:
+    unsynced = WriteOptions()
+    unsynced.sync = False
+    ticks: list[float] = []
+    running = True
+
+    async def ticker() -> None:
+        while running:
+            ticks.append(time.perf_counter())
+            await asyncio.sleep(0)
+
+    def timed_sync() -> tuple[float, float]:
+        begun = time.perf_counter()
+        db.flush_wal(True)
+        return begun, time.perf_counter()
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    writes: list[float] = []
+    spans: list[tuple[float, float]] = []
+    for _ in range(rounds):
+        batch = _batch(entries)
+        begun = time.perf_counter()
+        db.write(batch, unsynced)
+        writes.append((time.perf_counter() - begun) * 1000)
+        spans.append(await asyncio.to_thread(timed_sync))
+    running = False
+    await task
+    inside = [
+        bisect.bisect_left(ticks, end) - bisect.bisect_right(ticks, start) for start, end in spans
+    ]
+    synced = statistics.median((end - start) * 1000 for start, end in spans)
+    return (
+        f"{entries:5} entries, unsynced write + flush_wal: write (inline) p50 "
+        f"{statistics.median(writes):.3f} ms; flush_wal (thread) p50 {synced:.3f} ms, loop "
+        f"ticks inside it p50 {statistics.median(inside):.0f} min {min(inside)}"
     )
 
 
@@ -81,6 +125,7 @@ async def main(rounds: int) -> None:
         sync.sync = True
         for entries in (1, 64, 1024, 8192):
             print(await _probe(db, sync, entries, rounds))
+            print(await _probe_flush_wal(db, entries, rounds))
         db.close()
 
 

@@ -253,7 +253,10 @@ class EngineBackend(Backend):
                     return  # past the far bound: nothing further can match
                 continue
             state = self._cache.peek(run_id)
-            yield self._view(state) if state is not None else decode(Run, value)
+            if state is None:
+                yield decode(Run, value)  # not in memory: a final run, its row durable
+            elif state.durable_run is not None:  # its row may be written but not synced yet
+                yield self._view(state)
 
     async def subscribe(self, message: SubscribeRequest) -> AsyncIterator[Event]:
         self._plog.ensure_readable()

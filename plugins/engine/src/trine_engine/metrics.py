@@ -67,14 +67,15 @@ STEP_DURATION = REGISTRY.histogram(
 )
 JOURNAL_APPEND = REGISTRY.histogram(
     "trine_journal_append_seconds",
-    "From a record's append to its batch being durable: the wait for the group commit plus the "
-    "synced write.",
+    "From a record's append to its batch being durable: the wait for the group commit, its write "
+    "and its WAL fsync.",
     (),
     LATENCY_BUCKETS,
 )
 JOURNAL_COMMIT = REGISTRY.histogram(
     "trine_journal_commit_seconds",
-    "One group commit's synced RocksDB write (log segment, derived state, applied offset).",
+    "One group commit: from its RocksDB write (log segment, derived state, applied offset) to the "
+    "end of the WAL fsync that made it durable.",
     (),
     LATENCY_BUCKETS,
 )

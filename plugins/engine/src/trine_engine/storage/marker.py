@@ -9,7 +9,7 @@ log ends before it (``Store.open``), and ``trine check`` reports it.
 
 What it costs and guarantees (docs/internals.md, "Damaged storage"):
 
-- every group commit, after its synced RocksDB write and before any caller is answered, stores
+- every group commit, after the WAL fsync covering it and before any caller is answered, stores
   the offset into the file through a shared memory mapping: no system call, and the page is in
   the kernel's page cache at once, so it survives the death of the process (``kill -9``, a crash)
   whatever happens to the WAL later. Not ``pwrite``: each ``pwrite`` dirties the file's inode

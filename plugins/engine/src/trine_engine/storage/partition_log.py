@@ -2,33 +2,54 @@
 
 Every state change is a ``LogRecord``. ``append`` gives the record the next offset and returns the
 :class:`AppendBatch` it joined; the caller (the state machine) adds its derived-state writes to that
-same batch, with no ``await`` in between, then awaits :meth:`AppendBatch.durable`. The first append
-into an empty batch schedules a flush for the next turn of the event loop, so every append made
-before that turn shares one ``WriteBatch``: the log segment, the derived state, the applied offset,
-one synced write. A caller is answered only once its batch is durable.
+same batch, with no ``await`` in between, then awaits :meth:`AppendBatch.durable`. The batch is
+written (:meth:`PartitionLog.pump`) at the first such ``await``, or on the loop's next turn, unless
+an fsync is in flight: then every append made until that fsync returns joins it, so one
+``WriteBatch`` (the log segment, the derived state, the applied offset) and one fsync cover them
+all. A caller is answered only once its batch is durable (its WAL records fsynced).
 
-Why the write runs inline, on the event loop: rocksdict's ``Rdict.write`` holds the GIL for the
-whole write, fsync included (measured on a 2-core box: during a synced write in a worker thread the
-event loop advanced 0 times, whether the batch held 1 entry, 0.23 ms, or 8,192 entries, 23 ms; the
-source calls ``db.write_opt`` without ``allow_threads``). A thread would free nothing and add a
-hand-off (p50 0.18 → 0.44 ms for a 1-entry batch). Appends still batch: everything that reaches
-the loop while one batch is written joins the next.
+Why the write and the fsync are apart: rocksdict's ``Rdict.write`` holds the GIL for the whole
+write, fsync included (``bench/gil_probe.py``: during a synced write in a worker thread the event
+loop advanced 0 times; the source calls ``db.write_opt`` without ``allow_threads``), so a synced
+write stalled every role on the loop for its fsync (0.3 to 0.5 ms a commit, more under load), and a
+thread running it would free nothing. ``Rdict.flush_wal(True)`` (RocksDB's ``SyncWAL``) does
+release the GIL. So the flush writes the batch *unsynced*, inline (RocksDB appends it to the WAL
+file with one ``write(2)`` and to the memtable: ≈40 µs for a commit of one record), and a sync
+thread (:data:`SYNC_THREAD`) fsyncs the WAL while the loop goes on; once the fsync has returned,
+the loop records the acknowledged marker, answers the batch, and writes the batch gathered
+meanwhile. One fsync at a time: the next one is asked for only after the last one returned.
 
-A failed write is fatal: the batch's callers get StorageError, the failure is logged, and every
-later append is refused. Nothing that was not durable is ever acknowledged. The error callers get
-is generic (``WRITE_FAILED``: an HTTP client sees no path); the log line says what failed. Reads
-go on (``ensure_readable``): they answer durable state only, which the failed write did not touch.
+What that changes, and what not (docs/internals.md, "Storage"): an unsynced batch is in the OS's
+page cache, so the death of the process (``kill -9``, a crash) loses nothing written, acknowledged
+or not; an operating-system crash or a power loss can lose what the fsync in flight did not
+finish, none of it acknowledged. RocksDB's ``SyncWAL`` fsyncs every WAL file written since the last
+sync, an older one that a memtable switch closed too, and the WAL directory once a new WAL file
+was created. An unsynced batch is readable in RocksDB before it is durable: readers go through the
+cache's durable views and :meth:`barrier` (which waits for the fsync in flight too), and a listing
+from RocksDB skips the runs whose creation is not durable yet.
 
-After each synced write, before anyone is answered, the batch's end is recorded in the
-acknowledged marker (``marker``: a store into a mapped page, synced at most once a second), so
+A failed write or fsync is fatal: the callers of every batch it leaves not durable get
+StorageError, the failure is logged, and every later append is refused. Nothing that was not
+durable is ever acknowledged. The error callers get is generic (``WRITE_FAILED``: an HTTP client
+sees no path); the log line says what failed. Reads go on (``ensure_readable``): the engine puts
+its memory back to what RocksDB holds (``RunCache.revert_to_durable``). After a failed *write*
+that is exactly what is durable; after a failed *fsync* RocksDB may also hold the batch that fsync
+did not cover, which a restart finds in the WAL if the OS still wrote it (nobody was told it was
+done, so either way nothing acknowledged is lost).
+
+After each fsync, before anyone is answered, the end of the last batch it covered is recorded in
+the acknowledged marker (``marker``: a store into a mapped page, synced at most once a second), so
 a database whose WAL later loses acknowledged writes is refused at open, not opened rolled back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import structlog
@@ -59,11 +80,30 @@ WRITE_FAILED = (
     "restarted; reads are still served"
 )
 
+SYNC_THREAD = "trine-wal-sync"
+"""The name of a partition log's thread that fsyncs its WAL (one per open log, idle between
+commits)."""
+
+SWITCH_INTERVAL_S = 0.0005
+"""The interpreter's thread switch interval once the sync thread runs (``sys.setswitchinterval``,
+lowered to it, never raised). A thread that wants the GIL waits for the holder to release it, at
+most this long while the holder runs Python (CPython's default: 5 ms). The sync thread needs it
+twice per fsync (to start it, and on its return), while the event loop is busiest: measured with
+``bench/throughput.py`` (c100, ``all``), the default left append p50 at ≈30 ms, 0.5 ms gave
+≈18 ms (see docs/performance.md). Only threads that contend for the GIL are affected: the loop
+alone is never interrupted."""
+
 
 class AppendBatch:
-    """Records and derived-state writes that one synced write makes durable together."""
+    """Records and derived-state writes that one write and one WAL fsync make durable together."""
 
-    def __init__(self, store: Store, first_offset: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        store: Store,
+        first_offset: int,
+        loop: asyncio.AbstractEventLoop,
+        pump: Callable[[], None] | None = None,
+    ) -> None:
         self.first_offset = first_offset
         self.records: list[bytes] = []
         self.started: list[float] = []
@@ -71,6 +111,8 @@ class AppendBatch:
         self.future: asyncio.Future[None] = loop.create_future()
         self._store = store
         self.callbacks: list[Callable[[], None]] = []
+        self.written = 0.0  # perf_counter() when its write began
+        self._pump = pump
 
     @property
     def last_offset(self) -> int:
@@ -89,7 +131,11 @@ class AppendBatch:
 
     async def durable(self) -> None:
         """Return once the batch is durable; raise StorageError if its write failed. Shielded:
-        a cancelled caller does not cancel the batch its neighbours wait on."""
+        a cancelled caller does not cancel the batch its neighbours wait on. Drives the group
+        commit first (``PartitionLog.pump``): every caller gets here once its appends are
+        applied, so a batch gathered so far is complete."""
+        if self._pump is not None and not self.future.done():
+            self._pump()
         await asyncio.shield(self.future)
 
 
@@ -106,6 +152,9 @@ class PartitionLog:
         self._next_offset = self._recover()
         self._marker: AckMarker | None = None  # opened by the first commit
         self._pending: AppendBatch | None = None
+        self._syncing: list[AppendBatch] = []  # written, the fsync in flight covers it
+        self._sync_thread: ThreadPoolExecutor | None = None  # started by the first flush
+        self._sync_done: Future[None] | None = None  # the fsync in flight, or the last one
         self._failure: StorageError | None = None
         self._failure_callbacks: list[Callable[[StorageError], None]] = []
         self._closed = False
@@ -206,15 +255,33 @@ class PartitionLog:
         batch = self._pending
         if batch is None:
             loop = asyncio.get_running_loop()
-            batch = self._pending = AppendBatch(self._store, self._next_offset, loop)
-            loop.call_soon(self.flush)
+            batch = self._pending = AppendBatch(self._store, self._next_offset, loop, self.pump)
+            loop.call_soon(self.pump)
         batch.records.append(encode(record))
         batch.started.append(time.perf_counter())
         self._next_offset += 1
         return batch
 
+    def pump(self) -> None:
+        """Drive the group commit: answer the batches of an fsync that returned, then, unless
+        an fsync is in flight, write the gathered batch and start one for it. Called at every
+        ``AppendBatch.durable`` (so a commit is answered as soon as any caller passes by, not a
+        turn of a saturated loop later), by the loop on the turn after an append, and by the
+        sync thread through the loop when its fsync returns."""
+        done = self._sync_done
+        if done is not None:
+            if not done.done():
+                return  # what is gathered waits for the next fsync
+            self._sync_done = None
+            batches, self._syncing = self._syncing, []
+            # On an error the log refuses everything after (the gathered batch too, in flush):
+            # a later fsync may report success for pages the kernel dropped after this one failed.
+            self._settle(batches, done.exception())
+        self.flush()
+
     def flush(self) -> None:
-        """Write the gathered batch now (synced). Called by the loop; also at close."""
+        """Write the gathered batch now, unsynced, and start an fsync for it (none is in
+        flight: ``pump`` sees to it)."""
         batch, self._pending = self._pending, None
         if batch is None or not batch.records:
             return
@@ -222,7 +289,7 @@ class PartitionLog:
             batch.future.set_exception(self._failure)
             batch.future.exception()
             return
-        begun = time.perf_counter()
+        batch.written = time.perf_counter()
         try:
             self._store.put(
                 batch.write_batch,
@@ -233,30 +300,57 @@ class PartitionLog:
             self._store.put(
                 batch.write_batch, META, applied_key(self.partition), encode_u64(batch.last_offset)
             )
-            self._store.write(batch.write_batch)
-            if self._marker is None:  # created with the first commit's end
-                self._marker = AckMarker(self._store.path, self.partition, batch.last_offset + 1)
-            else:
-                self._marker.record(batch.last_offset + 1)
+            self._store.write(batch.write_batch, sync=False)
         except Exception as exc:
             self._fail(batch, exc)
             return
+        self._syncing = [batch]
+        if self._sync_thread is None:
+            # Lowered, never raised: the sync thread needs the GIL back after each fsync, and a
+            # busy loop would keep it for up to the interval (CPython's default, 5 ms).
+            sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
+            self._sync_thread = ThreadPoolExecutor(1, thread_name_prefix=SYNC_THREAD)
+        self._sync_done = self._sync_thread.submit(self._store.sync_wal)
+        loop = asyncio.get_running_loop()
+        self._sync_done.add_done_callback(lambda _: _call_soon(loop, self.pump))
+
+    def _settle(self, batches: list[AppendBatch], error: BaseException | None) -> None:
+        """Answer ``batches`` (written, in offset order) once the fsync that covered them
+        returned: on success, the acknowledged marker first, then each batch's callers; on
+        failure, each gets the StorageError and the log refuses every later append."""
+        if not batches:
+            return
+        if error is not None:
+            for batch in batches:
+                self._fail(batch, error if isinstance(error, Exception) else Exception(error))
+            return
+        try:
+            last = batches[-1].last_offset + 1
+            if self._marker is None:  # created with the first commit's end
+                self._marker = AckMarker(self._store.path, self.partition, last)
+            else:
+                self._marker.record(last)
+        except Exception as exc:
+            for batch in batches:
+                self._fail(batch, exc)
+            return
         done = time.perf_counter()
-        self.commit_latency.add((done - begun) * 1000)
-        metrics.JOURNAL_COMMIT.observe(done - begun)
-        metrics.JOURNAL_BATCH.observe(len(batch.records))
         observe_append = metrics.JOURNAL_APPEND.observe
-        for started in batch.started:
-            self.append_latency.add((done - started) * 1000)
-            observe_append(done - started)
-        self.batches += 1
-        self.records += len(batch.records)
-        for callback in batch.callbacks:
-            try:
-                callback()
-            except Exception:  # one broken subscriber must not stop the others
-                self._log.exception("after-commit callback failed")
-        batch.future.set_result(None)
+        for batch in batches:
+            self.commit_latency.add((done - batch.written) * 1000)
+            metrics.JOURNAL_COMMIT.observe(done - batch.written)
+            metrics.JOURNAL_BATCH.observe(len(batch.records))
+            for started in batch.started:
+                self.append_latency.add((done - started) * 1000)
+                observe_append(done - started)
+            self.batches += 1
+            self.records += len(batch.records)
+            for callback in batch.callbacks:
+                try:
+                    callback()
+                except Exception:  # one broken subscriber must not stop the others
+                    self._log.exception("after-commit callback failed")
+            batch.future.set_result(None)
 
     def _fail(self, batch: AppendBatch, exc: Exception) -> None:
         self._log.error(
@@ -298,14 +392,23 @@ class PartitionLog:
         with state that a crash could still take back)."""
         if self._failure is not None:
             raise self._failure
-        if self._pending is not None:
-            await self._pending.durable()
+        last = self._pending or (self._syncing[-1] if self._syncing else None)
+        if last is not None:  # batches settle in offset order: the last one settles last
+            await last.durable()
 
     def close(self) -> None:
-        """Write what is gathered, sync the acknowledged marker, then refuse appends."""
+        """Wait for the fsync in flight and answer its batch, write what is gathered, fsync
+        and answer it too (blocking the loop: nothing may use the store after), sync the
+        acknowledged marker, then refuse appends."""
         try:
-            self.flush()
+            self.pump()
+            while self._sync_done is not None:  # the one in flight, then the gathered batch's
+                wait([self._sync_done])
+                self.pump()
         finally:
+            if self._sync_thread is not None:
+                self._sync_thread.shutdown(wait=True)
+                self._sync_thread = None
             self._closed = True
             if self._marker is not None:
                 self._marker.close()
@@ -316,6 +419,12 @@ class PartitionLog:
         """``(offset, record)`` from ``from_offset`` on, each record's CRC checked. Exhaust or
         close the iterator before closing the engine: its RocksDB iterator holds the database."""
         return read_log(self._store, self.partition, from_offset)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    """Run ``callback`` on ``loop`` (from the sync thread), unless the loop is gone."""
+    with contextlib.suppress(RuntimeError):  # closed: close() answered what was in flight
+        loop.call_soon_threadsafe(callback)
 
 
 def read_log(store: Store, partition: int, from_offset: int = 0) -> Iterator[tuple[int, LogRecord]]:

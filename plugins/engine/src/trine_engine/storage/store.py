@@ -79,6 +79,8 @@ class Store:
         self._families: dict[str, Any] = {n: db.get_column_family(n) for n in FAMILIES}
         self._sync = WriteOptions()
         self._sync.sync = True  # WriteOptions.set_sync() does not exist in rocksdict
+        self._unsynced = WriteOptions()
+        self._unsynced.sync = False
         self.upgraded_from: str | None = None
         """The storage format this open upgraded the database from, if any."""
         self.damage: str | None = None
@@ -152,10 +154,22 @@ class Store:
         number of rows (retention deletes a run's journal and events, and the log, so)."""
         batch.delete_range(begin, end, self._handles[family])
 
-    def write(self, batch: Any) -> None:
-        """Write ``batch`` atomically and fsync the WAL before returning. Holds the GIL: rocksdict
-        does not release it around the write (measured; see ``partition_log``)."""
-        self._db.write(batch, self._sync)
+    def write(self, batch: Any, sync: bool = True) -> None:
+        """Write ``batch`` atomically. ``sync``: fsync the WAL before returning, holding the GIL
+        throughout (rocksdict does not release it around ``Rdict.write``: measured, see
+        ``partition_log``). Without it, RocksDB appends the batch to the WAL file with one
+        ``write(2)`` (``manual_wal_flush`` is off, rocksdict does not expose it) and inserts it
+        into the memtable: it survives the death of the process at once (the page cache holds
+        it), an operating-system crash or a power loss only after :meth:`sync_wal`."""
+        self._db.write(batch, self._sync if sync else self._unsynced)
+
+    def sync_wal(self) -> None:
+        """Make every write so far durable: RocksDB's ``SyncWAL`` fsyncs each WAL file not yet
+        synced (the live one, and any older one a memtable switch closed meanwhile), then the
+        WAL directory if a new WAL file was created since its last sync. rocksdict releases the
+        GIL around it (``Rdict.flush_wal``, ``py.allow_threads``), and RocksDB allows it from
+        another thread while writes go on: the partition log calls it from its sync thread."""
+        self._db.flush_wal(True)
 
     # -- reading ---------------------------------------------------------------------------------
 
