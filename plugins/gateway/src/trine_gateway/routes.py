@@ -27,7 +27,6 @@ from litestar.params import (
     PathParameter,
     QueryParameter,
 )
-from litestar.response import ServerSentEvent
 
 from trine_core import (
     MAX_SIGNAL_NAME,
@@ -71,7 +70,7 @@ from trine_gateway.serialization import (
     run_out,
     worker_out,
 )
-from trine_gateway.sse import event_stream
+from trine_gateway.sse import EventStream
 from trine_proto.trine.v1 import (
     CancelRunRequest,
     GetJournalRequest,
@@ -505,7 +504,15 @@ async def signal_run(
     ),
     tags=["runs"],
     media_type="text/event-stream",
-    responses=_errors(400, 404, 410),
+    responses={
+        200: ResponseSpec(
+            str,
+            generate_examples=False,
+            media_type="text/event-stream",
+            description="the run's events, one SSE message each, until its final event",
+        ),
+        **_errors(400, 404, 410),
+    },
 )
 async def run_events(
     gateway: NamedDependency[Gateway],
@@ -529,15 +536,13 @@ async def run_events(
             schema_extra={"minimum": 0, "maximum": MAX_SEQ},
         ),
     ] = None,
-) -> ServerSentEvent:
+) -> EventStream:
     await gateway.backend.get_run(GetRunRequest(run_id=run_id))  # 404 before the stream starts
     if gateway.lifecycle.closing:
         raise Unavailable("the gateway is shutting down")
     after_seq = last_event_id if last_event_id is not None else (after or 0)
-    return ServerSentEvent(
-        event_stream(
-            gateway.backend, gateway.lifecycle, run_id, after_seq, keepalive_s=gateway.keepalive_s
-        )
+    return EventStream(
+        gateway.backend, gateway.lifecycle, run_id, after_seq, keepalive_s=gateway.keepalive_s
     )
 
 

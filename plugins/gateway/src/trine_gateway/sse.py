@@ -12,28 +12,32 @@ connection. If the subscription fails mid-stream (the status line is already sen
 ``stream.error`` event (:data:`~trine_proto.vocabulary.STREAM_ERROR_EVENT`) carries
 ``{"error": {"code", "message"}}`` and the stream ends.
 
-The subscription is read by a separate task (the *pump*) into a queue: the response waits on the
-queue with a timeout, which a keep-alive needs and which cancelling an iterator's ``__anext__``
-could not give without closing it. When the client disconnects, litestar cancels the response and
-its ``finally`` cancels the pump, which closes the subscription; :meth:`Lifecycle.close` cancels
-every pump at shutdown, which ends every stream.
+Why a response of its own rather than litestar's ``ServerSentEvent``: a held stream is what a
+gateway has most of (10,000 at once is a workload we measure), and litestar's streaming response
+costs an anyio task group, a disconnect-listening task and its objects per stream, on top of the
+queue and pump task it needed for keep-alives. Here a stream is two tasks: the response's own,
+which reads the subscription and sends each event (its ``await send`` waits while the client
+does not read, so the subscription is read only as fast as the client consumes: nothing is
+buffered in the gateway; in ``split`` the gRPC stream's unread bytes stay within its HTTP/2
+window and the engine's sender waits too), and a *watcher* spawned on the :class:`Lifecycle`,
+which waits for the client's disconnect and sends the keep-alives in between. A disconnect, or
+:meth:`Lifecycle.close` at shutdown, cancels the response's task, which closes the subscription.
 
-The queue holds at most :data:`BUFFER_EVENTS` events: the pump reads the subscription only as
-fast as the client consumes (a client that stops reading fills its socket, then uvicorn stops
-the response, then the queue fills and the pump waits). In ``split`` the subscription is a gRPC
-stream, whose unread bytes stay within its HTTP/2 window (``trine_transport_grpc.client``), and
-the engine's sender waits too. Before this, a client that did not read had the gateway buffer
-the run's whole history (~95 MB each).
+Both tasks call ``send``: each call carries one whole SSE message, and uvicorn writes each call's
+body with one ``transport.write``, so messages never interleave inside each other.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any, TypeAlias
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 import msgspec
-from litestar.response import ServerSentEventMessage
+from litestar.response.base import ASGIResponse
+from litestar.types import HTTPResponseBodyEvent, Receive, Send
 
 from trine_core import Backend, TrineError, get_logger
 from trine_gateway.lifecycle import Lifecycle
@@ -44,78 +48,117 @@ from trine_proto.vocabulary import STREAM_ERROR_EVENT, ErrorCode
 
 log = get_logger("gateway")
 
-KEEPALIVE = ServerSentEventMessage(data=None, comment="keep-alive")
-_Item: TypeAlias = Event | BaseException | None
-"""What the pump hands over: an event, the error that ended the subscription, or ``None`` (end)."""
-BUFFER_EVENTS = 32
-"""Events read ahead of the client per stream (each at most ``max_payload_bytes``)."""
+KEEPALIVE = b": keep-alive\r\n\r\n"
+_LINE_BREAK = re.compile(r"[\r\n]")
+HEADERS = {"Cache-Control": "no-cache", "Connection": "keep-alive", "X-Accel-Buffering": "no"}
 
 
-async def _close(iterator: AsyncIterator[Any]) -> None:
-    aclose = getattr(iterator, "aclose", None)
-    if aclose is not None:
-        await aclose()
+def message(event: Event) -> bytes:
+    """One event as an SSE message (its JSON is compact: it holds no line break)."""
+    kind = _LINE_BREAK.sub("", event.type)
+    return f"id: {event.seq}\r\nevent: {kind}\r\ndata: {event_json(event)}\r\n\r\n".encode()
 
 
-async def _pump(backend: Backend, request: SubscribeRequest, queue: asyncio.Queue[_Item]) -> None:
-    subscription = backend.subscribe(request)
-    try:
-        async for event in subscription:
-            await queue.put(event)  # waits while the client has BUFFER_EVENTS unread
-    except TrineError as exc:
-        await queue.put(exc)
-    except Exception as exc:
-        log.error("event subscription failed", run_id=request.run_id, exc_info=exc)
-        await queue.put(exc)
-    finally:
-        await _close(subscription)
-
-
-def _error_message(exc: BaseException) -> ServerSentEventMessage:
+def error_message(exc: BaseException) -> bytes:
     if isinstance(exc, TrineError):
         error: dict[str, Any] = exc.to_dict()
     else:
         error = {"code": ErrorCode.INTERNAL, "message": "internal error"}
-    return ServerSentEventMessage(
-        data=msgspec.json.encode({"error": error}).decode(), event=STREAM_ERROR_EVENT
+    data = msgspec.json.encode({"error": error}).decode()
+    return f"event: {STREAM_ERROR_EVENT}\r\ndata: {data}\r\n\r\n".encode()
+
+
+def _body(chunk: bytes, more: bool = True) -> HTTPResponseBodyEvent:
+    return {"type": "http.response.body", "body": chunk, "more_body": more}
+
+
+class EventStream(ASGIResponse):
+    """The ASGI response of ``GET /v1/runs/{id}/events`` (and the console's copy of it)."""
+
+    __slots__ = (
+        "_backend",
+        "_ended_by_watcher",
+        "_keepalive_s",
+        "_last_sent",
+        "_lifecycle",
+        "_request",
+        "_streaming",
     )
+    _should_set_content_length = False
 
+    def __init__(
+        self,
+        backend: Backend,
+        lifecycle: Lifecycle,
+        run_id: str,
+        after_seq: int,
+        keepalive_s: float,
+    ) -> None:
+        super().__init__(media_type="text/event-stream", headers=HEADERS)
+        self._backend = backend
+        self._lifecycle = lifecycle
+        self._request = SubscribeRequest(run_id=run_id, after_seq=after_seq)
+        self._keepalive_s = keepalive_s
+        self._last_sent = time.monotonic()
+        self._streaming = False
+        self._ended_by_watcher = False
 
-async def event_stream(
-    backend: Backend,
-    lifecycle: Lifecycle,
-    run_id: str,
-    after_seq: int,
-    keepalive_s: float,
-) -> AsyncGenerator[ServerSentEventMessage, None]:
-    """The SSE messages of a run's events with ``seq > after_seq``, live until the final one."""
-    queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=BUFFER_EVENTS)
-    request = SubscribeRequest(run_id=run_id, after_seq=after_seq)
-    pump = lifecycle.spawn(_pump(backend, request, queue), name=f"trine-sse-{run_id}")
-    # Also when the pump is cancelled before it ever ran: the stream must learn that it ended.
-    # A full queue has no room for the mark: the loop then ends once it drained the queue.
-    pump.add_done_callback(lambda _: None if queue.full() else queue.put_nowait(None))
-    SSE_STREAMS.inc()
-    try:
-        while True:
-            if queue.empty() and pump.done():
-                return  # ended with a full queue (no end mark), now drained
-            if queue.empty():
-                try:
-                    async with asyncio.timeout(keepalive_s):
-                        item = await queue.get()
-                except TimeoutError:
-                    yield KEEPALIVE
+    async def _send(self, send: Send, chunk: bytes) -> None:
+        self._last_sent = time.monotonic()
+        await send(_body(chunk))
+
+    async def send_body(self, send: Send, receive: Receive) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._streaming = True
+        watcher = self._lifecycle.spawn(
+            self._watch(task, send, receive), name=f"trine-sse-{self._request.run_id}"
+        )
+        SSE_STREAMS.inc()
+        try:
+            await self._stream(send)
+        except asyncio.CancelledError:
+            if not self._ended_by_watcher:
+                raise  # cancelled by the server itself: let it through
+            task.uncancel()  # the client went away, or the gateway shuts down: end cleanly
+        finally:
+            self._streaming = False
+            watcher.cancel()
+            SSE_STREAMS.dec()
+        await send(_body(b"", more=False))  # after a disconnect uvicorn drops it
+
+    async def _stream(self, send: Send) -> None:
+        subscription: AsyncIterator[Event] = self._backend.subscribe(self._request)
+        try:
+            async for event in subscription:
+                await self._send(send, message(event))
+        except TrineError as exc:
+            await self._send(send, error_message(exc))
+        except Exception as exc:
+            log.error("event subscription failed", run_id=self._request.run_id, exc_info=exc)
+            await self._send(send, error_message(exc))
+        finally:
+            aclose = getattr(subscription, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def _watch(self, stream: asyncio.Task[Any], send: Send, receive: Receive) -> None:
+        """Until the client disconnects, a keep-alive whenever nothing was sent for
+        ``keepalive_s``; then, or when the lifecycle's close cancels it, end the stream."""
+        try:
+            while True:
+                wait = self._last_sent + self._keepalive_s - time.monotonic()
+                if wait <= 0:
+                    await self._send(send, KEEPALIVE)
                     continue
-            else:
-                item = queue.get_nowait()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                yield _error_message(item)
-                return
-            yield ServerSentEventMessage(data=event_json(item), event=item.type, id=item.seq)
-    finally:
-        # No await here: after a disconnect, litestar's cancel scope cancels every await again.
-        pump.cancel()
-        SSE_STREAMS.dec()
+                try:
+                    async with asyncio.timeout(wait):
+                        got = await receive()
+                except TimeoutError:
+                    continue
+                if got["type"] == "http.disconnect":
+                    return
+        finally:
+            if self._streaming:
+                self._ended_by_watcher = True
+                stream.cancel()

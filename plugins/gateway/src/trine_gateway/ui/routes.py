@@ -23,14 +23,14 @@ from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, HeaderParameter, QueryParameter
-from litestar.response import Redirect, ServerSentEvent, Template
+from litestar.response import Redirect, Template
 
 from trine_core import TrineError, Unavailable, check_signal_name, get_logger
 from trine_gateway.errors import http_status
 from trine_gateway.models import MAX_TIMEOUT_S
 from trine_gateway.routes import MAX_SEQ, Gateway
 from trine_gateway.serialization import STATUS_BY_NAME, encode_input
-from trine_gateway.sse import event_stream
+from trine_gateway.sse import EventStream
 from trine_gateway.ui.views import (
     STATUSES,
     FunctionCounts,
@@ -286,7 +286,7 @@ async def run_events(
     last_event_id: Annotated[
         int | None, HeaderParameter(name="Last-Event-ID", ge=0, le=MAX_SEQ)
     ] = None,
-) -> ServerSentEvent:
+) -> EventStream:
     """The run's event stream, as ``GET /v1/runs/{id}/events`` gives it, for the page's script:
     under ``/ui`` the browser sends the console's cookie (``Path=/ui``), so a signed-in page
     follows its run without holding the token itself."""
@@ -294,10 +294,9 @@ async def run_events(
     if gateway.lifecycle.closing:
         raise Unavailable("the gateway is shutting down")
     after_seq = last_event_id if last_event_id is not None else (after or 0)
-    stream = event_stream(
+    return EventStream(
         gateway.backend, gateway.lifecycle, run_id, after_seq, keepalive_s=gateway.keepalive_s
     )
-    return ServerSentEvent(stream)
 
 
 async def _run_form_error(
