@@ -10,7 +10,11 @@ import betterproto2
 
 import trine
 from trine import _steps
-from trine_proto.trine.v1 import ReportAck
+from trine_proto.trine.v1 import Command, CoordinatorMessage, ReportAck
+
+
+def kind(command: Command) -> str:
+    return betterproto2.which_one_of(command, "command")[0]
 
 
 async def test_a_quick_step_reports_start_and_end_in_one_report(
@@ -28,11 +32,97 @@ async def test_a_quick_step_reports_start_and_end_in_one_report(
     session = await coordinator.registered()
     session.dispatch(item("r1", "wf"))
     await coordinator.until(lambda: session.finished("r1"))
-    first = next(r.report for r in session.reports if r.report.run_id == "r1")
-    assert [betterproto2.which_one_of(c, "command")[0] for c in first.commands] == [
-        "step_started",
-        "step_completed",
+    reports = [r.report for r in session.reports if r.report.run_id == "r1"]
+    # The step's start, its result and the run's end: one report, one durable commit.
+    assert [[kind(c) for c in r.commands] for r in reports] == [
+        ["step_started", "step_completed", "run_completed"]
     ]
+
+
+async def test_three_steps_cost_three_reports_each_result_with_the_next_start(
+    coordinator, make_worker, serve, item, monkeypatch
+):
+    monkeypatch.setattr(_steps, "STEP_STARTED_DELAY_S", 60.0)
+    worker = make_worker()
+
+    @worker.function
+    async def wf(ctx: trine.Context, _: None) -> list:
+        return [await ctx.step(name, lambda n=name: n) for name in ("a", "b", "c")]
+
+    serve(worker)
+    session = await coordinator.registered()
+    session.dispatch(item("r1", "wf"))
+    await coordinator.until(lambda: session.finished("r1"))
+    reports = [r.report for r in session.reports if r.report.run_id == "r1"]
+    assert [[kind(c) for c in r.commands] for r in reports] == [
+        ["step_started", "step_completed", "step_started"],
+        ["step_completed", "step_started"],
+        ["step_completed", "run_completed"],
+    ]
+    completed = [v.entry.index for k, v in session.commands("r1") if k == "step_completed"]
+    assert completed == [0, 1, 2]
+    assert json.loads(session.commands("r1")[-1][1].result) == ["a", "b", "c"]
+
+
+async def test_a_step_body_waits_until_the_results_before_it_are_acknowledged(
+    coordinator, make_worker, serve, item, default_ack
+):
+    held: list = []
+
+    def policy(report):
+        if any(kind(c) == "step_completed" for c in report.report.commands) and not held:
+            held.append(report)  # the first result's ack is kept back
+            return None
+        return default_ack(report)
+
+    coordinator.ack_policy = policy
+    worker = make_worker()
+    ran: list[str] = []
+
+    @worker.function
+    async def wf(ctx: trine.Context, _: None) -> None:
+        await ctx.step("one", lambda: ran.append("one"))
+        await ctx.step("two", lambda: ran.append("two"))
+
+    serve(worker)
+    session = await coordinator.registered()
+    session.dispatch(item("r1", "wf"))
+    await coordinator.until(lambda: bool(held))
+    # The report carrying step one's result (and step two's start) is out, not acknowledged:
+    # step two's body has not run, and it does not run while the worker's loop turns.
+    assert [kind(c) for c in held[0].report.commands][-1] == "step_started"
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert ran == ["one"]
+    session.outbox.put_nowait(CoordinatorMessage(report_ack=default_ack(held[0])))
+    await coordinator.until(lambda: session.finished("r1"))
+    assert ran == ["one", "two"]
+
+
+async def test_a_held_result_goes_out_alone_when_the_workflow_waits_for_something_else(
+    coordinator, make_worker, serve, item
+):
+    worker = make_worker()
+    quick_reported = asyncio.Event()
+
+    async def slow() -> str:
+        await quick_reported.wait()  # ends only once the quick step's result was reported
+        return "slow"
+
+    @worker.function
+    async def wf(ctx: trine.Context, _: None) -> list:
+        return list(await asyncio.gather(ctx.step("quick", lambda: "quick"), ctx.step("s", slow)))
+
+    serve(worker)
+    session = await coordinator.registered()
+    session.dispatch(item("r1", "wf"))
+    await coordinator.until(lambda: any(k == "step_completed" for k, _ in session.commands("r1")))
+    assert [k for k, _ in session.commands("r1")][-1] == "step_completed"
+    assert not session.finished("r1")
+    quick_reported.set()
+    await coordinator.until(lambda: session.finished("r1"))
+    completed = [v.entry.index for k, v in session.commands("r1") if k == "step_completed"]
+    assert completed == [0, 1]
 
 
 async def test_a_slow_step_announces_its_start_before_it_ends(
@@ -115,7 +205,12 @@ async def test_lease_lost_ends_the_attempt_quietly(
     await logs.wait(lambda r: "lease lost" in r.getMessage())
     worker.shutdown()
     await asyncio.wait_for(task, 10)
-    assert [k for k, _ in session.commands("lost")] == ["step_started", "step_completed"]
+    # Step one's result went out with step two's start, refused: step two never ran.
+    assert [k for k, _ in session.commands("lost")] == [
+        "step_started",
+        "step_completed",
+        "step_started",
+    ]
     assert counts == {"one": 1}
     record = next(r for r in logs.records if "lease lost" in r.getMessage())
     assert record.levelno == logging.INFO
