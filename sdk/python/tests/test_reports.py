@@ -5,12 +5,23 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 
 import betterproto2
 
 import trine
-from trine import _steps
-from trine_proto.trine.v1 import Command, CoordinatorMessage, ReportAck
+from trine import _session, _steps
+from trine_proto.trine.v1 import (
+    Command,
+    CoordinatorMessage,
+    Heartbeat,
+    ReportAck,
+    ReportAcks,
+    RunCompleted,
+    StepStarted,
+    WorkerMessage,
+    WorkItems,
+)
 
 
 def kind(command: Command) -> str:
@@ -216,3 +227,95 @@ async def test_lease_lost_ends_the_attempt_quietly(
     assert record.levelno == logging.INFO
     assert "lost" in record.getMessage()
     assert "[wf lost]" in record.getMessage()
+
+
+class _Stream:
+    """What the session's writer needs of a grpclib stream: the messages it sent, in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[WorkerMessage | None] = []
+
+    async def send_message(self, message: WorkerMessage) -> None:
+        self.sent.append(message)
+
+    async def end(self) -> None:
+        self.sent.append(None)
+
+
+def _shapes(sent: list[WorkerMessage | None]) -> list[str]:
+    def shape(message: WorkerMessage | None) -> str:
+        if message is None:
+            return "end"
+        which, value = betterproto2.which_one_of(message, "message")
+        return f"reports({len(value.reports)})" if which == "reports" else which
+
+    return [shape(m) for m in sent]
+
+
+async def _write(batches: bool, queue: Callable[[_session.Session], None]) -> list[str]:
+    stream = _Stream()
+    session = _session.Session(stream)
+    session.batches = batches
+    queue(session)  # all queued before the writer runs: one turn's worth
+    session.end()
+    await session.write_loop()
+    return _shapes(stream.sent)
+
+
+async def test_reports_queued_in_one_turn_go_as_one_message_in_order() -> None:
+    def queue(session: _session.Session) -> None:
+        for n in range(3):
+            session.report(f"r{n}", "l", Command(step_started=StepStarted(index=0, name="s")))
+        session.send(WorkerMessage(heartbeat=Heartbeat()))
+        for n in range(2):
+            session.report(f"r{n}", "l", Command(run_completed=RunCompleted(result=b"1")))
+
+    assert await _write(True, queue) == ["reports(3)", "heartbeat", "reports(2)", "end"]
+    # A coordinator that does not read WorkerReports (its Registered says nothing): one each.
+    assert await _write(False, queue) == ["report"] * 3 + ["heartbeat"] + ["report"] * 2 + ["end"]
+
+
+async def test_a_batch_stays_under_its_size_bound(monkeypatch) -> None:
+    monkeypatch.setattr(_session, "MAX_BATCH_BYTES", 3000)
+    big = RunCompleted(result=b"x" * 2000)
+
+    def queue(session: _session.Session) -> None:
+        session.report("r0", "l", Command(step_started=StepStarted(index=0, name="s")))
+        session.report("r1", "l", Command(run_completed=big))  # 256 + 256 + 2000: fits
+        session.report("r2", "l", Command(run_completed=big))  # over: starts the next one
+        session.report("r3", "l", Command(step_started=StepStarted(index=0, name="s")))
+
+    assert await _write(True, queue) == ["reports(2)", "reports(2)", "end"]
+
+
+async def test_dispatches_and_acks_that_come_batched_are_read_one_by_one(
+    coordinator, make_worker, serve, item, default_ack
+) -> None:
+    held: list = []
+
+    def policy(report):
+        held.append(report)  # acked below, all in one message
+        return None
+
+    coordinator.ack_policy = policy
+    worker = make_worker()
+
+    @worker.function
+    async def wf(ctx: trine.Context, _: None) -> int:
+        await ctx.emit("e")  # waits for its ack
+        return 1
+
+    serve(worker)
+    session = await coordinator.registered()
+    assert session.register.batches  # this SDK reads ReportAcks and WorkItems
+    runs = ["r1", "r2", "r3"]
+    items = WorkItems([item(r, "wf") for r in runs])
+    session.outbox.put_nowait(CoordinatorMessage(dispatches=items))
+    await coordinator.until(lambda: len(held) == 3)  # every run got its dispatch: three emits
+    assert sorted(r.report.run_id for r in held) == runs
+    assert not any(session.finished(r) for r in runs)
+    acks = [default_ack(r) for r in held]
+    coordinator.ack_policy = default_ack
+    session.outbox.put_nowait(CoordinatorMessage(report_acks=ReportAcks(acks)))
+    # Each emit's ack reached its run, which went on to its end.
+    await coordinator.until(lambda: all(session.finished(r) for r in runs))

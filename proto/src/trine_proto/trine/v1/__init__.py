@@ -45,6 +45,7 @@ __all__ = (
     "RenewLeasesRequest",
     "RenewLeasesResponse",
     "ReportAck",
+    "ReportAcks",
     "ReportOutcome",
     "ReportRequest",
     "ReportResponse",
@@ -73,11 +74,13 @@ __all__ = (
     "WaitRunRequest",
     "WaitSignal",
     "WorkItem",
+    "WorkItems",
     "WorkerInfo",
     "WorkerMessage",
     "WorkerRegistryBase",
     "WorkerRegistryStub",
     "WorkerReport",
+    "WorkerReports",
     "WorkerServiceBase",
     "WorkerServiceStub",
     "WorkflowErrorMode",
@@ -502,6 +505,14 @@ class CoordinatorMessage(betterproto2.Message):
         4, betterproto2.TYPE_MESSAGE, optional=True, group="message"
     )
 
+    report_acks: "ReportAcks | None" = betterproto2.field(
+        5, betterproto2.TYPE_MESSAGE, optional=True, group="message"
+    )
+
+    dispatches: "WorkItems | None" = betterproto2.field(
+        6, betterproto2.TYPE_MESSAGE, optional=True, group="message"
+    )
+
 
 default_message_pool.register_message("trine.v1", "CoordinatorMessage", CoordinatorMessage)
 
@@ -876,6 +887,11 @@ class Register(betterproto2.Message):
 
     build_id: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
 
+    batches: "bool" = betterproto2.field(6, betterproto2.TYPE_BOOL)
+    """
+    The worker reads ReportAcks and WorkItems (several acks, several dispatches in one message).
+    """
+
 
 default_message_pool.register_message("trine.v1", "Register", Register)
 
@@ -885,6 +901,11 @@ class Registered(betterproto2.Message):
     session_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
     heartbeat_interval_ms: "int" = betterproto2.field(2, betterproto2.TYPE_UINT32)
+
+    batches: "bool" = betterproto2.field(3, betterproto2.TYPE_BOOL)
+    """
+    The coordinator reads WorkerReports.
+    """
 
 
 default_message_pool.register_message("trine.v1", "Registered", Registered)
@@ -983,6 +1004,19 @@ class ReportAck(betterproto2.Message):
 
 
 default_message_pool.register_message("trine.v1", "ReportAck", ReportAck)
+
+
+@dataclass(eq=False, repr=False)
+class ReportAcks(betterproto2.Message):
+    """
+    Several acks (or dispatches) queued in one turn of the coordinator's loop, in order. Sent
+    only to a worker whose Register says `batches`.
+    """
+
+    acks: "list[ReportAck]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message("trine.v1", "ReportAcks", ReportAcks)
 
 
 @dataclass(eq=False, repr=False)
@@ -1578,6 +1612,10 @@ class WorkerMessage(betterproto2.Message):
         4, betterproto2.TYPE_MESSAGE, optional=True, group="message"
     )
 
+    reports: "WorkerReports | None" = betterproto2.field(
+        5, betterproto2.TYPE_MESSAGE, optional=True, group="message"
+    )
+
 
 default_message_pool.register_message("trine.v1", "WorkerMessage", WorkerMessage)
 
@@ -1593,6 +1631,19 @@ class WorkerReport(betterproto2.Message):
 
 
 default_message_pool.register_message("trine.v1", "WorkerReport", WorkerReport)
+
+
+@dataclass(eq=False, repr=False)
+class WorkerReports(betterproto2.Message):
+    """
+    Several reports queued in one turn of the worker's loop, in order; each is forwarded and
+    acknowledged as if it came alone. Sent only to a coordinator whose Registered says `batches`.
+    """
+
+    reports: "list[WorkerReport]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message("trine.v1", "WorkerReports", WorkerReports)
 
 
 @dataclass(eq=False, repr=False)
@@ -1627,6 +1678,14 @@ class WorkItem(betterproto2.Message):
 
 
 default_message_pool.register_message("trine.v1", "WorkItem", WorkItem)
+
+
+@dataclass(eq=False, repr=False)
+class WorkItems(betterproto2.Message):
+    items: "list[WorkItem]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message("trine.v1", "WorkItems", WorkItems)
 
 
 class BackendStub(betterproto2_grpclib.ServiceStub):
