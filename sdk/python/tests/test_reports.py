@@ -319,3 +319,37 @@ async def test_dispatches_and_acks_that_come_batched_are_read_one_by_one(
     session.outbox.put_nowait(CoordinatorMessage(report_acks=ReportAcks(acks)))
     # Each emit's ack reached its run, which went on to its end.
     await coordinator.until(lambda: all(session.finished(r) for r in runs))
+
+
+async def test_a_cancellation_the_ack_of_held_results_announces_stops_the_next_body(
+    coordinator, make_worker, serve, item, default_ack, counting
+) -> None:
+    def policy(report):
+        ack = default_ack(report)
+        if any(kind(c) == "step_completed" for c in report.report.commands):
+            assert ack.response is not None
+            ack.response.cancel_requested = True  # the run is being cancelled meanwhile
+        return ack
+
+    coordinator.ack_policy = policy
+    worker = make_worker()
+    counts: dict[str, int] = {}
+
+    @worker.function
+    async def wf(ctx: trine.Context, _: None) -> str:
+        await ctx.step("one", counting(counts, "one"), 1)
+        try:
+            await ctx.step("two", counting(counts, "two"), 2)
+        except trine.CancelledError:
+            return "cancelled"
+        return "not told"
+
+    serve(worker)
+    session = await coordinator.registered()
+    session.dispatch(item("r1", "wf"))
+    await coordinator.until(lambda: session.finished("r1"))
+    assert counts == {"one": 1}  # step two's body never ran
+    kinds = [k for k, _ in session.commands("r1")]
+    assert kinds[-2:] == ["cancel_observed", "run_completed"]
+    assert session.commands("r1")[-2][1].index == 1
+    assert json.loads(session.commands("r1")[-1][1].result) == "cancelled"

@@ -62,14 +62,21 @@ async def step(
     index, entry = attempt.next(EntryKind.STEP, name)
     if entry is not None:
         return attempt.value(entry, _declared.return_type(fn), _output_of(attempt, name))
+    number = attempt.journal.step_attempt(index)
+    started = Command(step_started=StepStarted(index=index, name=name, attempt=number))
+    # The body is an effect: every result the workflow has seen is made durable first, the
+    # step's start going with them; an ack may announce a cancellation, told here before the
+    # body runs. The SDK's own inline bodies (ctx.now...) have no effect: nothing to wait for.
+    told = attempt.cancel_requested and not attempt.cancel_delivered
+    announced = not inline and not told and await attempt.make_durable(started)
     await attempt.deliver_pending_cancel(index, name)
 
-    number = attempt.journal.step_attempt(index)
+    call = (attempt, index, number, name, fn, args, retry, seconds, inline, started, announced)
     if not _tracing.enabled():  # the common case: no generator, no span, no context switch
-        return await _execute(attempt, index, number, name, fn, args, retry, seconds, inline)
+        return await _execute(*call)
     with _tracing.step_span(attempt.run_id, attempt.function, name, index, number) as span:
         try:
-            value = await _execute(attempt, index, number, name, fn, args, retry, seconds, inline)
+            value = await _execute(*call)
         except AttemptEnded as ended:
             _tracing.outcome(span, ended.reason)
             raise
@@ -93,23 +100,22 @@ async def _execute(
     retry: RetryPolicy | None,
     seconds: float | None,
     inline: bool,
+    started_cmd: Command,
+    announced: bool,
 ) -> Any:
-    """Step attempt ``number`` of the step at ``index``: run it and report how it went."""
+    """Step attempt ``number`` of the step at ``index``: run it and report how it went
+    (``started_cmd`` is its ``StepStarted``, sent already when ``announced``)."""
     input_digest = _codec.digest(args)
     turn = attempt.claim_turn()
-    started_cmd = Command(step_started=StepStarted(index=index, name=name, attempt=number))
     started: list[asyncio.Future[ReportAck]] = []
     announce: asyncio.TimerHandle | None = None
+    unannounced: list[Command] = []
     try:
-        # The body is an effect: every result the workflow has seen is made durable first, the
-        # step's start going with them. The SDK's own inline bodies (ctx.now...) have no effect.
-        if inline or not await attempt.make_durable(started_cmd):
+        if not announced:
             announce = asyncio.get_running_loop().call_later(
                 STEP_STARTED_DELAY_S, lambda: started.append(attempt.reporter.send(started_cmd))
             )
             unannounced = [started_cmd]
-        else:
-            unannounced = []
         started_at = _codec.now_ms()
         failure: BaseException | None = None
         info: ErrorInfo | None = None
