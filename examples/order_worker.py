@@ -10,8 +10,11 @@ Environment, for the crash tests:
 
 - ``TRINE_WORKER_ADDR``: the coordinator (default ``127.0.0.1:7481``).
 - ``ORDER_SIDE_EFFECT_LOG=path``: append ``exec <run_id> <step>`` each time a step body really
-  executes, and ``ack <run_id> <step>`` once ``ctx.step`` returned (its result is durable). A step
-  executed again after its ack would be a broken promise; the tests look for exactly that.
+  executes, and ``ack <run_id> <step>`` once the step's result is known to be durable: when
+  ``ctx.step`` answered it from the journal, or when the next step's body starts (the SDK makes
+  every result the workflow has seen durable before a step body runs; a result it returned may
+  still be on its way until then). A step executed again after its ack would be a broken
+  promise; the tests look for exactly that.
 - ``ORDER_STEP_DELAY_S=seconds``: each step body sleeps this long, so a test can kill mid-step.
 - ``ORDER_SYNC_STEPS=1``: the step bodies are sync functions (run in the worker's step threads)
   instead of async ones (awaited on its event loop), to compare the two.
@@ -78,32 +81,56 @@ def step_ship(order: OrderDict) -> OrderDict:
 worker = trine.Worker()
 
 
+def executing(ctx: trine.Context, name: str, returned: list[str]) -> None:
+    """A step body starts: the results returned before it are durable now; then it executes."""
+    for earlier in returned:
+        record("ack", ctx.run_id, earlier)
+    returned.clear()
+    record("exec", ctx.run_id, name)
+
+
+def returned_now(ctx: trine.Context, name: str, replayed: bool, returned: list[str]) -> None:
+    """``ctx.step`` returned: a replayed result is durable (the journal had it); a new one is
+    once the next body starts."""
+    if replayed:
+        record("ack", ctx.run_id, name)
+    else:
+        returned.append(name)
+
+
 async def durable(
-    ctx: trine.Context, name: str, body: Callable[[OrderDict], OrderDict], order: OrderDict
+    ctx: trine.Context,
+    name: str,
+    body: Callable[[OrderDict], OrderDict],
+    order: OrderDict,
+    returned: list[str],
 ) -> OrderDict:
-    """``ctx.step`` around ``body``, recording when it executes and when its result is durable."""
+    """``ctx.step`` around ``body``, recording when it executes and when its result is durable
+    (``returned``: the run's results not known durable yet)."""
 
     async def execute(order: OrderDict) -> OrderDict:
-        record("exec", ctx.run_id, name)
+        executing(ctx, name, returned)
         if STEP_DELAY_S > 0:
             await asyncio.sleep(STEP_DELAY_S)
         return body(order)
 
     def execute_sync(order: OrderDict) -> OrderDict:
-        record("exec", ctx.run_id, name)
+        executing(ctx, name, returned)
         if STEP_DELAY_S > 0:
             time.sleep(STEP_DELAY_S)  # in a step thread: blocks nothing else
         return body(order)
 
+    replayed = ctx.replaying
     result: OrderDict = await ctx.step(name, execute_sync if SYNC_STEPS else execute, order)
-    record("ack", ctx.run_id, name)
+    returned_now(ctx, name, replayed, returned)
     return result
 
 
 async def order(ctx: trine.Context, order: OrderDict) -> OrderDict:
-    s1 = await durable(ctx, "validate", step_validate, order)
-    s2 = await durable(ctx, "charge", step_charge, order)
-    s3 = await durable(ctx, "ship", step_ship, order)
+    returned: list[str] = []
+    s1 = await durable(ctx, "validate", step_validate, order, returned)
+    s2 = await durable(ctx, "charge", step_charge, order, returned)
+    s3 = await durable(ctx, "ship", step_ship, order, returned)
     return {"order_id": order["order_id"], "status": "completed", "steps": [s1, s2, s3]}
 
 
@@ -166,35 +193,37 @@ R = TypeVar("R", bound=pydantic.BaseModel)
 
 
 async def durable_typed(
-    ctx: trine.Context, name: str, body: Callable[[Order], R], order: Order
+    ctx: trine.Context, name: str, body: Callable[[Order], R], order: Order, returned: list[str]
 ) -> R:
     """``durable`` for a typed body. The step function declares the body's types
     (``functools.wraps`` copies its annotations), so its output comes back as the body's model."""
 
     async def execute(order: Order) -> R:
-        record("exec", ctx.run_id, name)
+        executing(ctx, name, returned)
         if STEP_DELAY_S > 0:
             await asyncio.sleep(STEP_DELAY_S)
         return body(order)
 
     def execute_sync(order: Order) -> R:
-        record("exec", ctx.run_id, name)
+        executing(ctx, name, returned)
         if STEP_DELAY_S > 0:
             time.sleep(STEP_DELAY_S)  # in a step thread: blocks nothing else
         return body(order)
 
+    replayed = ctx.replaying
     if SYNC_STEPS:
         result = await ctx.step(name, functools.wraps(body)(execute_sync), order)
     else:
         result = await ctx.step(name, functools.wraps(body)(execute), order)
-    record("ack", ctx.run_id, name)
+    returned_now(ctx, name, replayed, returned)
     return result
 
 
 async def order_typed(ctx: trine.Context, order: Order) -> OrderResult:
-    s1 = await durable_typed(ctx, "validate", typed_validate, order)
-    s2 = await durable_typed(ctx, "charge", typed_charge, order)
-    s3 = await durable_typed(ctx, "ship", typed_ship, order)
+    returned: list[str] = []
+    s1 = await durable_typed(ctx, "validate", typed_validate, order, returned)
+    s2 = await durable_typed(ctx, "charge", typed_charge, order, returned)
+    s3 = await durable_typed(ctx, "ship", typed_ship, order, returned)
     return OrderResult(order_id=order.order_id, status="completed", steps=(s1, s2, s3))
 
 

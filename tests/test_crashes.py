@@ -43,10 +43,12 @@ def test_kill9_worker_mid_step_second_worker_finishes_only_unacked_step_reruns(
     slow = cluster.start_worker(ORDER_SIDE_EFFECT_LOG=str(effects), ORDER_STEP_DELAY_S="1.0")
     with cluster.client() as http:
         run_id = start_order(http)
-        # Wait until the second step has started: the first one is acknowledged.
+        # Wait until the second step's body runs: the first one's result is durable by then
+        # (its step.started event is committed with that result, before the body begins).
         started = sse_events(http, run_id, limit=4)  # run.started, step.started/completed, started
         assert [e["event"] for e in started][-1] == "step.started"
         assert started[-1]["data"]["name"] == "charge"
+        LogFile(effects).wait_for(lambda line: line.split()[::2] == ["exec", "charge"])
         slow.kill9()
         cluster.start_worker(ORDER_SIDE_EFFECT_LOG=str(effects))
         run = wait_run(http, run_id)

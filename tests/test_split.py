@@ -57,8 +57,10 @@ def test_kill9_each_process_in_turn_under_load(split: Cluster) -> None:
     assert reexecuted_after_ack(rows) == []
     reruns = sum(1 for k, _, _ in rows if k == "exec") - len(ids) * 3
     assert reruns > 0  # the kills hit steps in flight, which ran again: only those
+    # A result is known durable once the next step's body starts (the last one's commits with
+    # the run's end, which wait_run saw above).
     assert {(r, s) for k, r, s in rows if k == "ack"} == {
-        (run_id, step) for run_id in ids for step in ("validate", "charge", "ship")
+        (run_id, step) for run_id in ids for step in ("validate", "charge")
     }
 
 

@@ -105,14 +105,17 @@ class WorkerStream:
         slots: int = 10,
         spec: FunctionSpec | None = None,
         build_id: str = "",
+        batches: bool = False,
     ) -> CoordinatorMessage:
-        """Register serving ``spec`` (``FUNCTION`` with its defaults if None) as of ``build_id``."""
+        """Register serving ``spec`` (``FUNCTION`` with its defaults if None) as of ``build_id``;
+        ``batches``: as a worker that reads ReportAcks and WorkItems."""
         await self.send(
             register=Register(
                 worker_id=worker_id,
                 functions=[spec or FunctionSpec(name=FUNCTION)],
                 max_concurrency=slots,
                 build_id=build_id,
+                batches=batches,
             )
         )
         reply = await self.recv()
@@ -190,12 +193,15 @@ class Harness:
         spec: FunctionSpec | None = None,
         build_id: str = "",
         metadata: dict[str, str] | None = None,
+        batches: bool = False,
     ) -> AsyncIterator[WorkerStream]:
         """A worker's stream, opened and registered (so the engine knows its function)."""
         async with self.open(metadata) as stream:
             await stream.send_request()
             worker = WorkerStream(stream)
-            await worker.register(worker_id, slots=slots, spec=spec, build_id=build_id)
+            await worker.register(
+                worker_id, slots=slots, spec=spec, build_id=build_id, batches=batches
+            )
             yield worker
 
     async def start(self, count: int = 1, payload: bytes = b"") -> list[str]:

@@ -6,7 +6,7 @@ import asyncio
 
 import grpclib
 import pytest
-from conftest import Harness, WorkerStream, ack, coordinator_context, dispatched
+from conftest import Harness, WorkerStream, ack, completed, coordinator_context, dispatched
 from grpclib.client import Channel
 from grpclib.health.v1.health_grpc import HealthStub
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
@@ -16,7 +16,14 @@ from trine_coordinator.settings import WORKER_ADDR
 from trine_core import ConfigError, Settings, Unavailable
 from trine_core.testing import occupied_port
 from trine_core.testing.memory import MemoryEngine
-from trine_proto.trine.v1 import Drain, GetRunRequest, ReportOutcome, RunStatus
+from trine_proto.trine.v1 import (
+    Drain,
+    GetRunRequest,
+    ReportAck,
+    ReportOutcome,
+    RunStatus,
+    WorkerReports,
+)
 
 
 async def test_register_dispatch_report_ack(coordinator: Harness) -> None:
@@ -38,6 +45,54 @@ async def test_register_dispatch_report_ack(coordinator: Harness) -> None:
         run = await coordinator.memory.backend.get_run(GetRunRequest(run_id=r1))
         assert run.status == RunStatus.COMPLETED
         await stream.end()
+
+
+async def test_a_batching_worker_gets_its_dispatches_and_acks_in_batches(
+    coordinator: Harness,
+) -> None:
+    async with coordinator.open() as stream:
+        await stream.send_request()
+        worker = WorkerStream(stream)
+        reply = await worker.register(batches=True)
+        assert reply.registered is not None
+        assert reply.registered.batches  # the coordinator reads WorkerReports
+        runs = await coordinator.start(3)
+        messages = []
+        while sum(len(m.dispatches.items) if m.dispatches else 1 for m in messages) < 3:
+            message = await worker.recv()
+            assert message is not None
+            messages.append(message)
+        # Taken in one take_work, queued in one turn: one message.
+        assert [m.dispatches is not None for m in messages] == [True]
+        items = messages[0].dispatches.items  # type: ignore[union-attr]
+        leases = {str(i.run.id): str(i.lease.id) for i in items if i.run and i.lease}
+        assert sorted(leases) == sorted(runs)
+        reports = [completed(run, leases[run], request_id=n) for n, run in enumerate(runs, 1)]
+        await worker.send(reports=WorkerReports(reports))
+        acks: list[ReportAck] = []
+        kinds = []
+        while len(acks) < 3:
+            message = await worker.recv()
+            assert message is not None
+            kinds.append("report_acks" if message.report_acks else "report_ack")
+            acks += message.report_acks.acks if message.report_acks else [message.report_ack]
+        assert sorted(a.request_id for a in acks) == [1, 2, 3]
+        assert {a.response.outcome for a in acks if a.response} == {ReportOutcome.FINISHED}
+        assert "report_acks" in kinds  # at least two acks of the turn went together
+        for run in runs:
+            got = await coordinator.memory.backend.get_run(GetRunRequest(run_id=run))
+            assert got.status == RunStatus.COMPLETED
+        await stream.end()
+
+
+async def test_a_worker_that_does_not_batch_gets_one_message_each(coordinator: Harness) -> None:
+    async with coordinator.worker() as worker:  # an SDK from before batches
+        runs = await coordinator.start(3)
+        assert {await dispatched(worker) for _ in runs} == set(runs)
+        for n, run in enumerate(runs, 1):
+            await worker.send(report=completed(run, worker.leases[run], request_id=n))
+        assert sorted([(await ack(worker)).request_id for _ in runs]) == [1, 2, 3]
+        await worker.stream.end()
 
 
 async def test_capacity_is_respected(coordinator: Harness) -> None:

@@ -29,6 +29,7 @@ from trine_proto.trine.v1 import (
     Lease,
     Registered,
     ReportAck,
+    ReportAcks,
     ReportOutcome,
     ReportResponse,
     Run,
@@ -74,7 +75,14 @@ class FakeSession:
 
     @property
     def reports(self) -> list[WorkerReport]:
-        return [m.report for m in self.received if m.report is not None]
+        """Every report received, in order, those of a ``WorkerReports`` batch one by one."""
+        return [
+            report
+            for m in self.received
+            for report in (
+                [m.report] if m.report is not None else m.reports.reports if m.reports else []
+            )
+        ]
 
     @property
     def drained(self) -> bool:
@@ -121,6 +129,7 @@ class FakeSession:
                             registered=Registered(
                                 session_id=f"s-{len(self.coordinator.sessions)}",
                                 heartbeat_interval_ms=self.coordinator.heartbeat_ms,
+                                batches=self.coordinator.batches,
                             )
                         )
                     )
@@ -128,6 +137,10 @@ class FakeSession:
                     ack = self.coordinator.ack_policy(value)
                     if ack is not None:
                         self.outbox.put_nowait(CoordinatorMessage(report_ack=ack))
+                elif which == "reports":  # acked together, as the coordinator does in one turn
+                    acks = [a for r in value.reports if (a := self.coordinator.ack_policy(r))]
+                    if acks:
+                        self.outbox.put_nowait(CoordinatorMessage(report_acks=ReportAcks(acks)))
                 await self.coordinator.notify()
         finally:
             self.ended.set()
@@ -157,6 +170,7 @@ class FakeCoordinator(WorkerServiceBase):
         self.sessions: list[FakeSession] = []
         self.ack_policy: AckPolicy = continue_or_finish
         self.heartbeat_ms = 50
+        self.batches = True  # Registered says the coordinator reads WorkerReports
         self.close_when_worker_ends = True  # end our side of a stream once the worker ended its
         self.port = 0
         self.server: _Server | None = None

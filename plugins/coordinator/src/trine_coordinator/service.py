@@ -194,6 +194,7 @@ class WorkerService(WorkerServiceBase):
             build_id=register.build_id,
             credential=credential,
             instance=instance,
+            batches=register.batches,
         )
         try:
             await self.dispatcher.register_functions(
@@ -239,6 +240,7 @@ class WorkerService(WorkerServiceBase):
                 registered=Registered(
                     session_id=session.session_id,
                     heartbeat_interval_ms=self.settings[HEARTBEAT_INTERVAL_MS],
+                    batches=True,
                 )
             )
             if not session.closed:  # not fenced or stopped while Registered was being sent
@@ -246,7 +248,7 @@ class WorkerService(WorkerServiceBase):
                     self._spawn(self._read(session, messages)),
                     self._spawn(self._dispatch(session)),
                 ]
-            while (message := await session.outbox.get()) is not None:
+            while (message := await session.next_message()) is not None:
                 yield message
             if session.refusal is not None:  # ended because its token no longer admits it
                 raise session.refusal
@@ -390,6 +392,10 @@ class WorkerService(WorkerServiceBase):
                 session.last_heard_ms = now_ms()
                 if message.report is not None:
                     self._spawn(self._forward(session, message.report))
+                elif message.reports is not None:
+                    # In order: the reports of one run reach the dispatcher as they were sent.
+                    for report in message.reports.reports:
+                        self._spawn(self._forward(session, report))
                 elif message.drain is not None:
                     session.drain()
                     self.log.info("worker draining", worker_id=session.worker_id)

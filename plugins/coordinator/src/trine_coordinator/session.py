@@ -8,8 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trine_coordinator.admission import Credential
-from trine_proto.trine.v1 import CancelNotice, CoordinatorMessage
+from trine_proto.trine.v1 import CancelNotice, CoordinatorMessage, ReportAcks, WorkItems
 from trine_proto.vocabulary import now_ms
+
+MAX_BATCH = 256
+"""Acks or dispatches in one ``ReportAcks`` / ``WorkItems`` message at most."""
 
 
 @dataclass
@@ -63,6 +66,11 @@ class WorkerSession:
     flights: dict[str, Flight] = field(default_factory=dict)
     """Run id → what the worker registry shows of each run in ``in_flight``."""
     outbox: asyncio.Queue[CoordinatorMessage | None] = field(default_factory=asyncio.Queue)
+    batches: bool = False
+    """The worker reads ``ReportAcks`` and ``WorkItems`` (its Register says so): ``next_message``
+    sends consecutive acks, and consecutive dispatches, as one message."""
+    taken: list[CoordinatorMessage | None] = field(default_factory=list)
+    """Taken from the outbox by ``next_message`` while gathering a batch, to go out next."""
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when a slot frees or the session changes state, so the dispatch loop looks again."""
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -93,6 +101,36 @@ class WorkerSession:
     def send(self, message: CoordinatorMessage) -> None:
         if not self.closed:
             self.outbox.put_nowait(message)
+
+    async def next_message(self) -> CoordinatorMessage | None:
+        """The next message to send (None: the stream ends). Acks (or dispatches) queued one
+        after another while the last send was under way go as one message when the worker reads
+        those: the acks of a turn of reports cost one message to frame and decode, not one
+        each."""
+        message = self.taken.pop(0) if self.taken else await self.outbox.get()
+        if message is None or not self.batches or self.outbox.empty():
+            return message
+        if message.report_ack is not None:
+            acks = [message.report_ack]
+            while len(acks) < MAX_BATCH and not self.outbox.empty():
+                queued = self.outbox.get_nowait()
+                if queued is None or queued.report_ack is None:
+                    self.taken.append(queued)
+                    break
+                acks.append(queued.report_ack)
+            if len(acks) > 1:
+                return CoordinatorMessage(report_acks=ReportAcks(acks))
+        elif message.dispatch is not None:
+            items = [message.dispatch]
+            while len(items) < MAX_BATCH and not self.outbox.empty():
+                queued = self.outbox.get_nowait()
+                if queued is None or queued.dispatch is None:
+                    self.taken.append(queued)
+                    break
+                items.append(queued.dispatch)
+            if len(items) > 1:
+                return CoordinatorMessage(dispatches=WorkItems(items))
+        return message
 
     def finish(self, run_id: str, lease_id: str) -> None:
         """The run no longer holds a slot here (finished, suspended, retry scheduled, or lease

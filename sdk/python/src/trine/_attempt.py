@@ -1,6 +1,17 @@
 """What every ``ctx`` call of one attempt shares: the journal cursor, the order its reports go
-out in, the patch markers waiting to go out with them, what the workflow has been told of a
-cancellation, and how an ack is settled.
+out in, the patch markers and step results waiting to go out with them, what the workflow has
+been told of a cancellation, and how an ack is settled.
+
+A step's result is *held* (``hold_result``) rather than sent at once: the workflow goes on with
+it while the SDK waits for the next report of the run to carry it (the next step's start, a
+wait, an event, the run's end), so a workflow that ends after its last step commits that step's
+result and its completion at once. Deterministic workflow code may run on a result that is not
+durable yet; nothing with an effect outside the worker may: a step body waits until every result
+the workflow has seen is durable (``make_durable``), and a wait, a child's start, an event or the
+run's end carry the held results in their own report, in the same commit. A result is never held
+past the moment the workflow's task yields to the loop without a ``ctx`` call: then it goes out
+alone (``_flush_soon``), so a slow ``asyncio.gather`` partner never keeps a finished step's result
+from being durable.
 
 Steps and waits are separate modules, but they interleave in one workflow (``asyncio.gather``
 of steps, a wait after a step) and must agree on all of this, so it lives in one object that
@@ -10,6 +21,7 @@ both are handed.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -79,9 +91,17 @@ class Attempt:
         # Set once the run is known to be unrecoverable: it ends (blocked or failed) even if the
         # workflow catches it.
         self.fatal_error: NonDeterminismError | None = None
-        # Patch markers (``ctx.patched``) by journal position, not sent yet: ``patched`` is sync,
-        # so its marker goes out with the next report in journal order (``send``).
-        self._held: list[tuple[int, Command]] = []
+        # Commands by journal position, not sent yet, each marked whether it carries a step's
+        # result the workflow has seen: patch markers (``ctx.patched`` is sync, so its marker
+        # goes out with the next report in journal order) and held step results
+        # (``hold_result``), sent with the next report in journal order (``send``).
+        self._held: list[tuple[int, Command, bool]] = []
+        # The reports that carried held results and whose acks no step body has waited for yet.
+        self._carrying: list[asyncio.Future[ReportAck]] = []
+        # The last report carrying journal entries, until its ack: the next one goes out only
+        # after it (``_report``), so two of them are never in flight at once.
+        self._in_flight: asyncio.Future[ReportAck] | None = None
+        self._flush_handle: asyncio.Handle | None = None
         self.cancel_requested = cancel_requested
         # Once the workflow got its CancelledError it may clean up with more steps: those must
         # not be interrupted, nor told again.
@@ -119,7 +139,8 @@ class Attempt:
         check_change_id(change_id)
         index, new_path, journal_it = self.journal.patch(change_id)
         if journal_it:
-            self._held.append((index, Command(patched=Patched(index=index, change_id=change_id))))
+            marker = Command(patched=Patched(index=index, change_id=change_id))
+            self._held.append((index, marker, False))
         return new_path
 
     def deprecate_patch(self, change_id: str) -> None:
@@ -143,17 +164,87 @@ class Attempt:
     # -- report order ----------------------------------------------------------------------------
 
     def send(self, *commands: Command, index: int | None) -> asyncio.Future[ReportAck]:
-        """Send a report in journal order (its call's turn came), the patch markers held for
-        positions before ``index`` first (all of them for a run's final report: ``None``).
+        """Send a report in journal order (its call's turn came), the held commands (patch
+        markers, step results) for positions before ``index`` first (all of them for a run's
+        final report: ``None``).
 
         The engine journals entries strictly in index order, so a marker must neither overtake
         an earlier call still running concurrently nor fall behind a later one: only reports
         sent in their turn carry markers (a step's early ``StepStarted`` announcement does not).
         """
-        due = [c for i, c in self._held if index is None or i < index]
+        return self._send_held(lambda i: index is None or i < index, commands)
+
+    def hold_result(self, index: int, *commands: Command) -> None:
+        """Hold a step's result (its ``commands``: the step's start if not announced, its
+        ``StepCompleted``) for the next report, in its turn; it goes out alone once the
+        workflow's task yields to the loop first (``_flush_soon``)."""
+        self._held.extend((index, command, True) for command in commands)
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush_soon)
+
+    async def make_durable(self, *extra: Command) -> bool:
+        """Before an effect outside the worker (a step's body): wait until every result the
+        workflow has seen is durable, sending the held ones now, with ``extra`` (the next
+        step's ``StepStarted``) in the same report. Whether ``extra`` went out."""
+        sent = False
+        if any(result for _, _, result in self._held):
+            last = max(i for i, _, result in self._held if result)
+            # Every position up to the last held result is held or sent already (a result is
+            # held in its turn, after every call before it), so this prefix goes out in order.
+            self._send_held(lambda i: i <= last, extra)
+            sent = True
+        carrying = list(self._carrying)
+        for future in carrying:
+            await self.settle(future)
+        self._carrying = [f for f in self._carrying if f not in carrying]
+        return sent
+
+    def discard_held(self) -> None:
+        """The attempt ended: nothing more of it goes out (its lease is over or ending)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._held.clear()
+
+    def _flush_soon(self) -> None:
+        """The workflow's task yielded with results still held: send them alone, now."""
+        self._flush_handle = None
+        if any(result for _, _, result in self._held):
+            last = max(i for i, _, result in self._held if result)
+            self._send_held(lambda i: i <= last, ())
+
+    def _send_held(
+        self, due_at: Callable[[int], bool], commands: tuple[Command, ...]
+    ) -> asyncio.Future[ReportAck]:
+        """Send the held commands at the positions ``due_at`` accepts (in index order), then
+        ``commands``, in one report."""
+        due = [held for held in self._held if due_at(held[0])]
         if due:
-            self._held = [(i, c) for i, c in self._held if index is not None and i >= index]
-        return self.reporter.send(*due, *commands)
+            self._held = [held for held in self._held if not due_at(held[0])]
+        due.sort(key=lambda held: held[0])  # stable: a step's start stays before its end
+        future = self._report(*(c for _, c, _ in due), *commands)
+        if any(result for _, _, result in due):
+            self._carrying.append(future)
+        return future
+
+    def _report(self, *commands: Command) -> asyncio.Future[ReportAck]:
+        """Queue a report carrying journal entries behind the last one, once that one's ack
+        came: reports of a run must reach the engine in order, and the path to it (a task per
+        report in the coordinator, a gRPC call per report in the split) does not promise that
+        for two reports in flight at once. In-turn reports never overlap anyway; only a held
+        result sent alone (``_flush_soon``, ``make_durable``) may be followed at once."""
+        previous = self._in_flight
+        if previous is None or previous.done():
+            future = self.reporter.send(*commands)
+        else:
+            future = asyncio.get_running_loop().create_future()
+
+            def go(_: asyncio.Future[ReportAck]) -> None:
+                _chain(self.reporter.send(*commands), future)
+
+            previous.add_done_callback(go)
+        self._in_flight = future
+        return future
 
     def claim_turn(self) -> Turn:
         """The next place in the order of reports, behind every call that claimed one before."""
@@ -211,6 +302,20 @@ class Attempt:
             raise_refusal(ack, self.log, self.reporter.session)
         if ack.response is not None and ack.response.cancel_requested:
             self.cancel_requested = True
+
+
+def _chain(source: asyncio.Future[ReportAck], target: asyncio.Future[ReportAck]) -> None:
+    """Resolve ``target`` as ``source`` resolves (cancelled with it: the stream ended)."""
+
+    def copy(done: asyncio.Future[ReportAck]) -> None:
+        if target.done():
+            return
+        if done.cancelled():
+            target.cancel()
+        else:
+            target.set_result(done.result())
+
+    source.add_done_callback(copy)
 
 
 def check_change_id(change_id: str) -> None:

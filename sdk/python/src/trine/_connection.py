@@ -217,6 +217,7 @@ class Connection:
                         _first_registered(stream), self._worker.register_timeout
                     )
                     self._on_registered(registered)
+                    session.batches = registered.batches
                     interval = (registered.heartbeat_interval_ms or DEFAULT_HEARTBEAT_MS) / 1000
                     reason = await self._serve_session(stream, session, writer, interval)
                 finally:
@@ -248,6 +249,7 @@ class Connection:
             max_concurrency=self._worker.max_concurrency,
             sdk_version=f"trine-python/{__version__}",
             build_id=build_id,
+            batches=True,
         )
 
     def _on_registered(self, registered: Registered) -> None:
@@ -309,8 +311,14 @@ class Connection:
                 log.debug("ignoring a %r message from the coordinator", kind)
             elif kind == "report_ack":
                 session.on_ack(value)
+            elif kind == "report_acks":
+                for ack in value.acks:
+                    session.on_ack(ack)
             elif kind == "dispatch":
                 self._runs.start(value, session, self._functions, self._worker.max_payload_bytes)
+            elif kind == "dispatches":
+                for item in value.items:
+                    self._runs.start(item, session, self._functions, self._worker.max_payload_bytes)
             elif kind == "cancel":
                 self._runs.cancel_notice(value.lease_id)
             else:

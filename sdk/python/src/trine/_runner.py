@@ -111,6 +111,7 @@ async def _execute(
     assert run is not None
     ending = await run_workflow(definition, run.input, ctx, max_payload_bytes=max_payload_bytes)
     if ending.ended is not None:
+        ctx._state.discard_held()
         ctx._runtime_log.debug("attempt %d ended: %s", ctx.attempt, ending.ended)
         return ending.ended, None
     session = ctx._state.reporter.session

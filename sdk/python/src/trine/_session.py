@@ -2,8 +2,11 @@
 
 A single writer task drains the outbox, so every message (reports of all runs, heartbeats) goes
 out in the order it was queued and queuing never blocks: that is what lets a step send
-``StepStarted`` without waiting and still have its reports arrive in order. Acks come back on the
-reader side and resolve the future of their ``request_id``.
+``StepStarted`` without waiting and still have its reports arrive in order. Reports queued while
+the writer was busy (the runs of one turn of the loop, or of the time the last send took) go out
+as one ``WorkerReports`` message when the coordinator reads those (``batches``): one message to
+encode, frame and decode instead of one per report, and in the engine one group commit. Acks come
+back on the reader side, alone or batched, and resolve the future of their ``request_id``.
 
 Futures resolve to the ``ReportAck`` itself, refusals included, rather than to an exception: a
 report whose ack nobody awaits (its run was cancelled) must not log "exception never retrieved".
@@ -22,9 +25,16 @@ from trine_proto.trine.v1 import (
     ReportRequest,
     WorkerMessage,
     WorkerReport,
+    WorkerReports,
 )
 
 log = logging.getLogger("trine.worker")
+
+# A WorkerReports message holds at most this many reports, of about this many bytes together (a
+# report over it goes alone): a quarter of the smallest message limit a coordinator derives
+# (trine_proto.limits), which the worker does not know.
+MAX_BATCH = 256
+MAX_BATCH_BYTES = 1 << 20
 
 
 class Session:
@@ -43,6 +53,7 @@ class Session:
         self.remote_ended = False  # the coordinator ended its side
         self._aborted: asyncio.Event = asyncio.Event()
         self.abort_reason = ""
+        self.batches = False  # the coordinator reads WorkerReports (its Registered says so)
 
     @property
     def closed(self) -> bool:
@@ -101,14 +112,55 @@ class Session:
         self._acks.clear()
 
     async def write_loop(self) -> None:
-        """Send queued messages in order until ``end()``; a send error ends the loop with it."""
+        """Send queued messages in order until ``end()``; a send error ends the loop with it.
+        Consecutive reports already queued go as one message (``batches``)."""
+        taken: list[WorkerMessage | None] = []  # taken from the outbox, to go out next
         while True:
-            message = await self._outbox.get()
+            message = taken.pop(0) if taken else await self._outbox.get()
             if message is None:
                 await self._stream.end()
                 self.half_closed = True
                 return
-            await self._stream.send_message(message)
+            if message.report is None or not self.batches or self._outbox.empty():
+                await self._stream.send_message(message)
+                continue
+            reports = [message.report]
+            size = weight(message.report)
+            while len(reports) < MAX_BATCH and not self._outbox.empty():
+                queued = self._outbox.get_nowait()
+                if queued is None or queued.report is None:
+                    taken.append(queued)  # a heartbeat, a drain, the end: after the batch
+                    break
+                size += weight(queued.report)
+                if size > MAX_BATCH_BYTES:
+                    taken.append(queued)  # it starts the next message
+                    break
+                reports.append(queued.report)
+            if len(reports) == 1:
+                await self._stream.send_message(message)
+            else:
+                await self._stream.send_message(WorkerMessage(reports=WorkerReports(reports)))
+
+
+def weight(report: WorkerReport) -> int:
+    """About how many bytes ``report`` takes encoded: its payloads and error texts, and a
+    little for each command's other fields (not encoded to find out: that is what batching
+    saves)."""
+    total = 0
+    for command in report.report.commands if report.report is not None else ():
+        total += 256
+        if command.step_completed is not None and command.step_completed.entry is not None:
+            total += len(command.step_completed.entry.output)
+        elif command.run_completed is not None:
+            total += len(command.run_completed.result)
+        elif command.emit is not None:
+            total += len(command.emit.data)
+        elif command.start_child is not None:
+            total += len(command.start_child.input)
+        for failed in (command.step_failed, command.run_failed, command.run_blocked):
+            if failed is not None and failed.error is not None:
+                total += len(failed.error.message) + len(failed.error.traceback)
+    return total
 
 
 class RunReporter:

@@ -1,10 +1,16 @@
 """``ctx.step``: run a function once, durably, and report how it went.
 
-A new step's ``StepStarted`` is held back for ``STEP_STARTED_DELAY_S``: a step that ends sooner
-reports started and completed (or failed) in one report, one durable commit instead of two; a
-longer one announces its start (not awaited) when the delay runs out, so an event stream still
-shows a slow step as it begins. A step returns only once every report of it is acknowledged: a
-result the caller has seen is durable and will never be computed again.
+Before its body runs, every step result the workflow has seen is made durable, and the new
+step's ``StepStarted`` goes in that same report. With nothing to make durable (the first step, a
+step after a wait), the ``StepStarted`` is held back for ``STEP_STARTED_DELAY_S``: a step that ends
+sooner reports started and completed (or failed) together; a longer one announces its start (not
+awaited) when the delay runs out, so an event stream still shows a slow step as it begins.
+
+A completed step returns its value at once and its result is *held* for the run's next report
+(``Attempt.hold_result``): the next step's start, a wait, an event or the run's end. So a
+three-step run costs three durable commits (the last step's result commits with the run's end),
+and a result is durable before anything that could depend on it leaves the worker. A failed step
+still waits for its ack: the engine decides whether it is retried.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from trine_proto.trine.v1 import (
     StepFailed,
     StepStarted,
 )
-from trine_proto.vocabulary import ErrorCode, ErrorType
+from trine_proto.vocabulary import ErrorType
 
 from . import _codec, _declared, _durations, _step_body, _tracing
 from ._attempt import Attempt
@@ -56,14 +62,21 @@ async def step(
     index, entry = attempt.next(EntryKind.STEP, name)
     if entry is not None:
         return attempt.value(entry, _declared.return_type(fn), _output_of(attempt, name))
+    number = attempt.journal.step_attempt(index)
+    started = Command(step_started=StepStarted(index=index, name=name, attempt=number))
+    # The body is an effect: every result the workflow has seen is made durable first, the
+    # step's start going with them; an ack may announce a cancellation, told here before the
+    # body runs. The SDK's own inline bodies (ctx.now...) have no effect: nothing to wait for.
+    told = attempt.cancel_requested and not attempt.cancel_delivered
+    announced = not inline and not told and await attempt.make_durable(started)
     await attempt.deliver_pending_cancel(index, name)
 
-    number = attempt.journal.step_attempt(index)
+    call = (attempt, index, number, name, fn, args, retry, seconds, inline, started, announced)
     if not _tracing.enabled():  # the common case: no generator, no span, no context switch
-        return await _execute(attempt, index, number, name, fn, args, retry, seconds, inline)
+        return await _execute(*call)
     with _tracing.step_span(attempt.run_id, attempt.function, name, index, number) as span:
         try:
-            value = await _execute(attempt, index, number, name, fn, args, retry, seconds, inline)
+            value = await _execute(*call)
         except AttemptEnded as ended:
             _tracing.outcome(span, ended.reason)
             raise
@@ -87,16 +100,22 @@ async def _execute(
     retry: RetryPolicy | None,
     seconds: float | None,
     inline: bool,
+    started_cmd: Command,
+    announced: bool,
 ) -> Any:
-    """Step attempt ``number`` of the step at ``index``: run it and report how it went."""
+    """Step attempt ``number`` of the step at ``index``: run it and report how it went
+    (``started_cmd`` is its ``StepStarted``, sent already when ``announced``)."""
     input_digest = _codec.digest(args)
     turn = attempt.claim_turn()
-    started_cmd = Command(step_started=StepStarted(index=index, name=name, attempt=number))
     started: list[asyncio.Future[ReportAck]] = []
-    announce = asyncio.get_running_loop().call_later(
-        STEP_STARTED_DELAY_S, lambda: started.append(attempt.reporter.send(started_cmd))
-    )
+    announce: asyncio.TimerHandle | None = None
+    unannounced: list[Command] = []
     try:
+        if not announced:
+            announce = asyncio.get_running_loop().call_later(
+                STEP_STARTED_DELAY_S, lambda: started.append(attempt.reporter.send(started_cmd))
+            )
+            unannounced = [started_cmd]
         started_at = _codec.now_ms()
         failure: BaseException | None = None
         info: ErrorInfo | None = None
@@ -110,12 +129,19 @@ async def _execute(
             failure, info = exc, _codec.error_info(exc)
         else:
             failure, info, output, value = _convert_output(attempt, name, fn, value)
-        announce.cancel()
-        unannounced = [] if started else [started_cmd]
+        if announce is not None:
+            announce.cancel()
+        if started:
+            unannounced = []
         await turn.wait()
+        for future in started:
+            await attempt.settle(future)
 
         if info is None:
-            completed = attempt.send(
+            # Held for the next report of the run (see ``Attempt.hold_result``): the workflow
+            # goes on now, and nothing with an effect happens before this result is durable.
+            attempt.hold_result(
+                index,
                 *unannounced,
                 Command(
                     step_completed=StepCompleted(
@@ -130,16 +156,8 @@ async def _execute(
                         )
                     )
                 ),
-                index=index,
             )
-            for future in started:
-                await attempt.settle(future)
-            ack = await completed
-            if ack.error_code != ErrorCode.PAYLOAD_TOO_LARGE:
-                attempt.check(ack)
-                return value
-            # The engine's limit is lower than ours: the same non-retryable failure.
-            info = ErrorInfo(type=ErrorType.PAYLOAD_TOO_LARGE, message=ack.error_message)
+            return value
 
         failed = attempt.send(
             *unannounced,
@@ -156,8 +174,6 @@ async def _execute(
             ),
             index=index,
         )
-        for future in started:
-            await attempt.settle(future)
         outcome = (await attempt.settle(failed)).outcome
         if outcome == ReportOutcome.RETRY_SCHEDULED:
             attempt.log.info(
@@ -175,7 +191,8 @@ async def _execute(
             raise failure
         raise StepError(name, index, info.type, info.message, info.traceback) from failure
     finally:
-        announce.cancel()
+        if announce is not None:
+            announce.cancel()
         turn.release()
 
 

@@ -46,6 +46,7 @@ __all__ = (
     "RenewLeasesRequest",
     "RenewLeasesResponse",
     "ReportAck",
+    "ReportAcks",
     "ReportOutcome",
     "ReportRequest",
     "ReportResponse",
@@ -74,11 +75,13 @@ __all__ = (
     "WaitRunRequest",
     "WaitSignal",
     "WorkItem",
+    "WorkItems",
     "WorkerInfo",
     "WorkerMessage",
     "WorkerRegistryBase",
     "WorkerRegistryStub",
     "WorkerReport",
+    "WorkerReports",
     "WorkerServiceBase",
     "WorkerServiceStub",
     "WorkflowErrorMode",
@@ -503,6 +506,14 @@ class CoordinatorMessage(betterproto2.Message):
         4, betterproto2.TYPE_MESSAGE, optional=True, group="message"
     )
 
+    report_acks: "ReportAcks | None" = betterproto2.field(
+        5, betterproto2.TYPE_MESSAGE, optional=True, group="message"
+    )
+
+    dispatches: "WorkItems | None" = betterproto2.field(
+        6, betterproto2.TYPE_MESSAGE, optional=True, group="message"
+    )
+
 
 default_message_pool.register_message("trine.v1", "CoordinatorMessage", CoordinatorMessage)
 
@@ -894,6 +905,11 @@ class Register(betterproto2.Message):
 
     build_id: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
 
+    batches: "bool" = betterproto2.field(6, betterproto2.TYPE_BOOL)
+    """
+    The worker reads ReportAcks and WorkItems (several acks, several dispatches in one message).
+    """
+
 
 default_message_pool.register_message("trine.v1", "Register", Register)
 
@@ -903,6 +919,11 @@ class Registered(betterproto2.Message):
     session_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
     heartbeat_interval_ms: "int" = betterproto2.field(2, betterproto2.TYPE_UINT32)
+
+    batches: "bool" = betterproto2.field(3, betterproto2.TYPE_BOOL)
+    """
+    The coordinator reads WorkerReports.
+    """
 
 
 default_message_pool.register_message("trine.v1", "Registered", Registered)
@@ -1001,6 +1022,19 @@ class ReportAck(betterproto2.Message):
 
 
 default_message_pool.register_message("trine.v1", "ReportAck", ReportAck)
+
+
+@dataclass(eq=False, repr=False)
+class ReportAcks(betterproto2.Message):
+    """
+    Several acks (or dispatches) queued in one turn of the coordinator's loop, in order. Sent
+    only to a worker whose Register says `batches`.
+    """
+
+    acks: "list[ReportAck]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message("trine.v1", "ReportAcks", ReportAcks)
 
 
 @dataclass(eq=False, repr=False)
@@ -1605,6 +1639,10 @@ class WorkerMessage(betterproto2.Message):
         4, betterproto2.TYPE_MESSAGE, optional=True, group="message"
     )
 
+    reports: "WorkerReports | None" = betterproto2.field(
+        5, betterproto2.TYPE_MESSAGE, optional=True, group="message"
+    )
+
 
 default_message_pool.register_message("trine.v1", "WorkerMessage", WorkerMessage)
 
@@ -1620,6 +1658,19 @@ class WorkerReport(betterproto2.Message):
 
 
 default_message_pool.register_message("trine.v1", "WorkerReport", WorkerReport)
+
+
+@dataclass(eq=False, repr=False)
+class WorkerReports(betterproto2.Message):
+    """
+    Several reports queued in one turn of the worker's loop, in order; each is forwarded and
+    acknowledged as if it came alone. Sent only to a coordinator whose Registered says `batches`.
+    """
+
+    reports: "list[WorkerReport]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message("trine.v1", "WorkerReports", WorkerReports)
 
 
 @dataclass(eq=False, repr=False)
@@ -1654,6 +1705,14 @@ class WorkItem(betterproto2.Message):
 
 
 default_message_pool.register_message("trine.v1", "WorkItem", WorkItem)
+
+
+@dataclass(eq=False, repr=False)
+class WorkItems(betterproto2.Message):
+    items: "list[WorkItem]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message("trine.v1", "WorkItems", WorkItems)
 
 
 class BackendStub(betterproto2_grpclib.ServiceStub):
