@@ -308,7 +308,10 @@ async def hold_streams(
 
 def one_round(args: argparse.Namespace, topology: str, n: int, name: str) -> dict[str, Any]:
     row: dict[str, Any] = {"topology": topology, "streams": n}
-    with running_cluster(topology, name, args.workdir) as cluster:
+    # The N held streams are N connections: room for the signal POSTs beside them (the default
+    # cap, gateway.max_connections, is 10,000).
+    room = {"TRINE_GATEWAY_MAX_CONNECTIONS": str(n + 2 * args.concurrency + 100)}
+    with running_cluster(topology, name, args.workdir, env=room) as cluster:
         cluster.start_worker("approval_worker.py")
         t0 = time.perf_counter()
         approvals = [
