@@ -3,9 +3,10 @@
 - a 300 MB HTTP header is refused early (431, or the socket closed under the sender): the
   gateway's memory grows by a few MB, not hundreds, and a run started meanwhile completes (the
   worker kept its heartbeat);
-- 20,000 idle and half-sent connections, all open at once, are closed by ``[gateway]
-  read_timeout_s``: every one of them, each with a 408, not before the timeout, and the gateway
-  serves meanwhile;
+- 20,000 idle and half-sent connections are closed by ``[gateway] read_timeout_s``: every one
+  of them, each with a 408, not before the timeout, and the gateway serves meanwhile (as many
+  are open at once as both processes' descriptor limits leave room for, the rest opened as the
+  first close: see the test's docstring);
 - a 400 MB ``Register`` on the coordinator's worker port is refused (``RESOURCE_EXHAUSTED``)
   from its length prefix: the coordinator's memory stays bounded and the registered worker
   still serves;
