@@ -326,6 +326,18 @@ class EventOut(msgspec.Struct):
     at: str | None
 
 
+class EventMessageOut(msgspec.Struct, omit_defaults=True):
+    """One message of a run's event stream, as SSE clients parse it (the OpenAPI's schema of the
+    ``text/event-stream`` response: schemathesis checks every message against it)."""
+
+    data: str
+    """An :class:`EventOut` as compact JSON; for ``stream.error``, ``{"error": {...}}``."""
+    event: str | None = None
+    """The event's ``type`` (``stream.error`` when the subscription failed mid-stream)."""
+    id: str | None = None
+    """The event's ``seq``: send it back as ``Last-Event-ID`` to resume after it."""
+
+
 class HealthOut(msgspec.Struct, omit_defaults=True):
     status: Literal["ok", "unavailable"]
     reason: str | None = None

@@ -47,6 +47,7 @@ from trine_gateway.models import (
     CancelBody,
     ErrorBody,
     ErrorDetail,
+    EventMessageOut,
     FunctionListOut,
     HealthOut,
     HistoryOut,
@@ -506,7 +507,7 @@ async def signal_run(
     media_type="text/event-stream",
     responses={
         200: ResponseSpec(
-            str,
+            EventMessageOut,
             generate_examples=False,
             media_type="text/event-stream",
             description="the run's events, one SSE message each, until its final event",
