@@ -98,6 +98,12 @@ class ErrorCode(StrEnum):
     PERMISSION_DENIED = "permission_denied"
 
 
+TRANSIENT_CODES = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.STORAGE_ERROR})
+"""A refusal with one of these codes says the server cannot take changes now, nothing about the
+request: a worker whose report gets one starts its stream over (its runs are dispatched again
+and replay) rather than failing the run, and a client may retry later."""
+
+
 FINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 """A run in one of these has ended for good."""
 

@@ -313,15 +313,17 @@ async def test_drain_does_not_hang_on_a_coordinator_that_never_closes(
     assert session.drained
 
 
-async def test_engine_unavailable_starts_the_stream_over(
-    coordinator, make_worker, serve, item, default_ack
+@pytest.mark.parametrize("code", ["unavailable", "storage_error"])
+async def test_a_transient_refusal_starts_the_stream_over(
+    coordinator, make_worker, serve, item, default_ack, code: str
 ) -> None:
+    """Neither code says anything about the run (TRANSIENT_CODES): it is dispatched again."""
     refused = []
 
     def policy(report):
         if not refused:
             refused.append(report.report.run_id)
-            return trine_ack_error(report, "unavailable")
+            return trine_ack_error(report, code)
         return default_ack(report)
 
     coordinator.ack_policy = policy

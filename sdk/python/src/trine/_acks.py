@@ -12,7 +12,7 @@ import logging
 from typing import NoReturn
 
 from trine_proto.trine.v1 import ErrorInfo, ReportAck
-from trine_proto.vocabulary import ErrorCode, ErrorType
+from trine_proto.vocabulary import TRANSIENT_CODES, ErrorCode, ErrorType
 
 from ._session import Session
 from .errors import AttemptEnded, RunAborted
@@ -26,8 +26,9 @@ def raise_refusal(ack: ReportAck, log: RunLog, session: Session) -> NoReturn:
         # Another attempt owns the run now (or it was cancelled): nothing of ours counts.
         log.info("lease lost; this attempt ends (%s)", ack.error_message)
         raise AttemptEnded("lease lost")
-    if ack.error_code == ErrorCode.UNAVAILABLE:
-        # The engine may come back; failing the run would be wrong. Start the stream over:
+    if ack.error_code in TRANSIENT_CODES:
+        # The engine may come back (unavailable, or its storage failed until a restart);
+        # failing the run would be wrong. Start the stream over:
         # that releases this run's lease, and the run is dispatched again and replays.
         log.warning("the engine is unavailable (%s); reconnecting", ack.error_message)
         session.abort(f"engine unavailable: {ack.error_message}")
@@ -49,7 +50,7 @@ def log_final_ack(ack: ReportAck, log: RunLog, session: Session, what: str) -> N
         log.debug("run %s", what)
     elif code == ErrorCode.LEASE_LOST:
         log.info("lease lost before the run's end was recorded (%s)", message)
-    elif code == ErrorCode.UNAVAILABLE:
+    elif code in TRANSIENT_CODES:
         log.warning("the engine is unavailable (%s); reconnecting", message)
         session.abort(f"engine unavailable: {message}")
     else:
