@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 from trine_core import StorageError
 from trine_engine import Engine, EngineConfig, Store
 from trine_engine.machine import StateMachine
-from trine_engine.storage import framing
+from trine_engine.storage import framing, partition_log
 from trine_engine.storage.keys import LOG, log_key
 from trine_engine.storage.marker import read_marker
 from trine_engine.storage.partition_log import WRITE_FAILED, read_log
@@ -168,10 +168,36 @@ async def test_a_failed_write_is_never_acknowledged(
     assert [r.id for r in listed.runs] == [kept.id]
 
 
+async def test_a_lone_record_on_an_idle_log_is_synced_inline(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await h.register()
+    writes: list[bool] = []
+    syncs: list[Store] = []
+    real_write = Store.write
+
+    def write(store: Store, batch: Any, sync: bool = True) -> None:
+        writes.append(sync)
+        real_write(store, batch, sync)
+
+    monkeypatch.setattr(Store, "write", write)
+    monkeypatch.setattr(Store, "sync_wal", syncs.append)
+    await asyncio.sleep(partition_log.INLINE_AFTER_IDLE_S)  # idle: the log waits for nothing
+    run = await h.start()
+    assert (writes, syncs) == ([True], [])  # one synced write, no hand-off to the sync thread
+    assert read_marker(h.config.data_dir, 0) == 2  # acknowledged: the registration and the start
+    await h.close()
+    monkeypatch.undo()
+    await h.open()
+    assert (await h.backend.get_run(GetRunRequest(run_id=run.id))).id == run.id
+
+
 class GatedSync:
-    """``Store.sync_wal`` held in the sync thread until the test releases it (or failing)."""
+    """``Store.sync_wal`` held in the sync thread until the test releases it (or failing). Every
+    batch goes through the sync thread, however idle the log was."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, error: OSError | None = None) -> None:
+        monkeypatch.setattr(partition_log, "INLINE_AFTER_IDLE_S", float("inf"))
         self.entered = threading.Event()
         self.release = threading.Event()
         self.calls = 0
