@@ -111,10 +111,10 @@ def test_a_worker_without_a_token_is_refused_says_why_once_and_does_not_spin(
     assert "TRINE_TOKEN" in line
     assert "'worker'" in line
     # Bounded retries: 1 s, then 2 s, then 4 s (each ±20%): over 4 s at most three attempts.
-    first = coordinator_events(cluster, "worker refused", status="UNAUTHENTICATED")
+    first = coordinator_events(cluster, "worker refused", code="unauthenticated")
     assert len(first) >= 1
     time.sleep(4.0)  # the time that passes is what is measured
-    attempts = coordinator_events(cluster, "worker refused", status="UNAUTHENTICATED")
+    attempts = coordinator_events(cluster, "worker refused", code="unauthenticated")
     assert 2 <= len(attempts) <= 4, attempts
     assert len(refusals(worker.log)) == 1, worker.log.tail()
     assert worker.alive  # still retrying
