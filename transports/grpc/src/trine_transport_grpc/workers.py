@@ -9,6 +9,7 @@ healthy). So any SDK, old or new, works with any coordinator.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Mapping
 
@@ -76,6 +77,9 @@ class WorkerPort:
 
     def __init__(self, hub: WorkerHub) -> None:
         self._hub = hub
+        self.closing = False
+        """Set by the listener before it closes: the streams it cancels end with UNAVAILABLE
+        (grpclib would otherwise leave them open without a word, the worker none the wiser)."""
 
     def __mapping__(self) -> dict[str, Handler]:
         return {
@@ -92,6 +96,11 @@ class WorkerPort:
             await self._hub.serve(worker)
         except TrineError as exc:
             raise ended_with(exc) from None
+        except asyncio.CancelledError:
+            if not self.closing:
+                raise
+            # grpclib cancels its handlers as the server closes; this one's answer still goes.
+            raise ended_with(Unavailable("the coordinator closed its worker port")) from None
         if worker.failure is not None:
             raise ended_with(worker.failure)
 
@@ -105,14 +114,16 @@ def ended_with(error: TrineError) -> grpclib.GRPCError:
 class GrpcWorkerListener:
     """A grpclib server on the worker port: ``Connect`` and the health service."""
 
-    def __init__(self, server: Server, address: str) -> None:
+    def __init__(self, server: Server, port: WorkerPort, address: str) -> None:
         self._server = server
+        self._port = port
         self.address = address
         self._closed = False
 
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
+            self._port.closing = True
             self._server.close()
             await self._server.wait_closed()
 
@@ -134,7 +145,7 @@ async def serve_workers(hub: WorkerHub, address: str, serving: WorkerServing) ->
     # grpclib keeps asyncio's server, typed as AbstractServer (which has no ``sockets``).
     sockets = getattr(server._server, "sockets", None) or ()
     bound = sockets[0].getsockname()[1] if sockets else port
-    return GrpcWorkerListener(server, f"grpc://{_join(host, bound)}")
+    return GrpcWorkerListener(server, port_servable, f"grpc://{_join(host, bound)}")
 
 
 def _join(host: str, port: int) -> str:
