@@ -145,13 +145,13 @@ class RoleContext:
         if self._transport_for is None:
             raise ConfigError("this role context has no transports: it cannot serve workers")
         transport = await self._transport_for(address)
-        if not isinstance(transport, WorkerTransport):
+        if not callable(getattr(transport, "serve_workers", None)):
             scheme = address.partition("://")[0]
             raise ConfigError(
                 f"transport {scheme!r} does not carry workers (it has no serve_workers): give "
                 "the worker address a scheme whose transport does, such as grpc://"
             )
-        return await transport.serve_workers(hub, address, serving)
+        return await cast(WorkerTransport, transport).serve_workers(hub, address, serving)
 
     def fail(self, reason: str, after_s: float = 0.0) -> None:
         """Stop this process: the role cannot go on (the engine after a failed write). The

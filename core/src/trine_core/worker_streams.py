@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from trine_proto.trine.v1 import CoordinatorMessage, WorkerMessage
 
@@ -111,7 +111,6 @@ class WorkerListener(Protocol):
         ...
 
 
-@runtime_checkable
 class WorkerTransport(Protocol):
     """A :class:`~trine_core.roles.Transport` that also carries workers (optional: a transport
     without ``serve_workers`` carries roles' contracts only)."""
