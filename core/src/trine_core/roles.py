@@ -144,7 +144,10 @@ class RoleContext:
         address = worker_address(address)
         if self._transport_for is None:
             raise ConfigError("this role context has no transports: it cannot serve workers")
-        transport = await self._transport_for(address)
+        try:
+            transport = await self._transport_for(address)
+        except ConfigError as exc:  # no transport for the scheme: say what it was for
+            raise ConfigError(f"workers' address {address}: {exc}") from None
         if not callable(getattr(transport, "serve_workers", None)):
             scheme = address.partition("://")[0]
             raise ConfigError(
