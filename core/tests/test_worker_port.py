@@ -151,7 +151,9 @@ async def test_a_transport_that_does_not_carry_workers_is_a_boot_error() -> None
 async def test_a_context_without_a_runtime_serves_no_worker_port() -> None:
     context = RoleContext(Settings(), None)  # type: ignore[arg-type]  # as a test builds one
     with pytest.raises(ConfigError, match="no transports"):
-        await context.serve_workers(HubRole(Settings()), "loop://x", WorkerServing(1))
+        await context.serve_workers(
+            HubRole(Settings()), "loop://x", WorkerServing(1, "hub.max_message_bytes")
+        )
 
 
 def test_a_worker_address_without_a_scheme_is_grpc() -> None:

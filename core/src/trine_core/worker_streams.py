@@ -92,8 +92,9 @@ class WorkerServing:
 
     max_message_bytes: int
     """The largest message accepted from a worker, in bytes; larger ones are refused."""
-    limit_setting: str = "coordinator.max_message_bytes"
-    """The setting an operator changes to raise ``max_message_bytes`` (named in the refusal)."""
+    limit_setting: str
+    """The setting an operator changes to raise ``max_message_bytes`` (named in the refusal),
+    e.g. ``coordinator.max_message_bytes``."""
     tls: ssl.SSLContext | None = None
     """The server TLS context (client certificates checked as it says); None: plain text."""
 
