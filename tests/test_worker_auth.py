@@ -107,14 +107,14 @@ def test_a_worker_without_a_token_is_refused_says_why_once_and_does_not_spin(
     line = worker.log.wait_for(lambda text: REFUSED in text, worker.popen)
     assert "ERROR" in line
     assert "without a token" in line
-    assert "UNAUTHENTICATED" in line
+    assert "(unauthenticated)" in line
     assert "TRINE_TOKEN" in line
     assert "'worker'" in line
     # Bounded retries: 1 s, then 2 s, then 4 s (each ±20%): over 4 s at most three attempts.
-    first = coordinator_events(cluster, "worker refused", status="UNAUTHENTICATED")
+    first = coordinator_events(cluster, "worker refused", code="unauthenticated")
     assert len(first) >= 1
     time.sleep(4.0)  # the time that passes is what is measured
-    attempts = coordinator_events(cluster, "worker refused", status="UNAUTHENTICATED")
+    attempts = coordinator_events(cluster, "worker refused", code="unauthenticated")
     assert 2 <= len(attempts) <= 4, attempts
     assert len(refusals(worker.log)) == 1, worker.log.tail()
     assert worker.alive  # still retrying
@@ -144,7 +144,7 @@ def test_a_token_for_other_functions_cannot_serve_order_nor_change_its_settings(
         [order_before] = [f for f in before if f["name"] == "order"]
         rogue = spawn_worker(cluster, ROGUE_WORKER, "rogue", TRINE_TOKEN=OTHERS)
         line = rogue.log.wait_for(lambda text: REFUSED in text, rogue.popen)
-        assert "PERMISSION_DENIED" in line
+        assert "(permission_denied)" in line
         assert "token 'others' may not serve order" in line
         assert coordinator_events(cluster, "worker refused", token="others")
         after = http.get("/v1/functions").raise_for_status().json()["functions"]
@@ -166,7 +166,7 @@ def test_two_workers_with_one_id_do_not_flap_and_runs_complete_once(cluster: Clu
     first = cluster.start_worker("order_worker.py", **env)
     second = spawn_worker(cluster, ORDER_WORKER, "twin-2", **env)
     line = second.log.wait_for(lambda text: REFUSED in text, second.popen)
-    assert "ALREADY_EXISTS" in line
+    assert "(worker_id_in_use)" in line
     assert "worker_id 'twin'" in line
     assert "its own worker_id" in line
     with admin(cluster) as http:

@@ -28,6 +28,7 @@ from trine_core.errors import (
     Unauthenticated,
     Unavailable,
     UnknownFunction,
+    WorkerIdInUse,
     cannot_listen,
     error_from_code,
 )
@@ -55,9 +56,19 @@ from trine_core.settings import (
     SettingsRegistry,
     split_host_port,
 )
+from trine_core.worker_streams import (
+    DEFAULT_WORKER_SCHEME,
+    WorkerHub,
+    WorkerListener,
+    WorkerServing,
+    WorkerStream,
+    WorkerTransport,
+    worker_address,
+)
 
 __all__ = [
     "AUTH_TOKENS_FILE",
+    "DEFAULT_WORKER_SCHEME",
     "INSECURE",
     "LOG_FORMAT",
     "LOG_LEVEL",
@@ -101,7 +112,13 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "UnknownFunction",
+    "WorkerHub",
+    "WorkerIdInUse",
+    "WorkerListener",
     "WorkerRegistry",
+    "WorkerServing",
+    "WorkerStream",
+    "WorkerTransport",
     "cannot_listen",
     "check_signal_name",
     "configure_logging",
@@ -113,4 +130,5 @@ __all__ = [
     "install_sighup_reload",
     "new_token",
     "split_host_port",
+    "worker_address",
 ]

@@ -134,6 +134,13 @@ class PermissionDenied(TrineError):
     code = ErrorCode.PERMISSION_DENIED
 
 
+class WorkerIdInUse(TrineError):
+    """A worker registered a ``worker_id`` that another live worker's session holds (gRPC
+    ALREADY_EXISTS on the worker stream): refused rather than fencing the other one."""
+
+    code = ErrorCode.WORKER_ID_IN_USE
+
+
 ERRORS_BY_CODE: dict[str, type[TrineError]] = {
     cls.code: cls
     for cls in (
@@ -154,6 +161,7 @@ ERRORS_BY_CODE: dict[str, type[TrineError]] = {
         StorageError,
         Unauthenticated,
         PermissionDenied,
+        WorkerIdInUse,
     )
 }
 

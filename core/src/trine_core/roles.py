@@ -11,14 +11,22 @@ serves a local implementation at an address.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import ClassVar, Protocol, TypeVar, cast
 
 import structlog
 
 from trine_core.contracts import Contracts, contract_name
+from trine_core.errors import ConfigError
 from trine_core.hookspecs import ASGIApp
 from trine_core.settings import Settings
+from trine_core.worker_streams import (
+    WorkerHub,
+    WorkerListener,
+    WorkerServing,
+    WorkerTransport,
+    worker_address,
+)
 
 T = TypeVar("T")
 
@@ -93,7 +101,10 @@ class RoleContext:
         *,
         http_apps: Callable[[], Mapping[str, ASGIApp]] | None = None,
         fail: Callable[[str, float], None] | None = None,
+        transport_for: Callable[[str], Awaitable[Transport]] | None = None,
     ) -> None:
+        """``transport_for``: the transport of an address's scheme (the runtime's, one per
+        scheme); a context built without it (a plugin's own tests) serves no worker port."""
         self.settings = settings
         self.log = log
         self._needs = needs if needs is not None else Contracts()
@@ -102,6 +113,7 @@ class RoleContext:
         self._ready = ready
         self._http_apps = http_apps
         self._fail = fail
+        self._transport_for = transport_for
 
     def need(self, contract: type[T]) -> T:
         """The client of a contract this role declared in ``needs``."""
@@ -121,6 +133,28 @@ class RoleContext:
     def provide(self, contract: type[T], implementation: T) -> None:
         """Offer ``implementation`` of a contract this role declared in ``serves``."""
         self.provided.add(contract, implementation)
+
+    async def serve_workers(
+        self, hub: WorkerHub, address: str, serving: WorkerServing
+    ) -> WorkerListener:
+        """Listen for workers at ``address`` through the transport of its scheme (a bare
+        ``host:port`` is ``grpc://``), handing each worker's stream to ``hub``. The role closes
+        the listener when it stops. A scheme no transport provides, or whose transport does not
+        carry workers, is a ``ConfigError`` naming the ones that do."""
+        address = worker_address(address)
+        if self._transport_for is None:
+            raise ConfigError("this role context has no transports: it cannot serve workers")
+        try:
+            transport = await self._transport_for(address)
+        except ConfigError as exc:  # no transport for the scheme: say what it was for
+            raise ConfigError(f"workers' address {address}: {exc}") from None
+        if not callable(getattr(transport, "serve_workers", None)):
+            scheme = address.partition("://")[0]
+            raise ConfigError(
+                f"transport {scheme!r} does not carry workers (it has no serve_workers): give "
+                "the worker address a scheme whose transport does, such as grpc://"
+            )
+        return await cast(WorkerTransport, transport).serve_workers(hub, address, serving)
 
     def fail(self, reason: str, after_s: float = 0.0) -> None:
         """Stop this process: the role cannot go on (the engine after a failed write). The

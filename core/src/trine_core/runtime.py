@@ -159,6 +159,7 @@ class Runtime:
                 wanted,
                 http_apps=self._http_apps,
                 fail=functools.partial(self.fail, name),
+                transport_for=self._transport,
             )
             await role.start(context)
             self._started.append(name)

@@ -26,7 +26,7 @@ from trine_coordinator.settings import (
     MAX_WORKER_LOSSES,
     WORKER_ADDR,
 )
-from trine_core import AUTH_TOKENS_FILE, Dispatcher, RoleContext, Settings, get_logger
+from trine_core import AUTH_TOKENS_FILE, Dispatcher, RoleContext, Settings, Transport, get_logger
 from trine_core.contracts import Contracts
 from trine_core.testing import free_port
 from trine_core.testing.memory import MemoryEngine
@@ -53,6 +53,7 @@ from trine_proto.trine.v1 import (
     WorkerReport,
     WorkItem,
 )
+from trine_transport_grpc.plugin import GrpcTransport
 
 FUNCTION = "f"
 """The one function every test worker serves."""
@@ -245,11 +246,17 @@ class Harness:
 
 
 def coordinator_context(settings: Settings, dispatcher: Dispatcher) -> RoleContext:
-    """What the runtime hands the coordinator role: its settings, and ``dispatcher`` as its one
-    need."""
+    """What the runtime hands the coordinator role: its settings, ``dispatcher`` as its one
+    need, and the grpc transport for its worker port (the runtime's, for ``grpc://``)."""
     needs = Contracts()
     needs.add(Dispatcher, dispatcher)
-    return RoleContext(settings, get_logger("coordinator"), needs)
+    transport = GrpcTransport(settings)
+
+    async def transport_for(address: str) -> Transport:
+        assert address.startswith("grpc://"), address
+        return transport
+
+    return RoleContext(settings, get_logger("coordinator"), needs, transport_for=transport_for)
 
 
 @contextlib.asynccontextmanager

@@ -107,7 +107,7 @@ async def test_a_worker_without_a_token_is_refused_and_told_what_to_do(tmp_path:
         assert "none was sent" in (error.message or "")
         assert registrations(harness) == 0
         [line] = [e for e in logs if e["event"] == "worker refused"]
-        assert line["status"] == "UNAUTHENTICATED"
+        assert line["code"] == "unauthenticated"
 
 
 async def test_an_unknown_token_is_unauthenticated(tmp_path: Path) -> None:

@@ -96,6 +96,7 @@ class ErrorCode(StrEnum):
     STORAGE_ERROR = "storage_error"
     UNAUTHENTICATED = "unauthenticated"
     PERMISSION_DENIED = "permission_denied"
+    WORKER_ID_IN_USE = "worker_id_in_use"
 
 
 TRANSIENT_CODES = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.STORAGE_ERROR})

@@ -230,12 +230,13 @@ async def test_lease_lost_ends_the_attempt_quietly(
 
 
 class _Stream:
-    """What the session's writer needs of a grpclib stream: the messages it sent, in order."""
+    """What the session's writer needs of a stream to the coordinator: the messages it sent, in
+    order."""
 
     def __init__(self) -> None:
         self.sent: list[WorkerMessage | None] = []
 
-    async def send_message(self, message: WorkerMessage) -> None:
+    async def send(self, message: WorkerMessage) -> None:
         self.sent.append(message)
 
     async def end(self) -> None:

@@ -123,7 +123,7 @@ async def test_a_refusal_is_one_error_line_and_a_growing_pause(
     [line] = refused_lines(logs)
     assert "worker w-test without a token" in line
     assert why in line
-    assert "UNAUTHENTICATED" in line
+    assert "(unauthenticated)" in line
     assert "To fix: set TRINE_TOKEN" in line
     await logs.wait(lambda r: "admits this worker now" in r.getMessage())
     times = [at for at, _ in gate.attempts]

@@ -8,11 +8,11 @@ the token may serve; a refusal registers nothing, so a function's settings chang
 registration allowed to serve it. Without a tokens file every worker is admitted, as before.
 
 A ``worker_id`` is one live session: a second process registering an id a live session holds is
-refused (``ALREADY_EXISTS``) rather than fencing it, so two processes never take turns. The same
-process reconnecting (the SDK sends a random ``trine-worker-instance`` per ``Worker``) replaces its
-old session at once; so does anyone when the old session has been silent for three heartbeat
-intervals (a crashed host whose TCP connection has not closed yet: the new one need not wait for
-the five intervals that drop it).
+refused (``WorkerIdInUse``; gRPC ``ALREADY_EXISTS``) rather than fencing it, so two processes
+never take turns. The same process reconnecting (the SDK sends a random
+``trine-worker-instance`` per ``Worker``) replaces its old session at once; so does anyone when
+the old session has been silent for three heartbeat intervals (a crashed host whose TCP
+connection has not closed yet: the new one need not wait for the five intervals that drop it).
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 
-import grpclib
-from grpclib.const import Status
-
+from trine_core import PermissionDenied, TrineError, Unauthenticated, WorkerIdInUse
 from trine_core.auth import WORKER, Token, TokenBook
 
 AUTHORIZATION = "authorization"
@@ -56,58 +54,54 @@ class Credential:
 
 def authenticate(book: TokenBook | None, metadata: Mapping[str, object]) -> Credential | None:
     """The credential of a stream with this ``metadata`` (None: no tokens file, anyone may
-    connect); a ``GRPCError`` (UNAUTHENTICATED, PERMISSION_DENIED) saying why and what to do."""
+    connect); raises ``Unauthenticated`` or ``PermissionDenied`` saying why and what to do."""
     if book is None:
         return None
     secret = bearer(metadata.get(AUTHORIZATION))
     if not secret:
-        raise grpclib.GRPCError(Status.UNAUTHENTICATED, f"{NEEDS_TOKEN}; none was sent")
+        raise Unauthenticated(f"{NEEDS_TOKEN}; none was sent")
     token = book.check(secret)
     if token is None:
-        raise grpclib.GRPCError(
-            Status.UNAUTHENTICATED, f"{NEEDS_TOKEN}; the token sent is not in it (revoked?)"
-        )
+        raise Unauthenticated(f"{NEEDS_TOKEN}; the token sent is not in it (revoked?)")
     if not token.allows(WORKER):
-        raise grpclib.GRPCError(Status.PERMISSION_DENIED, lacks_worker_scope(token))
+        raise PermissionDenied(lacks_worker_scope(token))
     return Credential(token, secret)
 
 
 def admit_functions(credential: Credential | None, functions: Iterable[str]) -> None:
-    """Refuse (PERMISSION_DENIED, naming them and the token) a registration listing functions
+    """Refuse (``PermissionDenied``, naming them and the token) a registration listing functions
     its token may not serve; nothing of it is registered."""
     if credential is None:
         return
     refused = forbidden(credential.token, functions)
     if refused:
-        raise grpclib.GRPCError(Status.PERMISSION_DENIED, may_not_serve(credential.token, refused))
+        raise PermissionDenied(may_not_serve(credential.token, refused))
 
 
 def recheck(
     book: TokenBook | None, credential: Credential | None, functions: Iterable[str]
-) -> grpclib.GRPCError | None:
+) -> TrineError | None:
     """Why a session admitted with ``credential`` may no longer be held, now that the tokens
     file was reloaded (what its stream ends with), or None if it still may."""
     if book is None or credential is None:
         return None
     token = book.check(credential.secret)
     if token is None:
-        return grpclib.GRPCError(
-            Status.UNAUTHENTICATED,
-            f"token {credential.name!r} was revoked (it is no longer in the tokens file)",
+        return Unauthenticated(
+            f"token {credential.name!r} was revoked (it is no longer in the tokens file)"
         )
     if not token.allows(WORKER):
-        return grpclib.GRPCError(Status.PERMISSION_DENIED, lacks_worker_scope(token))
+        return PermissionDenied(lacks_worker_scope(token))
     refused = forbidden(token, functions)
     if refused:
-        return grpclib.GRPCError(Status.PERMISSION_DENIED, may_not_serve(token, refused))
+        return PermissionDenied(may_not_serve(token, refused))
     return None
 
 
-def duplicate(worker_id: str, session_id: str) -> grpclib.GRPCError:
+def duplicate(worker_id: str, session_id: str) -> WorkerIdInUse:
     """The refusal of a second live worker with one id (the same words at each retry while the
     same session holds it, so the worker logs it once)."""
-    return grpclib.GRPCError(
-        Status.ALREADY_EXISTS,
+    return WorkerIdInUse(
         f"worker_id {worker_id!r} is held by another live worker (session {session_id}): give "
         "each worker its own worker_id, or leave it unset (the default is unique per process)",
     )

@@ -41,6 +41,15 @@ WORKERS_REFUSED = REGISTRY.counter(
     ("reason",),
 )
 
+REFUSAL_REASONS = {"worker_id_in_use": "already_exists"}
+"""The ``reason`` label of a refusal whose error code is not its label (the label predates the
+code: dashboards match on it)."""
+
+
+def refusal_reason(code: str) -> str:
+    """The ``trine_workers_refused_total`` label of a refusal with error ``code``."""
+    return REFUSAL_REASONS.get(code, code)
+
 
 def watch(sessions: dict[str, WorkerSession]) -> Callable[[], None]:
     """Read the gauges of one coordinator from its sessions at each collection; returns the

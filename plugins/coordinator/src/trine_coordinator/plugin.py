@@ -1,5 +1,6 @@
-"""The ``coordinator`` role: serves workers over gRPC on ``worker_addr``, needs ``Dispatcher``,
-serves ``WorkerRegistry`` (in a split, at ``grpc://`` + ``[coordinator] addr``).
+"""The ``coordinator`` role: serves workers on ``worker_addr`` through the worker transport of its
+scheme (a bare ``host:port``: ``grpc://``), needs ``Dispatcher``, serves ``WorkerRegistry`` (in a
+split, at ``grpc://`` + ``[coordinator] addr``).
 
 With ``[auth] tokens_file`` every worker needs a token with scope ``worker`` (``admission``); the
 file is re-read on SIGHUP, and sessions whose token it no longer admits are closed."""
@@ -10,10 +11,6 @@ import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
-
-from grpclib.health.check import ServiceCheck
-from grpclib.health.service import Health
-from grpclib.server import Server
 
 from trine_coordinator.registry import CoordinatorRegistry, coordinator_name
 from trine_coordinator.service import WorkerService
@@ -33,14 +30,14 @@ from trine_core import (
     RoleRegistry,
     Settings,
     SettingsRegistry,
+    WorkerListener,
     WorkerRegistry,
-    cannot_listen,
+    WorkerServing,
     hookimpl,
-    split_host_port,
 )
 from trine_core.auth import TokenBook, install_sighup_reload
 from trine_core.tls import server_context
-from trine_proto.limits import BoundedCodec, derived_limit
+from trine_proto.limits import derived_limit
 
 
 def worker_tls(settings: Settings) -> ssl.SSLContext | None:
@@ -62,45 +59,36 @@ class CoordinatorRole:
         self.settings = settings
         self.service: WorkerService | None = None
         self.registry: CoordinatorRegistry | None = None
-        self._server: Server | None = None
+        self._listener: WorkerListener | None = None
         self._unhook: Callable[[], None] = lambda: None
 
     async def start(self, context: RoleContext) -> None:
-        host, port = split_host_port(self.settings[WORKER_ADDR], "worker_addr")
         tls = worker_tls(self.settings)  # a bad [tls] file: a ConfigError naming it, at boot
         tokens = None
         if path := self.settings[AUTH_TOKENS_FILE]:
             tokens = TokenBook.load(path)  # a bad file: a ConfigError naming it, at boot
         service = WorkerService(context.need(Dispatcher), self.settings, context.log, tokens)
-        # The standard gRPC health service: SERVING only while the engine answers.
-        engine_check = ServiceCheck(service.engine_answers, check_ttl=1.0, check_timeout=2.0)
-        # A message over the limit is refused from its length prefix (grpclib has no option).
         limit = derived_limit(self.settings[MAX_PAYLOAD_BYTES], self.settings[MAX_MESSAGE_BYTES])
-        codec = BoundedCodec(limit, "coordinator.max_message_bytes")
-        server = Server([service, Health({service: [engine_check]})], codec=codec)
-        try:
-            await server.start(host, port, ssl=tls)
-        except OSError as exc:
-            raise cannot_listen("coordinator", f"{host}:{port} for workers", exc) from None
+        serving = WorkerServing(limit, MAX_MESSAGE_BYTES.key, tls)
+        listener = await context.serve_workers(service, self.settings[WORKER_ADDR], serving)
         service.start()
         if tokens is not None:
             self._unhook = install_sighup_reload(tokens, context.log)
             context.log.info("workers need a token with scope 'worker'", tokens_file=str(path))
-        self.service, self._server = service, server
-        self.registry = CoordinatorRegistry(service, coordinator_name(f"{host}:{port}"))
+        self.service, self._listener = service, listener
+        self.registry = CoordinatorRegistry(service, coordinator_name(listener.address))
         context.provide(WorkerRegistry, self.registry)
-        context.log.info("coordinator listening for workers", address=f"{host}:{port}")
+        context.log.info("coordinator listening for workers", address=listener.address)
 
     async def stop(self) -> None:
-        service, server = self.service, self._server
-        self.service = self._server = None
+        service, listener = self.service, self._listener
+        self.service = self._listener = None
         self._unhook()
         self._unhook = lambda: None
         if service is not None:
             await service.stop()
-        if server is not None:
-            server.close()
-            await server.wait_closed()
+        if listener is not None:
+            await listener.close()
 
     def workers(self) -> list[dict[str, object]]:
         return self.service.workers() if self.service is not None else []

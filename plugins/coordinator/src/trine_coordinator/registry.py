@@ -12,7 +12,7 @@ import socket
 
 from trine_coordinator.service import WorkerService
 from trine_coordinator.session import WorkerSession
-from trine_core import split_host_port
+from trine_core import DEFAULT_WORKER_SCHEME, split_host_port, worker_address
 from trine_proto.trine.v1 import ListWorkersRequest, ListWorkersResponse, RunInFlight, WorkerInfo
 
 DEFAULT_MAX_RUNS = 100
@@ -23,11 +23,14 @@ WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 
 
 def coordinator_name(worker_addr: str) -> str:
-    """How a coordinator listening for workers on ``worker_addr`` names itself."""
-    host, port = split_host_port(worker_addr, "worker_addr")
+    """How a coordinator listening for workers on ``worker_addr`` names itself: ``host:port``,
+    with its scheme unless it is the default (``grpc://``)."""
+    scheme, _, rest = worker_address(worker_addr).partition("://")
+    host, port = split_host_port(rest, "worker_addr")
     if host in WILDCARD_HOSTS:
         host = socket.gethostname()
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    name = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return name if scheme == DEFAULT_WORKER_SCHEME else f"{scheme}://{name}"
 
 
 class CoordinatorRegistry:

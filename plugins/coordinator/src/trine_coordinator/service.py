@@ -1,9 +1,12 @@
-"""The worker gRPC service: register, dispatch within capacity, forward reports, watch heartbeats.
+"""The coordinator's worker hub: register, dispatch within capacity, forward reports, watch
+heartbeats.
 
-One bidirectional stream per worker process (``WorkerService.Connect``); the protocol is in
-docs/internals.md ("The worker stream"). The coordinator keeps no durable state: what it knows
-of a worker lives as long as the worker's stream, and every lease a stream held is given back to
-the engine when the stream ends, so its runs are dispatched again at once.
+One stream per worker process, carried by the worker transport of ``worker_addr``'s scheme
+(``grpc://``: ``WorkerService.Connect``), which hands it to :meth:`WorkerService.serve` as a
+:class:`~trine_core.WorkerStream`; the protocol is in docs/internals.md ("The worker stream"). The
+coordinator keeps no durable state: what it knows of a worker lives as long as the worker's
+stream, and every lease a stream held is given back to the engine when the stream ends, so its
+runs are dispatched again at once.
 
 A run is dispatched again only when its worker is gone, never because it is slow (issue 10):
 
@@ -27,20 +30,25 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from typing import Any
 
-import grpclib
-import grpclib.server
 import structlog
-from grpclib.const import Cardinality, Handler, Status
 
 from trine_coordinator import admission, metrics
 from trine_coordinator.admission import Credential
 from trine_coordinator.losses import Loss, Losses
 from trine_coordinator.session import WorkerSession
 from trine_coordinator.settings import HEARTBEAT_INTERVAL_MS, LEASE_TTL_MS, MAX_WORKER_LOSSES
-from trine_core import Dispatcher, Settings, TrineError, Unavailable, tracing
+from trine_core import (
+    Dispatcher,
+    InvalidArgument,
+    Settings,
+    TrineError,
+    Unavailable,
+    WorkerStream,
+    tracing,
+)
 from trine_core.auth import TokenBook
 from trine_proto.trine.v1 import (
     Command,
@@ -58,12 +66,10 @@ from trine_proto.trine.v1 import (
     TakeWorkRequest,
     WorkerMessage,
     WorkerReport,
-    WorkerServiceBase,
     WorkItem,
 )
 from trine_proto.vocabulary import ErrorCode, now_ms
 
-CONNECT = "/trine.v1.WorkerService/Connect"
 TAKE_WORK_WAIT_MS = 1_000
 MISSED_HEARTBEATS = 5
 REGISTER_TIMEOUT_S = 10.0
@@ -83,7 +89,9 @@ def _ids(item: WorkItem) -> tuple[str, str]:
     return item.run.id, item.lease.id
 
 
-class WorkerService(WorkerServiceBase):
+class WorkerService:
+    """The coordinator's :class:`~trine_core.WorkerHub`: every worker's session."""
+
     def __init__(
         self,
         dispatcher: Dispatcher,
@@ -122,8 +130,9 @@ class WorkerService(WorkerServiceBase):
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def engine_answers(self) -> bool:
-        """The health check: an empty lease renewal is the cheapest call the engine answers."""
+    async def healthy(self) -> bool:
+        """The worker port's health check (gRPC's health service): whether the engine answers;
+        an empty lease renewal is the cheapest call it answers."""
         try:
             await self.dispatcher.renew_leases(RenewLeasesRequest())
         except TrineError as exc:
@@ -142,32 +151,22 @@ class WorkerService(WorkerServiceBase):
 
     # -- the stream ------------------------------------------------------------------------------
 
-    def __mapping__(self) -> dict[str, Handler]:
-        """``Connect`` goes through :meth:`_connect_stream`: the generated handler hands
-        ``connect`` the messages only, and admission needs the stream's metadata."""
-        return {
-            CONNECT: Handler(
-                self._connect_stream, Cardinality.STREAM_STREAM, WorkerMessage, CoordinatorMessage
-            )
-        }
-
-    async def _connect_stream(
-        self, stream: grpclib.server.Stream[WorkerMessage, CoordinatorMessage]
-    ) -> None:
-        """Admit the stream by its token (a refusal ends it before any message is read), then
-        serve :meth:`connect`; the generator is closed as soon as the stream ends, so the session
-        ends with it."""
-        metadata: Mapping[str, object] = stream.metadata or {}
+    async def serve(self, stream: WorkerStream) -> None:
+        """One worker's stream, handed over by the worker transport (``WorkerHub.serve``): admit
+        it by its token (a refusal ends it before any message is read), then serve
+        :meth:`connect`; the generator is closed as soon as the stream ends, so the session ends
+        with it. A refusal is raised as the ``TrineError`` the stream ends with."""
+        metadata = stream.metadata
         try:
             credential = admission.authenticate(self.tokens, metadata)
-        except grpclib.GRPCError as exc:
-            self._refused(exc, "", None, _peer(stream))
+        except TrineError as exc:
+            self._refused(exc, "", None, stream.peer or None)
             raise
-        instance = _text(metadata.get(admission.INSTANCE))
-        replies = self.connect(stream.__aiter__(), credential, instance)
+        instance = metadata.get(admission.INSTANCE, "")
+        replies = self.connect(_messages(stream), credential, instance)
         async with contextlib.aclosing(replies):
             async for message in replies:
-                await stream.send_message(message)
+                await stream.send(message)
 
     async def connect(
         self,
@@ -176,13 +175,13 @@ class WorkerService(WorkerServiceBase):
         instance: str = "",
     ) -> AsyncGenerator[CoordinatorMessage, None]:
         """One worker's session, from its ``Register`` until the stream ends. ``credential``
-        is what :meth:`_connect_stream` admitted the stream with; ``instance`` the worker's
+        is what :meth:`serve` admitted the stream with; ``instance`` the worker's
         ``trine-worker-instance``."""
         register = await self._first_register(messages)
         try:
             admission.admit_functions(credential, (spec.name for spec in register.functions))
             self._refuse_duplicate(register.worker_id, instance)
-        except grpclib.GRPCError as exc:
+        except TrineError as exc:
             self._refused(exc, register.worker_id, credential)
             raise
         session = WorkerSession(
@@ -205,12 +204,12 @@ class WorkerService(WorkerServiceBase):
                 )
             )
         except TrineError as exc:  # the engine is away: the worker retries with backoff
-            raise grpclib.GRPCError(Status.UNAVAILABLE, exc.message) from None
+            raise Unavailable(exc.message) from None
         if self._stopping:  # checked after the await above: stop() may have begun during it
-            raise grpclib.GRPCError(Status.UNAVAILABLE, "the coordinator is stopping")
+            raise Unavailable("the coordinator is stopping")
         try:  # again: another registration of the id may have won while the engine answered
             self._refuse_duplicate(session.worker_id, instance)
-        except grpclib.GRPCError as exc:
+        except TrineError as exc:
             self._refused(exc, session.worker_id, credential)
             raise
         log = self.log.bind(worker_id=session.worker_id, session_id=session.session_id)
@@ -270,7 +269,7 @@ class WorkerService(WorkerServiceBase):
         return previous
 
     def _refuse_duplicate(self, worker_id: str, instance: str) -> None:
-        """Refuse (ALREADY_EXISTS) a second live worker with one id: fencing the first instead
+        """Refuse (``WorkerIdInUse``) a second live worker with one id: fencing the first instead
         made two such workers take turns a dozen times a second (issue 13)."""
         holder = self._holder(worker_id, instance)
         if holder is not None:
@@ -278,16 +277,16 @@ class WorkerService(WorkerServiceBase):
 
     def _refused(
         self,
-        error: grpclib.GRPCError,
+        error: TrineError,
         worker_id: str,
         credential: Credential | None,
         peer: str | None = None,
     ) -> None:
         """Count and log a refused stream (one line; the worker backs off, so lines are few)."""
-        metrics.WORKERS_REFUSED.labels(error.status.name.lower()).inc()
+        metrics.WORKERS_REFUSED.labels(metrics.refusal_reason(error.code)).inc()
         self.log.warning(
             "worker refused",
-            status=error.status.name,
+            code=error.code,
             reason=error.message,
             worker_id=worker_id or None,
             token=credential.name if credential is not None else None,
@@ -377,12 +376,10 @@ class WorkerService(WorkerServiceBase):
         try:
             first = await asyncio.wait_for(anext(messages), REGISTER_TIMEOUT_S)
         except (StopAsyncIteration, TimeoutError):
-            raise grpclib.GRPCError(Status.INVALID_ARGUMENT, "no Register message") from None
+            raise InvalidArgument("no Register message") from None
         register = first.register  # None unless the oneof holds a Register
         if register is None or not register.worker_id:
-            raise grpclib.GRPCError(
-                Status.INVALID_ARGUMENT, "the first message must be Register with a worker_id"
-            )
+            raise InvalidArgument("the first message must be Register with a worker_id")
         return register
 
     async def _read(self, session: WorkerSession, messages: AsyncIterator[WorkerMessage]) -> None:
@@ -401,7 +398,7 @@ class WorkerService(WorkerServiceBase):
                     self.log.info("worker draining", worker_id=session.worker_id)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # StreamTerminatedError, a connection lost, an undecodable message
+        except Exception as exc:  # Unavailable (the connection broke), a message over the limit
             self._end(session, f"stream broke: {type(exc).__name__}: {exc}")
         else:
             self._end(session, "the worker closed its stream")
@@ -695,20 +692,10 @@ class WorkerService(WorkerServiceBase):
                 held[lease].notify_cancel(lease)
 
 
-def _text(value: object) -> str:
-    """A metadata value as text ("" if absent)."""
-    if isinstance(value, bytes):
-        return value.decode("latin-1")
-    return value if isinstance(value, str) else ""
-
-
-def _peer(stream: grpclib.server.Stream[WorkerMessage, CoordinatorMessage]) -> str | None:
-    """The remote ``host:port`` of a stream, for a refusal's log line."""
-    with contextlib.suppress(Exception):
-        address = stream.peer.addr()
-        if address:
-            return f"{address[0]}:{address[1]}"
-    return None
+async def _messages(stream: WorkerStream) -> AsyncIterator[WorkerMessage]:
+    """A worker stream's messages until the worker ends its side."""
+    while (message := await stream.receive()) is not None:
+        yield message
 
 
 def _function(session: WorkerSession, run_id: str) -> str | None:

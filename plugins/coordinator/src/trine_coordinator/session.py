@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trine_coordinator.admission import Credential
+from trine_core import TrineError
 from trine_proto.trine.v1 import CancelNotice, CoordinatorMessage, ReportAcks, WorkItems
 from trine_proto.vocabulary import now_ms
 
@@ -45,8 +46,8 @@ class WorkerSession:
     dispatched again), the engine's doing rather than a lost worker."""
     closed: bool = False
     close_reason: str = ""
-    refusal: Exception | None = None
-    """What the stream ends with instead of OK (a GRPCError: its token was revoked)."""
+    refusal: TrineError | None = None
+    """What the stream ends with instead of ending normally (its token was revoked)."""
     sdk_version: str = ""
     build_id: str = ""
     """The build the worker registered with ("" from an SDK before builds: an unknown build). It

@@ -6,7 +6,10 @@ from __future__ import annotations
 from trine_core import Setting
 
 WORKER_ADDR = Setting(
-    "worker_addr", "127.0.0.1:7481", "where workers connect to the coordinator (gRPC host:port)"
+    "worker_addr",
+    "127.0.0.1:7481",
+    "where workers connect to the coordinator: [grpc://]host:port, or scheme://... of another "
+    "installed worker transport",
 )
 LEASE_TTL_MS = Setting(
     "lease_ttl_ms",

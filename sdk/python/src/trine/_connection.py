@@ -1,6 +1,7 @@
 """Keeping the worker stream up: connect, register, serve one session, reconnect.
 
-One bidirectional gRPC stream per process carries everything (docs/internals.md, "The worker
+One bidirectional stream per process, opened by the worker transport of the address's scheme
+(:mod:`trine.transport`; ``grpc://`` by default), carries everything (docs/internals.md, "The worker
 stream"): ``Register`` then ``Registered``, ``Dispatch`` of work items, reports and their acks,
 heartbeats, ``Drain``. When the coordinator is not there yet or goes away, the worker reconnects
 with exponential backoff and jitter, and the runs it had in flight are cancelled: the coordinator
@@ -22,16 +23,12 @@ import logging
 import random
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import betterproto2
-from grpclib.client import Channel
-from grpclib.const import Cardinality, Status
-from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
-from trine_proto.limits import BoundedCodec, derived_limit
+from trine_proto.limits import derived_limit
 from trine_proto.trine.v1 import (
-    CoordinatorMessage,
     Drain,
     FunctionSpec,
     Heartbeat,
@@ -39,33 +36,34 @@ from trine_proto.trine.v1 import (
     Registered,
     WorkerMessage,
 )
+from trine_proto.vocabulary import ErrorCode
 
 from ._dispatch import InFlight
 from ._runner import FunctionDef
 from ._session import Session
 from ._tls import worker_context
 from ._version import __version__
+from .transport import ConnectOptions, Connector, CoordinatorStream, StreamError
 
 if TYPE_CHECKING:
     from .worker import Worker
 
 log = logging.getLogger("trine.worker")
 
-CONNECT = "/trine.v1.WorkerService/Connect"
 INITIAL_BACKOFF = 0.1
 MAX_BACKOFF = 5.0
 REFUSED_BACKOFF = 1.0
 MAX_REFUSED_BACKOFF = 30.0
 """After a refusal, the first and the longest pause before trying again (doubling, jittered)."""
-REFUSALS = {
-    Status.UNAUTHENTICATED: "set TRINE_TOKEN (or Worker(token=...)) to a token with scope "
+REFUSALS: dict[str, str] = {
+    ErrorCode.UNAUTHENTICATED: "set TRINE_TOKEN (or Worker(token=...)) to a token with scope "
     "'worker' that is in the coordinator's tokens file",
-    Status.PERMISSION_DENIED: "use a token whose scopes include 'worker' and whose 'functions' "
+    ErrorCode.PERMISSION_DENIED: "use a token whose scopes include 'worker' and whose 'functions' "
     "include every function this worker serves (or serve only those)",
-    Status.ALREADY_EXISTS: "give each worker process its own worker_id (or leave it unset: the "
-    "default is unique per process)",
+    ErrorCode.WORKER_ID_IN_USE: "give each worker process its own worker_id (or leave it unset: "
+    "the default is unique per process)",
 }
-"""The statuses a coordinator refuses a worker with, and what the worker's owner can do."""
+"""The error codes a coordinator refuses a worker with, and what the worker's owner can do."""
 AUTHORIZATION = "authorization"
 INSTANCE = "trine-worker-instance"
 DEFAULT_HEARTBEAT_MS = 5_000
@@ -88,21 +86,19 @@ class Connection:
         functions: Mapping[str, FunctionDef],
         runs: InFlight,
         *,
-        host: str,
-        port: int,
+        connector: Connector,
         stop: asyncio.Event,
         registered: asyncio.Event,
     ) -> None:
         self._worker = worker
         self._functions = functions
         self._runs = runs
-        self._host = host
-        self._port = port
+        self._connector = connector
         self._stop = stop
         self._registered = registered
         self._session_registered = False
         self._outage_since: float | None = None
-        self._refusal: tuple[Status, str] | None = None  # the last one logged
+        self._refusal: tuple[str, str] | None = None  # the last one logged
         # TRINE_TLS_CA / _CERT / _KEY: TLS to the coordinator; a bad file fails serve() now.
         self._tls = worker_context()
 
@@ -113,17 +109,14 @@ class Connection:
         while not self._stop.is_set():
             self._session_registered = False
             unexpected = False
-            refused: GRPCError | None = None
+            refused: StreamError | None = None
             try:
                 reason = await self._session()
-            except GRPCError as exc:
+            except StreamError as exc:
                 reason = _describe(exc)
-                refused = exc if exc.status in REFUSALS else None
-            except (OSError, StreamTerminatedError, ProtocolError, TimeoutError) as exc:
+                refused = exc if exc.code in REFUSALS else None
+            except (OSError, TimeoutError) as exc:  # ConnectionError: the transport's words
                 reason = _describe(exc)
-                if self._tls is None and isinstance(exc, StreamTerminatedError | ProtocolError):
-                    # A TLS listener drops a plain-text HTTP/2 preface without a word.
-                    reason += "; if the coordinator serves TLS, set TRINE_TLS_CA"
             except Exception as exc:
                 reason, unexpected = _describe(exc), True
             self._registered.clear()
@@ -162,22 +155,22 @@ class Connection:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), pause)
 
-    def _log_refusal(self, error: GRPCError) -> None:
+    def _log_refusal(self, error: StreamError) -> None:
         """One ERROR line per distinct refusal (what, why, what to do); a repeat at DEBUG."""
-        key = (error.status, error.message or "")
+        key = (error.code, error.message)
         if key == self._refusal:
             log.debug("still refused by the coordinator (%s)", _describe(error))
             return
         self._refusal = key
         log.error(
-            "the coordinator at %s refused worker %s %s: %s (gRPC %s). To fix: %s. Retrying "
+            "the coordinator at %s refused worker %s %s: %s (%s). To fix: %s. Retrying "
             "with backoff (up to %gs) until it is admitted",
             self._worker.address,
             self._worker.worker_id,
             "with a token" if self._worker.token else "without a token",
             error.message or "no reason given",
-            error.status.name,
-            REFUSALS[error.status],
+            error.code,
+            REFUSALS[error.code],
             MAX_REFUSED_BACKOFF,
         )
 
@@ -194,42 +187,30 @@ class Connection:
     async def _session(self) -> str:
         """Connect, register, serve until the stream ends; why it ended. Raises when the
         connection or the stream fails."""
-        # A work item over the limit is refused from its length prefix: it holds the run's
-        # journal, so the limit is many payloads (trine_proto.limits), as on the coordinator.
-        limit = derived_limit(self._worker.max_payload_bytes)
-        codec = BoundedCodec(limit, "derived from the worker's max_payload_bytes")
-        channel = Channel(self._host, self._port, codec=codec, ssl=self._tls)
+        # A work item over the limit is refused from its length: it holds the run's journal, so
+        # the limit is many payloads (trine_proto.limits), as on the coordinator.
+        options = ConnectOptions(
+            metadata=self._metadata(),
+            max_message_bytes=derived_limit(self._worker.max_payload_bytes),
+            tls=self._tls,
+        )
+        stream = await self._connector.connect(self._worker.address, options)
         try:
-            async with channel.request(
-                CONNECT,
-                Cardinality.STREAM_STREAM,
-                WorkerMessage,
-                CoordinatorMessage,
-                metadata=self._metadata(),
-            ) as stream:
-                # grpclib: open the HTTP/2 stream before reading, or the first read hangs.
-                await stream.send_request()
-                session = Session(stream)
-                writer = asyncio.create_task(session.write_loop(), name="trine-worker-writer")
-                try:
-                    session.send(WorkerMessage(register=self._register_message()))
-                    registered = await asyncio.wait_for(
-                        _first_registered(stream), self._worker.register_timeout
-                    )
-                    self._on_registered(registered)
-                    session.batches = registered.batches
-                    interval = (registered.heartbeat_interval_ms or DEFAULT_HEARTBEAT_MS) / 1000
-                    reason = await self._serve_session(stream, session, writer, interval)
-                finally:
-                    await self._close_session(session, writer)
-                if not (session.half_closed and session.remote_ended):
-                    # On a clean exit grpclib waits for the trailers, and raises "Outgoing stream
-                    # was not ended" unless we ended our side: unless both sides ended, reset.
-                    with contextlib.suppress(Exception):
-                        await stream.cancel()
-                return reason
+            session = Session(stream)
+            writer = asyncio.create_task(session.write_loop(), name="trine-worker-writer")
+            try:
+                session.send(WorkerMessage(register=self._register_message()))
+                registered = await asyncio.wait_for(
+                    _first_registered(stream), self._worker.register_timeout
+                )
+                self._on_registered(registered)
+                session.batches = registered.batches
+                interval = (registered.heartbeat_interval_ms or DEFAULT_HEARTBEAT_MS) / 1000
+                return await self._serve_session(stream, session, writer, interval)
+            finally:
+                await self._close_session(session, writer)
         finally:
-            channel.close()
+            await stream.close()
 
     def _register_message(self) -> Register:
         build_id = self._worker.build_id
@@ -273,7 +254,11 @@ class Connection:
         self._registered.set()
 
     async def _serve_session(
-        self, stream: Any, session: Session, writer: asyncio.Task[None], interval: float
+        self,
+        stream: CoordinatorStream,
+        session: Session,
+        writer: asyncio.Task[None],
+        interval: float,
     ) -> str:
         reader = asyncio.create_task(self._read_loop(stream, session), name="trine-worker-reader")
         helpers = [
@@ -300,11 +285,10 @@ class Connection:
                 task.cancel()
             await asyncio.gather(reader, aborted, *helpers, return_exceptions=True)
 
-    async def _read_loop(self, stream: Any, session: Session) -> None:
+    async def _read_loop(self, stream: CoordinatorStream, session: Session) -> None:
         while True:
-            message = await stream.recv_message()
+            message = await stream.receive()
             if message is None:
-                session.remote_ended = True
                 return
             kind, value = betterproto2.which_one_of(message, "message")
             if value is None:
@@ -367,9 +351,9 @@ async def _heartbeat_loop(session: Session, interval: float) -> None:
         session.send(WorkerMessage(heartbeat=Heartbeat()))
 
 
-async def _first_registered(stream: Any) -> Registered:
+async def _first_registered(stream: CoordinatorStream) -> Registered:
     """The coordinator's answer to ``Register``; anything else first is a protocol error."""
-    message = await stream.recv_message()
+    message = await stream.receive()
     if message is None:
         raise ConnectionError("the coordinator closed the stream instead of registering us")
     kind, value = betterproto2.which_one_of(message, "message")
@@ -380,8 +364,8 @@ async def _first_registered(stream: Any) -> Registered:
 
 
 def _describe(exc: BaseException) -> str:
-    """A one-line reason for logs: GRPCError's status and message, else the class and text."""
-    if isinstance(exc, GRPCError):
-        return f"gRPC {exc.status.name}: {exc.message or ''}".strip()
+    """A one-line reason for logs: a StreamError's code and message, else the class and text."""
+    if isinstance(exc, StreamError):
+        return str(exc)
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

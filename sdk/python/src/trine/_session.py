@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from typing import Any
 
 from trine_proto.trine.v1 import (
     Command,
@@ -27,6 +26,8 @@ from trine_proto.trine.v1 import (
     WorkerReport,
     WorkerReports,
 )
+
+from .transport import CoordinatorStream
 
 log = logging.getLogger("trine.worker")
 
@@ -38,19 +39,15 @@ MAX_BATCH_BYTES = 1 << 20
 
 
 class Session:
-    """The send side and ack bookkeeping of one ``WorkerService.Connect`` stream.
+    """The send side and ack bookkeeping of one stream to the coordinator (a
+    :class:`~trine.transport.CoordinatorStream`, open)."""
 
-    ``stream`` is a grpclib client stream whose request headers were already sent.
-    """
-
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: CoordinatorStream) -> None:
         self._stream = stream
         self._outbox: asyncio.Queue[WorkerMessage | None] = asyncio.Queue()
         self._acks: dict[int, asyncio.Future[ReportAck]] = {}
         self._request_ids = itertools.count(1)
         self._closed = False
-        self.half_closed = False  # we ended our side (after a drain)
-        self.remote_ended = False  # the coordinator ended its side
         self._aborted: asyncio.Event = asyncio.Event()
         self.abort_reason = ""
         self.batches = False  # the coordinator reads WorkerReports (its Registered says so)
@@ -119,10 +116,9 @@ class Session:
             message = taken.pop(0) if taken else await self._outbox.get()
             if message is None:
                 await self._stream.end()
-                self.half_closed = True
                 return
             if message.report is None or not self.batches or self._outbox.empty():
-                await self._stream.send_message(message)
+                await self._stream.send(message)
                 continue
             reports = [message.report]
             size = weight(message.report)
@@ -137,9 +133,9 @@ class Session:
                     break
                 reports.append(queued.report)
             if len(reports) == 1:
-                await self._stream.send_message(message)
+                await self._stream.send(message)
             else:
-                await self._stream.send_message(WorkerMessage(reports=WorkerReports(reports)))
+                await self._stream.send(WorkerMessage(reports=WorkerReports(reports)))
 
 
 def weight(report: WorkerReport) -> int:

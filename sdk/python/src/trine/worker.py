@@ -28,10 +28,12 @@ from ._build import code_digest
 from ._connection import Connection
 from ._declared import NAME_ATTRIBUTE, input_type
 from ._dispatch import InFlight
+from ._grpc_transport import host_port
 from ._lag import LagMonitor
 from ._runner import FunctionDef
 from .converter import Converter
 from .retry import RetryPolicy
+from .transport import DEFAULT_SCHEME, connector_for, scheme_of
 
 log = logging.getLogger("trine.worker")
 
@@ -56,15 +58,6 @@ WORKFLOW_ERROR_MODES = {
 DEFAULT_LOOP_LAG_WARNING = 0.5
 
 
-def parse_address(address: str) -> tuple[str, int]:
-    """``host:port`` (``[v6]:port`` too) into its parts; a clear error for anything else."""
-    text = address.strip().removeprefix("grpc://").removeprefix("http://")
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"a worker address is host:port, not {address!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
 class Worker:
     """A process that serves workflow functions to a trine coordinator.
 
@@ -72,7 +65,9 @@ class Worker:
     digits, unique per process (two containers with the same hostname and PID 1 differ); while a
     worker holds an id, the coordinator refuses another worker registering it, so give each
     process its own.
-    ``address`` defaults to ``$TRINE_WORKER_ADDR`` or ``127.0.0.1:7481``.
+    ``address`` defaults to ``$TRINE_WORKER_ADDR`` or ``127.0.0.1:7481``; its scheme names the
+    worker transport (``grpc://``, the default; others from ``trine.worker_transports`` entry
+    points, :mod:`trine.transport`).
 
     ``token`` (default ``$TRINE_TOKEN``) is the worker token the coordinator asks for when it has
     a tokens file (scope ``worker``; docs/security.md); it goes as ``authorization: Bearer`` on
@@ -162,13 +157,17 @@ class Worker:
 
     @property
     def address(self) -> str:
-        """The coordinator's ``host:port`` this worker connects to, from its next ``serve()``."""
+        """The coordinator's address this worker connects to, from its next ``serve()``:
+        ``[scheme://]host:port``."""
         return self._address
 
     @address.setter
     def address(self, address: str) -> None:
-        self._host, self._port = parse_address(address)  # a bad address fails here, not later
-        self._address = address
+        # A bad address, or a scheme no installed worker transport serves, fails here, not later.
+        connector = connector_for(address)
+        if scheme_of(address) == DEFAULT_SCHEME:
+            host_port(address)
+        self._connector, self._address = connector, address
 
     @overload
     def function(self, fn: F, /) -> F: ...
@@ -299,8 +298,7 @@ class Worker:
             self,
             self._functions,
             self._runs,
-            host=self._host,
-            port=self._port,
+            connector=self._connector,
             stop=self._stop,
             registered=self._registered_event,
         )

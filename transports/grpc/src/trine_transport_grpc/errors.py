@@ -29,6 +29,7 @@ STATUS_BY_CODE: dict[str, Status] = {
     ErrorCode.UNAVAILABLE: Status.UNAVAILABLE,
     ErrorCode.UNAUTHENTICATED: Status.UNAUTHENTICATED,
     ErrorCode.PERMISSION_DENIED: Status.PERMISSION_DENIED,
+    ErrorCode.WORKER_ID_IN_USE: Status.ALREADY_EXISTS,
 }
 """The gRPC status an error travels with, by its code; any other code travels as ``INTERNAL``."""
 

@@ -1,5 +1,6 @@
 """The ``grpc://host:port`` transport: ``Backend``, ``Dispatcher`` and ``WorkerRegistry`` across
-processes (grpclib).
+processes, and the coordinator's worker port (``WorkerService.Connect``, :mod:`.workers`), over
+grpclib.
 
 With ``[tls] cert``/``key`` every port it serves speaks TLS, and with ``[tls] ca`` requires client
 certificates that CA signed (mutual TLS between roles); it dials with TLS whenever any ``[tls]``
@@ -23,7 +24,9 @@ from trine_core import (
     Settings,
     SettingsRegistry,
     TransportRegistry,
+    WorkerHub,
     WorkerRegistry,
+    WorkerServing,
     contract_name,
     hookimpl,
     split_host_port,
@@ -38,6 +41,7 @@ from trine_transport_grpc.client import (
     RemoteWorkerRegistry,
 )
 from trine_transport_grpc.server import ContractServer
+from trine_transport_grpc.workers import GrpcWorkerListener, serve_workers
 
 T = TypeVar("T")
 MAX_MESSAGE_BYTES = Setting(
@@ -62,6 +66,7 @@ class GrpcTransport:
         self.settings = settings if settings is not None else Settings()
         self._servers: dict[tuple[str, int], ContractServer] = {}
         self._channels: dict[tuple[str, int], ChannelPool] = {}
+        self._worker_ports: list[GrpcWorkerListener] = []
 
     @functools.cached_property
     def client_tls(self) -> ssl.SSLContext | None:
@@ -123,7 +128,19 @@ class GrpcTransport:
         else:
             server.served.worker_registry = cast(WorkerRegistry, implementation)
 
+    async def serve_workers(
+        self, hub: WorkerHub, address: str, serving: WorkerServing
+    ) -> GrpcWorkerListener:
+        """The worker port: its own server, TLS and message limit (the coordinator's, not
+        ``[grpc]``'s: workers are admitted by token, not by the roles' mutual TLS)."""
+        listener = await serve_workers(hub, address, serving)
+        self._worker_ports.append(listener)
+        return listener
+
     async def close(self) -> None:
+        for listener in self._worker_ports:
+            await listener.close()
+        self._worker_ports.clear()
         for server in self._servers.values():
             await server.close()
         for pool in self._channels.values():

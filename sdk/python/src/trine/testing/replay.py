@@ -13,7 +13,7 @@ import asyncio
 import concurrent.futures
 import logging
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import Any, cast
 
 from trine_proto.trine.v1 import ReportAck, ReportOutcome, ReportResponse
 
@@ -23,6 +23,7 @@ from .._runner import FunctionDef
 from .._session import RunReporter, Session
 from ..context import Context
 from ..errors import NonDeterminismError
+from ..transport import CoordinatorStream
 from ..worker import Worker
 
 log = logging.getLogger("trine.replay")
@@ -111,7 +112,7 @@ class _Offline(RunReporter):
     call is answered by the journal or ends the replay), so this only acknowledges."""
 
     def __init__(self, run_id: str) -> None:
-        super().__init__(Session(None), run_id, "replay")
+        super().__init__(Session(cast(CoordinatorStream, None)), run_id, "replay")
 
     def send(self, *commands: Any) -> asyncio.Future[ReportAck]:
         future: asyncio.Future[ReportAck] = asyncio.get_running_loop().create_future()

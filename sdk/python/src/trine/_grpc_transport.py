@@ -1,0 +1,151 @@
+"""The SDK's own worker transport: ``grpc://host:port``, one ``WorkerService.Connect`` stream
+(grpclib, HTTP/2) per session. Registered as the ``grpc`` entry point of
+``trine.worker_transports`` in the SDK's pyproject, as a third party's would be."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import grpclib
+from grpclib.client import Channel, Stream
+from grpclib.const import Cardinality, Status
+from grpclib.exceptions import ProtocolError, StreamTerminatedError
+
+from trine_proto.limits import BoundedCodec
+from trine_proto.trine.v1 import CoordinatorMessage, WorkerMessage
+from trine_proto.vocabulary import ErrorCode
+
+from .transport import ConnectOptions, StreamError, with_scheme
+
+CONNECT = "/trine.v1.WorkerService/Connect"
+CODES = {
+    Status.UNAUTHENTICATED: ErrorCode.UNAUTHENTICATED,
+    Status.PERMISSION_DENIED: ErrorCode.PERMISSION_DENIED,
+    Status.ALREADY_EXISTS: ErrorCode.WORKER_ID_IN_USE,
+    Status.RESOURCE_EXHAUSTED: ErrorCode.PAYLOAD_TOO_LARGE,
+    Status.INVALID_ARGUMENT: ErrorCode.INVALID_ARGUMENT,
+    Status.UNAVAILABLE: ErrorCode.UNAVAILABLE,
+}
+"""The error code of each status a coordinator ends a worker's stream with (any other:
+``internal``)."""
+BROKEN = (StreamTerminatedError, ProtocolError, OSError)
+LIMIT_SETTING = "derived from the worker's max_payload_bytes"
+"""What a refusal of a message over the worker's limit names as its setting."""
+
+
+def host_port(address: str) -> tuple[str, int]:
+    """``[grpc://]host:port`` (``[v6]:port`` too) into its parts; a clear error for anything
+    else."""
+    text = with_scheme(address).removeprefix("grpc://")
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"a worker address is [grpc://]host:port, not {address!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class GrpcConnector:
+    """Opens ``WorkerService.Connect`` streams: one channel (connection) per stream."""
+
+    async def connect(self, address: str, options: ConnectOptions) -> GrpcCoordinatorStream:
+        host, port = host_port(address)
+        # A work item over the limit is refused from its length prefix (trine_proto.limits).
+        codec = BoundedCodec(
+            options.max_message_bytes, "derived from the worker's max_payload_bytes"
+        )
+        channel = Channel(host, port, codec=codec, ssl=options.tls)
+        try:
+            stream: Stream[WorkerMessage, CoordinatorMessage] = channel.request(
+                CONNECT,
+                Cardinality.STREAM_STREAM,
+                WorkerMessage,
+                CoordinatorMessage,
+                metadata=dict(options.metadata),
+            )
+            await stream.__aenter__()
+            opened = GrpcCoordinatorStream(channel, stream, plain_text=options.tls is None)
+            with opened.translated():
+                # grpclib: open the HTTP/2 stream before reading, or the first read hangs.
+                await stream.send_request()
+        except BaseException:
+            channel.close()
+            raise
+        return opened
+
+
+class GrpcCoordinatorStream:
+    """One ``Connect`` stream and its channel, as a :class:`~trine.transport.CoordinatorStream`."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        stream: Stream[WorkerMessage, CoordinatorMessage],
+        plain_text: bool,
+    ) -> None:
+        self._channel = channel
+        self._stream = stream
+        self._plain_text = plain_text
+        self._ended = False  # we ended our side
+        self._remote_ended = False  # the coordinator ended its side
+        self._closed = False
+
+    @contextlib.contextmanager
+    def translated(self) -> Iterator[None]:
+        """grpclib's errors as the transport's: a status → StreamError, a broken connection →
+        ConnectionError."""
+        try:
+            try:
+                yield
+            except StreamTerminatedError:
+                # A coordinator that ends the stream with an error status while ours is open
+                # resets it: its status is in the headers or trailers it sent first.
+                self._raise_status()
+                raise
+        except grpclib.GRPCError as exc:
+            code = CODES.get(exc.status, ErrorCode.INTERNAL)
+            raise StreamError(code, exc.message or exc.status.name) from None
+        except BROKEN as exc:
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if self._plain_text and isinstance(exc, StreamTerminatedError | ProtocolError):
+                # A TLS listener drops a plain-text HTTP/2 preface without a word.
+                reason += "; if the coordinator serves TLS, set TRINE_TLS_CA"
+            raise ConnectionError(reason) from None
+
+    def _raise_status(self) -> None:
+        """Raise the ``GRPCError`` of the status the coordinator ended the stream with, if it
+        sent one other than OK (what grpclib itself does when leaving the stream's context; it
+        reads trailers only once our side ended too, so a stream the coordinator ended while
+        ours is open needs this)."""
+        self._stream._maybe_raise()
+
+    async def send(self, message: WorkerMessage) -> None:
+        with self.translated():
+            await self._stream.send_message(message)
+
+    async def receive(self) -> CoordinatorMessage | None:
+        with self.translated():
+            message = await self._stream.recv_message()
+            if message is None:
+                self._remote_ended = True
+                self._raise_status()
+            return message
+
+    async def end(self) -> None:
+        with self.translated():
+            await self._stream.end()
+        self._ended = True
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if not (self._ended and self._remote_ended):
+                # Unless both sides ended, grpclib would wait for trailers (and raise "Outgoing
+                # stream was not ended"): reset the stream instead.
+                with contextlib.suppress(Exception):
+                    await self._stream.cancel()
+            with contextlib.suppress(Exception):
+                await self._stream.__aexit__(None, None, None)
+        finally:
+            self._channel.close()
