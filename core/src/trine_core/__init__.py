@@ -37,6 +37,7 @@ from trine_core.names import MAX_SIGNAL_NAME, check_signal_name
 from trine_core.plugins import PluginSet
 from trine_core.protocols import Backend, Dispatcher, WorkerRegistry
 from trine_core.registry import Command, CommandRegistry, RoleRegistry, TransportRegistry
+from trine_core.reports import refused, report_each
 from trine_core.roles import Role, RoleContext, Transport
 from trine_core.runtime import Runtime
 from trine_core.settings import (
@@ -112,5 +113,7 @@ __all__ = [
     "hookimpl",
     "install_sighup_reload",
     "new_token",
+    "refused",
+    "report_each",
     "split_host_port",
 ]

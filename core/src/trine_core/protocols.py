@@ -36,6 +36,8 @@ from trine_proto.trine.v1 import (
     ReleaseLeasesResponse,
     RenewLeasesRequest,
     RenewLeasesResponse,
+    ReportBatchRequest,
+    ReportBatchResponse,
     ReportRequest,
     ReportResponse,
     RetryRunRequest,
@@ -132,6 +134,18 @@ class Dispatcher(Protocol):
     async def report(self, message: ReportRequest) -> ReportResponse:
         """Journal a worker's commands for a run, durably, under its lease. Raises LeaseLost when
         the lease is no longer current; then nothing changed."""
+        ...
+
+    async def report_batch(self, message: ReportBatchRequest) -> ReportBatchResponse:
+        """Journal several reports at once, each exactly as ``report`` would: under its own
+        lease, in the request's order (reports of one run are applied in the order sent), each
+        with its own answer in ``ReportBatchResponse.results`` (its response, or the error code
+        and message it was refused with; a refused report changed nothing and fails no other).
+        Called by the coordinator with every report its workers sent in one turn of its loop, so
+        a batch costs one call and one synced commit, not one of each per report. Returns once
+        every accepted report is durable. Raises only when the call as a whole failed (the
+        engine unreachable); then the caller cannot know which reports were journaled and
+        treats each as unanswered."""
         ...
 
     async def renew_leases(self, message: RenewLeasesRequest) -> RenewLeasesResponse:

@@ -26,7 +26,7 @@ from trine_coordinator.settings import (
     MAX_WORKER_LOSSES,
     WORKER_ADDR,
 )
-from trine_core import AUTH_TOKENS_FILE, Dispatcher, RoleContext, Settings, get_logger
+from trine_core import AUTH_TOKENS_FILE, Dispatcher, RoleContext, Settings, get_logger, report_each
 from trine_core.contracts import Contracts
 from trine_core.testing import free_port
 from trine_core.testing.memory import MemoryEngine
@@ -43,6 +43,8 @@ from trine_proto.trine.v1 import (
     RenewLeasesRequest,
     RenewLeasesResponse,
     ReportAck,
+    ReportBatchRequest,
+    ReportBatchResponse,
     ReportRequest,
     ReportResponse,
     RunCompleted,
@@ -74,6 +76,10 @@ class Delegating:
 
     async def report(self, message: ReportRequest) -> ReportResponse:
         return await self.inner.report(message)
+
+    async def report_batch(self, message: ReportBatchRequest) -> ReportBatchResponse:
+        """Through ``report``, one by one, so a subclass that scripts ``report`` scripts this."""
+        return await report_each(self.report, message)
 
     async def renew_leases(self, message: RenewLeasesRequest) -> RenewLeasesResponse:
         return await self.inner.renew_leases(message)

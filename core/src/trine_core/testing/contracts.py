@@ -69,6 +69,7 @@ from trine_proto.trine.v1 import (
     RegisterFunctionsRequest,
     ReleaseLeasesRequest,
     RenewLeasesRequest,
+    ReportBatchRequest,
     ReportOutcome,
     ReportRequest,
     ReportResponse,
@@ -601,6 +602,75 @@ class DispatcherContract(_Suite):
         journal = await drive.backend.get_journal(GetJournalRequest(run_id=run.id))
         assert list(journal.entries) == []
         assert (await drive.report(item, _step(0, "a", 1))).outcome == ReportOutcome.CONTINUE
+
+    async def test_a_report_batch_answers_each_report_on_its_own(self, drive: _Driver) -> None:
+        """Each report of a batch is fenced by its own lease and gets its own answer, in order:
+        one refused (another lease, an unknown run) changes nothing and fails no other."""
+        first, second = await drive.start(1), await drive.start(2)
+        items = {item.run.id: item for item in await drive.take() if item.run is not None}
+        assert set(items) == {first.id, second.id}
+        one, two = items[first.id], items[second.id]
+        assert one.lease is not None
+        assert two.lease is not None
+        answer = await drive.dispatcher.report_batch(
+            ReportBatchRequest(
+                reports=[
+                    ReportRequest(
+                        run_id=first.id, lease_id=one.lease.id, commands=[_step(0, "a", 1)]
+                    ),
+                    ReportRequest(
+                        run_id=second.id, lease_id="not-a-lease", commands=[_step(0, "x", 0)]
+                    ),
+                    ReportRequest(run_id="no-such-run", lease_id="no-lease", commands=[]),
+                    ReportRequest(
+                        run_id=second.id,
+                        lease_id=two.lease.id,
+                        commands=[Command(run_completed=RunCompleted(result=b"2"))],
+                    ),
+                ]
+            )
+        )
+        results = list(answer.results)
+        assert [r.response.outcome if r.response else None for r in results] == [
+            ReportOutcome.CONTINUE,
+            None,
+            None,
+            ReportOutcome.FINISHED,
+        ]
+        assert [r.error_code for r in results] == ["", "lease_lost", "run_not_found", ""]
+        assert await drive.journal(first.id) == [(0, EntryKind.STEP, "a")]
+        assert (await drive.run(second.id)).status == RunStatus.COMPLETED
+        assert await drive.journal(second.id) == []
+
+    async def test_a_report_batch_applies_one_runs_reports_in_order(self, drive: _Driver) -> None:
+        """A run's reports in one batch are journaled in the order sent, as if sent one by one."""
+        run = await drive.start()
+        item = await drive.take_one(run.id)
+        assert item.lease is not None
+        lease = item.lease.id
+        answer = await drive.dispatcher.report_batch(
+            ReportBatchRequest(
+                reports=[
+                    ReportRequest(run_id=run.id, lease_id=lease, commands=[_step(0, "a", 1)]),
+                    ReportRequest(run_id=run.id, lease_id=lease, commands=[_step(1, "b", 2)]),
+                    ReportRequest(
+                        run_id=run.id,
+                        lease_id=lease,
+                        commands=[Command(run_completed=RunCompleted(result=b"3"))],
+                    ),
+                    ReportRequest(run_id=run.id, lease_id=lease, commands=[_step(2, "late", 3)]),
+                ]
+            )
+        )
+        outcomes = [r.response.outcome if r.response else r.error_code for r in answer.results]
+        assert outcomes == [
+            ReportOutcome.CONTINUE,
+            ReportOutcome.CONTINUE,
+            ReportOutcome.FINISHED,
+            "lease_lost",  # the run finished: its lease ended with the report before
+        ]
+        assert await drive.journal(run.id) == [(0, EntryKind.STEP, "a"), (1, EntryKind.STEP, "b")]
+        assert (await drive.dispatcher.report_batch(ReportBatchRequest())).results == []
 
     async def test_a_final_report_repeated_under_its_lease_finishes_once(
         self, drive: _Driver

@@ -28,6 +28,7 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import grpclib
@@ -38,9 +39,10 @@ from grpclib.const import Cardinality, Handler, Status
 from trine_coordinator import admission, metrics
 from trine_coordinator.admission import Credential
 from trine_coordinator.losses import Loss, Losses
+from trine_coordinator.relay import ReportRelay
 from trine_coordinator.session import WorkerSession
 from trine_coordinator.settings import HEARTBEAT_INTERVAL_MS, LEASE_TTL_MS, MAX_WORKER_LOSSES
-from trine_core import Dispatcher, Settings, TrineError, Unavailable, tracing
+from trine_core import Dispatcher, Settings, TrineError, Unavailable, refused, tracing
 from trine_core.auth import TokenBook
 from trine_proto.trine.v1 import (
     Command,
@@ -53,6 +55,8 @@ from trine_proto.trine.v1 import (
     ReportAck,
     ReportOutcome,
     ReportRequest,
+    ReportResponse,
+    ReportResult,
     Run,
     RunFailed,
     TakeWorkRequest,
@@ -74,6 +78,15 @@ SLOT_ENDING = (
 )
 # Lease renewal also tells us which runs are being cancelled, so it runs at least this often.
 MAX_RENEW_INTERVAL_S = 1.0
+
+
+@dataclass(slots=True)
+class _Forwarded:
+    """A report on its way to the engine: whose it is, and whether it may end the attempt."""
+
+    session: WorkerSession
+    message: WorkerReport
+    ending: bool
 
 
 def _ids(item: WorkItem) -> tuple[str, str]:
@@ -103,6 +116,9 @@ class WorkerService(WorkerServiceBase):
         self._monitor: asyncio.Task[None] | None = None
         self._stopping = False
         self._unwatch: Callable[[], None] = lambda: None
+        self._relay: ReportRelay[_Forwarded] = ReportRelay(
+            dispatcher, self._answered, self._spawn, log
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -391,11 +407,11 @@ class WorkerService(WorkerServiceBase):
                 session.last_seen = time.monotonic()
                 session.last_heard_ms = now_ms()
                 if message.report is not None:
-                    self._spawn(self._forward(session, message.report))
+                    self._forward(session, message.report)
                 elif message.reports is not None:
                     # In order: the reports of one run reach the dispatcher as they were sent.
                     for report in message.reports.reports:
-                        self._spawn(self._forward(session, report))
+                        self._forward(session, report)
                 elif message.drain is not None:
                     session.drain()
                     self.log.info("worker draining", worker_id=session.worker_id)
@@ -406,7 +422,9 @@ class WorkerService(WorkerServiceBase):
         else:
             self._end(session, "the worker closed its stream")
 
-    async def _forward(self, session: WorkerSession, message: WorkerReport) -> None:
+    def _forward(self, session: WorkerSession, message: WorkerReport) -> None:
+        """Hand the report to the relay (this turn's ``report_batch``), noting what it says of
+        the run's step and whether it may end the attempt."""
         report = message.report
         if report is None:
             session.send(
@@ -423,35 +441,47 @@ class WorkerService(WorkerServiceBase):
         ending = _note_steps(session, report)
         if ending:
             session.reporting[run_id] = session.reporting.get(run_id, 0) + 1
-        try:
-            response = await self.dispatcher.report(report)
-        except TrineError as exc:
+        self._relay.add(_Forwarded(session, message, ending), report)
+
+    def _answered(self, forwarded: _Forwarded, result: ReportResult | Exception) -> None:
+        """The engine's answer to one forwarded report (or the error its batch's call failed
+        with): ack the worker, and free the run's slot if the attempt ended."""
+        session, message = forwarded.session, forwarded.message
+        report = message.report
+        assert report is not None
+        run_id = report.run_id
+        if forwarded.ending and (left := session.reporting.pop(run_id, 1) - 1) > 0:
+            session.reporting[run_id] = left
+        if isinstance(result, Exception) and not isinstance(result, TrineError):
+            self.log.error(
+                "report failed",
+                run_id=run_id,
+                function=_function(session, run_id),
+                error=repr(result),
+            )
+            result = ReportResult(error_code=ErrorCode.INTERNAL, error_message=str(result))
+        elif isinstance(result, TrineError):
+            result = refused(result)
+        if result.error_code:
             # A failed engine write is, for a worker, an engine that cannot take its report
             # now: unavailable (it reconnects later), not a refusal that fails the run.
-            code = ErrorCode.UNAVAILABLE if exc.code == ErrorCode.STORAGE_ERROR else exc.code
+            code = result.error_code
+            if code == ErrorCode.STORAGE_ERROR:
+                code = ErrorCode.UNAVAILABLE
             ack = ReportAck(
-                request_id=message.request_id, error_code=code, error_message=exc.message
+                request_id=message.request_id, error_code=code, error_message=result.error_message
             )
             if code == ErrorCode.LEASE_LOST:
-                session.finish(report.run_id, report.lease_id)
+                session.finish(run_id, report.lease_id)
             elif code == ErrorCode.UNAVAILABLE:
                 session.told_unavailable = True
-        except Exception as exc:
-            self.log.exception(
-                "report failed", run_id=report.run_id, function=_function(session, run_id)
-            )
-            ack = ReportAck(
-                request_id=message.request_id, error_code=ErrorCode.INTERNAL, error_message=str(exc)
-            )
         else:
+            response = result.response or ReportResponse()
             ack = ReportAck(request_id=message.request_id, response=response)
             if response.outcome in SLOT_ENDING:
-                session.finish(report.run_id, report.lease_id)
+                session.finish(run_id, report.lease_id)
                 if response.outcome == ReportOutcome.FINISHED:
-                    self.losses.forget(report.run_id)
-        finally:
-            if ending and (left := session.reporting.pop(run_id, 1) - 1) > 0:
-                session.reporting[run_id] = left
+                    self.losses.forget(run_id)
         session.send(CoordinatorMessage(report_ack=ack))
 
     async def _dispatch(self, session: WorkerSession) -> None:

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, TypeVar, cast
 import grpclib
 from grpclib.client import Channel
 from grpclib.config import Configuration
+from grpclib.const import Status
 
-from trine_core import MAX_PAYLOAD_BYTES, Backend, Dispatcher, WorkerRegistry
+from trine_core import MAX_PAYLOAD_BYTES, Backend, Dispatcher, WorkerRegistry, report_each
 from trine_proto.limits import BoundedCodec, derived_limit
 from trine_proto.trine.v1 import (
     BackendStub,
@@ -49,6 +50,8 @@ from trine_proto.trine.v1 import (
     ReleaseLeasesResponse,
     RenewLeasesRequest,
     RenewLeasesResponse,
+    ReportBatchRequest,
+    ReportBatchResponse,
     ReportRequest,
     ReportResponse,
     RetryRunRequest,
@@ -208,11 +211,18 @@ class RemoteBackend:
         return await self._peer.unary(lambda ch, t: BackendStub(ch).list_builds(message, timeout=t))
 
 
+class _Unimplemented(Exception):
+    """The peer has no such method (an engine from before it): nothing was done."""
+
+
 class RemoteDispatcher:
     """A :class:`~trine_core.Dispatcher` served by another process."""
 
     def __init__(self, peer: Peer) -> None:
         self._peer = peer
+        self._batches = True
+        """False once the engine answered ``ReportBatch`` UNIMPLEMENTED (an engine from before
+        it): reports then go one ``Report`` call each, as they did."""
 
     async def register_functions(
         self, message: RegisterFunctionsRequest
@@ -229,6 +239,16 @@ class RemoteDispatcher:
     async def report(self, message: ReportRequest) -> ReportResponse:
         return await self._peer.unary(lambda ch, t: DispatcherStub(ch).report(message, timeout=t))
 
+    async def report_batch(self, message: ReportBatchRequest) -> ReportBatchResponse:
+        """One ``ReportBatch`` call; against an engine without it, a ``Report`` call per report
+        (it refused the batch before doing anything, so nothing is sent twice)."""
+        if self._batches:
+            try:
+                return await self._peer.unary(lambda ch, t: _report_batch(ch, message, t))
+            except _Unimplemented:
+                self._batches = False
+        return await report_each(self.report, message)
+
     async def renew_leases(self, message: RenewLeasesRequest) -> RenewLeasesResponse:
         return await self._peer.unary(
             lambda ch, t: DispatcherStub(ch).renew_leases(message, timeout=t)
@@ -238,6 +258,17 @@ class RemoteDispatcher:
         return await self._peer.unary(
             lambda ch, t: DispatcherStub(ch).release_leases(message, timeout=t)
         )
+
+
+async def _report_batch(
+    channel: Channel, message: ReportBatchRequest, deadline_s: float
+) -> ReportBatchResponse:
+    try:
+        return await DispatcherStub(channel).report_batch(message, timeout=deadline_s)
+    except grpclib.GRPCError as exc:
+        if exc.status is Status.UNIMPLEMENTED:
+            raise _Unimplemented from None
+        raise
 
 
 class RemoteWorkerRegistry:

@@ -50,6 +50,8 @@ from trine_proto.trine.v1 import (
     ReleaseLeasesResponse,
     RenewLeasesRequest,
     RenewLeasesResponse,
+    ReportBatchRequest,
+    ReportBatchResponse,
     ReportRequest,
     ReportResponse,
     RetryRunRequest,
@@ -158,6 +160,9 @@ class ServedDispatcher(DispatcherBase):
 
     async def report(self, message: ReportRequest) -> ReportResponse:
         return await _answer(self._dispatcher().report(message))
+
+    async def report_batch(self, message: ReportBatchRequest) -> ReportBatchResponse:
+        return await _answer(self._dispatcher().report_batch(message))
 
     async def renew_leases(self, message: RenewLeasesRequest) -> RenewLeasesResponse:
         return await _answer(self._dispatcher().renew_leases(message))

@@ -12,6 +12,7 @@ import dataclasses
 from collections import deque
 
 from trine_core import errors
+from trine_core.reports import report_each
 from trine_core.testing.memory.commands import apply_commands
 from trine_core.testing.memory.runs import LEASE_TTL_MS, Runs, RunState
 from trine_proto.trine import v1 as pb
@@ -53,6 +54,10 @@ class Reports(Runs):
             async with asyncio.timeout(message.wait_ms / 1000):
                 await self._until(take)
         return pb.TakeWorkResponse(items=items)
+
+    async def report_batch(self, message: pb.ReportBatchRequest) -> pb.ReportBatchResponse:
+        """Each report as ``report`` answers it (memory has no commit to share)."""
+        return await report_each(self.report, message)
 
     async def report(self, message: pb.ReportRequest) -> pb.ReportResponse:
         """Applied whole or, when a command is refused, not at all. A run's build is the build
