@@ -31,13 +31,13 @@ from trine_core.errors import (
     cannot_listen,
     error_from_code,
 )
+from trine_core.fallbacks import refused, report_each, take_work_polling
 from trine_core.hookspecs import hookimpl
 from trine_core.logging import configure_logging, get_logger
 from trine_core.names import MAX_SIGNAL_NAME, check_signal_name
 from trine_core.plugins import PluginSet
 from trine_core.protocols import Backend, Dispatcher, WorkerRegistry
 from trine_core.registry import Command, CommandRegistry, RoleRegistry, TransportRegistry
-from trine_core.reports import refused, report_each
 from trine_core.roles import Role, RoleContext, Transport
 from trine_core.runtime import Runtime
 from trine_core.settings import (
@@ -116,4 +116,5 @@ __all__ = [
     "refused",
     "report_each",
     "split_host_port",
+    "take_work_polling",
 ]

@@ -131,6 +131,20 @@ class Dispatcher(Protocol):
         when none is ready. Each item carries a fresh lease and the journal to replay."""
         ...
 
+    def take_work_stream(
+        self, requests: AsyncIterator[TakeWorkRequest]
+    ) -> AsyncIterator[TakeWorkResponse]:
+        """Dispatch as a stream, for one worker session: the first request names the worker,
+        functions, build and lease TTL; every request (the first too) grants ``max_items`` more
+        runs. Runs are leased and sent as they become ready (each response one or more items,
+        each as ``take_work`` makes them), never more than granted and not yet sent, so the
+        caller grants what it has slots for and is never sent a run it has no slot for. Ends
+        when ``requests`` end (the caller drained or left) or the engine stops. Items sent when
+        the stream broke, which the caller may not have received, keep their leases until they
+        expire (their runs are then dispatched again), as a lost ``take_work`` answer's do. The
+        coordinator's way to take work; ``take_work`` stays for older callers."""
+        ...
+
     async def report(self, message: ReportRequest) -> ReportResponse:
         """Journal a worker's commands for a run, durably, under its lease. Raises LeaseLost when
         the lease is no longer current; then nothing changed."""

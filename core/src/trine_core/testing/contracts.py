@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 import pytest
@@ -237,6 +237,14 @@ class _Driver:
 
 def _entry(index: int, name: str, output: Any) -> JournalEntry:
     return JournalEntry(index=index, name=name, output=json.dumps(output).encode(), attempt=1)
+
+
+async def _requests(
+    queue: asyncio.Queue[TakeWorkRequest | None],
+) -> AsyncIterator[TakeWorkRequest]:
+    """A ``take_work_stream``'s requests, as a test puts them (None: they end)."""
+    while (request := await queue.get()) is not None:
+        yield request
 
 
 def _step(index: int, name: str, output: Any) -> Command:
@@ -602,6 +610,47 @@ class DispatcherContract(_Suite):
         journal = await drive.backend.get_journal(GetJournalRequest(run_id=run.id))
         assert list(journal.entries) == []
         assert (await drive.report(item, _step(0, "a", 1))).outcome == ReportOutcome.CONTINUE
+
+    async def test_a_work_stream_sends_ready_runs_within_its_credit(self, drive: _Driver) -> None:
+        """A run is sent only against credit granted and not yet used: a run ready beyond it
+        stays for another taker, and more credit brings the next one."""
+        runs = [await drive.start(n) for n in range(3)]
+        credits: asyncio.Queue[TakeWorkRequest | None] = asyncio.Queue()
+        stream = drive.dispatcher.take_work_stream(_requests(credits))
+        credits.put_nowait(TakeWorkRequest(worker_id="streamer", functions=[FUNCTION], max_items=2))
+        got: list[str] = []
+        async with asyncio.timeout(LONG_MS / 1000):
+            while len(got) < 2:
+                got += [item.run.id for item in (await anext(stream)).items if item.run]
+        assert got == [runs[0].id, runs[1].id]
+        assert [item.run.id for item in await drive.take(wait_ms=SHORT_MS) if item.run] == [
+            runs[2].id
+        ]  # beyond the stream's credit: still there for another taker
+        later = await drive.start(3)
+        credits.put_nowait(TakeWorkRequest(max_items=1))
+        async with asyncio.timeout(LONG_MS / 1000):
+            response = await anext(stream)
+        assert [item.run.id for item in response.items if item.run] == [later.id]
+        assert all(item.lease and item.lease.id for item in response.items)
+        credits.put_nowait(None)  # the requests end: so does the stream
+        async with asyncio.timeout(LONG_MS / 1000):
+            assert [r async for r in stream] == []
+
+    async def test_a_work_stream_pushes_a_run_started_while_it_waits(self, drive: _Driver) -> None:
+        credits: asyncio.Queue[TakeWorkRequest | None] = asyncio.Queue()
+        stream = drive.dispatcher.take_work_stream(_requests(credits))
+        credits.put_nowait(TakeWorkRequest(worker_id="streamer", functions=[FUNCTION], max_items=1))
+        receiving = asyncio.ensure_future(anext(stream))
+        run = await drive.start()
+        async with asyncio.timeout(LONG_MS / 1000):
+            response = await receiving
+        [item] = response.items
+        assert item.run is not None
+        assert item.run.id == run.id
+        assert (await drive.report(item, _step(0, "a", 1))).outcome == ReportOutcome.CONTINUE
+        credits.put_nowait(None)
+        async with asyncio.timeout(LONG_MS / 1000):
+            assert [r async for r in stream] == []
 
     async def test_a_report_batch_answers_each_report_on_its_own(self, drive: _Driver) -> None:
         """Each report of a batch is fenced by its own lease and gets its own answer, in order:

@@ -38,6 +38,7 @@ from grpclib.const import Cardinality, Handler, Status
 
 from trine_coordinator import admission, metrics
 from trine_coordinator.admission import Credential
+from trine_coordinator.credit import Credit
 from trine_coordinator.losses import Loss, Losses
 from trine_coordinator.relay import ReportRelay
 from trine_coordinator.session import WorkerSession
@@ -59,7 +60,6 @@ from trine_proto.trine.v1 import (
     ReportResult,
     Run,
     RunFailed,
-    TakeWorkRequest,
     WorkerMessage,
     WorkerReport,
     WorkerServiceBase,
@@ -68,7 +68,6 @@ from trine_proto.trine.v1 import (
 from trine_proto.vocabulary import ErrorCode, now_ms
 
 CONNECT = "/trine.v1.WorkerService/Connect"
-TAKE_WORK_WAIT_MS = 1_000
 MISSED_HEARTBEATS = 5
 REGISTER_TIMEOUT_S = 10.0
 SLOT_ENDING = (
@@ -485,27 +484,20 @@ class WorkerService(WorkerServiceBase):
         session.send(CoordinatorMessage(report_ack=ack))
 
     async def _dispatch(self, session: WorkerSession) -> None:
-        """Keep the worker's free slots filled with ready runs of its functions."""
+        """Keep the worker's free slots filled with ready runs of its functions: one
+        ``take_work_stream`` at a time, opened again when it ends or breaks while the worker
+        is still here (its runs in transit keep their leases until they expire)."""
         backoff = 0.05
         failing = False
         while not session.closed:
-            free = session.free_slots
-            if free <= 0:
+            if session.free_slots <= 0:
                 session.wakeup.clear()
                 await session.wakeup.wait()
                 continue
-            asked_at = time.monotonic()
             try:
-                response = await self.dispatcher.take_work(
-                    TakeWorkRequest(
-                        worker_id=session.worker_id,
-                        functions=session.functions,
-                        max_items=free,
-                        wait_ms=TAKE_WORK_WAIT_MS,
-                        lease_ttl_ms=self.settings[LEASE_TTL_MS],
-                        build_id=session.build_id,
-                    )
-                )
+                if await self._take(session):
+                    backoff, failing = 0.05, False
+                    continue
             except Exception as exc:
                 # The engine is away (Unavailable) or broken (StorageError): keep the session and
                 # try again, slower each time. Letting this task die would leave a registered
@@ -515,47 +507,66 @@ class WorkerService(WorkerServiceBase):
                         "take_work failed; retrying", worker_id=session.worker_id, error=repr(exc)
                     )
                 failing = True
-                await asyncio.sleep(backoff)
+            if not (session.draining or session.closed):
+                await asyncio.sleep(backoff)  # the engine ended the stream: it is stopping
                 backoff = min(backoff * 2, 2.0)
-                continue
-            backoff, failing = 0.05, False
-            items = response.items
-            if items and time.monotonic() - asked_at > self.settings[LEASE_TTL_MS] / 2000:
-                # The answer took over half a lease TTL to reach us (we stalled, or the network
-                # did): its leases may have expired meanwhile, their runs gone to other attempts.
-                items = await self._still_leased(session, items, time.monotonic() - asked_at)
-            if session.draining or session.closed:
-                # The long-poll was under way when the worker drained or left: give back what
-                # it returned, so those runs go to another worker at once.
-                await self._give_back([_ids(item)[1] for item in items], session)
-                continue
-            for item in items:
-                run_id, lease_id = _ids(item)
-                function = item.run.function if item.run is not None else ""
-                loss = self.losses.exhausted(run_id, len(item.journal))
-                if loss is not None:
-                    self._spawn(self._fail_lost_run(session, run_id, function, lease_id, loss))
+
+    async def _take(self, session: WorkerSession) -> bool:
+        """Read one ``take_work_stream`` to its end, sending what it brings to the worker;
+        whether it brought anything."""
+        credit = Credit(session, self.settings[LEASE_TTL_MS])
+        granting = asyncio.create_task(credit.keep_granting())
+        brought = False
+        try:
+            async for response in self.dispatcher.take_work_stream(credit.requests()):
+                brought = True
+                items = response.items
+                waited = credit.received(len(items))
+                if items and waited > self.settings[LEASE_TTL_MS] / 2000:
+                    # The items took over half a lease TTL to reach us (we stalled, or the
+                    # network did, or nothing was ready): their leases may have expired
+                    # meanwhile, their runs gone to other attempts.
+                    items = await self._still_leased(session, items, waited)
+                if session.draining or session.closed:
+                    # Sent before the worker drained or left: give them back, so those runs
+                    # go to another worker at once.
+                    await self._give_back([_ids(item)[1] for item in items], session)
                     continue
-                older = session.dispatched(
-                    run_id,
-                    lease_id,
-                    len(item.journal),
+                self._hand_out(session, items)
+                credit.grant()  # a run not sent (failed as lost, lease gone) frees its slot
+        finally:
+            granting.cancel()
+        return brought
+
+    def _hand_out(self, session: WorkerSession, items: list[WorkItem]) -> None:
+        """Send each work item to the worker (a run lost too often is failed instead)."""
+        for item in items:
+            run_id, lease_id = _ids(item)
+            function = item.run.function if item.run is not None else ""
+            loss = self.losses.exhausted(run_id, len(item.journal))
+            if loss is not None:
+                self._spawn(self._fail_lost_run(session, run_id, function, lease_id, loss))
+                continue
+            older = session.dispatched(
+                run_id,
+                lease_id,
+                len(item.journal),
+                function=function,
+                attempt=item.lease.attempt if item.lease is not None else 0,
+            )
+            if older is not None:
+                self.log.warning(
+                    "run dispatched again to a worker that still runs an older attempt of "
+                    "it; that attempt is fenced (its reports are refused)",
+                    worker_id=session.worker_id,
+                    run_id=run_id,
                     function=function,
-                    attempt=item.lease.attempt if item.lease is not None else 0,
+                    lease_id=lease_id,
+                    fenced_lease_id=older,
                 )
-                if older is not None:
-                    self.log.warning(
-                        "run dispatched again to a worker that still runs an older attempt of "
-                        "it; that attempt is fenced (its reports are refused)",
-                        worker_id=session.worker_id,
-                        run_id=run_id,
-                        function=function,
-                        lease_id=lease_id,
-                        fenced_lease_id=older,
-                    )
-                if item.run is not None and tracing.enabled():
-                    _trace_dispatch(session, item, item.run)
-                session.send(CoordinatorMessage(dispatch=item))
+            if item.run is not None and tracing.enabled():
+                _trace_dispatch(session, item, item.run)
+            session.send(CoordinatorMessage(dispatch=item))
 
     async def _still_leased(
         self, session: WorkerSession, items: list[WorkItem], waited: float

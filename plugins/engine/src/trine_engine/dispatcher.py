@@ -27,6 +27,7 @@ import asyncio
 import dataclasses
 import functools
 import time
+from collections.abc import AsyncIterator
 
 import betterproto2
 import structlog
@@ -75,6 +76,8 @@ _ENDS_ATTEMPT = (
 )
 MAX_TAKE_WAIT_MS = 60_000
 """The longest a ``take_work`` long-polls (the coordinator asks for a second at a time)."""
+STREAM_WAIT_S = 1.0
+"""The longest a ``take_work_stream`` waits for work before it looks at the log's state again."""
 MAX_TAKE_ITEMS = 1_000
 """The most runs one ``take_work`` leases (the coordinator asks for a worker's free slots; a
 worker with more slots than this fills them over several calls)."""
@@ -203,6 +206,52 @@ class EngineDispatcher(Dispatcher):
             if remaining <= 0:
                 return TakeWorkResponse()
             await self._scheduler.wait(functions, remaining, build)
+
+    async def take_work_stream(
+        self, requests: AsyncIterator[TakeWorkRequest]
+    ) -> AsyncIterator[TakeWorkResponse]:
+        """Runs pushed to one session as they become ready, within the credit its requests
+        granted. A task reads the requests (credit may come while this waits for work); taking,
+        leasing and yielding have no await in between, as in ``take_work``. While the stream
+        is open its build counts as connected (one ``take_work`` waiting)."""
+        self._plog.ensure_writable()
+        first = await anext(requests, None)
+        if first is None:
+            return
+        credit = _Credit(first.max_items)
+        reader = asyncio.create_task(credit.read(requests))
+        functions, build = list(first.functions), first.build_id
+        ttl = self._ttl(first.lease_ttl_ms)
+        builds = self._machine.builds
+        builds.taking(build, self._clock.now_ms())
+        served = True  # whether the last look found runs: a stream that did waits behind others
+        try:
+            while not (self._plog.closed or self._plog.failure is not None):
+                if credit.left <= 0:
+                    if credit.ended:
+                        return
+                    await credit.more()
+                    continue
+                now = self._clock.now_ms()
+                taken = self._scheduler.take(
+                    functions, min(credit.left, MAX_TAKE_ITEMS), now, build
+                )
+                if taken:
+                    served = True
+                    credit.left -= len(taken)
+                    items = [self._work_item(s, first.worker_id, build, ttl, now) for s in taken]
+                    yield TakeWorkResponse(items=items)
+                elif credit.ended:
+                    return
+                else:
+                    # Woken by a run made ready, or after a second to look at the log's state
+                    # and the requests' end again. Woken for nothing (another stream took the
+                    # run), it keeps its place in front: the streams share the runs.
+                    await self._scheduler.wait(functions, STREAM_WAIT_S, build, front=not served)
+                    served = False
+        finally:
+            reader.cancel()
+            builds.took(build, self._clock.now_ms())
 
     def _work_item(
         self, state: RunState, worker_id: str, build: str, ttl_ms: int, now: int
@@ -345,6 +394,36 @@ class EngineDispatcher(Dispatcher):
         for lease_id in message.lease_ids:
             self._leases.release_id(lease_id, message.reason or "released")
         return ReleaseLeasesResponse()
+
+
+class _Credit:
+    """What a ``take_work_stream``'s requests granted and its runs have not used yet."""
+
+    def __init__(self, first: int) -> None:
+        self.left = first
+        self.ended = False
+        self._granted = asyncio.Event()
+
+    async def read(self, requests: AsyncIterator[TakeWorkRequest]) -> None:
+        """Add each request's credit. A stream waiting for work is not woken for it (it had
+        credit left, or it would wait here instead), nor for the requests' end: it sees that
+        within ``STREAM_WAIT_S`` (the caller that ends its requests reads the stream to its
+        end, giving back what comes meanwhile; one that leaves cancels it)."""
+        try:
+            async for request in requests:
+                self.left += request.max_items
+                self._granted.set()
+        except Exception:  # the stream broke: it ends as if the requests had
+            pass
+        finally:
+            self.ended = True
+            self._granted.set()
+
+    async def more(self) -> None:
+        """Return once more credit came, or the requests ended."""
+        self._granted.clear()
+        if self.left <= 0 and not self.ended:
+            await self._granted.wait()
 
 
 @dataclasses.dataclass(slots=True)

@@ -158,6 +158,15 @@ class ServedDispatcher(DispatcherBase):
     async def take_work(self, message: TakeWorkRequest) -> TakeWorkResponse:
         return await _answer(self._dispatcher().take_work(message))
 
+    async def take_work_stream(
+        self, messages: AsyncIterator[TakeWorkRequest]
+    ) -> AsyncIterator[TakeWorkResponse]:
+        try:
+            async for response in self._dispatcher().take_work_stream(messages):
+                yield response
+        except TrineError as exc:
+            raise to_grpc(exc) from None
+
     async def report(self, message: ReportRequest) -> ReportResponse:
         return await _answer(self._dispatcher().report(message))
 

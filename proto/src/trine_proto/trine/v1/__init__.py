@@ -2102,6 +2102,31 @@ class DispatcherStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def take_work_stream(
+        self,
+        messages: "AsyncIterable[TakeWorkRequest] | Iterable[TakeWorkRequest]",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "AsyncIterator[TakeWorkResponse]":
+        """
+        Dispatch as a stream: each request grants `max_items` more runs (credit) for the worker,
+        functions, build and lease TTL of the stream's first request (`wait_ms` unused); the engine
+        sends runs as they become ready, never more than granted and not yet sent.
+        """
+
+        async for response in self._stream_stream(
+            "/trine.v1.Dispatcher/TakeWorkStream",
+            messages,
+            TakeWorkRequest,
+            TakeWorkResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        ):
+            yield response
+
 
 class WorkerRegistryStub(betterproto2_grpclib.ServiceStub):
     async def list_workers(
@@ -2396,6 +2421,18 @@ class DispatcherBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def take_work_stream(
+        self, messages: "AsyncIterator[TakeWorkRequest]"
+    ) -> "AsyncIterator[TakeWorkResponse]":
+        """
+        Dispatch as a stream: each request grants `max_items` more runs (credit) for the worker,
+        functions, build and lease TTL of the stream's first request (`wait_ms` unused); the engine
+        sends runs as they become ready, never more than granted and not yet sent.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+        yield TakeWorkResponse()
+
     async def __rpc_register_functions(
         self, stream: "grpclib.server.Stream[RegisterFunctionsRequest, RegisterFunctionsResponse]"
     ) -> None:
@@ -2444,6 +2481,16 @@ class DispatcherBase(betterproto2_grpclib.ServiceBase):
         response = await self.report_batch(request)
         await stream.send_message(response)
 
+    async def __rpc_take_work_stream(
+        self, stream: "grpclib.server.Stream[TakeWorkRequest, TakeWorkResponse]"
+    ) -> None:
+        request = stream.__aiter__()
+        await self._call_rpc_handler_server_stream(
+            self.take_work_stream,
+            stream,
+            request,
+        )
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/trine.v1.Dispatcher/RegisterFunctions": grpclib.const.Handler(
@@ -2481,6 +2528,12 @@ class DispatcherBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 ReportBatchRequest,
                 ReportBatchResponse,
+            ),
+            "/trine.v1.Dispatcher/TakeWorkStream": grpclib.const.Handler(
+                self.__rpc_take_work_stream,
+                grpclib.const.Cardinality.STREAM_STREAM,
+                TakeWorkRequest,
+                TakeWorkResponse,
             ),
         }
 
