@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import httpx
@@ -16,6 +17,8 @@ from harness import (
     start_order,
     wait_run,
 )
+
+from trine_core.testing import free_port
 
 
 @pytest.fixture
@@ -89,3 +92,53 @@ def ready_within(http: httpx.Client, seconds: float) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_two_coordinators_and_two_gateways_serve_one_engine(split: Cluster) -> None:
+    """Several coordinators and gateways dial one engine: each coordinator's workers take their
+    share of the work (the engine leases each run to one taker), a run started through either
+    gateway is read through the other, and the runs of a coordinator killed with -9 are leased
+    again (once their leases expire) to the other coordinator's worker, their old attempts
+    fenced: no step acknowledged runs again."""
+    split.start()
+    second = {
+        "TRINE_WORKER_ADDR": f"127.0.0.1:{free_port()}",
+        "TRINE_COORDINATOR_ADDR": f"127.0.0.1:{free_port()}",
+        "TRINE_HTTP_ADDR": f"127.0.0.1:{free_port()}",
+    }
+    cli = [sys.executable, "-m", "trine_core.cli"]
+    extra = [
+        split.spawn(f"trine-{target}-2", [*cli, f"--target={target}"], **second)
+        for target in ("coordinator", "gateway")
+    ]
+    for proc in extra:
+        proc.log.wait_for(lambda line: "trine started" in line, proc.popen)
+    effects = [split.workdir / "effects-1.log", split.workdir / "effects-2.log"]
+    split.start_worker(ORDER_SIDE_EFFECT_LOG=str(effects[0]), ORDER_STEP_DELAY_S="0.1")
+    split.start_worker(
+        ORDER_SIDE_EFFECT_LOG=str(effects[1]),
+        ORDER_STEP_DELAY_S="0.1",
+        TRINE_WORKER_ADDR=second["TRINE_WORKER_ADDR"],
+    )
+    other_url = f"http://{second['TRINE_HTTP_ADDR']}"
+    with split.client() as http, httpx.Client(base_url=other_url, timeout=30) as other:
+        ids = [start_order(http) for _ in range(10)] + [start_order(other) for _ in range(10)]
+        for n, run_id in enumerate(ids):
+            assert wait_run(other if n % 2 else http, run_id, timeout=60)["status"] == "completed"
+        first_round = [side_effects(path) for path in effects]
+        assert all(any(kind == "exec" for kind, _, _ in rows) for rows in first_round)
+        # Now kill the second coordinator while its worker holds runs.
+        batch = [start_order(other) for _ in range(10)]
+        LogFile(effects[1]).wait_for(
+            lambda line: line.startswith("ack") and line.split()[1] in batch
+        )
+        extra[0].kill9()
+        for run_id in batch:
+            assert wait_run(http, run_id, timeout=60)["status"] == "completed"
+    # The second worker's acks all came before the kill, and the first worker took its runs
+    # over only after (their leases expired): in this order the rows are in time order per run.
+    rows = side_effects(effects[1]) + side_effects(effects[0])
+    assert reexecuted_after_ack(rows) == []
+    by_second = {r for k, r, _ in side_effects(effects[1]) if k == "exec"}
+    by_first = {r for k, r, _ in side_effects(effects[0]) if k == "exec"}
+    assert by_first & by_second & set(batch)  # a run begun through the killed one finished here

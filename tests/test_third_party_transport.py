@@ -67,5 +67,5 @@ def test_third_party_transport_carries_a_run(tmp_path: Path) -> None:
     assert counted["backend get_run"] >= 2  # each read of the run, and the 404
     assert counted["backend subscribe"] == 1
     assert counted["dispatcher register_functions"] >= 1
-    assert counted["dispatcher take_work"] >= 1
-    assert counted["dispatcher report"] >= 1
+    assert counted["dispatcher take_work_stream"] >= 1
+    assert counted["dispatcher report_batch"] >= 1

@@ -32,6 +32,7 @@ from trine_core.errors import (
     cannot_listen,
     error_from_code,
 )
+from trine_core.fallbacks import refused, report_each, take_work_polling
 from trine_core.hookspecs import hookimpl
 from trine_core.logging import configure_logging, get_logger
 from trine_core.names import MAX_SIGNAL_NAME, check_signal_name
@@ -129,6 +130,9 @@ __all__ = [
     "hookimpl",
     "install_sighup_reload",
     "new_token",
+    "refused",
+    "report_each",
     "split_host_port",
+    "take_work_polling",
     "worker_address",
 ]

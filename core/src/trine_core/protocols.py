@@ -36,6 +36,8 @@ from trine_proto.trine.v1 import (
     ReleaseLeasesResponse,
     RenewLeasesRequest,
     RenewLeasesResponse,
+    ReportBatchRequest,
+    ReportBatchResponse,
     ReportRequest,
     ReportResponse,
     RetryRunRequest,
@@ -129,9 +131,35 @@ class Dispatcher(Protocol):
         when none is ready. Each item carries a fresh lease and the journal to replay."""
         ...
 
+    def take_work_stream(
+        self, requests: AsyncIterator[TakeWorkRequest]
+    ) -> AsyncIterator[TakeWorkResponse]:
+        """Dispatch as a stream, for one worker session: the first request names the worker,
+        functions, build and lease TTL; every request (the first too) grants ``max_items`` more
+        runs. Runs are leased and sent as they become ready (each response one or more items,
+        each as ``take_work`` makes them), never more than granted and not yet sent, so the
+        caller grants what it has slots for and is never sent a run it has no slot for. Ends
+        when ``requests`` end (the caller drained or left) or the engine stops. Items sent when
+        the stream broke, which the caller may not have received, keep their leases until they
+        expire (their runs are then dispatched again), as a lost ``take_work`` answer's do. The
+        coordinator's way to take work; ``take_work`` stays for older callers."""
+        ...
+
     async def report(self, message: ReportRequest) -> ReportResponse:
         """Journal a worker's commands for a run, durably, under its lease. Raises LeaseLost when
         the lease is no longer current; then nothing changed."""
+        ...
+
+    async def report_batch(self, message: ReportBatchRequest) -> ReportBatchResponse:
+        """Journal several reports at once, each exactly as ``report`` would: under its own
+        lease, in the request's order (reports of one run are applied in the order sent), each
+        with its own answer in ``ReportBatchResponse.results`` (its response, or the error code
+        and message it was refused with; a refused report changed nothing and fails no other).
+        Called by the coordinator with every report its workers sent in one turn of its loop, so
+        a batch costs one call and one synced commit, not one of each per report. Returns once
+        every accepted report is durable. Raises only when the call as a whole failed (the
+        engine unreachable); then the caller cannot know which reports were journaled and
+        treats each as unanswered."""
         ...
 
     async def renew_leases(self, message: RenewLeasesRequest) -> RenewLeasesResponse:

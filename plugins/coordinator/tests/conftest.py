@@ -26,7 +26,16 @@ from trine_coordinator.settings import (
     MAX_WORKER_LOSSES,
     WORKER_ADDR,
 )
-from trine_core import AUTH_TOKENS_FILE, Dispatcher, RoleContext, Settings, Transport, get_logger
+from trine_core import (
+    AUTH_TOKENS_FILE,
+    Dispatcher,
+    RoleContext,
+    Settings,
+    Transport,
+    get_logger,
+    report_each,
+    take_work_polling,
+)
 from trine_core.contracts import Contracts
 from trine_core.testing import free_port
 from trine_core.testing.memory import MemoryEngine
@@ -43,6 +52,8 @@ from trine_proto.trine.v1 import (
     RenewLeasesRequest,
     RenewLeasesResponse,
     ReportAck,
+    ReportBatchRequest,
+    ReportBatchResponse,
     ReportRequest,
     ReportResponse,
     RunCompleted,
@@ -75,6 +86,16 @@ class Delegating:
 
     async def report(self, message: ReportRequest) -> ReportResponse:
         return await self.inner.report(message)
+
+    def take_work_stream(
+        self, requests: AsyncIterator[TakeWorkRequest]
+    ) -> AsyncIterator[TakeWorkResponse]:
+        """Through ``take_work``, so a subclass that scripts ``take_work`` scripts this."""
+        return take_work_polling(self.take_work, requests)
+
+    async def report_batch(self, message: ReportBatchRequest) -> ReportBatchResponse:
+        """Through ``report``, one by one, so a subclass that scripts ``report`` scripts this."""
+        return await report_each(self.report, message)
 
     async def renew_leases(self, message: RenewLeasesRequest) -> RenewLeasesResponse:
         return await self.inner.renew_leases(message)

@@ -147,14 +147,19 @@ class HeldReports(Delegating):
     def __init__(self, inner: Dispatcher) -> None:
         super().__init__(inner)
         self.held: dict[str, asyncio.Event] = {}
+        self.arrived = asyncio.Event()
 
     async def report(self, message: ReportRequest) -> ReportResponse:
         if (held := self.held.get(message.run_id)) is not None:
+            self.arrived.set()
             await held.wait()
         return await self.inner.report(message)
 
 
 async def test_a_slow_report_does_not_hold_up_another_runs_report() -> None:
+    """Reports read in one turn go to the engine in one call and are answered together (the
+    engine commits them together); a report read later goes in a call of its own, which a slow
+    call before it does not hold up."""
     memory = MemoryEngine()
     slow = HeldReports(memory.dispatcher)
     async with (
@@ -165,6 +170,7 @@ async def test_a_slow_report_does_not_hold_up_another_runs_report() -> None:
         slow_run_may_finish = slow.held[r1] = asyncio.Event()
         assert {await dispatched(worker), await dispatched(worker)} == {r1, r2}
         await worker.report(r1, request_id=1)
+        await slow.arrived.wait()  # r1's call is under way
         await worker.report(r2, request_id=2)
         assert (await ack(worker)).request_id == 2
         slow_run_may_finish.set()

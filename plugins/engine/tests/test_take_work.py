@@ -4,12 +4,14 @@ that is cancelled, woken by close, or popped while the clock stepped back."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from trine_proto.trine.v1 import (
     RetryPolicy,
+    TakeWorkRequest,
 )
 
 Harness = Any
@@ -92,3 +94,35 @@ async def test_a_clock_step_back_does_not_drop_a_queued_run(h: Harness) -> None:
     assert await h.take() == []  # not ready by this clock
     h.clock.advance(1_000)
     assert (await h.take_one(wait_ms=2_000)).run.id == run.id
+
+
+async def _credits(queue: asyncio.Queue[TakeWorkRequest | None]) -> AsyncIterator[TakeWorkRequest]:
+    while (request := await queue.get()) is not None:
+        yield request
+
+
+async def test_work_streams_share_the_runs(h: Harness) -> None:
+    """Two work streams with room for every run (two coordinators' workers) each get some:
+    a stream woken for a run another took keeps its place ahead of it."""
+    await h.register()
+    got: dict[str, list[str]] = {"a": [], "b": []}
+    queues: list[asyncio.Queue[TakeWorkRequest | None]] = []
+
+    async def consume(name: str) -> None:
+        queue: asyncio.Queue[TakeWorkRequest | None] = asyncio.Queue()
+        queues.append(queue)
+        queue.put_nowait(TakeWorkRequest(worker_id=name, functions=["greet"], max_items=100))
+        async for response in h.engine.dispatcher.take_work_stream(_credits(queue)):
+            got[name] += [item.run.id for item in response.items if item.run is not None]
+
+    streams = [asyncio.create_task(consume(name)) for name in got]
+    await h.until(lambda: h.engine.stats().take_work_waiters == 2)
+    for n in range(10):
+        await h.start()
+        await h.until(lambda n=n: sum(len(ids) for ids in got.values()) > n)
+    assert len(got["a"]) >= 3, got
+    assert len(got["b"]) >= 3, got
+    for queue in queues:
+        queue.put_nowait(None)
+    async with asyncio.timeout(5):
+        await asyncio.gather(*streams)

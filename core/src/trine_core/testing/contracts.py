@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 import pytest
@@ -69,6 +69,7 @@ from trine_proto.trine.v1 import (
     RegisterFunctionsRequest,
     ReleaseLeasesRequest,
     RenewLeasesRequest,
+    ReportBatchRequest,
     ReportOutcome,
     ReportRequest,
     ReportResponse,
@@ -236,6 +237,14 @@ class _Driver:
 
 def _entry(index: int, name: str, output: Any) -> JournalEntry:
     return JournalEntry(index=index, name=name, output=json.dumps(output).encode(), attempt=1)
+
+
+async def _requests(
+    queue: asyncio.Queue[TakeWorkRequest | None],
+) -> AsyncIterator[TakeWorkRequest]:
+    """A ``take_work_stream``'s requests, as a test puts them (None: they end)."""
+    while (request := await queue.get()) is not None:
+        yield request
 
 
 def _step(index: int, name: str, output: Any) -> Command:
@@ -601,6 +610,116 @@ class DispatcherContract(_Suite):
         journal = await drive.backend.get_journal(GetJournalRequest(run_id=run.id))
         assert list(journal.entries) == []
         assert (await drive.report(item, _step(0, "a", 1))).outcome == ReportOutcome.CONTINUE
+
+    async def test_a_work_stream_sends_ready_runs_within_its_credit(self, drive: _Driver) -> None:
+        """A run is sent only against credit granted and not yet used: a run ready beyond it
+        stays for another taker, and more credit brings the next one."""
+        runs = [await drive.start(n) for n in range(3)]
+        credits: asyncio.Queue[TakeWorkRequest | None] = asyncio.Queue()
+        stream = drive.dispatcher.take_work_stream(_requests(credits))
+        credits.put_nowait(TakeWorkRequest(worker_id="streamer", functions=[FUNCTION], max_items=2))
+        got: list[str] = []
+        async with asyncio.timeout(LONG_MS / 1000):
+            while len(got) < 2:
+                got += [item.run.id for item in (await anext(stream)).items if item.run]
+        assert got == [runs[0].id, runs[1].id]
+        assert [item.run.id for item in await drive.take(wait_ms=SHORT_MS) if item.run] == [
+            runs[2].id
+        ]  # beyond the stream's credit: still there for another taker
+        later = await drive.start(3)
+        credits.put_nowait(TakeWorkRequest(max_items=1))
+        async with asyncio.timeout(LONG_MS / 1000):
+            response = await anext(stream)
+        assert [item.run.id for item in response.items if item.run] == [later.id]
+        assert all(item.lease and item.lease.id for item in response.items)
+        credits.put_nowait(None)  # the requests end: so does the stream
+        async with asyncio.timeout(LONG_MS / 1000):
+            assert [r async for r in stream] == []
+
+    async def test_a_work_stream_pushes_a_run_started_while_it_waits(self, drive: _Driver) -> None:
+        credits: asyncio.Queue[TakeWorkRequest | None] = asyncio.Queue()
+        stream = drive.dispatcher.take_work_stream(_requests(credits))
+        credits.put_nowait(TakeWorkRequest(worker_id="streamer", functions=[FUNCTION], max_items=1))
+        receiving = asyncio.ensure_future(anext(stream))
+        run = await drive.start()
+        async with asyncio.timeout(LONG_MS / 1000):
+            response = await receiving
+        [item] = response.items
+        assert item.run is not None
+        assert item.run.id == run.id
+        assert (await drive.report(item, _step(0, "a", 1))).outcome == ReportOutcome.CONTINUE
+        credits.put_nowait(None)
+        async with asyncio.timeout(LONG_MS / 1000):
+            assert [r async for r in stream] == []
+
+    async def test_a_report_batch_answers_each_report_on_its_own(self, drive: _Driver) -> None:
+        """Each report of a batch is fenced by its own lease and gets its own answer, in order:
+        one refused (another lease, an unknown run) changes nothing and fails no other."""
+        first, second = await drive.start(1), await drive.start(2)
+        items = {item.run.id: item for item in await drive.take() if item.run is not None}
+        assert set(items) == {first.id, second.id}
+        one, two = items[first.id], items[second.id]
+        assert one.lease is not None
+        assert two.lease is not None
+        answer = await drive.dispatcher.report_batch(
+            ReportBatchRequest(
+                reports=[
+                    ReportRequest(
+                        run_id=first.id, lease_id=one.lease.id, commands=[_step(0, "a", 1)]
+                    ),
+                    ReportRequest(
+                        run_id=second.id, lease_id="not-a-lease", commands=[_step(0, "x", 0)]
+                    ),
+                    ReportRequest(run_id="no-such-run", lease_id="no-lease", commands=[]),
+                    ReportRequest(
+                        run_id=second.id,
+                        lease_id=two.lease.id,
+                        commands=[Command(run_completed=RunCompleted(result=b"2"))],
+                    ),
+                ]
+            )
+        )
+        results = list(answer.results)
+        assert [r.response.outcome if r.response else None for r in results] == [
+            ReportOutcome.CONTINUE,
+            None,
+            None,
+            ReportOutcome.FINISHED,
+        ]
+        assert [r.error_code for r in results] == ["", "lease_lost", "run_not_found", ""]
+        assert await drive.journal(first.id) == [(0, EntryKind.STEP, "a")]
+        assert (await drive.run(second.id)).status == RunStatus.COMPLETED
+        assert await drive.journal(second.id) == []
+
+    async def test_a_report_batch_applies_one_runs_reports_in_order(self, drive: _Driver) -> None:
+        """A run's reports in one batch are journaled in the order sent, as if sent one by one."""
+        run = await drive.start()
+        item = await drive.take_one(run.id)
+        assert item.lease is not None
+        lease = item.lease.id
+        answer = await drive.dispatcher.report_batch(
+            ReportBatchRequest(
+                reports=[
+                    ReportRequest(run_id=run.id, lease_id=lease, commands=[_step(0, "a", 1)]),
+                    ReportRequest(run_id=run.id, lease_id=lease, commands=[_step(1, "b", 2)]),
+                    ReportRequest(
+                        run_id=run.id,
+                        lease_id=lease,
+                        commands=[Command(run_completed=RunCompleted(result=b"3"))],
+                    ),
+                    ReportRequest(run_id=run.id, lease_id=lease, commands=[_step(2, "late", 3)]),
+                ]
+            )
+        )
+        outcomes = [r.response.outcome if r.response else r.error_code for r in answer.results]
+        assert outcomes == [
+            ReportOutcome.CONTINUE,
+            ReportOutcome.CONTINUE,
+            ReportOutcome.FINISHED,
+            "lease_lost",  # the run finished: its lease ended with the report before
+        ]
+        assert await drive.journal(run.id) == [(0, EntryKind.STEP, "a"), (1, EntryKind.STEP, "b")]
+        assert (await drive.dispatcher.report_batch(ReportBatchRequest())).results == []
 
     async def test_a_final_report_repeated_under_its_lease_finishes_once(
         self, drive: _Driver

@@ -31,13 +31,16 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from trine_coordinator import admission, metrics
 from trine_coordinator.admission import Credential
+from trine_coordinator.credit import Credit
 from trine_coordinator.losses import Loss, Losses
+from trine_coordinator.relay import ReportRelay
 from trine_coordinator.session import WorkerSession
 from trine_coordinator.settings import HEARTBEAT_INTERVAL_MS, LEASE_TTL_MS, MAX_WORKER_LOSSES
 from trine_core import (
@@ -47,6 +50,7 @@ from trine_core import (
     TrineError,
     Unavailable,
     WorkerStream,
+    refused,
     tracing,
 )
 from trine_core.auth import TokenBook
@@ -61,16 +65,16 @@ from trine_proto.trine.v1 import (
     ReportAck,
     ReportOutcome,
     ReportRequest,
+    ReportResponse,
+    ReportResult,
     Run,
     RunFailed,
-    TakeWorkRequest,
     WorkerMessage,
     WorkerReport,
     WorkItem,
 )
 from trine_proto.vocabulary import ErrorCode, now_ms
 
-TAKE_WORK_WAIT_MS = 1_000
 MISSED_HEARTBEATS = 5
 REGISTER_TIMEOUT_S = 10.0
 SLOT_ENDING = (
@@ -80,6 +84,15 @@ SLOT_ENDING = (
 )
 # Lease renewal also tells us which runs are being cancelled, so it runs at least this often.
 MAX_RENEW_INTERVAL_S = 1.0
+
+
+@dataclass(slots=True)
+class _Forwarded:
+    """A report on its way to the engine: whose it is, and whether it may end the attempt."""
+
+    session: WorkerSession
+    message: WorkerReport
+    ending: bool
 
 
 def _ids(item: WorkItem) -> tuple[str, str]:
@@ -111,6 +124,9 @@ class WorkerService:
         self._monitor: asyncio.Task[None] | None = None
         self._stopping = False
         self._unwatch: Callable[[], None] = lambda: None
+        self._relay: ReportRelay[_Forwarded] = ReportRelay(
+            dispatcher, self._answered, self._spawn, log
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -388,11 +404,11 @@ class WorkerService:
                 session.last_seen = time.monotonic()
                 session.last_heard_ms = now_ms()
                 if message.report is not None:
-                    self._spawn(self._forward(session, message.report))
+                    self._forward(session, message.report)
                 elif message.reports is not None:
                     # In order: the reports of one run reach the dispatcher as they were sent.
                     for report in message.reports.reports:
-                        self._spawn(self._forward(session, report))
+                        self._forward(session, report)
                 elif message.drain is not None:
                     session.drain()
                     self.log.info("worker draining", worker_id=session.worker_id)
@@ -403,7 +419,9 @@ class WorkerService:
         else:
             self._end(session, "the worker closed its stream")
 
-    async def _forward(self, session: WorkerSession, message: WorkerReport) -> None:
+    def _forward(self, session: WorkerSession, message: WorkerReport) -> None:
+        """Hand the report to the relay (this turn's ``report_batch``), noting what it says of
+        the run's step and whether it may end the attempt."""
         report = message.report
         if report is None:
             session.send(
@@ -420,59 +438,64 @@ class WorkerService:
         ending = _note_steps(session, report)
         if ending:
             session.reporting[run_id] = session.reporting.get(run_id, 0) + 1
-        try:
-            response = await self.dispatcher.report(report)
-        except TrineError as exc:
+        self._relay.add(_Forwarded(session, message, ending), report)
+
+    def _answered(self, forwarded: _Forwarded, result: ReportResult | Exception) -> None:
+        """The engine's answer to one forwarded report (or the error its batch's call failed
+        with): ack the worker, and free the run's slot if the attempt ended."""
+        session, message = forwarded.session, forwarded.message
+        report = message.report
+        assert report is not None
+        run_id = report.run_id
+        if forwarded.ending and (left := session.reporting.pop(run_id, 1) - 1) > 0:
+            session.reporting[run_id] = left
+        if isinstance(result, Exception) and not isinstance(result, TrineError):
+            self.log.error(
+                "report failed",
+                run_id=run_id,
+                function=_function(session, run_id),
+                error=repr(result),
+            )
+            result = ReportResult(error_code=ErrorCode.INTERNAL, error_message=str(result))
+        elif isinstance(result, TrineError):
+            result = refused(result)
+        if result.error_code:
             # A failed engine write is, for a worker, an engine that cannot take its report
             # now: unavailable (it reconnects later), not a refusal that fails the run.
-            code = ErrorCode.UNAVAILABLE if exc.code == ErrorCode.STORAGE_ERROR else exc.code
+            code = result.error_code
+            if code == ErrorCode.STORAGE_ERROR:
+                code = ErrorCode.UNAVAILABLE
             ack = ReportAck(
-                request_id=message.request_id, error_code=code, error_message=exc.message
+                request_id=message.request_id, error_code=code, error_message=result.error_message
             )
             if code == ErrorCode.LEASE_LOST:
-                session.finish(report.run_id, report.lease_id)
+                session.finish(run_id, report.lease_id)
             elif code == ErrorCode.UNAVAILABLE:
                 session.told_unavailable = True
-        except Exception as exc:
-            self.log.exception(
-                "report failed", run_id=report.run_id, function=_function(session, run_id)
-            )
-            ack = ReportAck(
-                request_id=message.request_id, error_code=ErrorCode.INTERNAL, error_message=str(exc)
-            )
         else:
+            response = result.response or ReportResponse()
             ack = ReportAck(request_id=message.request_id, response=response)
             if response.outcome in SLOT_ENDING:
-                session.finish(report.run_id, report.lease_id)
+                session.finish(run_id, report.lease_id)
                 if response.outcome == ReportOutcome.FINISHED:
-                    self.losses.forget(report.run_id)
-        finally:
-            if ending and (left := session.reporting.pop(run_id, 1) - 1) > 0:
-                session.reporting[run_id] = left
+                    self.losses.forget(run_id)
         session.send(CoordinatorMessage(report_ack=ack))
 
     async def _dispatch(self, session: WorkerSession) -> None:
-        """Keep the worker's free slots filled with ready runs of its functions."""
+        """Keep the worker's free slots filled with ready runs of its functions: one
+        ``take_work_stream`` at a time, opened again when it ends or breaks while the worker
+        is still here (its runs in transit keep their leases until they expire)."""
         backoff = 0.05
         failing = False
         while not session.closed:
-            free = session.free_slots
-            if free <= 0:
+            if session.free_slots <= 0:
                 session.wakeup.clear()
                 await session.wakeup.wait()
                 continue
-            asked_at = time.monotonic()
             try:
-                response = await self.dispatcher.take_work(
-                    TakeWorkRequest(
-                        worker_id=session.worker_id,
-                        functions=session.functions,
-                        max_items=free,
-                        wait_ms=TAKE_WORK_WAIT_MS,
-                        lease_ttl_ms=self.settings[LEASE_TTL_MS],
-                        build_id=session.build_id,
-                    )
-                )
+                if await self._take(session):
+                    backoff, failing = 0.05, False
+                    continue
             except Exception as exc:
                 # The engine is away (Unavailable) or broken (StorageError): keep the session and
                 # try again, slower each time. Letting this task die would leave a registered
@@ -482,47 +505,66 @@ class WorkerService:
                         "take_work failed; retrying", worker_id=session.worker_id, error=repr(exc)
                     )
                 failing = True
-                await asyncio.sleep(backoff)
+            if not (session.draining or session.closed):
+                await asyncio.sleep(backoff)  # the engine ended the stream: it is stopping
                 backoff = min(backoff * 2, 2.0)
-                continue
-            backoff, failing = 0.05, False
-            items = response.items
-            if items and time.monotonic() - asked_at > self.settings[LEASE_TTL_MS] / 2000:
-                # The answer took over half a lease TTL to reach us (we stalled, or the network
-                # did): its leases may have expired meanwhile, their runs gone to other attempts.
-                items = await self._still_leased(session, items, time.monotonic() - asked_at)
-            if session.draining or session.closed:
-                # The long-poll was under way when the worker drained or left: give back what
-                # it returned, so those runs go to another worker at once.
-                await self._give_back([_ids(item)[1] for item in items], session)
-                continue
-            for item in items:
-                run_id, lease_id = _ids(item)
-                function = item.run.function if item.run is not None else ""
-                loss = self.losses.exhausted(run_id, len(item.journal))
-                if loss is not None:
-                    self._spawn(self._fail_lost_run(session, run_id, function, lease_id, loss))
+
+    async def _take(self, session: WorkerSession) -> bool:
+        """Read one ``take_work_stream`` to its end, sending what it brings to the worker;
+        whether it brought anything."""
+        credit = Credit(session, self.settings[LEASE_TTL_MS])
+        granting = asyncio.create_task(credit.keep_granting())
+        brought = False
+        try:
+            async for response in self.dispatcher.take_work_stream(credit.requests()):
+                brought = True
+                items = response.items
+                waited = credit.received(len(items))
+                if items and waited > self.settings[LEASE_TTL_MS] / 2000:
+                    # The items took over half a lease TTL to reach us (we stalled, or the
+                    # network did, or nothing was ready): their leases may have expired
+                    # meanwhile, their runs gone to other attempts.
+                    items = await self._still_leased(session, items, waited)
+                if session.draining or session.closed:
+                    # Sent before the worker drained or left: give them back, so those runs
+                    # go to another worker at once.
+                    await self._give_back([_ids(item)[1] for item in items], session)
                     continue
-                older = session.dispatched(
-                    run_id,
-                    lease_id,
-                    len(item.journal),
+                self._hand_out(session, items)
+                credit.grant()  # a run not sent (failed as lost, lease gone) frees its slot
+        finally:
+            granting.cancel()
+        return brought
+
+    def _hand_out(self, session: WorkerSession, items: list[WorkItem]) -> None:
+        """Send each work item to the worker (a run lost too often is failed instead)."""
+        for item in items:
+            run_id, lease_id = _ids(item)
+            function = item.run.function if item.run is not None else ""
+            loss = self.losses.exhausted(run_id, len(item.journal))
+            if loss is not None:
+                self._spawn(self._fail_lost_run(session, run_id, function, lease_id, loss))
+                continue
+            older = session.dispatched(
+                run_id,
+                lease_id,
+                len(item.journal),
+                function=function,
+                attempt=item.lease.attempt if item.lease is not None else 0,
+            )
+            if older is not None:
+                self.log.warning(
+                    "run dispatched again to a worker that still runs an older attempt of "
+                    "it; that attempt is fenced (its reports are refused)",
+                    worker_id=session.worker_id,
+                    run_id=run_id,
                     function=function,
-                    attempt=item.lease.attempt if item.lease is not None else 0,
+                    lease_id=lease_id,
+                    fenced_lease_id=older,
                 )
-                if older is not None:
-                    self.log.warning(
-                        "run dispatched again to a worker that still runs an older attempt of "
-                        "it; that attempt is fenced (its reports are refused)",
-                        worker_id=session.worker_id,
-                        run_id=run_id,
-                        function=function,
-                        lease_id=lease_id,
-                        fenced_lease_id=older,
-                    )
-                if item.run is not None and tracing.enabled():
-                    _trace_dispatch(session, item, item.run)
-                session.send(CoordinatorMessage(dispatch=item))
+            if item.run is not None and tracing.enabled():
+                _trace_dispatch(session, item, item.run)
+            session.send(CoordinatorMessage(dispatch=item))
 
     async def _still_leased(
         self, session: WorkerSession, items: list[WorkItem], waited: float

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from trine_coordinator.admission import Credential
 from trine_core import TrineError
 from trine_proto.trine.v1 import CancelNotice, CoordinatorMessage, ReportAcks, WorkItems
 from trine_proto.vocabulary import now_ms
+
+M = TypeVar("M")
 
 MAX_BATCH = 256
 """Acks or dispatches in one ``ReportAcks`` / ``WorkItems`` message at most."""
@@ -112,26 +114,28 @@ class WorkerSession:
         if message is None or not self.batches or self.outbox.empty():
             return message
         if message.report_ack is not None:
-            acks = [message.report_ack]
-            while len(acks) < MAX_BATCH and not self.outbox.empty():
-                queued = self.outbox.get_nowait()
-                if queued is None or queued.report_ack is None:
-                    self.taken.append(queued)
-                    break
-                acks.append(queued.report_ack)
+            acks = self._gather(message.report_ack, "report_ack")
             if len(acks) > 1:
                 return CoordinatorMessage(report_acks=ReportAcks(acks))
         elif message.dispatch is not None:
-            items = [message.dispatch]
-            while len(items) < MAX_BATCH and not self.outbox.empty():
-                queued = self.outbox.get_nowait()
-                if queued is None or queued.dispatch is None:
-                    self.taken.append(queued)
-                    break
-                items.append(queued.dispatch)
+            items = self._gather(message.dispatch, "dispatch")
             if len(items) > 1:
                 return CoordinatorMessage(dispatches=WorkItems(items))
         return message
+
+    def _gather(self, first: M, field: str) -> list[M]:
+        """``first`` and the ``field`` of every message queued right after it that holds one (at
+        most ``MAX_BATCH``); the first message that holds none is kept in ``taken``, to go out
+        next."""
+        gathered = [first]
+        while len(gathered) < MAX_BATCH and not self.outbox.empty():
+            queued = self.outbox.get_nowait()
+            value = getattr(queued, field) if queued is not None else None
+            if value is None:
+                self.taken.append(queued)
+                break
+            gathered.append(value)
+        return gathered
 
     def finish(self, run_id: str, lease_id: str) -> None:
         """The run no longer holds a slot here (finished, suspended, retry scheduled, or lease

@@ -8,6 +8,9 @@ is the build of the first worker that *reports* for it (the ``RunCommands`` reco
 reporter's build, ``apply_report`` sets it), so dispatching costs no synced write, and a run taken
 and given back before any report has no build yet: any build may take it.
 
+A batch of reports (``report_batch``) is each report's synchronous half, in order, then each
+answer: one call and one synced commit for all of them.
+
 A report, top to bottom: the lease is checked; the commands are planned (a bad report is refused
 here, having changed nothing); the record is appended and the plan applied, with no ``await`` in
 between; the lease ends if the attempt did; the answer waits until the record is durable.
@@ -24,11 +27,12 @@ import asyncio
 import dataclasses
 import functools
 import time
+from collections.abc import AsyncIterator
 
 import betterproto2
 import structlog
 
-from trine_core import Dispatcher, InvalidArgument, LeaseLost
+from trine_core import Dispatcher, InvalidArgument, LeaseLost, TrineError, refused
 from trine_engine import metrics
 from trine_engine.clock import Clock
 from trine_engine.leases import Lease, LeaseTable
@@ -52,9 +56,12 @@ from trine_proto.trine.v1 import (
     ReleaseLeasesResponse,
     RenewLeasesRequest,
     RenewLeasesResponse,
+    ReportBatchRequest,
+    ReportBatchResponse,
     ReportOutcome,
     ReportRequest,
     ReportResponse,
+    ReportResult,
     RunStatus,
     TakeWorkRequest,
     TakeWorkResponse,
@@ -69,6 +76,8 @@ _ENDS_ATTEMPT = (
 )
 MAX_TAKE_WAIT_MS = 60_000
 """The longest a ``take_work`` long-polls (the coordinator asks for a second at a time)."""
+STREAM_WAIT_S = 1.0
+"""The longest a ``take_work_stream`` waits for work before it looks at the log's state again."""
 MAX_TAKE_ITEMS = 1_000
 """The most runs one ``take_work`` leases (the coordinator asks for a worker's free slots; a
 worker with more slots than this fills them over several calls)."""
@@ -198,6 +207,52 @@ class EngineDispatcher(Dispatcher):
                 return TakeWorkResponse()
             await self._scheduler.wait(functions, remaining, build)
 
+    async def take_work_stream(
+        self, requests: AsyncIterator[TakeWorkRequest]
+    ) -> AsyncIterator[TakeWorkResponse]:
+        """Runs pushed to one session as they become ready, within the credit its requests
+        granted. A task reads the requests (credit may come while this waits for work); taking,
+        leasing and yielding have no await in between, as in ``take_work``. While the stream
+        is open its build counts as connected (one ``take_work`` waiting)."""
+        self._plog.ensure_writable()
+        first = await anext(requests, None)
+        if first is None:
+            return
+        credit = _Credit(first.max_items)
+        reader = asyncio.create_task(credit.read(requests))
+        functions, build = list(first.functions), first.build_id
+        ttl = self._ttl(first.lease_ttl_ms)
+        builds = self._machine.builds
+        builds.taking(build, self._clock.now_ms())
+        served = True  # whether the last look found runs: a stream that did waits behind others
+        try:
+            while not (self._plog.closed or self._plog.failure is not None):
+                if credit.left <= 0:
+                    if credit.ended:
+                        return
+                    await credit.more()
+                    continue
+                now = self._clock.now_ms()
+                taken = self._scheduler.take(
+                    functions, min(credit.left, MAX_TAKE_ITEMS), now, build
+                )
+                if taken:
+                    served = True
+                    credit.left -= len(taken)
+                    items = [self._work_item(s, first.worker_id, build, ttl, now) for s in taken]
+                    yield TakeWorkResponse(items=items)
+                elif credit.ended:
+                    return
+                else:
+                    # Woken by a run made ready, or after a second to look at the log's state
+                    # and the requests' end again. Woken for nothing (another stream took the
+                    # run), it keeps its place in front: the streams share the runs.
+                    await self._scheduler.wait(functions, STREAM_WAIT_S, build, front=not served)
+                    served = False
+        finally:
+            reader.cancel()
+            builds.took(build, self._clock.now_ms())
+
     def _work_item(
         self, state: RunState, worker_id: str, build: str, ttl_ms: int, now: int
     ) -> WorkItem:
@@ -214,6 +269,39 @@ class EngineDispatcher(Dispatcher):
 
     async def report(self, message: ReportRequest) -> ReportResponse:
         self._plog.ensure_writable()
+        return await self._answer(self._accept(message))
+
+    async def report_batch(self, message: ReportBatchRequest) -> ReportBatchResponse:
+        """Every report accepted (checked, planned, appended, applied) in order with no await in
+        between, so they all land in the log batch being gathered and share its one synced
+        commit; then each is answered once that commit is durable. A report refused (lease lost,
+        a bad command, the log failed) gets its error as its result and changes nothing; the
+        others go on."""
+        accepted: list[_Accepted | TrineError] = []
+        for report in message.reports:
+            try:
+                self._plog.ensure_writable()
+                accepted.append(self._accept(report))
+            except TrineError as exc:
+                accepted.append(exc)
+            except Exception as exc:  # a bug in one report must not fail its neighbours
+                self._log.exception("report failed", run_id=report.run_id)
+                accepted.append(TrineError(f"{type(exc).__name__}: {exc}"))
+        results: list[ReportResult] = []
+        for each in accepted:
+            if isinstance(each, TrineError):
+                results.append(refused(each))
+                continue
+            try:
+                results.append(ReportResult(response=await self._answer(each)))
+            except TrineError as exc:  # the commit failed: nothing of it is durable
+                results.append(refused(exc))
+        return ReportBatchResponse(results=results)
+
+    def _accept(self, message: ReportRequest) -> _Accepted:
+        """The synchronous half of a report: check the lease, plan the commands (refusing a bad
+        report unchanged), append the record and apply the plan, end the lease if the attempt
+        ended. Raises LeaseLost (and a plan's refusal) having changed nothing."""
         state = self._cache.require(message.run_id)
         now = self._clock.now_ms()
         try:
@@ -221,8 +309,7 @@ class EngineDispatcher(Dispatcher):
         except LeaseLost:
             if not _repeats_final_report(state, message):
                 raise
-            await self._plog.barrier()  # answer only once that first report is durable
-            return ReportResponse(outcome=ReportOutcome.FINISHED)
+            return _Accepted(state, None, None)
         body = RunCommands(
             run_id=state.id,
             attempt=lease.attempt,
@@ -233,12 +320,21 @@ class EngineDispatcher(Dispatcher):
         plan = self._machine.plan(state, body, lease.build_id)  # refuses a bad report, unchanged
         batch = self._machine.append_report(state, body, plan)
         self._end_attempt(state, lease, plan, batch)
+        return _Accepted(state, plan, batch)
+
+    async def _answer(self, accepted: _Accepted) -> ReportResponse:
+        """The answer to an accepted report, once its record is durable (a repeated final report:
+        once the report that finished the run is)."""
+        plan, batch = accepted.plan, accepted.batch
+        if plan is None or batch is None:
+            await self._plog.barrier()  # answer only once that first report is durable
+            return ReportResponse(outcome=ReportOutcome.FINISHED)
         await batch.durable()
         return ReportResponse(
             outcome=plan.outcome,
             retry_at_ms=plan.retry_at_ms,
             resolved=plan.resolved,
-            cancel_requested=state.run.cancel_requested,
+            cancel_requested=accepted.state.run.cancel_requested,
         )
 
     def _with_child_id(self, command: Command, now: int) -> Command:
@@ -298,6 +394,46 @@ class EngineDispatcher(Dispatcher):
         for lease_id in message.lease_ids:
             self._leases.release_id(lease_id, message.reason or "released")
         return ReleaseLeasesResponse()
+
+
+class _Credit:
+    """What a ``take_work_stream``'s requests granted and its runs have not used yet."""
+
+    def __init__(self, first: int) -> None:
+        self.left = first
+        self.ended = False
+        self._granted = asyncio.Event()
+
+    async def read(self, requests: AsyncIterator[TakeWorkRequest]) -> None:
+        """Add each request's credit. A stream waiting for work is not woken for it (it had
+        credit left, or it would wait here instead), nor for the requests' end: it sees that
+        within ``STREAM_WAIT_S`` (the caller that ends its requests reads the stream to its
+        end, giving back what comes meanwhile; one that leaves cancels it)."""
+        try:
+            async for request in requests:
+                self.left += request.max_items
+                self._granted.set()
+        except Exception:  # the stream broke: it ends as if the requests had
+            pass
+        finally:
+            self.ended = True
+            self._granted.set()
+
+    async def more(self) -> None:
+        """Return once more credit came, or the requests ended."""
+        self._granted.clear()
+        if self.left <= 0 and not self.ended:
+            await self._granted.wait()
+
+
+@dataclasses.dataclass(slots=True)
+class _Accepted:
+    """A report checked and appended, waiting for its commit to answer; ``plan`` None: a final
+    report repeated under the lease that finished the run (answered FINISHED, nothing written)."""
+
+    state: RunState
+    plan: Plan | None
+    batch: AppendBatch | None
 
 
 def _repeats_final_report(state: RunState, message: ReportRequest) -> bool:

@@ -107,11 +107,19 @@ class ReadyQueues:
         for state in sorted((s for q in by_pin.values() for s in q), key=lambda s: s.ready_at):
             self._put(state, front=False)
 
-    async def wait(self, functions: Sequence[str], timeout_s: float, build: str = "") -> None:
+    async def wait(
+        self, functions: Sequence[str], timeout_s: float, build: str = "", front: bool = False
+    ) -> None:
         """Return when a run of ``functions`` that a taker of ``build`` may take may have become
-        ready, or after ``timeout_s``."""
+        ready, or after ``timeout_s``. Waiters are woken in order, and the first to run takes
+        the run; ``front``: a waiter woken that found nothing (another took the run) keeps its
+        place ahead of the one that took it, so takers that stay (work streams) share the runs
+        instead of the first one always winning."""
         entry = (frozenset(functions), build, asyncio.Event())
-        self._waiters.append(entry)
+        if front:
+            self._waiters.insert(0, entry)
+        else:
+            self._waiters.append(entry)
         try:
             async with asyncio.timeout(timeout_s):
                 await entry[2].wait()

@@ -43,10 +43,12 @@ class Scheduler:
         dispatchable = functools.partial(self._dispatchable_at, now=now)
         return self._queues.pop(functions, limit, dispatchable, build)
 
-    async def wait(self, functions: Sequence[str], timeout_s: float, build: str = "") -> None:
+    async def wait(
+        self, functions: Sequence[str], timeout_s: float, build: str = "", front: bool = False
+    ) -> None:
         """Return when a run of ``functions`` a taker of ``build`` may take may have been queued,
-        or after ``timeout_s``."""
-        await self._queues.wait(functions, timeout_s, build)
+        or after ``timeout_s`` (``front``: see ``ReadyQueues.wait``)."""
+        await self._queues.wait(functions, timeout_s, build, front)
 
     def repin(self, function: str) -> None:
         """Which build may take a run of ``function`` may have changed: requeue them."""

@@ -15,6 +15,7 @@ default) and grpclib queues a call beyond that until one ends: a gateway holding
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
@@ -23,8 +24,16 @@ from typing import TYPE_CHECKING, TypeVar, cast
 import grpclib
 from grpclib.client import Channel
 from grpclib.config import Configuration
+from grpclib.const import Status
 
-from trine_core import MAX_PAYLOAD_BYTES, Backend, Dispatcher, WorkerRegistry
+from trine_core import (
+    MAX_PAYLOAD_BYTES,
+    Backend,
+    Dispatcher,
+    WorkerRegistry,
+    report_each,
+    take_work_polling,
+)
 from trine_proto.limits import BoundedCodec, derived_limit
 from trine_proto.trine.v1 import (
     BackendStub,
@@ -49,6 +58,8 @@ from trine_proto.trine.v1 import (
     ReleaseLeasesResponse,
     RenewLeasesRequest,
     RenewLeasesResponse,
+    ReportBatchRequest,
+    ReportBatchResponse,
     ReportRequest,
     ReportResponse,
     RetryRunRequest,
@@ -208,11 +219,21 @@ class RemoteBackend:
         return await self._peer.unary(lambda ch, t: BackendStub(ch).list_builds(message, timeout=t))
 
 
+class _Unimplemented(Exception):
+    """The peer has no such method (an engine from before it): nothing was done."""
+
+
 class RemoteDispatcher:
     """A :class:`~trine_core.Dispatcher` served by another process."""
 
     def __init__(self, peer: Peer) -> None:
         self._peer = peer
+        self._batches = True
+        """False once the engine answered ``ReportBatch`` UNIMPLEMENTED (an engine from before
+        it): reports then go one ``Report`` call each, as they did."""
+        self._streams = True
+        """False once the engine answered ``TakeWorkStream`` UNIMPLEMENTED: ``take_work``
+        long-polls then, as before."""
 
     async def register_functions(
         self, message: RegisterFunctionsRequest
@@ -226,8 +247,50 @@ class RemoteDispatcher:
             lambda ch, t: DispatcherStub(ch).take_work(message, timeout=t), message.wait_ms
         )
 
+    async def take_work_stream(
+        self, requests: AsyncIterator[TakeWorkRequest]
+    ) -> AsyncIterator[TakeWorkResponse]:
+        """One ``TakeWorkStream`` call (no deadline: it lasts as long as the session); against
+        an engine without it, ``take_work`` long-polls (it refused the stream before taking
+        anything). The requests are read by grpclib's sending side as the caller makes them."""
+        if self._streams:
+            # Look at the first answer, or the refusal, before handing the stream on; the
+            # requests sent meanwhile are kept, to grant their credit again to the fallback.
+            sent = _Kept(requests)
+            try:
+                stream = self._peer.stream(lambda ch: _take_work_stream(ch, sent))
+                try:
+                    first = await anext(stream, None)
+                except _Unimplemented:
+                    self._streams = False
+                else:
+                    sent.forget()
+                    if first is None:
+                        return
+                    yield first
+                    async for response in stream:
+                        yield response
+                    return
+                async for response in take_work_polling(self.take_work, sent.again()):
+                    yield response
+                return
+            finally:
+                sent.close()
+        async for response in take_work_polling(self.take_work, requests):
+            yield response
+
     async def report(self, message: ReportRequest) -> ReportResponse:
         return await self._peer.unary(lambda ch, t: DispatcherStub(ch).report(message, timeout=t))
+
+    async def report_batch(self, message: ReportBatchRequest) -> ReportBatchResponse:
+        """One ``ReportBatch`` call; against an engine without it, a ``Report`` call per report
+        (it refused the batch before doing anything, so nothing is sent twice)."""
+        if self._batches:
+            try:
+                return await self._peer.unary(lambda ch, t: _report_batch(ch, message, t))
+            except _Unimplemented:
+                self._batches = False
+        return await report_each(self.report, message)
 
     async def renew_leases(self, message: RenewLeasesRequest) -> RenewLeasesResponse:
         return await self._peer.unary(
@@ -238,6 +301,71 @@ class RemoteDispatcher:
         return await self._peer.unary(
             lambda ch, t: DispatcherStub(ch).release_leases(message, timeout=t)
         )
+
+
+async def _report_batch(
+    channel: Channel, message: ReportBatchRequest, deadline_s: float
+) -> ReportBatchResponse:
+    try:
+        return await DispatcherStub(channel).report_batch(message, timeout=deadline_s)
+    except grpclib.GRPCError as exc:
+        if exc.status is Status.UNIMPLEMENTED:
+            raise _Unimplemented from None
+        raise
+
+
+class _Kept:
+    """The caller's ``requests``, pumped into a queue (so a refused stream's sending task,
+    cancelled, does not close the caller's iterator) and each kept until :meth:`forget` (the
+    stream was accepted), so that :meth:`again` can hand the ones a refused stream took, and the
+    rest, to the fallback."""
+
+    def __init__(self, requests: AsyncIterator[TakeWorkRequest]) -> None:
+        self._queue: asyncio.Queue[TakeWorkRequest | None] = asyncio.Queue()
+        self._kept: list[TakeWorkRequest] | None = []
+        self._pump = asyncio.create_task(self._fill(requests))
+
+    async def _fill(self, requests: AsyncIterator[TakeWorkRequest]) -> None:
+        try:
+            async for request in requests:
+                self._queue.put_nowait(request)
+        finally:
+            self._queue.put_nowait(None)
+
+    def __aiter__(self) -> _Kept:
+        return self
+
+    async def __anext__(self) -> TakeWorkRequest:
+        request = await self._queue.get()
+        if request is None:
+            self._queue.put_nowait(None)  # for whoever reads next
+            raise StopAsyncIteration
+        if self._kept is not None:
+            self._kept.append(request)
+        return request
+
+    def forget(self) -> None:
+        self._kept = None
+
+    async def again(self) -> AsyncIterator[TakeWorkRequest]:
+        kept, self._kept = self._kept or [], None
+        for request in kept:
+            yield request
+        async for request in self:
+            yield request
+
+    def close(self) -> None:
+        self._pump.cancel()
+
+
+async def _take_work_stream(channel: Channel, requests: _Kept) -> AsyncIterator[TakeWorkResponse]:
+    try:
+        async for response in DispatcherStub(channel).take_work_stream(requests):
+            yield response
+    except grpclib.GRPCError as exc:
+        if exc.status is Status.UNIMPLEMENTED:
+            raise _Unimplemented from None
+        raise
 
 
 class RemoteWorkerRegistry:

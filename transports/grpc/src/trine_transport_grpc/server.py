@@ -50,6 +50,8 @@ from trine_proto.trine.v1 import (
     ReleaseLeasesResponse,
     RenewLeasesRequest,
     RenewLeasesResponse,
+    ReportBatchRequest,
+    ReportBatchResponse,
     ReportRequest,
     ReportResponse,
     RetryRunRequest,
@@ -156,8 +158,20 @@ class ServedDispatcher(DispatcherBase):
     async def take_work(self, message: TakeWorkRequest) -> TakeWorkResponse:
         return await _answer(self._dispatcher().take_work(message))
 
+    async def take_work_stream(
+        self, messages: AsyncIterator[TakeWorkRequest]
+    ) -> AsyncIterator[TakeWorkResponse]:
+        try:
+            async for response in self._dispatcher().take_work_stream(messages):
+                yield response
+        except TrineError as exc:
+            raise to_grpc(exc) from None
+
     async def report(self, message: ReportRequest) -> ReportResponse:
         return await _answer(self._dispatcher().report(message))
+
+    async def report_batch(self, message: ReportBatchRequest) -> ReportBatchResponse:
+        return await _answer(self._dispatcher().report_batch(message))
 
     async def renew_leases(self, message: RenewLeasesRequest) -> RenewLeasesResponse:
         return await _answer(self._dispatcher().renew_leases(message))

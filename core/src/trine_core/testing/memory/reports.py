@@ -10,8 +10,10 @@ import asyncio
 import contextlib
 import dataclasses
 from collections import deque
+from collections.abc import AsyncIterator
 
 from trine_core import errors
+from trine_core.fallbacks import report_each, take_work_polling
 from trine_core.testing.memory.commands import apply_commands
 from trine_core.testing.memory.runs import LEASE_TTL_MS, Runs, RunState
 from trine_proto.trine import v1 as pb
@@ -53,6 +55,16 @@ class Reports(Runs):
             async with asyncio.timeout(message.wait_ms / 1000):
                 await self._until(take)
         return pb.TakeWorkResponse(items=items)
+
+    def take_work_stream(
+        self, requests: AsyncIterator[pb.TakeWorkRequest]
+    ) -> AsyncIterator[pb.TakeWorkResponse]:
+        """``take_work`` long-polls within the stream's credit."""
+        return take_work_polling(self.take_work, requests)
+
+    async def report_batch(self, message: pb.ReportBatchRequest) -> pb.ReportBatchResponse:
+        """Each report as ``report`` answers it (memory has no commit to share)."""
+        return await report_each(self.report, message)
 
     async def report(self, message: pb.ReportRequest) -> pb.ReportResponse:
         """Applied whole or, when a command is refused, not at all. A run's build is the build

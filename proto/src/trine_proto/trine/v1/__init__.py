@@ -47,9 +47,12 @@ __all__ = (
     "RenewLeasesResponse",
     "ReportAck",
     "ReportAcks",
+    "ReportBatchRequest",
+    "ReportBatchResponse",
     "ReportOutcome",
     "ReportRequest",
     "ReportResponse",
+    "ReportResult",
     "RetryPolicy",
     "RetryRunRequest",
     "Run",
@@ -1038,6 +1041,31 @@ default_message_pool.register_message("trine.v1", "ReportAcks", ReportAcks)
 
 
 @dataclass(eq=False, repr=False)
+class ReportBatchRequest(betterproto2.Message):
+    """
+    Every report a coordinator has at hand, in one call: each keeps its own lease fencing and gets
+    its own answer, in order, and the engine commits them together (one group commit). One refused
+    report does not fail the others.
+    """
+
+    reports: "list[ReportRequest]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message("trine.v1", "ReportBatchRequest", ReportBatchRequest)
+
+
+@dataclass(eq=False, repr=False)
+class ReportBatchResponse(betterproto2.Message):
+    results: "list[ReportResult]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    one per report, in the request's order
+    """
+
+
+default_message_pool.register_message("trine.v1", "ReportBatchResponse", ReportBatchResponse)
+
+
+@dataclass(eq=False, repr=False)
 class ReportRequest(betterproto2.Message):
     run_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
@@ -1069,6 +1097,25 @@ class ReportResponse(betterproto2.Message):
 
 
 default_message_pool.register_message("trine.v1", "ReportResponse", ReportResponse)
+
+
+@dataclass(eq=False, repr=False)
+class ReportResult(betterproto2.Message):
+    """
+    One report's answer in a batch: its response, or (refused) the error it was refused with, as
+    `ReportAck` carries it (then nothing of that report changed).
+    """
+
+    response: "ReportResponse | None" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, optional=True
+    )
+
+    error_code: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    error_message: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("trine.v1", "ReportResult", ReportResult)
 
 
 @dataclass(eq=False, repr=False)
@@ -2037,6 +2084,49 @@ class DispatcherStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def report_batch(
+        self,
+        message: "ReportBatchRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ReportBatchResponse":
+
+        return await self._unary_unary(
+            "/trine.v1.Dispatcher/ReportBatch",
+            message,
+            ReportBatchResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def take_work_stream(
+        self,
+        messages: "AsyncIterable[TakeWorkRequest] | Iterable[TakeWorkRequest]",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "AsyncIterator[TakeWorkResponse]":
+        """
+        Dispatch as a stream: each request grants `max_items` more runs (credit) for the worker,
+        functions, build and lease TTL of the stream's first request (`wait_ms` unused); the engine
+        sends runs as they become ready, never more than granted and not yet sent.
+        """
+
+        async for response in self._stream_stream(
+            "/trine.v1.Dispatcher/TakeWorkStream",
+            messages,
+            TakeWorkRequest,
+            TakeWorkResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        ):
+            yield response
+
 
 class WorkerRegistryStub(betterproto2_grpclib.ServiceStub):
     async def list_workers(
@@ -2327,6 +2417,22 @@ class DispatcherBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def report_batch(self, message: "ReportBatchRequest") -> "ReportBatchResponse":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def take_work_stream(
+        self, messages: "AsyncIterator[TakeWorkRequest]"
+    ) -> "AsyncIterator[TakeWorkResponse]":
+        """
+        Dispatch as a stream: each request grants `max_items` more runs (credit) for the worker,
+        functions, build and lease TTL of the stream's first request (`wait_ms` unused); the engine
+        sends runs as they become ready, never more than granted and not yet sent.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+        yield TakeWorkResponse()
+
     async def __rpc_register_functions(
         self, stream: "grpclib.server.Stream[RegisterFunctionsRequest, RegisterFunctionsResponse]"
     ) -> None:
@@ -2367,6 +2473,24 @@ class DispatcherBase(betterproto2_grpclib.ServiceBase):
         response = await self.release_leases(request)
         await stream.send_message(response)
 
+    async def __rpc_report_batch(
+        self, stream: "grpclib.server.Stream[ReportBatchRequest, ReportBatchResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.report_batch(request)
+        await stream.send_message(response)
+
+    async def __rpc_take_work_stream(
+        self, stream: "grpclib.server.Stream[TakeWorkRequest, TakeWorkResponse]"
+    ) -> None:
+        request = stream.__aiter__()
+        await self._call_rpc_handler_server_stream(
+            self.take_work_stream,
+            stream,
+            request,
+        )
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/trine.v1.Dispatcher/RegisterFunctions": grpclib.const.Handler(
@@ -2398,6 +2522,18 @@ class DispatcherBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 ReleaseLeasesRequest,
                 ReleaseLeasesResponse,
+            ),
+            "/trine.v1.Dispatcher/ReportBatch": grpclib.const.Handler(
+                self.__rpc_report_batch,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                ReportBatchRequest,
+                ReportBatchResponse,
+            ),
+            "/trine.v1.Dispatcher/TakeWorkStream": grpclib.const.Handler(
+                self.__rpc_take_work_stream,
+                grpclib.const.Cardinality.STREAM_STREAM,
+                TakeWorkRequest,
+                TakeWorkResponse,
             ),
         }
 
