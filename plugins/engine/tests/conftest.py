@@ -19,6 +19,7 @@ from trine_engine import (
     ManualClock,
     RunSnapshot,
 )
+from trine_engine.storage import partition_log
 from trine_proto.trine.v1 import (
     Command,
     Emit,
@@ -198,6 +199,16 @@ class Harness:
     @staticmethod
     def fail(message: str = "it broke") -> Command:
         return Command(run_failed=RunFailed(error=ErrorInfo(type="RuntimeError", message=message)))
+
+
+@pytest.fixture(autouse=True)
+def commits_through_the_sync_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every batch is written at once and made durable on a later turn of the loop, by the sync
+    thread: tests step the group commit turn by turn (``await asyncio.sleep(0)``: appended, not
+    durable yet). A lone record on an idle log would be synced inline instead
+    (``INLINE_AFTER_IDLE_S``), which depends on how long the machine took since the last commit;
+    the test of that path sets it back."""
+    monkeypatch.setattr(partition_log, "INLINE_AFTER_IDLE_S", float("inf"))
 
 
 @pytest.fixture

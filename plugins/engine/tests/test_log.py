@@ -30,6 +30,7 @@ from trine_proto.trine.v1 import (
 )
 
 Harness = Any
+SHIPPED_INLINE_AFTER_IDLE_S = partition_log.INLINE_AFTER_IDLE_S  # before conftest's autouse patch
 
 
 def test_framing_round_trip() -> None:
@@ -182,7 +183,8 @@ async def test_a_lone_record_on_an_idle_log_is_synced_inline(
 
     monkeypatch.setattr(Store, "write", write)
     monkeypatch.setattr(Store, "sync_wal", syncs.append)
-    await asyncio.sleep(partition_log.INLINE_AFTER_IDLE_S)  # idle: the log waits for nothing
+    monkeypatch.setattr(partition_log, "INLINE_AFTER_IDLE_S", SHIPPED_INLINE_AFTER_IDLE_S)
+    await asyncio.sleep(SHIPPED_INLINE_AFTER_IDLE_S)  # idle: the log waits for nothing
     run = await h.start()
     assert (writes, syncs) == ([True], [])  # one synced write, no hand-off to the sync thread
     assert read_marker(h.config.data_dir, 0) == 2  # acknowledged: the registration and the start
@@ -193,11 +195,9 @@ async def test_a_lone_record_on_an_idle_log_is_synced_inline(
 
 
 class GatedSync:
-    """``Store.sync_wal`` held in the sync thread until the test releases it (or failing). Every
-    batch goes through the sync thread, however idle the log was."""
+    """``Store.sync_wal`` held in the sync thread until the test releases it (or failing)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, error: OSError | None = None) -> None:
-        monkeypatch.setattr(partition_log, "INLINE_AFTER_IDLE_S", float("inf"))
         self.entered = threading.Event()
         self.release = threading.Event()
         self.calls = 0
