@@ -10,11 +10,12 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
 from conftest import FUNCTION, Delegating, Harness, WorkerStream, ack, dispatched, running
 from structlog.testing import capture_logs
 
 from trine_coordinator.losses import Losses
-from trine_core import Unavailable
+from trine_core import StorageError, TrineError, Unavailable
 from trine_core.testing.memory import MemoryEngine
 from trine_proto.trine.v1 import (
     Command,
@@ -185,25 +186,33 @@ async def test_a_worker_that_drains_does_not_count_as_lost() -> None:
             await worker.stream.end()
 
 
-class UnavailableOnce(Delegating):
-    """The engine is away for one report."""
+class RefusesOnce(Delegating):
+    """The engine cannot take one report: it is away, or its storage failed."""
+
+    error: TrineError = Unavailable("the engine is restarting")
 
     async def report(self, message: ReportRequest) -> ReportResponse:
         if not getattr(self, "failed", False):
             self.failed = True
-            raise Unavailable("the engine is restarting")
+            raise self.error
         return await self.inner.report(message)
 
 
-async def test_a_worker_that_starts_over_because_the_engine_was_away_is_not_lost() -> None:
+@pytest.mark.parametrize(
+    "error", [Unavailable("the engine is restarting"), StorageError("the disk is full")]
+)
+async def test_a_worker_that_starts_over_because_the_engine_was_away_is_not_lost(
+    error: TrineError,
+) -> None:
     memory = known()
-    away = UnavailableOnce(memory.dispatcher)
+    away = RefusesOnce(memory.dispatcher)
+    away.error = error
     async with running(max_worker_losses=1, memory=memory, dispatcher=away) as (_, c):
         [r1] = await c.start()
         async with c.worker() as worker:
             assert await dispatched(worker) == r1
             await worker.report(r1)
-            assert (await ack(worker)).error_code == "unavailable"
+            assert (await ack(worker)).error_code == error.code  # a transient code, as it is
             await worker.stream.cancel()  # the SDK starts its stream over, as told
         assert await c.released(1) == [worker.leases[r1]]
         async with c.worker() as worker:  # not a loss: dispatched again, not failed

@@ -73,7 +73,7 @@ from trine_proto.trine.v1 import (
     WorkerReport,
     WorkItem,
 )
-from trine_proto.vocabulary import ErrorCode, now_ms
+from trine_proto.vocabulary import TRANSIENT_CODES, ErrorCode, now_ms
 
 MISSED_HEARTBEATS = 5
 REGISTER_TIMEOUT_S = 10.0
@@ -459,18 +459,13 @@ class WorkerService:
             result = ReportResult(error_code=ErrorCode.INTERNAL, error_message=str(result))
         elif isinstance(result, TrineError):
             result = refused(result)
-        if result.error_code:
-            # A failed engine write is, for a worker, an engine that cannot take its report
-            # now: unavailable (it reconnects later), not a refusal that fails the run.
-            code = result.error_code
-            if code == ErrorCode.STORAGE_ERROR:
-                code = ErrorCode.UNAVAILABLE
+        if code := result.error_code:
             ack = ReportAck(
                 request_id=message.request_id, error_code=code, error_message=result.error_message
             )
             if code == ErrorCode.LEASE_LOST:
                 session.finish(run_id, report.lease_id)
-            elif code == ErrorCode.UNAVAILABLE:
+            elif code in TRANSIENT_CODES:  # the worker starts its stream over: not a loss
                 session.told_unavailable = True
         else:
             response = result.response or ReportResponse()

@@ -44,8 +44,9 @@ class WorkerSession:
     in_flight: dict[str, str] = field(default_factory=dict)
     draining: bool = False
     told_unavailable: bool = False
-    """A report was answered ``unavailable``: the worker starts its stream over (its runs are
-    dispatched again), the engine's doing rather than a lost worker."""
+    """A report was answered with a transient code (``unavailable``, ``storage_error``): the
+    worker starts its stream over (its runs are dispatched again), the engine's doing rather than
+    a lost worker."""
     closed: bool = False
     close_reason: str = ""
     refusal: TrineError | None = None
