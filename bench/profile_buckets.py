@@ -15,8 +15,8 @@ shares are of the process's busy time. Every thread's samples are counted.
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -80,4 +80,6 @@ def print_table(paths: list[Path]) -> None:
 
 
 if __name__ == "__main__":
-    print_table([Path(arg) for arg in sys.argv[1:]])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("profiles", nargs="+", type=Path, help="speedscope files from py-spy")
+    print_table(parser.parse_args().profiles)
