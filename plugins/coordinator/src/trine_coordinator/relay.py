@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar
 import structlog
 
 from trine_core import Dispatcher, TrineError
+from trine_proto.sizes import report_size
 from trine_proto.trine.v1 import ReportBatchRequest, ReportRequest, ReportResult
 
 T = TypeVar("T")
@@ -91,20 +92,6 @@ class ReportRelay(Generic[T]):
 
 
 def _weight(report: ReportRequest) -> int:
-    """About how many bytes ``report`` takes encoded: its payloads and error texts, and a little
-    for each command's other fields (not encoded to find out: that is what batching saves)."""
-    total = 64
-    for command in report.commands:
-        total += 256
-        if command.step_completed is not None and command.step_completed.entry is not None:
-            total += len(command.step_completed.entry.output)
-        elif command.run_completed is not None:
-            total += len(command.run_completed.result)
-        elif command.emit is not None:
-            total += len(command.emit.data)
-        elif command.start_child is not None:
-            total += len(command.start_child.input)
-        for failed in (command.step_failed, command.run_failed, command.run_blocked):
-            if failed is not None and failed.error is not None:
-                total += len(failed.error.message) + len(failed.error.traceback)
-    return total
+    """About how many bytes ``report`` takes encoded, its envelope included (not encoded to find
+    out: that is what batching saves)."""
+    return 64 + report_size(report)

@@ -18,6 +18,7 @@ import asyncio
 import itertools
 import logging
 
+from trine_proto.sizes import report_size
 from trine_proto.trine.v1 import (
     Command,
     ReportAck,
@@ -139,24 +140,8 @@ class Session:
 
 
 def weight(report: WorkerReport) -> int:
-    """About how many bytes ``report`` takes encoded: its payloads and error texts, and a
-    little for each command's other fields (not encoded to find out: that is what batching
-    saves)."""
-    total = 0
-    for command in report.report.commands if report.report is not None else ():
-        total += 256
-        if command.step_completed is not None and command.step_completed.entry is not None:
-            total += len(command.step_completed.entry.output)
-        elif command.run_completed is not None:
-            total += len(command.run_completed.result)
-        elif command.emit is not None:
-            total += len(command.emit.data)
-        elif command.start_child is not None:
-            total += len(command.start_child.input)
-        for failed in (command.step_failed, command.run_failed, command.run_blocked):
-            if failed is not None and failed.error is not None:
-                total += len(failed.error.message) + len(failed.error.traceback)
-    return total
+    """About how many bytes ``report`` takes encoded (:func:`trine_proto.sizes.report_size`)."""
+    return report_size(report.report) if report.report is not None else 0
 
 
 class RunReporter:
