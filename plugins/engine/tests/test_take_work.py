@@ -106,23 +106,69 @@ async def test_work_streams_share_the_runs(h: Harness) -> None:
     a stream woken for a run another took keeps its place ahead of it."""
     await h.register()
     got: dict[str, list[str]] = {"a": [], "b": []}
-    queues: list[asyncio.Queue[TakeWorkRequest | None]] = []
 
-    async def consume(name: str) -> None:
-        queue: asyncio.Queue[TakeWorkRequest | None] = asyncio.Queue()
-        queues.append(queue)
-        queue.put_nowait(TakeWorkRequest(worker_id=name, functions=["greet"], max_items=100))
-        async for response in h.engine.dispatcher.take_work_stream(_credits(queue)):
-            got[name] += [item.run.id for item in response.items if item.run is not None]
-
-    streams = [asyncio.create_task(consume(name)) for name in got]
+    streams = _Streams(h, got)
     await h.until(lambda: h.engine.stats().take_work_waiters == 2)
     for n in range(10):
         await h.start()
         await h.until(lambda n=n: sum(len(ids) for ids in got.values()) > n)
     assert len(got["a"]) >= 3, got
     assert len(got["b"]) >= 3, got
-    for queue in queues:
-        queue.put_nowait(None)
+    await streams.end()
+
+
+async def test_three_waiting_work_streams_take_runs_in_turn(h: Harness) -> None:
+    """Runs made ready one at a time go to the waiting streams in turn: a stream woken for a
+    run another took keeps its turn, and the one that took it waits behind the others."""
+    await h.register()
+    got: dict[str, list[str]] = {"a": [], "b": [], "c": []}
+    streams = _Streams(h, got)
+    await h.until(lambda: h.engine.stats().take_work_waiters == 3)
+    for n in range(12):
+        await h.start()
+        await h.until(lambda n=n: sum(len(ids) for ids in got.values()) > n)
+        await h.until(lambda: h.engine.stats().take_work_waiters == 3)
+    assert sorted(len(ids) for ids in got.values()) == [4, 4, 4], got
+    await streams.end()
+
+
+async def test_a_work_stream_whose_requests_ended_leases_nothing(h: Harness) -> None:
+    """The requests' end (the coordinator leaving) ends the stream before it leases again,
+    though it has credit left: nobody would read a run leased now."""
+    await h.register()
+    queue: asyncio.Queue[TakeWorkRequest | None] = asyncio.Queue()
+    queue.put_nowait(TakeWorkRequest(worker_id="w", functions=["greet"], max_items=10))
+    stream = h.engine.dispatcher.take_work_stream(_credits(queue))
+    first = asyncio.ensure_future(anext(stream))
+    await h.until(lambda: h.engine.stats().take_work_waiters == 1)
+    run = await h.start()
+    assert [item.run.id for item in (await first).items] == [run.id]
+    queue.put_nowait(None)  # the requests end, with 9 credits left
+    waiting = await h.start()
+    await h.until(lambda: h.inspect(waiting.id).queued)
     async with asyncio.timeout(5):
-        await asyncio.gather(*streams)
+        assert [response async for response in stream] == []
+    assert h.inspect(waiting.id).queued
+    assert h.inspect(waiting.id).lease is None
+
+
+class _Streams:
+    """One work stream per name of ``got``, each with credit for every run, adding the ids of
+    the runs it is sent to its list."""
+
+    def __init__(self, h: Harness, got: dict[str, list[str]]) -> None:
+        self._queues: list[asyncio.Queue[TakeWorkRequest | None]] = []
+        self._tasks = [asyncio.create_task(self._consume(h, name, got[name])) for name in got]
+
+    async def _consume(self, h: Harness, name: str, ids: list[str]) -> None:
+        queue: asyncio.Queue[TakeWorkRequest | None] = asyncio.Queue()
+        self._queues.append(queue)
+        queue.put_nowait(TakeWorkRequest(worker_id=name, functions=["greet"], max_items=100))
+        async for response in h.engine.dispatcher.take_work_stream(_credits(queue)):
+            ids += [item.run.id for item in response.items if item.run is not None]
+
+    async def end(self) -> None:
+        for queue in self._queues:
+            queue.put_nowait(None)
+        async with asyncio.timeout(5):
+            await asyncio.gather(*self._tasks)

@@ -24,6 +24,7 @@ the durations and counts it chooses are clamped here, not refused (issue 13: a l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import time
@@ -224,31 +225,29 @@ class EngineDispatcher(Dispatcher):
         ttl = self._ttl(first.lease_ttl_ms)
         builds = self._machine.builds
         builds.taking(build, self._clock.now_ms())
-        served = True  # whether the last look found runs: a stream that did waits behind others
+        ticket: int | None = None  # a stream woken for a run another took keeps its turn
         try:
             while not (self._plog.closed or self._plog.failure is not None):
+                if credit.ended:  # nobody reads what would be leased now: lease nothing
+                    return
                 if credit.left <= 0:
-                    if credit.ended:
-                        return
-                    await credit.more()
+                    await credit.more(STREAM_WAIT_S)
                     continue
                 now = self._clock.now_ms()
                 taken = self._scheduler.take(
                     functions, min(credit.left, MAX_TAKE_ITEMS), now, build
                 )
                 if taken:
-                    served = True
+                    ticket = None
                     credit.left -= len(taken)
                     items = [self._work_item(s, first.worker_id, build, ttl, now) for s in taken]
                     yield TakeWorkResponse(items=items)
-                elif credit.ended:
-                    return
                 else:
                     # Woken by a run made ready, or after a second to look at the log's state
                     # and the requests' end again. Woken for nothing (another stream took the
-                    # run), it keeps its place in front: the streams share the runs.
-                    await self._scheduler.wait(functions, STREAM_WAIT_S, build, front=not served)
-                    served = False
+                    # run), it waits again with its ticket, ahead of the stream that took the
+                    # run: the streams take runs in turn.
+                    ticket = await self._scheduler.wait(functions, STREAM_WAIT_S, build, ticket)
         finally:
             reader.cancel()
             builds.took(build, self._clock.now_ms())
@@ -419,11 +418,14 @@ class _Credit:
             self.ended = True
             self._granted.set()
 
-    async def more(self) -> None:
-        """Return once more credit came, or the requests ended."""
+    async def more(self, timeout_s: float) -> None:
+        """Return once more credit came, the requests ended, or after ``timeout_s`` (so the
+        stream looks at the log's state again: a closing engine ends it)."""
         self._granted.clear()
         if self.left <= 0 and not self.ended:
-            await self._granted.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await self._granted.wait()
 
 
 @dataclasses.dataclass(slots=True)

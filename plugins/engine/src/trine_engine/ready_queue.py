@@ -16,6 +16,9 @@ ready first.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import dataclasses
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -30,7 +33,9 @@ class ReadyQueues:
         self._pin_of: Pin = pin_of or (lambda _state: "")
         self._queues: dict[str, dict[str, deque[RunState]]] = {}
         """function → pin → runs."""
-        self._waiters: list[tuple[frozenset[str], str, asyncio.Event]] = []
+        self._waiters: list[_Waiter] = []
+        """In ticket order: the order they are woken in, and so take runs in."""
+        self._tickets = itertools.count()
 
     def push(self, state: RunState, front: bool = False) -> None:
         if state.queued:
@@ -46,9 +51,11 @@ class ReadyQueues:
             queue.appendleft(state)
         else:
             queue.append(state)
-        for functions, build, event in self._waiters:
-            if (not functions or function in functions) and (not pin or pin == build):
-                event.set()
+        for waiter in self._waiters:
+            if (not waiter.functions or function in waiter.functions) and (
+                not pin or pin == waiter.build
+            ):
+                waiter.event.set()
 
     def pop(
         self,
@@ -108,33 +115,41 @@ class ReadyQueues:
             self._put(state, front=False)
 
     async def wait(
-        self, functions: Sequence[str], timeout_s: float, build: str = "", front: bool = False
-    ) -> None:
+        self,
+        functions: Sequence[str],
+        timeout_s: float,
+        build: str = "",
+        ticket: int | None = None,
+    ) -> int:
         """Return when a run of ``functions`` that a taker of ``build`` may take may have become
-        ready, or after ``timeout_s``. Waiters are woken in order, and the first to run takes
-        the run; ``front``: a waiter woken that found nothing (another took the run) keeps its
-        place ahead of the one that took it, so takers that stay (work streams) share the runs
-        instead of the first one always winning."""
-        entry = (frozenset(functions), build, asyncio.Event())
-        if front:
-            self._waiters.insert(0, entry)
-        else:
-            self._waiters.append(entry)
+        ready, or after ``timeout_s``; returns the waiter's ticket. Waiters are woken in ticket
+        order and the first to run takes the run. A taker that found nothing when woken
+        (another took the run) waits again with the ticket it was given, so it stays ahead of
+        the one that took it and takers that stay (work streams) take runs in turn instead of
+        the first one always winning; one that took a run waits next with a new ticket."""
+        waiter = _Waiter(
+            next(self._tickets) if ticket is None else ticket,
+            frozenset(functions),
+            build,
+            asyncio.Event(),
+        )
+        bisect.insort(self._waiters, waiter, key=_ticket)
         try:
             async with asyncio.timeout(timeout_s):
-                await entry[2].wait()
+                await waiter.event.wait()
         except TimeoutError:
             pass
         finally:
-            self._waiters.remove(entry)
+            self._waiters.remove(waiter)
+        return waiter.ticket
 
     @property
     def waiters(self) -> int:
         return len(self._waiters)
 
     def wake_all(self) -> None:
-        for _, _, event in self._waiters:
-            event.set()
+        for waiter in self._waiters:
+            waiter.event.set()
 
     def __len__(self) -> int:
         return sum(len(q) for by_pin in self._queues.values() for q in by_pin.values())
@@ -145,3 +160,15 @@ class ReadyQueues:
             function: sum(len(q) for q in list(by_pin.values()))
             for function, by_pin in list(self._queues.items())
         }
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class _Waiter:
+    ticket: int
+    functions: frozenset[str]
+    build: str
+    event: asyncio.Event
+
+
+def _ticket(waiter: _Waiter) -> int:
+    return waiter.ticket

@@ -44,11 +44,15 @@ class Scheduler:
         return self._queues.pop(functions, limit, dispatchable, build)
 
     async def wait(
-        self, functions: Sequence[str], timeout_s: float, build: str = "", front: bool = False
-    ) -> None:
+        self,
+        functions: Sequence[str],
+        timeout_s: float,
+        build: str = "",
+        ticket: int | None = None,
+    ) -> int:
         """Return when a run of ``functions`` a taker of ``build`` may take may have been queued,
-        or after ``timeout_s`` (``front``: see ``ReadyQueues.wait``)."""
-        await self._queues.wait(functions, timeout_s, build, front)
+        or after ``timeout_s``, with the waiter's ticket (see ``ReadyQueues.wait``)."""
+        return await self._queues.wait(functions, timeout_s, build, ticket)
 
     def repin(self, function: str) -> None:
         """Which build may take a run of ``function`` may have changed: requeue them."""
