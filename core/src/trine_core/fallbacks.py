@@ -34,24 +34,35 @@ long-poll): the longest a stream whose requests ended may still hold a call open
 async def report_each(
     report: Callable[[ReportRequest], Awaitable[ReportResponse]], message: ReportBatchRequest
 ) -> ReportBatchResponse:
-    """Call ``report`` for every report of ``message`` concurrently (as a coordinator forwarding
-    them one by one would: a slow report holds up no other's call), and answer each with its
-    response or its refusal. An error that is not a TrineError becomes that report's
-    ``internal`` refusal rather than failing its neighbours."""
-    answers = await asyncio.gather(
-        *(report(each) for each in message.reports), return_exceptions=True
-    )
-    results: list[ReportResult] = []
-    for answer in answers:
-        if isinstance(answer, ReportResponse):
-            results.append(ReportResult(response=answer))
-        elif isinstance(answer, TrineError):
-            results.append(refused(answer))
-        elif isinstance(answer, Exception):
-            results.append(refused(TrineError(f"{type(answer).__name__}: {answer}")))
-        else:  # CancelledError and the like: not a report's answer
-            raise answer
+    """Call ``report`` for every report of ``message`` and answer each with its response or its
+    refusal. Different runs' reports go concurrently (as a coordinator forwarding them one by
+    one would: a slow report holds up no other run's); one run's reports go one after the
+    other in batch order, as its worker sent them: a step's result must be applied before the
+    report that follows it (the run's completion, the next step's start). An error that is
+    not a TrineError becomes that report's ``internal`` refusal rather than failing its
+    neighbours."""
+    by_run: dict[str, list[int]] = {}
+    for index, each in enumerate(message.reports):
+        by_run.setdefault(each.run_id, []).append(index)
+    results: list[ReportResult] = [ReportResult() for _ in message.reports]
+
+    async def in_order(indexes: list[int]) -> None:
+        for index in indexes:
+            results[index] = await _answer(report, message.reports[index])
+
+    await asyncio.gather(*(in_order(indexes) for indexes in by_run.values()))
     return ReportBatchResponse(results=results)
+
+
+async def _answer(
+    report: Callable[[ReportRequest], Awaitable[ReportResponse]], message: ReportRequest
+) -> ReportResult:
+    try:
+        return ReportResult(response=await report(message))
+    except TrineError as exc:
+        return refused(exc)
+    except Exception as exc:
+        return refused(TrineError(f"{type(exc).__name__}: {exc}"))
 
 
 def refused(exc: TrineError) -> ReportResult:
