@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import zlib
 from typing import Any
 
@@ -31,6 +32,7 @@ from trine_proto.trine.v1 import (
 
 Harness = Any
 SHIPPED_INLINE_AFTER_IDLE_S = partition_log.INLINE_AFTER_IDLE_S  # before conftest's autouse patch
+SLOW_COMMIT_S = 0.25
 
 
 def test_framing_round_trip() -> None:
@@ -184,6 +186,8 @@ async def test_a_lone_record_on_an_idle_log_is_synced_inline(
     monkeypatch.setattr(Store, "write", write)
     monkeypatch.setattr(Store, "sync_wal", syncs.append)
     monkeypatch.setattr(partition_log, "INLINE_AFTER_IDLE_S", SHIPPED_INLINE_AFTER_IDLE_S)
+    # However long the registration's commit took on this machine:
+    monkeypatch.setattr(partition_log, "INLINE_MAX_COMMIT_S", float("inf"))
     await asyncio.sleep(SHIPPED_INLINE_AFTER_IDLE_S)  # idle: the log waits for nothing
     run = await h.start()
     assert (writes, syncs) == ([True], [])  # one synced write, no hand-off to the sync thread
@@ -192,6 +196,37 @@ async def test_a_lone_record_on_an_idle_log_is_synced_inline(
     monkeypatch.undo()
     await h.open()
     assert (await h.backend.get_run(GetRunRequest(run_id=run.id))).id == run.id
+
+
+async def test_after_a_slow_commit_a_lone_record_goes_through_the_sync_thread(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a disk whose fsync is slow, the loop must not stop for it: the next lone record is
+    fsynced by the sync thread, not inline."""
+    await h.register()
+    writes: list[bool] = []
+    syncs: list[Store] = []
+    real_write = Store.write
+
+    def slow_write(store: Store, batch: Any, sync: bool = True) -> None:
+        writes.append(sync)
+        real_write(store, batch, sync)
+        if sync:  # a disk's fsync slower than any commit of a loaded test machine
+            time.sleep(SLOW_COMMIT_S * 1.2)
+
+    def sync_wal(store: Store) -> None:
+        syncs.append(store)
+
+    monkeypatch.setattr(Store, "write", slow_write)
+    monkeypatch.setattr(Store, "sync_wal", sync_wal)
+    monkeypatch.setattr(partition_log, "INLINE_AFTER_IDLE_S", SHIPPED_INLINE_AFTER_IDLE_S)
+    monkeypatch.setattr(partition_log, "INLINE_MAX_COMMIT_S", SLOW_COMMIT_S)
+    await asyncio.sleep(SHIPPED_INLINE_AFTER_IDLE_S)  # idle: the log waits for nothing
+    await h.start()
+    assert (writes, len(syncs)) == ([True], 0)  # inline, and slow
+    await asyncio.sleep(SHIPPED_INLINE_AFTER_IDLE_S)  # idle again
+    await h.start()
+    assert (writes, len(syncs)) == ([True, False], 1)  # written unsynced, fsynced by the thread
 
 
 class GatedSync:

@@ -92,7 +92,14 @@ written synced, inline, instead of through the sync thread. Nothing else is gath
 freeing the loop during its fsync buys nothing, and the hand-off costs: two GIL switches and a
 wake-up of the loop (measured alone, with ``bench/interleave.py`` at 20 runs at once: append p50
 0.95 → 1.17 ms and p99 7.3 → 14.5 ms through the thread). Under load an fsync is nearly always in
-flight when a record comes, so batches go through the thread and keep gathering."""
+flight when a record comes, so batches go through the thread and keep gathering. Only while
+the last commit took at most :data:`INLINE_MAX_COMMIT_S`: the inline write holds the GIL through
+its fsync, stopping every role on the loop."""
+
+INLINE_MAX_COMMIT_S = 0.002
+"""The slowest last commit (write to answer) after which a lone record is still synced inline. On
+a disk whose fsync takes longer, every record goes through the sync thread, and the loop runs on
+during the fsync; once commits are this fast again, lone records are synced inline again."""
 
 SWITCH_INTERVAL_S = 0.0005
 """The interpreter's thread switch interval once the sync thread runs (``sys.setswitchinterval``,
@@ -166,6 +173,7 @@ class PartitionLog:
         self._sync_thread: ThreadPoolExecutor | None = None  # started by the first flush
         self._sync_done: Future[None] | None = None  # the fsync in flight, or the last one
         self._last_settled = 0.0  # perf_counter() when the last commit's callers were answered
+        self._last_commit_s = 0.0  # how long the last commit took, from its write to its answer
         self._failure: StorageError | None = None
         self._failure_callbacks: list[Callable[[StorageError], None]] = []
         self._closed = False
@@ -302,7 +310,9 @@ class PartitionLog:
             return
         batch.written = time.perf_counter()
         lone = (
-            len(batch.records) == 1 and batch.started[0] - self._last_settled >= INLINE_AFTER_IDLE_S
+            len(batch.records) == 1
+            and batch.started[0] - self._last_settled >= INLINE_AFTER_IDLE_S
+            and self._last_commit_s <= INLINE_MAX_COMMIT_S
         )
         try:
             self._store.put(
@@ -368,6 +378,7 @@ class PartitionLog:
                 except Exception:  # one broken subscriber must not stop the others
                     self._log.exception("after-commit callback failed")
             batch.future.set_result(None)
+        self._last_commit_s = done - batches[-1].written
         self._last_settled = time.perf_counter()
 
     def _fail(self, batch: AppendBatch, exc: Exception) -> None:
