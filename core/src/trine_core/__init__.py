@@ -58,14 +58,13 @@ from trine_core.settings import (
     split_host_port,
 )
 from trine_core.worker_streams import (
-    DEFAULT_WORKER_SCHEME,
     WorkerHub,
     WorkerListener,
     WorkerServing,
     WorkerStream,
     WorkerTransport,
-    worker_address,
 )
+from trine_proto.addresses import DEFAULT_WORKER_SCHEME, worker_address
 
 __all__ = [
     "AUTH_TOKENS_FILE",

@@ -25,8 +25,8 @@ from trine_core.worker_streams import (
     WorkerListener,
     WorkerServing,
     WorkerTransport,
-    worker_address,
 )
+from trine_proto.addresses import worker_address
 
 T = TypeVar("T")
 

@@ -36,10 +36,6 @@ from typing import Protocol
 
 from trine_proto.trine.v1 import CoordinatorMessage, WorkerMessage
 
-DEFAULT_WORKER_SCHEME = "grpc"
-"""The scheme of a worker address written without one (``127.0.0.1:7481``), as every address was
-before worker transports were plugins."""
-
 
 class WorkerStream(Protocol):
     """One worker's connection, as the coordinator sees it, from the moment it is accepted until
@@ -126,9 +122,3 @@ class WorkerTransport(Protocol):
 
 ServeWorkers = Callable[[WorkerHub, str, WorkerServing], Awaitable[WorkerListener]]
 """What :meth:`trine_core.roles.RoleContext.serve_workers` calls (the runtime's transports)."""
-
-
-def worker_address(address: str) -> str:
-    """``address`` with its scheme: a bare ``host:port`` is :data:`DEFAULT_WORKER_SCHEME`'s."""
-    address = address.strip()
-    return address if "://" in address else f"{DEFAULT_WORKER_SCHEME}://{address}"

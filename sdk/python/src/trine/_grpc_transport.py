@@ -12,11 +12,12 @@ from grpclib.client import Channel, Stream
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import ProtocolError, StreamTerminatedError
 
+from trine_proto.addresses import worker_address
 from trine_proto.limits import BoundedCodec
 from trine_proto.trine.v1 import CoordinatorMessage, WorkerMessage
 from trine_proto.vocabulary import ErrorCode
 
-from .transport import ConnectOptions, StreamError, with_scheme
+from .transport import ConnectOptions, StreamError
 
 CONNECT = "/trine.v1.WorkerService/Connect"
 CODES = {
@@ -37,7 +38,7 @@ LIMIT_SETTING = "derived from the worker's max_payload_bytes"
 def host_port(address: str) -> tuple[str, int]:
     """``[grpc://]host:port`` (``[v6]:port`` too) into its parts; a clear error for anything
     else."""
-    text = with_scheme(address).removeprefix("grpc://")
+    text = worker_address(address).removeprefix("grpc://")
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"a worker address is [grpc://]host:port, not {address!r}")

@@ -23,11 +23,10 @@ from collections.abc import Mapping
 from importlib.metadata import entry_points
 from typing import Protocol
 
+from trine_proto.addresses import worker_scheme
 from trine_proto.trine.v1 import CoordinatorMessage, WorkerMessage
 
 ENTRY_POINT_GROUP = "trine.worker_transports"
-DEFAULT_SCHEME = "grpc"
-"""The scheme of an address written without one: every address was gRPC's before."""
 
 
 class StreamError(Exception):
@@ -91,18 +90,6 @@ class UnknownScheme(ValueError):
     """A worker address whose scheme no installed worker transport serves."""
 
 
-def scheme_of(address: str) -> str:
-    """The scheme of a worker address (:data:`DEFAULT_SCHEME` when it has none)."""
-    scheme, sep, _ = address.strip().partition("://")
-    return scheme.lower() if sep else DEFAULT_SCHEME
-
-
-def with_scheme(address: str) -> str:
-    """``address`` with its scheme written out."""
-    address = address.strip()
-    return address if "://" in address else f"{DEFAULT_SCHEME}://{address}"
-
-
 def installed() -> dict[str, str]:
     """The worker transports installed: scheme → the entry point's object path."""
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
@@ -124,4 +111,4 @@ def _connector_class(scheme: str) -> type[Connector]:
 def connector_for(address: str) -> Connector:
     """A connector for ``address``'s scheme; :class:`UnknownScheme` naming the scheme and the
     installed ones when none serves it."""
-    return _connector_class(scheme_of(address))()
+    return _connector_class(worker_scheme(address))()

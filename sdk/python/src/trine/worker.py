@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, TypeVar, overload
 
+from trine_proto.addresses import DEFAULT_WORKER_SCHEME, worker_scheme
 from trine_proto.trine.v1 import VersioningMode, WorkflowErrorMode
 from trine_proto.vocabulary import timeout_to_ms
 
@@ -33,7 +34,7 @@ from ._lag import LagMonitor
 from ._runner import FunctionDef
 from .converter import Converter
 from .retry import RetryPolicy
-from .transport import DEFAULT_SCHEME, connector_for, scheme_of
+from .transport import connector_for
 
 log = logging.getLogger("trine.worker")
 
@@ -165,7 +166,7 @@ class Worker:
     def address(self, address: str) -> None:
         # A bad address, or a scheme no installed worker transport serves, fails here, not later.
         connector = connector_for(address)
-        if scheme_of(address) == DEFAULT_SCHEME:
+        if worker_scheme(address) == DEFAULT_WORKER_SCHEME:
             host_port(address)
         self._connector, self._address = connector, address
 
