@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import grpclib
 from grpclib.client import Channel, Stream
+from grpclib.config import Configuration
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import ProtocolError, StreamTerminatedError
 
@@ -33,6 +34,12 @@ CODES = {
 BROKEN = (StreamTerminatedError, ProtocolError, OSError)
 LIMIT_SETTING = "derived from the worker's max_payload_bytes"
 """What a refusal of a message over the worker's limit names as its setting."""
+KEEPALIVE_S = 10.0
+"""An HTTP/2 ping every this long on the worker's stream (grpclib sends none by default): the
+worker finds a coordinator whose host vanished without a reset, instead of heartbeating into
+nothing until TCP gives up minutes later, and reconnects."""
+KEEPALIVE_TIMEOUT_S = 10.0
+"""A ping unanswered this long closes the stream, and the worker reconnects."""
 
 
 def host_port(address: str) -> tuple[str, int]:
@@ -51,10 +58,14 @@ class GrpcConnector:
     async def connect(self, address: str, options: ConnectOptions) -> GrpcCoordinatorStream:
         host, port = host_port(address)
         # A work item over the limit is refused from its length prefix (trine_proto.limits).
-        codec = BoundedCodec(
-            options.max_message_bytes, "derived from the worker's max_payload_bytes"
+        codec = BoundedCodec(options.max_message_bytes, LIMIT_SETTING)
+        config = Configuration(
+            _keepalive_time=KEEPALIVE_S,
+            _keepalive_timeout=KEEPALIVE_TIMEOUT_S,
+            _http2_max_pings_without_data=0,  # no limit: an idle worker's stream is still watched
+            _http2_min_sent_ping_interval_without_data=KEEPALIVE_S,
         )
-        channel = Channel(host, port, codec=codec, ssl=options.tls)
+        channel = Channel(host, port, codec=codec, ssl=options.tls, config=config)
         try:
             stream: Stream[WorkerMessage, CoordinatorMessage] = channel.request(
                 CONNECT,

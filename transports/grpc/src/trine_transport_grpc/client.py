@@ -88,6 +88,14 @@ CONNECTION_WINDOW_BYTES = (STREAMS_PER_CHANNEL + 1) * STREAM_WINDOW_BYTES
 """Room for every stream's window at once: unread data counts against the connection's window
 too (grpclib acknowledges both on reading), so with grpclib's defaults (4 MiB each) one stalled
 stream would stop every call on its connection."""
+KEEPALIVE_S = 10.0
+"""While a call is open on a connection, an HTTP/2 ping every this long (grpclib sends none by
+default, and at most one every 5 minutes without data otherwise). A long call (the dispatch
+stream, an SSE client's ``subscribe``) on a connection to an engine whose host vanished without a
+reset would otherwise wait for TCP to give up, many minutes later."""
+KEEPALIVE_TIMEOUT_S = 10.0
+"""A ping unanswered this long closes the connection: its calls fail ``unavailable``, and the
+dispatch stream is opened again."""
 
 
 class ChannelPool:
@@ -120,6 +128,10 @@ class ChannelPool:
             config = Configuration(
                 http2_stream_window_size=STREAM_WINDOW_BYTES,
                 http2_connection_window_size=CONNECTION_WINDOW_BYTES,
+                _keepalive_time=KEEPALIVE_S,
+                _keepalive_timeout=KEEPALIVE_TIMEOUT_S,
+                _http2_max_pings_without_data=0,  # no limit: a quiet stream is still watched
+                _http2_min_sent_ping_interval_without_data=KEEPALIVE_S,
             )
             channel = Channel(self.host, self.port, codec=codec, ssl=self._ssl, config=config)
             self._channels.append(channel)
