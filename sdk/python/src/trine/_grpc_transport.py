@@ -127,7 +127,8 @@ class GrpcCoordinatorStream:
         """Raise the ``GRPCError`` of the status the coordinator ended the stream with, if it
         sent one other than OK (what grpclib itself does when leaving the stream's context; it
         reads trailers only once our side ended too, so a stream the coordinator ended while
-        ours is open needs this)."""
+        ours is open needs this). Private to grpclib (pinned <0.5): the worker transport
+        contract's refusal-after-messages tests, run by transports/grpc, fail without it."""
         self._stream._maybe_raise()
 
     async def send(self, message: WorkerMessage) -> None:

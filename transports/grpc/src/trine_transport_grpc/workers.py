@@ -142,7 +142,8 @@ async def serve_workers(hub: WorkerHub, address: str, serving: WorkerServing) ->
         await server.start(host, port, ssl=serving.tls)
     except OSError as exc:
         raise cannot_listen("grpc", f"{host}:{port} for workers", exc) from None
-    # grpclib keeps asyncio's server, typed as AbstractServer (which has no ``sockets``).
+    # grpclib keeps asyncio's server (private, typed as AbstractServer, which has no
+    # ``sockets``); tests/test_worker_transport.py listens on port 0 and dials what this names.
     sockets = getattr(server._server, "sockets", None) or ()
     bound = sockets[0].getsockname()[1] if sockets else port
     return GrpcWorkerListener(server, port_servable, f"grpc://{_join(host, bound)}")
