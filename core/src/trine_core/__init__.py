@@ -32,7 +32,7 @@ from trine_core.errors import (
     cannot_listen,
     error_from_code,
 )
-from trine_core.fallbacks import refused, report_each, take_work_polling
+from trine_core.fallbacks import WorkCredit, refused, report_each, take_work_polling
 from trine_core.hookspecs import hookimpl
 from trine_core.logging import configure_logging, get_logger
 from trine_core.names import MAX_SIGNAL_NAME, check_signal_name
@@ -112,6 +112,7 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "UnknownFunction",
+    "WorkCredit",
     "WorkerHub",
     "WorkerIdInUse",
     "WorkerListener",

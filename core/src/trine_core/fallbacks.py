@@ -6,7 +6,8 @@ A fake, a test double or a third party's dispatcher answers with these, and the 
 falls back to them against an engine from before ``ReportBatch`` / ``TakeWorkStream``. They give
 the same answers as the real thing (one per report, in order, a refusal failing no other
 report; runs never beyond the credit granted) without its savings (one shared commit; no call
-per dispatch).
+per dispatch). :class:`WorkCredit`, the credit a work stream's requests grant, is kept here by
+``take_work_polling`` and by the engine's own stream alike.
 """
 
 from __future__ import annotations
@@ -71,6 +72,39 @@ def refused(exc: TrineError) -> ReportResult:
     return ReportResult(error_code=exc.code, error_message=exc.message)
 
 
+class WorkCredit:
+    """What a ``take_work_stream``'s requests granted and its runs have not used yet: the first
+    request's ``max_items``, plus each later request's, as :meth:`read` sees them. The engine's
+    stream and :func:`take_work_polling` both keep it."""
+
+    def __init__(self, first: int) -> None:
+        self.left = first
+        self.ended = False
+        self._granted = asyncio.Event()
+
+    async def read(self, requests: AsyncIterator[TakeWorkRequest]) -> None:
+        """Add each request's credit until the requests end. Requests that break (the stream
+        under them failed) end as if they had ended: their taker stops leasing."""
+        try:
+            async for request in requests:
+                self.left += request.max_items
+                self._granted.set()
+        except Exception:
+            pass
+        finally:
+            self.ended = True
+            self._granted.set()
+
+    async def more(self, timeout_s: float | None = None) -> None:
+        """Return once more credit came, the requests ended, or after ``timeout_s`` (a taker
+        that must look at something else now and then: the engine's log closing)."""
+        self._granted.clear()
+        if self.left <= 0 and not self.ended:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await self._granted.wait()
+
+
 async def take_work_polling(
     take_work: Callable[[TakeWorkRequest], Awaitable[TakeWorkResponse]],
     requests: AsyncIterator[TakeWorkRequest],
@@ -81,42 +115,28 @@ async def take_work_polling(
     first = await anext(requests, None)
     if first is None:
         return
-    credit = first.max_items
-    granted = asyncio.Event()
-    ended = False
-
-    async def read() -> None:
-        nonlocal credit, ended
-        try:
-            async for request in requests:
-                credit += request.max_items
-                granted.set()
-        finally:
-            ended = True
-            granted.set()
-
-    reader = asyncio.create_task(read())
+    credit = WorkCredit(first.max_items)
+    reader = asyncio.create_task(credit.read(requests))
     try:
         while True:
-            if credit <= 0:
-                if ended:
+            if credit.left <= 0:
+                if credit.ended:
                     return
-                granted.clear()
-                await granted.wait()
+                await credit.more()
                 continue
             asked = TakeWorkRequest(
                 worker_id=first.worker_id,
                 functions=first.functions,
-                max_items=credit,
+                max_items=credit.left,
                 wait_ms=POLL_WAIT_MS,
                 lease_ttl_ms=first.lease_ttl_ms,
                 build_id=first.build_id,
             )
             response = await take_work(asked)
             if response.items:
-                credit -= len(response.items)
+                credit.left -= len(response.items)
                 yield response
-            elif ended:
+            elif credit.ended:
                 return
     finally:
         reader.cancel()

@@ -24,7 +24,6 @@ the durations and counts it chooses are clamped here, not refused (issue 13: a l
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import time
@@ -33,7 +32,7 @@ from collections.abc import AsyncIterator
 import betterproto2
 import structlog
 
-from trine_core import Dispatcher, InvalidArgument, LeaseLost, TrineError, refused
+from trine_core import Dispatcher, InvalidArgument, LeaseLost, TrineError, WorkCredit, refused
 from trine_engine import metrics
 from trine_engine.clock import Clock
 from trine_engine.leases import Lease, LeaseTable
@@ -219,7 +218,7 @@ class EngineDispatcher(Dispatcher):
         first = await anext(requests, None)
         if first is None:
             return
-        credit = _Credit(first.max_items)
+        credit = WorkCredit(first.max_items)
         reader = asyncio.create_task(credit.read(requests))
         functions, build = list(first.functions), first.build_id
         ttl = self._ttl(first.lease_ttl_ms)
@@ -393,39 +392,6 @@ class EngineDispatcher(Dispatcher):
         for lease_id in message.lease_ids:
             self._leases.release_id(lease_id, message.reason or "released")
         return ReleaseLeasesResponse()
-
-
-class _Credit:
-    """What a ``take_work_stream``'s requests granted and its runs have not used yet."""
-
-    def __init__(self, first: int) -> None:
-        self.left = first
-        self.ended = False
-        self._granted = asyncio.Event()
-
-    async def read(self, requests: AsyncIterator[TakeWorkRequest]) -> None:
-        """Add each request's credit. A stream waiting for work is not woken for it (it had
-        credit left, or it would wait here instead), nor for the requests' end: it sees that
-        within ``STREAM_WAIT_S`` (the caller that ends its requests reads the stream to its
-        end, giving back what comes meanwhile; one that leaves cancels it)."""
-        try:
-            async for request in requests:
-                self.left += request.max_items
-                self._granted.set()
-        except Exception:  # the stream broke: it ends as if the requests had
-            pass
-        finally:
-            self.ended = True
-            self._granted.set()
-
-    async def more(self, timeout_s: float) -> None:
-        """Return once more credit came, the requests ended, or after ``timeout_s`` (so the
-        stream looks at the log's state again: a closing engine ends it)."""
-        self._granted.clear()
-        if self.left <= 0 and not self.ended:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout_s):
-                    await self._granted.wait()
 
 
 @dataclasses.dataclass(slots=True)
