@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from trine_coordinator.admission import Credential
 from trine_core import TrineError
-from trine_proto.trine.v1 import CancelNotice, CoordinatorMessage, ReportAcks, WorkItems
+from trine_proto.trine.v1 import (
+    CancelNotice,
+    CoordinatorMessage,
+    ReportAck,
+    ReportAcks,
+    WorkItem,
+    WorkItems,
+)
 from trine_proto.vocabulary import now_ms
 
 M = TypeVar("M")
@@ -115,23 +123,23 @@ class WorkerSession:
         if message is None or not self.batches or self.outbox.empty():
             return message
         if message.report_ack is not None:
-            acks = self._gather(message.report_ack, "report_ack")
+            acks = self._gather(message.report_ack, _report_ack)
             if len(acks) > 1:
                 return CoordinatorMessage(report_acks=ReportAcks(acks))
         elif message.dispatch is not None:
-            items = self._gather(message.dispatch, "dispatch")
+            items = self._gather(message.dispatch, _dispatch)
             if len(items) > 1:
                 return CoordinatorMessage(dispatches=WorkItems(items))
         return message
 
-    def _gather(self, first: M, field: str) -> list[M]:
-        """``first`` and the ``field`` of every message queued right after it that holds one (at
+    def _gather(self, first: M, part: Callable[[CoordinatorMessage], M | None]) -> list[M]:
+        """``first`` and the ``part`` of every message queued right after it that holds one (at
         most ``MAX_BATCH``); the first message that holds none is kept in ``taken``, to go out
         next."""
         gathered = [first]
         while len(gathered) < MAX_BATCH and not self.outbox.empty():
             queued = self.outbox.get_nowait()
-            value = getattr(queued, field) if queued is not None else None
+            value = part(queued) if queued is not None else None
             if value is None:
                 self.taken.append(queued)
                 break
@@ -196,3 +204,11 @@ class WorkerSession:
             "draining": self.draining,
             "connected_at": self.connected_at,
         }
+
+
+def _report_ack(message: CoordinatorMessage) -> ReportAck | None:
+    return message.report_ack
+
+
+def _dispatch(message: CoordinatorMessage) -> WorkItem | None:
+    return message.dispatch
