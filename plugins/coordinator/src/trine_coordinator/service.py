@@ -50,7 +50,6 @@ from trine_core import (
     TrineError,
     Unavailable,
     WorkerStream,
-    refused,
     tracing,
 )
 from trine_core.auth import TokenBook
@@ -440,25 +439,15 @@ class WorkerService:
             session.reporting[run_id] = session.reporting.get(run_id, 0) + 1
         self._relay.add(_Forwarded(session, message, ending), report)
 
-    def _answered(self, forwarded: _Forwarded, result: ReportResult | Exception) -> None:
-        """The engine's answer to one forwarded report (or the error its batch's call failed
-        with): ack the worker, and free the run's slot if the attempt ended."""
+    def _answered(self, forwarded: _Forwarded, result: ReportResult) -> None:
+        """The engine's answer to one forwarded report (``unavailable`` if its batch's call
+        failed as a whole): ack the worker, and free the run's slot if the attempt ended."""
         session, message = forwarded.session, forwarded.message
         report = message.report
         assert report is not None
         run_id = report.run_id
         if forwarded.ending and (left := session.reporting.pop(run_id, 1) - 1) > 0:
             session.reporting[run_id] = left
-        if isinstance(result, Exception) and not isinstance(result, TrineError):
-            self.log.error(
-                "report failed",
-                run_id=run_id,
-                function=_function(session, run_id),
-                error=repr(result),
-            )
-            result = ReportResult(error_code=ErrorCode.INTERNAL, error_message=str(result))
-        elif isinstance(result, TrineError):
-            result = refused(result)
         if code := result.error_code:
             ack = ReportAck(
                 request_id=message.request_id, error_code=code, error_message=result.error_message
