@@ -498,17 +498,22 @@ class WorkerService:
         whether it brought anything."""
         credit = Credit(session, self.settings[LEASE_TTL_MS])
         granting = asyncio.create_task(credit.keep_granting())
+        stream = self.dispatcher.take_work_stream(credit.requests())
         brought = False
         try:
-            async for response in self.dispatcher.take_work_stream(credit.requests()):
+            async for response in stream:
                 brought = True
                 items = response.items
-                waited = credit.received(len(items))
+                came = len(items)
+                waited = credit.waited()
                 if items and waited > self.settings[LEASE_TTL_MS] / 2000:
                     # The items took over half a lease TTL to reach us (we stalled, or the
                     # network did, or nothing was ready): their leases may have expired
                     # meanwhile, their runs gone to other attempts.
                     items = await self._still_leased(session, items, waited)
+                # Used up here, with no await until the runs are in flight (or given back): a
+                # slot freed during an await above must not be granted again for them.
+                credit.received(came)
                 if session.draining or session.closed:
                     # Sent before the worker drained or left: give them back, so those runs
                     # go to another worker at once.
