@@ -1,7 +1,7 @@
 """A session's dispatch credit and its take stream, one ``WorkerService._take`` with the engine's
 side scripted (no gRPC): the engine is granted only slots the worker has, a grant is used up
 once its runs are in flight (not when they come, before an await), and a take stream the
-coordinator stops reading is closed at once.
+coordinator stops reading is closed at once (left open, the engine goes on leasing runs to it).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from trine_coordinator import credit
 from trine_coordinator.service import WorkerService
 from trine_coordinator.session import WorkerSession
 from trine_coordinator.settings import LEASE_TTL_MS
-from trine_core import Dispatcher, Settings, get_logger
+from trine_core import Dispatcher, Settings, TrineError, get_logger
 from trine_core.testing.memory import MemoryEngine
 from trine_proto.trine.v1 import (
     Lease,
@@ -173,3 +173,57 @@ async def test_a_late_run_whose_lease_expired_gives_its_slot_back(clock: Clock) 
         assert worker.in_flight == {}
     finally:
         await stopped(take)
+
+
+# -- the take stream -----------------------------------------------------------------------------
+
+
+class Stream:
+    """A take stream that is not an async generator (as a transport's stream wrapper may be):
+    nothing closes it when it is dropped, only ``aclose``."""
+
+    def __init__(self) -> None:
+        self.responses: asyncio.Queue[TakeWorkResponse] = asyncio.Queue()
+        self.reading = asyncio.Event()
+        self.closed = False
+
+    def __aiter__(self) -> Stream:
+        return self
+
+    async def __anext__(self) -> TakeWorkResponse:
+        self.reading.set()
+        return await self.responses.get()
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class StreamEngine(Delegating):
+    """An engine whose take stream is ``stream``."""
+
+    def __init__(self, inner: Dispatcher) -> None:
+        super().__init__(inner)
+        self.stream = Stream()
+
+    def take_work_stream(
+        self, requests: AsyncIterator[TakeWorkRequest]
+    ) -> AsyncIterator[TakeWorkResponse]:
+        return self.stream
+
+
+async def test_a_take_cancelled_while_it_reads_closes_its_stream() -> None:
+    """The session ended (its dispatch loop is cancelled) while its take waited for runs."""
+    engine = StreamEngine(MemoryEngine().dispatcher)
+    take = asyncio.create_task(service(engine)._take(session(slots=1)))
+    await asyncio.wait_for(engine.stream.reading.wait(), 5)
+    await stopped(take)
+    assert engine.stream.closed
+
+
+async def test_a_take_that_breaks_closes_its_stream() -> None:
+    """The loop reading the stream raised (here: a work item without a lease)."""
+    engine = StreamEngine(MemoryEngine().dispatcher)
+    engine.stream.responses.put_nowait(TakeWorkResponse(items=[WorkItem(run=Run(id="r1"))]))
+    with pytest.raises(TrineError, match="without a run or a lease"):
+        await asyncio.wait_for(service(engine)._take(session(slots=1)), 5)
+    assert engine.stream.closed

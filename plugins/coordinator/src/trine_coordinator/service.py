@@ -523,6 +523,7 @@ class WorkerService:
                 credit.grant()  # a run not sent (failed as lost, lease gone) frees its slot
         finally:
             granting.cancel()
+            await _close(stream)
         return brought
 
     def _hand_out(self, session: WorkerSession, items: list[WorkItem]) -> None:
@@ -721,6 +722,18 @@ class WorkerService:
         for lease in response.cancel_requested:
             if lease in held:
                 held[lease].notify_cancel(lease)
+
+
+async def _close(stream: AsyncIterator[Any]) -> None:
+    """Close a take stream we stopped reading (broken, cancelled, or a bug in the loop), now: left
+    open, the engine's side goes on leasing runs to a stream nobody reads (they wait out their
+    leases), and an async generator would close only when collected. ``aclose`` if it has one
+    (an async generator, a grpc stream wrapper); an error closing a broken stream is no news."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is None:
+        return
+    with contextlib.suppress(Exception):
+        await aclose()
 
 
 async def _messages(stream: WorkerStream) -> AsyncIterator[WorkerMessage]:
