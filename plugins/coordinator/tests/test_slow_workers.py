@@ -11,11 +11,20 @@ import time
 from typing import Any
 
 import pytest
-from conftest import FUNCTION, Delegating, Harness, WorkerStream, ack, dispatched, running
+from conftest import (
+    FUNCTION,
+    Delegating,
+    Harness,
+    WorkerStream,
+    ack,
+    completed,
+    dispatched,
+    running,
+)
 from structlog.testing import capture_logs
 
 from trine_coordinator.losses import Losses
-from trine_core import StorageError, TrineError, Unavailable
+from trine_core import Dispatcher, StorageError, TrineError, Unavailable
 from trine_core.testing.memory import MemoryEngine
 from trine_proto.trine.v1 import (
     Command,
@@ -25,6 +34,8 @@ from trine_proto.trine.v1 import (
     RegisterFunctionsRequest,
     RegisterFunctionsResponse,
     ReleaseLeasesRequest,
+    ReportBatchRequest,
+    ReportBatchResponse,
     ReportOutcome,
     ReportRequest,
     ReportResponse,
@@ -35,8 +46,9 @@ from trine_proto.trine.v1 import (
     TakeWorkResponse,
     WaitRunRequest,
     WorkerReport,
+    WorkerReports,
 )
-from trine_proto.vocabulary import ErrorType
+from trine_proto.vocabulary import ErrorCode, ErrorType
 
 # -- a coordinator that does not run, an engine slow to answer ------------------------------------
 
@@ -218,6 +230,60 @@ async def test_a_worker_that_starts_over_because_the_engine_was_away_is_not_lost
         async with c.worker() as worker:  # not a loss: dispatched again, not failed
             assert await dispatched(worker) == r1
             await worker.stream.end()
+
+
+class BatchFails(Delegating):
+    """A ``report_batch`` call fails as a whole (the engine unreachable, a transport error, a
+    reply that does not match the request): nothing says which of its reports were journaled."""
+
+    def __init__(self, inner: Dispatcher, error: Exception) -> None:
+        super().__init__(inner)
+        self.error = error
+        self.batches: list[int] = []
+
+    async def report_batch(self, message: ReportBatchRequest) -> ReportBatchResponse:
+        self.batches.append(len(message.reports))
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (Unavailable("cannot reach the engine"), ErrorCode.UNAVAILABLE),
+        (StorageError("the disk is full"), ErrorCode.STORAGE_ERROR),  # transient: kept
+        (ConnectionResetError("connection reset by peer"), ErrorCode.UNAVAILABLE),
+        (TrineError("the engine answered 1 results for 2 reports"), ErrorCode.UNAVAILABLE),
+    ],
+    ids=["unavailable", "storage_error", "transport_error", "mismatched_reply"],
+)
+async def test_a_batch_that_fails_as_a_whole_is_unavailable_to_each_report(
+    error: Exception, code: str
+) -> None:
+    """Each report is answered on its own with a transient code, which starts its worker over
+    (the runs replay from what is durable): not left unanswered, and not a code the SDK would
+    fail the run on for an error that is not the run's."""
+    memory = known()
+    failing = BatchFails(memory.dispatcher, error)
+    async with (
+        running(max_worker_losses=1, memory=memory, dispatcher=failing) as (_, c),
+        c.worker(slots=2) as worker,
+    ):
+        r1, r2 = await c.start(2)
+        assert {await dispatched(worker), await dispatched(worker)} == {r1, r2}
+        reports = [completed(r, worker.leases[r], i) for i, r in enumerate((r1, r2), 1)]
+        with capture_logs() as logs:
+            await worker.send(reports=WorkerReports(reports=reports))
+            acks = [await ack(worker), await ack(worker)]
+        assert failing.batches == [2]  # one call for both, failed as a whole
+        assert sorted((a.request_id, a.error_code) for a in acks) == [(1, code), (2, code)]
+        assert all(a.error_message for a in acks)
+        assert not [e for e in logs if e.get("exc_info") or e["log_level"] == "error"]
+        await worker.stream.cancel()  # the SDK starts its stream over, as told
+        # Not a loss (the limit is 1): both runs are dispatched again, not failed.
+        assert len(await c.released(2)) == 2
+        async with c.worker(slots=2) as again:
+            assert {await dispatched(again), await dispatched(again)} == {r1, r2}
+            await again.stream.end()
 
 
 async def test_a_lost_worker_names_the_step_it_was_in() -> None:

@@ -2,7 +2,7 @@
 slot the coordinator granted, so the coordinator is never sent work it has no worker slot for.
 
 The coordinator grants what the worker has free (``free_slots``) less what it granted and has
-not received yet, when the stream opens and whenever a slot frees (``session.wakeup``); it ends
+not yet put in flight, when the stream opens and whenever a slot frees (``session.wakeup``); it ends
 the requests when the worker drains or leaves, and the engine then ends the stream.
 """
 
@@ -18,6 +18,17 @@ from trine_proto.trine.v1 import TakeWorkRequest
 
 
 class Credit:
+    """One ``take_work_stream``'s credit: the slots granted to the engine and not used up yet.
+
+    A grant is used up when the runs it brought go into the session's ``in_flight``
+    (:meth:`received`, just before they are handed out, with no await in between), not when they
+    come: the coordinator may await between the two (a late run's lease is checked), and a slot
+    that frees meanwhile would have :meth:`grant` count those runs neither as granted nor as in
+    flight, and grant their slots a second time (the engine would then send runs the worker has
+    no slot for). Used up after they are in flight, they would count twice the other way, and a
+    slot freed in between would not be granted (credit lost until another frees).
+    """
+
     def __init__(self, session: WorkerSession, lease_ttl_ms: int) -> None:
         self.session = session
         self.lease_ttl_ms = lease_ttl_ms
@@ -57,13 +68,20 @@ class Credit:
 
     @property
     def outstanding(self) -> int:
-        """Runs granted that have not come yet."""
+        """Runs granted that are not in flight yet: on their way, or come and being checked."""
         return int(sum(runs for _, runs in self.grants))
 
-    def received(self, count: int) -> float:
-        """``count`` runs came; how long the oldest of them waited since its slot was granted."""
-        now = time.monotonic()
-        waited = now - self.grants[0][0] if self.grants else 0.0
+    def waited(self) -> float:
+        """How long the runs that just came waited since the oldest slot they fill was granted
+        (the engine fills the oldest credit first): the longer, the likelier their leases expired
+        on the way. Uses nothing up: the runs are not in flight yet."""
+        return time.monotonic() - self.grants[0][0] if self.grants else 0.0
+
+    def received(self, count: int) -> None:
+        """``count`` runs that came against this credit are being put in flight, or were dropped
+        (lease expired on the way, given back): their grants are used up, oldest first. Call it
+        with no await before the runs are put in flight, and with every run that came, dropped
+        or not (the engine sent them, so it counts them against the credit either way)."""
         while count > 0 and self.grants:
             oldest = self.grants[0]
             used = min(count, int(oldest[1]))
@@ -71,9 +89,10 @@ class Credit:
             count -= used
             if oldest[1] <= 0:
                 self.grants.popleft()
-        return waited
 
     def end(self) -> None:
+        """End the requests: the engine then ends the stream, so a worker that drains or leaves
+        is not sent runs only to give them back."""
         self._requests.put_nowait(None)
 
     async def keep_granting(self) -> None:

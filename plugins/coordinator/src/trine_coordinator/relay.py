@@ -24,6 +24,7 @@ import structlog
 from trine_core import Dispatcher, TrineError
 from trine_proto.sizes import report_size
 from trine_proto.trine.v1 import ReportBatchRequest, ReportRequest, ReportResult
+from trine_proto.vocabulary import TRANSIENT_CODES, ErrorCode
 
 T = TypeVar("T")
 
@@ -33,12 +34,21 @@ MAX_BATCH_BYTES = 1 << 20
 """About how many payload bytes one call carries at most (a worker's batch is capped the same,
 a quarter of the smallest message limit): a report that would pass it starts the next call."""
 
-Answer = Callable[[T, ReportResult | Exception], None]
-"""What becomes of one report: its result, or the error the whole call failed with (the engine
-unreachable: then it is unknown whether the report was journaled)."""
+Answer = Callable[[T, ReportResult], None]
+"""What becomes of one report: the engine's result for it, or, when the call failed as a whole,
+a transient refusal of it (``_unanswered``)."""
 
 
 class ReportRelay(Generic[T]):
+    """Gathers the reports of one turn into one ``report_batch`` call and answers each report on
+    its own.
+
+    Batching is what makes a busy coordinator cheap for the engine (one call and one synced
+    commit per turn, not one per report), but a worker waits on each report's ack, so every
+    report added must get exactly one answer, whatever becomes of its call: a result, or a
+    transient refusal that starts its worker over when nothing is known of it.
+    """
+
     def __init__(
         self,
         dispatcher: Dispatcher,
@@ -74,21 +84,50 @@ class ReportRelay(Generic[T]):
             self._spawn(self._call(gathered))
 
     async def _call(self, gathered: list[tuple[T, ReportRequest]]) -> None:
+        """One call for ``gathered``, then each report answered: a call that fails as a whole
+        (the engine unreachable, a transport error, an answer that does not match the request)
+        still answers every report, so no worker waits forever on an ack."""
         request = ReportBatchRequest(reports=[report for _, report in gathered])
         try:
             response = await self._dispatcher.report_batch(request)
-            results: list[ReportResult | Exception] = list(response.results)
+            results = list(response.results)
             if len(results) != len(gathered):
                 raise TrineError(
                     f"the engine answered {len(results)} results for {len(gathered)} reports"
                 )
-        except TrineError as exc:
-            results = [exc] * len(gathered)
         except Exception as exc:
-            self._log.exception("report batch failed", reports=len(gathered))
-            results = [exc] * len(gathered)
+            if not (isinstance(exc, TrineError) and exc.code in TRANSIENT_CODES):
+                # The engine being away is said elsewhere (health, take_work); anything else is
+                # news, in one line: a traceback per turn would bury it.
+                self._log.warning(
+                    "report batch failed as a whole; each of its reports is answered unavailable",
+                    reports=len(gathered),
+                    error=repr(exc),
+                )
+            results = _unanswered(exc, len(gathered))
         for (ticket, _), result in zip(gathered, results, strict=True):
             self._answer(ticket, result)
+
+
+def _unanswered(error: Exception, count: int) -> list[ReportResult]:
+    """The answer to each of ``count`` reports whose call failed as a whole with ``error``.
+
+    Whether the engine journaled any of them is unknown, and only a transient code says so to
+    the worker: it starts its stream over, so the run is dispatched again and replays from what
+    is durable. Any other code would be taken as the engine's word on the report (the SDK fails
+    the run on it) for an error that is not the run's. A transient code the error carries
+    (``storage_error``) is kept, as the engine said it; anything else is ``unavailable``.
+    """
+    if isinstance(error, TrineError) and error.code in TRANSIENT_CODES:
+        code, message = error.code, error.message
+    else:
+        why = (
+            f"{error.code}: {error.message}"
+            if isinstance(error, TrineError)
+            else f"{type(error).__name__}: {error}"
+        )
+        code, message = ErrorCode.UNAVAILABLE, f"the report batch failed as a whole: {why}"
+    return [ReportResult(error_code=code, error_message=message) for _ in range(count)]
 
 
 def _weight(report: ReportRequest) -> int:

@@ -50,7 +50,6 @@ from trine_core import (
     TrineError,
     Unavailable,
     WorkerStream,
-    refused,
     tracing,
 )
 from trine_core.auth import TokenBook
@@ -440,25 +439,15 @@ class WorkerService:
             session.reporting[run_id] = session.reporting.get(run_id, 0) + 1
         self._relay.add(_Forwarded(session, message, ending), report)
 
-    def _answered(self, forwarded: _Forwarded, result: ReportResult | Exception) -> None:
-        """The engine's answer to one forwarded report (or the error its batch's call failed
-        with): ack the worker, and free the run's slot if the attempt ended."""
+    def _answered(self, forwarded: _Forwarded, result: ReportResult) -> None:
+        """The engine's answer to one forwarded report (``unavailable`` if its batch's call
+        failed as a whole): ack the worker, and free the run's slot if the attempt ended."""
         session, message = forwarded.session, forwarded.message
         report = message.report
         assert report is not None
         run_id = report.run_id
         if forwarded.ending and (left := session.reporting.pop(run_id, 1) - 1) > 0:
             session.reporting[run_id] = left
-        if isinstance(result, Exception) and not isinstance(result, TrineError):
-            self.log.error(
-                "report failed",
-                run_id=run_id,
-                function=_function(session, run_id),
-                error=repr(result),
-            )
-            result = ReportResult(error_code=ErrorCode.INTERNAL, error_message=str(result))
-        elif isinstance(result, TrineError):
-            result = refused(result)
         if code := result.error_code:
             ack = ReportAck(
                 request_id=message.request_id, error_code=code, error_message=result.error_message
@@ -509,17 +498,22 @@ class WorkerService:
         whether it brought anything."""
         credit = Credit(session, self.settings[LEASE_TTL_MS])
         granting = asyncio.create_task(credit.keep_granting())
+        stream = self.dispatcher.take_work_stream(credit.requests())
         brought = False
         try:
-            async for response in self.dispatcher.take_work_stream(credit.requests()):
+            async for response in stream:
                 brought = True
                 items = response.items
-                waited = credit.received(len(items))
+                came = len(items)
+                waited = credit.waited()
                 if items and waited > self.settings[LEASE_TTL_MS] / 2000:
                     # The items took over half a lease TTL to reach us (we stalled, or the
                     # network did, or nothing was ready): their leases may have expired
                     # meanwhile, their runs gone to other attempts.
                     items = await self._still_leased(session, items, waited)
+                # Used up here, with no await until the runs are in flight (or given back): a
+                # slot freed during an await above must not be granted again for them.
+                credit.received(came)
                 if session.draining or session.closed:
                     # Sent before the worker drained or left: give them back, so those runs
                     # go to another worker at once.
@@ -529,6 +523,7 @@ class WorkerService:
                 credit.grant()  # a run not sent (failed as lost, lease gone) frees its slot
         finally:
             granting.cancel()
+            await _close(stream)
         return brought
 
     def _hand_out(self, session: WorkerSession, items: list[WorkItem]) -> None:
@@ -727,6 +722,18 @@ class WorkerService:
         for lease in response.cancel_requested:
             if lease in held:
                 held[lease].notify_cancel(lease)
+
+
+async def _close(stream: AsyncIterator[Any]) -> None:
+    """Close a take stream we stopped reading (broken, cancelled, or a bug in the loop), now: left
+    open, the engine's side goes on leasing runs to a stream nobody reads (they wait out their
+    leases), and an async generator would close only when collected. ``aclose`` if it has one
+    (an async generator, a grpc stream wrapper); an error closing a broken stream is no news."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is None:
+        return
+    with contextlib.suppress(Exception):
+        await aclose()
 
 
 async def _messages(stream: WorkerStream) -> AsyncIterator[WorkerMessage]:
