@@ -83,6 +83,8 @@ SLOT_ENDING = (
 )
 # Lease renewal also tells us which runs are being cancelled, so it runs at least this often.
 MAX_RENEW_INTERVAL_S = 1.0
+TAKE_CLOSE_S = 5.0
+"""The longest a session's end waits for the engine's side of its take stream to close."""
 
 
 @dataclass(slots=True)
@@ -728,12 +730,15 @@ async def _close(stream: AsyncIterator[Any]) -> None:
     """Close a take stream we stopped reading (broken, cancelled, or a bug in the loop), now: left
     open, the engine's side goes on leasing runs to a stream nobody reads (they wait out their
     leases), and an async generator would close only when collected. ``aclose`` if it has one
-    (an async generator, a grpc stream wrapper); an error closing a broken stream is no news."""
+    (an async generator, a grpc stream wrapper); an error closing a broken stream is no news, and
+    one that does not close within ``TAKE_CLOSE_S`` is left (its runs wait out their leases)
+    rather than holding up the session's end."""
     aclose = getattr(stream, "aclose", None)
     if aclose is None:
         return
     with contextlib.suppress(Exception):
-        await aclose()
+        async with asyncio.timeout(TAKE_CLOSE_S):
+            await aclose()
 
 
 async def _messages(stream: WorkerStream) -> AsyncIterator[WorkerMessage]:
