@@ -1,0 +1,169 @@
+"""Where one run's time goes: the `order` workload one run at a time, each run's latency cut into
+phases by the run's own events, with durable commits and without fsync, side by side.
+
+    .venv/bin/python bench/latency.py                              # all, 200 runs x 3 rounds
+    .venv/bin/python bench/latency.py --topologies all,split --rounds 3
+
+Each round starts a fresh trine of each topology twice, in turn: `durable` (as shipped) and
+`no-fsync` (the engine's RocksDB writes never synced: a `sitecustomize` on the runtime's
+PYTHONPATH patches `Store.write` to sync=False and `Store.sync_wal` to nothing; nothing in trine
+can turn fsync off). The gap between the two rows is what waiting for the disk costs a run; what
+the no-fsync row still spends is the processes and their hops.
+
+Runs go one at a time (POST /v1/runs?wait=60, as throughput.py's sequential phase); then each
+run's events are read (GET /v1/runs/{id}/events) and its time cut at them (the engine stamps
+each event in ms when it applies it, before its commit; means over the runs, so below 1 ms):
+
+  p50_ms, p99_ms  the client's POST to its answer
+  to_first_ms     run.started to its first step's report (start commit, dispatch, the step body)
+  per_step_ms     between one step's report and the next's (the commit, the ack, the next body)
+  outside_ms      the client's time less run.started..run.completed (HTTP, the last commit,
+                  the answer)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from common import (
+    Columns,
+    median_row,
+    percentile,
+    print_header,
+    print_row,
+    print_rows,
+    running_cluster,
+    session,
+    topology_list,
+)
+from throughput import order_input
+
+NO_FSYNC = """\
+from trine_engine.storage import store as _store
+
+_write = _store.Store.write
+_store.Store.write = lambda self, batch, sync=True: _write(self, batch, False)
+_store.Store.sync_wal = lambda self: None
+"""
+MODES = ("durable", "no-fsync")
+WARMUP = 10  # runs left out of the figures: the first connections, the first WAL file
+
+COLUMNS: Columns = [
+    ("topology", "{}"),
+    ("mode", "{}"),
+    ("p50_ms", "{:.1f}"),
+    ("p99_ms", "{:.1f}"),
+    ("to_first_ms", "{:.2f}"),
+    ("per_step_ms", "{:.2f}"),
+    ("outside_ms", "{:.2f}"),
+]
+TEXT = ("topology", "mode")
+
+
+async def one_by_one(url: str, n: int) -> list[tuple[str, float]]:
+    """``n`` runs one at a time: each run's id and its latency in ms."""
+    runs = []
+    async with session(1) as http:
+        for i in range(n):
+            body = {"function": "order", "input": order_input(i)}
+            start = time.perf_counter()
+            async with http.post(f"{url}/v1/runs?wait=60", json=body) as response:
+                answer = await response.json()
+            if answer.get("status") != "completed":
+                raise RuntimeError(f"run {i} did not complete: {response.status} {answer}")
+            runs.append((answer["id"], (time.perf_counter() - start) * 1000))
+    return runs
+
+
+async def events(http: aiohttp.ClientSession, url: str, run_id: str) -> list[dict[str, Any]]:
+    """A finished run's events (the SSE route ends after the final one)."""
+    found = []
+    async with http.get(f"{url}/v1/runs/{run_id}/events") as response:
+        async for line in response.content:
+            if line.startswith(b"data:"):
+                found.append(json.loads(line[5:]))
+    return found
+
+
+def at_ms(event: dict[str, Any]) -> float:
+    """When the engine applied ``event``, in ms (``at`` is ISO 8601 with ms)."""
+    return datetime.fromisoformat(event["at"]).timestamp() * 1000
+
+
+async def phases(url: str, runs: list[tuple[str, float]]) -> dict[str, float]:
+    """The means of each phase over ``runs`` (see the module's docstring)."""
+    to_first: list[float] = []
+    per_step: list[float] = []
+    outside: list[float] = []
+    async with session(1) as http:
+        for run_id, took in runs:
+            found = await events(http, url, run_id)
+            reports = [at_ms(e) for e in found if e["type"] == "step.completed"]
+            first, last = at_ms(found[0]), at_ms(found[-1])
+            to_first.append(reports[0] - first)
+            per_step += [b - a for a, b in itertools.pairwise(reports)]
+            outside.append(took - (last - first))
+    return {
+        "to_first_ms": statistics.mean(to_first),
+        "per_step_ms": statistics.mean(per_step),
+        "outside_ms": statistics.mean(outside),
+    }
+
+
+def one_round(topology: str, mode: str, n: int, probe: Path) -> dict[str, Any]:
+    env = {"PYTHONPATH": str(probe)} if mode == "no-fsync" else None
+    with running_cluster(topology, topology, prefix="trine-latency-", env=env) as cluster:
+        cluster.start_worker("order_worker.py", "--max-concurrency", "100")
+        runs = asyncio.run(one_by_one(cluster.url, n + WARMUP))[WARMUP:]
+        cut = asyncio.run(phases(cluster.url, runs))
+    took = [ms for _, ms in runs]
+    return {
+        "topology": topology,
+        "mode": mode,
+        "p50_ms": percentile(took, 0.5),
+        "p99_ms": percentile(took, 0.99),
+        **cut,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--runs", type=int, default=200)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--topologies", default="all", help="comma list of all,split")
+    args = p.parse_args()
+    topologies = topology_list(args.topologies)
+    rows: list[dict[str, Any]] = []
+    print_header(COLUMNS)
+    with tempfile.TemporaryDirectory(prefix="trine-latency-probe-") as probe:
+        (Path(probe) / "sitecustomize.py").write_text(NO_FSYNC)
+        for number in range(1, args.rounds + 1):
+            for topology in topologies:
+                for mode in MODES:
+                    row = one_round(topology, mode, args.runs, Path(probe))
+                    rows.append(row)
+                    print_row(COLUMNS, str(number), row)
+    if args.rounds > 1:
+        print("\nMedians over the rounds:\n")
+        print_header(COLUMNS)
+        medians = [
+            median_row(COLUMNS, [r for r in rows if (r["topology"], r["mode"]) == key], TEXT)
+            for key in dict.fromkeys((r["topology"], r["mode"]) for r in rows)
+        ]
+        print_rows(COLUMNS, "median", medians)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
