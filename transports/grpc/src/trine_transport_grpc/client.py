@@ -179,7 +179,11 @@ class RemoteBackend:
         self._peer = peer
 
     async def start_run(self, message: StartRunRequest) -> StartRunResponse:
-        return await self._peer.unary(lambda ch, t: BackendStub(ch).start_run(message, timeout=t))
+        """With ``wait_ms`` the engine long-polls in the call: its deadline grows by as much (an
+        engine from before ``wait_ms`` answers at once, ``waited`` false)."""
+        return await self._peer.unary(
+            lambda ch, t: BackendStub(ch).start_run(message, timeout=t), message.wait_ms
+        )
 
     async def get_run(self, message: GetRunRequest) -> Run:
         return await self._peer.unary(lambda ch, t: BackendStub(ch).get_run(message, timeout=t))

@@ -1439,6 +1439,13 @@ class StartRunRequest(betterproto2.Message):
     the caller's trace (W3C traceparent/tracestate)
     """
 
+    wait_ms: "int" = betterproto2.field(6, betterproto2.TYPE_UINT32)
+    """
+    Long-poll in the same call, as WaitRun would after the start: answer once the run is final
+    or wait_ms ran out (0: answer as soon as the run is accepted). An engine from before this
+    field ignores it and answers at once; its answer then has waited = false.
+    """
+
 
 default_message_pool.register_message("trine.v1", "StartRunRequest", StartRunRequest)
 
@@ -1450,6 +1457,13 @@ class StartRunResponse(betterproto2.Message):
     created: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
     """
     false when an idempotency key matched an earlier run
+    """
+
+    waited: "bool" = betterproto2.field(3, betterproto2.TYPE_BOOL)
+    """
+    The run is as it was once final or when the request's wait_ms ran out. False when wait_ms
+    was 0 or the engine does not wait in the start (a fake, an older engine): a caller that
+    asked to wait then waits with WaitRun.
     """
 
 
