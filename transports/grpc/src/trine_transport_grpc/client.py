@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import itertools
 import ssl
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar, cast
 
@@ -90,6 +91,8 @@ STREAMS_PER_CHANNEL = 64
 STREAM_WINDOW_BYTES = 1 << 20
 """What a stream may receive ahead of its reader (HTTP/2 flow control): a stream read slowly
 (an SSE client's ``subscribe``) holds at most this much here, and its sender waits."""
+RETRY_STREAM_S = 60.0
+"""How long ``start_run`` uses ``StartRun`` calls after the peer refused ``StartRuns``."""
 CONNECTION_WINDOW_BYTES = (STREAMS_PER_CHANNEL + 1) * STREAM_WINDOW_BYTES
 """Room for every stream's window at once: unread data counts against the connection's window
 too (grpclib acknowledges both on reading), so with grpclib's defaults (4 MiB each) one stalled
@@ -410,9 +413,19 @@ class _StartStream:
         self._peer = peer
         self._ids = itertools.count(1)
         self._session: _StartSession | None = None
-        self.usable = True
-        """False once the peer answered ``StartRuns`` UNIMPLEMENTED."""
+        self._refused_at: float | None = None
         peer.pool.on_close(self.close)
+
+    @property
+    def usable(self) -> bool:
+        """False for ``RETRY_STREAM_S`` after the peer answered ``StartRuns`` UNIMPLEMENTED (an
+        older engine; or a server whose roles have not started yet, so it is asked again)."""
+        if self._refused_at is None:
+            return True
+        if time.monotonic() - self._refused_at >= RETRY_STREAM_S:
+            self._refused_at = None
+            return True
+        return False
 
     async def start_run(self, message: StartRunRequest) -> StartRunResponse:
         session = self._session
@@ -432,7 +445,7 @@ class _StartStream:
             session.forget(ident)
 
     def refused(self) -> None:
-        self.usable = False
+        self._refused_at = time.monotonic()
 
     def close(self) -> None:
         if self._session is not None:
