@@ -59,7 +59,12 @@ class Backend(Protocol):
 
     async def start_run(self, message: StartRunRequest) -> StartRunResponse:
         """Accept a run durably and return it; with an idempotency key already used, the earlier
-        run with ``created=False``. Raises UnknownFunction, PayloadTooLarge, InvalidArgument."""
+        run with ``created=False``. Raises UnknownFunction, PayloadTooLarge, InvalidArgument.
+
+        With ``wait_ms``, an implementation may then wait for the run as ``wait_run`` does, in
+        the same call, and answer ``waited=True`` (the engine does: one call for the gateway's
+        ``POST /v1/runs?wait``). One that answers at once, ``waited=False`` (a fake, an engine
+        from before the field), is as correct: the caller then waits with ``wait_run``."""
         ...
 
     async def get_run(self, message: GetRunRequest) -> Run:

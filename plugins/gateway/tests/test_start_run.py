@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
 from conftest import Gateway
 from drive import echoing, requests
 
-from trine_proto.trine.v1 import StartRunRequest
+from trine_gateway import routes
+from trine_proto.trine.v1 import StartRunRequest, StartRunResponse
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 ORDER = {"order_id": "o-1", "items": [{"sku": "A1", "qty": 2}], "amount": 19.99}
@@ -162,3 +164,47 @@ async def test_a_traceparent_header_is_the_runs_trace_context(gateway: Gateway) 
     plain = await gateway.http.post("/v1/runs", json={"function": "order", "input": ORDER})
     assert plain.status_code == 201
     assert started(gateway)[-1].trace_context == {}
+
+
+async def test_wait_is_one_call_when_the_backend_waits_in_the_start(gateway: Gateway) -> None:
+    async with echoing(gateway.memory):
+        response = await gateway.http.post(
+            "/v1/runs", params={"wait": 5}, json={"function": "echo", "input": {"x": 1}}
+        )
+    assert response.status_code == 201, response.text
+    assert response.json()["status"] == "completed"
+    assert [request.wait_ms for request in started(gateway)] == [2000]  # START_WAIT_S
+    assert requests(gateway.memory, "wait_run") == []
+
+
+async def test_a_wait_longer_than_the_starts_goes_on_with_wait_run(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(routes, "START_WAIT_S", 0.05)
+    response = await gateway.http.post(
+        "/v1/runs", params={"wait": 0.15}, json={"function": "order", "input": ORDER}
+    )
+    assert response.status_code == 202, response.text
+    assert [request.wait_ms for request in started(gateway)] == [50]
+    assert [request.wait_ms for request in requests(gateway.memory, "wait_run")] == [100]
+
+
+async def test_a_backend_that_does_not_wait_in_the_start_is_waited_for_after(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backend from before ``StartRunRequest.wait_ms`` (an older engine) ignores it and
+    answers ``waited`` false: the gateway then waits with ``wait_run``, as it did."""
+    backend = gateway.memory.backend
+    start = backend.start_run
+
+    async def older(message: StartRunRequest) -> StartRunResponse:
+        return await start(dataclasses.replace(message, wait_ms=0))
+
+    monkeypatch.setattr(backend, "start_run", older)
+    async with echoing(gateway.memory):
+        response = await gateway.http.post(
+            "/v1/runs", params={"wait": 5}, json={"function": "echo", "input": {"x": 1}}
+        )
+    assert response.status_code == 201, response.text
+    assert response.json()["status"] == "completed"
+    assert [request.wait_ms for request in requests(gateway.memory, "wait_run")] == [5000]

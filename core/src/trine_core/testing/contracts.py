@@ -431,6 +431,43 @@ class BackendContract(_Suite):
         assert final.status == RunStatus.COMPLETED
         assert json.loads(final.result) == {"ok": True}
 
+    async def test_a_start_that_waits_answers_once_final_or_says_it_did_not_wait(
+        self, drive: _Driver
+    ) -> None:
+        """``wait_ms`` on a start: the run once final (``waited``), or at once without waiting
+        (``waited`` false: the caller then waits with ``wait_run``); either way one run."""
+        body = json.dumps({"n": 1}).encode()
+        request = StartRunRequest(
+            function=FUNCTION, input=body, idempotency_key="w", wait_ms=LONG_MS
+        )
+        starting = asyncio.ensure_future(drive.backend.start_run(request))
+        items = await drive.take()
+        assert len(items) == 1
+        assert items[0].run is not None
+        run_id = items[0].run.id
+        await drive.complete(items[0], {"ok": True})
+        answer = await asyncio.wait_for(starting, LONG_MS / 1000)
+        assert answer.run is not None
+        assert answer.run.id == run_id
+        assert answer.created
+        if answer.waited:
+            assert answer.run.status == RunStatus.COMPLETED
+            assert json.loads(answer.run.result) == {"ok": True}
+        else:
+            assert answer.run.status not in FINAL_STATUSES
+        again = await drive.backend.start_run(request)  # the key's run, final already
+        assert again.run is not None
+        assert again.run.id == run_id
+        assert not again.created
+        if again.waited:
+            assert again.run.status == RunStatus.COMPLETED
+        short = await drive.backend.start_run(
+            StartRunRequest(function=FUNCTION, input=body, wait_ms=SHORT_MS)
+        )
+        assert short.run is not None
+        assert short.run.status not in FINAL_STATUSES
+        assert short.created
+
     async def test_a_completed_run_shows_its_journal_and_events(self, drive: _Driver) -> None:
         run = await drive.start()
         await drive.complete(await drive.take_one(run.id))

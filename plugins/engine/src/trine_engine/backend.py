@@ -103,6 +103,16 @@ class EngineBackend(Backend):
         id and request digest of each."""
 
     async def start_run(self, message: StartRunRequest) -> StartRunResponse:
+        """The run accepted (or the earlier one of its idempotency key); with ``wait_ms``, then
+        waited for as ``wait_run`` waits, in the same call (``waited``): the gateway's
+        ``POST /v1/runs?wait`` costs one call, not a start and a wait."""
+        answer = await self._accept(message)
+        if message.wait_ms <= 0 or answer.run is None:
+            return answer
+        run = await self.wait_run(WaitRunRequest(run_id=answer.run.id, wait_ms=message.wait_ms))
+        return StartRunResponse(run=run, created=answer.created, waited=True)
+
+    async def _accept(self, message: StartRunRequest) -> StartRunResponse:
         self._plog.ensure_writable()
         function = message.function
         functions = self._machine.functions

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import ssl
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar, cast
 
@@ -30,6 +32,8 @@ from trine_core import (
     MAX_PAYLOAD_BYTES,
     Backend,
     Dispatcher,
+    TrineError,
+    Unavailable,
     WorkerRegistry,
     report_each,
     take_work_polling,
@@ -68,13 +72,16 @@ from trine_proto.trine.v1 import (
     SignalRunResponse,
     StartRunRequest,
     StartRunResponse,
+    StartRunsItem,
+    StartRunsRequest,
+    StartRunsResponse,
     SubscribeRequest,
     TakeWorkRequest,
     TakeWorkResponse,
     WaitRunRequest,
     WorkerRegistryStub,
 )
-from trine_transport_grpc.errors import from_grpc, unreachable
+from trine_transport_grpc.errors import from_grpc, from_json, unreachable
 
 R = TypeVar("R")
 DEFAULT_DEADLINE_S = 10.0
@@ -84,6 +91,8 @@ STREAMS_PER_CHANNEL = 64
 STREAM_WINDOW_BYTES = 1 << 20
 """What a stream may receive ahead of its reader (HTTP/2 flow control): a stream read slowly
 (an SSE client's ``subscribe``) holds at most this much here, and its sender waits."""
+RETRY_STREAM_S = 60.0
+"""How long ``start_run`` uses ``StartRun`` calls after the peer refused ``StartRuns``."""
 CONNECTION_WINDOW_BYTES = (STREAMS_PER_CHANNEL + 1) * STREAM_WINDOW_BYTES
 """Room for every stream's window at once: unread data counts against the connection's window
 too (grpclib acknowledges both on reading), so with grpclib's defaults (4 MiB each) one stalled
@@ -119,6 +128,11 @@ class ChannelPool:
         self._limit = streams_per_channel
         self._channels: list[Channel] = []
         self._in_use: dict[Channel, int] = {}
+        self._on_close: list[Callable[[], None]] = []
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the pool closes (a long-lived stream's task ends then)."""
+        self._on_close.append(callback)
 
     @contextlib.contextmanager
     def channel(self) -> Iterator[Channel]:
@@ -144,6 +158,9 @@ class ChannelPool:
                 self._in_use[channel] -= 1
 
     def close(self) -> None:
+        callbacks, self._on_close = self._on_close, []
+        for callback in callbacks:
+            callback()
         for channel in self._channels:
             channel.close()
         self._channels.clear()
@@ -189,9 +206,21 @@ class RemoteBackend:
 
     def __init__(self, peer: Peer) -> None:
         self._peer = peer
+        self._starts = _StartStream(peer)
 
     async def start_run(self, message: StartRunRequest) -> StartRunResponse:
-        return await self._peer.unary(lambda ch, t: BackendStub(ch).start_run(message, timeout=t))
+        """Over the peer's ``StartRuns`` stream (:class:`_StartStream`); against an engine
+        without it, one ``StartRun`` call. With ``wait_ms`` the engine long-polls in the start:
+        its deadline grows by as much (an engine from before ``wait_ms`` answers at once,
+        ``waited`` false)."""
+        if self._starts.usable:
+            try:
+                return await self._starts.start_run(message)
+            except _Unimplemented:
+                pass
+        return await self._peer.unary(
+            lambda ch, t: BackendStub(ch).start_run(message, timeout=t), message.wait_ms
+        )
 
     async def get_run(self, message: GetRunRequest) -> Run:
         return await self._peer.unary(lambda ch, t: BackendStub(ch).get_run(message, timeout=t))
@@ -373,6 +402,143 @@ class _Kept:
 async def _take_work_stream(channel: Channel, requests: _Kept) -> AsyncIterator[TakeWorkResponse]:
     try:
         async for response in DispatcherStub(channel).take_work_stream(requests):
+            yield response
+    except grpclib.GRPCError as exc:
+        if exc.status is Status.UNIMPLEMENTED:
+            raise _Unimplemented from None
+        raise
+
+
+class _StartStream:
+    """``start_run`` over one ``StartRuns`` stream to the peer, shared by every caller: each
+    start is an item with an id, answered under that id whenever it is ready, and what callers
+    ask in one turn of the loop goes in one message. A per-run unary call cost the engine an
+    HTTP/2 stream, a headers frame each way, trailers and grpclib's per-call objects.
+
+    The stream opens on the first start and again on the first start after it broke. When it
+    breaks, the starts it had not answered fail as a broken ``StartRun`` call fails
+    (``Unavailable``: the run may or may not have been accepted). An engine without
+    ``StartRuns`` answers UNIMPLEMENTED having done nothing: those starts, and every later one,
+    go as ``StartRun`` calls."""
+
+    def __init__(self, peer: Peer) -> None:
+        self._peer = peer
+        self._ids = itertools.count(1)
+        self._session: _StartSession | None = None
+        self._refused_at: float | None = None
+        peer.pool.on_close(self.close)
+
+    @property
+    def usable(self) -> bool:
+        """False for ``RETRY_STREAM_S`` after the peer answered ``StartRuns`` UNIMPLEMENTED (an
+        older engine; or a server whose roles have not started yet, so it is asked again)."""
+        if self._refused_at is None:
+            return True
+        if time.monotonic() - self._refused_at >= RETRY_STREAM_S:
+            self._refused_at = None
+            return True
+        return False
+
+    async def start_run(self, message: StartRunRequest) -> StartRunResponse:
+        session = self._session
+        if session is None or session.ended:
+            session = self._session = _StartSession(self, self._peer)
+        ident = next(self._ids)
+        answer = session.send(ident, message)
+        try:
+            async with asyncio.timeout(self._peer.deadline_s + message.wait_ms / 1000):
+                return await answer
+        except TimeoutError:
+            # A stream that answers nothing may be dead on a connection that lives on: the next
+            # start opens another (the starts under way on this one fail as Unavailable).
+            session.close()
+            raise Unavailable(f"{self._peer.address}: deadline_exceeded: StartRuns") from None
+        finally:
+            session.forget(ident)
+
+    def refused(self) -> None:
+        self._refused_at = time.monotonic()
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+
+class _StartSession:
+    """One ``StartRuns`` stream: its outbox, the starts it has not answered, its task."""
+
+    def __init__(self, owner: _StartStream, peer: Peer) -> None:
+        self._owner = owner
+        self._peer = peer
+        self._outbox: asyncio.Queue[StartRunsItem | None] = asyncio.Queue()
+        self._pending: dict[int, asyncio.Future[StartRunResponse]] = {}
+        self.ended = False
+        self._task = asyncio.create_task(self._run(), name="trine-grpc-start-runs")
+
+    def send(self, ident: int, message: StartRunRequest) -> asyncio.Future[StartRunResponse]:
+        answer: asyncio.Future[StartRunResponse] = asyncio.get_running_loop().create_future()
+        self._pending[ident] = answer
+        self._outbox.put_nowait(StartRunsItem(id=ident, request=message))
+        return answer
+
+    def forget(self, ident: int) -> None:
+        self._pending.pop(ident, None)
+
+    async def _requests(self) -> AsyncIterator[StartRunsRequest]:
+        """What callers asked since the last message, in one; ends with the session."""
+        while True:
+            item = await self._outbox.get()
+            if item is None:
+                return
+            items = [item]
+            while not self._outbox.empty():
+                item = self._outbox.get_nowait()
+                if item is None:
+                    yield StartRunsRequest(starts=items)
+                    return
+                items.append(item)
+            yield StartRunsRequest(starts=items)
+
+    async def _run(self) -> None:
+        failure: Exception = Unavailable(f"{self._peer.address}: the StartRuns stream ended")
+        try:
+            stream = self._peer.stream(lambda ch: _start_runs(ch, self._requests()))
+            async for response in stream:
+                for answer in response.answers:
+                    waiting = self._pending.pop(answer.id, None)
+                    if waiting is None or waiting.done():
+                        continue  # its caller gave up (deadline, cancelled)
+                    if answer.error:
+                        waiting.set_exception(from_json(answer.error, self._peer.address))
+                    else:
+                        waiting.set_result(answer.response or StartRunResponse())
+        except TrineError as exc:
+            failure = exc
+        except _Unimplemented as exc:
+            self._owner.refused()
+            failure = exc
+        except asyncio.CancelledError:
+            failure = Unavailable(f"{self._peer.address}: the StartRuns stream was closed")
+        except Exception as exc:  # every start waiting is told, as Unavailable
+            failure = Unavailable(f"{self._peer.address}: StartRuns: {type(exc).__name__}: {exc}")
+        finally:
+            self.ended = True
+            self._outbox.put_nowait(None)
+            pending, self._pending = self._pending, {}
+            for waiting in pending.values():
+                if not waiting.done():
+                    waiting.set_exception(failure)
+
+    def close(self) -> None:
+        self._task.cancel()
+
+
+async def _start_runs(
+    channel: Channel, requests: AsyncIterator[StartRunsRequest]
+) -> AsyncIterator[StartRunsResponse]:
+    try:
+        async for response in BackendStub(channel).start_runs(requests):
             yield response
     except grpclib.GRPCError as exc:
         if exc.status is Status.UNIMPLEMENTED:

@@ -39,6 +39,16 @@ def to_grpc(exc: TrineError) -> grpclib.GRPCError:
     return grpclib.GRPCError(status, json.dumps(exc.to_dict()))
 
 
+def from_json(text: str, address: str) -> TrineError:
+    """The TrineError of a JSON body as :func:`to_grpc` writes it (a ``StartRuns`` answer's
+    ``error`` carries the same)."""
+    try:
+        body = json.loads(text)
+        return error_from_code(body["code"], body["message"], **body.get("details", {}))
+    except (ValueError, KeyError, TypeError):
+        return TrineError(f"{address}: {text}")
+
+
 def from_grpc(exc: grpclib.GRPCError, address: str) -> TrineError:
     try:
         body = json.loads(exc.message or "")

@@ -8,6 +8,8 @@ UNIMPLEMENTED. One grpclib server per listen address carries all three.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import ssl
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
@@ -22,6 +24,7 @@ from trine_core import (
     Backend,
     Dispatcher,
     TrineError,
+    Unavailable,
     WorkerRegistry,
     cannot_listen,
     contract_name,
@@ -60,6 +63,10 @@ from trine_proto.trine.v1 import (
     SignalRunResponse,
     StartRunRequest,
     StartRunResponse,
+    StartRunsAnswer,
+    StartRunsItem,
+    StartRunsRequest,
+    StartRunsResponse,
     SubscribeRequest,
     TakeWorkRequest,
     TakeWorkResponse,
@@ -102,6 +109,65 @@ class ServedBackend(BackendBase):
 
     async def start_run(self, message: StartRunRequest) -> StartRunResponse:
         return await _answer(self._backend().start_run(message))
+
+    async def start_runs(
+        self, messages: AsyncIterator[StartRunsRequest]
+    ) -> AsyncIterator[StartRunsResponse]:
+        """Every start read is run at once, concurrently; the answers ready when the stream
+        is next written go in one message. Ends once the caller ended its side and every start
+        was answered; when the caller goes away, the starts under way are cancelled, as a
+        cancelled StartRun call's are."""
+        backend = self._backend()
+        ready: asyncio.Queue[StartRunsAnswer | None] = asyncio.Queue()
+        under_way: set[asyncio.Task[None]] = set()
+
+        async def start(item: StartRunsItem) -> None:
+            try:
+                response = await backend.start_run(item.request or StartRunRequest())
+            except TrineError as exc:
+                ready.put_nowait(StartRunsAnswer(id=item.id, error=json.dumps(exc.to_dict())))
+            except Exception as exc:  # one start's failure is its own answer
+                failed = TrineError(f"{type(exc).__name__}: {exc}")
+                ready.put_nowait(StartRunsAnswer(id=item.id, error=json.dumps(failed.to_dict())))
+            else:
+                ready.put_nowait(StartRunsAnswer(id=item.id, response=response))
+
+        async def read() -> None:
+            try:
+                async for message in messages:
+                    for item in message.starts:
+                        task = asyncio.create_task(start(item))
+                        under_way.add(task)
+                        task.add_done_callback(under_way.discard)
+                if under_way:
+                    await asyncio.wait(set(under_way))
+            finally:
+                ready.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                first = await ready.get()
+                if first is None:
+                    break
+                answers = [first]
+                while not ready.empty():
+                    more = ready.get_nowait()
+                    if more is None:
+                        ready.put_nowait(None)
+                        break
+                    answers.append(more)
+                yield StartRunsResponse(answers=answers)
+            await reader  # raises what reading the requests raised
+        except asyncio.CancelledError:
+            # The server is closing (or the caller reset the stream): end the stream with a
+            # status rather than leave the caller's stream open on a connection that lives on.
+            gone = Unavailable("the engine stopped serving StartRuns (it is stopping)")
+            raise to_grpc(gone) from None
+        finally:
+            reader.cancel()
+            for task in list(under_way):
+                task.cancel()
 
     async def get_run(self, message: GetRunRequest) -> Run:
         return await _answer(self._backend().get_run(message))

@@ -26,6 +26,16 @@ _S, _K = pb.RunStatus, pb.EntryKind
 class Reads(Runs):
     async def start_run(self, message: pb.StartRunRequest) -> pb.StartRunResponse:
         self._record("start_run", message)
+        answer = self._accept(message)
+        if message.wait_ms <= 0 or answer.run is None:
+            return answer
+        state = self._require(answer.run.id)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(message.wait_ms / 1000):
+                await self._until(lambda: state.final)
+        return pb.StartRunResponse(run=self._view(state), created=answer.created, waited=True)
+
+    def _accept(self, message: pb.StartRunRequest) -> pb.StartRunResponse:
         spec, key = self.functions.get(message.function), message.idempotency_key
         if spec is None:
             what = f"no worker has registered function {message.function!r}"

@@ -67,6 +67,10 @@ __all__ = (
     "StartChild",
     "StartRunRequest",
     "StartRunResponse",
+    "StartRunsAnswer",
+    "StartRunsItem",
+    "StartRunsRequest",
+    "StartRunsResponse",
     "StepCompleted",
     "StepFailed",
     "StepStarted",
@@ -1439,6 +1443,13 @@ class StartRunRequest(betterproto2.Message):
     the caller's trace (W3C traceparent/tracestate)
     """
 
+    wait_ms: "int" = betterproto2.field(6, betterproto2.TYPE_UINT32)
+    """
+    Long-poll in the same call, as WaitRun would after the start: answer once the run is final
+    or wait_ms ran out (0: answer as soon as the run is accepted). An engine from before this
+    field ignores it and answers at once; its answer then has waited = false.
+    """
+
 
 default_message_pool.register_message("trine.v1", "StartRunRequest", StartRunRequest)
 
@@ -1452,8 +1463,72 @@ class StartRunResponse(betterproto2.Message):
     false when an idempotency key matched an earlier run
     """
 
+    waited: "bool" = betterproto2.field(3, betterproto2.TYPE_BOOL)
+    """
+    The run is as it was once final or when the request's wait_ms ran out. False when wait_ms
+    was 0 or the engine does not wait in the start (a fake, an older engine): a caller that
+    asked to wait then waits with WaitRun.
+    """
+
 
 default_message_pool.register_message("trine.v1", "StartRunResponse", StartRunResponse)
+
+
+@dataclass(eq=False, repr=False)
+class StartRunsAnswer(betterproto2.Message):
+    id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
+
+    response: "StartRunResponse | None" = betterproto2.field(
+        2, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    unless refused
+    """
+
+    error: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    a refusal: the error as JSON (code, message, details), as StartRun's status carries it
+    """
+
+
+default_message_pool.register_message("trine.v1", "StartRunsAnswer", StartRunsAnswer)
+
+
+@dataclass(eq=False, repr=False)
+class StartRunsItem(betterproto2.Message):
+    id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
+
+    request: "StartRunRequest | None" = betterproto2.field(
+        2, betterproto2.TYPE_MESSAGE, optional=True
+    )
+
+
+default_message_pool.register_message("trine.v1", "StartRunsItem", StartRunsItem)
+
+
+@dataclass(eq=False, repr=False)
+class StartRunsRequest(betterproto2.Message):
+    """
+    StartRun for many runs over one long-lived stream (the grpc transport's way to carry
+    Backend.start_run: no HTTP/2 stream, headers and trailers per run). Each start carries an id of
+    the caller's choosing and is answered once, under the same id, in any order (a start that waits
+    answers when its run ends); what is ready in one turn travels in one message.
+    """
+
+    starts: "list[StartRunsItem]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message("trine.v1", "StartRunsRequest", StartRunsRequest)
+
+
+@dataclass(eq=False, repr=False)
+class StartRunsResponse(betterproto2.Message):
+    answers: "list[StartRunsAnswer]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+
+
+default_message_pool.register_message("trine.v1", "StartRunsResponse", StartRunsResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -1780,6 +1855,29 @@ class BackendStub(betterproto2_grpclib.ServiceStub):
             deadline=deadline,
             metadata=metadata,
         )
+
+    async def start_runs(
+        self,
+        messages: "AsyncIterable[StartRunsRequest] | Iterable[StartRunsRequest]",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "AsyncIterator[StartRunsResponse]":
+        """
+        StartRun multiplexed; an engine from before it answers UNIMPLEMENTED, then StartRun is used.
+        """
+
+        async for response in self._stream_stream(
+            "/trine.v1.Backend/StartRuns",
+            messages,
+            StartRunsRequest,
+            StartRunsResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        ):
+            yield response
 
     async def get_run(
         self,
@@ -2175,6 +2273,16 @@ class BackendBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def start_runs(
+        self, messages: "AsyncIterator[StartRunsRequest]"
+    ) -> "AsyncIterator[StartRunsResponse]":
+        """
+        StartRun multiplexed; an engine from before it answers UNIMPLEMENTED, then StartRun is used.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+        yield StartRunsResponse()
+
     async def get_run(self, message: "GetRunRequest") -> "Run":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
@@ -2233,6 +2341,16 @@ class BackendBase(betterproto2_grpclib.ServiceBase):
         assert request is not None
         response = await self.start_run(request)
         await stream.send_message(response)
+
+    async def __rpc_start_runs(
+        self, stream: "grpclib.server.Stream[StartRunsRequest, StartRunsResponse]"
+    ) -> None:
+        request = stream.__aiter__()
+        await self._call_rpc_handler_server_stream(
+            self.start_runs,
+            stream,
+            request,
+        )
 
     async def __rpc_get_run(self, stream: "grpclib.server.Stream[GetRunRequest, Run]") -> None:
         request = await stream.recv_message()
@@ -2324,6 +2442,12 @@ class BackendBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 StartRunRequest,
                 StartRunResponse,
+            ),
+            "/trine.v1.Backend/StartRuns": grpclib.const.Handler(
+                self.__rpc_start_runs,
+                grpclib.const.Cardinality.STREAM_STREAM,
+                StartRunsRequest,
+                StartRunsResponse,
             ),
             "/trine.v1.Backend/GetRun": grpclib.const.Handler(
                 self.__rpc_get_run,

@@ -1,0 +1,166 @@
+"""``Backend.start_run`` over the ``StartRuns`` stream: concurrent starts share one stream and
+are answered each on its own; an engine without the stream is asked with ``StartRun`` calls; a
+broken stream fails only the starts it carried, and the next start opens another."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpclib
+import pytest
+from grpclib.const import Status
+
+from trine_core import Backend, Dispatcher, Unavailable, UnknownFunction
+from trine_core.testing import free_port
+from trine_core.testing.contracts import BackendContract, ContractSubject
+from trine_core.testing.memory import MemoryEngine
+from trine_proto.trine.v1 import (
+    Run,
+    StartRunRequest,
+    StartRunResponse,
+    StartRunsRequest,
+    StartRunsResponse,
+)
+from trine_transport_grpc import GrpcTransport
+from trine_transport_grpc import server as served
+
+
+class Starts:
+    """A Backend of start_run alone: a run named after its function, after ``delay_s``; the
+    function ``nope`` is unknown."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self.started: list[str] = []
+
+    async def start_run(self, message: StartRunRequest) -> StartRunResponse:
+        if message.function == "nope":
+            raise UnknownFunction("no worker registered 'nope'", known=["f"])
+        await asyncio.sleep(self.delay_s)
+        self.started.append(message.function)
+        return StartRunResponse(run=Run(id=message.function, function=message.function))
+
+
+async def test_concurrent_starts_share_one_stream_and_are_answered_each_on_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    streams: list[int] = []
+    original = served.ServedBackend.start_runs
+
+    def counted(
+        self: served.ServedBackend, messages: AsyncIterator[StartRunsRequest]
+    ) -> AsyncIterator[StartRunsResponse]:
+        streams.append(1)
+        return original(self, messages)
+
+    async def no_unary(self: served.ServedBackend, message: StartRunRequest) -> StartRunResponse:
+        raise AssertionError("a StartRun call: the stream was not used")
+
+    monkeypatch.setattr(served.ServedBackend, "start_runs", counted)
+    monkeypatch.setattr(served.ServedBackend, "start_run", no_unary)
+    backend = Starts(delay_s=0.01)
+    address = f"grpc://127.0.0.1:{free_port()}"
+    server, client = GrpcTransport(), GrpcTransport()
+    await server.serve(Backend, backend, address)  # type: ignore[arg-type]
+    try:
+        remote = await client.connect(Backend, address)
+        names = [f"r{i}" for i in range(50)]
+        answers = await asyncio.gather(
+            *(remote.start_run(StartRunRequest(function=name)) for name in [*names, "nope"]),
+            return_exceptions=True,
+        )
+        assert [a.run.id for a in answers[:-1] if isinstance(a, StartRunResponse) and a.run] == (
+            names
+        )
+        refused = answers[-1]
+        assert isinstance(refused, UnknownFunction)
+        assert refused.details == {"known": ["f"]}
+        again = await remote.start_run(StartRunRequest(function="later"))
+        assert again.run is not None
+        assert again.run.id == "later"
+        assert streams == [1]
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def test_starts_under_way_when_the_server_closes_fail_as_unavailable() -> None:
+    address = f"grpc://127.0.0.1:{free_port()}"
+    client, server = GrpcTransport(), GrpcTransport()
+    await server.serve(Backend, Starts(delay_s=30), address)  # type: ignore[arg-type]
+    try:
+        remote = await client.connect(Backend, address)
+        stuck = asyncio.ensure_future(remote.start_run(StartRunRequest(function="slow")))
+        await asyncio.sleep(0.2)
+        await server.close()
+        with pytest.raises(Unavailable, match="stopping"):
+            await asyncio.wait_for(stuck, 5)
+    finally:
+        await client.close()
+
+
+async def test_a_broken_stream_fails_its_starts_and_the_next_start_opens_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    opened: list[int] = []
+    original = served.ServedBackend.start_runs
+
+    async def breaks_once(
+        self: served.ServedBackend, messages: AsyncIterator[StartRunsRequest]
+    ) -> AsyncIterator[StartRunsResponse]:
+        opened.append(1)
+        if len(opened) == 1:
+            await anext(messages)
+            raise grpclib.GRPCError(Status.UNAVAILABLE, "broken")
+        async for response in original(self, messages):
+            yield response
+
+    monkeypatch.setattr(served.ServedBackend, "start_runs", breaks_once)
+    address = f"grpc://127.0.0.1:{free_port()}"
+    client, server = GrpcTransport(), GrpcTransport()
+    await server.serve(Backend, Starts(), address)  # type: ignore[arg-type]
+    try:
+        remote = await client.connect(Backend, address)
+        with pytest.raises(Unavailable, match="broken"):
+            await remote.start_run(StartRunRequest(function="first"))
+        answer = await remote.start_run(StartRunRequest(function="after"))
+        assert answer.run is not None
+        assert answer.run.id == "after"
+        assert opened == [1, 1]
+    finally:
+        await client.close()
+        await server.close()
+
+
+class OlderServedBackend(served.ServedBackend):
+    """The Backend service as an engine before ``StartRuns`` served it."""
+
+    refused = 0
+
+    async def start_runs(
+        self, messages: AsyncIterator[StartRunsRequest]
+    ) -> AsyncIterator[StartRunsResponse]:
+        OlderServedBackend.refused += 1
+        raise grpclib.GRPCError(Status.UNIMPLEMENTED)
+        yield StartRunsResponse()  # pragma: no cover - a generator, as the generated base's
+
+
+class TestBackendAgainstAnEngineWithoutStartRuns(BackendContract):
+    @pytest.fixture
+    async def subject(self, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[ContractSubject]:
+        monkeypatch.setattr(served, "ServedBackend", OlderServedBackend)
+        memory = MemoryEngine()
+        address = f"grpc://127.0.0.1:{free_port()}"
+        server, client = GrpcTransport(), GrpcTransport()
+        await server.serve(Backend, memory.backend, address)
+        await server.serve(Dispatcher, memory.dispatcher, address)
+        refused = OlderServedBackend.refused
+        try:
+            yield ContractSubject(
+                await client.connect(Backend, address), await client.connect(Dispatcher, address)
+            )
+        finally:
+            await client.close()
+            await server.close()
+        assert OlderServedBackend.refused <= refused + 1  # asked once, then StartRun calls
