@@ -23,6 +23,11 @@ window and the engine's sender waits too), and a *watcher* spawned on the :class
 which waits for the client's disconnect and sends the keep-alives in between. A disconnect, or
 :meth:`Lifecycle.close` at shutdown, cancels the response's task, which closes the subscription.
 
+The stream itself is :class:`Stream`. A plain request is served by
+:mod:`trine_gateway.events_front` before litestar's router (it sends :data:`START`, then runs a
+:class:`Stream`); litestar's route (and the console's) returns an :class:`EventStream`, a litestar
+response around one.
+
 Both tasks call ``send``: each call carries one whole SSE message, and uvicorn writes each call's
 body with one ``transport.write``, so messages never interleave inside each other.
 """
