@@ -263,7 +263,7 @@ class _Channel(Channel):
     ``Channel.close()`` only starts closing the transport: over TLS (``split``) the close_notify
     exchange needs the loop to run on, and ``asyncio.run`` closes the loop at once, so the socket
     was left to the garbage collector. Its ResourceWarning (an error here) then failed whichever
-    later test's allocations triggered the collection: in CI, the SSE test two tests on."""
+    later test's allocations triggered the collection: in CI, the SSE test three tests on."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
