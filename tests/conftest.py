@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,3 +33,12 @@ def running(cluster: Cluster) -> Cluster:
     cluster.start()
     cluster.start_worker()
     return cluster
+
+
+@pytest.fixture(autouse=True)
+def _garbage_collected_in_its_own_test() -> Iterator[None]:
+    """Collect each test's cyclic garbage at its own teardown: a socket or transport a test left
+    unclosed then fails *that* test (pytest turns its ResourceWarning into an error), not a
+    later one whose allocations happen to trigger the collection."""
+    yield
+    gc.collect()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from conftest import Gateway, start
@@ -20,6 +21,7 @@ from drive import (
 from sse_client import SseReader, read_sse
 
 from trine_core import Unavailable
+from trine_gateway.events_front import EventsFront
 
 
 async def test_events_are_framed_and_the_stream_ends_after_the_final_one(gateway: Gateway) -> None:
@@ -198,3 +200,49 @@ async def test_durable_event_types_pass_through(gateway: Gateway) -> None:
     assert sse.ended
     assert [e["event"] for e in sse.events] == ["run.started", *types, "run.cancelled"]
     assert [e["data"]["type"] for e in sse.events[1:-1]] == types
+
+
+async def test_plain_streams_are_served_before_litestar_and_the_rest_by_it(
+    gateway: Gateway,
+) -> None:
+    """``trine_gateway.events_front``: a plain request never reaches litestar's router and gets
+    the route's status line, headers and body; any other is litestar's (the route's answers)."""
+    front = gateway.server.app.asgi_handler
+    assert isinstance(front, EventsFront)
+    reached: list[str] = []
+    litestar = front.app
+
+    async def counting(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope["path"] + "?" + scope["query_string"].decode())
+        await litestar(scope, receive, send)
+
+    front.app = counting
+    try:
+        run_id = await start(gateway)
+        await gateway.drive.complete(run_id, None)
+        reached.clear()
+        url = f"/v1/runs/{run_id}/events"
+        for params, headers in [
+            ({}, {}),
+            ({"after": 1}, {}),
+            ({"after": 9}, {"Last-Event-ID": "0"}),
+        ]:
+            async with gateway.http.stream("GET", url, params=params, headers=headers) as response:
+                assert response.status_code == 200
+                assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+                assert response.headers["cache-control"] == "no-cache"
+                assert response.headers["x-accel-buffering"] == "no"
+                assert (await read_sse(response)).ended
+        assert reached == []
+        refused = [
+            (url + "?after=-1", {}, 400),
+            (url, {"Last-Event-ID": "01"}, 400),
+            (url + "?after=1&x=2", {}, 200),
+            (url, {"Host": "evil.example"}, 400),
+            ("/v1/runs/01NOSUCHRUN0000000000000000/events", {}, 404),
+        ]
+        for path, headers, status in refused:
+            assert (await gateway.http.get(path, headers=headers)).status_code == status, path
+        assert len(reached) == len(refused)
+    finally:
+        front.app = litestar

@@ -201,17 +201,17 @@ class EngineBackend(Backend):
         self._plog.ensure_readable()
         state = await self._durable_view(self._cache.require(message.run_id))
         if not state.final_durable and message.wait_ms > 0:
-            woken = asyncio.Event()
-            state.watchers.add(woken)
+            woken: asyncio.Future[None] | None = None
             try:
                 async with asyncio.timeout(min(message.wait_ms, MAX_WAIT_RUN_MS) / 1000):
                     while not state.final_durable and not self._plog.closed:
-                        await woken.wait()
-                        woken.clear()
+                        woken = state.until_woken()
+                        await woken
             except TimeoutError:
                 pass
             finally:
-                state.watchers.discard(woken)
+                if woken is not None:
+                    state.watchers.discard(woken)
         return self._view(state)
 
     async def list_runs(self, message: ListRunsRequest) -> ListRunsResponse:
@@ -272,8 +272,7 @@ class EngineBackend(Backend):
         self._plog.ensure_readable()
         state = await self._durable_view(self._cache.require(message.run_id))
         sent = message.after_seq
-        woken = asyncio.Event()
-        state.watchers.add(woken)
+        woken: asyncio.Future[None] | None = None
         try:
             while True:
                 while sent < state.durable_seq:
@@ -287,10 +286,11 @@ class EngineBackend(Backend):
                     return  # after_seq was at or past the final event
                 if self._plog.closed:
                     raise Unavailable("the engine stopped")
-                await woken.wait()
-                woken.clear()
+                woken = state.until_woken()
+                await woken
         finally:
-            state.watchers.discard(woken)
+            if woken is not None:
+                state.watchers.discard(woken)
 
     async def cancel_run(self, message: CancelRunRequest) -> Run:
         self._plog.ensure_writable()

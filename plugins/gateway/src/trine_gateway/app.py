@@ -19,8 +19,9 @@ from litestar.openapi.spec import Components, SecurityRequirement, SecuritySchem
 from trine_core import MAX_PAYLOAD_BYTES, Backend, ConfigError, Settings, WorkerRegistry
 from trine_core.hookspecs import ASGIApp
 from trine_gateway.auth import GatewayAuth
-from trine_gateway.browser import browser_guard
+from trine_gateway.browser import BrowserPolicy, browser_guard
 from trine_gateway.errors import exception_handlers
+from trine_gateway.events_front import EventsFront
 from trine_gateway.lifecycle import Lifecycle
 from trine_gateway.routes import HANDLERS, Gateway
 from trine_gateway.settings import MAX_JSON_DEPTH
@@ -84,6 +85,11 @@ def create_app(
         # trine logs with structlog; litestar's default config would reconfigure stdlib logging
         logging_config=None,
         debug=False,
+    )
+    # Plain event-stream requests are served before litestar's router (issue 15: what a held
+    # stream costs); every other request, and every refusal, is litestar's as before.
+    app.asgi_handler = EventsFront(
+        app.asgi_handler, gateway, BrowserPolicy.from_settings(settings), auth
     )
     app.state.auth = auth  # the console checks its cookie's token through it (None: open)
     app.state.max_json_depth = max_json_depth  # what JsonRequest refuses a body beyond

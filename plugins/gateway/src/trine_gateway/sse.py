@@ -23,6 +23,11 @@ window and the engine's sender waits too), and a *watcher* spawned on the :class
 which waits for the client's disconnect and sends the keep-alives in between. A disconnect, or
 :meth:`Lifecycle.close` at shutdown, cancels the response's task, which closes the subscription.
 
+The stream itself is :class:`Stream`. A plain request is served by
+:mod:`trine_gateway.events_front` before litestar's router (it sends :data:`START`, then runs a
+:class:`Stream`); litestar's route (and the console's) returns an :class:`EventStream`, a litestar
+response around one.
+
 Both tasks call ``send``: each call carries one whole SSE message, and uvicorn writes each call's
 body with one ``transport.write``, so messages never interleave inside each other.
 """
@@ -72,18 +77,25 @@ def _body(chunk: bytes, more: bool = True) -> HTTPResponseBodyEvent:
     return {"type": "http.response.body", "body": chunk, "more_body": more}
 
 
-class EventStream(ASGIResponse):
-    """The ASGI response of ``GET /v1/runs/{id}/events`` (and the console's copy of it)."""
+START = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [
+        (b"cache-control", b"no-cache"),
+        (b"connection", b"keep-alive"),
+        (b"x-accel-buffering", b"no"),
+        (b"content-type", b"text/event-stream; charset=utf-8"),
+    ],
+}
+"""The status line and headers of a stream, as litestar's response for :class:`EventStream`
+sends them (the fast path of :mod:`trine_gateway.events_front` sends the same)."""
 
-    __slots__ = (
-        "_backend",
-        "_ended_by_watcher",
-        "_keepalive_s",
-        "_last_sent",
-        "_lifecycle",
-        "_request",
-        "_streaming",
-    )
+
+class EventStream(ASGIResponse):
+    """The ASGI response of ``GET /v1/runs/{id}/events`` when litestar serves it (the console's
+    copy, and a request :mod:`trine_gateway.events_front` leaves to litestar)."""
+
+    __slots__ = ("_stream",)
     _should_set_content_length = False
 
     def __init__(
@@ -95,6 +107,33 @@ class EventStream(ASGIResponse):
         keepalive_s: float,
     ) -> None:
         super().__init__(media_type="text/event-stream", headers=HEADERS)
+        self._stream = Stream(backend, lifecycle, run_id, after_seq, keepalive_s)
+
+    async def send_body(self, send: Send, receive: Receive) -> None:
+        await self._stream.send_body(send, receive)
+
+
+class Stream:
+    """One stream's body: the subscription read and sent, and its watcher (the module's doc)."""
+
+    __slots__ = (
+        "_backend",
+        "_ended_by_watcher",
+        "_keepalive_s",
+        "_last_sent",
+        "_lifecycle",
+        "_request",
+        "_streaming",
+    )
+
+    def __init__(
+        self,
+        backend: Backend,
+        lifecycle: Lifecycle,
+        run_id: str,
+        after_seq: int,
+        keepalive_s: float,
+    ) -> None:
         self._backend = backend
         self._lifecycle = lifecycle
         self._request = SubscribeRequest(run_id=run_id, after_seq=after_seq)
