@@ -74,7 +74,6 @@ from trine_proto.trine.v1 import (
     StartRunResponse,
     StartRunsItem,
     StartRunsRequest,
-    StartRunsResponse,
     SubscribeRequest,
     TakeWorkRequest,
     TakeWorkResponse,
@@ -299,7 +298,9 @@ class RemoteDispatcher:
             # requests sent meanwhile are kept, to grant their credit again to the fallback.
             sent = _Kept(requests)
             try:
-                stream = self._peer.stream(lambda ch: _take_work_stream(ch, sent))
+                stream = self._peer.stream(
+                    lambda ch: _or_unimplemented(DispatcherStub(ch).take_work_stream(sent))
+                )
                 try:
                     first = await anext(stream, None)
                 except _Unimplemented:
@@ -399,9 +400,11 @@ class _Kept:
         self._pump.cancel()
 
 
-async def _take_work_stream(channel: Channel, requests: _Kept) -> AsyncIterator[TakeWorkResponse]:
+async def _or_unimplemented(responses: AsyncIterator[R]) -> AsyncIterator[R]:
+    """A streaming call's ``responses``, with an ``UNIMPLEMENTED`` answer (an engine from before
+    that call: it did nothing) raised as ``_Unimplemented``, for the caller to fall back on."""
     try:
-        async for response in DispatcherStub(channel).take_work_stream(requests):
+        async for response in responses:
             yield response
     except grpclib.GRPCError as exc:
         if exc.status is Status.UNIMPLEMENTED:
@@ -503,7 +506,9 @@ class _StartSession:
     async def _run(self) -> None:
         failure: Exception = Unavailable(f"{self._peer.address}: the StartRuns stream ended")
         try:
-            stream = self._peer.stream(lambda ch: _start_runs(ch, self._requests()))
+            stream = self._peer.stream(
+                lambda ch: _or_unimplemented(BackendStub(ch).start_runs(self._requests()))
+            )
             async for response in stream:
                 for answer in response.answers:
                     waiting = self._pending.pop(answer.id, None)
@@ -532,18 +537,6 @@ class _StartSession:
 
     def close(self) -> None:
         self._task.cancel()
-
-
-async def _start_runs(
-    channel: Channel, requests: AsyncIterator[StartRunsRequest]
-) -> AsyncIterator[StartRunsResponse]:
-    try:
-        async for response in BackendStub(channel).start_runs(requests):
-            yield response
-    except grpclib.GRPCError as exc:
-        if exc.status is Status.UNIMPLEMENTED:
-            raise _Unimplemented from None
-        raise
 
 
 class RemoteWorkerRegistry:
