@@ -29,12 +29,10 @@ import socket
 import ssl
 import struct
 import time
-from typing import Any
 
-from grpclib.client import Channel, Handler
+from grpc_channel import ClosingChannel
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
-from grpclib.protocol import H2Protocol
 from harness import Cluster, dev_certs, send_signal, sse_events, start_order, wait_run
 
 from trine_proto.codec import GrpcCodec
@@ -239,58 +237,11 @@ def _worker_ssl(cluster: Cluster) -> ssl.SSLContext | None:
     return context
 
 
-class _Protocol(H2Protocol):
-    """grpclib's connection, with a future set once its transport is gone (the socket closed)."""
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.transport: asyncio.BaseTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-        super().connection_made(transport)
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        super().connection_lost(exc)
-        if not self.lost.done():
-            self.lost.set_result(None)
-
-
-class _Channel(Channel):
-    """A grpclib channel whose :meth:`closed` returns once its sockets are closed.
-
-    ``Channel.close()`` only starts closing the transport: over TLS (``split``) the close_notify
-    exchange needs the loop to run on, and ``asyncio.run`` closes the loop at once, so the socket
-    was left to the garbage collector. Its ResourceWarning (an error here) then failed whichever
-    later test's allocations triggered the collection: in CI, the SSE test three tests on."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.protocols: list[_Protocol] = []
-
-    def _protocol_factory(self) -> H2Protocol:
-        protocol = _Protocol(Handler(), self._config, self._h2_config)
-        self.protocols.append(protocol)
-        return protocol
-
-    async def closed(self) -> None:
-        """:meth:`close`, then wait until each connection's transport is gone (after 10 s,
-        abort it)."""
-        self.close()
-        for protocol in self.protocols:
-            try:
-                await asyncio.wait_for(asyncio.shield(protocol.lost), 10)
-            except TimeoutError:
-                if protocol.transport is not None:
-                    protocol.transport.abort()  # type: ignore[attr-defined]
-
-
 async def _send_huge_register(cluster: Cluster, size: int) -> tuple[int, GRPCError | None]:
     """Announce a ``size``-byte WorkerMessage and stream its body in 1 MB chunks; how much was
     sent before the coordinator answered, and its answer."""
     tls = _worker_ssl(cluster)
-    channel = _Channel("127.0.0.1", cluster.worker_port, codec=GrpcCodec(), ssl=tls)
+    channel = ClosingChannel("127.0.0.1", cluster.worker_port, codec=GrpcCodec(), ssl=tls)
     sent = 0
     try:
         async with channel.request(

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from grpclib.client import Channel
+from grpc_channel import ClosingChannel
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 from harness import ORDER, Cluster, dev_certs, runtime_tls, start_order, wait_run, worker_tls
 
@@ -57,13 +57,13 @@ def context(ca: Path | None, cert: Path | None = None, key: Path | None = None) 
 
 async def call(port: int, tls: ssl.SSLContext | None, registry: bool = False) -> object:
     """One read-only call on the port: list the functions (engine) or the workers (registry)."""
-    channel = Channel("127.0.0.1", port, codec=GrpcCodec(), ssl=tls)
+    channel = ClosingChannel("127.0.0.1", port, codec=GrpcCodec(), ssl=tls)
     try:
         if registry:
             return await WorkerRegistryStub(channel).list_workers(ListWorkersRequest(), timeout=10)
         return await BackendStub(channel).list_functions(ListFunctionsRequest(), timeout=10)
     finally:
-        channel.close()
+        await channel.closed()
 
 
 @contextlib.contextmanager
