@@ -129,6 +129,11 @@ def test_metrics_move_with_an_order_run(cluster: Cluster) -> None:
     streamed = {"method": "GET", "route": "/v1/runs/{run_id}/events", "status": "200"}
     assert moved(g0, g1, "trine_http_request_duration_seconds_count", **streamed) == 1
     assert get(g1, "process_resident_memory_bytes") > 0
+    for process, samples in after.items():  # each process samples its own loop, every 0.1 s
+        lag = "trine_event_loop_lag_seconds"
+        ticks = moved(before[process], samples, f"{lag}_count")
+        assert ticks >= 1, process
+        assert get(samples, f"{lag}_bucket", le="+Inf") == get(samples, f"{lag}_count")
 
     if cluster.topology == "split":  # each process serves what it records, and no other's
         assert not any(name.startswith("trine_http_request") for name, _ in e1)
@@ -149,6 +154,7 @@ def test_plugins_none_turns_metrics_off(cluster: Cluster) -> None:
 def test_every_instrument_is_documented() -> None:
     """docs/operations.md's Metrics section names every instrument the roles register."""
     import trine_gateway.metrics  # noqa: F401  (each registers its instruments)
+    import trine_metrics.loop_lag  # noqa: F401
 
     text = Path(ROOT / "docs" / "operations.md").read_text()
     section = text[text.index("## Metrics") :]

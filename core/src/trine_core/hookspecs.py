@@ -152,7 +152,9 @@ def trine_role_started(name: str, role: Role, context: RoleContext) -> None:
 def trine_runtime_started(settings: Settings, roles: Sequence[str]) -> None:
     """Every role of this process is started and serving.
 
-    Called once per boot, after the last ``trine_role_started``; not called when boot failed.
+    Called once per boot, after the last ``trine_role_started``, on the runtime's event loop (an
+    observer may start tasks on it, and stop them in ``trine_runtime_stopped``); not called when
+    boot failed.
 
     :param settings: the settings the runtime runs with.
     :param roles: the names of the roles running here, in start order.
@@ -176,7 +178,8 @@ def trine_role_stopped(name: str, role: Role) -> None:
 def trine_runtime_stopped(settings: Settings) -> None:
     """The runtime stopped every role and closed its transports; the process is about to exit.
 
-    Called once, after the last ``trine_role_stopped``; not called when no role ever started.
+    Called once, after the last ``trine_role_stopped``, on the runtime's event loop; not called
+    when no role ever started.
 
     :param settings: the settings the runtime ran with.
     :return: nothing.

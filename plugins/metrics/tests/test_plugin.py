@@ -21,7 +21,7 @@ from trine_core import (
 )
 from trine_core.instruments import REGISTRY
 from trine_core.testing import free_port, occupied_port
-from trine_metrics.plugin import METRICS_ADDR, trine_http_apps
+from trine_metrics.plugin import METRICS_ADDR, _samplers, trine_http_apps
 
 PLUGIN_COUNTER = REGISTRY.counter("trine_plugin_test_total", "Counted by this test.")
 
@@ -164,3 +164,15 @@ async def test_the_gateway_app() -> None:
     await app(scope, receive, send)
     assert sent[0]["status"] == 200
     assert b"trine_plugin_test_total" in sent[1]["body"]
+
+
+async def test_the_runtime_samples_its_loop_while_it_runs() -> None:
+    settings = Settings({TARGET: "idle"})
+    runtime = Runtime(settings, extra_plugins=(Roles(),))
+    await runtime.start()
+    sampler = _samplers[id(settings)]
+    assert sampler.running
+    await runtime.stop()
+    assert id(settings) not in _samplers
+    await asyncio.sleep(0)
+    assert not sampler.running

@@ -2,8 +2,9 @@
 
 Hooks only, as any third party's exporter would be: ``trine_add_settings`` declares
 ``[metrics] addr``; ``trine_http_apps`` hands the gateway an ASGI app for ``/metrics``;
-``trine_runtime_started`` starts :class:`~trine_metrics.server.MetricsServer` when ``addr`` is
-set, and ``trine_runtime_stopped`` closes it.
+``trine_runtime_started`` starts the event loop's lag sampler (:mod:`trine_metrics.loop_lag`) and
+:class:`~trine_metrics.server.MetricsServer` when ``addr`` is set, and ``trine_runtime_stopped``
+stops both.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from prometheus_client import make_asgi_app
 from trine_core import Setting, Settings, SettingsRegistry, get_logger, hookimpl
 from trine_core.hookspecs import ASGIApp
 from trine_metrics.collector import exposition_registry
+from trine_metrics.loop_lag import LoopLagSampler
 from trine_metrics.server import MetricsServer
 
 METRICS_ADDR = Setting(
@@ -28,6 +30,8 @@ METRICS_PATH = "/metrics"
 
 _servers: dict[int, MetricsServer] = {}
 """The running servers, by the id of their runtime's settings (a process may boot twice)."""
+_samplers: dict[int, LoopLagSampler] = {}
+"""The running lag samplers, likewise."""
 
 
 @hookimpl
@@ -43,6 +47,8 @@ def trine_http_apps(settings: Settings) -> Mapping[str, ASGIApp]:
 
 @hookimpl
 def trine_runtime_started(settings: Settings, roles: Sequence[str]) -> None:
+    sampler = _samplers[id(settings)] = LoopLagSampler()
+    sampler.start()
     address = settings[METRICS_ADDR]
     if not address:
         return
@@ -54,6 +60,9 @@ def trine_runtime_started(settings: Settings, roles: Sequence[str]) -> None:
 
 @hookimpl
 def trine_runtime_stopped(settings: Settings) -> None:
+    sampler = _samplers.pop(id(settings), None)
+    if sampler is not None:
+        sampler.stop()
     server = _servers.pop(id(settings), None)
     if server is not None:
         server.close()
