@@ -225,6 +225,37 @@ async def bounded(what: str, seconds: float, work: Any) -> Any:
         raise RuntimeError(f"{what}: not done in {seconds:.0f} s (--timeout)") from None
 
 
+LAG = "trine_event_loop_lag_seconds"
+
+
+async def loop_lag_buckets(http: aiohttp.ClientSession, url: str) -> dict[float, float]:
+    """The cumulative buckets of ``LAG`` (upper bound in s: count) that ``url``/metrics serves:
+    the loop of the process serving HTTP (in ``all``, every role's)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with http.get(f"{url}/metrics") as response:
+        text = await response.text()
+    return {
+        float(sample.labels["le"]): sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == LAG
+        for sample in family.samples
+        if sample.name == f"{LAG}_bucket"
+    }
+
+
+def lag_figures(before: dict[float, float], after: dict[float, float]) -> dict[str, float]:
+    """p99 and max of the loop's lag between two readings, in ms, each the upper bound of its
+    bucket (inf: past the last bound); NaN without a tick."""
+    moved = sorted((bound, after[bound] - before.get(bound, 0.0)) for bound in after)
+    total = moved[-1][1] if moved else 0.0
+    if not total:
+        return {"lag_p99_ms": float("nan"), "lag_max_ms": float("nan")}
+    p99 = next(bound for bound, count in moved if count >= 0.99 * total)
+    top = next(bound for bound, count in moved if count >= total)
+    return {"lag_p99_ms": p99 * 1000, "lag_max_ms": top * 1000}
+
+
 # -- figures and tables ----------------------------------------------------------------------------
 
 

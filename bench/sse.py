@@ -28,6 +28,10 @@ Columns (one markdown row per round, topology and N; the medians when --rounds >
   start_s       phase 1: POST all N runs and see none pending or running
   open_s        phase 2: from the first GET until every stream had its first event
   open_gw_cpu_pct, open_client_cpu_pct  CPU % of the gateway process and of this one in phase 2
+  lag_p99_ms, lag_max_ms  phase 2: how late the gateway process's event loop ran its 0.1 s
+                timer (trine_event_loop_lag_seconds, p99 and max, each a bucket's upper bound):
+                how long a heartbeat, a dispatch or a commit's answer waited there (in `all`
+                every role shares that loop; in `split` it is the gateway's alone)
   rt_rss_mb     runtime RSS (current, MB, summed over split's three processes) with N held
   rss_each      the same per process (the RSS reported by /proc, VmRSS)
   gw_kb_stream  (gateway process RSS with N held - before opening) / N, in KB
@@ -65,6 +69,8 @@ from common import (
     bounded,
     cpu_s,
     gateway_proc,
+    lag_figures,
+    loop_lag_buckets,
     median_row,
     percentile,
     print_header,
@@ -237,6 +243,7 @@ async def hold_streams(
 
     async with stream_session() as http:
         gate = asyncio.Semaphore(args.open_concurrency)
+        lag0 = await loop_lag_buckets(http, url)
         client0, gw0 = time.process_time(), cpu_s([gateway])
         t_open = time.perf_counter()
         tasks = [asyncio.create_task(follow(http, url, s, gate)) for s in streams]
@@ -248,6 +255,7 @@ async def hold_streams(
             wall = time.perf_counter() - t_open
             row["open_gw_cpu_pct"] = (cpu_s([gateway]) - gw0) / wall * 100
             row["open_client_cpu_pct"] = (time.process_time() - client0) / wall * 100
+            row.update(lag_figures(lag0, await loop_lag_buckets(http, url)))
             if not await wait_streams(streams, "waiting", args.timeout):
                 late = sum(1 for s in streams if not s.error and not s.waiting)
                 failures.append(f"{late} streams never showed signal.waiting by the deadline")
@@ -346,6 +354,8 @@ COLUMNS = [
     ("open_s", "{:.2f}"),
     ("open_gw_cpu_pct", "{:.0f}"),
     ("open_client_cpu_pct", "{:.0f}"),
+    ("lag_p99_ms", "{:.0f}"),
+    ("lag_max_ms", "{:.0f}"),
     ("rt_rss_mb", "{:.0f}"),
     ("rss_each", "{}"),
     ("gw_kb_stream", "{:.1f}"),
