@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from trine_core import (
     new_token,
 )
 from trine_core.auth import ADMIN, READ, WORKER, WRITE, parse_scopes
+from trine_core.loops import LoopThread
 
 
 def entry(name: str, token: str, scopes: str = '"read"', extra: str = "") -> str:
@@ -214,6 +216,37 @@ async def test_sighup_reloads_every_book_and_reports_once_per_file(tmp_path: Pat
     from trine_core import auth
 
     assert loop not in auth._hup_books
+
+
+async def test_sighup_reloads_the_book_of_a_role_on_its_own_loop(tmp_path: Path) -> None:
+    """Signals arrive on the main thread's loop: a gateway on a loop of its own (``own_loop``)
+    still has its tokens reloaded."""
+    from trine_core import auth
+
+    old, new = new_token(), new_token()
+    path = write(tmp_path, entry("old", old))
+    book, log = TokenBook.load(path), Log()
+    thread = LoopThread("test-own-loop")
+    home = asyncio.get_running_loop()
+
+    async def install() -> Callable[[], None]:
+        return install_sighup_reload(book, log)
+
+    try:
+        remove = await thread.run(install())
+        assert home in auth._hup_books  # registered here before the answer came back
+        path.write_text(entry("new", new))
+        await _hup(log, 1)
+        assert book.check(new) is not None
+        assert book.check(old) is None
+
+        async def undo() -> None:
+            remove()
+
+        await thread.run(undo())
+        assert home not in auth._hup_books
+    finally:
+        await thread.close()
 
 
 async def _hup(log: Log, lines: int) -> None:

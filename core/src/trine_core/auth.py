@@ -23,6 +23,7 @@ edit) keeps the tokens in force and logs one line, so a typo never opens nor clo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import hmac
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from trine_core.errors import ConfigError
+from trine_core.loops import signal_loop
 
 READ = "read"
 WRITE = "write"
@@ -235,13 +237,28 @@ _hup_books = weakref.WeakKeyDictionary()
 def install_sighup_reload(book: TokenBook, log: Log) -> Callable[[], None]:
     """Re-read ``book``'s file whenever the process gets SIGHUP; returns what undoes it.
 
-    Call it from a coroutine (a role's ``start``). Every book of one event loop shares one
+    Call it from a coroutine (a role's ``start``). Every book of one process shares one
     handler, because ``add_signal_handler`` keeps a single handler per signal: in the ``all``
-    topology the gateway and the coordinator each install theirs and both reload. Books of one
-    file are read once per signal and report once, so a bad edit logs one line. Where signal
-    handlers cannot be installed (not the main thread, Windows) this does nothing.
+    topology the gateway and the coordinator each install theirs and both reload. A role on a
+    loop of its own (``own_loop``) has its book reloaded by the main thread's loop, where signals
+    arrive. Books of one file are read once per signal and report once, so a bad edit logs one
+    line. Where signal handlers cannot be installed (no loop in the main thread, Windows) this
+    does nothing.
     """
-    loop = asyncio.get_running_loop()
+    loop = signal_loop()
+    if loop is asyncio.get_running_loop():
+        return _install_on(loop, book, log)
+    removers: list[Callable[[], None]] = []
+    loop.call_soon_threadsafe(lambda: removers.append(_install_on(loop, book, log)))
+
+    def remove() -> None:
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nothing left to undo
+            loop.call_soon_threadsafe(lambda: [undo() for undo in removers])
+
+    return remove
+
+
+def _install_on(loop: asyncio.AbstractEventLoop, book: TokenBook, log: Log) -> Callable[[], None]:
     books = _hup_books.get(loop)
     if books is None:
         try:

@@ -16,12 +16,13 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from trine_core.errors import ConfigError, RoleFailed, TrineError
 from trine_core.logging import configure_logging
+from trine_core.loops import event_loop_factory
 from trine_core.plugins import PluginSet, command_names, load_command
 from trine_core.runtime import Runtime
 from trine_core.settings import (
@@ -157,16 +158,6 @@ def _command(name: str, argv: list[str], extra_plugins: Iterable[object]) -> int
         return command(f"trine {name}", argv)
     except KeyboardInterrupt:
         return 130
-
-
-def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's loop when it is installed (it comes with the gateway's uvicorn[standard]):
-    the runtime spends a good part of its time in the event loop itself."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 def _pair(item: str) -> tuple[str, str]:

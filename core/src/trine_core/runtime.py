@@ -25,9 +25,10 @@ from trine_core.contracts import Contracts, contract_name
 from trine_core.errors import ConfigError, RoleFailed
 from trine_core.hookspecs import ASGIApp
 from trine_core.logging import get_logger
+from trine_core.loops import LoopThread, across, app_across
 from trine_core.plugins import ALL, ROLES_GROUP, TRANSPORTS_GROUP, PluginSet
 from trine_core.roles import Role, RoleContext, Transport
-from trine_core.settings import PLUGINS, TARGET, Settings
+from trine_core.settings import OWN_LOOP, PLUGINS, TARGET, Settings
 
 LOCAL = "local"
 """How the boot log shows a need wired to a role of the same process (no address)."""
@@ -103,6 +104,8 @@ class Runtime:
         """Why a role stopped the process (``RoleContext.fail``); None while none has."""
         self._failed = asyncio.Event()
         self._stop_timer: asyncio.TimerHandle | None = None
+        self._threads: dict[str, LoopThread] = {}
+        """The roles running on a loop of their own (``own_loop``), by name."""
 
     async def start(self) -> None:
         try:
@@ -127,6 +130,7 @@ class Runtime:
             self.roles[name] = factory(self.settings)
         order = start_order(self.roles)
         self.roles = {name: self.roles[name] for name in order}
+        own_loops = self._own_loops()
         served = {contract for role in self.roles.values() for contract in role.serves}
         dialled: dict[tuple[str, type], str | None] = {
             (name, contract): self._dial_address(contract, served)
@@ -151,6 +155,10 @@ class Runtime:
                 ]
                 for contract in sorted(wants_of(role), key=contract_name)
             }
+            if name in own_loops:
+                await self._start_on_own_loop(name, role, needs, wanted)
+                self._started.append(name)
+                continue
             context = RoleContext(
                 self.settings,
                 get_logger(name),
@@ -184,7 +192,52 @@ class Runtime:
             roles=list(self.roles),
             wiring=wiring,
             serving={contract_name(c): a for c, a in exposed.items() if a},
+            own_loop=sorted(own_loops),
         )
+
+    def _own_loops(self) -> set[str]:
+        """The roles of ``own_loop`` that run here, when other roles run here too."""
+        named = {n for n in self.settings[OWN_LOOP] if n and n != NONE}
+        own = {name for name in self.roles if name in named}
+        if len(own) == len(self.roles):  # nothing else here for them to hold up
+            return set()
+        for name in sorted(own):
+            serves = self.roles[name].serves
+            if serves:
+                served = ", ".join(sorted(contract_name(c) for c in serves))
+                raise ConfigError(
+                    f"own_loop: role {name!r} serves {served}, so it cannot run on a loop of its "
+                    "own (only a role that serves no contract can)"
+                )
+        return own
+
+    async def _start_on_own_loop(
+        self, name: str, role: Role, needs: Contracts, wanted: dict[type, list[object]]
+    ) -> None:
+        """Start ``role`` on a thread and loop of its own: each need and want it is given runs
+        its calls on this loop (trine_core.loops)."""
+        home = asyncio.get_running_loop()
+        thread = self._threads[name] = LoopThread(f"trine-{name}")
+        remote = Contracts()
+        for contract in sorted(role.needs, key=contract_name):
+            remote.add(contract, across(contract, needs.get(contract), home))
+
+        def apps() -> dict[str, ASGIApp]:
+            return {path: app_across(app, home) for path, app in self._http_apps().items()}
+
+        def fail(reason: str, after_s: float = 0.0) -> None:
+            home.call_soon_threadsafe(self.fail, name, reason, after_s)
+
+        context = RoleContext(
+            self.settings,
+            get_logger(name),
+            remote,
+            self.ready,
+            {c: [across(c, p, home) for p in providers] for c, providers in wanted.items()},
+            http_apps=apps,
+            fail=fail,
+        )
+        await thread.run(role.start(context))
 
     async def _wire(self, contract: type, address: str | None, provided: Contracts) -> object:
         """The client of ``contract`` at ``address``; None: the local provider's own object."""
@@ -286,11 +339,16 @@ class Runtime:
         while self._started:
             name = self._started.pop()
             role = self.roles[name]
+            thread = self._threads.pop(name, None)
             try:
-                await role.stop()
+                await (role.stop() if thread is None else thread.run(role.stop()))
             except Exception:
                 self.log.exception("role failed to stop cleanly", role=name)
+            if thread is not None:
+                await thread.close()
             self._observe("trine_role_stopped", name=name, role=role)
+        while self._threads:  # a role whose start failed on its own loop
+            await self._threads.popitem()[1].close()
         for transport in self._transports.values():
             await transport.close()
         self._transports.clear()

@@ -279,6 +279,13 @@ PLUGINS: Setting[tuple[str, ...]] = Setting(
     ("all",),
     "observer plugins (trine.plugins) to enable: all installed (default), none, or a comma list",
 )
+OWN_LOOP: Setting[tuple[str, ...]] = Setting(
+    "own_loop",
+    (),
+    "roles to run on a thread and event loop of their own when this process runs other roles "
+    "too (a comma list, e.g. gateway; default none): a flood of HTTP requests then no longer "
+    "holds up the engine and the coordinator, for more CPU per run (docs/operations.md)",
+)
 MAX_PAYLOAD_BYTES = Setting(
     "max_payload_bytes",
     1 << 20,
@@ -327,6 +334,7 @@ INSECURE = Setting(
 CORE_SETTINGS = (
     TARGET,
     PLUGINS,
+    OWN_LOOP,
     MAX_PAYLOAD_BYTES,
     LOG_LEVEL,
     LOG_FORMAT,
