@@ -5,6 +5,7 @@ broken stream fails only the starts it carried, and the next start opens another
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 
 import grpclib
@@ -164,3 +165,27 @@ class TestBackendAgainstAnEngineWithoutStartRuns(BackendContract):
             await client.close()
             await server.close()
         assert OlderServedBackend.refused <= refused + 1  # asked once, then StartRun calls
+
+
+async def test_a_stream_the_server_ended_leaves_no_task_failing_unseen() -> None:
+    """The stream's sending task is the client's to end: left running (as the generated stubs
+    leave it), it failed on the closed stream once the server stopped, and asyncio logged that
+    as "Task exception was never retrieved", a traceback in the gateway's log."""
+    loop = asyncio.get_running_loop()
+    unseen: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _, context: unseen.append(context))
+    address = f"grpc://127.0.0.1:{free_port()}"
+    client, server = GrpcTransport(), GrpcTransport()
+    await server.serve(Backend, Starts(), address)  # type: ignore[arg-type]
+    try:
+        remote = await client.connect(Backend, address)
+        answer = await remote.start_run(StartRunRequest(function="one"))
+        assert answer.run is not None
+        await server.close()  # the engine stops; the gateway's session is still open
+        with pytest.raises(Unavailable):
+            await remote.start_run(StartRunRequest(function="refused"))
+        gc.collect()
+    finally:
+        await client.close()
+        loop.set_exception_handler(None)
+    assert unseen == []

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 import grpclib
 from grpclib.client import Channel
 from grpclib.config import Configuration
-from grpclib.const import Status
+from grpclib.const import Cardinality, Status
 
 from trine_core import (
     MAX_PAYLOAD_BYTES,
@@ -74,6 +74,7 @@ from trine_proto.trine.v1 import (
     StartRunResponse,
     StartRunsItem,
     StartRunsRequest,
+    StartRunsResponse,
     SubscribeRequest,
     TakeWorkRequest,
     TakeWorkResponse,
@@ -299,7 +300,15 @@ class RemoteDispatcher:
             sent = _Kept(requests)
             try:
                 stream = self._peer.stream(
-                    lambda ch: _or_unimplemented(DispatcherStub(ch).take_work_stream(sent))
+                    lambda ch: _or_unimplemented(
+                        _bidi(
+                            ch,
+                            "/trine.v1.Dispatcher/TakeWorkStream",
+                            sent,
+                            TakeWorkRequest,
+                            TakeWorkResponse,
+                        )
+                    )
                 )
                 try:
                     first = await anext(stream, None)
@@ -398,6 +407,48 @@ class _Kept:
 
     def close(self) -> None:
         self._pump.cancel()
+
+
+Q = TypeVar("Q")
+
+
+async def _bidi(
+    channel: Channel,
+    route: str,
+    requests: AsyncIterator[Q],
+    request_type: type[Q],
+    response_type: type[R],
+) -> AsyncIterator[R]:
+    """A stream-stream call, as the generated stubs make it but with its sending task owned:
+    cancelled and awaited when the call ends. The stubs leave it running, so once the peer
+    closed the stream its failure was logged as "Task exception was never retrieved", with a
+    traceback. And when the peer ends the call first (an engine stopping), our side is ended
+    before the trailers are read, so that their status is what the caller gets rather than
+    grpclib's "Outgoing stream was not ended"."""
+    async with channel.request(
+        route, Cardinality.STREAM_STREAM, request_type, response_type
+    ) as stream:
+        await stream.send_request()
+
+        async def send_all() -> None:
+            async for request in requests:
+                await stream.send_message(request)
+            await stream.end()
+
+        sender = asyncio.create_task(send_all())
+        try:
+            async for response in stream:
+                yield response
+            if not sender.done():  # the peer ended first: end ours, then read its status
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await sender
+                with contextlib.suppress(Exception):
+                    await stream.end()
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
 
 
 async def _or_unimplemented(responses: AsyncIterator[R]) -> AsyncIterator[R]:
@@ -507,7 +558,15 @@ class _StartSession:
         failure: Exception = Unavailable(f"{self._peer.address}: the StartRuns stream ended")
         try:
             stream = self._peer.stream(
-                lambda ch: _or_unimplemented(BackendStub(ch).start_runs(self._requests()))
+                lambda ch: _or_unimplemented(
+                    _bidi(
+                        ch,
+                        "/trine.v1.Backend/StartRuns",
+                        self._requests(),
+                        StartRunsRequest,
+                        StartRunsResponse,
+                    )
+                )
             )
             async for response in stream:
                 for answer in response.answers:
