@@ -284,7 +284,7 @@ OWN_LOOP: Setting[tuple[str, ...]] = Setting(
     (),
     "roles to run on a thread and event loop of their own when this process runs other roles "
     "too (a comma list, e.g. gateway; default none): a flood of HTTP requests then no longer "
-    "holds up the engine and the coordinator, for more CPU per run (docs/operations.md)",
+    "holds up the engine and the coordinator, for more CPU per run (docs/deployment.md)",
 )
 MAX_PAYLOAD_BYTES = Setting(
     "max_payload_bytes",

@@ -298,30 +298,36 @@ class RemoteDispatcher:
             # Look at the first answer, or the refusal, before handing the stream on; the
             # requests sent meanwhile are kept, to grant their credit again to the fallback.
             sent = _Kept(requests)
-            try:
-                stream = self._peer.stream(
-                    lambda ch: _or_unimplemented(
-                        _bidi(
-                            ch,
-                            "/trine.v1.Dispatcher/TakeWorkStream",
-                            sent,
-                            TakeWorkRequest,
-                            TakeWorkResponse,
-                        )
+            call = self._peer.stream(
+                lambda ch: _or_unimplemented(
+                    _bidi(
+                        ch,
+                        "/trine.v1.Dispatcher/TakeWorkStream",
+                        sent,
+                        TakeWorkRequest,
+                        TakeWorkResponse,
                     )
                 )
-                try:
-                    first = await anext(stream, None)
-                except _Unimplemented:
-                    self._streams = False
-                else:
-                    sent.forget()
-                    if first is None:
+            )
+            # aclosing: a caller that stops reading (its worker is gone) has the call reset
+            # before its next call (the release of those leases) reaches the engine; left to
+            # the collector, the engine could hand the released runs back to this stream.
+            try:
+                async with contextlib.aclosing(
+                    cast(AsyncGenerator[TakeWorkResponse], call)
+                ) as stream:
+                    try:
+                        first = await anext(stream, None)
+                    except _Unimplemented:
+                        self._streams = False
+                    else:
+                        sent.forget()
+                        if first is None:
+                            return
+                        yield first
+                        async for response in stream:
+                            yield response
                         return
-                    yield first
-                    async for response in stream:
-                        yield response
-                    return
                 async for response in take_work_polling(self.take_work, sent.again()):
                     yield response
                 return
@@ -425,18 +431,19 @@ async def _bidi(
     traceback. And when the peer ends the call first (an engine stopping), our side is ended
     before the trailers are read, so that their status is what the caller gets rather than
     grpclib's "Outgoing stream was not ended"."""
-    async with channel.request(
-        route, Cardinality.STREAM_STREAM, request_type, response_type
-    ) as stream:
-        await stream.send_request()
+    sender: asyncio.Task[None] | None = None
+    try:
+        async with channel.request(
+            route, Cardinality.STREAM_STREAM, request_type, response_type
+        ) as stream:
+            await stream.send_request()
 
-        async def send_all() -> None:
-            async for request in requests:
-                await stream.send_message(request)
-            await stream.end()
+            async def send_all() -> None:
+                async for request in requests:
+                    await stream.send_message(request)
+                await stream.end()
 
-        sender = asyncio.create_task(send_all())
-        try:
+            sender = asyncio.create_task(send_all())
             async for response in stream:
                 yield response
             if not sender.done():  # the peer ended first: end ours, then read its status
@@ -445,7 +452,11 @@ async def _bidi(
                     await sender
                 with contextlib.suppress(Exception):
                     await stream.end()
-        finally:
+    finally:
+        # Only once the call is left: a caller that stops reading (a coordinator whose worker
+        # is gone) must have the stream reset before anything else it does reaches the peer
+        # (the release of its leases), as leaving the call does at once, with no await.
+        if sender is not None:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await sender
@@ -453,10 +464,13 @@ async def _bidi(
 
 async def _or_unimplemented(responses: AsyncIterator[R]) -> AsyncIterator[R]:
     """A streaming call's ``responses``, with an ``UNIMPLEMENTED`` answer (an engine from before
-    that call: it did nothing) raised as ``_Unimplemented``, for the caller to fall back on."""
+    that call: it did nothing) raised as ``_Unimplemented``, for the caller to fall back on.
+    Closing this closes the call at once (``async for`` alone would leave it to the collector,
+    and its reset would reach the peer after whatever the caller does next)."""
     try:
-        async for response in responses:
-            yield response
+        async with contextlib.aclosing(cast(AsyncGenerator[R], responses)) as call:
+            async for response in call:
+                yield response
     except grpclib.GRPCError as exc:
         if exc.status is Status.UNIMPLEMENTED:
             raise _Unimplemented from None
@@ -557,7 +571,7 @@ class _StartSession:
     async def _run(self) -> None:
         failure: Exception = Unavailable(f"{self._peer.address}: the StartRuns stream ended")
         try:
-            stream = self._peer.stream(
+            call = self._peer.stream(
                 lambda ch: _or_unimplemented(
                     _bidi(
                         ch,
@@ -568,15 +582,9 @@ class _StartSession:
                     )
                 )
             )
-            async for response in stream:
-                for answer in response.answers:
-                    waiting = self._pending.pop(answer.id, None)
-                    if waiting is None or waiting.done():
-                        continue  # its caller gave up (deadline, cancelled)
-                    if answer.error:
-                        waiting.set_exception(from_json(answer.error, self._peer.address))
-                    else:
-                        waiting.set_result(answer.response or StartRunResponse())
+            async with contextlib.aclosing(cast(AsyncGenerator[StartRunsResponse], call)) as stream:
+                async for response in stream:
+                    self._answer(response)
         except TrineError as exc:
             failure = exc
         except _Unimplemented as exc:
@@ -593,6 +601,16 @@ class _StartSession:
             for waiting in pending.values():
                 if not waiting.done():
                     waiting.set_exception(failure)
+
+    def _answer(self, response: StartRunsResponse) -> None:
+        for answer in response.answers:
+            waiting = self._pending.pop(answer.id, None)
+            if waiting is None or waiting.done():
+                continue  # its caller gave up (deadline, cancelled)
+            if answer.error:
+                waiting.set_exception(from_json(answer.error, self._peer.address))
+            else:
+                waiting.set_result(answer.response or StartRunResponse())
 
     def close(self) -> None:
         self._task.cancel()
