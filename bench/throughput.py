@@ -223,6 +223,8 @@ def one_round(
         "worker_cpu_s": procs["worker"]["cpu_s"],
         "append_p50_ms": stats.get("append_p50_ms", float("nan")),
         "append_p99_ms": stats.get("append_p99_ms", float("nan")),
+        "commit_p50_ms": stats.get("commit_p50_ms", float("nan")),
+        "commit_p99_ms": stats.get("commit_p99_ms", float("nan")),
     }
     rows = [
         {
@@ -251,6 +253,8 @@ COLUMNS = [
     ("p99_ms", "{:.1f}"),
     ("append_p50_ms", "{:.2f}"),
     ("append_p99_ms", "{:.2f}"),
+    ("commit_p50_ms", "{:.2f}"),
+    ("commit_p99_ms", "{:.2f}"),
     ("runtime_rss_mb", "{:.0f}"),
     ("worker_rss_mb", "{:.0f}"),
     ("runtime_cpu_s", "{:.1f}"),

@@ -285,3 +285,18 @@ async def test_a_failure_counts_at_once_even_when_a_signal_stops_the_process_fir
     stop.set()  # the signal came in before the grace period ran out
     with pytest.raises(RoleFailed, match="it broke"):
         await asyncio.wait_for(runtime.run_until(stop), timeout=10)
+
+
+async def test_run_until_calls_started_once_every_role_runs() -> None:
+    """The ``trine`` program settles its heap there (trine_core.heap): after the boot, before
+    the wait for a stop."""
+    runtime = Runtime(target("provider"), extra_plugins=(InlineRoles(),))
+    stop = asyncio.Event()
+    seen: list[list[str]] = []
+
+    def started() -> None:
+        seen.append(list(runtime.roles))
+        stop.set()
+
+    await asyncio.wait_for(runtime.run_until(stop, started=started), timeout=10)
+    assert seen == [["provider"]]

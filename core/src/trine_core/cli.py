@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from trine_core.errors import ConfigError, RoleFailed, TrineError
+from trine_core.heap import settle_after_boot
 from trine_core.logging import configure_logging
 from trine_core.loops import event_loop_factory
 from trine_core.plugins import PluginSet, command_names, load_command
@@ -172,7 +173,7 @@ async def _serve(runtime: Runtime) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await runtime.run_until(stop)
+    await runtime.run_until(stop, started=settle_after_boot)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from trine_core.contracts import Contracts, contract_name
 from trine_core.errors import ConfigError, RoleFailed
@@ -375,10 +375,14 @@ class Runtime:
             loop = asyncio.get_running_loop()
             self._stop_timer = loop.call_later(max(0.0, after_s), self._failed.set)
 
-    async def run_until(self, stop: asyncio.Event) -> None:
-        """Start, wait for ``stop`` or a role's failure, stop; raise :class:`RoleFailed` after a
-        role's failure."""
+    async def run_until(
+        self, stop: asyncio.Event, started: Callable[[], None] | None = None
+    ) -> None:
+        """Start, call ``started`` (the ``trine`` program settles its heap there), wait for
+        ``stop`` or a role's failure, stop; raise :class:`RoleFailed` after a role's failure."""
         await self.start()
+        if started is not None:
+            started()
         try:
             stopping = asyncio.ensure_future(stop.wait())
             failing = asyncio.ensure_future(self._failed.wait())

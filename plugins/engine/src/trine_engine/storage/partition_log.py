@@ -101,14 +101,15 @@ INLINE_MAX_COMMIT_S = 0.002
 a disk whose fsync takes longer, every record goes through the sync thread, and the loop runs on
 during the fsync; once commits are this fast again, lone records are synced inline again."""
 
-SWITCH_INTERVAL_S = 0.0005
+SWITCH_INTERVAL_S = 0.0001
 """The interpreter's thread switch interval once the sync thread runs (``sys.setswitchinterval``,
 lowered to it, never raised). A thread that wants the GIL waits for the holder to release it, at
 most this long while the holder runs Python (CPython's default: 5 ms). The sync thread needs it
-twice per fsync (to start it, and on its return), while the event loop is busiest: measured with
-``bench/throughput.py`` (c100, ``all``), the default left append p50 at ≈30 ms, 0.5 ms gave
-≈18 ms (see docs/performance.md). Only threads that contend for the GIL are affected: the loop
-alone is never interrupted."""
+twice per fsync (to start it, and on its return), while the event loop is busiest. Measured in
+the engine at c100 (``bench/throughput.py``, ``all``, timing each fsync's hand-offs): at 0.5 ms
+the thread waited 1.1 ms (p50) to start an fsync and the fsync took 1.5 ms with its return; at
+0.1 ms, 0.37 and 0.8 ms (docs/performance.md). Only threads that contend for the GIL are
+affected: the loop alone is never interrupted."""
 
 
 class AppendBatch:
