@@ -222,6 +222,12 @@ async def test_a_role_on_its_own_loop_calls_its_needs_across() -> None:
     assert not [t for t in threading.enumerate() if t.name == "trine-visitor"]
 
 
+async def test_an_own_loop_role_no_plugin_installs_is_refused_by_name() -> None:
+    runtime = Runtime(own_loop("provider,visitor", "vistor"), (InlineRoles(), VisitorRoles()))
+    with pytest.raises(ConfigError, match=r"own_loop: unknown role 'vistor' \(known: .*visitor"):
+        await runtime.start()
+
+
 async def test_a_role_that_serves_a_contract_cannot_have_its_own_loop() -> None:
     runtime = Runtime(own_loop("provider,visitor", "provider"), (InlineRoles(), VisitorRoles()))
     with pytest.raises(ConfigError, match="own_loop: role 'provider' serves greeter"):

@@ -196,8 +196,15 @@ class Runtime:
         )
 
     def _own_loops(self) -> set[str]:
-        """The roles of ``own_loop`` that run here, when other roles run here too."""
+        """The roles of ``own_loop`` that run here, when other roles run here too. A name no
+        installed role has is refused (a typo would otherwise go unnoticed: a role that is
+        installed but runs in another process is skipped, so one setting serves every process)."""
         named = {n for n in self.settings[OWN_LOOP] if n and n != NONE}
+        installed = self.plugins.roles.names() if self.plugins is not None else list(self.roles)
+        unknown = sorted(named.difference(installed))
+        if unknown:
+            known = ", ".join(installed) or "none"
+            raise ConfigError(f"own_loop: unknown role {unknown[0]!r} (known: {known})")
         own = {name for name in self.roles if name in named}
         if len(own) == len(self.roles):  # nothing else here for them to hold up
             return set()
