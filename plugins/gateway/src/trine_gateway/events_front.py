@@ -33,7 +33,7 @@ from litestar.enums import ScopeType
 from trine_core import TrineError
 from trine_gateway.auth import CONSOLE, OPEN, bearer, scope_needed
 from trine_gateway.browser import BrowserPolicy
-from trine_gateway.sse import START, Stream
+from trine_gateway.sse import START
 from trine_proto.trine.v1 import GetRunRequest
 
 if TYPE_CHECKING:
@@ -78,14 +78,7 @@ class EventsFront:
                 if after_seq is not None and await self._exists(matched.group(1)):
                     scope["path_template"] = PATH_TEMPLATE
                     await send(START.copy())  # type: ignore[arg-type]
-                    gateway = self.gateway
-                    stream = Stream(
-                        gateway.backend,
-                        gateway.lifecycle,
-                        matched.group(1),
-                        after_seq,
-                        gateway.keepalive_s,
-                    )
+                    stream = self.gateway.stream(matched.group(1), after_seq)
                     await stream.send_body(send, receive)
                     return
         await self.app(scope, receive, send)

@@ -71,7 +71,7 @@ from trine_gateway.serialization import (
     run_out,
     worker_out,
 )
-from trine_gateway.sse import EventStream
+from trine_gateway.sse import EventStream, Stream
 from trine_proto.trine.v1 import (
     CancelRunRequest,
     GetJournalRequest,
@@ -150,6 +150,18 @@ class Gateway:
             self.backend.wait_run(WaitRunRequest(run_id=run.id, wait_ms=wait_ms)),
             lambda: self.backend.get_run(GetRunRequest(run_id=run.id)),
         )
+
+    def stream(self, run_id: str, after_seq: int) -> Stream:
+        """The run's events after ``after_seq`` as an SSE body (trine_gateway.sse)."""
+        return Stream(self.backend, self.lifecycle, run_id, after_seq, self.keepalive_s)
+
+    async def event_stream(self, run_id: str, after_seq: int) -> EventStream:
+        """The litestar response of a run's event stream: 404 for an unknown run and 503 while
+        the gateway shuts down, answered before the stream starts."""
+        await self.backend.get_run(GetRunRequest(run_id=run_id))
+        if self.lifecycle.closing:
+            raise Unavailable("the gateway is shutting down")
+        return EventStream(self.stream(run_id, after_seq))
 
     async def workers(self, max_runs: int = DEFAULT_MAX_RUNS) -> WorkerListOut:
         """The workers of every coordinator, asked at once. A coordinator that does not answer
@@ -550,13 +562,8 @@ async def run_events(
         ),
     ] = None,
 ) -> EventStream:
-    await gateway.backend.get_run(GetRunRequest(run_id=run_id))  # 404 before the stream starts
-    if gateway.lifecycle.closing:
-        raise Unavailable("the gateway is shutting down")
     after_seq = last_event_id if last_event_id is not None else (after or 0)
-    return EventStream(
-        gateway.backend, gateway.lifecycle, run_id, after_seq, keepalive_s=gateway.keepalive_s
-    )
+    return await gateway.event_stream(run_id, after_seq)
 
 
 @get("/v1/functions", summary="Every function a worker registered", tags=["functions"])

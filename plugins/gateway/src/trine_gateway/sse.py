@@ -98,16 +98,9 @@ class EventStream(ASGIResponse):
     __slots__ = ("_stream",)
     _should_set_content_length = False
 
-    def __init__(
-        self,
-        backend: Backend,
-        lifecycle: Lifecycle,
-        run_id: str,
-        after_seq: int,
-        keepalive_s: float,
-    ) -> None:
+    def __init__(self, stream: Stream) -> None:
         super().__init__(media_type="text/event-stream", headers=HEADERS)
-        self._stream = Stream(backend, lifecycle, run_id, after_seq, keepalive_s)
+        self._stream = stream
 
     async def send_body(self, send: Send, receive: Receive) -> None:
         await self._stream.send_body(send, receive)

@@ -25,7 +25,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import Redirect, Template
 
-from trine_core import TrineError, Unavailable, check_signal_name, get_logger
+from trine_core import TrineError, check_signal_name, get_logger
 from trine_gateway.errors import http_status
 from trine_gateway.models import MAX_TIMEOUT_S
 from trine_gateway.routes import MAX_SEQ, Gateway
@@ -290,13 +290,8 @@ async def run_events(
     """The run's event stream, as ``GET /v1/runs/{id}/events`` gives it, for the page's script:
     under ``/ui`` the browser sends the console's cookie (``Path=/ui``), so a signed-in page
     follows its run without holding the token itself."""
-    await gateway.backend.get_run(GetRunRequest(run_id=run_id))  # 404 before the stream starts
-    if gateway.lifecycle.closing:
-        raise Unavailable("the gateway is shutting down")
     after_seq = last_event_id if last_event_id is not None else (after or 0)
-    return EventStream(
-        gateway.backend, gateway.lifecycle, run_id, after_seq, keepalive_s=gateway.keepalive_s
-    )
+    return await gateway.event_stream(run_id, after_seq)
 
 
 async def _run_form_error(
