@@ -14,6 +14,7 @@ from roles import Greeter, InlineRoles, Provider, events
 
 from trine_core import TARGET, ConfigError, RoleContext, RoleRegistry, Runtime, Settings, hookimpl
 from trine_core.loops import LoopThread, across, app_across
+from trine_core.plugins import ROLES_GROUP, PluginSet
 from trine_core.settings import OWN_LOOP
 
 TRACE: contextvars.ContextVar[str] = contextvars.ContextVar("trace", default="")
@@ -222,10 +223,30 @@ async def test_a_role_on_its_own_loop_calls_its_needs_across() -> None:
     assert not [t for t in threading.enumerate() if t.name == "trine-visitor"]
 
 
-async def test_an_own_loop_role_no_plugin_installs_is_refused_by_name() -> None:
+async def test_an_own_loop_name_no_installed_role_has_is_refused() -> None:
     runtime = Runtime(own_loop("provider,visitor", "vistor"), (InlineRoles(), VisitorRoles()))
     with pytest.raises(ConfigError, match=r"own_loop: unknown role 'vistor' \(known: .*visitor"):
         await runtime.start()
+
+
+async def test_an_own_loop_role_installed_but_run_elsewhere_is_skipped() -> None:
+    """One setting serves every process of a deployment."""
+    runtime = Runtime(own_loop("provider", "visitor"), (InlineRoles(), VisitorRoles()))
+    await runtime.start()
+    assert list(runtime.roles) == ["provider"]
+    await runtime.stop()
+
+
+async def test_an_own_loop_role_whose_plugin_failed_to_import_does_not_stop_a_boot_without_it() -> (
+    None
+):
+    """A broken plugin stops only a boot that needs it (trine_core.plugins)."""
+    plugins = PluginSet.load((InlineRoles(),), ())
+    plugins.failures[(ROLES_GROUP, "broken")] = "plugin 'broken' failed to import"
+    runtime = Runtime(own_loop("provider", "broken"), plugins=plugins)
+    await runtime.start()
+    assert list(runtime.roles) == ["provider"]
+    await runtime.stop()
 
 
 async def test_a_role_that_serves_a_contract_cannot_have_its_own_loop() -> None:

@@ -290,13 +290,15 @@ async def test_a_failure_counts_at_once_even_when_a_signal_stops_the_process_fir
 async def test_run_until_calls_started_once_every_role_runs() -> None:
     """The ``trine`` program settles its heap there (trine_core.heap): after the boot, before
     the wait for a stop."""
+    events.clear()
     runtime = Runtime(target("provider"), extra_plugins=(InlineRoles(),))
     stop = asyncio.Event()
     seen: list[list[str]] = []
 
     def started() -> None:
-        seen.append(list(runtime.roles))
+        seen.append(list(events))
         stop.set()
 
     await asyncio.wait_for(runtime.run_until(stop, started=started), timeout=10)
-    assert seen == [["provider"]]
+    assert seen == [["start provider"]]
+    assert events == ["start provider", "stop provider"]

@@ -13,10 +13,11 @@ So, once booted: one collection, then :func:`gc.freeze` moves what survives out 
 collector's sight (a full collection then took 17-28 ms), and the youngest generation is
 collected after :data:`GEN0_THRESHOLD` net new objects instead of 700. Measured after the boot,
 in the same run: 411 young, 37 middle and 3 full collections, 272 ms in all, with the freeze
-alone; 11 young collections of 6.7 ms (at most 8 ms), 66 ms in all, with both. What is frozen is
-never collected: a boot object that later becomes part of a garbage cycle stays in memory. Only
-the ``trine`` program does this: a process that embeds the runtime (``trine.testing``, a test)
-keeps its own collector settings.
+alone; 11 young collections (median 6.7 ms, at most 8 ms), 66 ms in all, with both. What is
+frozen is never collected: a boot object that later becomes part of a garbage cycle stays in
+memory. Only the ``trine`` program does this: a process that embeds the runtime
+(``trine.testing``, a test) keeps its own collector settings (the engine's switch interval,
+``SWITCH_INTERVAL_S``, is process-wide all the same).
 """
 
 from __future__ import annotations

@@ -5,10 +5,11 @@ a gateway flooded with requests holds the loop for a quarter of a second at a ti
 heartbeats, dispatches and commits queued behind it wait that long
 (``trine_event_loop_lag_seconds``; ``bench/storm.py``). A role listed in ``own_loop`` runs on a
 thread of its own with its own loop instead; the interpreter hands the GIL between the threads
-every switch interval (the engine lowers it to 0.1 ms), so a flood on one loop delays the other
-by about that, not by a whole turn of the busy loop. It is not the default: every call between
-the loops wakes the other thread, which costs CPU and latency when nothing floods
-(docs/performance.md, "Roles under a flood").
+every switch interval (the engine lowers it, to 0.1 ms since the figures of docs/performance.md
+were taken at 0.5 ms), so a flood on one loop delays the other by about that, not by a whole
+turn of the busy loop. It is not the default: every call between the loops wakes the other
+thread, which costs CPU and latency when nothing floods (docs/performance.md, "Roles under a
+flood").
 
 Such a role's needs and wants are the same objects as before, behind :func:`across`: each call
 runs on the loop that owns the object (where its futures, sockets and state live) and its answer

@@ -36,6 +36,11 @@ NONE = "none"
 """How the boot log shows a want nothing provides."""
 
 
+def known_roles(names: Iterable[str]) -> str:
+    """How a refusal names the roles it would have taken: ``known: a, b`` (or ``none``)."""
+    return f"known: {', '.join(names) or 'none'}"
+
+
 def wants_of(role: Role) -> frozenset[type]:
     """The contracts ``role`` wants (optional needs): its ``wants``, if it declares any."""
     wants: frozenset[type] = getattr(role, "wants", frozenset())
@@ -125,8 +130,7 @@ class Runtime:
             plugins.require(ROLES_GROUP, name)
             factory = plugins.roles.get(name)
             if factory is None:
-                known = ", ".join(plugins.roles.names()) or "none"
-                raise ConfigError(f"unknown role {name!r} (known: {known})")
+                raise ConfigError(f"unknown role {name!r} ({known_roles(plugins.roles.names())})")
             self.roles[name] = factory(self.settings)
         order = start_order(self.roles)
         self.roles = {name: self.roles[name] for name in order}
@@ -200,11 +204,12 @@ class Runtime:
         installed role has is refused (a typo would otherwise go unnoticed: a role that is
         installed but runs in another process is skipped, so one setting serves every process)."""
         named = {n for n in self.settings[OWN_LOOP] if n and n != NONE}
-        installed = self.plugins.roles.names() if self.plugins is not None else list(self.roles)
+        assert self.plugins is not None  # loaded by _start
+        # A plugin that failed to import still names a role: the boot that needs it says why.
+        installed = [*self.plugins.roles.names(), *self.plugins.failed(ROLES_GROUP)]
         unknown = sorted(named.difference(installed))
         if unknown:
-            known = ", ".join(installed) or "none"
-            raise ConfigError(f"own_loop: unknown role {unknown[0]!r} (known: {known})")
+            raise ConfigError(f"own_loop: unknown role {unknown[0]!r} ({known_roles(installed)})")
         own = {name for name in self.roles if name in named}
         if len(own) == len(self.roles):  # nothing else here for them to hold up
             return set()
@@ -383,14 +388,14 @@ class Runtime:
             self._stop_timer = loop.call_later(max(0.0, after_s), self._failed.set)
 
     async def run_until(
-        self, stop: asyncio.Event, started: Callable[[], None] | None = None
+        self, stop: asyncio.Event, *, started: Callable[[], None] | None = None
     ) -> None:
         """Start, call ``started`` (the ``trine`` program settles its heap there), wait for
         ``stop`` or a role's failure, stop; raise :class:`RoleFailed` after a role's failure."""
         await self.start()
-        if started is not None:
-            started()
         try:
+            if started is not None:
+                started()
             stopping = asyncio.ensure_future(stop.wait())
             failing = asyncio.ensure_future(self._failed.wait())
             try:

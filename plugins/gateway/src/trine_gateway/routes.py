@@ -155,12 +155,16 @@ class Gateway:
         """The run's events after ``after_seq`` as an SSE body (trine_gateway.sse)."""
         return Stream(self.backend, self.lifecycle, run_id, after_seq, self.keepalive_s)
 
-    async def event_stream(self, run_id: str, after_seq: int) -> EventStream:
-        """The litestar response of a run's event stream: 404 for an unknown run and 503 while
-        the gateway shuts down, answered before the stream starts."""
+    async def event_stream(
+        self, run_id: str, after: int | None, last_event_id: int | None
+    ) -> EventStream:
+        """The litestar response of a run's event stream, resumed after ``Last-Event-ID`` or
+        else ``?after``: 404 for an unknown run and 503 while the gateway shuts down, answered
+        before the stream starts."""
         await self.backend.get_run(GetRunRequest(run_id=run_id))
         if self.lifecycle.closing:
             raise Unavailable("the gateway is shutting down")
+        after_seq = last_event_id if last_event_id is not None else (after or 0)
         return EventStream(self.stream(run_id, after_seq))
 
     async def workers(self, max_runs: int = DEFAULT_MAX_RUNS) -> WorkerListOut:
@@ -562,8 +566,7 @@ async def run_events(
         ),
     ] = None,
 ) -> EventStream:
-    after_seq = last_event_id if last_event_id is not None else (after or 0)
-    return await gateway.event_stream(run_id, after_seq)
+    return await gateway.event_stream(run_id, after, last_event_id)
 
 
 @get("/v1/functions", summary="Every function a worker registered", tags=["functions"])

@@ -290,8 +290,7 @@ async def run_events(
     """The run's event stream, as ``GET /v1/runs/{id}/events`` gives it, for the page's script:
     under ``/ui`` the browser sends the console's cookie (``Path=/ui``), so a signed-in page
     follows its run without holding the token itself."""
-    after_seq = last_event_id if last_event_id is not None else (after or 0)
-    return await gateway.event_stream(run_id, after_seq)
+    return await gateway.event_stream(run_id, after, last_event_id)
 
 
 async def _run_form_error(
