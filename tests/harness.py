@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -123,6 +124,11 @@ class LogFile:
         return "\n".join(self.lines()[-n:])
 
 
+_LOOPBACK_PORT = re.compile(r"127\.0\.0\.1:(\d+)")
+PORT_ATTEMPTS = 3
+"""How many times :meth:`Cluster.start` picks ports and starts the processes."""
+
+
 @dataclass
 class Proc:
     name: str
@@ -211,17 +217,40 @@ class Cluster:
         return proc
 
     def start(self, *flags: str, **env: str) -> None:
-        """Start the runtime's processes for this topology and wait until each serves."""
-        self.runtime = [
-            self.spawn(
-                f"trine-{target}",
-                [sys.executable, "-m", "trine_core.cli", f"--target={target}", *flags],
-                **env,
-            )
-            for target in TARGETS[self.topology]
-        ]
-        for proc in self.runtime:
-            proc.log.wait_for(lambda line: "trine started" in line, proc.popen)
+        """Start the runtime's processes for this topology and wait until each serves. A port
+        the cluster picked can be taken before its process binds it (``free_port`` only saw it
+        free, and any process's outgoing connection may get it as its ephemeral port): then
+        every port is picked again and the processes started again, up to
+        :data:`PORT_ATTEMPTS` times in all."""
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            self.runtime = [
+                self.spawn(
+                    f"trine-{target}",
+                    [sys.executable, "-m", "trine_core.cli", f"--target={target}", *flags],
+                    **env,
+                )
+                for target in TARGETS[self.topology]
+            ]
+            try:
+                for proc in self.runtime:
+                    proc.log.wait_for(lambda line: "trine started" in line, proc.popen)
+                return
+            except AssertionError:
+                if attempt == PORT_ATTEMPTS or not any(map(self._lost_a_port, self.runtime)):
+                    raise
+                self.kill9_runtime()
+                self.http_port, self.worker_port = free_port(), free_port()
+                self.engine_port, self.coordinator_port = free_port(), free_port()
+
+    def _lost_a_port(self, proc: Proc) -> bool:
+        """Whether ``proc`` exited because a port this cluster picked was taken meanwhile."""
+        if proc.alive:
+            return False
+        ours = {self.http_port, self.worker_port, self.engine_port, self.coordinator_port}
+        return any(
+            "in use" in line and ours.intersection(map(int, _LOOPBACK_PORT.findall(line)))
+            for line in proc.log.lines()
+        )
 
     def runtime_proc(self, target: str) -> Proc:
         return next(p for p in self.runtime if p.name == f"trine-{target}")
