@@ -38,6 +38,8 @@ from trine_proto.trine.v1 import (
     ReportBatchResponse,
     ReportOutcome,
     ReportRequest,
+    RenewLeasesRequest,
+    RenewLeasesResponse,
     ReportResponse,
     RunStatus,
     StepCompleted,
@@ -79,6 +81,45 @@ async def test_silence_is_counted_only_while_the_coordinator_runs() -> None:
         assert time.monotonic() - heard_at >= 0.6 - 0.05 + 0.25
         assert await coordinator.released(1) == [worker.leases[r1]]
         await worker.stream.end()
+
+
+class HeldRenewals(Delegating):
+    """A renewal of any lease waits until ``answer`` is set: an engine slow to answer."""
+
+    def __init__(self, inner: Dispatcher) -> None:
+        super().__init__(inner)
+        self.asked = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def renew_leases(self, message: RenewLeasesRequest) -> RenewLeasesResponse:
+        if message.lease_ids:
+            self.asked.set()
+            await self.answer.wait()
+        return await self.inner.renew_leases(message)
+
+
+async def test_a_stall_while_a_renewal_waits_on_the_engine_is_still_measured() -> None:
+    """The watch's only wait is its tick. When it awaited renewals, a stop that landed while
+    the engine answered one went unmeasured (the end-to-end test failed in CI on a missing
+    warning), and a slow engine held up the heartbeat watch: a silent worker stayed."""
+    memory = MemoryEngine()
+    held = HeldRenewals(memory.dispatcher)
+    with capture_logs() as logs:
+        async with (
+            running(heartbeat_ms=50, lease_ttl_ms=300, memory=memory, dispatcher=held) as (_, c),
+            c.worker() as worker,
+        ):
+            [r1] = await c.start()
+            assert await dispatched(worker) == r1
+            await asyncio.wait_for(held.asked.wait(), 5)
+            time.sleep(0.4)  # noqa: ASYNC251 - the coordinator's loop stalls: the fault under test
+            # Silent, and the renewal still unanswered: dropped all the same.
+            assert await worker.recv() is None
+            assert await c.released(1) == [worker.leases[r1]]
+            held.answer.set()
+            await worker.stream.end()
+    [stall] = [e for e in logs if e["event"].startswith("the coordinator did not run")]
+    assert stall["stalled_s"] >= 0.3
 
 
 class SlowRegistration(Delegating):

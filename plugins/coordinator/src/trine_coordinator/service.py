@@ -644,13 +644,19 @@ class WorkerService:
     async def _watch(self) -> None:
         """Close silent workers; renew the leases of live ones every lease_ttl / 3 (at most a
         second apart: the answer also names the runs being cancelled, which their workers must
-        hear of promptly)."""
+        hear of promptly).
+
+        The loop's only wait is its tick, so a stall is always measured as the tick's lateness:
+        a renewal awaited here would hide a stall that lands while the engine answers (the
+        process stopped mid-call, then the tick runs on time) and would hold up the heartbeat
+        watch for as long as the engine is slow. Renewals run beside it, one at a time."""
         interval = self.settings[HEARTBEAT_INTERVAL_MS] / 1000
         renew_every = min(self.settings[LEASE_TTL_MS] / 3000, MAX_RENEW_INTERVAL_S)
         # Ticks often enough for both jobs: a lease_ttl_ms under 3 heartbeat intervals must not
         # let leases expire between renewals.
         tick = min(interval, renew_every)
         last_renewal = time.monotonic()
+        renewal: asyncio.Task[None] | None = None
         while True:
             due = time.monotonic() + tick
             await asyncio.sleep(tick)
@@ -661,9 +667,9 @@ class WorkerService:
                     self._end(session, f"no heartbeat for {now - session.last_seen:.1f}s")
             if self.tokens is not None:
                 self._close_revoked()
-            if now - last_renewal >= renew_every:
+            if now - last_renewal >= renew_every and (renewal is None or renewal.done()):
                 last_renewal = now
-                await self._renew()
+                renewal = self._spawn(self._renew())
 
     def _excuse_stall(self, late: float, interval: float) -> None:
         """This tick came ``late`` seconds late: our event loop did not run meanwhile (a long
@@ -695,7 +701,7 @@ class WorkerService:
             response = await self.dispatcher.renew_leases(
                 RenewLeasesRequest(lease_ids=list(held), lease_ttl_ms=self.settings[LEASE_TTL_MS])
             )
-        except Exception as exc:  # must not end the loop that also watches heartbeats
+        except Exception as exc:  # the next tick renews again
             self.log.warning("lease renewal failed", error=repr(exc))
             return
         for lease in response.lost:
