@@ -19,6 +19,9 @@ each event in ms when it applies it, before its commit; means over the runs, so 
   per_step_ms     between one step's report and the next's (the commit, the ack, the next body)
   outside_ms      the client's time less run.started..run.completed (HTTP, the last commit,
                   the answer)
+  runtime_cpu_ms  CPU (user + system, from /proc) the runtime's processes spent per run over
+  worker_cpu_ms   the measured runs, and the worker's: one run at a time, their sum and the
+                  fsyncs are the run's latency, so these say which process to make leaner
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,7 @@ from typing import Any
 import aiohttp
 from common import (
     Columns,
+    cpu_s,
     median_row,
     percentile,
     print_header,
@@ -58,6 +63,7 @@ _store.Store.sync_wal = lambda self: None
 """
 MODES = ("durable", "no-fsync")
 WARMUP = 10  # runs left out of the figures: the first connections, the first WAL file
+WORKER = ("order_worker.py", "--max-concurrency", "100")
 
 COLUMNS: Columns = [
     ("topology", "{}"),
@@ -67,15 +73,20 @@ COLUMNS: Columns = [
     ("to_first_ms", "{:.2f}"),
     ("per_step_ms", "{:.2f}"),
     ("outside_ms", "{:.2f}"),
+    ("runtime_cpu_ms", "{:.2f}"),
+    ("worker_cpu_ms", "{:.2f}"),
 ]
 TEXT = ("topology", "mode")
 
 
-async def one_by_one(url: str, n: int) -> list[tuple[str, float]]:
-    """``n`` runs one at a time: each run's id and its latency in ms."""
+async def one_by_one(url: str, n: int, measuring: Callable[[], None]) -> list[tuple[str, float]]:
+    """:data:`WARMUP` runs, then ``n`` measured ones, one at a time on one connection: each
+    measured run's id and its latency in ms. ``measuring`` is called between the two."""
     runs = []
     async with session(1) as http:
-        for i in range(n):
+        for i in range(WARMUP + n):
+            if i == WARMUP:
+                measuring()
             body = {"function": "order", "input": order_input(i)}
             start = time.perf_counter()
             async with http.post(f"{url}/v1/runs?wait=60", json=body) as response:
@@ -83,7 +94,7 @@ async def one_by_one(url: str, n: int) -> list[tuple[str, float]]:
             if answer.get("status") != "completed":
                 raise RuntimeError(f"run {i} did not complete: {response.status} {answer}")
             runs.append((answer["id"], (time.perf_counter() - start) * 1000))
-    return runs
+    return runs[WARMUP:]
 
 
 async def events(http: aiohttp.ClientSession, url: str, run_id: str) -> list[dict[str, Any]]:
@@ -124,8 +135,15 @@ async def phases(url: str, runs: list[tuple[str, float]]) -> dict[str, float]:
 def one_round(topology: str, mode: str, n: int, probe: Path) -> dict[str, Any]:
     env = {"PYTHONPATH": str(probe)} if mode == "no-fsync" else None
     with running_cluster(topology, topology, prefix="trine-latency-", env=env) as cluster:
-        cluster.start_worker("order_worker.py", "--max-concurrency", "100")
-        runs = asyncio.run(one_by_one(cluster.url, n + WARMUP))[WARMUP:]
+        processes = {"runtime": cluster.runtime, "worker": [cluster.start_worker(*WORKER)]}
+        cpu: dict[str, float] = {}
+
+        def measuring() -> None:
+            cpu.update({name: -cpu_s(procs) for name, procs in processes.items()})
+
+        runs = asyncio.run(one_by_one(cluster.url, n, measuring))
+        for name, procs in processes.items():
+            cpu[name] += cpu_s(procs)
         cut = asyncio.run(phases(cluster.url, runs))
     took = [ms for _, ms in runs]
     return {
@@ -134,6 +152,7 @@ def one_round(topology: str, mode: str, n: int, probe: Path) -> dict[str, Any]:
         "p50_ms": percentile(took, 0.5),
         "p99_ms": percentile(took, 0.99),
         **cut,
+        **{f"{name}_cpu_ms": seconds * 1000 / n for name, seconds in cpu.items()},
     }
 
 
