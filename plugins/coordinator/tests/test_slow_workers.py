@@ -122,6 +122,21 @@ async def test_a_stall_while_a_renewal_waits_on_the_engine_is_still_measured() -
     assert stall["stalled_s"] >= 0.3
 
 
+async def test_a_renewal_the_engine_never_answers_does_not_hold_up_the_stop() -> None:
+    memory = MemoryEngine()
+    held = HeldRenewals(memory.dispatcher)
+    async with asyncio.timeout(10):  # the stop below, with the renewal still unanswered
+        async with (
+            running(heartbeat_ms=50, lease_ttl_ms=300, memory=memory, dispatcher=held) as (_, c),
+            c.worker() as worker,
+        ):
+            [r1] = await c.start()
+            assert await dispatched(worker) == r1
+            await asyncio.wait_for(held.asked.wait(), 5)
+            await worker.stream.end()
+    assert not held.answer.is_set()
+
+
 class SlowRegistration(Delegating):
     """The engine takes eight heartbeat intervals (of 50 ms) to register a worker's functions."""
 

@@ -123,6 +123,7 @@ class WorkerService:
         self.losses = Losses(settings[MAX_WORKER_LOSSES])
         self._tasks: set[asyncio.Task[Any]] = set()
         self._monitor: asyncio.Task[None] | None = None
+        self._renewal: asyncio.Task[None] | None = None
         self._stopping = False
         self._unwatch: Callable[[], None] = lambda: None
         self._relay: ReportRelay[_Forwarded] = ReportRelay(
@@ -142,8 +143,11 @@ class WorkerService:
         self._unwatch()
         for session in list(self.sessions.values()):
             self._end(session, "coordinator stopping")
-        if self._monitor is not None:
-            self._monitor.cancel()
+        # The watch, and a renewal in flight: the sessions have ended, and a renewal waiting on
+        # an engine that is gone would hold the stop until the call's deadline.
+        for task in (self._monitor, self._renewal):
+            if task is not None:
+                task.cancel()
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
@@ -656,7 +660,6 @@ class WorkerService:
         # let leases expire between renewals.
         tick = min(interval, renew_every)
         last_renewal = time.monotonic()
-        renewal: asyncio.Task[None] | None = None
         while True:
             due = time.monotonic() + tick
             await asyncio.sleep(tick)
@@ -667,9 +670,11 @@ class WorkerService:
                     self._end(session, f"no heartbeat for {now - session.last_seen:.1f}s")
             if self.tokens is not None:
                 self._close_revoked()
-            if now - last_renewal >= renew_every and (renewal is None or renewal.done()):
+            if now - last_renewal >= renew_every and (
+                self._renewal is None or self._renewal.done()
+            ):
                 last_renewal = now
-                renewal = self._spawn(self._renew())
+                self._renewal = self._spawn(self._renew())
 
     def _excuse_stall(self, late: float, interval: float) -> None:
         """This tick came ``late`` seconds late: our event loop did not run meanwhile (a long
