@@ -84,18 +84,29 @@ async def test_silence_is_counted_only_while_the_coordinator_runs() -> None:
 
 
 class HeldRenewals(Delegating):
-    """A renewal of any lease waits until ``answer`` is set: an engine slow to answer."""
+    """Once ``holding``, a renewal of any lease waits until ``answer`` is set: an engine slow to
+    answer. (Not before: a dispatch that came late has its lease renewed before it is sent.)"""
 
     def __init__(self, inner: Dispatcher) -> None:
         super().__init__(inner)
+        self.holding = False
         self.asked = asyncio.Event()
         self.answer = asyncio.Event()
 
     async def renew_leases(self, message: RenewLeasesRequest) -> RenewLeasesResponse:
-        if message.lease_ids:
+        if self.holding and message.lease_ids:
             self.asked.set()
             await self.answer.wait()
         return await self.inner.renew_leases(message)
+
+
+async def hold_a_renewal(c: Harness, worker: WorkerStream, held: HeldRenewals) -> None:
+    """``worker`` is given a run, then falls silent, and the renewal of its lease is held."""
+    [r1] = await c.start()
+    assert await dispatched(worker) == r1
+    held.holding = True
+    await worker.heartbeat()  # silent from now on: five intervals (250 ms) to the first renewal
+    await asyncio.wait_for(held.asked.wait(), 5)
 
 
 async def test_a_stall_while_a_renewal_waits_on_the_engine_is_still_measured() -> None:
@@ -109,32 +120,27 @@ async def test_a_stall_while_a_renewal_waits_on_the_engine_is_still_measured() -
             running(heartbeat_ms=50, lease_ttl_ms=300, memory=memory, dispatcher=held) as (_, c),
             c.worker() as worker,
         ):
-            [r1] = await c.start()
-            assert await dispatched(worker) == r1
-            await asyncio.wait_for(held.asked.wait(), 5)
+            await hold_a_renewal(c, worker, held)
             time.sleep(0.4)  # noqa: ASYNC251 - the coordinator's loop stalls: the fault under test
             # Silent, and the renewal still unanswered: dropped all the same.
             assert await worker.recv() is None
-            assert await c.released(1) == [worker.leases[r1]]
+            assert await c.released(1) == list(worker.leases.values())
             held.answer.set()
             await worker.stream.end()
-    [stall] = [e for e in logs if e["event"].startswith("the coordinator did not run")]
-    assert stall["stalled_s"] >= 0.3
+    stalls = [e for e in logs if e["event"].startswith("the coordinator did not run")]
+    assert max(e["stalled_s"] for e in stalls) >= 0.3  # 0.4 s less at most one tick
 
 
 async def test_a_renewal_the_engine_never_answers_does_not_hold_up_the_stop() -> None:
     memory = MemoryEngine()
     held = HeldRenewals(memory.dispatcher)
-    async with asyncio.timeout(10):  # the stop below, with the renewal still unanswered
+    async with asyncio.timeout(10):  # the stop, with the renewal never answered
         async with (
             running(heartbeat_ms=50, lease_ttl_ms=300, memory=memory, dispatcher=held) as (_, c),
             c.worker() as worker,
         ):
-            [r1] = await c.start()
-            assert await dispatched(worker) == r1
-            await asyncio.wait_for(held.asked.wait(), 5)
+            await hold_a_renewal(c, worker, held)
             await worker.stream.end()
-    assert not held.answer.is_set()
 
 
 class SlowRegistration(Delegating):

@@ -61,6 +61,7 @@ from trine_proto.trine.v1 import (
     RegisterFunctionsRequest,
     ReleaseLeasesRequest,
     RenewLeasesRequest,
+    RenewLeasesResponse,
     ReportAck,
     ReportOutcome,
     ReportRequest,
@@ -144,7 +145,8 @@ class WorkerService:
         for session in list(self.sessions.values()):
             self._end(session, "coordinator stopping")
         # The watch, and a renewal in flight: the sessions have ended, and a renewal waiting on
-        # an engine that is gone would hold the stop until the call's deadline.
+        # an engine that does not answer would hold the stop until the call's deadline (the
+        # releases of the ended sessions' leases, awaited below, still may).
         for task in (self._monitor, self._renewal):
             if task is not None:
                 task.cancel()
@@ -650,10 +652,12 @@ class WorkerService:
         second apart: the answer also names the runs being cancelled, which their workers must
         hear of promptly).
 
-        The loop's only wait is its tick, so a stall is always measured as the tick's lateness:
-        a renewal awaited here would hide a stall that lands while the engine answers (the
-        process stopped mid-call, then the tick runs on time) and would hold up the heartbeat
-        watch for as long as the engine is slow. Renewals run beside it, one at a time."""
+        The loop's only wait is its tick, so a stall is measured as the tick's lateness wherever
+        it lands (but in the tick's own few lines): a renewal awaited here would hide a stall
+        that lands while the engine answers (the process stopped mid-call, then the tick runs
+        on time) and would hold up the heartbeat watch for as long as the engine is slow.
+        Renewals run beside it, one at a time: one slower than ``renew_every`` pushes the next
+        one back rather than overlapping it."""
         interval = self.settings[HEARTBEAT_INTERVAL_MS] / 1000
         renew_every = min(self.settings[LEASE_TTL_MS] / 3000, MAX_RENEW_INTERVAL_S)
         # Ticks often enough for both jobs: a lease_ttl_ms under 3 heartbeat intervals must not
@@ -706,9 +710,15 @@ class WorkerService:
             response = await self.dispatcher.renew_leases(
                 RenewLeasesRequest(lease_ids=list(held), lease_ttl_ms=self.settings[LEASE_TTL_MS])
             )
-        except Exception as exc:  # the next tick renews again
+        except Exception as exc:  # the next renewal is due renew_every after this one began
             self.log.warning("lease renewal failed", error=repr(exc))
             return
+        try:
+            self._renewed(held, response)
+        except Exception:  # a bug: logged here, as the task's end is awaited by nobody
+            self.log.exception("handling a lease renewal's answer failed")
+
+    def _renewed(self, held: dict[str, WorkerSession], response: RenewLeasesResponse) -> None:
         for lease in response.lost:
             if lease not in held:
                 continue
