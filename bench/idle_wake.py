@@ -12,7 +12,8 @@ for two kinds of work, after sleeping ``gap_ms`` before each sample (0: back to 
   python_cpu_us   and its CPU time: the interpreter itself runs slower, not just later
   write_us        one synced write to the engine's store (``Store.write``, a 1 KB log record and
                   the applied offset, as a commit of one report), wall time
-  write_cpu_us    and the CPU it cost (CPU times are the process's user + system time)
+  write_cpu_us    and the CPU it cost (CPU times: ``time.thread_time``, this thread's user +
+                  system time: a synced write's kernel work, not RocksDB's own threads)
 
 Medians of each gap's samples, taken in blocks of 20 in a row, the blocks of all gaps
 shuffled (``one_round``). No trine process runs: only this one, on an otherwise quiet
@@ -25,7 +26,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import statistics
 import sys
 import tempfile
@@ -41,8 +41,10 @@ from throughput import order_input
 from trine_engine.storage.keys import LOG, META
 from trine_engine.storage.store import Store
 
-GAPS_MS = (0.0, 0.5, 2.0, 5.0, 20.0)
+GAPS_MS = (0.0, 0.5, 1.0, 2.0, 5.0, 20.0)
 BLOCK = 20
+PYTHON_KEYS = ("python_us", "python_cpu_us")
+WRITE_KEYS = ("write_us", "write_cpu_us")
 COLUMNS: Columns = [
     ("gap_ms", "{:.1f}"),
     ("python_us", "{:.0f}"),
@@ -52,18 +54,13 @@ COLUMNS: Columns = [
 ]
 
 
-def process_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def timed(work: Callable[[], None], gap_s: float) -> tuple[float, float]:
     """``work``'s wall and CPU time in µs, after sleeping ``gap_s``."""
     if gap_s:
         time.sleep(gap_s)  # the idle period under test
-    started, cpu_started = time.perf_counter(), process_cpu_s()
+    started, cpu_started = time.perf_counter(), time.thread_time()
     work()
-    return (time.perf_counter() - started) * 1e6, (process_cpu_s() - cpu_started) * 1e6
+    return (time.perf_counter() - started) * 1e6, (time.thread_time() - cpu_started) * 1e6
 
 
 def python_work() -> None:
@@ -88,9 +85,10 @@ def synced_writes(store: Store) -> Callable[[], None]:
 
 
 def one_round(samples: int, rng: random.Random) -> list[dict[str, Any]]:
-    """The samples of each gap come in blocks of :data:`BLOCK` in a row (so a gap of 0 is work
-    back to back, as under load), the first of each block left out (it follows another gap);
-    the blocks' order is shuffled, so a drift of the machine's speed weighs on every gap alike."""
+    """The samples of each gap and kind of work come in blocks of :data:`BLOCK` in a row (so a
+    gap of 0 is the same work back to back, as under load), the first of each block left out
+    (it follows other work); the gaps' order is shuffled, so a drift of the machine's speed
+    weighs on every gap alike."""
     times: dict[float, dict[str, list[float]]] = {
         gap: {key: [] for key, _ in COLUMNS[1:]} for gap in GAPS_MS
     }
@@ -102,12 +100,13 @@ def one_round(samples: int, rng: random.Random) -> list[dict[str, Any]]:
             for _ in range(max(1, samples // BLOCK)):
                 rng.shuffle(gaps)
                 for gap in gaps:
-                    for sample in range(BLOCK + 1):
-                        figures = [*timed(python_work, gap / 1000), *timed(write, gap / 1000)]
-                        if sample == 0:
-                            continue
-                        for (key, _), value in zip(COLUMNS[1:], figures, strict=True):
-                            times[gap][key].append(value)
+                    for work, keys in ((python_work, PYTHON_KEYS), (write, WRITE_KEYS)):
+                        for sample in range(BLOCK + 1):
+                            figures = timed(work, gap / 1000)
+                            if sample == 0:
+                                continue
+                            for key, value in zip(keys, figures, strict=True):
+                                times[gap][key].append(value)
         finally:
             store.close()
     return [
