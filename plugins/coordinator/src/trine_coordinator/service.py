@@ -465,7 +465,8 @@ class WorkerService:
             elif code in TRANSIENT_CODES:  # the worker starts its stream over: not a loss
                 session.told_unavailable = True
         else:
-            response = result.response or ReportResponse()
+            # Not `or`: a betterproto2 message's truth compares every field with its default.
+            response = result.response if result.response is not None else ReportResponse()
             ack = ReportAck(request_id=message.request_id, response=response)
             if response.outcome in SLOT_ENDING:
                 session.finish(run_id, report.lease_id)

@@ -119,7 +119,8 @@ class RunState:
         """The run as readers see it: its durable version, shown ``running`` with its worker while
         a lease is live, and with what it waits for while suspended. A run whose creation is not
         yet durable shows as accepted (callers wait for the log's barrier first)."""
-        run = self.durable_run or self.run
+        # Not `or`: a betterproto2 message's truth compares every field with its default.
+        run = self.durable_run if self.durable_run is not None else self.run
         if run.status == RunStatus.SUSPENDED:
             return dataclasses.replace(run, waiting=[wait_of(e) for e in self.pending])
         lease = self.lease or self.ending_lease

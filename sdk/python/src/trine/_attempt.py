@@ -294,7 +294,8 @@ class Attempt:
         """Await one ack and act on a refusal; the response otherwise."""
         ack = await future
         self.check(ack)
-        return ack.response or ReportResponse()
+        # Not `or`: a betterproto2 message's truth compares every field with its default.
+        return ack.response if ack.response is not None else ReportResponse()
 
     def check(self, ack: ReportAck) -> None:
         """Act on a refusal (see ``raise_refusal``); note a cancellation the ack announces."""
