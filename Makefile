@@ -7,7 +7,7 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-MEMBERS := proto core transports/inproc transports/grpc plugins/engine plugins/coordinator plugins/gateway sdk/python \
+MEMBERS := proto core transports/inproc transports/grpc transports/tcp plugins/engine plugins/coordinator plugins/gateway sdk/python \
 	plugins/admin plugins/metrics plugins/tracing
 PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(MEMBERS)) constraints.txt
 RUNTIME_STAMP := $(VENV)/.installed
@@ -60,7 +60,7 @@ lint: dev
 	$(BIN)/ruff format --check .
 
 typecheck: dev
-	$(BIN)/mypy -p trine_proto -p trine_core -p trine_transport_inproc -p trine_transport_grpc -p trine_engine -p trine_coordinator \
+	$(BIN)/mypy -p trine_proto -p trine_core -p trine_transport_inproc -p trine_transport_grpc -p trine_transport_tcp -p trine_engine -p trine_coordinator \
 		-p trine_gateway -p trine -p trine_admin -p trine_metrics -p trine_tracing
 
 # Each member's tests run in an environment of its own, .venvs/<member path with - for />, holding

@@ -55,6 +55,7 @@ def running_cluster(
     prefix: str = "trine-waits-",
     report: bool = True,
     env: dict[str, str] | None = None,
+    worker_scheme: str = "grpc",
 ) -> Iterator[BenchCluster]:
     """A started trine of ``topology`` on free loopback ports and a fresh data dir: a temporary
     dir (``prefix``), or ``keep_under/name`` (a new dir, kept with the processes' logs). The
@@ -63,7 +64,12 @@ def running_cluster(
     process's log, and the warnings and errors they logged (until the runtime's stop) go to
     stderr. ``env``: more variables for every process (the runtime's and the workers')."""
     with workdir(keep_under, name, prefix) as path:
-        cluster = BenchCluster(topology=topology, workdir=path, extra_env=dict(env or {}))
+        cluster = BenchCluster(
+            topology=topology,
+            workdir=path,
+            extra_env=dict(env or {}),
+            worker_scheme=worker_scheme,
+        )
         try:
             cluster.start()
             yield cluster

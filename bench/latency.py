@@ -69,6 +69,7 @@ WORKER = ("order_worker.py", "--max-concurrency", "100")
 
 COLUMNS: Columns = [
     ("topology", "{}"),
+    ("wire", "{}"),
     ("mode", "{}"),
     ("p50_ms", "{:.1f}"),
     ("p99_ms", "{:.1f}"),
@@ -78,7 +79,7 @@ COLUMNS: Columns = [
     ("runtime_cpu_ms", "{:.1f}"),
     ("worker_cpu_ms", "{:.1f}"),
 ]
-TEXT = ("topology", "mode")
+TEXT = ("topology", "wire", "mode")
 
 
 async def one_by_one(url: str, n: int, measuring: Callable[[], None]) -> list[tuple[str, float]]:
@@ -134,9 +135,11 @@ async def phases(url: str, runs: list[tuple[str, float]]) -> dict[str, float]:
     }
 
 
-def one_round(topology: str, mode: str, n: int, probe: Path) -> dict[str, Any]:
+def one_round(topology: str, wire: str, mode: str, n: int, probe: Path) -> dict[str, Any]:
     env = {"PYTHONPATH": str(probe)} if mode == "no-fsync" else None
-    with running_cluster(topology, topology, prefix="trine-latency-", env=env) as cluster:
+    with running_cluster(
+        topology, topology, prefix="trine-latency-", env=env, worker_scheme=wire
+    ) as cluster:
         processes = {"runtime": cluster.runtime, "worker": [cluster.start_worker(*WORKER)]}
         cpu: dict[str, float] = {}
 
@@ -150,6 +153,7 @@ def one_round(topology: str, mode: str, n: int, probe: Path) -> dict[str, Any]:
     took = [ms for _, ms in runs]
     return {
         "topology": topology,
+        "wire": wire,
         "mode": mode,
         "p50_ms": percentile(took, 0.5),
         "p99_ms": percentile(took, 0.99),
@@ -163,26 +167,33 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=200)  # at least 1
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--topologies", default="all", help="comma list of all,split")
+    p.add_argument("--wires", default="grpc", help="comma list of the worker transports: grpc,tcp")
+    p.add_argument("--modes", default=",".join(MODES), help="comma list of durable,no-fsync")
     args = p.parse_args()
     if args.runs < 1:
         p.error("--runs must be at least 1")
     topologies = topology_list(args.topologies)
+    wires = [w for w in args.wires.split(",") if w]
+    modes = [m for m in args.modes.split(",") if m]
+    if not set(modes) <= set(MODES) or not modes:
+        p.error(f"--modes takes {','.join(MODES)}")
     rows: list[dict[str, Any]] = []
     print_header(COLUMNS)
     with tempfile.TemporaryDirectory(prefix="trine-latency-probe-") as probe:
         (Path(probe) / "sitecustomize.py").write_text(NO_FSYNC)
         for number in range(1, args.rounds + 1):
-            for topology in topologies:
-                for mode in MODES:
-                    row = one_round(topology, mode, args.runs, Path(probe))
-                    rows.append(row)
-                    print_row(COLUMNS, str(number), row)
+            for topology, wire, mode in itertools.product(topologies, wires, modes):
+                row = one_round(topology, wire, mode, args.runs, Path(probe))
+                rows.append(row)
+                print_row(COLUMNS, str(number), row)
     if args.rounds > 1:
         print("\nMedians over the rounds:\n")
         print_header(COLUMNS)
         medians = [
-            median_row(COLUMNS, [r for r in rows if (r["topology"], r["mode"]) == key], TEXT)
-            for key in dict.fromkeys((r["topology"], r["mode"]) for r in rows)
+            median_row(
+                COLUMNS, [r for r in rows if (r["topology"], r["wire"], r["mode"]) == key], TEXT
+            )
+            for key in dict.fromkeys((r["topology"], r["wire"], r["mode"]) for r in rows)
         ]
         print_rows(COLUMNS, "median", medians)
     sys.stdout.flush()

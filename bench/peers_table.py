@@ -15,7 +15,12 @@ import sys
 
 from bench.driver import RESULTS, median_metrics, table  # the harness's
 
-TRINE = ("peer_adapters.trine_all", "peer_adapters.trine_split")
+TRINE = (
+    "peer_adapters.trine_all",
+    "peer_adapters.trine_split",
+    "peer_adapters.trine_all_tcp",  # workers over tcp:// (PEERS=…,peer_adapters.trine_all_tcp)
+    "peer_adapters.trine_split_tcp",
+)
 
 
 def label(peer: str) -> str:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import resource
 import shutil
 import signal
@@ -177,12 +178,14 @@ def one_round(
     topology: str,
     profile: Path | None,
     tracing: dict[str, str] | None = None,
+    wire: str = "grpc",
 ) -> Round:
     """Both phases on a fresh deployment of ``topology`` (with ``tracing``: these ``OTEL_*``
-    variables for every process, and the worker that sets up OpenTelemetry from them)."""
+    variables for every process, and the worker that sets up OpenTelemetry from them; ``wire``:
+    the worker transport)."""
     client_cpu = time.process_time()
     with running_cluster(
-        topology, topology, prefix="trine-bench-", report=False, env=tracing
+        topology, topology, prefix="trine-bench-", report=False, env=tracing, worker_scheme=wire
     ) as cluster:
         traced_run = tracing is not None and "OTEL_EXPORTER_OTLP_ENDPOINT" in tracing
         script = TRACED_WORKER if traced_run else "order_worker.py"
@@ -215,7 +218,9 @@ def one_round(
             procs[name]["errors"] = sum(n for k, n in counts.items() if not k.startswith("warning"))
     runtime = [procs[target(proc)] for proc in cluster.runtime]
     shared = {
-        "topology": topology + ("+tracing" if traced_run else ""),
+        "topology": topology
+        + ("" if wire == "grpc" else f"+{wire}")
+        + ("+tracing" if traced_run else ""),
         # Split: the three runtime processes summed (RSS of each is their peak).
         "runtime_rss_mb": sum(f["rss_mb"] for f in runtime),
         "worker_rss_mb": procs["worker"]["rss_mb"],
@@ -281,6 +286,12 @@ def main() -> None:
         help="comma list of off,on: each round runs every topology without and with traces",
     )
     p.add_argument(
+        "--wires",
+        default="grpc",
+        help="comma list of the worker transports, grpc,tcp: each round runs every topology "
+        "over each (rows <topology>+tcp)",
+    )
+    p.add_argument(
         "--trace-ratio",
         type=float,
         default=0.1,
@@ -309,6 +320,9 @@ def main() -> None:
         else:
             args.profile.mkdir(parents=True, exist_ok=True)
     variants = [v.strip() for v in args.tracing.split(",") if v.strip()]
+    args.wires = [w.strip() for w in args.wires.split(",") if w.strip()]
+    if not args.wires or set(args.wires) - {"grpc", "tcp"}:
+        p.error(f"--wires: a comma list of grpc,tcp; got {args.wires!r}")
     if not variants or set(variants) - {"off", "on"}:
         p.error(f"--tracing: a comma list of off,on; got {args.tracing!r}")
     with contextlib.ExitStack() as stack:
@@ -341,15 +355,29 @@ def run_rounds(
     print_header(COLUMNS)
     rounds: dict[str, list[Round]] = {}
     for r in range(args.rounds):
-        for topology in topologies:
-            for variant in variants:
-                # Compared with "on", "off" is every observer off; alone, the default install.
-                off = {"TRINE_PLUGINS": "none"} if traced is not None else None
-                tracing = traced if variant == "on" else off
-                one = one_round(args, topology, args.profile if r == 0 else None, tracing)
-                rounds.setdefault(one.rows[0]["topology"], []).append(one)
-                print_rows(COLUMNS, f"{r + 1}{'p' if one.profiled else ''}", one.rows)
+        for topology, wire, variant in itertools.product(topologies, args.wires, variants):
+            # Compared with "on", "off" is every observer off; alone, the default install.
+            off = {"TRINE_PLUGINS": "none"} if traced is not None else None
+            tracing = traced if variant == "on" else off
+            one = one_round(args, topology, args.profile if r == 0 else None, tracing, wire)
+            rounds.setdefault(one.rows[0]["topology"], []).append(one)
+            print_rows(COLUMNS, f"{r + 1}{'p' if one.profiled else ''}", one.rows)
     return rounds
+
+
+def print_ratios(medians: dict[str, list[dict[str, Any]]], suffix: str, label: str) -> None:
+    """Each figure of the rows named ``<topology><suffix>`` over the rows of ``<topology>``."""
+    names = [t for t in medians if t.endswith(suffix) and t.removesuffix(suffix) in medians]
+    if not names:
+        return
+    keys = ("runs_s", "p50_ms", "p99_ms", "runtime_cpu_s", "worker_cpu_s")
+    heads = ("runs/s", "p50", "p99", "runtime CPU", "worker CPU")
+    print("\n| topology | phase | " + " | ".join(f"{h} {label}" for h in heads) + " |")
+    print("|---|---|---|---|---|---|---|")
+    for name in names:
+        for base, variant in zip(medians[name.removesuffix(suffix)], medians[name], strict=True):
+            cells = " | ".join(f"{variant[key] / base[key]:.2f}" for key in keys)
+            print(f"| {name.removesuffix(suffix)} | {base['phase']} | {cells} |")
 
 
 def report(args: argparse.Namespace, rounds: dict[str, list[Round]]) -> None:
@@ -369,22 +397,8 @@ def report(args: argparse.Namespace, rounds: dict[str, list[Round]]) -> None:
         for one_row, split in zip(medians["all"], medians["split"], strict=True):
             ratios = [split[key] / one_row[key] for key in ("runs_s", "p50_ms", "p99_ms")]
             print(f"| {one_row['phase']} | " + " | ".join(f"{x:.2f}" for x in ratios) + " |")
-    traced = [
-        t for t in medians if t.endswith("+tracing") and t.removesuffix("+tracing") in medians
-    ]
-    if traced:
-        print(
-            "\n| topology | phase | runs/s on ÷ off | p50 on ÷ off | p99 on ÷ off | "
-            "runtime CPU on ÷ off | worker CPU on ÷ off |"
-        )
-        print("|---|---|---|---|---|---|---|")
-        keys = ("runs_s", "p50_ms", "p99_ms", "runtime_cpu_s", "worker_cpu_s")
-        for name in traced:
-            off_rows = medians[name.removesuffix("+tracing")]
-            for off, on in zip(off_rows, medians[name], strict=True):
-                ratios = [on[key] / off[key] for key in keys]
-                cells = " | ".join(f"{x:.2f}" for x in ratios)
-                print(f"| {name.removesuffix('+tracing')} | {off['phase']} | {cells} |")
+    print_ratios(medians, "+tracing", "on ÷ off")
+    print_ratios(medians, "+tcp", "tcp ÷ grpc")
     print_processes({t: [x.procs for x in rs] for t, rs in kept.items()}, args.rounds)
     print_problems(rounds)
     profiles = [path for rs in rounds.values() for x in rs for path in x.profiles]

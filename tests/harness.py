@@ -162,6 +162,8 @@ class Cluster:
     engine_port: int = field(default_factory=free_port)
     coordinator_port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
+    worker_scheme: str = "grpc"
+    """The worker transport, for the coordinator's port and every worker (grpc or tcp)."""
     procs: list[Proc] = field(default_factory=list)
     runtime: list[Proc] = field(default_factory=list)
     _serial: int = 0
@@ -175,7 +177,8 @@ class Cluster:
 
     @property
     def worker_addr(self) -> str:
-        return f"127.0.0.1:{self.worker_port}"
+        bare = f"127.0.0.1:{self.worker_port}"
+        return bare if self.worker_scheme == "grpc" else f"{self.worker_scheme}://{bare}"
 
     def tls_env(self, worker: bool = False) -> dict[str, str]:
         """In ``split``: the runtime's mutual TLS with plain HTTP on the gateway, or a worker's

@@ -33,7 +33,7 @@ HTTP_PORT, WORKER_PORT, ENGINE_PORT, COORDINATOR_PORT = 7480, 7481, 7482, 7483
 TARGETS = {"all": ("all",), "split": ("engine", "coordinator", "gateway")}
 
 
-def versions(topology: str) -> dict[str, str]:
+def versions(topology: str, wire: str = "grpc") -> dict[str, str]:
     def run(*argv: str) -> str:
         try:
             return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.strip()
@@ -43,25 +43,27 @@ def versions(topology: str) -> dict[str, str]:
     return {
         "trine (git)": run("git", "-C", str(REPO), "describe", "--always", "--dirty"),
         "topology": topology,
+        "worker wire": wire,
         "python": run(PYTHON, "--version"),
     }
 
 
-def _env(ctx: Any) -> dict[str, str]:
+def _env(ctx: Any, wire: str) -> dict[str, str]:
     return {
         "PYTHONPATH": "",  # trine's own virtualenv, not the harness's path
         "TRINE_DATA_DIR": os.path.join(ctx.data_dir, "trine-data"),
         "TRINE_HTTP_ADDR": f"{HOST}:{HTTP_PORT}",
-        "TRINE_WORKER_ADDR": f"{HOST}:{WORKER_PORT}",
+        "TRINE_WORKER_ADDR": f"{wire}://{HOST}:{WORKER_PORT}",
         "TRINE_ENGINE_ADDR": f"{HOST}:{ENGINE_PORT}",
         "TRINE_COORDINATOR_ADDR": f"{HOST}:{COORDINATOR_PORT}",
         "TRINE_LOG_FORMAT": "json",
     }
 
 
-def start(ctx: Any, topology: str) -> None:
+def start(ctx: Any, topology: str, wire: str = "grpc") -> None:
+    """Start ``topology``, its workers reaching the coordinator over ``wire`` (grpc, tcp)."""
     require_free_ports([HTTP_PORT, WORKER_PORT, ENGINE_PORT, COORDINATOR_PORT])
-    env = _env(ctx)
+    env = _env(ctx, wire)
     for target in TARGETS[topology]:
         start_proc(
             ctx,

@@ -17,3 +17,15 @@ def worker_address(address: str) -> str:
 def worker_scheme(address: str) -> str:
     """The scheme of a worker address, lower-cased: the name of the transport that carries it."""
     return worker_address(address).partition("://")[0].lower()
+
+
+def host_port(address: str) -> tuple[str, int]:
+    """``[scheme://]host:port`` (``[v6]:port`` too) into its parts, for the worker transports
+    whose addresses are a host and port (``grpc://``, ``tcp://``); a clear error for anything
+    else."""
+    text = worker_address(address).partition("://")[2]
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        scheme = worker_scheme(address)
+        raise ValueError(f"a worker address is [{scheme}://]host:port, not {address!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)

@@ -56,13 +56,21 @@ def test_an_address_without_a_scheme_or_with_grpc_uses_the_sdks_grpc_transport()
 def test_a_scheme_nothing_installed_serves_is_one_error_naming_it_and_the_installed_ones() -> None:
     with pytest.raises(ValueError, match=r"no worker transport for nats:// is installed") as error:
         trine.Worker(address="nats://127.0.0.1:4222")
-    assert "(installed: grpc)" in str(error.value)
+    assert "(installed: grpc, tcp)" in str(error.value)
     assert isinstance(error.value, transport.UnknownScheme)
 
 
 def test_a_grpc_address_without_a_port_is_refused_at_once() -> None:
     with pytest.raises(ValueError, match="a worker address is"):
         trine.Worker(address="grpc://coordinator")
+
+
+def test_a_tcp_address_uses_the_sdks_tcp_transport_and_needs_a_port() -> None:
+    assert transport.installed()["tcp"] == "trine._tcp_transport:TcpConnector"
+    worker = trine.Worker(address="tcp://127.0.0.1:7481")
+    assert type(worker._connector).__name__ == "TcpConnector"
+    with pytest.raises(ValueError, match=r"a worker address is \[tcp://\]host:port"):
+        trine.Worker(address="tcp://coordinator")
 
 
 @pytest.mark.usefixtures("relay_installed")

@@ -13,7 +13,7 @@ from grpclib.config import Configuration
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import ProtocolError, StreamTerminatedError
 
-from trine_proto.addresses import worker_address
+from trine_proto.addresses import host_port
 from trine_proto.limits import BoundedCodec
 from trine_proto.trine.v1 import CoordinatorMessage, WorkerMessage
 from trine_proto.vocabulary import ErrorCode
@@ -40,16 +40,6 @@ worker finds a coordinator whose host vanished without a reset, instead of heart
 nothing until TCP gives up minutes later, and reconnects."""
 KEEPALIVE_TIMEOUT_S = 10.0
 """A ping unanswered this long closes the stream, and the worker reconnects."""
-
-
-def host_port(address: str) -> tuple[str, int]:
-    """``[grpc://]host:port`` (``[v6]:port`` too) into its parts; a clear error for anything
-    else."""
-    text = worker_address(address).removeprefix("grpc://")
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"a worker address is [grpc://]host:port, not {address!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 class GrpcConnector:
@@ -118,9 +108,12 @@ class GrpcCoordinatorStream:
             raise StreamError(code, exc.message or exc.status.name) from None
         except BROKEN as exc:
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            if self._plain_text and isinstance(exc, StreamTerminatedError | ProtocolError):
-                # A TLS listener drops a plain-text HTTP/2 preface without a word.
-                reason += "; if the coordinator serves TLS, set TRINE_TLS_CA"
+            if isinstance(exc, StreamTerminatedError | ProtocolError):
+                # A TLS listener drops a plain-text HTTP/2 preface without a word; a tcp:// port
+                # closes a connection that does not open as its wire does.
+                if self._plain_text:
+                    reason += "; if the coordinator serves TLS, set TRINE_TLS_CA"
+                reason += "; if its worker port is tcp://, use that"
             raise ConnectionError(reason) from None
 
     def _raise_status(self) -> None:

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, TypeVar, overload
 
-from trine_proto.addresses import DEFAULT_WORKER_SCHEME, worker_scheme
+from trine_proto.addresses import host_port, worker_scheme
 from trine_proto.trine.v1 import VersioningMode, WorkflowErrorMode
 from trine_proto.vocabulary import timeout_to_ms
 
@@ -29,7 +29,6 @@ from ._build import code_digest
 from ._connection import Connection
 from ._declared import NAME_ATTRIBUTE, input_type
 from ._dispatch import InFlight
-from ._grpc_transport import host_port
 from ._lag import LagMonitor
 from ._runner import FunctionDef
 from .converter import Converter
@@ -41,6 +40,8 @@ log = logging.getLogger("trine.worker")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 DEFAULT_ADDRESS = "127.0.0.1:7481"
+HOST_PORT_SCHEMES = ("grpc", "tcp")
+"""The built-in worker transports, whose addresses are checked here as ``host:port``."""
 DEFAULT_MAX_PAYLOAD_BYTES = 1 << 20
 # Enough for a few dozen concurrent blocking calls (HTTP, a sync LLM client) per worker; threads
 # cost memory, not CPU, while they wait.
@@ -166,7 +167,7 @@ class Worker:
     def address(self, address: str) -> None:
         # A bad address, or a scheme no installed worker transport serves, fails here, not later.
         connector = connector_for(address)
-        if worker_scheme(address) == DEFAULT_WORKER_SCHEME:
+        if worker_scheme(address) in HOST_PORT_SCHEMES:
             host_port(address)
         self._connector, self._address = connector, address
 
