@@ -55,6 +55,7 @@ from trine_core.settings import (
     Setting,
     Settings,
     SettingsRegistry,
+    join_host_port,
     split_host_port,
 )
 from trine_core.worker_streams import (
@@ -129,6 +130,7 @@ __all__ = [
     "hash_token",
     "hookimpl",
     "install_sighup_reload",
+    "join_host_port",
     "new_token",
     "refused",
     "report_each",

@@ -267,6 +267,11 @@ def split_host_port(address: str, what: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def join_host_port(host: str, port: int) -> str:
+    """``("::1", 7481)`` → ``"[::1]:7481"``: what :func:`split_host_port` reads back."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 # -- core's own settings -------------------------------------------------------------------------
 
 TARGET = Setting(

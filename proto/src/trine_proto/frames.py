@@ -39,6 +39,8 @@ HELLO = 4
 KINDS = frozenset({MESSAGE, END, ERROR, HELLO})
 MAX_HELLO_BYTES = 64 * 1024
 """The largest ``HELLO`` a coordinator reads (a token and an instance id are far smaller)."""
+BROKEN = (OSError, asyncio.IncompleteReadError)
+"""What a read or write raises when the connection breaks (reset, closed, killed peer)."""
 
 
 class FrameTooLarge(Exception):
@@ -68,7 +70,7 @@ def read_hello(body: bytes) -> dict[str, str]:
     """The metadata of a ``HELLO`` body, names lower-cased; :class:`WireError` if malformed."""
     try:
         metadata = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a hostile "[[[[..."
         raise WireError("the worker's HELLO is not JSON") from None
     if not isinstance(metadata, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()

@@ -32,6 +32,11 @@ MIN_MESSAGE_BYTES = 4 << 20
 """The derived limit's floor (gRPC's customary default)."""
 
 
+def too_large(length: int, limit: int, setting: str) -> str:
+    """The words of a refusal of a message over the limit, the same on every wire."""
+    return f"a message of {length} bytes exceeds the limit of {limit} bytes ({setting})"
+
+
 def derived_limit(max_payload_bytes: int, explicit: int = 0) -> int:
     """``explicit`` if positive, else ``PAYLOADS_PER_MESSAGE`` payloads (at least 4 MiB)."""
     if explicit > 0:
@@ -62,10 +67,7 @@ async def _recv_message(stream: Any, codec: Any, message_type: Any) -> Any:
         raise NotImplementedError("Compression not implemented")  # as grpclib says
     if length > limit:
         setting = getattr(codec, "setting", "grpc.max_message_bytes")
-        raise GRPCError(
-            Status.RESOURCE_EXHAUSTED,
-            f"a message of {length} bytes exceeds the limit of {limit} bytes ({setting})",
-        )
+        raise GRPCError(Status.RESOURCE_EXHAUSTED, too_large(length, limit, setting))
     data = await stream.recv_data(length)
     if len(data) != length:
         raise GRPCError(Status.INTERNAL, f"a message ended after {len(data)} of {length} bytes")

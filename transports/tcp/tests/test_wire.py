@@ -8,9 +8,20 @@ import asyncio
 import pytest
 import structlog.testing
 
-from trine_core import Backend, ConfigError, Settings, WorkerServing
-from trine_core.testing.worker_transport import LIMIT, ScriptedHub, echo
+from trine._tcp_transport import TcpCoordinatorStream
+from trine.transport import ConnectOptions, StreamError, connector_for
+from trine_core import Backend, ConfigError, Settings, Unauthenticated, WorkerServing, WorkerStream
+from trine_core.testing.worker_transport import (
+    LIMIT,
+    ScriptedHub,
+    ack,
+    echo,
+    next_ack,
+    report,
+    stream_end,
+)
 from trine_proto import frames
+from trine_proto.vocabulary import ErrorCode
 from trine_transport_tcp.plugin import TcpTransport
 from trine_transport_tcp.workers import TcpWorkerListener
 
@@ -38,6 +49,7 @@ async def closed_by_server(reader: asyncio.StreamReader) -> bytes:
         (frames.PREAMBLE + frames.frame(frames.MESSAGE, b"\x08\x01"), "not HELLO"),
         (frames.PREAMBLE + frames.frame(frames.HELLO, b"[1, 2]"), "not an object of strings"),
         (frames.PREAMBLE + frames.frame(frames.HELLO, b"{"), "not JSON"),
+        (frames.PREAMBLE + frames.frame(frames.HELLO, b"[" * 60_000), "not JSON"),
         (frames.PREAMBLE + frames.HEADER.pack(frames.HELLO, 1 << 20), "over the limit"),
     ],
 )
@@ -117,3 +129,94 @@ async def test_roles_are_not_carried_over_tcp() -> None:
         await transport.connect(Backend, "tcp://127.0.0.1:1")
     with pytest.raises(ConfigError, match="give roles a grpc:// address"):
         await transport.serve(Backend, object(), "tcp://127.0.0.1:1")  # type: ignore[arg-type]
+
+
+async def dial(port: int) -> TcpCoordinatorStream:
+    address = f"tcp://127.0.0.1:{port}"
+    options = ConnectOptions(metadata={}, max_message_bytes=4 * LIMIT)
+    stream = await connector_for(address).connect(address, options)
+    assert isinstance(stream, TcpCoordinatorStream)
+    return stream
+
+
+async def keep_sending(worker: TcpCoordinatorStream, count: int = 2000) -> None:
+    """Send ``count`` reports without reading, letting the loop run between them (the worker's
+    reader, and the port), as a busy worker does; stop at the first that fails."""
+    for i in range(count):
+        try:
+            await worker.send(report(i))
+        except ConnectionError:
+            return
+        await asyncio.sleep(0)
+
+
+async def test_a_refusal_reaches_a_worker_that_is_still_sending() -> None:
+    """The port refuses a worker (a revoked token) while the worker is busy sending: it closes
+    only once the worker has read the refusal, or the reset its sends then meet would overtake
+    the refusal."""
+
+    async def refuse(stream: WorkerStream) -> None:
+        await stream.receive()
+        raise Unauthenticated("token 'w' was revoked")
+
+    transport, _, port = await listening(ScriptedHub(refuse))
+    worker = await dial(port)
+    try:
+        await keep_sending(worker)
+        error = await stream_end(worker)
+        assert isinstance(error, StreamError), error
+        assert (error.code, error.message) == (ErrorCode.UNAUTHENTICATED, "token 'w' was revoked")
+    finally:
+        await worker.close()
+        await transport.close()
+
+
+async def test_a_read_the_hub_left_behind_does_not_break_the_streams_end() -> None:
+    """The coordinator reads in a task of its own and, when it ends a session, cancels that task
+    without waiting for it: the port still ends the stream properly, and nothing is logged as an
+    unhandled error by the loop."""
+    unhandled: list[dict[str, object]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: unhandled.append(context))
+
+    async def fence(stream: WorkerStream) -> None:
+        await stream.receive()
+        await stream.send(ack(1))  # nothing left unread: the left-behind read waits on the socket
+        reading = asyncio.create_task(stream.receive())
+        await asyncio.sleep(0)  # the read is waiting on the connection
+        reading.cancel()
+        raise Unauthenticated("replaced by a newer session")
+
+    hub = ScriptedHub(fence)
+    transport, _, port = await listening(hub)
+    worker = await dial(port)
+    try:
+        await worker.send(report(1))
+        assert await next_ack(worker) == 1
+        await keep_sending(worker)
+        error = await stream_end(worker)
+        assert isinstance(error, StreamError), error
+        assert error.code == ErrorCode.UNAUTHENTICATED
+        await asyncio.wait_for((await hub.next()).ended, WAIT_S)
+    finally:
+        await worker.close()
+        await transport.close()
+    assert unhandled == []
+
+
+async def test_closing_a_worker_stream_the_coordinator_stopped_reading_does_not_wait() -> None:
+    """A coordinator that stopped reading (stalled, or its host gone) must not hold the worker's
+    close, and so its next session, until TCP gives up."""
+    stalled = asyncio.Event()
+
+    async def never_read(stream: WorkerStream) -> None:
+        await stalled.wait()
+
+    transport, _, port = await listening(ScriptedHub(never_read))
+    worker = await dial(port)
+    try:
+        worker._writer.write(b"x" * (32 << 20))  # more than the sockets' buffers take
+        assert worker._writer.transport.get_write_buffer_size() > 0
+        await asyncio.wait_for(worker.close(), WAIT_S)
+    finally:
+        stalled.set()
+        await transport.close()

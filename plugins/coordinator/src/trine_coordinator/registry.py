@@ -12,7 +12,7 @@ import socket
 
 from trine_coordinator.service import WorkerService
 from trine_coordinator.session import WorkerSession
-from trine_core import DEFAULT_WORKER_SCHEME, split_host_port, worker_address
+from trine_core import DEFAULT_WORKER_SCHEME, join_host_port, split_host_port, worker_address
 from trine_proto.trine.v1 import ListWorkersRequest, ListWorkersResponse, RunInFlight, WorkerInfo
 
 DEFAULT_MAX_RUNS = 100
@@ -29,7 +29,7 @@ def coordinator_name(worker_addr: str) -> str:
     host, port = split_host_port(rest, "worker_addr")
     if host in WILDCARD_HOSTS:
         host = socket.gethostname()
-    name = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    name = join_host_port(host, port)
     return name if scheme == DEFAULT_WORKER_SCHEME else f"{scheme}://{name}"
 
 

@@ -18,7 +18,7 @@ from trine_proto.limits import BoundedCodec
 from trine_proto.trine.v1 import CoordinatorMessage, WorkerMessage
 from trine_proto.vocabulary import ErrorCode
 
-from .transport import ConnectOptions, StreamError
+from .transport import LIMIT_SETTING, ConnectOptions, StreamError
 
 CONNECT = "/trine.v1.WorkerService/Connect"
 CODES = {
@@ -32,8 +32,6 @@ CODES = {
 """The error code of each status a coordinator ends a worker's stream with (any other:
 ``internal``)."""
 BROKEN = (StreamTerminatedError, ProtocolError, OSError)
-LIMIT_SETTING = "derived from the worker's max_payload_bytes"
-"""What a refusal of a message over the worker's limit names as its setting."""
 KEEPALIVE_S = 10.0
 """An HTTP/2 ping every this long on the worker's stream (grpclib sends none by default): the
 worker finds a coordinator whose host vanished without a reset, instead of heartbeating into
@@ -90,6 +88,7 @@ class GrpcCoordinatorStream:
         self._ended = False  # we ended our side
         self._remote_ended = False  # the coordinator ended its side
         self._closed = False
+        self._answered = False  # the coordinator sent a message: it speaks this wire
 
     @contextlib.contextmanager
     def translated(self) -> Iterator[None]:
@@ -108,7 +107,7 @@ class GrpcCoordinatorStream:
             raise StreamError(code, exc.message or exc.status.name) from None
         except BROKEN as exc:
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            if isinstance(exc, StreamTerminatedError | ProtocolError):
+            if isinstance(exc, StreamTerminatedError | ProtocolError) and not self._answered:
                 # A TLS listener drops a plain-text HTTP/2 preface without a word; a tcp:// port
                 # closes a connection that does not open as its wire does.
                 if self._plain_text:
@@ -131,6 +130,7 @@ class GrpcCoordinatorStream:
     async def receive(self) -> CoordinatorMessage | None:
         with self.translated():
             message = await self._stream.recv_message()
+            self._answered = True
             if message is None:
                 self._remote_ended = True
                 self._raise_status()

@@ -27,6 +27,9 @@ from trine_proto.addresses import worker_scheme
 from trine_proto.trine.v1 import CoordinatorMessage, WorkerMessage
 
 ENTRY_POINT_GROUP = "trine.worker_transports"
+LIMIT_SETTING = "derived from the worker's max_payload_bytes"
+"""What a built-in connector's refusal of a message over the worker's limit names as its
+setting."""
 
 
 class StreamError(Exception):

@@ -28,6 +28,7 @@ from trine_core import (
     WorkerHub,
     WorkerServing,
     cannot_listen,
+    join_host_port,
     split_host_port,
 )
 from trine_proto.limits import BoundedCodec
@@ -146,11 +147,7 @@ async def serve_workers(hub: WorkerHub, address: str, serving: WorkerServing) ->
     # ``sockets``); tests/test_worker_transport.py listens on port 0 and dials what this names.
     sockets = getattr(server._server, "sockets", None) or ()
     bound = sockets[0].getsockname()[1] if sockets else port
-    return GrpcWorkerListener(server, port_servable, f"grpc://{_join(host, bound)}")
-
-
-def _join(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return GrpcWorkerListener(server, port_servable, f"grpc://{join_host_port(host, bound)}")
 
 
 def _text(value: object) -> str:

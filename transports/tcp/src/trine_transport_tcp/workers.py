@@ -21,17 +21,18 @@ from trine_core import (
     WorkerServing,
     cannot_listen,
     get_logger,
+    join_host_port,
     split_host_port,
 )
 from trine_proto import frames
 from trine_proto.codec import decode, encode
+from trine_proto.limits import too_large
 from trine_proto.trine.v1 import CoordinatorMessage, WorkerMessage
 from trine_proto.vocabulary import ErrorCode
 
-BROKEN = (ConnectionError, asyncio.IncompleteReadError, OSError)
-"""What a read or write raises when a worker's connection breaks (reset, closed, killed peer)."""
 HELLO_TIMEOUT_S = 10.0
-"""How long a new connection has to send its preamble and ``HELLO``."""
+"""How long a new connection has to finish its TLS handshake, and to send its preamble and
+``HELLO``."""
 LINGER_S = 1.0
 """How long a stream that ended keeps reading (and dropping) what the worker still sends, so its
 ``END`` or ``ERROR`` frame is read before the connection closes: closing a socket with unread data
@@ -58,20 +59,24 @@ class TcpWorkerStream:
         self.failure: TrineError | None = None
         """Why reading failed (a message over the limit): the stream ends with it."""
         self._remote_ended = False
+        self._over = False
+        self._receiving: asyncio.Task[object] | None = None
 
     async def receive(self) -> WorkerMessage | None:
+        if self._over:
+            raise Unavailable("the worker's stream is over")
         if self._remote_ended:
             return None
+        self._receiving = asyncio.current_task()
         try:
             kind, body = await frames.read_frame(self._reader, self._serving.max_message_bytes)
         except frames.FrameTooLarge as exc:
             error: TrineError = PayloadTooLarge(
-                f"a message of {exc.length} bytes exceeds the limit of {exc.limit} bytes "
-                f"({self._serving.limit_setting})"
+                too_large(exc.length, exc.limit, self._serving.limit_setting)
             )
         except frames.WireError as exc:
             error = InvalidArgument(f"the worker sent {exc}")
-        except BROKEN as exc:
+        except frames.BROKEN as exc:
             error = Unavailable(f"the worker's connection broke: {type(exc).__name__}: {exc}")
         else:
             if kind == frames.MESSAGE:
@@ -93,8 +98,17 @@ class TcpWorkerStream:
         self._writer.write(frames.frame(frames.MESSAGE, encode(message)))
         try:
             await self._writer.drain()
-        except BROKEN as exc:
+        except frames.BROKEN as exc:
             raise Unavailable(f"the worker's connection broke: {type(exc).__name__}") from None
+
+    async def over(self) -> None:
+        """The hub is done with the stream: a read it left behind (a task it cancelled and did
+        not wait for) is let go of, so the transport can read the connection to its end."""
+        self._over = True
+        reading = self._receiving
+        if reading is not None and reading is not asyncio.current_task() and not reading.done():
+            reading.cancel()
+            await asyncio.wait({reading}, timeout=LINGER_S)
 
 
 class TcpWorkerListener:
@@ -112,12 +126,17 @@ class TcpWorkerListener:
         host, port = split_host_port(address.removeprefix("tcp://"), address)
         try:
             self._server = await asyncio.start_server(
-                self._connected, host, port, ssl=self._serving.tls, limit=2**16
+                self._connected,
+                host,
+                port,
+                ssl=self._serving.tls,
+                ssl_handshake_timeout=HELLO_TIMEOUT_S if self._serving.tls else None,
+                limit=2**16,
             )
         except OSError as exc:
             raise cannot_listen("tcp", f"{host}:{port} for workers", exc) from None
         bound = self._server.sockets[0].getsockname()[1] if self._server.sockets else port
-        self.address = f"tcp://[{host}]:{bound}" if ":" in host else f"tcp://{host}:{bound}"
+        self.address = f"tcp://{join_host_port(host, bound)}"
 
     async def close(self) -> None:
         if self._closing:
@@ -132,6 +151,9 @@ class TcpWorkerListener:
             await self._server.wait_closed()
 
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._closing:  # accepted as the listener closed: this task was not there to cancel
+            writer.transport.abort()
+            return
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
@@ -170,7 +192,7 @@ class TcpWorkerListener:
                 peer=_peer(writer),
                 reason=str(exc),
             )
-        except (*BROKEN, TimeoutError):
+        except (*frames.BROKEN, TimeoutError):
             pass
         return None
 
@@ -193,15 +215,20 @@ class TcpWorkerListener:
                 if failure is not None
                 else frames.frame(frames.END)
             )
+        await stream.over()
         await _end(stream._reader, stream._writer, ending)
 
 
 async def _end(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ending: bytes) -> None:
     """Send the stream's last frame, then drop what the worker still sends until it closes (at
-    most :data:`LINGER_S`), so the frame is read before the connection goes."""
+    most :data:`LINGER_S`), so the frame is read before the connection goes. A worker that did
+    not close by then (its host vanished, it stopped reading) is dropped: a graceful close would
+    wait on its unsent bytes until TCP gave up."""
     if writer.is_closing():
         return
-    with contextlib.suppress(*BROKEN, TimeoutError):
+    closed_by_worker = False
+    # RuntimeError: a read the hub left behind still waits on the reader (see TcpWorkerStream.over).
+    with contextlib.suppress(*frames.BROKEN, TimeoutError, RuntimeError):
         writer.write(ending)
         if writer.can_write_eof():
             writer.write_eof()
@@ -209,6 +236,9 @@ async def _end(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, endin
             await writer.drain()
             while await reader.read(2**16):
                 pass
+            closed_by_worker = True
+    if not closed_by_worker:
+        writer.transport.abort()
 
 
 async def serve_workers(hub: WorkerHub, address: str, serving: WorkerServing) -> TcpWorkerListener:
