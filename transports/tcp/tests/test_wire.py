@@ -4,6 +4,8 @@ transport refuses to carry."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
 
 import pytest
 import structlog.testing
@@ -22,6 +24,7 @@ from trine_core.testing.worker_transport import (
 )
 from trine_proto import frames
 from trine_proto.vocabulary import ErrorCode
+from trine_transport_tcp import workers
 from trine_transport_tcp.plugin import TcpTransport
 from trine_transport_tcp.workers import TcpWorkerListener
 
@@ -89,6 +92,44 @@ async def test_the_port_serves_workers_after_refusing_a_stranger() -> None:
         assert served.stream.metadata == {"trine-worker-instance": "i-7"}  # names lower-cased
         writer.close()
         await writer.wait_closed()
+    finally:
+        await transport.close()
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Until the listener got there (polled: accepting a connection is no event a test sees)."""
+    for _ in range(round(WAIT_S / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the listener did not get there")
+
+
+async def test_connections_beyond_the_greeting_cap_are_dropped_and_workers_served_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(workers, "MAX_GREETING", 2)
+    hub = ScriptedHub(echo)
+    transport, listener, port = await listening(hub)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+            await until(lambda: listener.greeting == 2)  # accepted by the server: counted
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(frames.hello({}))
+            with contextlib.suppress(ConnectionResetError):  # dropped at once, not served
+                assert await closed_by_server(reader) == b""
+            writer.close()
+            for _, silent_writer in silent:
+                silent_writer.close()
+            await until(lambda: listener.greeting == 0)
+        dropped = [e for e in logs if e["event"].startswith("dropped connections")]
+        assert [(e["waiting"], e["dropped"]) for e in dropped] == [(2, 1)], logs
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(frames.hello({}) + frames.frame(frames.END))
+        assert await closed_by_server(reader) == frames.frame(frames.END)
+        await hub.next()
+        writer.close()
     finally:
         await transport.close()
 

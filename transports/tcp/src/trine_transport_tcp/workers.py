@@ -33,6 +33,14 @@ from trine_proto.vocabulary import ErrorCode
 HELLO_TIMEOUT_S = 10.0
 """How long a new connection has to finish its TLS handshake, and to send its preamble and
 ``HELLO``."""
+MAX_GREETING = 256
+"""At most this many connections may be waiting to send their ``HELLO`` at once (counted once
+accepted, after their TLS handshake: asyncio runs that before the listener sees them); a new one
+beyond it is dropped at once (logged at most every :data:`CROWDED_LOG_EVERY_S`). Each costs a
+task and its buffers for up to :data:`HELLO_TIMEOUT_S`, and a worker spends a few milliseconds
+there, so a crowd of them is a flood of strangers, not workers: bounded, it costs the
+coordinator a bounded amount of memory. A worker dropped so retries with backoff."""
+CROWDED_LOG_EVERY_S = 10.0
 LINGER_S = 1.0
 """How long a stream that ended keeps reading (and dropping) what the worker still sends, so its
 ``END`` or ``ERROR`` frame is read before the connection closes: closing a socket with unread data
@@ -119,6 +127,10 @@ class TcpWorkerListener:
         self._serving = serving
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._greeting = 0
+        """Connections accepted that have not sent their ``HELLO`` (nor been refused) yet."""
+        self._dropped = 0
+        self._dropped_logged_at = -CROWDED_LOG_EVERY_S
         self._closing = False
         self.address = ""
 
@@ -154,11 +166,19 @@ class TcpWorkerListener:
         if self._closing:  # accepted as the listener closed: this task was not there to cancel
             writer.transport.abort()
             return
+        if self._greeting >= MAX_GREETING:
+            writer.transport.abort()
+            self._crowded(writer)
+            return
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
         try:
-            metadata = await self._hello(reader, writer)
+            self._greeting += 1
+            try:
+                metadata = await self._hello(reader, writer)
+            finally:
+                self._greeting -= 1
             if metadata is not None:
                 await self._serve(TcpWorkerStream(reader, writer, metadata, self._serving))
         except asyncio.CancelledError:
@@ -168,6 +188,27 @@ class TcpWorkerListener:
         finally:
             self._connections.discard(task)
             writer.close()
+
+    @property
+    def greeting(self) -> int:
+        """How many connections are between their accept and their ``HELLO`` now."""
+        return self._greeting
+
+    def _crowded(self, writer: asyncio.StreamWriter) -> None:
+        """Log the connections dropped for :data:`MAX_GREETING`: the first, then a count at
+        most every :data:`CROWDED_LOG_EVERY_S` (a flood must not flood the log too)."""
+        self._dropped += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._dropped_logged_at < CROWDED_LOG_EVERY_S:
+            return
+        log.warning(
+            "dropped connections to the tcp:// worker port: too many have not sent their HELLO",
+            waiting=self._greeting,
+            dropped=self._dropped,
+            last_peer=_peer(writer),
+        )
+        self._dropped_logged_at = now
+        self._dropped = 0
 
     async def _hello(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
