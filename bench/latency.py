@@ -24,6 +24,14 @@ each event in ms when it applies it, before its commit; means over the runs, so 
                   and the worker's, whatever it went to (heartbeats and renewals too). In `all`
                   one process waits for the other, so their sum and the fsyncs come close to
                   the latency; in `split` the processes overlap on the machine's cores
+
+`--profile DIR` adds cProfile to every process (the same `sitecustomize`; SIGUSR1 starts it at
+the first measured run, SIGUSR2 stops it and dumps DIR/<topology>-<wire>-<mode>-<pid>.prof) and
+prints, per process, its own time per run in each of bench/profile_buckets.py's buckets and the
+functions that spent most, with their calls per run. cProfile slows Python about 2x, so the
+latency rows of a profiled run are not comparable with others; the calls per run are exact:
+
+    .venv/bin/python bench/latency.py --rounds 1 --runs 300 --wires tcp --profile /tmp/prof
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import signal
 import statistics
 import sys
 import tempfile
@@ -54,6 +63,8 @@ from common import (
     session,
     topology_list,
 )
+from harness import Proc
+from profile_buckets import ORDER, cprofile_seconds
 from throughput import order_input
 
 NO_FSYNC = """\
@@ -63,9 +74,26 @@ _write = _store.Store.write
 _store.Store.write = lambda self, batch, sync=True: _write(self, batch, False)
 _store.Store.sync_wal = lambda self: None
 """
+PROFILE = """\
+import cProfile as _cprofile, os as _os, signal as _signal
+
+_profile = _cprofile.Profile()
+
+
+def _dump(*_):
+    _profile.disable()
+    path = f"{_os.environ['BENCH_PROFILE_PREFIX']}-{_os.getpid()}.prof"
+    _profile.dump_stats(path + ".part")
+    _os.replace(path + ".part", path)
+
+
+_signal.signal(_signal.SIGUSR1, lambda *_: _profile.enable())
+_signal.signal(_signal.SIGUSR2, _dump)
+"""
 MODES = ("durable", "no-fsync")
 WARMUP = 10  # runs left out of the figures: the first connections, the first WAL file
 WORKER = ("order_worker.py", "--max-concurrency", "100")
+TOP_FUNCTIONS = 12
 
 COLUMNS: Columns = [
     ("topology", "{}"),
@@ -135,21 +163,47 @@ async def phases(url: str, runs: list[tuple[str, float]]) -> dict[str, float]:
     }
 
 
-def one_round(topology: str, wire: str, mode: str, n: int, probe: Path) -> dict[str, Any]:
-    env = {"PYTHONPATH": str(probe)} if mode == "no-fsync" else None
+def site_dir(probe: Path, mode: str, profile: Path | None) -> Path | None:
+    """A folder whose ``sitecustomize`` patches fsync out (``no-fsync``) and arms the profiler
+    (``profile``), for the processes' PYTHONPATH; None when neither is asked for."""
+    parts = ([NO_FSYNC] if mode == "no-fsync" else []) + ([PROFILE] if profile else [])
+    if not parts:
+        return None
+    folder = probe / f"{mode}{'-profile' if profile else ''}"
+    folder.mkdir(exist_ok=True)
+    (folder / "sitecustomize.py").write_text("\n".join(parts))
+    return folder
+
+
+def one_round(
+    topology: str, wire: str, mode: str, n: int, probe: Path, profile: Path | None = None
+) -> dict[str, Any]:
+    site = site_dir(probe, mode, profile)
+    label = f"{topology}-{wire}-{mode}"
+    env = {"PYTHONPATH": str(site)} if site else {}
+    if profile:
+        env["BENCH_PROFILE_PREFIX"] = str(profile / label)
     with running_cluster(
         topology, topology, prefix="trine-latency-", env=env, worker_scheme=wire
     ) as cluster:
         processes = {"runtime": cluster.runtime, "worker": [cluster.start_worker(*WORKER)]}
         cpu: dict[str, float] = {}
+        everyone = [proc for procs in processes.values() for proc in procs]
 
         def measuring() -> None:
             cpu.update({name: -cpu_s(procs) for name, procs in processes.items()})
+            if profile:
+                for proc in everyone:
+                    proc.popen.send_signal(signal.SIGUSR1)
 
         runs = asyncio.run(one_by_one(cluster.url, n, measuring))
         for name, procs in processes.items():
             cpu[name] += cpu_s(procs)
+        if profile:
+            dumped = profiles_of(everyone, profile / label)
         cut = asyncio.run(phases(cluster.url, runs))
+    if profile:
+        print_profiles(label, dumped, n)
     took = [ms for _, ms in runs]
     return {
         "topology": topology,
@@ -162,6 +216,40 @@ def one_round(topology: str, wire: str, mode: str, n: int, probe: Path) -> dict[
     }
 
 
+def profiles_of(procs: list[Proc], prefix: Path) -> dict[str, Path]:
+    """Stop each process's profiler (SIGUSR2) and wait for its dump: ``{process name: file}``."""
+    files = {proc.name: Path(f"{prefix}-{proc.popen.pid}.prof") for proc in procs}
+    for proc in procs:
+        proc.popen.send_signal(signal.SIGUSR2)
+    deadline = time.monotonic() + 30
+    while not all(path.exists() for path in files.values()):
+        if time.monotonic() > deadline:
+            missing = [name for name, path in files.items() if not path.exists()]
+            raise RuntimeError(f"no profile dumped by {missing}")
+        time.sleep(0.05)
+    return files
+
+
+def print_profiles(label: str, files: dict[str, Path], n: int) -> None:
+    """Per process, its own time per run in each bucket, and the functions that spent most."""
+    print(f"\nProfile of {label} (cProfile over the measured runs, ms a run: Python runs about")
+    print("2x slower under it, a blocking call such as the synced commit does not):\n")
+    print("| process | busy | " + " | ".join(ORDER) + " |")
+    print("|---" * (len(ORDER) + 2) + "|")
+    tops = {}
+    for name, path in files.items():
+        seconds, functions = cprofile_seconds(path)
+        busy = sum(seconds.values())
+        cells = [f"{seconds[k] * 1000 / n:.2f}" for k in ORDER]
+        print(f"| {name} | {busy * 1000 / n:.2f} | " + " | ".join(cells) + " |")
+        tops[name] = sorted(functions.items(), key=lambda item: -item[1][0])[:TOP_FUNCTIONS]
+    for name, top in tops.items():
+        print(f"\n{name}: own ms a run, calls a run")
+        for function, (own, calls) in top:
+            print(f"  {own * 1000 / n:6.3f}  {calls / n:6.1f}  {function}")
+    sys.stdout.flush()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--runs", type=int, default=200)  # at least 1
@@ -169,6 +257,13 @@ def main() -> None:
     p.add_argument("--topologies", default="all", help="comma list of all,split")
     p.add_argument("--wires", default="grpc", help="comma list of the worker transports: grpc,tcp")
     p.add_argument("--modes", default=",".join(MODES), help="comma list of durable,no-fsync")
+    p.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="cProfile every process over the measured runs (DIR/<topology>-<wire>-<mode>-<pid>"
+        ".prof) and print where each spent its time; the latency rows are then the profiled ones",
+    )
     args = p.parse_args()
     if args.runs < 1:
         p.error("--runs must be at least 1")
@@ -179,11 +274,12 @@ def main() -> None:
         p.error(f"--modes takes {','.join(MODES)}")
     rows: list[dict[str, Any]] = []
     print_header(COLUMNS)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="trine-latency-probe-") as probe:
-        (Path(probe) / "sitecustomize.py").write_text(NO_FSYNC)
         for number in range(1, args.rounds + 1):
             for topology, wire, mode in itertools.product(topologies, wires, modes):
-                row = one_round(topology, wire, mode, args.runs, Path(probe))
+                row = one_round(topology, wire, mode, args.runs, Path(probe), args.profile)
                 rows.append(row)
                 print_row(COLUMNS, str(number), row)
     if args.rounds > 1:

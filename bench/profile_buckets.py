@@ -1,4 +1,6 @@
-"""Where a process spends its time: the share of a py-spy profile's samples in each bucket.
+"""Where a process spends its time: the share of a py-spy profile's samples in each bucket, or
+a cProfile dump's own time in the same buckets (:func:`cprofile_seconds`, for ``bench/latency.py
+--profile``).
 
     .venv/bin/python bench/profile_buckets.py /tmp/prof/*.json    # speedscope files from py-spy
 
@@ -11,12 +13,17 @@ the Python frame that made it, so ``rocksdb`` is time whose innermost frame is i
 ``Store.write``), and
 uvloop's C loop shows as ``asyncio``. Samples py-spy judged idle are not recorded at all, so the
 shares are of the process's busy time. Every thread's samples are counted.
+
+A cProfile dump has no stacks, only each function's own time and its callers: a function's own
+time goes to the bucket of its own file, so the standard library's (``json``, ``dataclasses``,
+``asyncio.streams``) is ``other`` or ``asyncio`` there, not its caller's bucket.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import pstats
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -30,6 +37,7 @@ BUCKETS: list[tuple[str, tuple[str, ...]]] = [
     ("trine_engine", ("/trine_engine/",)),
     ("trine_coordinator", ("/trine_coordinator/",)),
     ("trine_gateway", ("/trine_gateway/",)),
+    ("trine sdk", ("/sdk/python/src/trine/", "/site-packages/trine/")),
     ("asyncio", ("/asyncio/", "/uvloop/", "/selectors.py")),
 ]
 ORDER = [name for name, _ in BUCKETS] + ["other"]
@@ -67,6 +75,22 @@ def bucket_shares(profile: dict[str, Any]) -> tuple[dict[str, float], float]:
 
 def load(path: Path) -> tuple[dict[str, float], float]:
     return bucket_shares(json.loads(path.read_text()))
+
+
+def cprofile_seconds(path: Path) -> tuple[Counter[str], dict[str, tuple[float, int]]]:
+    """A ``cProfile`` dump's own time (``tottime``) per bucket (``ORDER``) and per function
+    (``file:line(name)``: seconds, calls). The same buckets as py-spy's, by the file of the
+    function that spent the time; rocksdict's C methods (``Rdict.write``: the synced commit), which
+    cProfile names by method, not file, are ``rocksdb``. cProfile counts wall time: a call that
+    blocks (an fsync, a socket write that hands the CPU to the process it woke) counts whole."""
+    stats = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
+    seconds: Counter[str] = Counter()
+    functions: dict[str, tuple[float, int]] = {}
+    for (file, line, name), (_, calls, own, _, _) in stats.items():
+        bucket = "rocksdb" if file == "~" and "Rdict" in name else frame_bucket(file)
+        seconds[bucket or "other"] += own
+        functions[f"{file.rsplit('site-packages/', 1)[-1]}:{line}({name})"] = (own, calls)
+    return seconds, functions
 
 
 def print_table(paths: list[Path]) -> None:
