@@ -105,7 +105,13 @@ async def until(condition: Callable[[], bool]) -> None:
     raise AssertionError("the listener did not get there")
 
 
-async def test_connections_beyond_the_greeting_cap_are_dropped_and_workers_served_after(
+async def dropped_by_server(reader: asyncio.StreamReader) -> None:
+    """The server dropped the connection (a reset, or an end: it never answered)."""
+    with contextlib.suppress(ConnectionResetError):
+        assert await closed_by_server(reader) == b""
+
+
+async def test_beyond_the_greeting_cap_the_longest_waiting_connection_makes_room(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(workers, "MAX_GREETING", 2)
@@ -113,25 +119,46 @@ async def test_connections_beyond_the_greeting_cap_are_dropped_and_workers_serve
     transport, listener, port = await listening(hub)
     try:
         with structlog.testing.capture_logs() as logs:
-            silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
-            await until(lambda: listener.greeting == 2)  # accepted by the server: counted
+            oldest, newer = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+            await until(lambda: listener.greeting == 2)  # both accepted: waiting for HELLO
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(frames.hello({}))
-            with contextlib.suppress(ConnectionResetError):  # dropped at once, not served
-                assert await closed_by_server(reader) == b""
+            writer.write(frames.hello({}) + frames.frame(frames.END))
+            assert await closed_by_server(reader) == frames.frame(frames.END)  # served
+            await hub.next()
+            await dropped_by_server(oldest[0])
+            assert listener.greeting == 1  # the newer one waits on
+            for _, silent in (oldest, newer):
+                silent.close()
             writer.close()
-            for _, silent_writer in silent:
-                silent_writer.close()
-            await until(lambda: listener.greeting == 0)
         dropped = [e for e in logs if e["event"].startswith("dropped connections")]
-        assert [(e["waiting"], e["dropped"]) for e in dropped] == [(2, 1)], logs
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(frames.hello({}) + frames.frame(frames.END))
-        assert await closed_by_server(reader) == frames.frame(frames.END)
-        await hub.next()
-        writer.close()
+        assert [e["dropped"] for e in dropped] == [1], logs
+        assert "more than 2 were waiting" in dropped[0]["event"]
     finally:
         await transport.close()
+
+
+async def test_connections_dropped_after_the_first_are_logged_as_a_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(workers, "MAX_GREETING", 1)
+    monkeypatch.setattr(workers, "DROPPED_LOG_EVERY_S", 3600.0)  # no line falls due in the test
+    hub = ScriptedHub(echo)
+    transport, _, port = await listening(hub)
+    with structlog.testing.capture_logs() as logs:
+
+        def lines() -> list[int]:
+            return [e["dropped"] for e in logs if e["event"].startswith("dropped connections")]
+
+        try:
+            opened = [await asyncio.open_connection("127.0.0.1", port) for _ in range(4)]
+            for reader, _ in opened[:-1]:  # each newcomer dropped the one before it
+                await dropped_by_server(reader)
+            assert lines() == [1]  # the first at once; the others wait for the line due
+        finally:
+            await transport.close()  # which logs what was still to log
+        assert lines() == [1, 2], logs
+        for _, writer in opened:
+            writer.close()
 
 
 async def test_a_frame_of_a_kind_the_wire_does_not_have_ends_the_stream_as_invalid() -> None:

@@ -35,12 +35,16 @@ HELLO_TIMEOUT_S = 10.0
 ``HELLO``."""
 MAX_GREETING = 256
 """At most this many connections may be waiting to send their ``HELLO`` at once (counted once
-accepted, after their TLS handshake: asyncio runs that before the listener sees them); a new one
-beyond it is dropped at once (logged at most every :data:`CROWDED_LOG_EVERY_S`). Each costs a
-task and its buffers for up to :data:`HELLO_TIMEOUT_S`, and a worker spends a few milliseconds
-there, so a crowd of them is a flood of strangers, not workers: bounded, it costs the
-coordinator a bounded amount of memory. A worker dropped so retries with backoff."""
-CROWDED_LOG_EVERY_S = 10.0
+accepted, after their TLS handshake: asyncio runs that before the listener sees them). Each costs
+a task and its buffers for up to :data:`HELLO_TIMEOUT_S`, so the bound bounds what a flood of
+strangers costs. When one more comes, the one that has waited longest is dropped, not the
+newcomer: a worker sends its ``HELLO`` within milliseconds of connecting, so the oldest is the
+likeliest stranger, and a flood keeps a worker out only by opening more than this many
+connections within the worker's few milliseconds. A worker dropped all the same retries with
+its backoff."""
+DROPPED_LOG_EVERY_S = 10.0
+"""The port logs the first connection it drops for :data:`MAX_GREETING` at once, then, at the end
+of each such interval that had more, how many more (a flood must not flood the log too)."""
 LINGER_S = 1.0
 """How long a stream that ended keeps reading (and dropping) what the worker still sends, so its
 ``END`` or ``ERROR`` frame is read before the connection closes: closing a socket with unread data
@@ -127,10 +131,10 @@ class TcpWorkerListener:
         self._serving = serving
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
-        self._greeting = 0
-        """Connections accepted that have not sent their ``HELLO`` (nor been refused) yet."""
-        self._dropped = 0
-        self._dropped_logged_at = -CROWDED_LOG_EVERY_S
+        self._waiting: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        """Connections waiting to send their ``HELLO``, the longest waiting first."""
+        self._dropped = 0  # connections dropped for MAX_GREETING since the last log line
+        self._dropped_report: asyncio.TimerHandle | None = None  # its next line, if one is due
         self._closing = False
         self.address = ""
 
@@ -156,6 +160,9 @@ class TcpWorkerListener:
         self._closing = True
         if self._server is not None:
             self._server.close()
+        if self._dropped_report is not None:
+            self._dropped_report.cancel()
+            self._report_dropped(last=True)
         for task in list(self._connections):
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
@@ -166,19 +173,17 @@ class TcpWorkerListener:
         if self._closing:  # accepted as the listener closed: this task was not there to cancel
             writer.transport.abort()
             return
-        if self._greeting >= MAX_GREETING:
-            writer.transport.abort()
-            self._crowded(writer)
-            return
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
         try:
-            self._greeting += 1
+            if len(self._waiting) >= MAX_GREETING:
+                self._drop_longest_waiting()
+            self._waiting[task] = writer
             try:
                 metadata = await self._hello(reader, writer)
             finally:
-                self._greeting -= 1
+                self._waiting.pop(task, None)
             if metadata is not None:
                 await self._serve(TcpWorkerStream(reader, writer, metadata, self._serving))
         except asyncio.CancelledError:
@@ -191,24 +196,35 @@ class TcpWorkerListener:
 
     @property
     def greeting(self) -> int:
-        """How many connections are between their accept and their ``HELLO`` now."""
-        return self._greeting
+        """How many connections are waiting to send their ``HELLO`` now."""
+        return len(self._waiting)
 
-    def _crowded(self, writer: asyncio.StreamWriter) -> None:
-        """Log the connections dropped for :data:`MAX_GREETING`: the first, then a count at
-        most every :data:`CROWDED_LOG_EVERY_S` (a flood must not flood the log too)."""
+    def _drop_longest_waiting(self) -> None:
+        """Make room for one more connection (:data:`MAX_GREETING` says why the oldest goes);
+        its task then reads the end of its connection and leaves."""
+        task = next(iter(self._waiting))
+        writer = self._waiting.pop(task)
+        writer.transport.abort()
         self._dropped += 1
-        now = asyncio.get_running_loop().time()
-        if now - self._dropped_logged_at < CROWDED_LOG_EVERY_S:
+        if self._dropped_report is None:
+            self._report_dropped(peer=_peer(writer))
+
+    def _report_dropped(self, peer: str = "", last: bool = False) -> None:
+        """Log the connections dropped since the last line, if any, and (unless ``last``) keep
+        a line due :data:`DROPPED_LOG_EVERY_S` from now; with none to log, none is due."""
+        self._dropped_report = None
+        if not self._dropped:
             return
         log.warning(
-            "dropped connections to the tcp:// worker port: too many have not sent their HELLO",
-            waiting=self._greeting,
+            "dropped connections to the tcp:// worker port that had not sent their HELLO: "
+            f"more than {MAX_GREETING} were waiting",
             dropped=self._dropped,
-            last_peer=_peer(writer),
+            **({"peer": peer} if peer else {"within_s": DROPPED_LOG_EVERY_S}),
         )
-        self._dropped_logged_at = now
         self._dropped = 0
+        if not last:
+            loop = asyncio.get_running_loop()
+            self._dropped_report = loop.call_later(DROPPED_LOG_EVERY_S, self._report_dropped)
 
     async def _hello(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
