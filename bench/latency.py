@@ -29,7 +29,10 @@ each event in ms when it applies it, before its commit; means over the runs, so 
 the first measured run, SIGUSR2 stops it and dumps DIR/<topology>-<wire>-<mode>-<pid>.prof) and
 prints, per process, its own time per run in each of bench/profile_buckets.py's buckets and the
 functions that spent most, with their calls per run. cProfile slows Python about 2x, so the
-latency rows of a profiled run are not comparable with others; the calls per run are exact:
+latency rows of a profiled run are not comparable with others; the calls are counted, not
+sampled (they include the background work within the window: heartbeats, renewals, credit). It
+sees the main thread only: the engine's sync thread, which fsyncs the batches written unsynced
+(under load, or after a slow commit), is not in the profile:
 
     .venv/bin/python bench/latency.py --rounds 1 --runs 300 --wires tcp --profile /tmp/prof
 """
@@ -53,6 +56,7 @@ from typing import Any
 import aiohttp
 from common import (
     Columns,
+    Proc,
     cpu_s,
     median_row,
     percentile,
@@ -63,7 +67,6 @@ from common import (
     session,
     topology_list,
 )
-from harness import Proc
 from profile_buckets import ORDER, cprofile_seconds
 from throughput import order_input
 
@@ -232,8 +235,8 @@ def profiles_of(procs: list[Proc], prefix: Path) -> dict[str, Path]:
 
 def print_profiles(label: str, files: dict[str, Path], n: int) -> None:
     """Per process, its own time per run in each bucket, and the functions that spent most."""
-    print(f"\nProfile of {label} (cProfile over the measured runs, ms a run: Python runs about")
-    print("2x slower under it, a blocking call such as the synced commit does not):\n")
+    print(f"\nProfile of {label} (cProfile over the measured runs, main threads, ms a run: Python")
+    print("runs about 2x slower under it, a blocking call such as the synced commit does not):\n")
     print("| process | busy | " + " | ".join(ORDER) + " |")
     print("|---" * (len(ORDER) + 2) + "|")
     tops = {}

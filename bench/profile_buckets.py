@@ -16,7 +16,9 @@ shares are of the process's busy time. Every thread's samples are counted.
 
 A cProfile dump has no stacks, only each function's own time and its callers: a function's own
 time goes to the bucket of its own file, so the standard library's (``json``, ``dataclasses``,
-``asyncio.streams``) is ``other`` or ``asyncio`` there, not its caller's bucket.
+``asyncio.streams``) is ``other`` or ``asyncio`` there, not its caller's bucket. And it holds
+the threads it was enabled in only: ``bench/latency.py --profile`` enables it in the main
+thread, so the engine's sync thread (the fsyncs of batches written unsynced) is not in it.
 """
 
 from __future__ import annotations
@@ -80,15 +82,18 @@ def load(path: Path) -> tuple[dict[str, float], float]:
 def cprofile_seconds(path: Path) -> tuple[Counter[str], dict[str, tuple[float, int]]]:
     """A ``cProfile`` dump's own time (``tottime``) per bucket (``ORDER``) and per function
     (``file:line(name)``: seconds, calls). The same buckets as py-spy's, by the file of the
-    function that spent the time; rocksdict's C methods (``Rdict.write``: the synced commit), which
-    cProfile names by method, not file, are ``rocksdb``. cProfile counts wall time: a call that
-    blocks (an fsync, a socket write that hands the CPU to the process it woke) counts whole."""
+    function that spent the time; a C function (file ``~``: ``Rdict.write``, the synced commit)
+    goes to the bucket of the caller that spent most in it, as py-spy shows C time in the Python
+    frame that made the call. cProfile counts wall time: a call that blocks (an fsync, a socket
+    write that hands the CPU to the process it woke) counts whole."""
     stats = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
     seconds: Counter[str] = Counter()
     functions: dict[str, tuple[float, int]] = {}
-    for (file, line, name), (_, calls, own, _, _) in stats.items():
-        bucket = "rocksdb" if file == "~" and "Rdict" in name else frame_bucket(file)
-        seconds[bucket or "other"] += own
+    for (file, line, name), (_, calls, own, _, callers) in stats.items():
+        owner = file
+        if file == "~" and callers:
+            owner = max(callers.items(), key=lambda item: item[1][3])[0][0]
+        seconds[frame_bucket(owner) or "other"] += own
         functions[f"{file.rsplit('site-packages/', 1)[-1]}:{line}({name})"] = (own, calls)
     return seconds, functions
 
