@@ -68,6 +68,8 @@ MESSAGES = [
         )
     ),
     FunctionSpec(name="f", retry=RetryPolicy(max_attempts=3, backoff_coefficient=2.5)),
+    Emit(name="e", data=b"2", index=0),  # an optional scalar set to its default: present
+    Emit(name="e"),
     ReportResponse(outcome=ReportOutcome.SUSPENDED, resolved=[ENTRY]),
 ]
 
@@ -79,6 +81,20 @@ def test_round_trips_and_agrees_with_betterproto2(message: betterproto2.Message)
     assert codec.decode(cls, data) == message
     assert cls.parse(data) == message  # betterproto2 reads what upb wrote
     assert codec.decode(cls, bytes(message)) == message  # and the other way round
+
+
+@pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)
+def test_nested_messages_are_serialized_apart_into_the_same_bytes(
+    message: betterproto2.Message,
+) -> None:
+    """encode() serializes each nested message on its own and appends it; the bytes are the
+    ones the whole upb twin serializes to (field order and all)."""
+    assert codec.encode(message) == codec._encoder(type(message))(message).SerializeToString()
+
+
+def test_an_optional_scalar_keeps_its_presence() -> None:
+    assert codec.decode(Emit, codec.encode(Emit(name="e", index=0))).index == 0
+    assert codec.decode(Emit, codec.encode(Emit(name="e"))).index is None
 
 
 def test_oneofs_survive() -> None:

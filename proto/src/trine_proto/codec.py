@@ -6,8 +6,9 @@ encode or decode a small ``Event`` on our machines), which made it the largest c
 Google's protobuf runtime (upb, in C) encodes the same schema about 20 times faster, so each
 message class gets a converter to and from its upb twin (``_upb/…/*_pb2.py``, generated from the
 same ``.proto`` files by ``proto/generate.sh``): a specialized function per class, built on
-first use, that copies the fields in one constructor call. The bytes are ordinary protobuf, so data
-written by either codec is read by the other.
+first use, that copies the fields in one constructor call. To encode, each nested message is
+serialized on its own and appended (``_serializer`` says why). The bytes are ordinary protobuf,
+the same upb writes, so data written by either codec is read by the other.
 
 ``encode(message)`` and ``decode(cls, data)`` are the storage and wire entry points;
 :class:`GrpcCodec` plugs them into grpclib channels and servers.
@@ -38,15 +39,17 @@ _upb_by_name: dict[str, Any] = {
 
 _TYPE_MESSAGE = 11
 _TYPE_ENUM = 14
+_LENGTH_DELIMITED = 2  # the wire type of a message field
 
 _encoders: dict[type, Callable[[Any], Any]] = {}
+_serializers: dict[type, Callable[[Any], bytes]] = {}
 _decoders: dict[type, Callable[[Any], Any]] = {}
+_ONE_BYTE = [bytes((n,)) for n in range(0x80)]
 
 
 def encode(message: betterproto2.Message) -> bytes:
     """``message`` in the protobuf wire format (what ``bytes(message)`` returns, faster)."""
-    data: bytes = _encoder(type(message))(message).SerializeToString()
-    return data
+    return _serializer(type(message))(message)
 
 
 def decode(cls: type[M], data: bytes) -> M:
@@ -164,6 +167,98 @@ def _encoder(cls: type) -> Callable[[Any], Any]:
     return function
 
 
+def _serializer(cls: type) -> Callable[[Any], bytes]:
+    """``serialize(message)``: its protobuf bytes, built in one call. With no message field set,
+    the upb twin is built in one constructor call and serialized. Otherwise the scalar fields go
+    to the twin (one constructor call per run of them between message fields that are set), and
+    each message field is serialized the same way on its own and appended, length-delimited:
+    a upb constructor copies every message it is given, so building the twin of a nested message
+    copied each level again for every level above it (``_encoder``: a report's log record, five
+    levels deep, took 1.4 times as long). Fields come in field-number order, as upb writes them,
+    so the bytes are the same."""
+    found = _serializers.get(cls)
+    if found is not None:
+        return found
+    names: dict[str, Any] = {"U": _upb_class(cls), "int": int, "varint": _varint}
+    steps: list[tuple[str, str, Any]] = []  # ("scalar" | "oneof" | "message", name, value)
+    for name, field, _ in sorted(_fields(cls), key=lambda found: found[1].number):
+        if _is_message(field):
+            names[f"key_{name}"] = _varint(field.number << 3 | _LENGTH_DELIMITED)
+            names[f"ser_{name}"] = _lazy_serializer(cls, name)
+            steps.append(("message", name, field.is_repeated))
+        elif field.message_type is not None:  # a map
+            value_field = field.message_type.fields_by_name["value"]
+            if value_field.message_type is not None:
+                names[f"enc_{name}"] = _lazy_encoder(cls, name, value=True)
+                steps.append(("scalar", name, f"{{k: enc_{name}(v) for k, v in m.{name}.items()}}"))
+            else:
+                steps.append(("scalar", name, f"m.{name}"))
+        elif field.containing_oneof is not None:
+            steps.append(("oneof", name, None))  # a scalar in a oneof: None unless it is set
+        elif field.type == _TYPE_ENUM and not field.is_repeated:
+            steps.append(("scalar", name, f"int(m.{name})"))
+        else:
+            steps.append(("scalar", name, f"m.{name}"))
+    lines = ["def serialize(m):"]
+    if all(kind != "oneof" for kind, _, _ in steps):
+        every = ", ".join(f"{name}={value}" for kind, name, value in steps if kind == "scalar")
+        unset = [
+            f"not m.{name}" if repeated else f"m.{name} is None"
+            for kind, name, repeated in steps
+            if kind == "message"
+        ]
+        if unset:
+            lines.append(f"    if {' and '.join(unset)}:")
+        lines.append(f"{'    ' * (2 if unset else 1)}return U({every}).SerializeToString()")
+    if any(kind != "scalar" for kind, _, _ in steps):
+        lines.extend(["    out = b''", "    kw = {}"])
+        for kind, name, value in steps:
+            if kind == "scalar":
+                lines.append(f"    kw[{name!r}] = {value}")
+                continue
+            if kind == "oneof":
+                lines.extend(
+                    [f"    v = m.{name}", "    if v is not None:", f"        kw[{name!r}] = v"]
+                )
+                continue
+            if value:  # repeated
+                lines.append(f"    for v in m.{name}:")
+            else:
+                lines.extend([f"    v = m.{name}", "    if v is not None:"])
+            lines.extend(
+                [
+                    "        if kw:",
+                    "            out += U(**kw).SerializeToString()",
+                    "            kw = {}",
+                    f"        data = ser_{name}(v)",
+                    f"        out += key_{name} + varint(len(data)) + data",
+                ]
+            )
+        lines.extend(["    if kw:", "        out += U(**kw).SerializeToString()", "    return out"])
+    function: Callable[[Any], bytes] = _compile("\n".join(lines), names, "serialize")
+    _serializers[cls] = function
+    return function
+
+
+def _is_message(field: Any) -> bool:
+    """A message field, repeated or not (a map is a repeated message field to upb: not this)."""
+    return bool(field.type == _TYPE_MESSAGE) and not (
+        field.message_type is not None and field.message_type.GetOptions().map_entry
+    )
+
+
+def _varint(value: int) -> bytes:
+    """``value`` (not negative) as a protobuf varint."""
+    if value < 0x80:
+        return _ONE_BYTE[value]
+    data = bytearray()
+    while value >= 0x80:
+        data.append(value & 0x7F | 0x80)
+        value >>= 7
+    data.append(value)
+    return bytes(data)
+
+
 def _decoder(cls: type) -> Callable[[Any], Any]:
     """``from_upb(u)``: the betterproto2 message of a upb one, built in one call."""
     found = _decoders.get(cls)
@@ -222,6 +317,17 @@ def _lazy_encoder(cls: type, name: str, value: bool = False) -> Callable[[Any], 
         return target[0](message)
 
     return encode_field
+
+
+def _lazy_serializer(cls: type, name: str) -> Callable[[Any], bytes]:
+    target: list[Callable[[Any], bytes]] = []
+
+    def serialize_field(message: Any) -> bytes:
+        if not target:
+            target.append(_serializer(_field_class(cls, name, False)))
+        return target[0](message)
+
+    return serialize_field
 
 
 def _lazy_decoder(cls: type, name: str, value: bool = False) -> Callable[[Any], Any]:
