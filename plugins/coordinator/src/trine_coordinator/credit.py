@@ -38,6 +38,9 @@ class Credit:
         was granted. One that came long after (over half a lease TTL: the coordinator stalled,
         or the network did, or nothing was ready for that long) has its lease checked before it
         is sent: it may have expired while the run sat in the stream."""
+        self._outstanding = 0
+        """The runs of ``grants`` (kept as a total: a worker of 100 slots has about as many grants
+        open, and the sum was taken at every grant)."""
         self._requests: asyncio.Queue[TakeWorkRequest | None] = asyncio.Queue()
         self._first = True
 
@@ -64,12 +67,13 @@ class Credit:
         else:
             request = TakeWorkRequest(max_items=more)
         self.grants.append([time.monotonic(), more])
+        self._outstanding += more
         self._requests.put_nowait(request)
 
     @property
     def outstanding(self) -> int:
         """Runs granted that are not in flight yet: on their way, or come and being checked."""
-        return int(sum(runs for _, runs in self.grants))
+        return self._outstanding
 
     def waited(self) -> float:
         """How long the runs that just came waited since the oldest slot they fill was granted
@@ -86,6 +90,7 @@ class Credit:
             oldest = self.grants[0]
             used = min(count, int(oldest[1]))
             oldest[1] -= used
+            self._outstanding -= used
             count -= used
             if oldest[1] <= 0:
                 self.grants.popleft()

@@ -126,8 +126,12 @@ class NewEvents(list[Event]):
         self._add(EventType.RUN_MOVED, function, _dumps(data))
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+"""Built once: ``json.dumps`` with options builds an encoder per call, half its cost here."""
+
+
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODER.encode(value).encode()
 
 
 def _with(head: bytes, key: bytes, payload: bytes) -> bytes:
