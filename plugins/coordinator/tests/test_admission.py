@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpclib
@@ -21,6 +21,7 @@ from trine_coordinator import CoordinatorRole
 from trine_coordinator.admission import INSTANCE, bearer
 from trine_core.auth import hash_token, new_token
 from trine_core.instruments import REGISTRY
+from trine_core.testing import eventually
 from trine_proto.trine.v1 import FunctionSpec, Register, WorkerMessage
 
 WORKER_TOKEN = new_token()
@@ -79,15 +80,6 @@ async def until_ended(worker: WorkerStream) -> None:
     """Read the worker's stream until it ends (an error raises)."""
     while await worker.recv() is not None:
         pass
-
-
-async def eventually(predicate: Callable[[], bool], timeout_s: float) -> None:
-    """Until ``predicate`` holds (polled: a session ending is no event a test can await)."""
-    for _ in range(int(timeout_s * 100)):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"still false after {timeout_s}s")
 
 
 def registrations(harness: Harness) -> int:
@@ -262,7 +254,8 @@ async def test_a_worker_whose_connection_closed_gets_its_id_back_at_once() -> No
             await WorkerStream(stream).register("same")
             assert "same" in sessions
             harness.channels[-1].close()  # the process died: its connection closes
-            await eventually(lambda: "same" not in sessions, timeout_s=1.0)
+            # polled: a session ending is no event a test can await
+            await eventually(lambda: "same" not in sessions, "the session ended", timeout_s=1.0)
             with contextlib.suppress(Exception):
                 await stream.cancel()
         async with harness.worker("same") as new:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
@@ -20,7 +20,7 @@ from trine_coordinator.registry import coordinator_name
 from trine_coordinator.service import WorkerService
 from trine_coordinator.settings import COORDINATOR_ADDR, WORKER_ADDR
 from trine_core import Backend, Settings, WorkerRegistry
-from trine_core.testing import free_port
+from trine_core.testing import eventually, free_port
 from trine_core.testing.contracts import WorkerRegistryContract, WorkerRegistrySubject
 from trine_core.testing.memory import MemoryEngine
 from trine_proto.trine.v1 import (
@@ -35,17 +35,6 @@ from trine_proto.trine.v1 import (
     WorkerInfo,
     WorkerReport,
 )
-
-WAIT_S = 5.0
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Until the coordinator has read what a worker sent (its stream is read in a task)."""
-    for _ in range(round(WAIT_S / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the coordinator did not get there")
 
 
 class StreamWorkers:
@@ -104,11 +93,11 @@ class StreamWorkers:
 
     async def drain(self, worker_id: str) -> None:
         await self.streams[worker_id].send(drain=Drain())
-        await until(lambda: self.service.sessions[worker_id].draining)
+        await eventually(lambda: self.service.sessions[worker_id].draining, "drain read")
 
     async def disconnect(self, worker_id: str) -> None:
         await self.streams.pop(worker_id).stream.end()
-        await until(lambda: worker_id not in self.service.sessions)
+        await eventually(lambda: worker_id not in self.service.sessions, "session ended")
 
 
 @contextlib.asynccontextmanager
@@ -155,7 +144,7 @@ async def test_the_last_heartbeat_moves_with_each_message_from_the_worker() -> N
         await workers.streams["w-1"].heartbeat()
         assert role.service is not None
         session = role.service.sessions["w-1"]
-        await until(lambda: session.last_heard_ms > first)
+        await eventually(lambda: session.last_heard_ms > first, "heartbeat read")
         assert (await only(worker_registry)).last_heartbeat_at_ms > first
 
 

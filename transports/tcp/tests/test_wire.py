@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 
 import pytest
 import structlog.testing
@@ -13,6 +12,7 @@ import structlog.testing
 from trine._tcp_transport import TcpCoordinatorStream
 from trine.transport import ConnectOptions, StreamError, connector_for
 from trine_core import Backend, ConfigError, Settings, Unauthenticated, WorkerServing, WorkerStream
+from trine_core.testing import eventually
 from trine_core.testing.worker_transport import (
     LIMIT,
     ScriptedHub,
@@ -96,15 +96,6 @@ async def test_the_port_serves_workers_after_refusing_a_stranger() -> None:
         await transport.close()
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    """Until the listener got there (polled: accepting a connection is no event a test sees)."""
-    for _ in range(round(WAIT_S / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the listener did not get there")
-
-
 async def dropped_by_server(reader: asyncio.StreamReader) -> None:
     """The server dropped the connection (a reset, or an end: it never answered)."""
     with contextlib.suppress(ConnectionResetError):
@@ -120,7 +111,8 @@ async def test_beyond_the_greeting_cap_the_longest_waiting_connection_makes_room
     try:
         with structlog.testing.capture_logs() as logs:
             oldest, newer = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
-            await until(lambda: listener.greeting == 2)  # both accepted: waiting for HELLO
+            # polled: accepting a connection is no event a test sees
+            await eventually(lambda: listener.greeting == 2, "both accepted, waiting for HELLO")
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(frames.hello({}) + frames.frame(frames.END))
             assert await closed_by_server(reader) == frames.frame(frames.END)  # served
