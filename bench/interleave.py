@@ -13,8 +13,9 @@ drift hits both sides alike. Every option this script does not know is passed on
 for the bench's own rounds, as this script's `--rounds` is the number of before/after pairs).
 
 Each run's output is echoed to stderr as it comes. From the markdown tables a run prints, every
-numeric cell is a figure, named by its row's key cells (topology, phase, process, workload,
-streams) and its column; rows labelled `median` are left out (the rounds they sum up are in).
+numeric cell is a figure, named by its row's key cells (topology, wire, mode, phase, process,
+workload, streams, message) and its column; rows labelled `median` are left out (the rounds
+they sum up are in).
 At the end it prints the exact command lines, then a markdown table: per figure, the median of
 each side's values (one per run, or per round of the bench's own `--rounds`), after ÷ before of
 the medians, each side's range and number of values. A run that fails or prints no table is
@@ -33,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-KEY_COLUMNS = ("topology", "phase", "process", "workload", "streams")
+KEY_COLUMNS = ("topology", "wire", "mode", "phase", "process", "workload", "streams", "message")
 SIDES = ("before", "after")
 Figures = dict[tuple[str, str], list[float]]  # (row's key cells, column): values, a row each
 
