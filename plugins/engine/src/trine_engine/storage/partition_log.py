@@ -86,7 +86,7 @@ SYNC_THREAD = "trine-wal-sync"
 """The name of a partition log's thread that fsyncs its WAL (one per open log, idle between
 commits)."""
 
-INLINE_AFTER_IDLE_S = 0.001
+INLINE_AFTER_IDLE_S = 0.0002
 """A batch of one record, appended at least this long after the last commit was answered, is
 written synced, inline, instead of through the sync thread. Nothing else is gathering then, so
 freeing the loop during its fsync buys nothing, and the hand-off costs: two GIL switches and a
@@ -94,7 +94,12 @@ wake-up of the loop (measured alone, with ``bench/interleave.py`` at 20 runs at 
 0.95 → 1.17 ms and p99 7.3 → 14.5 ms through the thread). Under load an fsync is nearly always in
 flight when a record comes, so batches go through the thread and keep gathering. Only while
 the last commit took at most :data:`INLINE_MAX_COMMIT_S`: the inline write holds the GIL through
-its fsync, stopping every role on the loop."""
+its fsync, stopping every role on the loop.
+
+0.2 ms, shorter than any step's round trip (a report's commit is answered, the worker runs the
+next step, its report comes: 0.6 ms and more on this machine). At 1 ms, about half of a lone
+run's reports came sooner on a quick day and went through the thread: the quicker the worker,
+the slower its commits (docs/performance.md, "A lone run, hop by hop")."""
 
 INLINE_MAX_COMMIT_S = 0.002
 """The slowest last commit (write to answer) after which a lone record is still synced inline. On
