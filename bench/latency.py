@@ -35,6 +35,15 @@ sees the main thread only: the engine's sync thread, which fsyncs the batches wr
 (under load, or after a slow commit), is not in the profile:
 
     .venv/bin/python bench/latency.py --rounds 1 --runs 300 --wires tcp --profile /tmp/prof
+
+`--timeline DIR` (not with `--profile`) stamps fixed points of every process instead (the
+request read, the handler, the engine's accept, each RocksDB write, the lease, each message on
+the worker stream at both ends, each report, the answer; bench/timeline.py) and prints a run's
+wall time hop by hop, runtime and worker merged on the machine's one monotonic clock: where a run
+waits for the disk or for a process to wake, which a profile does not show:
+
+    .venv/bin/python bench/latency.py --rounds 1 --runs 300 --wires tcp --modes durable,no-fsync \\
+        --timeline /tmp/tl
 """
 
 from __future__ import annotations
@@ -69,6 +78,8 @@ from common import (
 )
 from profile_buckets import ORDER, cprofile_seconds
 from throughput import order_input
+from timeline import SITE as TIMELINE
+from timeline import print_timeline
 
 NO_FSYNC = """\
 from trine_engine.storage import store as _store
@@ -93,6 +104,13 @@ def _dump(*_):
 _signal.signal(_signal.SIGUSR1, lambda *_: _profile.enable())
 _signal.signal(_signal.SIGUSR2, _dump)
 """
+WATCHES = {
+    "profile": (PROFILE, "BENCH_PROFILE_PREFIX", ".prof"),
+    "timeline": (TIMELINE, "BENCH_TIMELINE_PREFIX", ".json"),
+}
+"""What ``--profile`` and ``--timeline`` add to the ``sitecustomize``, the variable naming where
+each process dumps (``<prefix>-<pid><suffix>``) and the suffix."""
+Watch = tuple[str, Path]  # ("profile" or "timeline", DIR)
 MODES = ("durable", "no-fsync")
 WARMUP = 10  # runs left out of the figures: the first connections, the first WAL file
 WORKER = ("order_worker.py", "--max-concurrency", "100")
@@ -166,26 +184,26 @@ async def phases(url: str, runs: list[tuple[str, float]]) -> dict[str, float]:
     }
 
 
-def site_dir(probe: Path, mode: str, profile: Path | None) -> Path | None:
+def site_dir(probe: Path, mode: str, watch: Watch | None) -> Path | None:
     """A folder whose ``sitecustomize`` patches fsync out (``no-fsync``) and arms the profiler
-    (``profile``), for the processes' PYTHONPATH; None when neither is asked for."""
-    parts = ([NO_FSYNC] if mode == "no-fsync" else []) + ([PROFILE] if profile else [])
+    or the timeline (``watch``), for the processes' PYTHONPATH; None when neither is asked for."""
+    parts = ([NO_FSYNC] if mode == "no-fsync" else []) + ([WATCHES[watch[0]][0]] if watch else [])
     if not parts:
         return None
-    folder = probe / f"{mode}{'-profile' if profile else ''}"
+    folder = probe / f"{mode}{'-' + watch[0] if watch else ''}"
     folder.mkdir(exist_ok=True)
     (folder / "sitecustomize.py").write_text("\n".join(parts))
     return folder
 
 
 def one_round(
-    topology: str, wire: str, mode: str, n: int, probe: Path, profile: Path | None = None
+    topology: str, wire: str, mode: str, n: int, probe: Path, watch: Watch | None = None
 ) -> dict[str, Any]:
-    site = site_dir(probe, mode, profile)
+    site = site_dir(probe, mode, watch)
     label = f"{topology}-{wire}-{mode}"
     env = {"PYTHONPATH": str(site)} if site else {}
-    if profile:
-        env["BENCH_PROFILE_PREFIX"] = str(profile / label)
+    if watch:
+        env[WATCHES[watch[0]][1]] = str(watch[1] / label)
     with running_cluster(
         topology, topology, prefix="trine-latency-", env=env, worker_scheme=wire
     ) as cluster:
@@ -195,18 +213,20 @@ def one_round(
 
         def measuring() -> None:
             cpu.update({name: -cpu_s(procs) for name, procs in processes.items()})
-            if profile:
+            if watch:
                 for proc in everyone:
                     proc.popen.send_signal(signal.SIGUSR1)
 
         runs = asyncio.run(one_by_one(cluster.url, n, measuring))
         for name, procs in processes.items():
             cpu[name] += cpu_s(procs)
-        if profile:
-            dumped = profiles_of(everyone, profile / label)
+        if watch:
+            dumped = dumps_of(everyone, watch[1] / label, WATCHES[watch[0]][2])
         cut = asyncio.run(phases(cluster.url, runs))
-    if profile:
+    if watch and watch[0] == "profile":
         print_profiles(label, dumped, n)
+    elif watch:
+        print_timeline(label, list(dumped.values()))
     took = [ms for _, ms in runs]
     return {
         "topology": topology,
@@ -219,16 +239,17 @@ def one_round(
     }
 
 
-def profiles_of(procs: list[Proc], prefix: Path) -> dict[str, Path]:
-    """Stop each process's profiler (SIGUSR2) and wait for its dump: ``{process name: file}``."""
-    files = {proc.name: Path(f"{prefix}-{proc.popen.pid}.prof") for proc in procs}
+def dumps_of(procs: list[Proc], prefix: Path, suffix: str) -> dict[str, Path]:
+    """Stop each process's profiler or timeline (SIGUSR2) and wait for its dump:
+    ``{process name: file}``."""
+    files = {proc.name: Path(f"{prefix}-{proc.popen.pid}{suffix}") for proc in procs}
     for proc in procs:
         proc.popen.send_signal(signal.SIGUSR2)
     deadline = time.monotonic() + 30
     while not all(path.exists() for path in files.values()):
         if time.monotonic() > deadline:
             missing = [name for name, path in files.items() if not path.exists()]
-            raise RuntimeError(f"no profile dumped by {missing}")
+            raise RuntimeError(f"nothing dumped by {missing}")
         time.sleep(0.05)
     return files
 
@@ -260,12 +281,20 @@ def main() -> None:
     p.add_argument("--topologies", default="all", help="comma list of all,split")
     p.add_argument("--wires", default="grpc", help="comma list of the worker transports: grpc,tcp")
     p.add_argument("--modes", default=",".join(MODES), help="comma list of durable,no-fsync")
-    p.add_argument(
+    watching = p.add_mutually_exclusive_group()
+    watching.add_argument(
         "--profile",
         type=Path,
         metavar="DIR",
         help="cProfile every process over the measured runs (DIR/<topology>-<wire>-<mode>-<pid>"
         ".prof) and print where each spent its time; the latency rows are then the profiled ones",
+    )
+    watching.add_argument(
+        "--timeline",
+        type=Path,
+        metavar="DIR",
+        help="stamp fixed points of every process over the measured runs (DIR/<topology>-<wire>-"
+        "<mode>-<pid>.json) and print a run's wall time hop by hop (bench/timeline.py)",
     )
     args = p.parse_args()
     if args.runs < 1:
@@ -277,12 +306,14 @@ def main() -> None:
         p.error(f"--modes takes {','.join(MODES)}")
     rows: list[dict[str, Any]] = []
     print_header(COLUMNS)
-    if args.profile:
-        args.profile.mkdir(parents=True, exist_ok=True)
+    watch: Watch | None = None
+    if args.profile or args.timeline:
+        watch = ("profile", args.profile) if args.profile else ("timeline", args.timeline)
+        watch[1].mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="trine-latency-probe-") as probe:
         for number in range(1, args.rounds + 1):
             for topology, wire, mode in itertools.product(topologies, wires, modes):
-                row = one_round(topology, wire, mode, args.runs, Path(probe), args.profile)
+                row = one_round(topology, wire, mode, args.runs, Path(probe), watch)
                 rows.append(row)
                 print_row(COLUMNS, str(number), row)
     if args.rounds > 1:
