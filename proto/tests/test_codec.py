@@ -23,6 +23,7 @@ from trine_proto.trine.v1 import (
     Run,
     RunCompleted,
     RunStatus,
+    StartRunResponse,
     StepCompleted,
     Wait,
     WorkerMessage,
@@ -88,8 +89,16 @@ def test_nested_messages_are_serialized_apart_into_the_same_bytes(
     message: betterproto2.Message,
 ) -> None:
     """encode() serializes each nested message on its own and appends it; the bytes are the
-    ones the whole upb twin serializes to (field order and all)."""
+    ones the whole upb twin serializes to (field order and all; these messages' maps have at most
+    two small integer keys, whose order upb keeps)."""
     assert codec.encode(message) == codec._encoder(type(message))(message).SerializeToString()
+
+
+def test_a_nested_map_reads_back_whatever_the_order_of_its_entries() -> None:
+    run = Run(id="r", trace_context={f"key{i}": f"value{i}" for i in range(50)})
+    message = StartRunResponse(run=run, created=True)
+    assert codec.decode(StartRunResponse, codec.encode(message)) == message
+    assert StartRunResponse.parse(codec.encode(message)) == message
 
 
 def test_an_optional_scalar_keeps_its_presence() -> None:
