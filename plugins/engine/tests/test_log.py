@@ -33,6 +33,9 @@ from trine_proto.trine.v1 import (
 Harness = Any
 SHIPPED_INLINE_AFTER_IDLE_S = partition_log.INLINE_AFTER_IDLE_S  # before conftest's autouse patch
 SLOW_COMMIT_S = 0.25
+IDLE_S = 0.2
+"""Quiet longer than any commit of a loaded test machine: the next lone record is synced inline."""
+QUEUED_BEHIND_S = 0.01
 
 
 def test_framing_round_trip() -> None:
@@ -188,7 +191,7 @@ async def test_a_lone_record_on_an_idle_log_is_synced_inline(
     monkeypatch.setattr(partition_log, "INLINE_AFTER_IDLE_S", SHIPPED_INLINE_AFTER_IDLE_S)
     # However long the registration's commit took on this machine:
     monkeypatch.setattr(partition_log, "INLINE_MAX_COMMIT_S", float("inf"))
-    await asyncio.sleep(SHIPPED_INLINE_AFTER_IDLE_S)  # idle: the log waits for nothing
+    await asyncio.sleep(IDLE_S)  # idle: the log waits for nothing
     run = await h.start()
     assert (writes, syncs) == ([True], [])  # one synced write, no hand-off to the sync thread
     assert read_marker(h.config.data_dir, 0) == 2  # acknowledged: the registration and the start
@@ -221,12 +224,44 @@ async def test_after_a_slow_commit_a_lone_record_goes_through_the_sync_thread(
     monkeypatch.setattr(Store, "sync_wal", sync_wal)
     monkeypatch.setattr(partition_log, "INLINE_AFTER_IDLE_S", SHIPPED_INLINE_AFTER_IDLE_S)
     monkeypatch.setattr(partition_log, "INLINE_MAX_COMMIT_S", SLOW_COMMIT_S)
-    await asyncio.sleep(SHIPPED_INLINE_AFTER_IDLE_S)  # idle: the log waits for nothing
+    await asyncio.sleep(IDLE_S)  # idle: the log waits for nothing
     await h.start()
     assert (writes, len(syncs)) == ([True], 0)  # inline, and slow
-    await asyncio.sleep(SHIPPED_INLINE_AFTER_IDLE_S)  # idle again
+    await asyncio.sleep(SLOW_COMMIT_S * 2)  # idle again, longer than that commit took
     await h.start()
     assert (writes, len(syncs)) == ([True, False], 1)  # written unsynced, fsynced by the thread
+
+
+async def test_a_record_that_comes_sooner_than_the_last_commit_took_goes_through_the_thread(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records that queued behind an inline fsync come right after it: each must not get an
+    inline fsync of its own, one after another, but gather behind one in the sync thread."""
+    await h.register()
+    writes: list[bool] = []
+    syncs: list[Store] = []
+    real_write = Store.write
+
+    def slowly_synced(store: Store, batch: Any, sync: bool = True) -> None:
+        writes.append(sync)
+        real_write(store, batch, sync)
+        if sync:
+            time.sleep(QUEUED_BEHIND_S * 5)  # a slow fsync, still under INLINE_MAX_COMMIT_S
+
+    def sync_wal(store: Store) -> None:
+        syncs.append(store)
+
+    monkeypatch.setattr(Store, "write", slowly_synced)
+    monkeypatch.setattr(Store, "sync_wal", sync_wal)
+    monkeypatch.setattr(partition_log, "INLINE_AFTER_IDLE_S", SHIPPED_INLINE_AFTER_IDLE_S)
+    monkeypatch.setattr(partition_log, "INLINE_MAX_COMMIT_S", float("inf"))
+    await asyncio.sleep(IDLE_S)
+    await h.start()
+    assert (writes, syncs) == ([True], [])  # inline
+    # Quiet for longer than INLINE_AFTER_IDLE_S, not for as long as the last commit took:
+    await asyncio.sleep(QUEUED_BEHIND_S)
+    await h.start()
+    assert (writes, len(syncs)) == ([True, False], 1)  # through the thread
 
 
 class GatedSync:

@@ -96,10 +96,14 @@ flight when a record comes, so batches go through the thread and keep gathering.
 the last commit took at most :data:`INLINE_MAX_COMMIT_S`: the inline write holds the GIL through
 its fsync, stopping every role on the loop.
 
-0.2 ms, shorter than any step's round trip (a report's commit is answered, the worker runs the
-next step, its report comes: 0.6 ms and more on this machine). At 1 ms, about half of a lone
-run's reports came sooner on a quick day and went through the thread: the quicker the worker,
-the slower its commits (docs/performance.md, "A lone run, hop by hop")."""
+Idle means quiet for 0.2 ms, and for at least as long as the last commit took. 0.2 ms is
+shorter than a step's round trip on this machine (a report's commit is answered, the worker runs
+the next step, its report comes: 0.6 ms and more); at 1 ms a lone run's last commit went through
+the thread in most runs on a quick day, and the quicker the worker, the slower its commits
+(docs/performance.md, "A lone run, hop by hop"). The last commit's time guards the other side:
+records that queued behind an inline fsync come that soon after it (their own processing, about
+0.2 ms each, counts as quiet), and each would otherwise get an inline fsync of its own, one after
+another, instead of gathering behind one in the thread."""
 
 INLINE_MAX_COMMIT_S = 0.002
 """The slowest last commit (write to answer) after which a lone record is still synced inline. On
@@ -317,7 +321,8 @@ class PartitionLog:
         batch.written = time.perf_counter()
         lone = (
             len(batch.records) == 1
-            and batch.started[0] - self._last_settled >= INLINE_AFTER_IDLE_S
+            and batch.started[0] - self._last_settled
+            >= max(INLINE_AFTER_IDLE_S, self._last_commit_s)
             and self._last_commit_s <= INLINE_MAX_COMMIT_S
         )
         try:
