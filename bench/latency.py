@@ -101,7 +101,12 @@ def _dump(*_):
     _os.replace(path + ".part", path)
 
 
-_signal.signal(_signal.SIGUSR1, lambda *_: _profile.enable())
+def _enable(*_):
+    _profile.enable()
+    open(f"{_os.environ['BENCH_PROFILE_PREFIX']}-{_os.getpid()}.armed", "w").close()
+
+
+_signal.signal(_signal.SIGUSR1, _enable)
 _signal.signal(_signal.SIGUSR2, _dump)
 """
 WATCHES = {
@@ -216,6 +221,8 @@ def one_round(
             if watch:
                 for proc in everyone:
                     proc.popen.send_signal(signal.SIGUSR1)
+                # Armed before the first measured run, or its stamps would be partial:
+                files_of(everyone, watch[1] / label, ".armed", "armed")
 
         runs = asyncio.run(one_by_one(cluster.url, n, measuring))
         for name, procs in processes.items():
@@ -242,15 +249,20 @@ def one_round(
 def dumps_of(procs: list[Proc], prefix: Path, suffix: str) -> dict[str, Path]:
     """Stop each process's profiler or timeline (SIGUSR2) and wait for its dump:
     ``{process name: file}``."""
-    files = {proc.name: Path(f"{prefix}-{proc.popen.pid}{suffix}") for proc in procs}
     for proc in procs:
         proc.popen.send_signal(signal.SIGUSR2)
+    return files_of(procs, prefix, suffix, "dumped")
+
+
+def files_of(procs: list[Proc], prefix: Path, suffix: str, what: str) -> dict[str, Path]:
+    """Wait (30 s at most) for each process's ``<prefix>-<pid><suffix>``: ``{name: file}``."""
+    files = {proc.name: Path(f"{prefix}-{proc.popen.pid}{suffix}") for proc in procs}
     deadline = time.monotonic() + 30
     while not all(path.exists() for path in files.values()):
         if time.monotonic() > deadline:
             missing = [name for name, path in files.items() if not path.exists()]
-            raise RuntimeError(f"nothing dumped by {missing}")
-        time.sleep(0.05)
+            raise RuntimeError(f"not {what}: {missing}")
+        time.sleep(0.01)
     return files
 
 

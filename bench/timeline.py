@@ -89,6 +89,7 @@ def _arm(*_):
                 _stamps.append(("http out", _now()))
 
         cycle.send = sent
+    open(f"{_os.environ['BENCH_TIMELINE_PREFIX']}-{_os.getpid()}.armed", "w").close()
 
 
 def _dump(*_):
@@ -104,12 +105,14 @@ _signal.signal(_signal.SIGUSR2, _dump)
 
 FIRST, LAST = "http in", "http out"
 RARE = 0.25
-"""Pairs found fewer times per run than this are left out of the table."""
+"""Pairs that come fewer times per run than this are left out of the table."""
 
 
 def runs_of(files: list[Path]) -> list[list[tuple[str, float]]]:
     """Every process's stamps merged by time and cut into runs, ``http in`` to ``http out``
-    (stamps between runs, such as the last ack of the run before, are left out)."""
+    (stamps between runs, such as the last ack of the run before, are left out). The first run
+    is left out too: a call already waiting when its process armed (the worker stream's
+    ``receive``) is not stamped."""
     stamps: list[tuple[str, float]] = []
     for path in files:
         stamps += [(point, at) for point, at in json.loads(path.read_text())]
@@ -127,13 +130,14 @@ def runs_of(files: list[Path]) -> list[list[tuple[str, float]]]:
         if point == LAST:
             runs.append(current)
             current = None
-    return runs
+    return runs[1:]
 
 
 def print_timeline(label: str, files: list[Path]) -> None:
     """Per pair of consecutive stamps: how often it comes per run, its median in ms, and that
-    median times its count (the time a run spends there); pairs in under a quarter of the runs
-    (a slow path taken now and then, a late message of the run before) are only counted."""
+    median times its count (the time a run spends there); pairs that come less than once in
+    four runs (a slow path taken now and then, a late message of the run before) are only
+    counted."""
     runs = runs_of(files)
     if not runs:
         print(f"\nTimeline of {label}: no complete run was stamped", file=sys.stderr)
@@ -162,5 +166,5 @@ def print_timeline(label: str, files: list[Path]) -> None:
         print(f"| {hop[0]} | {hop[1]} | {per_run:.2f} | {median:.3f} | {median * per_run:.3f} |")
     print(f"| sum of the rows | | | | {shown:.3f} |")
     if rare:
-        print(f"\n({rare} pairs found in under a quarter of the runs are left out)")
+        print(f"\n({rare} stamps of pairs that come less than once in four runs are left out)")
     sys.stdout.flush()
