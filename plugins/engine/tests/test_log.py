@@ -174,26 +174,40 @@ async def test_a_failed_write_is_never_acknowledged(
     assert [r.id for r in listed.runs] == [kept.id]
 
 
+class RecordedCommits:
+    """``Store.write`` and ``Store.sync_wal`` recorded (each write's ``sync``, each fsync the
+    sync thread asked for), a synced write taking ``synced_s`` longer (a slow disk), and the
+    shipped ``INLINE_AFTER_IDLE_S`` (conftest's autouse fixture disables it)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, synced_s: float = 0.0) -> None:
+        self.writes: list[bool] = []
+        self.syncs = 0
+        real_write = Store.write
+
+        def write(store: Store, batch: Any, sync: bool = True) -> None:
+            self.writes.append(sync)
+            real_write(store, batch, sync)
+            if sync and synced_s:
+                time.sleep(synced_s)
+
+        def sync_wal(store: Store) -> None:
+            self.syncs += 1
+
+        monkeypatch.setattr(Store, "write", write)
+        monkeypatch.setattr(Store, "sync_wal", sync_wal)
+        monkeypatch.setattr(partition_log, "INLINE_AFTER_IDLE_S", SHIPPED_INLINE_AFTER_IDLE_S)
+
+
 async def test_a_lone_record_on_an_idle_log_is_synced_inline(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await h.register()
-    writes: list[bool] = []
-    syncs: list[Store] = []
-    real_write = Store.write
-
-    def write(store: Store, batch: Any, sync: bool = True) -> None:
-        writes.append(sync)
-        real_write(store, batch, sync)
-
-    monkeypatch.setattr(Store, "write", write)
-    monkeypatch.setattr(Store, "sync_wal", syncs.append)
-    monkeypatch.setattr(partition_log, "INLINE_AFTER_IDLE_S", SHIPPED_INLINE_AFTER_IDLE_S)
+    commits = RecordedCommits(monkeypatch)
     # However long the registration's commit took on this machine:
     monkeypatch.setattr(partition_log, "INLINE_MAX_COMMIT_S", float("inf"))
     await asyncio.sleep(IDLE_S)  # idle: the log waits for nothing
     run = await h.start()
-    assert (writes, syncs) == ([True], [])  # one synced write, no hand-off to the sync thread
+    assert (commits.writes, commits.syncs) == ([True], 0)  # synced, no hand-off to the thread
     assert read_marker(h.config.data_dir, 0) == 2  # acknowledged: the registration and the start
     await h.close()
     monkeypatch.undo()
@@ -207,29 +221,15 @@ async def test_after_a_slow_commit_a_lone_record_goes_through_the_sync_thread(
     """On a disk whose fsync is slow, the loop must not stop for it: the next lone record is
     fsynced by the sync thread, not inline."""
     await h.register()
-    writes: list[bool] = []
-    syncs: list[Store] = []
-    real_write = Store.write
-
-    def slow_write(store: Store, batch: Any, sync: bool = True) -> None:
-        writes.append(sync)
-        real_write(store, batch, sync)
-        if sync:  # a disk's fsync slower than any commit of a loaded test machine
-            time.sleep(SLOW_COMMIT_S * 1.2)
-
-    def sync_wal(store: Store) -> None:
-        syncs.append(store)
-
-    monkeypatch.setattr(Store, "write", slow_write)
-    monkeypatch.setattr(Store, "sync_wal", sync_wal)
-    monkeypatch.setattr(partition_log, "INLINE_AFTER_IDLE_S", SHIPPED_INLINE_AFTER_IDLE_S)
+    # a disk's fsync slower than any commit of a loaded test machine
+    commits = RecordedCommits(monkeypatch, synced_s=SLOW_COMMIT_S * 1.2)
     monkeypatch.setattr(partition_log, "INLINE_MAX_COMMIT_S", SLOW_COMMIT_S)
     await asyncio.sleep(IDLE_S)  # idle: the log waits for nothing
     await h.start()
-    assert (writes, len(syncs)) == ([True], 0)  # inline, and slow
+    assert (commits.writes, commits.syncs) == ([True], 0)  # inline, and slow
     await asyncio.sleep(SLOW_COMMIT_S * 2)  # idle again, longer than that commit took
     await h.start()
-    assert (writes, len(syncs)) == ([True, False], 1)  # written unsynced, fsynced by the thread
+    assert (commits.writes, commits.syncs) == ([True, False], 1)  # unsynced, then the thread's
 
 
 async def test_a_record_that_comes_sooner_than_the_last_commit_took_goes_through_the_thread(
@@ -238,30 +238,16 @@ async def test_a_record_that_comes_sooner_than_the_last_commit_took_goes_through
     """Records that queued behind an inline fsync come right after it: each must not get an
     inline fsync of its own, one after another, but gather behind one in the sync thread."""
     await h.register()
-    writes: list[bool] = []
-    syncs: list[Store] = []
-    real_write = Store.write
-
-    def slowly_synced(store: Store, batch: Any, sync: bool = True) -> None:
-        writes.append(sync)
-        real_write(store, batch, sync)
-        if sync:
-            time.sleep(QUEUED_BEHIND_S * 5)  # a slow fsync, still under INLINE_MAX_COMMIT_S
-
-    def sync_wal(store: Store) -> None:
-        syncs.append(store)
-
-    monkeypatch.setattr(Store, "write", slowly_synced)
-    monkeypatch.setattr(Store, "sync_wal", sync_wal)
-    monkeypatch.setattr(partition_log, "INLINE_AFTER_IDLE_S", SHIPPED_INLINE_AFTER_IDLE_S)
+    # a slow fsync, still under INLINE_MAX_COMMIT_S
+    commits = RecordedCommits(monkeypatch, synced_s=QUEUED_BEHIND_S * 5)
     monkeypatch.setattr(partition_log, "INLINE_MAX_COMMIT_S", float("inf"))
     await asyncio.sleep(IDLE_S)
     await h.start()
-    assert (writes, syncs) == ([True], [])  # inline
+    assert (commits.writes, commits.syncs) == ([True], 0)  # inline
     # Quiet for longer than INLINE_AFTER_IDLE_S, not for as long as the last commit took:
     await asyncio.sleep(QUEUED_BEHIND_S)
     await h.start()
-    assert (writes, len(syncs)) == ([True, False], 1)  # through the thread
+    assert (commits.writes, commits.syncs) == ([True, False], 1)  # through the thread
 
 
 class GatedSync:

@@ -136,12 +136,12 @@ def _encoder(cls: type) -> Callable[[Any], Any]:
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             value_field = field.message_type.fields_by_name["value"]
             if value_field.message_type is not None:
-                names[f"enc_{name}"] = _lazy_encoder(cls, name, value=True)
+                names[f"enc_{name}"] = _lazy(_encoder, cls, name, value=True)
                 plain.append(f"{name}={{k: enc_{name}(v) for k, v in m.{name}.items()}}")
             else:
                 plain.append(f"{name}=m.{name}")
         elif field.type == _TYPE_MESSAGE:
-            names[f"enc_{name}"] = _lazy_encoder(cls, name)
+            names[f"enc_{name}"] = _lazy(_encoder, cls, name)
             if field.is_repeated:
                 plain.append(f"{name}=[enc_{name}(v) for v in m.{name}]")
             else:
@@ -186,12 +186,12 @@ def _serializer(cls: type) -> Callable[[Any], bytes]:
     for name, field, _ in sorted(_fields(cls), key=lambda found: found[1].number):
         if _is_message(field):
             names[f"key_{name}"] = _varint(field.number << 3 | _LENGTH_DELIMITED)
-            names[f"ser_{name}"] = _lazy_serializer(cls, name)
+            names[f"ser_{name}"] = _lazy(_serializer, cls, name)
             steps.append(("message", name, field.is_repeated))
         elif field.message_type is not None:  # a map
             value_field = field.message_type.fields_by_name["value"]
             if value_field.message_type is not None:
-                names[f"enc_{name}"] = _lazy_encoder(cls, name, value=True)
+                names[f"enc_{name}"] = _lazy(_encoder, cls, name, value=True)
                 steps.append(("scalar", name, f"{{k: enc_{name}(v) for k, v in m.{name}.items()}}"))
             else:
                 steps.append(("scalar", name, f"m.{name}"))
@@ -273,12 +273,12 @@ def _decoder(cls: type) -> Callable[[Any], Any]:
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             value_field = field.message_type.fields_by_name["value"]
             if value_field.message_type is not None:
-                names[f"dec_{name}"] = _lazy_decoder(cls, name, value=True)
+                names[f"dec_{name}"] = _lazy(_decoder, cls, name, value=True)
                 args.append(f"{name}={{k: dec_{name}(v) for k, v in u.{name}.items()}}")
             else:
                 args.append(f"{name}=dict(u.{name})")
         elif field.type == _TYPE_MESSAGE:
-            names[f"dec_{name}"] = _lazy_decoder(cls, name)
+            names[f"dec_{name}"] = _lazy(_decoder, cls, name)
             if field.is_repeated:
                 args.append(f"{name}=[dec_{name}(v) for v in u.{name}]")
             else:
@@ -310,38 +310,23 @@ def _field_class(cls: type, name: str, value: bool) -> type:
     return meta.cls_by_field[name]  # type: ignore[no-any-return]
 
 
-def _lazy_encoder(cls: type, name: str, value: bool = False) -> Callable[[Any], Any]:
-    """The field's encoder, resolved on first call (message types may refer to each other)."""
-    target: list[Callable[[Any], Any]] = []
+R = TypeVar("R")
 
-    def encode_field(message: Any) -> Any:
+
+def _lazy(
+    build: Callable[[type], Callable[[Any], R]], cls: type, name: str, value: bool = False
+) -> Callable[[Any], R]:
+    """``build``'s converter (``_encoder``, ``_serializer``, ``_decoder``) of the class of
+    ``cls``'s field ``name`` (of its map's values with ``value``), resolved on first call:
+    message types may refer to each other."""
+    target: list[Callable[[Any], R]] = []
+
+    def convert_field(message: Any) -> R:
         if not target:
-            target.append(_encoder(_field_class(cls, name, value)))
+            target.append(build(_field_class(cls, name, value)))
         return target[0](message)
 
-    return encode_field
-
-
-def _lazy_serializer(cls: type, name: str) -> Callable[[Any], bytes]:
-    target: list[Callable[[Any], bytes]] = []
-
-    def serialize_field(message: Any) -> bytes:
-        if not target:
-            target.append(_serializer(_field_class(cls, name, False)))
-        return target[0](message)
-
-    return serialize_field
-
-
-def _lazy_decoder(cls: type, name: str, value: bool = False) -> Callable[[Any], Any]:
-    target: list[Callable[[Any], Any]] = []
-
-    def decode_field(message: Any) -> Any:
-        if not target:
-            target.append(_decoder(_field_class(cls, name, value)))
-        return target[0](message)
-
-    return decode_field
+    return convert_field
 
 
 def _enum(cls: Any, value: int) -> Any:
