@@ -251,15 +251,17 @@ async def loop_lag_buckets(http: aiohttp.ClientSession, url: str) -> dict[float,
 
 
 def lag_figures(before: dict[float, float], after: dict[float, float]) -> dict[str, float]:
-    """p99 and max of the loop's lag between two readings, in ms, each the upper bound of its
-    bucket (inf: past the last bound); NaN without a tick."""
+    """p50, p90, p99 and max of the loop's lag between two readings, in ms, each the upper
+    bound of its bucket (inf: past the last bound); NaN without a tick."""
     moved = sorted((bound, after[bound] - before.get(bound, 0.0)) for bound in after)
     total = moved[-1][1] if moved else 0.0
+    quantiles = {"lag_p50_ms": 0.5, "lag_p90_ms": 0.9, "lag_p99_ms": 0.99, "lag_max_ms": 1.0}
     if not total:
-        return {"lag_p99_ms": float("nan"), "lag_max_ms": float("nan")}
-    p99 = next(bound for bound, count in moved if count >= 0.99 * total)
-    top = next(bound for bound, count in moved if count >= total)
-    return {"lag_p99_ms": p99 * 1000, "lag_max_ms": top * 1000}
+        return {key: float("nan") for key in quantiles}
+    return {
+        key: next(bound for bound, count in moved if count >= q * total) * 1000
+        for key, q in quantiles.items()
+    }
 
 
 # -- figures and tables ----------------------------------------------------------------------------

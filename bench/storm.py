@@ -14,9 +14,14 @@ Columns:
   flood_rps      malformed requests answered per second
   probe_runs     probe runs completed in the phase
   p50_ms/p99_ms  the probe runs' latency
-  lag_p99_ms, lag_max_ms  how late the loop of the process serving HTTP ran its 0.1 s timer over
-                 the phase (trine_event_loop_lag_seconds; each a bucket's upper bound): in `all`
-                 the loop every role shares, in `split` the gateway's alone
+  lag_p50_ms, lag_p90_ms, lag_p99_ms, lag_max_ms  how late the loop of the process serving HTTP
+                 ran its 0.1 s timer over the phase (trine_event_loop_lag_seconds; each a
+                 bucket's upper bound): in `all` the loop every role shares, in `split` the
+                 gateway's alone
+
+`--requests-per-turn 0,16` runs each round once per value of the gateway's
+`requests_per_turn` (0: no limit), in turn (column `per_turn`; by default the shipped value
+only): what letting a bounded number of requests into the app per turn of the loop changes.
 """
 
 from __future__ import annotations
@@ -45,18 +50,23 @@ from common import (
 )
 from throughput import order_input
 
+from trine_gateway.settings import REQUESTS_PER_TURN
+
 MALFORMED = b'{"function": "order", "input": '
 COLUMNS: Columns = [
     ("topology", "{}"),
+    ("per_turn", "{}"),
     ("phase", "{}"),
     ("flood_rps", "{:.0f}"),
     ("probe_runs", "{:.0f}"),
     ("p50_ms", "{:.1f}"),
     ("p99_ms", "{:.1f}"),
+    ("lag_p50_ms", "{:.0f}"),
+    ("lag_p90_ms", "{:.0f}"),
     ("lag_p99_ms", "{:.0f}"),
     ("lag_max_ms", "{:.0f}"),
 ]
-TEXT = ("topology", "phase")
+TEXT = ("topology", "per_turn", "phase")
 
 
 async def phase(url: str, clients: int, seconds: float) -> dict[str, Any]:
@@ -101,13 +111,15 @@ async def phase(url: str, clients: int, seconds: float) -> dict[str, Any]:
     }
 
 
-def one_round(topology: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+def one_round(topology: str, per_turn: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
-    with running_cluster(topology, topology, prefix="trine-storm-") as cluster:
+    env = {REQUESTS_PER_TURN.env: per_turn} if per_turn else {}
+    with running_cluster(topology, topology, prefix="trine-storm-", env=env) as cluster:
         cluster.start_worker("order_worker.py")
         for name, clients in (("quiet", 0), ("flood", args.clients)):
             row = asyncio.run(phase(cluster.url, clients, args.seconds))
-            rows.append({"topology": topology, "phase": name, **row})
+            shown = per_turn or str(REQUESTS_PER_TURN.default)
+            rows.append({"topology": topology, "per_turn": shown, "phase": name, **row})
     return rows
 
 
@@ -117,20 +129,26 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--clients", type=int, default=200, help="flooding connections")
+    p.add_argument(
+        "--requests-per-turn",
+        default="",
+        help="comma list of the gateway's requests_per_turn to run in turn (0: no limit)",
+    )
     args = p.parse_args()
     rows: list[dict[str, Any]] = []
     print_header(COLUMNS)
     for number in range(1, args.rounds + 1):
         for topology in topology_list(args.topologies):
-            for row in one_round(topology, args):
-                rows.append(row)
-                print_row(COLUMNS, str(number), row)
+            for per_turn in args.requests_per_turn.split(","):
+                for row in one_round(topology, per_turn.strip(), args):
+                    rows.append(row)
+                    print_row(COLUMNS, str(number), row)
     if args.rounds > 1:
         print("\nMedians over the rounds:\n")
         print_header(COLUMNS)
-        keys = dict.fromkeys((r["topology"], r["phase"]) for r in rows)
+        keys = dict.fromkeys(tuple(r[k] for k in TEXT) for r in rows)
         medians = [
-            median_row(COLUMNS, [r for r in rows if (r["topology"], r["phase"]) == key], TEXT)
+            median_row(COLUMNS, [r for r in rows if tuple(r[k] for k in TEXT) == key], TEXT)
             for key in keys
         ]
         print_rows(COLUMNS, "median", medians)

@@ -31,6 +31,12 @@ over OTLP/HTTP to a receiver in this process that counts and drops what it gets,
 figure's on ÷ off ratio.
 
     .venv/bin/pip install py-spy
+
+`--requests-per-turn 0,16` runs every topology once per value of the gateway's
+`requests_per_turn` in each round (rows `<topology>+turns<N>` for each value after the first,
+the baseline) and prints each figure's ratio to the baseline's: what letting a bounded number of
+HTTP requests into the app per turn of the event loop costs under this load (`bench/storm.py`
+shows what it buys under a flood).
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ from common import (
 )
 from profile_buckets import print_table as print_profiles
 
+from trine_gateway.settings import REQUESTS_PER_TURN
 from trine_tracing.testing import OtlpSink
 
 
@@ -179,13 +186,19 @@ def one_round(
     profile: Path | None,
     tracing: dict[str, str] | None = None,
     wire: str = "grpc",
+    per_turn: str = "",
+    baseline: bool = True,
 ) -> Round:
     """Both phases on a fresh deployment of ``topology`` (with ``tracing``: these ``OTEL_*``
     variables for every process, and the worker that sets up OpenTelemetry from them; ``wire``:
-    the worker transport)."""
+    the worker transport; ``per_turn``: the gateway's ``requests_per_turn``, named in the rows
+    unless it is the ``baseline``)."""
     client_cpu = time.process_time()
+    env = dict(tracing or {})
+    if per_turn:
+        env[REQUESTS_PER_TURN.env] = per_turn
     with running_cluster(
-        topology, topology, prefix="trine-bench-", report=False, env=tracing, worker_scheme=wire
+        topology, topology, prefix="trine-bench-", report=False, env=env, worker_scheme=wire
     ) as cluster:
         traced_run = tracing is not None and "OTEL_EXPORTER_OTLP_ENDPOINT" in tracing
         script = TRACED_WORKER if traced_run else "order_worker.py"
@@ -220,7 +233,8 @@ def one_round(
     shared = {
         "topology": topology
         + ("" if wire == "grpc" else f"+{wire}")
-        + ("+tracing" if traced_run else ""),
+        + ("+tracing" if traced_run else "")
+        + ("" if baseline else f"+turns{per_turn}"),
         # Split: the three runtime processes summed (RSS of each is their peak).
         "runtime_rss_mb": sum(f["rss_mb"] for f in runtime),
         "worker_rss_mb": procs["worker"]["rss_mb"],
@@ -292,6 +306,12 @@ def main() -> None:
         "over each (rows <topology>+tcp)",
     )
     p.add_argument(
+        "--requests-per-turn",
+        default="",
+        help="comma list of the gateway's requests_per_turn (0: no limit): each round runs every "
+        "topology with each (rows <topology>+turns<N> after the first)",
+    )
+    p.add_argument(
         "--trace-ratio",
         type=float,
         default=0.1,
@@ -321,6 +341,7 @@ def main() -> None:
             args.profile.mkdir(parents=True, exist_ok=True)
     variants = [v.strip() for v in args.tracing.split(",") if v.strip()]
     args.wires = [w.strip() for w in args.wires.split(",") if w.strip()]
+    args.requests_per_turn = [n.strip() for n in args.requests_per_turn.split(",")]
     if not args.wires or set(args.wires) - {"grpc", "tcp"}:
         p.error(f"--wires: a comma list of grpc,tcp; got {args.wires!r}")
     if not variants or set(variants) - {"off", "on"}:
@@ -355,11 +376,15 @@ def run_rounds(
     print_header(COLUMNS)
     rounds: dict[str, list[Round]] = {}
     for r in range(args.rounds):
-        for topology, wire, variant in itertools.product(topologies, args.wires, variants):
+        for topology, wire, variant, per_turn in itertools.product(
+            topologies, args.wires, variants, args.requests_per_turn
+        ):
             # Compared with "on", "off" is every observer off; alone, the default install.
             off = {"TRINE_PLUGINS": "none"} if traced is not None else None
             tracing = traced if variant == "on" else off
-            one = one_round(args, topology, args.profile if r == 0 else None, tracing, wire)
+            baseline = per_turn == args.requests_per_turn[0]
+            profile = args.profile if r == 0 else None
+            one = one_round(args, topology, profile, tracing, wire, per_turn, baseline)
             rounds.setdefault(one.rows[0]["topology"], []).append(one)
             print_rows(COLUMNS, f"{r + 1}{'p' if one.profiled else ''}", one.rows)
     return rounds
@@ -399,6 +424,8 @@ def report(args: argparse.Namespace, rounds: dict[str, list[Round]]) -> None:
             print(f"| {one_row['phase']} | " + " | ".join(f"{x:.2f}" for x in ratios) + " |")
     print_ratios(medians, "+tracing", "on ÷ off")
     print_ratios(medians, "+tcp", "tcp ÷ grpc")
+    for per_turn in args.requests_per_turn[1:]:
+        print_ratios(medians, f"+turns{per_turn}", f"{per_turn} ÷ {args.requests_per_turn[0]}")
     print_processes({t: [x.procs for x in rs] for t, rs in kept.items()}, args.rounds)
     print_problems(rounds)
     profiles = [path for rs in rounds.values() for x in rs for path in x.profiles]

@@ -35,6 +35,7 @@ from trine_gateway.settings import (
     MAX_CONNECTIONS,
     MAX_HEADER_BYTES,
     READ_TIMEOUT_S,
+    REQUESTS_PER_TURN,
 )
 
 log = get_logger("gateway")
@@ -42,12 +43,14 @@ log = get_logger("gateway")
 
 @dataclass(frozen=True)
 class HttpLimits:
-    """What one connection may cost; see the module's docstring."""
+    """What one connection may cost (see the module's docstring), and the HTTP requests let
+    into the app per turn of the event loop (:mod:`trine_gateway.turns`)."""
 
     max_header_bytes: int = MAX_HEADER_BYTES.default
     read_timeout_s: float = READ_TIMEOUT_S.default
     idle_timeout_s: float = IDLE_TIMEOUT_S.default
     max_connections: int = MAX_CONNECTIONS.default
+    requests_per_turn: int = REQUESTS_PER_TURN.default
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HttpLimits:
@@ -57,10 +60,16 @@ class HttpLimits:
             read_timeout_s=settings[READ_TIMEOUT_S],
             idle_timeout_s=settings[IDLE_TIMEOUT_S],
             max_connections=settings[MAX_CONNECTIONS],
+            requests_per_turn=settings[REQUESTS_PER_TURN],
         )
         for setting in (MAX_HEADER_BYTES, READ_TIMEOUT_S, IDLE_TIMEOUT_S, MAX_CONNECTIONS):
             if settings[setting] <= 0:
                 raise ConfigError(f"{setting.key}: must be positive, got {settings[setting]}")
+        if limits.requests_per_turn < 0:
+            raise ConfigError(
+                f"{REQUESTS_PER_TURN.key}: must be 0 (no limit) or more, "
+                f"got {limits.requests_per_turn}"
+            )
         return limits
 
     def protocol(self) -> type[asyncio.Protocol]:

@@ -30,6 +30,7 @@ from trine_gateway.settings import (
     MAX_HEADER_BYTES,
     MAX_JSON_DEPTH,
     READ_TIMEOUT_S,
+    REQUESTS_PER_TURN,
 )
 from trine_gateway.ui import UI
 
@@ -89,6 +90,7 @@ class GatewayRole:
 def trine_add_settings(registry: SettingsRegistry) -> None:
     registry.add(HTTP_ADDR, UI, ALLOWED_HOSTS, CORS_ORIGINS, HTTPS)
     registry.add(MAX_HEADER_BYTES, READ_TIMEOUT_S, IDLE_TIMEOUT_S, MAX_CONNECTIONS, MAX_JSON_DEPTH)
+    registry.add(REQUESTS_PER_TURN)
 
 
 @hookimpl

@@ -24,6 +24,7 @@ from trine_core.tls import TlsFiles, check_server_files
 from trine_gateway.connections import HttpLimits
 from trine_gateway.lifecycle import Lifecycle
 from trine_gateway.metrics import instrument
+from trine_gateway.turns import Turns
 
 BACKLOG = 2048
 GRACEFUL_SHUTDOWN_S = 5
@@ -135,7 +136,8 @@ class GatewayServer:
         sock = bind(self.address)
         self.host, self.port = sock.getsockname()[:2]
         config = uvicorn.Config(
-            instrument(self.app),  # trine_http_request_duration_seconds
+            # trine_http_request_duration_seconds, a request's wait for its turn included
+            instrument(Turns(self.app, self.limits.requests_per_turn)),
             log_config=None,
             access_log=False,
             lifespan="on",

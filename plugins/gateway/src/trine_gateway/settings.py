@@ -54,6 +54,15 @@ MAX_CONNECTIONS = Setting(
     section="gateway",
 )
 
+REQUESTS_PER_TURN = Setting(
+    "requests_per_turn",
+    16,
+    "HTTP requests let into the app in one turn of the event loop; the others wait, in order, "
+    "for the next turns (0: no limit). Under a flood of requests the roles sharing the loop "
+    "(with --target=all: the engine's commits, dispatch, heartbeats) wait for at most this many",
+    section="gateway",
+)
+
 # What a request body may be (enforced in trine_gateway.body, as the app decodes it).
 MAX_JSON_DEPTH = Setting(
     "max_json_depth",
