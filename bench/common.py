@@ -272,6 +272,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def per_turn_list(text: str) -> list[str]:
+    """``--requests-per-turn``'s comma list: distinct whole numbers, 0 or more, in the order given;
+    ``[""]`` (the shipped default, nothing set) when empty. ValueError names a bad one."""
+    values = list(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+    for value in values:
+        if not value.isdigit():
+            raise ValueError(f"--requests-per-turn: {value!r} is not a whole number >= 0")
+    return values or [""]
+
+
 def topology_list(text: str) -> list[str]:
     """``--topologies``' comma list."""
     return [t.strip() for t in text.split(",") if t.strip()]

@@ -230,6 +230,7 @@ def one_round(
         if watch:
             dumped = dumps_of(everyone, watch[1] / label, WATCHES[watch[0]][2])
         cut = asyncio.run(phases(cluster.url, runs))
+        cluster.stop_runtime()  # what the processes log after is the stop's doing
     if watch and watch[0] == "profile":
         print_profiles(label, dumped, n)
     elif watch:

@@ -41,6 +41,7 @@ from common import (
     lag_figures,
     loop_lag_buckets,
     median_row,
+    per_turn_list,
     percentile,
     print_header,
     print_row,
@@ -120,6 +121,7 @@ def one_round(topology: str, per_turn: str, args: argparse.Namespace) -> list[di
             row = asyncio.run(phase(cluster.url, clients, args.seconds))
             shown = per_turn or str(REQUESTS_PER_TURN.default)
             rows.append({"topology": topology, "per_turn": shown, "phase": name, **row})
+        cluster.stop_runtime()  # what the processes log after is the stop's doing
     return rows
 
 
@@ -135,12 +137,17 @@ def main() -> None:
         help="comma list of the gateway's requests_per_turn to run in turn (0: no limit)",
     )
     args = p.parse_args()
+    try:
+        per_turn_values = per_turn_list(args.requests_per_turn)
+    except ValueError as exc:
+        p.error(str(exc))
     rows: list[dict[str, Any]] = []
     print_header(COLUMNS)
     for number in range(1, args.rounds + 1):
         for topology in topology_list(args.topologies):
-            for per_turn in args.requests_per_turn.split(","):
-                for row in one_round(topology, per_turn.strip(), args):
+            # Every other round in reverse: later in a round the machine is warmer and busier.
+            for per_turn in per_turn_values if number % 2 else per_turn_values[::-1]:
+                for row in one_round(topology, per_turn, args):
                     rows.append(row)
                     print_row(COLUMNS, str(number), row)
     if args.rounds > 1:

@@ -64,6 +64,7 @@ from common import (
     engine_proc,
     engine_stats,
     median_row,
+    per_turn_list,
     percentile,
     print_header,
     print_rows,
@@ -341,7 +342,10 @@ def main() -> None:
             args.profile.mkdir(parents=True, exist_ok=True)
     variants = [v.strip() for v in args.tracing.split(",") if v.strip()]
     args.wires = [w.strip() for w in args.wires.split(",") if w.strip()]
-    args.requests_per_turn = [n.strip() for n in args.requests_per_turn.split(",")]
+    try:
+        args.requests_per_turn = per_turn_list(args.requests_per_turn)
+    except ValueError as exc:
+        p.error(str(exc))
     if not args.wires or set(args.wires) - {"grpc", "tcp"}:
         p.error(f"--wires: a comma list of grpc,tcp; got {args.wires!r}")
     if not variants or set(variants) - {"off", "on"}:
@@ -376,13 +380,16 @@ def run_rounds(
     print_header(COLUMNS)
     rounds: dict[str, list[Round]] = {}
     for r in range(args.rounds):
+        # Every other round runs the values in reverse: what runs later in a round runs on a
+        # warmer, busier machine, and the ratio must not be that.
+        per_turns = args.requests_per_turn if r % 2 == 0 else args.requests_per_turn[::-1]
         for topology, wire, variant, per_turn in itertools.product(
-            topologies, args.wires, variants, args.requests_per_turn
+            topologies, args.wires, variants, per_turns
         ):
             # Compared with "on", "off" is every observer off; alone, the default install.
             off = {"TRINE_PLUGINS": "none"} if traced is not None else None
             tracing = traced if variant == "on" else off
-            baseline = per_turn == args.requests_per_turn[0]
+            baseline = per_turn == args.requests_per_turn[0]  # the values are distinct
             profile = args.profile if r == 0 else None
             one = one_round(args, topology, profile, tracing, wire, per_turn, baseline)
             rounds.setdefault(one.rows[0]["topology"], []).append(one)
@@ -424,8 +431,9 @@ def report(args: argparse.Namespace, rounds: dict[str, list[Round]]) -> None:
             print(f"| {one_row['phase']} | " + " | ".join(f"{x:.2f}" for x in ratios) + " |")
     print_ratios(medians, "+tracing", "on ÷ off")
     print_ratios(medians, "+tcp", "tcp ÷ grpc")
+    base = args.requests_per_turn[0] or "default"
     for per_turn in args.requests_per_turn[1:]:
-        print_ratios(medians, f"+turns{per_turn}", f"{per_turn} ÷ {args.requests_per_turn[0]}")
+        print_ratios(medians, f"+turns{per_turn}", f"{per_turn} ÷ {base}")
     print_processes({t: [x.procs for x in rs] for t, rs in kept.items()}, args.rounds)
     print_problems(rounds)
     profiles = [path for rs in rounds.values() for x in rs for path in x.profiles]

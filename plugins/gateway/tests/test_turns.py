@@ -13,10 +13,11 @@ from trine_core import ConfigError, Settings
 from trine_core.testing.memory import MemoryEngine
 from trine_gateway import GatewayServer, Lifecycle, create_app
 from trine_gateway.connections import HttpLimits
+from trine_gateway.metrics import HTTP_WAITED, HTTP_WAITING
 from trine_gateway.settings import REQUESTS_PER_TURN
 from trine_gateway.turns import Turns
 
-HTTP = {"type": "http"}
+HTTP = {"type": "http", "path": "/v1/runs"}
 
 
 class TurnCounter:
@@ -59,24 +60,51 @@ async def test_at_most_per_turn_requests_enter_a_turn_in_the_order_they_came() -
     assert len(per_turn) == 4  # 3 + 3 + 3 + 1
 
 
+async def test_newcomers_queue_behind_those_let_go_so_no_turn_runs_more_than_its_share() -> None:
+    """Requests let go by a turn's callback run in the turn after it; one that arrives in
+    between must not overtake them, nor add to the turn they run in."""
+    counter = TurnCounter()
+    entered: list[tuple[str, int]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        entered.append((scope["name"], counter.turn))
+
+    turns = Turns(app, 2)
+    early = [asyncio.ensure_future(turns({**HTTP, "name": n}, None, None)) for n in "abcd"]
+    await asyncio.sleep(0)  # a and b entered; c and d wait
+    late = [asyncio.ensure_future(turns({**HTTP, "name": n}, None, None)) for n in "ef"]
+    try:
+        await asyncio.gather(*early, *late)
+    finally:
+        counter.stop()
+    assert [name for name, _ in entered] == list("abcdef")
+    assert max(Counter(turn for _, turn in entered).values()) == 2
+
+
 async def test_without_a_limit_every_request_enters_at_once() -> None:
     entered = await entries(per_turn=0, requests=10)
     assert len({turn for _, turn in entered}) == 1
 
 
-async def test_other_scopes_never_wait() -> None:
+@pytest.mark.parametrize(
+    "scope",
+    [{"type": "lifespan"}, {**HTTP, "path": "/healthz"}, {**HTTP, "path": "/metrics"}],
+    ids=["lifespan", "healthz", "metrics"],
+)
+async def test_what_must_answer_under_a_flood_never_waits(scope: dict[str, Any]) -> None:
     entered: list[str] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        entered.append(scope["type"])
+        entered.append(scope.get("path", scope["type"]))
 
     turns = Turns(app, 1)
-    await turns(HTTP, None, None)  # the turn's one request
-    waiting = asyncio.ensure_future(turns(HTTP, None, None))
-    await turns({"type": "lifespan"}, None, None)
-    assert entered == ["http", "lifespan"]
-    await waiting
-    assert entered == ["http", "lifespan", "http"]
+    first, waiting = [asyncio.ensure_future(turns(HTTP, None, None)) for _ in range(2)]
+    await asyncio.sleep(0)  # this turn: the first entered, the second waits for the next
+    assert entered == ["/v1/runs"]
+    with pytest.raises(StopIteration):  # entered the app without yielding to the loop
+        turns(scope, None, None).send(None)
+    assert entered == ["/v1/runs", scope.get("path", "lifespan")]
+    await asyncio.gather(first, waiting)
 
 
 async def test_a_waiter_that_went_away_gives_its_place_to_the_next() -> None:
@@ -113,10 +141,13 @@ def test_requests_per_turn_must_not_be_negative() -> None:
 async def test_a_gateway_letting_one_request_in_a_turn_answers_them_all() -> None:
     app = create_app(MemoryEngine().backend, Settings(), lambda: True)
     server = GatewayServer(app, "127.0.0.1:0", Lifecycle(), limits=HttpLimits(requests_per_turn=1))
+    waited = HTTP_WAITED.collect().samples[0].value
     await server.start()
     try:
         async with httpx.AsyncClient(base_url=server.url) as http:
-            answers = await asyncio.gather(*(http.get("/healthz") for _ in range(30)))
+            answers = await asyncio.gather(*(http.get("/v1/functions") for _ in range(30)))
     finally:
         await server.stop()
     assert [a.status_code for a in answers] == [200] * 30
+    assert HTTP_WAITED.collect().samples[0].value > waited  # some came in one turn, and waited
+    assert HTTP_WAITING.collect().samples[0].value == 0

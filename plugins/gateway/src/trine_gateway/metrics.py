@@ -22,10 +22,22 @@ SSE_STREAMS = REGISTRY.gauge(
 HTTP_DURATION = REGISTRY.histogram(
     "trine_http_request_duration_seconds",
     "HTTP requests by method, route template and status, from the request to the end of its "
-    "response: a long-poll (?wait) includes its wait, an event stream lasts as long as it is "
-    "held open. route is 'unmatched' for a path no route serves.",
+    "response (its wait for a turn of the event loop included): a long-poll (?wait) includes its "
+    "wait, an event stream lasts as long as it is held open. route is 'unmatched' for a path no "
+    "route serves.",
     ("method", "route", "status"),
     REQUEST_BUCKETS,
+)
+HTTP_WAITING = REGISTRY.gauge(
+    "trine_http_requests_waiting",
+    "HTTP requests waiting now for a turn of the event loop to enter the app "
+    "([gateway] requests_per_turn): above zero, the gateway gets more requests per turn than "
+    "its share.",
+)
+HTTP_WAITED = REGISTRY.counter(
+    "trine_http_requests_waited_total",
+    "HTTP requests that waited for a later turn of the event loop to enter the app "
+    "([gateway] requests_per_turn); their wait is in trine_http_request_duration_seconds.",
 )
 UNMATCHED = "unmatched"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
