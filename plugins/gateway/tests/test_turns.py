@@ -141,7 +141,7 @@ def test_requests_per_turn_must_not_be_negative() -> None:
 async def test_a_gateway_letting_one_request_in_a_turn_answers_them_all() -> None:
     app = create_app(MemoryEngine().backend, Settings(), lambda: True)
     server = GatewayServer(app, "127.0.0.1:0", Lifecycle(), limits=HttpLimits(requests_per_turn=1))
-    waited = HTTP_WAITED.collect().samples[0].value
+    waited = HTTP_WAITED.labels("GET").value
     await server.start()
     try:
         async with httpx.AsyncClient(base_url=server.url) as http:
@@ -149,5 +149,5 @@ async def test_a_gateway_letting_one_request_in_a_turn_answers_them_all() -> Non
     finally:
         await server.stop()
     assert [a.status_code for a in answers] == [200] * 30
-    assert HTTP_WAITED.collect().samples[0].value > waited  # some came in one turn, and waited
-    assert HTTP_WAITING.collect().samples[0].value == 0
+    assert HTTP_WAITED.labels("GET").value > waited  # some came in one turn, and waited
+    assert HTTP_WAITING.labels("GET").value == 0

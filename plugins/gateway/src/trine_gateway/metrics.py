@@ -31,13 +31,16 @@ HTTP_DURATION = REGISTRY.histogram(
 HTTP_WAITING = REGISTRY.gauge(
     "trine_http_requests_waiting",
     "HTTP requests waiting now for a turn of the event loop to enter the app "
-    "([gateway] requests_per_turn): above zero, the gateway gets more requests per turn than "
-    "its share.",
+    "([gateway] requests_per_turn), by method: above zero, the gateway gets more requests per "
+    "turn than its share.",
+    ("method",),
 )
 HTTP_WAITED = REGISTRY.counter(
     "trine_http_requests_waited_total",
     "HTTP requests that waited for a later turn of the event loop to enter the app "
-    "([gateway] requests_per_turn); their wait is in trine_http_request_duration_seconds.",
+    "([gateway] requests_per_turn), by method; their wait is in "
+    "trine_http_request_duration_seconds.",
+    ("method",),
 )
 UNMATCHED = "unmatched"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -65,12 +68,17 @@ def instrument(app: App) -> App:
         try:
             await app(scope, receive, send_noting_status)
         finally:
-            method = scope.get("method", "")
-            HTTP_DURATION.labels(
-                method if method in METHODS else "other", _route(scope), str(status)
-            ).observe(time.perf_counter() - started)
+            HTTP_DURATION.labels(method_label(scope), _route(scope), str(status)).observe(
+                time.perf_counter() - started
+            )
 
     return timed
+
+
+def method_label(scope: Any) -> str:
+    """The request's method as a label value: one trine serves, or ``other``."""
+    method = scope.get("method", "")
+    return method if method in METHODS else "other"
 
 
 def _route(scope: Any) -> str:

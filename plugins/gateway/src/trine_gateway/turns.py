@@ -30,7 +30,7 @@ import collections
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from trine_gateway.metrics import HTTP_WAITED, HTTP_WAITING
+from trine_gateway.metrics import HTTP_WAITED, HTTP_WAITING, method_label
 
 App = Callable[..., Awaitable[None]]
 EXEMPT_PATHS = frozenset({"/healthz", "/metrics"})
@@ -56,10 +56,10 @@ class Turns:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if self._per_turn and scope["type"] == "http" and scope["path"] not in EXEMPT_PATHS:
-            await self._admission()
+            await self._admission(scope)
         await self._app(scope, receive, send)
 
-    async def _admission(self) -> None:
+    async def _admission(self, scope: Any) -> None:
         """Return at once while this turn has room and nobody queues; else wait for a turn."""
         if self._admitted < self._per_turn and not self._waiting and not self._released:
             self._admitted += 1
@@ -68,12 +68,14 @@ class Turns:
         admitted = asyncio.get_running_loop().create_future()
         self._waiting.append(admitted)
         self._count_from_next_turn()
-        HTTP_WAITED.inc()
-        HTTP_WAITING.inc()
+        method = method_label(scope)
+        HTTP_WAITED.labels(method).inc()
+        waiting = HTTP_WAITING.labels(method)
+        waiting.inc()
         try:
             await admitted  # a cancelled waiter is skipped when its turn comes
         finally:
-            HTTP_WAITING.dec()
+            waiting.dec()
 
     def _count_from_next_turn(self) -> None:
         if not self._next_turn_due:
