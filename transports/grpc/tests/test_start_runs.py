@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 from collections.abc import AsyncIterator
 
 import grpclib
@@ -29,15 +30,17 @@ from trine_transport_grpc import server as served
 
 class Starts:
     """A Backend of start_run alone: a run named after its function, after ``delay_s``; the
-    function ``nope`` is unknown."""
+    function ``nope`` is unknown; ``entered`` is set once a start is under way."""
 
     def __init__(self, delay_s: float = 0.0) -> None:
         self.delay_s = delay_s
         self.started: list[str] = []
+        self.entered = asyncio.Event()
 
     async def start_run(self, message: StartRunRequest) -> StartRunResponse:
         if message.function == "nope":
             raise UnknownFunction("no worker registered 'nope'", known=["f"])
+        self.entered.set()
         await asyncio.sleep(self.delay_s)
         self.started.append(message.function)
         return StartRunResponse(run=Run(id=message.function, function=message.function))
@@ -89,16 +92,60 @@ async def test_concurrent_starts_share_one_stream_and_are_answered_each_on_its_o
 async def test_starts_under_way_when_the_server_closes_fail_as_unavailable() -> None:
     address = f"grpc://127.0.0.1:{free_port()}"
     client, server = GrpcTransport(), GrpcTransport()
-    await server.serve(Backend, Starts(delay_s=30), address)  # type: ignore[arg-type]
+    starts = Starts(delay_s=30)
+    await server.serve(Backend, starts, address)  # type: ignore[arg-type]
     try:
         remote = await client.connect(Backend, address)
         stuck = asyncio.ensure_future(remote.start_run(StartRunRequest(function="slow")))
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(starts.entered.wait(), 5)
         await server.close()
         with pytest.raises(Unavailable, match="stopping"):
             await asyncio.wait_for(stuck, 5)
     finally:
         await client.close()
+
+
+class Records(logging.Handler):
+    """The records of a logger, and an event set at the first."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self.came = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        self.came.set()
+
+
+async def test_a_caller_gone_mid_stream_is_no_error_in_the_engine_log() -> None:
+    """A gateway that dies (``kill -9``) while its starts are under way: grpclib cancels the
+    stream's handler, which must let the cancellation through (not answer UNAVAILABLE on a
+    connection that is gone), or grpclib logs "Failed to handle cancellation" with two
+    tracebacks in the engine's log."""
+    address = f"grpc://127.0.0.1:{free_port()}"
+    client, server = GrpcTransport(), GrpcTransport()
+    starts = Starts(delay_s=30)
+    await server.serve(Backend, starts, address)  # type: ignore[arg-type]
+    grpclib_server = logging.getLogger("grpclib.server")
+    records, level = Records(), grpclib_server.level
+    grpclib_server.addHandler(records)
+    grpclib_server.setLevel(logging.INFO)
+    try:
+        remote = await client.connect(Backend, address)
+        stuck = asyncio.ensure_future(remote.start_run(StartRunRequest(function="slow")))
+        await asyncio.wait_for(starts.entered.wait(), 5)
+        await client.close()  # the connection goes; the engine serves on
+        await asyncio.wait_for(records.came.wait(), 5)  # grpclib ended the handler
+        assert [(r.levelno, r.getMessage()) for r in records.records] == [
+            (logging.INFO, "Request was cancelled: Connection lost")
+        ]
+        stuck.cancel()
+    finally:
+        grpclib_server.removeHandler(records)
+        grpclib_server.setLevel(level)
+        await client.close()
+        await server.close()
 
 
 async def test_a_broken_stream_fails_its_starts_and_the_next_start_opens_another(

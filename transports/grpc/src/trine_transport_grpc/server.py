@@ -85,6 +85,7 @@ class Served:
         self.backend: Backend | None = None
         self.dispatcher: Dispatcher | None = None
         self.worker_registry: WorkerRegistry | None = None
+        self.closing = False  # the server is stopping: it, not a lost caller, cancels handlers
 
 
 def _missing(contract: type) -> grpclib.GRPCError:
@@ -160,8 +161,13 @@ class ServedBackend(BackendBase):
                 yield StartRunsResponse(answers=answers)
             await reader  # raises what reading the requests raised
         except asyncio.CancelledError:
-            # The server is closing (or the caller reset the stream): end the stream with a
-            # status rather than leave the caller's stream open on a connection that lives on.
+            if not self._served.closing:
+                # The caller's connection is gone (or it reset the stream): grpclib ends the
+                # stream, and logs a handler that does not let the cancellation through as
+                # "Failed to handle cancellation", with a traceback.
+                raise
+            # The server is closing: end the stream with a status rather than leave the
+            # caller's stream open on a connection that lives on.
             gone = Unavailable("the engine stopped serving StartRuns (it is stopping)")
             raise to_grpc(gone) from None
         finally:
@@ -298,5 +304,6 @@ class ContractServer:
 
     async def close(self) -> None:
         if self._started:
+            self.served.closing = True
             self._server.close()
             await self._server.wait_closed()
