@@ -5,10 +5,18 @@ given the wrong scheme is told so."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
 
+import pytest
 import test_crashes
-from harness import EXAMPLES, Cluster, Proc, start_order, wait_run
+from harness import EXAMPLES, Cluster, Proc, start_order, wait_run, worker_tls
+
+from trine._tcp_transport import TcpConnector
+from trine._tls import worker_context
+from trine.transport import ConnectOptions
+from trine_proto import frames
 
 ORDER_WORKER = [sys.executable, str(EXAMPLES / "order_worker.py")]
 
@@ -64,6 +72,40 @@ def test_a_worker_given_the_wrong_scheme_is_told_which_to_use(cluster: Cluster) 
         assert "if its worker port is grpc://, use that" in line, line
     finally:
         other.close()
+
+
+def test_over_tls_both_ends_agree_on_the_tcp_wire_not_http2(cluster: Cluster) -> None:
+    """ALPN names the wire a TLS connection carries: the tcp:// port and the SDK's tcp://
+    connector must agree on ``trine-worker/1``, never on ``h2`` (which the [tls] and TRINE_TLS_*
+    contexts offer for gRPC), or a TLS-terminating proxy between them would take the connection
+    for HTTP/2."""
+    if cluster.topology != "split":
+        pytest.skip("the worker port serves TLS in the split topology")
+    cluster.worker_scheme = "tcp"
+    cluster.start()
+    address = cluster.worker_addr
+
+    async def agreed() -> list[str | None]:
+        host, port = address.removeprefix("tcp://").split(":")
+        offering_both = worker_context(worker_tls())
+        assert offering_both is not None
+        offering_both.set_alpn_protocols(["h2", frames.ALPN])
+        _, writer = await asyncio.open_connection(
+            host, int(port), ssl=offering_both, server_hostname=host
+        )
+        server_chose = writer.get_extra_info("ssl_object").selected_alpn_protocol()
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        options = ConnectOptions(
+            metadata={}, max_message_bytes=1 << 20, tls=worker_context(worker_tls())
+        )
+        stream = await TcpConnector().connect(address, options)
+        sdk_agreed = stream._writer.get_extra_info("ssl_object").selected_alpn_protocol()
+        await stream.close()
+        return [server_chose, sdk_agreed]
+
+    assert asyncio.run(agreed()) == [frames.ALPN, frames.ALPN]
 
 
 def coordinator(cluster: Cluster) -> Proc:

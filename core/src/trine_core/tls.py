@@ -11,7 +11,8 @@ one-line :class:`ConfigError` naming the setting and the file, at boot: a TLS ha
 later would only say "certificate verify failed" to whoever connects.
 
 Every context negotiates ALPN ``h2`` (gRPC is HTTP/2; grpclib's own default client context does
-the same) and refuses anything older than TLS 1.2.
+the same; a ``tcp://`` worker port offers its own wire's, ``trine_proto.frames.ALPN``, instead) and
+refuses anything older than TLS 1.2.
 """
 
 from __future__ import annotations

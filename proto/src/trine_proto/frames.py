@@ -31,6 +31,11 @@ from collections.abc import Mapping
 PREAMBLE = b"trine-worker/1\n"
 """What a worker sends first: the wire and its version (a server of another wire, or another
 version, refuses it before reading anything else)."""
+ALPN = "trine-worker/1"
+"""The ALPN protocol both ends offer over TLS: this wire, not HTTP/2 (``h2``, which the TLS
+contexts offer for gRPC), so that nothing between them takes the connection for HTTP/2. An end
+that offers only ``h2`` (an SDK before this) still connects: no protocol is then agreed, and the
+preamble is what tells the wires apart."""
 HEADER = struct.Struct(">BI")
 MESSAGE = 1
 END = 2

@@ -40,6 +40,8 @@ class TcpConnector:
 
     async def connect(self, address: str, options: ConnectOptions) -> TcpCoordinatorStream:
         host, port = host_port(address)
+        if options.tls is not None:  # the worker's own context, made for this address
+            options.tls.set_alpn_protocols([frames.ALPN])
         reader, writer = await asyncio.open_connection(
             host,
             port,

@@ -140,6 +140,8 @@ class TcpWorkerListener:
 
     async def start(self, address: str) -> None:
         host, port = split_host_port(address.removeprefix("tcp://"), address)
+        if self._serving.tls is not None:  # the coordinator makes this context for this port
+            self._serving.tls.set_alpn_protocols([frames.ALPN])
         try:
             self._server = await asyncio.start_server(
                 self._connected,
