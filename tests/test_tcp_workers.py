@@ -93,16 +93,20 @@ def test_over_tls_both_ends_agree_on_the_tcp_wire_not_http2(cluster: Cluster) ->
         _, writer = await asyncio.open_connection(
             host, int(port), ssl=offering_both, server_hostname=host
         )
-        server_chose = writer.get_extra_info("ssl_object").selected_alpn_protocol()
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+        try:
+            server_chose = writer.get_extra_info("ssl_object").selected_alpn_protocol()
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
         options = ConnectOptions(
             metadata={}, max_message_bytes=1 << 20, tls=worker_context(worker_tls())
         )
         stream = await TcpConnector().connect(address, options)
-        sdk_agreed = stream._writer.get_extra_info("ssl_object").selected_alpn_protocol()
-        await stream.close()
+        try:
+            sdk_agreed = stream._writer.get_extra_info("ssl_object").selected_alpn_protocol()
+        finally:
+            await stream.close()
         return [server_chose, sdk_agreed]
 
     assert asyncio.run(agreed()) == [frames.ALPN, frames.ALPN]

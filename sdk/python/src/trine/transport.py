@@ -54,7 +54,9 @@ class ConnectOptions:
     max_message_bytes: int
     """The largest message accepted from the coordinator; a larger one ends the stream."""
     tls: ssl.SSLContext | None = None
-    """The client TLS context (``TRINE_TLS_*``); None: plain text."""
+    """The client TLS context (``TRINE_TLS_*``); None: plain text. It is this connection's
+    worker's own and offers ALPN ``h2`` (gRPC): a connector of another wire sets its own
+    protocol on it, as ``tcp://`` does."""
 
 
 class CoordinatorStream(Protocol):
