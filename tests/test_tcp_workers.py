@@ -9,9 +9,8 @@ import asyncio
 import contextlib
 import sys
 
-import pytest
 import test_crashes
-from harness import EXAMPLES, Cluster, Proc, start_order, wait_run, worker_tls
+from harness import EXAMPLES, Cluster, Proc, runtime_tls, start_order, wait_run, worker_tls
 
 from trine._tcp_transport import TcpConnector
 from trine._tls import worker_context
@@ -79,10 +78,8 @@ def test_over_tls_both_ends_agree_on_the_tcp_wire_not_http2(cluster: Cluster) ->
     connector must agree on ``trine-worker/1``, never on ``h2`` (which the [tls] and TRINE_TLS_*
     contexts offer for gRPC), or a TLS-terminating proxy between them would take the connection
     for HTTP/2."""
-    if cluster.topology != "split":
-        pytest.skip("the worker port serves TLS in the split topology")
     cluster.worker_scheme = "tcp"
-    cluster.start()
+    cluster.start(**runtime_tls(), TRINE_GATEWAY_HTTPS="false")  # split has them already
     address = cluster.worker_addr
 
     async def agreed() -> list[str | None]:
