@@ -35,7 +35,7 @@ from trine_core.errors import (
 from trine_core.fallbacks import WorkCredit, refused, report_each, take_work_polling
 from trine_core.hookspecs import hookimpl
 from trine_core.logging import configure_logging, get_logger
-from trine_core.names import MAX_SIGNAL_NAME, check_signal_name
+from trine_core.names import MAX_DURATION_MS, MAX_SIGNAL_NAME, check_duration, check_signal_name
 from trine_core.plugins import PluginSet
 from trine_core.protocols import Backend, Dispatcher, WorkerRegistry
 from trine_core.registry import Command, CommandRegistry, RoleRegistry, TransportRegistry
@@ -73,6 +73,7 @@ __all__ = [
     "INSECURE",
     "LOG_FORMAT",
     "LOG_LEVEL",
+    "MAX_DURATION_MS",
     "MAX_PAYLOAD_BYTES",
     "MAX_SIGNAL_NAME",
     "PLUGINS",
@@ -122,6 +123,7 @@ __all__ = [
     "WorkerStream",
     "WorkerTransport",
     "cannot_listen",
+    "check_duration",
     "check_signal_name",
     "configure_logging",
     "contract_name",

@@ -18,10 +18,13 @@ from trine_core.testing import occupied_port
 from trine_core.testing.memory import MemoryEngine
 from trine_proto.trine.v1 import (
     Drain,
+    FunctionSpec,
     GetRunRequest,
+    Register,
     ReportAck,
     ReportOutcome,
     RunStatus,
+    WorkerMessage,
     WorkerReports,
 )
 
@@ -227,3 +230,26 @@ async def test_registration_while_the_engine_is_away_is_unavailable(coordinator:
     with pytest.raises(grpclib.GRPCError, match="the engine is down") as caught:
         await register()
     assert caught.value.status == grpclib.const.Status.UNAVAILABLE
+
+
+async def test_a_registration_the_engine_refuses_is_a_refusal_not_an_outage(
+    coordinator: Harness,
+) -> None:
+    """The worker's owner must change what the engine refused; UNAVAILABLE would have the
+    worker retry the same registration for ever, as if the engine were away."""
+    register = Register(worker_id="w1", functions=[FunctionSpec(name="")])
+    refused: grpclib.GRPCError | None = None
+    try:
+        async with coordinator.open() as stream:
+            await stream.send_request()
+            await stream.send_message(WorkerMessage(register=register))
+            await asyncio.wait_for(stream.recv_message(), 5)
+    except grpclib.GRPCError as exc:
+        refused = exc
+    assert refused is not None
+    assert refused.status == grpclib.const.Status.INVALID_ARGUMENT
+    assert "a function needs a name" in str(refused.message)
+    async with coordinator.worker() as worker:  # a good registration is served after it
+        [run] = await coordinator.start()
+        assert await dispatched(worker) == run
+        await worker.stream.end()

@@ -141,6 +141,22 @@ def signal_name_problem(name: str) -> str | None:
     return None
 
 
+MAX_DURATION_MS = 100 * 365 * 24 * 3600 * 1000
+"""The longest span a message may ask for (100 years): a sleep, a signal wait's or a child's
+timeout, a run's or a function's timeout. Time is carried as uint64 milliseconds since the epoch,
+and a due time is the moment a command arrives plus its span, so without a bound one worker's
+``Sleep(duration_ms=2**64 - 1)`` would overflow the record that journals it."""
+
+
+def duration_problem(ms: int, what: str) -> str | None:
+    """What is wrong with ``ms`` as ``what`` (a span in milliseconds), in a sentence; None when
+    it is within :data:`MAX_DURATION_MS`. As :func:`signal_name_problem`, each component raises
+    its own error type with it."""
+    if ms > MAX_DURATION_MS:
+        return f"{what} is {ms} ms, more than the {MAX_DURATION_MS} ms (100 years) a span may be"
+    return None
+
+
 def timeout_to_ms(seconds: float) -> int:
     """A timeout or deadline in seconds → milliseconds, at least 1: in the messages 0 means
     "none", so a tiny positive timeout must not round to it."""

@@ -226,8 +226,13 @@ class WorkerService:
                     build_id=register.build_id,
                 )
             )
-        except TrineError as exc:  # the engine is away: the worker retries with backoff
-            raise Unavailable(exc.message) from None
+        except TrineError as exc:
+            if exc.code in TRANSIENT_CODES:  # the engine is away: the worker retries with backoff
+                raise Unavailable(exc.message) from None
+            # The registration itself is wrong (a function without a name, a timeout beyond
+            # any span): the worker's owner must change it, so it is a refusal, not an outage.
+            self._refused(exc, session.worker_id, credential)
+            raise
         if self._stopping:  # checked after the await above: stop() may have begun during it
             raise Unavailable("the coordinator is stopping")
         try:  # again: another registration of the id may have won while the engine answered

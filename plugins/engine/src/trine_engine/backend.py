@@ -12,15 +12,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import json
 from collections.abc import AsyncIterator, Iterator
 
 from trine_core import (
     Backend,
-    InvalidArgument,
     RunFinished,
     Unavailable,
     UnknownFunction,
+    check_duration,
     check_signal_name,
     tracing,
 )
@@ -124,8 +123,7 @@ class EngineBackend(Backend):
                 function=function,
                 known=known,
             )
-        payload = message.input or b"null"
-        self._machine.check_size(payload, "the run's input")
+        payload = self._machine.json_payload(message.input, "the run's input")
         key = message.idempotency_key
         digest = request_digest(function, payload, message.timeout_ms) if key else b""
         if key:
@@ -152,7 +150,10 @@ class EngineBackend(Backend):
         """A new run, durable before the answer; with a span, the run's trace is its."""
         functions = self._machine.functions
         now = self._clock.now_ms()
-        timeout = message.timeout_ms or functions[function].timeout_ms
+        timeout = check_duration(
+            message.timeout_ms or functions[function].timeout_ms,
+            f"the timeout of a run of {function!r}",
+        )
         run = Run(
             id=self._ids.new(now),
             function=function,
@@ -313,12 +314,7 @@ class EngineBackend(Backend):
         self._plog.ensure_writable()
         name = message.name
         check_signal_name(name)
-        payload = message.payload or b"null"
-        self._machine.check_size(payload, f"signal {name!r}")
-        try:
-            json.loads(payload)
-        except ValueError as exc:
-            raise InvalidArgument(f"the payload of signal {name!r} is not JSON: {exc}") from exc
+        payload = self._machine.json_payload(message.payload, f"the payload of signal {name!r}")
         state = self._cache.require(message.run_id)
         await self._refuse_if_finished(state)
         delivered = any(e.kind == EntryKind.SIGNAL and e.name == name for e in state.pending)

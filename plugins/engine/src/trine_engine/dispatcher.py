@@ -32,7 +32,15 @@ from collections.abc import AsyncIterator
 import betterproto2
 import structlog
 
-from trine_core import Dispatcher, InvalidArgument, LeaseLost, TrineError, WorkCredit, refused
+from trine_core import (
+    Dispatcher,
+    InvalidArgument,
+    LeaseLost,
+    TrineError,
+    WorkCredit,
+    check_duration,
+    refused,
+)
 from trine_engine import metrics
 from trine_engine.clock import Clock
 from trine_engine.leases import Lease, LeaseTable
@@ -122,6 +130,7 @@ class EngineDispatcher(Dispatcher):
         for spec in message.functions:
             if not spec.name:
                 raise InvalidArgument("a function needs a name")
+            check_duration(spec.timeout_ms, f"the timeout of function {spec.name!r}")
             wanted[spec.name] = dataclasses.replace(spec, build_id=build or spec.build_id)
         self._machine.builds.registering(build, self._clock.now_ms())
         known = self._machine.functions

@@ -65,9 +65,9 @@ class EngineRole:
         that a supervisor restarts it (after a full disk is freed, the restart is what brings
         writes back: RocksDB does not resume by itself)."""
         context.fail(
-            f"the engine stopped after a failed write to its data dir {config.data_dir} (the "
-            "error is logged above); everything acknowledged is on disk: fix the disk and "
-            "restart trine",
+            f"the engine stopped after a failed write to its data dir {config.data_dir}, or a "
+            "record it could not apply (the error is logged above); everything acknowledged is "
+            "on disk: fix what the log names (a full or failing disk, say) and restart trine",
             after_s=config.write_failure_exit_s,
         )
 

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
+from trine_core import MAX_DURATION_MS
+
 RunStatusName = Literal[
     "pending", "running", "suspended", "completed", "failed", "cancelled", "blocked"
 ]
@@ -46,9 +48,9 @@ rules (a fuzzer sent ``\x1d``, which the schema allowed and the server refused).
 WaitKindName = Literal["sleep", "signal", "child"]
 """What a suspended run waits for."""
 
-MAX_TIMEOUT_S = 100 * 365 * 24 * 3600
-"""The largest ``timeout_s`` a start accepts (100 years): enough for any run, and it keeps the
-deadline in milliseconds well inside the contract's 64 bits."""
+MAX_TIMEOUT_S = MAX_DURATION_MS // 1000
+"""The largest ``timeout_s`` a start accepts (100 years, the engine's bound on every span): enough
+for any run, and it keeps the deadline in milliseconds well inside the contract's 64 bits."""
 
 
 class StartRunBody(msgspec.Struct, forbid_unknown_fields=False):

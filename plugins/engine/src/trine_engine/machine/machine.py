@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -144,6 +145,22 @@ class StateMachine:
                 size=len(payload),
                 limit=self.max_payload_bytes,
             )
+
+    def json_payload(self, payload: bytes, what: str) -> bytes:
+        """``payload`` (empty: JSON ``null``), refused unless it is one JSON value within the
+        size limit. Every payload is stored as the bytes it came as, and the gateway writes them
+        into its answers and event streams unparsed: one that is not JSON (a worker's
+        ``b"not json{"``, ``NaN``, bytes that are not UTF-8) would make every answer that
+        carries it invalid. The worker SDK and the gateway send only JSON; this holds for any
+        other sender too. About 7 µs for a small document."""
+        self.check_size(payload, what)
+        if not payload:
+            return b"null"
+        try:
+            json.loads(payload, parse_constant=_not_json)
+        except (ValueError, RecursionError) as exc:
+            raise InvalidArgument(f"{what} is not JSON: {_reason(exc)}") from None
+        return payload
 
     def active(self, run_id: str) -> RunState:
         """The non-final run a record names; a record naming any other is corrupt."""
@@ -354,3 +371,14 @@ def _trace_wait(run: Run, entry: JournalEntry) -> None:
         },
         error=None if error is None else f"{error.type}: {error.message}",
     )
+
+
+def _not_json(constant: str) -> Any:
+    """``NaN``, ``Infinity`` and ``-Infinity``, which Python's ``json`` takes and JSON has not."""
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "it nests too deeply"
+    return str(exc)

@@ -4,7 +4,6 @@ holds the run ``blocked`` until it is retried on fixed code."""
 
 from __future__ import annotations
 
-from trine_engine.machine.events import json_or_null
 from trine_engine.machine.plan import Plan
 from trine_proto.trine.v1 import (
     ErrorInfo,
@@ -18,8 +17,7 @@ from trine_proto.vocabulary import ErrorType
 
 
 def run_completed(plan: Plan, command: RunCompleted) -> None:
-    plan.machine.check_size(command.result, "the run's result")
-    plan.result = json_or_null(command.result)
+    plan.result = plan.machine.json_payload(command.result, "the run's result")
     plan.final_status = RunStatus.COMPLETED
     plan.outcome = ReportOutcome.FINISHED
     plan.attempt_ended = True

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 
 from trine_core import InvalidArgument
-from trine_engine.machine.events import json_or_null
 from trine_engine.machine.plan import Plan
 from trine_proto import retry
 from trine_proto.trine.v1 import (
@@ -31,10 +30,9 @@ def step_completed(plan: Plan, command: StepCompleted) -> None:
     entry = command.entry
     if entry is None:
         raise InvalidArgument("StepCompleted carries no journal entry")
-    plan.machine.check_size(entry.output, f"the output of step {entry.index}")
+    output = plan.machine.json_payload(entry.output, f"the output of step {entry.index}")
     if not plan.follows(entry.index, entry.name):
         return
-    output = json_or_null(entry.output)
     entry = dataclasses.replace(  # a step: whatever wait fields a worker sent
         entry,
         output=output,
@@ -94,8 +92,7 @@ def emit(plan: Plan, command: Emit) -> None:
     acknowledged, nothing published. One without an index comes from an SDK that predates
     journaled emits (or from an old log record): published only, as it was then."""
     name = command.name
-    plan.machine.check_size(command.data, f"event {name!r}")
-    data = json_or_null(command.data)
+    data = plan.machine.json_payload(command.data, f"event {name!r}")
     index = command.index
     if index is None:
         plan.events.custom(name, data)

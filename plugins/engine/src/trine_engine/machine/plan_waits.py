@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from trine_core import InvalidArgument
+from trine_core import InvalidArgument, check_duration, check_signal_name
 from trine_engine.machine import errors
 from trine_engine.machine.plan import Plan
 from trine_proto.trine.v1 import (
@@ -31,7 +31,12 @@ def sleep(plan: Plan, command: Sleep) -> None:
     if not plan.follows(command.index, SLEEP_NAME):
         return
     at = plan.at
-    until = command.until_ms or at + command.duration_ms
+    what = f"the sleep at step {command.index}"
+    if command.until_ms:
+        until = command.until_ms
+        check_duration(until - at, what)
+    else:
+        until = at + check_duration(command.duration_ms, what)
     entry = JournalEntry(
         index=command.index, name=SLEEP_NAME, kind=EntryKind.SLEEP, started_at_ms=at, until_ms=until
     )
@@ -52,6 +57,8 @@ def wait_signal(plan: Plan, command: WaitSignal) -> None:
         raise InvalidArgument("a signal wait needs the signal's name")
     if not plan.follows(command.index, name):
         return
+    check_signal_name(name)  # else no client could ever send it
+    check_duration(command.timeout_ms, f"the timeout of the signal wait at step {command.index}")
     at = plan.at
     entry = JournalEntry(
         index=command.index,
@@ -81,8 +88,10 @@ def start_child(plan: Plan, command: StartChild) -> None:
         raise InvalidArgument("StartChild carries no run id (the engine assigns it)")
     if not plan.follows(command.index, command.function):
         return
-    child_input = command.input or b"null"
-    plan.machine.check_size(child_input, f"the input of child run {command.index}")
+    child_input = plan.machine.json_payload(
+        command.input, f"the input of child run {command.index}"
+    )
+    check_duration(command.timeout_ms, f"the timeout of child run {command.index}")
     at = plan.at
     spec = plan.machine.functions.get(command.function)
     if plan.run.cancel_requested or spec is None:
@@ -102,7 +111,9 @@ def start_child(plan: Plan, command: StartChild) -> None:
             )
         )
         return
-    timeout = command.timeout_ms or spec.timeout_ms
+    timeout = command.timeout_ms or check_duration(
+        spec.timeout_ms, f"the timeout of function {spec.name!r}"
+    )
     plan.children.append(
         Run(
             id=command.run_id,
