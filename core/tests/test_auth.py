@@ -82,6 +82,7 @@ def test_check_finds_the_entry_and_nothing_else(tmp_path: Path) -> None:
     assert book.check(ci + "x") is None
     assert book.check("") is None
     assert book.check(None) is None
+    assert book.check("\ud800") is None  # a lone surrogate (from a JSON HELLO) is no token
     assert book.check(hash_token(ci)) is None  # the digest itself is no token
 
 

@@ -138,7 +138,11 @@ class TokenBook:
         """The entry ``token`` belongs to, or None (no token, or one the file does not know)."""
         if not token:
             return None
-        digest = hashlib.sha256(token.encode("utf-8")).digest()
+        try:
+            raw = token.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (a JSON "\ud800"): no file holds it
+            return None
+        digest = hashlib.sha256(raw).digest()
         found: Token | None = None
         for entry in self._entries:
             if hmac.compare_digest(digest, entry.digest):

@@ -81,6 +81,10 @@ def read_hello(body: bytes) -> dict[str, str]:
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
     ):
         raise WireError("the worker's HELLO is not an object of strings")
+    try:  # JSON's "\ud800" decodes to a lone surrogate, which no text encoding takes
+        "".join(k + v for k, v in metadata.items()).encode()
+    except UnicodeEncodeError:
+        raise WireError("the worker's HELLO has a string that is not Unicode text") from None
     return {name.lower(): value for name, value in metadata.items()}
 
 
