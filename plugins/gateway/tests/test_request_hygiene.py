@@ -9,8 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 from conftest import MAX_PAYLOAD, Gateway, start
 from drive import FUNCTIONS, requests
+from structlog.testing import LogCapture
 from test_errors import JSON, error
 
 from trine_core import MAX_PAYLOAD_BYTES, ConfigError, Settings
@@ -286,3 +288,41 @@ async def test_a_request_that_is_not_http_gets_a_json_400(gateway: Gateway, head
     problem = json.loads(body)["error"]
     assert problem["code"] == "malformed_request"
     assert problem["message"]
+
+
+class Announcing(LogCapture):
+    """The gateway's log records, and an event set by the first one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logged = asyncio.Event()
+
+    def __call__(self, logger: Any, method_name: str, event_dict: Any) -> Any:
+        self.logged.set()
+        return super().__call__(logger, method_name, event_dict)
+
+
+async def test_a_client_gone_mid_body_is_no_server_error(gateway: Gateway) -> None:
+    """The client announced 100 bytes, sent 2 and closed: litestar raises a 500-status
+    exception, which was logged as an error ("request failed") and counted as a 500."""
+    capture = Announcing()
+    previous = structlog.get_config()["processors"]
+    structlog.configure(processors=[capture])
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", gateway.server.port)
+        writer.write(
+            b"POST /v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n{}"
+        )
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        await asyncio.wait_for(capture.logged.wait(), 10)
+    finally:
+        structlog.configure(processors=previous)
+    [record] = capture.entries
+    assert (record["log_level"], record["event"]) == (
+        "info",
+        "client closed its connection mid-request",
+    )
+    assert record["request"] == "POST /v1/runs"

@@ -18,6 +18,7 @@ from typing import Any
 from litestar import MediaType, Request, Response
 from litestar.exceptions import (
     HTTPException,
+    InternalServerException,
     MethodNotAllowedException,
     NotFoundException,
     SerializationException,
@@ -52,6 +53,14 @@ HTTP_STATUS: Mapping[str, int] = {
 }
 """The HTTP status of a :class:`~trine_core.errors.TrineError`, by its code; any other is 500.
 HTTP is the gateway's business: the errors themselves know only their code."""
+
+CLIENT_GONE = "client disconnected prematurely"
+"""litestar's words (``litestar/connection/request.py``) when the client closes its connection
+before the body it announced has all come: an ``InternalServerException``, which is no fault of
+the server's."""
+CLIENT_CLOSED_REQUEST = 499
+"""The status such a request is recorded with (in the metrics; nobody reads the answer), as
+nginx does: not a 5xx, which an operator's alert on server errors would count."""
 
 _CODES_BY_STATUS: Mapping[int, str] = {
     400: "invalid_request",
@@ -142,6 +151,10 @@ def exception_handlers(max_body_bytes: int) -> ExceptionHandlersMap:
         if isinstance(exc, MethodNotAllowedException):
             message = f"method {request.method} is not allowed on {request.url.path}"
             return error_response(405, "method_not_allowed", message, headers=headers)
+        if isinstance(exc, InternalServerException) and exc.detail == CLIENT_GONE:
+            log.info("client closed its connection mid-request", request=_describe(request))
+            message = "the client closed its connection before sending its whole request"
+            return error_response(CLIENT_CLOSED_REQUEST, "client_closed_request", message)
         status = exc.status_code
         if status >= 500:
             log.error("request failed", request=_describe(request), status=status, error=exc.detail)
