@@ -47,6 +47,26 @@ class BenchCluster(Cluster):
         return super().stop_runtime()
 
 
+NO_FSYNC = """\
+from trine_engine.storage import store as _store
+
+_write = _store.Store.write
+_store.Store.write = lambda self, batch, sync=True: _write(self, batch, False)
+_store.Store.sync_wal = lambda self: None
+"""
+"""A ``sitecustomize`` that takes the disk out of the engine's commits: every RocksDB write
+unsynced, the sync thread's ``SyncWAL`` a no-op (the hand-off to the thread and back stays).
+What a bench measures with it is what a commit costs apart from waiting for the disk; nothing
+in trine can turn fsync off."""
+
+
+def no_fsync_site(folder: Path) -> Path:
+    """``folder`` with :data:`NO_FSYNC` as its ``sitecustomize``, for a process's PYTHONPATH."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(NO_FSYNC)
+    return folder
+
+
 @contextmanager
 def running_cluster(
     topology: str,

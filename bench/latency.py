@@ -64,6 +64,7 @@ from typing import Any
 
 import aiohttp
 from common import (
+    NO_FSYNC,
     Columns,
     Proc,
     cpu_s,
@@ -81,13 +82,6 @@ from throughput import order_input
 from timeline import SITE as TIMELINE
 from timeline import print_timeline
 
-NO_FSYNC = """\
-from trine_engine.storage import store as _store
-
-_write = _store.Store.write
-_store.Store.write = lambda self, batch, sync=True: _write(self, batch, False)
-_store.Store.sync_wal = lambda self: None
-"""
 PROFILE = """\
 import cProfile as _cprofile, os as _os, signal as _signal
 

@@ -37,6 +37,11 @@ figure's on ÷ off ratio.
 the baseline) and prints each figure's ratio to the baseline's: what letting a bounded number of
 HTTP requests into the app per turn of the event loop costs under this load (`bench/storm.py`
 shows what it buys under a flood).
+
+`--fsync on,off` runs every topology with the engine's commits durable and with the disk taken
+out of them (rows `<topology>+nofsync`: every RocksDB write unsynced, the sync thread's fsync a
+no-op, through a `sitecustomize`; nothing in trine turns fsync off) in each round, alternating
+the order, and prints the ratios: how much of a figure (the append p99, say) is the disk's.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -64,6 +70,7 @@ from common import (
     engine_proc,
     engine_stats,
     median_row,
+    no_fsync_site,
     per_turn_list,
     percentile,
     print_header,
@@ -189,15 +196,19 @@ def one_round(
     wire: str = "grpc",
     per_turn: str = "",
     baseline: bool = True,
+    no_fsync: Path | None = None,
 ) -> Round:
     """Both phases on a fresh deployment of ``topology`` (with ``tracing``: these ``OTEL_*``
     variables for every process, and the worker that sets up OpenTelemetry from them; ``wire``:
     the worker transport; ``per_turn``: the gateway's ``requests_per_turn``, named in the rows
-    unless it is the ``baseline``)."""
+    unless it is the ``baseline``; ``no_fsync``: the ``sitecustomize`` folder that takes fsync
+    out, rows ``<topology>+nofsync``)."""
     client_cpu = time.process_time()
     env = dict(tracing or {})
     if per_turn:
         env[REQUESTS_PER_TURN.env] = per_turn
+    if no_fsync is not None:
+        env["PYTHONPATH"] = str(no_fsync)
     with running_cluster(
         topology, topology, prefix="trine-bench-", report=False, env=env, worker_scheme=wire
     ) as cluster:
@@ -235,7 +246,8 @@ def one_round(
         "topology": topology
         + ("" if wire == "grpc" else f"+{wire}")
         + ("+tracing" if traced_run else "")
-        + ("" if baseline else f"+turns{per_turn}"),
+        + ("" if baseline else f"+turns{per_turn}")
+        + ("" if no_fsync is None else "+nofsync"),
         # Split: the three runtime processes summed (RSS of each is their peak).
         "runtime_rss_mb": sum(f["rss_mb"] for f in runtime),
         "worker_rss_mb": procs["worker"]["rss_mb"],
@@ -313,6 +325,12 @@ def main() -> None:
         "topology with each (rows <topology>+turns<N> after the first)",
     )
     p.add_argument(
+        "--fsync",
+        default="on",
+        help="comma list of on,off: each round runs every topology with each; off takes the "
+        "disk out of the engine's commits (bench/common.py's NO_FSYNC; rows <topology>+nofsync)",
+    )
+    p.add_argument(
         "--trace-ratio",
         type=float,
         default=0.1,
@@ -350,7 +368,13 @@ def main() -> None:
         p.error(f"--wires: a comma list of grpc,tcp; got {args.wires!r}")
     if not variants or set(variants) - {"off", "on"}:
         p.error(f"--tracing: a comma list of off,on; got {args.tracing!r}")
+    args.fsync = list(dict.fromkeys(v.strip() for v in args.fsync.split(",") if v.strip()))
+    if not args.fsync or set(args.fsync) - {"off", "on"}:
+        p.error(f"--fsync: a comma list of on,off; got {','.join(args.fsync)!r}")
     with contextlib.ExitStack() as stack:
+        if "off" in args.fsync:
+            site = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="trine-nofsync-")))
+            args.no_fsync_site = no_fsync_site(site)
         sink = stack.enter_context(OtlpSink(keep=False)) if "on" in variants else None
         traced = (
             {
@@ -383,15 +407,17 @@ def run_rounds(
         # Every other round runs the values in reverse: what runs later in a round runs on a
         # warmer, busier machine, and the ratio must not be that.
         per_turns = args.requests_per_turn if r % 2 == 0 else args.requests_per_turn[::-1]
-        for topology, wire, variant, per_turn in itertools.product(
-            topologies, args.wires, variants, per_turns
+        fsyncs = args.fsync if r % 2 == 0 else args.fsync[::-1]
+        for topology, wire, variant, per_turn, fsync in itertools.product(
+            topologies, args.wires, variants, per_turns, fsyncs
         ):
             # Compared with "on", "off" is every observer off; alone, the default install.
             off = {"TRINE_PLUGINS": "none"} if traced is not None else None
             tracing = traced if variant == "on" else off
             baseline = per_turn == args.requests_per_turn[0]  # the values are distinct
             profile = args.profile if r == 0 else None
-            one = one_round(args, topology, profile, tracing, wire, per_turn, baseline)
+            no_fsync = args.no_fsync_site if fsync == "off" else None
+            one = one_round(args, topology, profile, tracing, wire, per_turn, baseline, no_fsync)
             rounds.setdefault(one.rows[0]["topology"], []).append(one)
             print_rows(COLUMNS, f"{r + 1}{'p' if one.profiled else ''}", one.rows)
     return rounds
@@ -402,10 +428,10 @@ def print_ratios(medians: dict[str, list[dict[str, Any]]], suffix: str, label: s
     names = [t for t in medians if t.endswith(suffix) and t.removesuffix(suffix) in medians]
     if not names:
         return
-    keys = ("runs_s", "p50_ms", "p99_ms", "runtime_cpu_s", "worker_cpu_s")
-    heads = ("runs/s", "p50", "p99", "runtime CPU", "worker CPU")
+    keys = ("runs_s", "p50_ms", "p99_ms", "append_p99_ms", "runtime_cpu_s", "worker_cpu_s")
+    heads = ("runs/s", "p50", "p99", "append p99", "runtime CPU", "worker CPU")
     print("\n| topology | phase | " + " | ".join(f"{h} {label}" for h in heads) + " |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|" + "---|" * len(keys))
     for name in names:
         for base, variant in zip(medians[name.removesuffix(suffix)], medians[name], strict=True):
             cells = " | ".join(f"{variant[key] / base[key]:.2f}" for key in keys)
@@ -431,6 +457,7 @@ def report(args: argparse.Namespace, rounds: dict[str, list[Round]]) -> None:
             print(f"| {one_row['phase']} | " + " | ".join(f"{x:.2f}" for x in ratios) + " |")
     print_ratios(medians, "+tracing", "on ÷ off")
     print_ratios(medians, "+tcp", "tcp ÷ grpc")
+    print_ratios(medians, "+nofsync", "off ÷ on")
     base = args.requests_per_turn[0] or "default"
     for per_turn in args.requests_per_turn[1:]:
         print_ratios(medians, f"+turns{per_turn}", f"{per_turn} ÷ {base}")
