@@ -65,6 +65,14 @@ async def test_a_span_beyond_100_years_is_refused_and_the_engine_goes_on(
     await _still_takes_changes(h)
 
 
+async def test_a_sleep_until_a_time_already_past_resolves_at_once(h: Harness) -> None:
+    await h.register()
+    await h.start()
+    item = await h.take_one()
+    response = await h.report(item, h.sleep(0, until_ms=1))
+    assert [e.index for e in response.resolved] == [0]
+
+
 async def test_a_function_timeout_beyond_100_years_is_refused_at_registration(h: Harness) -> None:
     spec = FunctionSpec(name="forever", timeout_ms=HUGE)
     with pytest.raises(
@@ -86,6 +94,9 @@ NOT_JSON = {
     "NaN": (b"NaN", "NaN is not JSON"),
     "Infinity in an array": (b"[1, -Infinity]", "-Infinity is not JSON"),
     "not UTF-8": (b'"\xff\xfe"', "codec can't decode"),
+    # json.loads(bytes) alone guesses the encoding: these were taken, and stored as they came.
+    "UTF-16": ('{"a": 1}'.encode("utf-16"), "codec can't decode"),
+    "UTF-8 with a byte order mark": (b"\xef\xbb\xbf[1]", "Unexpected UTF-8 BOM"),
     "two values": (b"1 2", "Extra data"),
     "nested past the recursion limit": (b"[" * 2_000 + b"]" * 2_000, "nests too deeply"),
 }

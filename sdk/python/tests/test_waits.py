@@ -82,6 +82,36 @@ async def test_a_bad_sleep_blocks_the_run_with_a_clear_error(
     assert "non-negative number of seconds" in value.error.message
 
 
+async def test_a_sleep_past_100_years_blocks_the_run_before_the_engine_sees_it(
+    coordinator, make_worker, serve, item
+) -> None:
+    """The engine refuses a span past 100 years (MAX_DURATION_MS); the SDK says so at the call,
+    as it does for a negative one, instead of sending what the engine would refuse."""
+    worker = make_worker()
+
+    @worker.function
+    async def napper(ctx: trine.Context, _: None) -> None:
+        await ctx.sleep(timedelta(days=365 * 200))
+
+    serve(worker)
+    session = await coordinator.registered()
+    session.dispatch(item("r1", "napper"))
+    await coordinator.until(lambda: session.finished("r1"))
+    [(kind, value)] = session.commands("r1")
+    assert kind == "run_blocked"
+    assert value.error.type == "ValueError"
+    assert "a sleep's duration is 6307200000000 ms" in value.error.message
+    assert "(100 years)" in value.error.message
+
+
+def test_a_function_timeout_past_100_years_is_refused_where_it_is_declared(make_worker) -> None:
+    worker = make_worker()
+    with pytest.raises(ValueError, match=r"a function's timeout is \d+ ms, more than"):
+
+        @worker.function(timeout=timedelta(days=365 * 1000))
+        async def forever(ctx: trine.Context, _: None) -> None: ...
+
+
 async def test_a_kept_signal_is_returned_without_suspending(
     coordinator, make_worker, serve, item, default_ack, wait_entry
 ) -> None:

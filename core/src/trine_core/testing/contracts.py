@@ -80,6 +80,7 @@ from trine_proto.trine.v1 import (
     RunFailed,
     RunStatus,
     SignalRunRequest,
+    Sleep,
     StartChild,
     StartRunRequest,
     StepCompleted,
@@ -93,7 +94,7 @@ from trine_proto.trine.v1 import (
     WorkerInfo,
     WorkItem,
 )
-from trine_proto.vocabulary import FINAL_STATUSES, EventType, now_ms
+from trine_proto.vocabulary import FINAL_STATUSES, MAX_DURATION_MS, EventType, now_ms
 
 FUNCTION = "contract-fn"
 OTHER = "contract-other"
@@ -372,6 +373,16 @@ class BackendContract(_Suite):
         with pytest.raises(PayloadTooLarge):
             await drive.backend.start_run(StartRunRequest(function=FUNCTION, input=data))
 
+    async def test_an_input_that_is_not_json_or_a_timeout_past_100_years_is_refused(
+        self, drive: _Driver
+    ) -> None:
+        for request in (
+            StartRunRequest(function=FUNCTION, input=b"{bad"),
+            StartRunRequest(function=FUNCTION, input=b"1", timeout_ms=2**64 - 1),
+        ):
+            with pytest.raises(InvalidArgument):
+                await drive.backend.start_run(request)
+
     async def test_listing_pages_through_every_run_once_in_creation_order(
         self, drive: _Driver
     ) -> None:
@@ -647,6 +658,26 @@ class DispatcherContract(_Suite):
         journal = await drive.backend.get_journal(GetJournalRequest(run_id=run.id))
         assert list(journal.entries) == []
         assert (await drive.report(item, _step(0, "a", 1))).outcome == ReportOutcome.CONTINUE
+
+    async def test_a_report_that_would_break_the_journal_is_refused_and_changes_nothing(
+        self, drive: _Driver
+    ) -> None:
+        """A span past 100 years overflows the 64-bit milliseconds of a due time; a payload
+        that is not JSON would make every answer carrying it invalid: both are refused before
+        anything is journaled, and the run goes on."""
+        run = await drive.start()
+        item = await drive.take_one(run.id)
+        forever = Command(sleep=Sleep(index=0, duration_ms=2**64 - 1))
+        not_json = Command(
+            step_completed=StepCompleted(entry=JournalEntry(index=0, name="a", output=b"NaN"))
+        )
+        for command in (forever, not_json):
+            with pytest.raises(InvalidArgument):
+                await drive.report(item, command)
+        journal = await drive.backend.get_journal(GetJournalRequest(run_id=run.id))
+        assert list(journal.entries) == []
+        longest = Command(sleep=Sleep(index=0, duration_ms=MAX_DURATION_MS))
+        assert (await drive.report(item, longest)).outcome == ReportOutcome.SUSPENDED
 
     async def test_a_work_stream_sends_ready_runs_within_its_credit(self, drive: _Driver) -> None:
         """A run is sent only against credit granted and not yet used: a run ready beyond it

@@ -37,7 +37,8 @@ WORKERS_REFUSED = REGISTRY.counter(
     "Worker streams refused before registering (issue 13), by reason: unauthenticated (no token, "
     "or one the tokens file does not know), permission_denied (no 'worker' scope, or functions "
     "the token may not serve), already_exists (a live worker holds the worker_id), revoked (a "
-    "session closed when a reload of the tokens file revoked its token).",
+    "session closed when a reload of the tokens file revoked its token), invalid_argument (the "
+    "engine refused the registration: a function without a name, a timeout past 100 years).",
     ("reason",),
 )
 

@@ -62,8 +62,8 @@ REFUSALS: dict[str, str] = {
     "include every function this worker serves (or serve only those)",
     ErrorCode.WORKER_ID_IN_USE: "give each worker process its own worker_id (or leave it unset: "
     "the default is unique per process)",
-    ErrorCode.INVALID_ARGUMENT: "change what the message names in this worker's functions (their "
-    "names, their timeouts) and restart it",
+    ErrorCode.INVALID_ARGUMENT: "the coordinator found this worker's stream invalid: change what "
+    "the message names (a function's name or timeout, say) and restart it",
 }
 """The error codes a coordinator refuses a worker with, and what the worker's owner can do."""
 AUTHORIZATION = "authorization"

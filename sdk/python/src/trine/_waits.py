@@ -34,11 +34,11 @@ def _timeout_ms(limit: float | timedelta | None, what: str) -> int:
     """A wait's timeout on the wire: 0 for none, else at least 1 ms (0 would mean none)."""
     if limit is None:
         return 0
-    return timeout_to_ms(_durations.seconds(limit, what))
+    return timeout_to_ms(_durations.span(limit, what))
 
 
 async def sleep(attempt: Attempt, duration: float | timedelta) -> None:
-    seconds = _durations.seconds(duration, "a sleep's duration")
+    seconds = _durations.span(duration, "a sleep's duration")
     [entry] = await resolve(
         attempt,
         [(EntryKind.SLEEP, "sleep")],

@@ -25,6 +25,7 @@ from trine_proto.addresses import host_port, worker_scheme
 from trine_proto.trine.v1 import VersioningMode, WorkflowErrorMode
 from trine_proto.vocabulary import timeout_to_ms
 
+from . import _durations
 from ._build import code_digest
 from ._connection import Connection
 from ._declared import NAME_ATTRIBUTE, input_type
@@ -217,7 +218,7 @@ class Worker:
             seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
             if not math.isfinite(seconds) or seconds <= 0:
                 raise ValueError(f"a function's timeout must be positive seconds, not {timeout!r}")
-            timeout_ms = timeout_to_ms(seconds)
+            timeout_ms = timeout_to_ms(_durations.span(seconds, "a function's timeout"))
 
         def register(f: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
             if not inspect.iscoroutinefunction(f):

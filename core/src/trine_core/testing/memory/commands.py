@@ -17,11 +17,12 @@ from typing import Any, Final
 import betterproto2
 
 from trine_core import errors
+from trine_core.names import check_duration
 from trine_core.testing.memory.runs import Runs, RunState, cancelled, error_json
 from trine_core.testing.memory.runs import json_bytes as _json
 from trine_proto import retry
 from trine_proto.trine import v1 as pb
-from trine_proto.vocabulary import ErrorType
+from trine_proto.vocabulary import ErrorType, signal_name_problem
 from trine_proto.vocabulary import EventType as _E
 
 _S, _O, _K = pb.RunStatus, pb.ReportOutcome, pb.EntryKind
@@ -231,7 +232,10 @@ def run_blocked(report: Applying, command: pb.RunBlocked) -> None:
 
 def sleep(report: Applying, command: pb.Sleep) -> None:
     i, now = command.index, report.now
-    until = command.until_ms or now + command.duration_ms
+    what = f"the sleep at step {i}"
+    if command.until_ms:
+        check_duration(command.until_ms - now, what)
+    until = command.until_ms or now + check_duration(command.duration_ms, what)
     if report.follows(i, _SLEEP) and report.wait(_K.SLEEP, i, _SLEEP, until > now, until_ms=until):
         report.event(_E.TIMER_STARTED, _SLEEP, {"index": i, "until_ms": until})
 
@@ -243,6 +247,9 @@ def wait_signal(report: Applying, command: pb.WaitSignal) -> None:
     i, until = command.index, report.now + command.timeout_ms if command.timeout_ms else 0
     if not report.follows(i, name):
         return
+    if (problem := signal_name_problem(name)) is not None:
+        raise errors.InvalidArgument(f"the signal wait at step {i}: {problem}")
+    check_duration(command.timeout_ms, f"the timeout of the signal wait at step {i}")
     kept = report.state.signals.get(name) if report.stop is None else None
     output = kept.popleft() if kept else b""
     if report.wait(_K.SIGNAL, i, name, not output, output=output, until_ms=until):
@@ -256,6 +263,7 @@ def start_child(report: Applying, command: pb.StartChild) -> None:
     if not report.follows(index := command.index, name := command.function):
         return
     child_input = report.check_size(command.input, f"the input of child run {index}")
+    check_duration(command.timeout_ms, f"the timeout of child run {index}")
     if (spec := report.engine.functions.get(name)) is None or report.stop is not None:
         unknown = f"no worker has registered function {name!r}"
         error = pb.ErrorInfo(type=ErrorType.UNKNOWN_FUNCTION, message=unknown)

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 from trine_core import errors
 from trine_core.fallbacks import report_each, take_work_polling
+from trine_core.names import check_duration
 from trine_core.testing.memory.commands import apply_commands
 from trine_core.testing.memory.runs import LEASE_TTL_MS, Runs, RunState
 from trine_proto.trine import v1 as pb
@@ -28,6 +29,8 @@ class Reports(Runs):
         self._record("register_functions", message)
         if any(not spec.name for spec in message.functions):
             raise errors.InvalidArgument("a function needs a name")
+        for spec in message.functions:
+            check_duration(spec.timeout_ms, f"the timeout of function {spec.name!r}")
         build_id, names = message.build_id, {spec.name for spec in message.functions}
         for spec in message.functions:
             self.functions[spec.name] = dataclasses.replace(spec, build_id=build_id)

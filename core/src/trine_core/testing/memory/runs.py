@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from trine_core import errors
+from trine_core.names import check_duration
 from trine_core.testing.memory.builds import Builds
 from trine_proto.trine import v1 as pb
-from trine_proto.vocabulary import FINAL_STATUSES, ErrorType, status_name
+from trine_proto.vocabulary import FINAL_STATUSES, ErrorType, json_problem, status_name
 from trine_proto.vocabulary import EventType as _E
 
 CANCEL_GRACE_MS = LEASE_TTL_MS = 30_000
@@ -194,11 +195,14 @@ class Runs:
         return pinned and bool(run.build_id)
 
     def _check_size(self, payload: bytes, what: str) -> bytes:
-        """``payload`` (JSON ``null`` when empty); PayloadTooLarge over the limit."""
+        """``payload`` (JSON ``null`` when empty); PayloadTooLarge over the limit,
+        InvalidArgument when it is not JSON (as the engine's ``json_payload``)."""
         size, limit = len(payload), self.max_payload_bytes
         if size > limit:
             what = f"{what} is {size} bytes; the limit is {limit}"
             raise errors.PayloadTooLarge(what, size=size, limit=limit)
+        if payload and (problem := json_problem(payload)) is not None:
+            raise errors.InvalidArgument(f"{what} is not JSON: {problem}")
         return payload or b"null"
 
     def _event(self, state: RunState, type_: _E, name: str, data: Any) -> None:
@@ -214,7 +218,8 @@ class Runs:
         the engine's ULIDs, and is predictable."""
         run = pb.Run(id=f"01MEM{next(self._ids):021d}", function=spec.name, **fields)
         run.status, run.input, run.created_at_ms = _S.PENDING, payload, self.clock()
-        timeout = timeout or spec.timeout_ms
+        what = f"the timeout of function {spec.name!r}"
+        timeout = timeout or check_duration(spec.timeout_ms, what)
         run.deadline_ms = run.created_at_ms + timeout if timeout else 0
         state = self._runs[run.id] = RunState(run=run)
         self._event(state, _E.RUN_STARTED, run.function, {"function": run.function})

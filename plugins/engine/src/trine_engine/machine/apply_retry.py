@@ -24,7 +24,7 @@ import functools
 from collections import deque
 from typing import TYPE_CHECKING
 
-from trine_core import StorageError
+from trine_core import MAX_DURATION_MS, StorageError
 from trine_engine import metrics
 from trine_engine.machine import apply_ending, errors, timeouts
 from trine_engine.machine.events import NewEvents
@@ -118,7 +118,9 @@ def _new_deadline(state: RunState, at: int) -> int:
         (e.at_ms for e in reversed(state.events) if e.type == EventType.RUN_RETRIED),
         run.created_at_ms,
     )
-    deadline: int = at + max(1, run.deadline_ms - base)
+    # A database from before MAX_DURATION_MS may hold a longer timeout: clamped, so the retry's
+    # record cannot overflow its 64-bit milliseconds (an apply that fails stops every change).
+    deadline: int = at + min(max(1, run.deadline_ms - base), MAX_DURATION_MS)
     return deadline
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -69,7 +68,7 @@ from trine_proto.trine.v1 import (
     Run,
     RunStatus,
 )
-from trine_proto.vocabulary import status_name
+from trine_proto.vocabulary import json_problem, status_name
 
 CommandPlanner = Callable[[Plan, Any], None]
 """Plans one command; its second argument is the message the command's oneof field holds."""
@@ -147,19 +146,18 @@ class StateMachine:
             )
 
     def json_payload(self, payload: bytes, what: str) -> bytes:
-        """``payload`` (empty: JSON ``null``), refused unless it is one JSON value within the
-        size limit. Every payload is stored as the bytes it came as, and the gateway writes them
-        into its answers and event streams unparsed: one that is not JSON (a worker's
-        ``b"not json{"``, ``NaN``, bytes that are not UTF-8) would make every answer that
-        carries it invalid. The worker SDK and the gateway send only JSON; this holds for any
-        other sender too. About 7 µs for a small document."""
+        """``payload`` (empty: JSON ``null``), refused unless it is one JSON value in UTF-8 within
+        the size limit (``trine_proto.vocabulary.json_problem``). Every payload is stored as the
+        bytes it came as, and the gateway writes them into its answers and event streams
+        unparsed: one that is not JSON (a worker's ``b"not json{"``, ``NaN``, UTF-16) would make
+        every answer that carries it invalid. The worker SDK and the gateway send only JSON; this
+        holds for any other sender too."""
         self.check_size(payload, what)
         if not payload:
             return b"null"
-        try:
-            json.loads(payload, parse_constant=_not_json)
-        except (ValueError, RecursionError) as exc:
-            raise InvalidArgument(f"{what} is not JSON: {_reason(exc)}") from None
+        problem = json_problem(payload)
+        if problem is not None:
+            raise InvalidArgument(f"{what} is not JSON: {problem}")
         return payload
 
     def active(self, run_id: str) -> RunState:
@@ -371,14 +369,3 @@ def _trace_wait(run: Run, entry: JournalEntry) -> None:
         },
         error=None if error is None else f"{error.type}: {error.message}",
     )
-
-
-def _not_json(constant: str) -> Any:
-    """``NaN``, ``Infinity`` and ``-Infinity``, which Python's ``json`` takes and JSON has not."""
-    raise ValueError(f"{constant} is not JSON")
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, RecursionError):
-        return "it nests too deeply"
-    return str(exc)

@@ -30,9 +30,10 @@ def step_completed(plan: Plan, command: StepCompleted) -> None:
     entry = command.entry
     if entry is None:
         raise InvalidArgument("StepCompleted carries no journal entry")
-    output = plan.machine.json_payload(entry.output, f"the output of step {entry.index}")
+    plan.machine.check_size(entry.output, f"the output of step {entry.index}")
     if not plan.follows(entry.index, entry.name):
-        return
+        return  # a repeat of the last entry: a no-op, whatever it carries
+    output = plan.machine.json_payload(entry.output, f"the output of step {entry.index}")
     entry = dataclasses.replace(  # a step: whatever wait fields a worker sent
         entry,
         output=output,
@@ -92,10 +93,11 @@ def emit(plan: Plan, command: Emit) -> None:
     acknowledged, nothing published. One without an index comes from an SDK that predates
     journaled emits (or from an old log record): published only, as it was then."""
     name = command.name
-    data = plan.machine.json_payload(command.data, f"event {name!r}")
+    what = f"event {name!r}"
+    plan.machine.check_size(command.data, what)
     index = command.index
     if index is None:
-        plan.events.custom(name, data)
+        plan.events.custom(name, plan.machine.json_payload(command.data, what))
         return
     if not name:
         raise InvalidArgument("an event needs a name")
@@ -104,6 +106,7 @@ def emit(plan: Plan, command: Emit) -> None:
         if journaled.kind == EntryKind.EMIT and journaled.name == name:
             return
     elif index == plan.length:
+        data = plan.machine.json_payload(command.data, what)
         plan.add_entry(
             JournalEntry(
                 index=index,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from trine_core import InvalidArgument, check_duration, check_signal_name
+from trine_core import InvalidArgument, check_duration
 from trine_engine.machine import errors
 from trine_engine.machine.plan import Plan
 from trine_proto.trine.v1 import (
@@ -23,6 +23,7 @@ from trine_proto.trine.v1 import (
     StartChild,
     WaitSignal,
 )
+from trine_proto.vocabulary import signal_name_problem
 
 SLEEP_NAME = "sleep"
 
@@ -57,7 +58,9 @@ def wait_signal(plan: Plan, command: WaitSignal) -> None:
         raise InvalidArgument("a signal wait needs the signal's name")
     if not plan.follows(command.index, name):
         return
-    check_signal_name(name)  # else no client could ever send it
+    problem = signal_name_problem(name)
+    if problem is not None:  # no client could ever send it
+        raise InvalidArgument(f"the signal wait at step {command.index}: {problem}")
     check_duration(command.timeout_ms, f"the timeout of the signal wait at step {command.index}")
     at = plan.at
     entry = JournalEntry(
