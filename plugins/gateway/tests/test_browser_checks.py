@@ -79,6 +79,34 @@ async def test_a_body_that_is_not_json_is_refused_and_starts_nothing(
     assert await count_runs(gateway.memory) == 0
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "br", "Deflate"])
+async def test_a_compressed_body_is_refused_naming_its_encoding(
+    gateway: Gateway, encoding: str
+) -> None:
+    """Nothing decompresses it: read as JSON, it was refused as malformed at byte 0."""
+    headers = {"content-type": "application/json", "content-encoding": encoding}
+    response = await gateway.http.post("/v1/runs", content=b"\x1f\x8b\x08\x00", headers=headers)
+    assert response.status_code == 415, response.text
+    assert error_code(response) == "unsupported_media_type"
+    assert f"Content-Encoding: {encoding.lower()}" in response.json()["error"]["message"]
+    assert await count_runs(gateway.memory) == 0
+
+
+async def test_an_identity_encoding_is_no_encoding(gateway: Gateway) -> None:
+    headers = {"content-type": "application/json", "content-encoding": "identity"}
+    response = await gateway.http.post(
+        "/v1/runs", content=b'{"function": "order"}', headers=headers
+    )
+    assert response.status_code == 201, response.text
+
+
+async def test_a_post_without_a_body_says_the_body_is_missing(gateway: Gateway) -> None:
+    """litestar's words were "body: 'data'" (a KeyError's)."""
+    response = await gateway.http.post("/v1/runs", headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert "body: missing (send a JSON object" in response.json()["error"]["message"]
+
+
 @pytest.mark.parametrize(
     "content_type", ["application/json", "application/json; charset=utf-8", "Application/JSON"]
 )

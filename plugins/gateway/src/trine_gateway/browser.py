@@ -10,7 +10,8 @@ cannot forge, and the gateway checks each before a route runs:
   own domain. ``/healthz`` is exempt: probes address the gateway by IP, and it tells nothing.
 - ``Content-Type`` of a request with a body: ``application/json``, or 415
   ``unsupported_media_type``. The three types a page may post without a preflight
-  (``text/plain``, forms, multipart) are thereby refused.
+  (``text/plain``, forms, multipart) are thereby refused. A ``Content-Encoding`` other than
+  ``identity`` is refused the same way: nothing here decompresses a body.
 - ``Origin`` of a state-changing request (POST, PUT, PATCH, DELETE): the gateway's own (the
   ``Host``, or ``X-Forwarded-Host`` behind a proxy) or one of ``[gateway] cors_origins``, or 403
   ``forbidden_origin``. Clients that are not browsers send no ``Origin`` and pass.
@@ -234,6 +235,12 @@ class BrowserGuard:
         if _has_body(headers) and not is_json(headers.get("content-type", "")):
             got = headers.get("content-type") or "none"
             message = f"the body must be {JSON_TYPE} (Content-Type: {got})"
+            return 415, UNSUPPORTED_MEDIA_TYPE, message
+        encoding = headers.get("content-encoding", "identity").strip().lower()
+        if _has_body(headers) and encoding not in ("", "identity"):
+            # Nothing here decompresses: the body would be read as JSON and refused as
+            # malformed, which names the symptom, not the cause.
+            message = f"the body must not be compressed (Content-Encoding: {encoding})"
             return 415, UNSUPPORTED_MEDIA_TYPE, message
         return None
 

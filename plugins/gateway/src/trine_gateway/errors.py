@@ -106,6 +106,8 @@ def _problem(item: Mapping[str, Any]) -> str:
     key = item.get("key")
     if not key:
         return str(item["message"])
+    if key == "data" and item["message"] == "'data'":  # litestar's KeyError: no body at all
+        return "body: missing (send a JSON object, Content-Type: application/json)"
     # the body as a whole is litestar's "data" parameter
     return f"{'body' if key == 'data' else key}: {item['message']}"
 
