@@ -232,6 +232,29 @@ async def test_registration_while_the_engine_is_away_is_unavailable(coordinator:
     assert caught.value.status == grpclib.const.Status.UNAVAILABLE
 
 
+@pytest.mark.parametrize(
+    ("worker_id", "problem"),
+    [("w" * 201, "is 201 characters; at most 200"), ("w\n1", "has a control character")],
+)
+async def test_a_worker_id_too_long_or_with_a_control_character_is_refused(
+    coordinator: Harness, worker_id: str, problem: str
+) -> None:
+    """Every line about a worker carries its id: a 1 MB one was logged in full."""
+    register = Register(worker_id=worker_id, functions=[FunctionSpec(name="f")])
+    refused: grpclib.GRPCError | None = None
+    try:
+        async with coordinator.open() as stream:
+            await stream.send_request()
+            await stream.send_message(WorkerMessage(register=register))
+            await asyncio.wait_for(stream.recv_message(), 5)
+    except grpclib.GRPCError as exc:
+        refused = exc
+    assert refused is not None
+    assert refused.status == grpclib.const.Status.INVALID_ARGUMENT
+    assert problem in str(refused.message)
+    assert await coordinator.memory.called("register_functions", 0) == []
+
+
 async def test_a_registration_the_engine_refuses_is_a_refusal_not_an_outage(
     coordinator: Harness,
 ) -> None:

@@ -144,3 +144,22 @@ async def test_a_signal_wait_on_a_name_no_client_could_send_is_refused(h: Harnes
         await h.report(item, h.wait_signal(0, "needs approval"))
     await h.report(item, h.wait_signal(0, "approval"))
     await _still_takes_changes(h)
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [("f" * 201, "is 201 characters; at most 200"), ("a\x00b", "has a control character")],
+)
+async def test_a_function_name_too_long_or_with_a_control_character_is_refused(
+    h: Harness, name: str, problem: str
+) -> None:
+    """Names are logged, listed and labelled in metrics: a worker's 500 KB name, or one with a
+    NUL or a newline in it, was stored and logged as it came."""
+    spec = FunctionSpec(name=name)
+    with pytest.raises(InvalidArgument, match=problem):
+        await h.dispatcher.register_functions(
+            RegisterFunctionsRequest(worker_id="w1", functions=[spec])
+        )
+    await h.dispatcher.register_functions(
+        RegisterFunctionsRequest(worker_id="w1", functions=[FunctionSpec(name="f" * 200)])
+    )

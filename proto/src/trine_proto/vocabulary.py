@@ -143,6 +143,23 @@ def signal_name_problem(name: str) -> str | None:
     return None
 
 
+MAX_NAME = 200
+"""The longest function name or ``worker_id`` (characters): both are logged with every line about
+them, listed by the API and labelled in metrics, so a worker's 1 MB id must not be."""
+
+
+def name_problem(name: str, what: str) -> str | None:
+    """What is wrong with ``name`` as ``what`` (a function's name, a ``worker_id``), in a
+    sentence; None when it is at most :data:`MAX_NAME` characters with no control character
+    (a NUL or a newline would break a log line or a metric label). An empty one is the
+    caller's to refuse or default."""
+    if len(name) > MAX_NAME:
+        return f"{what} is {len(name)} characters; at most {MAX_NAME}"
+    if any(c < " " or c == "\x7f" for c in name):
+        return f"{what} {name[:MAX_NAME]!r} has a control character"
+    return None
+
+
 MAX_DURATION_MS = 100 * 365 * 24 * 3600 * 1000
 """The longest span a message may ask for (100 years): a sleep, a signal wait's or a child's
 timeout, a run's or a function's timeout. Time is carried as uint64 milliseconds since the epoch,

@@ -73,7 +73,7 @@ from trine_proto.trine.v1 import (
     WorkerReport,
     WorkItem,
 )
-from trine_proto.vocabulary import TRANSIENT_CODES, ErrorCode, now_ms
+from trine_proto.vocabulary import TRANSIENT_CODES, ErrorCode, name_problem, now_ms
 
 MISSED_HEARTBEATS = 5
 REGISTER_TIMEOUT_S = 10.0
@@ -202,6 +202,8 @@ class WorkerService:
         ``trine-worker-instance``."""
         register = await self._first_register(messages)
         try:
+            if (problem := name_problem(register.worker_id, "a worker_id")) is not None:
+                raise InvalidArgument(problem)
             admission.admit_functions(credential, (spec.name for spec in register.functions))
             self._refuse_duplicate(register.worker_id, instance)
         except TrineError as exc:

@@ -75,6 +75,7 @@ from trine_proto.trine.v1 import (
     TakeWorkResponse,
     WorkItem,
 )
+from trine_proto.vocabulary import name_problem
 
 _FINAL_COMMANDS = ("run_completed", "run_failed", "run_blocked")
 _ENDS_ATTEMPT = (
@@ -130,6 +131,8 @@ class EngineDispatcher(Dispatcher):
         for spec in message.functions:
             if not spec.name:
                 raise InvalidArgument("a function needs a name")
+            if (problem := name_problem(spec.name, "a function's name")) is not None:
+                raise InvalidArgument(problem)
             check_duration(spec.timeout_ms, f"the timeout of function {spec.name!r}")
             wanted[spec.name] = dataclasses.replace(spec, build_id=build or spec.build_id)
         self._machine.builds.registering(build, self._clock.now_ms())

@@ -18,6 +18,7 @@ from trine_core.names import check_duration
 from trine_core.testing.memory.commands import apply_commands
 from trine_core.testing.memory.runs import LEASE_TTL_MS, Runs, RunState
 from trine_proto.trine import v1 as pb
+from trine_proto.vocabulary import name_problem
 
 _S, _O = pb.RunStatus, pb.ReportOutcome
 
@@ -30,6 +31,8 @@ class Reports(Runs):
         if any(not spec.name for spec in message.functions):
             raise errors.InvalidArgument("a function needs a name")
         for spec in message.functions:
+            if (problem := name_problem(spec.name, "a function's name")) is not None:
+                raise errors.InvalidArgument(problem)
             check_duration(spec.timeout_ms, f"the timeout of function {spec.name!r}")
         build_id, names = message.build_id, {spec.name for spec in message.functions}
         for spec in message.functions:
