@@ -145,31 +145,20 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused or self.parser is None:
             return
-        room = self.limits.max_header_bytes - self._head_bytes
-        if self._in_head and len(data) > room:
-            # Fed up to the cap first: a head that has not ended there is too large, however
-            # much of it this read holds (a whole 127 KB head in one read got through a 64 KB
-            # cap when the check came only after the feed, with the head complete by then).
-            self._feed(data[:room])
-            if self._in_head:
-                self._refuse(
-                    431,
-                    "header_too_large",
-                    f"the request's line and headers exceed {self.limits.max_header_bytes} "
-                    "bytes (gateway.max_header_bytes)",
-                )
-                return
-            if self._refused or self.parser is None or self.transport.is_closing():
-                return
-            data = data[room:]
-        self._feed(data)
-
-    def _feed(self, data: bytes) -> None:
         if self._in_head:
             self._head_bytes += len(data)
             if self._deadline is None:  # the first byte of a request on a kept-alive connection
                 self._arm_deadline()
         super().data_received(data)
+        # Checked after feeding: a read holding a small head and the start of a large body is
+        # no head overflow (the head completed during the feed and reset _in_head).
+        if self._in_head and self._head_bytes > self.limits.max_header_bytes:
+            self._refuse(
+                431,
+                "header_too_large",
+                f"the request's line and headers exceed {self.limits.max_header_bytes} bytes "
+                "(gateway.max_header_bytes)",
+            )
 
     def on_headers_complete(self) -> None:
         self._in_head = False
