@@ -233,14 +233,20 @@ async def test_registration_while_the_engine_is_away_is_unavailable(coordinator:
 
 
 @pytest.mark.parametrize(
-    ("worker_id", "problem"),
-    [("w" * 201, "is 201 characters; at most 200"), ("w\n1", "has a control character")],
+    ("worker_id", "function", "problem"),
+    [
+        ("w" * 201, "f", "a worker_id is 201 characters; at most 200"),
+        ("w\n1", "f", "not printable"),
+        ("w\u20281", "f", "not printable"),
+        ("w1", "f" * 201, "a function's name is 201 characters"),
+    ],
 )
-async def test_a_worker_id_too_long_or_with_a_control_character_is_refused(
-    coordinator: Harness, worker_id: str, problem: str
+async def test_a_name_too_long_or_not_printable_is_refused_before_anything_logs_it(
+    coordinator: Harness, worker_id: str, function: str, problem: str
 ) -> None:
-    """Every line about a worker carries its id: a 1 MB one was logged in full."""
-    register = Register(worker_id=worker_id, functions=[FunctionSpec(name="f")])
+    """Every line about a worker carries its id, and a token's refusal names the functions: a
+    1 MB id was logged in full."""
+    register = Register(worker_id=worker_id, functions=[FunctionSpec(name=function)])
     refused: grpclib.GRPCError | None = None
     try:
         async with coordinator.open() as stream:
@@ -252,6 +258,7 @@ async def test_a_worker_id_too_long_or_with_a_control_character_is_refused(
     assert refused is not None
     assert refused.status == grpclib.const.Status.INVALID_ARGUMENT
     assert problem in str(refused.message)
+    assert len(str(refused.message)) < 300
     assert await coordinator.memory.called("register_functions", 0) == []
 
 

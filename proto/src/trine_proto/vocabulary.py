@@ -150,13 +150,13 @@ them, listed by the API and labelled in metrics, so a worker's 1 MB id must not 
 
 def name_problem(name: str, what: str) -> str | None:
     """What is wrong with ``name`` as ``what`` (a function's name, a ``worker_id``), in a
-    sentence; None when it is at most :data:`MAX_NAME` characters with no control character
-    (a NUL or a newline would break a log line or a metric label). An empty one is the
-    caller's to refuse or default."""
+    sentence; None when it is at most :data:`MAX_NAME` printable characters (a NUL, a newline or
+    a line separator would break a log line or a metric label). An empty one is the caller's to
+    refuse or default."""
     if len(name) > MAX_NAME:
         return f"{what} is {len(name)} characters; at most {MAX_NAME}"
-    if any(c < " " or c == "\x7f" for c in name):
-        return f"{what} {name[:MAX_NAME]!r} has a control character"
+    if not name.isprintable():
+        return f"{what} {name!r} has a character that is not printable"
     return None
 
 

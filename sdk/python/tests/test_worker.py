@@ -273,6 +273,13 @@ def test_function_registration_rules() -> None:
         worker.function(sync)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="host:port"):
         trine.Worker(address="nowhere")
+    # What the coordinator refuses (trine_proto.vocabulary.name_problem), said where it is set.
+    with pytest.raises(ValueError, match="a function's name is 201 characters; at most 200"):
+        worker.function(name="f" * 201)(a)
+    with pytest.raises(ValueError, match="has a character that is not printable"):
+        worker.function(name="a\nb")(a)
+    with pytest.raises(ValueError, match="a worker_id is 201 characters"):
+        trine.Worker(address="127.0.0.1:1", worker_id="w" * 201)
 
 
 async def test_a_function_timeout_is_registered_with_the_function(

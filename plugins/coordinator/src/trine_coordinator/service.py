@@ -202,12 +202,14 @@ class WorkerService:
         ``trine-worker-instance``."""
         register = await self._first_register(messages)
         try:
-            if (problem := name_problem(register.worker_id, "a worker_id")) is not None:
-                raise InvalidArgument(problem)
+            # Before the token's check, whose refusal names the functions, and the log lines,
+            # which name the worker: neither may carry a 1 MB name.
+            _check_names(register)
             admission.admit_functions(credential, (spec.name for spec in register.functions))
             self._refuse_duplicate(register.worker_id, instance)
         except TrineError as exc:
-            self._refused(exc, register.worker_id, credential)
+            named = name_problem(register.worker_id, "") is None
+            self._refused(exc, register.worker_id if named else "", credential)
             raise
         session = WorkerSession(
             worker_id=register.worker_id,
@@ -819,3 +821,12 @@ def _trace_dispatch(session: WorkerSession, item: WorkItem, run: Run) -> None:
     ) as span:
         if span is not None:  # else the worker's spans follow the run's (unsampled) context
             item.trace_context = tracing.inject()
+
+
+def _check_names(register: Register) -> None:
+    """InvalidArgument unless the worker's id and every function's name pass the name rule."""
+    problem = name_problem(register.worker_id, "a worker_id")
+    for spec in register.functions:
+        problem = problem or name_problem(spec.name, "a function's name")
+    if problem is not None:
+        raise InvalidArgument(problem)

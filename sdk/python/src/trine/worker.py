@@ -23,7 +23,7 @@ from typing import Any, TypeVar, overload
 
 from trine_proto.addresses import host_port, worker_scheme
 from trine_proto.trine.v1 import VersioningMode, WorkflowErrorMode
-from trine_proto.vocabulary import timeout_to_ms
+from trine_proto.vocabulary import name_problem, timeout_to_ms
 
 from . import _durations
 from ._build import code_digest
@@ -122,6 +122,8 @@ class Worker:
                 f"loop_lag_warning must be positive seconds or None, not {loop_lag_warning!r}"
             )
         self.worker_id = worker_id or os.environ.get("TRINE_WORKER_ID") or default_worker_id()
+        if (problem := name_problem(self.worker_id, "a worker_id")) is not None:
+            raise ValueError(problem)  # the coordinator refuses it; said here, where it is set
         self._token = _checked_token(token if token is not None else os.environ.get("TRINE_TOKEN"))
         # Tells the coordinator that a registration is this worker reconnecting (it replaces its
         # own old session) rather than another worker with the same id (refused).
@@ -224,6 +226,8 @@ class Worker:
             if not inspect.iscoroutinefunction(f):
                 raise TypeError(f"{f!r} must be an async function (async def)")
             key = name or f.__name__
+            if (problem := name_problem(key, "a function's name")) is not None:
+                raise ValueError(problem)
             if key in self._functions:
                 raise ValueError(f"a function named {key!r} is already registered")
             self._functions[key] = FunctionDef(key, f, retry, timeout_ms, input_type(f), *modes)
