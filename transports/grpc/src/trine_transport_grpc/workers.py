@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping
+from typing import Any
 
 import grpclib
 import grpclib.server
@@ -19,6 +20,7 @@ from grpclib.const import Cardinality, Handler, Status
 from grpclib.exceptions import ProtocolError, StreamTerminatedError
 from grpclib.health.check import ServiceCheck
 from grpclib.health.service import Health
+from grpclib.protocol import H2Protocol
 from grpclib.server import Server
 
 from trine_core import (
@@ -28,6 +30,7 @@ from trine_core import (
     WorkerHub,
     WorkerServing,
     cannot_listen,
+    get_logger,
     join_host_port,
     split_host_port,
 )
@@ -38,6 +41,60 @@ from trine_transport_grpc.errors import STATUS_BY_CODE
 CONNECT = "/trine.v1.WorkerService/Connect"
 BROKEN = (StreamTerminatedError, ProtocolError, OSError)
 """What grpclib raises when a worker's connection breaks (reset, closed, killed peer)."""
+log = get_logger("grpc")
+OPEN_TIMEOUT_S = 10.0
+"""How long a connection to the worker port has to open its first stream (from its TCP accept,
+or the end of its TLS handshake). A worker opens its ``Connect`` stream within milliseconds;
+grpclib alone keeps a connection that never sends a request for as long as its peer likes, so
+strangers could hold the port's file descriptors (the ``tcp://`` port gives its ``HELLO`` the
+same 10 s)."""
+
+
+class _OpeningProtocol(H2Protocol):
+    """grpclib's HTTP/2 protocol, closing a connection that opens no stream in time."""
+
+    def __init__(self, handler: Any, config: Any, h2_config: Any) -> None:
+        super().__init__(handler, config, h2_config)
+        self._deadline: asyncio.TimerHandle | None = None
+        accept = handler.accept
+
+        def accepted(*args: Any) -> None:  # a stream's request headers arrived
+            self._disarm()
+            accept(*args)
+
+        handler.accept = accepted  # this connection's own handler (one per connection)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_later(OPEN_TIMEOUT_S, self._silent, transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _silent(self, transport: asyncio.BaseTransport) -> None:
+        self._deadline = None
+        log.info(
+            "closed a connection to the grpc:// worker port that opened no stream",
+            peer=_address(transport.get_extra_info("peername")),  # (host, port) or None
+            within_s=OPEN_TIMEOUT_S,
+        )
+        transport.abort()  # type: ignore[attr-defined]
+
+
+class _WorkerPortServer(Server):
+    """A grpclib server whose connections must open a stream within :data:`OPEN_TIMEOUT_S`
+    (grpclib has no such option: its protocol is made here, for the same handler)."""
+
+    def _protocol_factory(self) -> H2Protocol:
+        made = super()._protocol_factory()
+        return _OpeningProtocol(made.handler, made.config, made.h2_config)
 
 
 class GrpcWorkerStream:
@@ -138,7 +195,7 @@ async def serve_workers(hub: WorkerHub, address: str, serving: WorkerServing) ->
     check = ServiceCheck(hub.healthy, check_ttl=1.0, check_timeout=2.0)
     # A message over the limit is refused from its length prefix (grpclib has no option).
     codec = BoundedCodec(serving.max_message_bytes, serving.limit_setting)
-    server = Server([port_servable, Health({port_servable: [check]})], codec=codec)
+    server = _WorkerPortServer([port_servable, Health({port_servable: [check]})], codec=codec)
     try:
         await server.start(host, port, ssl=serving.tls)
     except OSError as exc:
@@ -160,7 +217,10 @@ def _text(value: object) -> str:
 def _peer(stream: grpclib.server.Stream[WorkerMessage, CoordinatorMessage]) -> str:
     """The remote ``host:port`` of a stream ("" if unknown)."""
     with contextlib.suppress(Exception):
-        address = stream.peer.addr()
-        if address:
-            return f"{address[0]}:{address[1]}"
+        return _address(stream.peer.addr())
     return ""
+
+
+def _address(address: Any) -> str:
+    """``host:port`` of a socket's address tuple ("" for None)."""
+    return f"{address[0]}:{address[1]}" if address else ""
