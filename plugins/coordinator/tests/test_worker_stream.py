@@ -232,6 +232,21 @@ async def test_registration_while_the_engine_is_away_is_unavailable(coordinator:
     assert caught.value.status == grpclib.const.Status.UNAVAILABLE
 
 
+async def _refused(coordinator: Harness, register: Register) -> grpclib.GRPCError:
+    """The INVALID_ARGUMENT a stream that sends ``register`` ends with."""
+
+    async def send() -> None:
+        async with coordinator.open() as stream:
+            await stream.send_request()
+            await stream.send_message(WorkerMessage(register=register))
+            await asyncio.wait_for(stream.recv_message(), 5)
+
+    with pytest.raises(grpclib.GRPCError) as refused:
+        await send()
+    assert refused.value.status == grpclib.const.Status.INVALID_ARGUMENT
+    return refused.value
+
+
 @pytest.mark.parametrize(
     ("worker_id", "function", "problem"),
     [
@@ -247,16 +262,7 @@ async def test_a_name_too_long_or_not_printable_is_refused_before_anything_logs_
     """Every line about a worker carries its id, and a token's refusal names the functions: a
     1 MB id was logged in full."""
     register = Register(worker_id=worker_id, functions=[FunctionSpec(name=function)])
-    refused: grpclib.GRPCError | None = None
-    try:
-        async with coordinator.open() as stream:
-            await stream.send_request()
-            await stream.send_message(WorkerMessage(register=register))
-            await asyncio.wait_for(stream.recv_message(), 5)
-    except grpclib.GRPCError as exc:
-        refused = exc
-    assert refused is not None
-    assert refused.status == grpclib.const.Status.INVALID_ARGUMENT
+    refused = await _refused(coordinator, register)
     assert problem in str(refused.message)
     assert len(str(refused.message)) < 300
     assert await coordinator.memory.called("register_functions", 0) == []
@@ -268,16 +274,7 @@ async def test_a_registration_the_engine_refuses_is_a_refusal_not_an_outage(
     """The worker's owner must change what the engine refused; UNAVAILABLE would have the
     worker retry the same registration for ever, as if the engine were away."""
     register = Register(worker_id="w1", functions=[FunctionSpec(name="")])
-    refused: grpclib.GRPCError | None = None
-    try:
-        async with coordinator.open() as stream:
-            await stream.send_request()
-            await stream.send_message(WorkerMessage(register=register))
-            await asyncio.wait_for(stream.recv_message(), 5)
-    except grpclib.GRPCError as exc:
-        refused = exc
-    assert refused is not None
-    assert refused.status == grpclib.const.Status.INVALID_ARGUMENT
+    refused = await _refused(coordinator, register)
     assert "a function needs a name" in str(refused.message)
     async with coordinator.worker() as worker:  # a good registration is served after it
         [run] = await coordinator.start()
